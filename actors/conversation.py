@@ -1,0 +1,161 @@
+"""The conversation actor: one conversation's state and its one-at-a-time turns.
+
+Conversation actors are plain objects hosted by the hundreds of thousands inside
+a shard process (a Thespian actor is an OS process, far too heavy per
+conversation). The shard hands each actor its commands in arrival order and
+never runs two of them at once, which is what makes a conversation sequential.
+
+State is kept packed (msgpack bytes): it is compact while resident, already in
+the form the store writes, and every turn unpacks a private working copy, so a
+failing turn cannot leave half-applied state. Changes are *staged* until the
+shard's store write commits, then made current (``commit``) or dropped
+(``rollback``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import msgpack
+
+from ..runtime.errors import ConfabError, ConversationNotFound, InternalError
+from ..runtime.flows import FlowRegistry
+from ..runtime.model import (
+    ConversationKey,
+    ConversationState,
+    InboundMessage,
+    ResetResult,
+    StateResult,
+    TurnResult,
+)
+from ..runtime.store import ConversationWrite, Store, StoredConversation, TurnRecord
+from ..runtime.wire import Command, CommandKind, Outcome, outcome_from_wire, outcome_to_wire
+
+
+class ConversationActor:
+    __slots__ = ("_pending", "_staged_seq", "_staged_state", "key", "recent_ids", "seq", "state")
+
+    def __init__(
+        self, key: ConversationKey, state: bytes | None, seq: int, recent_ids: list[str], keep: int
+    ) -> None:
+        self.key = key
+        # state is None for a conversation that does not exist yet (never written).
+        self.state = state
+        self.seq = seq
+        self.recent_ids: deque[str] = deque(recent_ids, maxlen=keep)
+        self._staged_state: bytes | None = None
+        self._staged_seq = seq
+        self._pending: list[TurnRecord] = []
+
+    @classmethod
+    def activate(cls, key: ConversationKey, stored: StoredConversation | None, keep: int) -> ConversationActor:
+        if stored is None:
+            return cls(key, None, 0, [], keep)
+        return cls(key, stored.state, stored.seq, stored.recent_message_ids, keep)
+
+    @property
+    def exists(self) -> bool:
+        return self._current_state() is not None
+
+    @property
+    def staged(self) -> bool:
+        return bool(self._pending)
+
+    def _current_state(self) -> bytes | None:
+        return self._staged_state if self._pending else self.state
+
+    def apply(self, command: Command, flows: FlowRegistry, store: Store) -> Outcome:
+        """Run one command against this conversation; mutations stay staged."""
+        if command.mutates and self._seen(command.message_id):
+            return self._replay(command.message_id, store)
+        try:
+            if command.kind is CommandKind.GET_STATE:
+                return StateResult(self._load_existing())
+            if command.kind is CommandKind.RESET:
+                return self._reset(command, flows)
+            assert isinstance(command.body, InboundMessage)
+            return self._turn(command, command.body, flows)
+        except ConfabError as exc:
+            return exc
+        except Exception as exc:  # a flow bug: the turn fails alone, the state is untouched
+            return InternalError(f"turn failed: {type(exc).__name__}")
+
+    def _turn(self, command: Command, message: InboundMessage, flows: FlowRegistry) -> Outcome:
+        started = time.perf_counter()
+        now = time.time()
+        packed = self._current_state()
+        if packed is None:
+            state = flows.default.start(now)
+        else:
+            state = ConversationState.from_wire(msgpack.unpackb(packed))
+        flow = flows.for_state(state)
+        reply = flow.handle(state, message, now)
+        state.message_count += 1
+        state.last_activity = now
+        result = TurnResult(
+            response=reply.response,
+            state=state,
+            context_updates=reply.context_updates,
+            actions_performed=reply.actions_performed,
+            ab_variant=reply.ab_variant,
+            execution_time_ms=(time.perf_counter() - started) * 1000.0,
+        )
+        self._stage(command, state, result)
+        return result
+
+    def _reset(self, command: Command, flows: FlowRegistry) -> Outcome:
+        previous = self._load_existing()
+        state = flows.for_state(previous).start(time.time())
+        result = ResetResult(previous_state=previous.current_state, state=state)
+        self._stage(command, state, result)
+        return result
+
+    def _load_existing(self) -> ConversationState:
+        packed = self._current_state()
+        if packed is None:
+            raise ConversationNotFound(f"conversation {self.key} not found")
+        return ConversationState.from_wire(msgpack.unpackb(packed))
+
+    def _stage(self, command: Command, state: ConversationState, result: TurnResult | ResetResult) -> None:
+        self._staged_state = msgpack.packb(state.to_wire())
+        self._staged_seq += 1
+        reply = msgpack.packb(outcome_to_wire(result))
+        self._pending.append(TurnRecord(self._staged_seq, command.message_id, int(command.kind), reply))
+
+    def _seen(self, message_id: str) -> bool:
+        return message_id in self.recent_ids or any(r.message_id == message_id for r in self._pending)
+
+    def _replay(self, message_id: str, store: Store) -> Outcome:
+        for record in self._pending:
+            if record.message_id == message_id:
+                return _replayed(record.reply)
+        reply = store.load_reply(self.key, message_id)
+        if reply is None:  # pruned: the id is remembered but its reply is gone
+            return InternalError("message was already applied; its reply is no longer kept")
+        return _replayed(reply)
+
+    # Staging ---------------------------------------------------------------
+
+    def pending_write(self) -> ConversationWrite:
+        assert self._staged_state is not None
+        return ConversationWrite(self.key, self._staged_state, self._staged_seq, list(self._pending))
+
+    def commit(self) -> None:
+        self.state = self._staged_state
+        self.seq = self._staged_seq
+        self.recent_ids.extend(r.message_id for r in self._pending)
+        self._pending.clear()
+        self._staged_state = None
+
+    def rollback(self) -> None:
+        self._staged_seq = self.seq
+        self._pending.clear()
+        self._staged_state = None
+
+
+def _replayed(reply: bytes) -> Outcome:
+    outcome = outcome_from_wire(msgpack.unpackb(reply))
+    if isinstance(outcome, TurnResult | ResetResult):
+        outcome.replayed = True
+    return outcome

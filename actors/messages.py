@@ -1,0 +1,74 @@
+"""Control records exchanged with the supervisor and the shards.
+
+The per-request traffic (command batches and their outcomes) is msgpack bytes
+(``runtime.wire``). These few control records carry Thespian actor addresses,
+which only Thespian itself can serialize, so they are small frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ShardSettings:
+    store_path: str
+    synchronous: str
+    turns_kept: int
+    resident_limit: int
+    default_flow: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartShards:
+    """Edge → supervisor: start ``count`` shards; answered with a :class:`ShardDirectory`."""
+
+    count: int
+    settings: ShardSettings
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInit:
+    """Supervisor → a new shard: who it is and how to open its store."""
+
+    index: int
+    generation: int
+    settings: ShardSettings
+
+
+@dataclass(frozen=True, slots=True)
+class GetDirectory:
+    """Edge → supervisor: where is each shard now?"""
+
+
+@dataclass(frozen=True, slots=True)
+class ShardDirectory:
+    addresses: tuple[Any, ...]  # Thespian ActorAddress per shard index
+    generations: tuple[int, ...]  # bumped each time a shard is restarted
+    restarts: int
+    pid: int  # the supervisor's own pid
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    """Edge → shard: answer with a :class:`ShardStatistics`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShardStatistics:
+    index: int
+    generation: int
+    pid: int
+    started_at: float
+    resident_conversations: int
+    resident_limit: int
+    activations: int
+    passivations: int
+    commands: int
+    batches: int
+    store_ok: bool
+    store_latency_ms: float
+    store_error: str
+    rss_bytes: int
+    cpu_seconds: float

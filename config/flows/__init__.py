@@ -1,0 +1,1 @@
+"""Bundled conversation flow definitions (YAML)."""

@@ -1,0 +1,1 @@
+"""Protocol Buffers definitions and generated gRPC modules for Confab."""

@@ -1,0 +1,251 @@
+"""The bridge between the asyncio edge and the Thespian shards.
+
+Thespian has no asyncio support and its calls block, so each shard gets a
+:class:`ShardLink`: a queue filled by the event loop and one thread that owns a
+private Thespian context (contexts must not be shared between threads: replies
+would go to the wrong caller).
+
+Coalescing is the point of the design. A Thespian round trip costs the calling
+process ~0.5 ms of CPU whatever it carries, so a link keeps exactly one batch in
+flight per shard and sends everything that queued up meanwhile as the next batch:
+under load, many requests share one round trip; when idle, a request goes out
+at once. One batch in flight per shard also keeps each conversation's commands
+in arrival order.
+
+Replies are matched by batch id and position, never by arrival: ``ask`` returns
+whatever reaches the context next. A batch that goes unanswered is re-sent to
+the shard's replacement once the supervisor has started one; the message ids it
+carries make the re-send idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from ..actors.messages import GetDirectory, ShardDirectory, ShardStatistics, StatusRequest
+from .errors import DeadlineExceeded, InternalError, Overloaded, Unavailable
+from .wire import Command, CommandBatch, Outcome, OutcomeBatch, outcome_from_wire
+
+log = logging.getLogger(__name__)
+
+# How long a link waits for a reply before checking whether its shard was replaced.
+POLL_S = 0.25
+
+
+@dataclass(slots=True)
+class _Pending:
+    command: Command
+    future: asyncio.Future[Outcome]
+    deadline: float | None  # time.monotonic() after which the command must not run
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatistics:
+    shard: int
+    queued: int
+    in_flight: int
+    batches_sent: int
+    commands_sent: int
+    resends: int
+    expired: int
+    max_batch: int
+
+
+class ShardDirectoryView:
+    """The edge's copy of the supervisor's :class:`ShardDirectory`, shared by the links."""
+
+    def __init__(self, supervisor: Any, directory: ShardDirectory) -> None:
+        self.supervisor = supervisor
+        self._directory = directory
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> ShardDirectory:
+        return self._directory
+
+    def refresh(self, context: Any) -> ShardDirectory:
+        reply = context.ask(self.supervisor, GetDirectory(), 2.0)
+        if isinstance(reply, ShardDirectory):
+            with self._lock:
+                self._directory = reply
+        return self._directory
+
+
+class ShardLink:
+    def __init__(
+        self,
+        index: int,
+        system: Any,
+        directory: ShardDirectoryView,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_batch: int,
+        max_queued: int,
+        timeout_s: float,
+    ) -> None:
+        self.index = index
+        self._system = system
+        self._directory = directory
+        self._loop = loop
+        self._max_batch = max_batch
+        self._max_queued = max_queued
+        self._timeout_s = timeout_s
+        self._queue: deque[_Pending] = deque()
+        self._status_waiters: list[asyncio.Future[ShardStatistics]] = []
+        self._wakeup = threading.Condition()
+        self._closing = False
+        self._batch_ids = itertools.count(1)
+        self._in_flight = 0
+        self._batches_sent = 0
+        self._commands_sent = 0
+        self._resends = 0
+        self._expired = 0
+        self._largest_batch = 0
+        self._thread = threading.Thread(target=self._run, name=f"confab-shard-link-{index}", daemon=True)
+        self._thread.start()
+
+    # Called on the event loop -------------------------------------------------
+
+    def submit(self, commands: list[Command], deadline: float | None) -> list[asyncio.Future[Outcome]]:
+        """Queue commands (kept in this order); each future resolves to its outcome."""
+        futures = [self._loop.create_future() for _ in commands]
+        with self._wakeup:
+            if self._closing:
+                raise Unavailable("the engine is shutting down")
+            if len(self._queue) + len(commands) > self._max_queued:
+                raise Overloaded(f"shard {self.index} has {len(self._queue)} commands queued")
+            self._queue.extend(_Pending(c, f, deadline) for c, f in zip(commands, futures, strict=True))
+            self._wakeup.notify()
+        return futures
+
+    def request_statistics(self) -> asyncio.Future[ShardStatistics]:
+        future: asyncio.Future[ShardStatistics] = self._loop.create_future()
+        with self._wakeup:
+            self._status_waiters.append(future)
+            self._wakeup.notify()
+        return future
+
+    def statistics(self) -> LinkStatistics:
+        return LinkStatistics(
+            shard=self.index,
+            queued=len(self._queue),
+            in_flight=self._in_flight,
+            batches_sent=self._batches_sent,
+            commands_sent=self._commands_sent,
+            resends=self._resends,
+            expired=self._expired,
+            max_batch=self._largest_batch,
+        )
+
+    def close(self, timeout: float) -> None:
+        """Stop taking commands, finish what is queued, and end the thread."""
+        with self._wakeup:
+            self._closing = True
+            self._wakeup.notify()
+        self._thread.join(timeout)
+
+    # The link's thread --------------------------------------------------------
+
+    def _run(self) -> None:
+        with self._system.private() as context:
+            while True:
+                with self._wakeup:
+                    while not self._queue and not self._status_waiters and not self._closing:
+                        self._wakeup.wait()
+                    if self._closing and not self._queue and not self._status_waiters:
+                        return
+                    taken = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
+                    status_waiters, self._status_waiters = self._status_waiters, []
+                if status_waiters:
+                    self._answer_status(context, status_waiters)
+                if taken:
+                    self._send(context, taken)
+
+    def _send(self, context: Any, taken: list[_Pending]) -> None:
+        now = time.monotonic()
+        pending: list[_Pending] = []
+        expired: list[_Pending] = []
+        for p in taken:
+            if p.future.cancelled():
+                continue
+            (expired if p.deadline is not None and p.deadline <= now else pending).append(p)
+        if expired:
+            self._expired += len(expired)
+            error = DeadlineExceeded("the deadline passed before the shard could take the request")
+            self._resolve(expired, [error] * len(expired))
+        if not pending:
+            return
+        batch = CommandBatch(next(self._batch_ids), [p.command for p in pending])
+        self._in_flight = len(pending)
+        self._batches_sent += 1
+        self._commands_sent += len(pending)
+        self._largest_batch = max(self._largest_batch, len(pending))
+        outcomes: list[Outcome]
+        try:
+            reply = self._exchange(context, batch)
+            outcomes = [outcome_from_wire(w) for w in reply.outcomes]
+        except (Unavailable, InternalError) as exc:
+            outcomes = [exc] * len(pending)
+        except Exception as exc:  # a bug in the link must not strand the waiting requests
+            log.exception("shard link %d failed", self.index)
+            outcomes = [InternalError(f"shard link failed: {type(exc).__name__}")] * len(pending)
+        self._in_flight = 0
+        self._resolve(pending, outcomes)
+
+    def _exchange(self, context: Any, batch: CommandBatch) -> OutcomeBatch:
+        data = batch.encode()
+        give_up = time.monotonic() + self._timeout_s
+        directory = self._directory.current
+        generation = directory.generations[self.index]
+        reply = context.ask(directory.addresses[self.index], data, POLL_S)
+        while True:
+            if isinstance(reply, bytes):
+                outcome_batch = OutcomeBatch.decode(reply)
+                if outcome_batch.batch_id == batch.batch_id:
+                    return outcome_batch
+                # A late answer to a batch that was re-sent: already handled.
+            elif reply is not None:
+                raise InternalError(f"shard {self.index} could not take the batch")
+            if time.monotonic() >= give_up:
+                raise Unavailable(f"shard {self.index} did not answer in {self._timeout_s:.0f}s")
+            directory = self._directory.refresh(context)
+            if directory.generations[self.index] != generation:
+                generation = directory.generations[self.index]
+                self._resends += 1
+                log.warning("re-sending batch %d to shard %d generation %d", batch.batch_id, self.index, generation)
+                reply = context.ask(directory.addresses[self.index], data, POLL_S)
+            else:
+                reply = context.listen(POLL_S)
+
+    def _answer_status(self, context: Any, waiters: list[asyncio.Future[ShardStatistics]]) -> None:
+        address = self._directory.current.addresses[self.index]
+        reply = context.ask(address, StatusRequest(), 2.0)
+        result: ShardStatistics | Exception
+        if isinstance(reply, ShardStatistics):
+            result = reply
+        else:
+            result = Unavailable(f"shard {self.index} did not report its status")
+        self._loop.call_soon_threadsafe(_settle_all, waiters, [result] * len(waiters))
+
+    def _resolve(self, pending: list[_Pending], outcomes: list[Outcome]) -> None:
+        # One wake-up of the event loop per batch, not per request.
+        self._loop.call_soon_threadsafe(_settle_all, [p.future for p in pending], outcomes)
+
+
+def _settle_all(futures: list[asyncio.Future[Any]], results: list[Any]) -> None:
+    for future, result in zip(futures, results, strict=True):
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+

@@ -1,0 +1,75 @@
+"""Confab's exception tree, documented in one place.
+
+Every error the engine raises is a :class:`ConfabError`. Each subclass carries a
+stable ``reason`` (a machine-readable code that clients may switch on and that
+travels between processes) and maps to exactly one gRPC status at the edge
+(``grpc_edge.errors``)::
+
+    ConfabError
+    ├── InvalidArgument        a request field is missing or malformed  (INVALID_ARGUMENT)
+    ├── ConversationNotFound   the conversation never existed           (NOT_FOUND)
+    ├── Overloaded             a bounded queue or limit is full         (RESOURCE_EXHAUSTED)
+    ├── DeadlineExceeded       the caller's deadline passed first       (DEADLINE_EXCEEDED)
+    ├── Unavailable            a shard or the store cannot answer now   (UNAVAILABLE)
+    └── InternalError          a bug; details are logged, not returned  (INTERNAL)
+"""
+
+from __future__ import annotations
+
+
+class ConfabError(Exception):
+    """Base of every error Confab raises on purpose."""
+
+    reason = "CONFAB_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(ConfabError):
+    """A request field is missing or malformed; ``field`` names it."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ConversationNotFound(ConfabError):
+    reason = "CONVERSATION_NOT_FOUND"
+
+
+class Overloaded(ConfabError):
+    reason = "OVERLOADED"
+
+
+class DeadlineExceeded(ConfabError):
+    reason = "DEADLINE_EXCEEDED"
+
+
+class Unavailable(ConfabError):
+    reason = "UNAVAILABLE"
+
+
+class InternalError(ConfabError):
+    reason = "INTERNAL"
+
+
+ERRORS_BY_REASON: dict[str, type[ConfabError]] = {
+    cls.reason: cls
+    for cls in (
+        InvalidArgument,
+        ConversationNotFound,
+        Overloaded,
+        DeadlineExceeded,
+        Unavailable,
+        InternalError,
+    )
+}
+
+
+def error_from_reason(reason: str, message: str) -> ConfabError:
+    """Rebuild an error that crossed a process boundary as ``(reason, message)``."""
+    return ERRORS_BY_REASON.get(reason, InternalError)(message)

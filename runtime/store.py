@@ -1,0 +1,160 @@
+"""Durable conversation state in one SQLite file.
+
+Each shard process opens its own :class:`Store` on the same file (WAL mode lets
+readers and the single active writer proceed together). A shard writes a whole
+batch of turns in one transaction and answers only after the commit: one fsync is
+shared by every message of the batch (group commit), and an acknowledged message
+survives ``kill -9`` of every Confab process.
+
+Tables:
+  conversations  the latest state of each conversation (msgpack blob) and its turn sequence
+  turns          the last ``turns_kept`` turns of each conversation: message id and the
+                 reply that was sent, so a re-sent message is answered, not re-applied
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .model import ConversationKey
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    tenant_id       TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    state           BLOB NOT NULL,
+    seq             INTEGER NOT NULL,
+    updated_at      REAL NOT NULL,
+    PRIMARY KEY (tenant_id, conversation_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS turns (
+    tenant_id       TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    seq             INTEGER NOT NULL,
+    message_id      TEXT NOT NULL,
+    kind            INTEGER NOT NULL,
+    reply           BLOB NOT NULL,
+    created_at      REAL NOT NULL,
+    PRIMARY KEY (tenant_id, conversation_id, seq)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(slots=True)
+class TurnRecord:
+    seq: int
+    message_id: str
+    kind: int
+    reply: bytes
+
+
+@dataclass(slots=True)
+class ConversationWrite:
+    """The new state of one conversation and the turns that produced it."""
+
+    key: ConversationKey
+    state: bytes
+    seq: int
+    turns: list[TurnRecord] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class StoredConversation:
+    state: bytes
+    seq: int
+    recent_message_ids: list[str]
+
+
+class Store:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: str = "FULL",
+        turns_kept: int = 32,
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
+        self.path = Path(path)
+        self.turns_kept = turns_kept
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: transactions are opened explicitly in write().
+        self._db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def load(self, key: ConversationKey) -> StoredConversation | None:
+        row = self._db.execute(
+            "SELECT state, seq FROM conversations WHERE tenant_id=? AND conversation_id=?",
+            (key.tenant_id, key.conversation_id),
+        ).fetchone()
+        if row is None:
+            return None
+        ids = [
+            r[0]
+            for r in self._db.execute(
+                "SELECT message_id FROM turns WHERE tenant_id=? AND conversation_id=?"
+                " ORDER BY seq DESC LIMIT ?",
+                (key.tenant_id, key.conversation_id, self.turns_kept),
+            )
+        ]
+        ids.reverse()
+        return StoredConversation(state=row[0], seq=row[1], recent_message_ids=ids)
+
+    def load_reply(self, key: ConversationKey, message_id: str) -> bytes | None:
+        row = self._db.execute(
+            "SELECT reply FROM turns WHERE tenant_id=? AND conversation_id=? AND message_id=?",
+            (key.tenant_id, key.conversation_id, message_id),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def write(self, writes: Iterable[ConversationWrite]) -> None:
+        """Write every conversation of a batch in one transaction (all or nothing)."""
+        now = time.time()
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for w in writes:
+                t, c = w.key.tenant_id, w.key.conversation_id
+                db.execute(
+                    "INSERT INTO conversations (tenant_id, conversation_id, state, seq, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, conversation_id)"
+                    " DO UPDATE SET state=excluded.state, seq=excluded.seq,"
+                    " updated_at=excluded.updated_at",
+                    (t, c, w.state, w.seq, now),
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO turns"
+                    " (tenant_id, conversation_id, seq, message_id, kind, reply, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(t, c, r.seq, r.message_id, r.kind, r.reply, now) for r in w.turns],
+                )
+                # Prune in steps of turns_kept rather than on every write.
+                if w.turns and w.seq // self.turns_kept != (w.turns[0].seq - 1) // self.turns_kept:
+                    db.execute(
+                        "DELETE FROM turns WHERE tenant_id=? AND conversation_id=? AND seq<=?",
+                        (t, c, w.seq - self.turns_kept),
+                    )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def count_conversations(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0])
+
+    def ping(self) -> float:
+        """Run a trivial query; return its latency in seconds (raises if the file is unusable)."""
+        started = time.perf_counter()
+        self._db.execute("SELECT 1 FROM conversations LIMIT 1").fetchall()
+        return time.perf_counter() - started

@@ -1,0 +1,118 @@
+"""Records that travel between the edge and the shards, serialized with msgpack.
+
+A shard receives one :class:`CommandBatch` per Thespian message and answers with
+one :class:`OutcomeBatch`: many requests share one Thespian round trip, which is
+what makes the edge→shard path affordable (a Thespian round trip costs the edge
+~0.5 ms of CPU; see README "Architecture").
+
+Every command carries a ``message_id``; a conversation remembers the ids it has
+applied recently, so a batch re-sent after a shard restart is never applied twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+from .errors import ConfabError, error_from_reason
+from .model import ConversationKey, InboundMessage, ResetResult, StateResult, TurnResult
+
+
+class CommandKind(IntEnum):
+    TURN = 1
+    GET_STATE = 2
+    RESET = 3
+
+
+@dataclass(slots=True)
+class Command:
+    """One request addressed to one conversation.
+
+    ``body`` is the kind's argument: an :class:`InboundMessage` for TURN, the
+    reason (str) for RESET, nothing for GET_STATE.
+    """
+
+    kind: CommandKind
+    message_id: str
+    key: ConversationKey
+    body: InboundMessage | str | None = None
+
+    @property
+    def mutates(self) -> bool:
+        return self.kind is not CommandKind.GET_STATE
+
+    def to_wire(self) -> list[Any]:
+        body: Any = self.body.to_wire() if isinstance(self.body, InboundMessage) else self.body
+        return [int(self.kind), self.message_id, self.key.tenant_id, self.key.conversation_id, body]
+
+    @classmethod
+    def from_wire(cls, w: list[Any]) -> Command:
+        kind = CommandKind(w[0])
+        body = InboundMessage.from_wire(w[4]) if kind is CommandKind.TURN else w[4]
+        return cls(kind, w[1], ConversationKey(w[2], w[3]), body)
+
+
+# What a command produced: a result, or the error that stopped it.
+Outcome = TurnResult | ResetResult | StateResult | ConfabError
+
+
+def outcome_to_wire(outcome: Outcome) -> list[Any]:
+    if isinstance(outcome, ConfabError):
+        return [0, outcome.reason, outcome.message]
+    if isinstance(outcome, TurnResult):
+        return [1, outcome.to_wire()]
+    if isinstance(outcome, ResetResult):
+        return [2, outcome.to_wire()]
+    return [3, outcome.to_wire()]
+
+
+def outcome_from_wire(w: list[Any]) -> Outcome:
+    tag = w[0]
+    if tag == 0:
+        return error_from_reason(w[1], w[2])
+    if tag == 1:
+        return TurnResult.from_wire(w[1])
+    if tag == 2:
+        return ResetResult.from_wire(w[1])
+    return StateResult.from_wire(w[1])
+
+
+@dataclass(slots=True)
+class CommandBatch:
+    batch_id: int
+    commands: list[Command]
+
+    def encode(self) -> bytes:
+        return msgpack.packb([self.batch_id, [c.to_wire() for c in self.commands]])
+
+    @classmethod
+    def decode(cls, data: bytes) -> CommandBatch:
+        batch_id, commands = msgpack.unpackb(data, use_list=True)
+        return cls(batch_id, [Command.from_wire(c) for c in commands])
+
+
+@dataclass(slots=True)
+class OutcomeBatch:
+    """The answers to one :class:`CommandBatch`, in the same order."""
+
+    batch_id: int
+    outcomes: list[list[Any]]  # wire form; decoded lazily, one per waiting request
+
+    def encode(self) -> bytes:
+        return msgpack.packb([self.batch_id, self.outcomes])
+
+    @classmethod
+    def decode(cls, data: bytes) -> OutcomeBatch:
+        batch_id, outcomes = msgpack.unpackb(data, use_list=True)
+        return cls(batch_id, outcomes)
+
+
+def pack(value: Any) -> bytes:
+    return msgpack.packb(value)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, use_list=True)

@@ -1,0 +1,1 @@
+"""Benchmarks for the Confab runtime (``python -m confab.tools.bench``)."""
