@@ -1,0 +1,1 @@
+"""Thespian actors: the supervisor, the shards, and the conversation actors they host."""

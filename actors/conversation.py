@@ -49,7 +49,9 @@ class ConversationActor:
         self._pending: list[TurnRecord] = []
 
     @classmethod
-    def activate(cls, key: ConversationKey, stored: StoredConversation | None, keep: int) -> ConversationActor:
+    def activate(
+        cls, key: ConversationKey, stored: StoredConversation | None, keep: int
+    ) -> ConversationActor:
         if stored is None:
             return cls(key, None, 0, [], keep)
         return cls(key, stored.state, stored.seq, stored.recent_message_ids, keep)

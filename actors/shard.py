@@ -25,7 +25,7 @@ from ..runtime.errors import ConfabError, InternalError, Unavailable
 from ..runtime.flows import FlowRegistry, builtin_flows
 from ..runtime.model import ConversationKey
 from ..runtime.store import Store
-from ..runtime.wire import CommandBatch, CommandKind, Outcome, OutcomeBatch, outcome_to_wire
+from ..runtime.wire import CommandBatch, Outcome, OutcomeBatch, outcome_to_wire
 from .conversation import ConversationActor
 from .messages import ShardInit, ShardSettings, ShardStatistics, StatusRequest
 
@@ -76,6 +76,8 @@ class Shard:
             outcomes.append(outcome)
             if conversation.staged:
                 touched[command.key] = conversation
+            elif not conversation.exists:  # e.g. a lookup of an unknown id: keep no trace
+                del self.residents[command.key]
         self.commands += len(batch.commands)
         self.batches += 1
         if touched:
@@ -99,9 +101,8 @@ class Shard:
                     self.residents.pop(conversation.key, None)
             failure = Unavailable(f"store write failed: {type(exc).__name__}")
             for i, command in enumerate(batch.commands):
-                if command.kind is not CommandKind.GET_STATE and command.key in touched:
-                    if not isinstance(outcomes[i], ConfabError):
-                        outcomes[i] = failure
+                if command.mutates and command.key in touched and not isinstance(outcomes[i], ConfabError):
+                    outcomes[i] = failure
             return
         for conversation in touched.values():
             conversation.commit()
@@ -111,9 +112,7 @@ class Shard:
         if conversation is not None:
             self.residents.move_to_end(key)
             return conversation
-        conversation = ConversationActor.activate(
-            key, self.store.load(key), self.settings.turns_kept
-        )
+        conversation = ConversationActor.activate(key, self.store.load(key), self.settings.turns_kept)
         self.residents[key] = conversation
         self.activations += 1
         return conversation
@@ -159,7 +158,7 @@ class ShardActor(Actor):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.shard: Shard | None = None
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:  # noqa: N802 (Thespian API)
+    def receiveMessage(self, message: Any, sender: Any) -> None:
         if isinstance(message, bytes):
             if self.shard is None:
                 batch = CommandBatch.decode(message)
@@ -173,10 +172,8 @@ class ShardActor(Actor):  # type: ignore[misc]
                 self.shard = Shard(message.index, message.generation, message.settings)
             except Exception:  # answered as UNAVAILABLE per batch; health shows the shard down
                 log.exception("shard %d: could not start", message.index)
-        elif isinstance(message, StatusRequest):
-            if self.shard is not None:
-                self.send(sender, self.shard.statistics())
-        elif isinstance(message, ActorExitRequest):
-            if self.shard is not None:
-                self.shard.close()
-                self.shard = None
+        elif isinstance(message, StatusRequest) and self.shard is not None:
+            self.send(sender, self.shard.statistics())
+        elif isinstance(message, ActorExitRequest) and self.shard is not None:
+            self.shard.close()
+            self.shard = None

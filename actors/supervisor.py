@@ -30,7 +30,7 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         self.restarts = 0
         self.stopping = False
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:  # noqa: N802 (Thespian API)
+    def receiveMessage(self, message: Any, sender: Any) -> None:
         if isinstance(message, StartShards):
             if not self.addresses:
                 self.settings = message.settings

@@ -1,0 +1,1 @@
+"""The gRPC edge: transport only (conversion, services, interceptors, server)."""

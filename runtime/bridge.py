@@ -70,12 +70,14 @@ class ShardDirectoryView:
     def current(self) -> ShardDirectory:
         return self._directory
 
-    def refresh(self, context: Any) -> ShardDirectory:
+    def refresh(self, context: Any) -> ShardDirectory | None:
+        """Ask the supervisor for the latest directory; None if it does not answer."""
         reply = context.ask(self.supervisor, GetDirectory(), 2.0)
-        if isinstance(reply, ShardDirectory):
-            with self._lock:
-                self._directory = reply
-        return self._directory
+        if not isinstance(reply, ShardDirectory):
+            return None
+        with self._lock:
+            self._directory = reply
+        return reply
 
 
 class ShardLink:
@@ -215,11 +217,13 @@ class ShardLink:
                 raise InternalError(f"shard {self.index} could not take the batch")
             if time.monotonic() >= give_up:
                 raise Unavailable(f"shard {self.index} did not answer in {self._timeout_s:.0f}s")
-            directory = self._directory.refresh(context)
+            directory = self._directory.refresh(context) or self._directory.current
             if directory.generations[self.index] != generation:
                 generation = directory.generations[self.index]
                 self._resends += 1
-                log.warning("re-sending batch %d to shard %d generation %d", batch.batch_id, self.index, generation)
+                log.warning(
+                    "re-sending batch %d to shard %d generation %d", batch.batch_id, self.index, generation
+                )
                 reply = context.ask(directory.addresses[self.index], data, POLL_S)
             else:
                 reply = context.listen(POLL_S)
@@ -247,5 +251,3 @@ def _settle_all(futures: list[asyncio.Future[Any]], results: list[Any]) -> None:
             future.set_exception(result)
         else:
             future.set_result(result)
-
-

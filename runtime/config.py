@@ -27,6 +27,7 @@ class ServerConfig:
     # Seconds in-flight RPCs get to finish after SIGTERM/SIGINT.
     shutdown_grace_s: float = 10.0
     max_message_bytes: int = 4 * 1024 * 1024
+    max_batch_messages: int = 1000
     # A stream with no request (heartbeat included) for this long is closed.
     stream_idle_timeout_s: float = 300.0
 

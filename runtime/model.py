@@ -172,9 +172,7 @@ class InboundMessage:
 
     @classmethod
     def from_wire(cls, w: list[Any]) -> InboundMessage:
-        return cls(
-            w[0], Content.from_wire(w[1]), w[2], w[3], ProcessingHints.from_wire(w[4])
-        )
+        return cls(w[0], Content.from_wire(w[1]), w[2], w[3], ProcessingHints.from_wire(w[4]))
 
 
 @dataclass(slots=True)

@@ -97,14 +97,11 @@ def stale_files(proto_dir: Path) -> list[str]:
         stale = [
             n
             for n in names
-            if not (proto_dir / n).is_file()
-            or (proto_dir / n).read_bytes() != (fresh / n).read_bytes()
+            if not (proto_dir / n).is_file() or (proto_dir / n).read_bytes() != (fresh / n).read_bytes()
         ]
     wanted = set(names)
     orphans = sorted(
-        p.name
-        for p in proto_dir.iterdir()
-        if p.name.endswith(GENERATED_SUFFIXES) and p.name not in wanted
+        p.name for p in proto_dir.iterdir() if p.name.endswith(GENERATED_SUFFIXES) and p.name not in wanted
     )
     return sorted(stale + orphans)
 

@@ -1,0 +1,218 @@
+"""Protobuf ⇄ domain conversion, done once, at the edge.
+
+Inbound: validate a request and turn it into domain records (``InvalidArgument``
+names the offending field). Outbound: turn domain results into response messages.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ..protos import common_pb2 as common
+from ..protos import mcp_engine_pb2 as engine
+from ..runtime.errors import ConfabError, InvalidArgument
+from ..runtime.model import (
+    Button,
+    CarouselCard,
+    Content,
+    ConversationKey,
+    ConversationState,
+    InboundMessage,
+    ProcessingHints,
+    QuickReply,
+    TurnResult,
+)
+
+# Enum names, lower-cased without their prefix: MESSAGE_TYPE_QUICK_REPLY -> "quick_reply".
+MESSAGE_TYPES = {v: n.removeprefix("MESSAGE_TYPE_").lower() for n, v in common.MessageType.items()}
+MESSAGE_TYPE_VALUES = {n: v for v, n in MESSAGE_TYPES.items()}
+CHANNELS = {v: n.removeprefix("CHANNEL_").lower() for n, v in common.Channel.items()}
+PRIORITIES = {v: n.removeprefix("PRIORITY_").lower() for n, v in common.Priority.items()}
+BUTTON_TYPES = {v: n.removeprefix("BUTTON_TYPE_").lower() for n, v in engine.Button.ButtonType.items()}
+BUTTON_TYPE_VALUES = {n: v for v, n in BUTTON_TYPES.items()}
+
+
+# Inbound ---------------------------------------------------------------------------
+
+
+def require(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{field} is required", field=field)
+    return value
+
+
+def conversation_key(tenant: common.TenantContext, conversation_id: str, prefix: str = "") -> ConversationKey:
+    return ConversationKey(
+        require(tenant.tenant_id, f"{prefix}tenant_context.tenant_id"),
+        require(conversation_id, f"{prefix}conversation_id"),
+    )
+
+
+def inbound_message(
+    request: engine.ProcessMessageRequest, prefix: str = ""
+) -> tuple[ConversationKey, InboundMessage]:
+    """Validate a ProcessMessageRequest; ``prefix`` locates it inside a batch or stream."""
+    key = conversation_key(request.tenant_context, request.conversation_id, prefix)
+    require(request.user_id, f"{prefix}user_id")
+    content = request.content
+    if not content.text and not content.payload:
+        raise InvalidArgument("content needs text or payload", field=f"{prefix}content")
+    message = InboundMessage(
+        user_id=request.user_id,
+        content=inbound_content(content),
+        channel=CHANNELS.get(request.channel, "unknown"),
+        session_id=request.session_id,
+        hints=processing_hints(request.processing_hints),
+    )
+    return key, message
+
+
+def inbound_content(content: engine.MessageContent) -> Content:
+    return Content(
+        type=MESSAGE_TYPES.get(content.type, "unknown"),
+        text=content.text,
+        payload=content.payload,
+        language=content.language,
+        quick_replies=[QuickReply(q.title, q.payload, q.content_type) for q in content.quick_replies],
+        buttons=[_button(b) for b in content.buttons],
+        carousel=[
+            CarouselCard(c.title, c.subtitle, c.image_url, [_button(b) for b in c.buttons])
+            for c in content.carousel
+        ],
+        media=_as_dict(content.media) if content.HasField("media") else None,
+        location=_as_dict(content.location) if content.HasField("location") else None,
+        form=_as_dict(content.form) if content.HasField("form") else None,
+        metadata=struct_to_dict(content.metadata),
+    )
+
+
+def processing_hints(hints: engine.ProcessingHints) -> ProcessingHints:
+    return ProcessingHints(
+        priority=PRIORITIES.get(hints.priority, "normal") if hints.priority else "normal",
+        expected_response_type=hints.expected_response_type,
+        bypass_automation=hints.bypass_automation,
+        require_human_review=hints.require_human_review,
+        bypass_cache=hints.bypass_cache,
+        force_flow=hints.force_flow,
+        custom_hints=struct_to_dict(hints.custom_hints),
+    )
+
+
+def _button(b: engine.Button) -> Button:
+    return Button(b.title, BUTTON_TYPES.get(b.type, "unknown"), b.payload, b.url)
+
+
+def _as_dict(message: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def struct_to_dict(struct: Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(struct) if struct.fields else {}
+
+
+# Outbound --------------------------------------------------------------------------
+
+
+def timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    whole = int(seconds)
+    ts.seconds, ts.nanos = whole, int((seconds - whole) * 1e9)
+    return ts
+
+
+def fill_struct(struct: Struct, values: dict[str, Any]) -> None:
+    if values:
+        struct.update(values)
+
+
+def outbound_content(content: Content, out: engine.MessageContent) -> None:
+    out.type = MESSAGE_TYPE_VALUES.get(content.type, common.MESSAGE_TYPE_TEXT)  # type: ignore[assignment]
+    out.text = content.text
+    out.payload = content.payload
+    out.language = content.language
+    for q in content.quick_replies:
+        out.quick_replies.add(title=q.title, payload=q.payload, content_type=q.content_type)
+    for b in content.buttons:
+        _outbound_button(b, out.buttons.add())
+    for card in content.carousel:
+        c = out.carousel.add(title=card.title, subtitle=card.subtitle, image_url=card.image_url)
+        for b in card.buttons:
+            _outbound_button(b, c.buttons.add())
+    if content.media is not None:
+        json_format.ParseDict(content.media, out.media)
+    if content.location is not None:
+        json_format.ParseDict(content.location, out.location)
+    if content.form is not None:
+        json_format.ParseDict(content.form, out.form)
+    fill_struct(out.metadata, content.metadata)
+
+
+def _outbound_button(button: Button, out: engine.Button) -> None:
+    out.type = BUTTON_TYPE_VALUES.get(button.type, engine.Button.BUTTON_TYPE_POSTBACK)  # type: ignore[assignment]
+    out.title, out.payload, out.url = button.title, button.payload, button.url
+
+
+def conversation_state(state: ConversationState, out: engine.ConversationState) -> None:
+    out.current_state = state.current_state
+    out.flow_id = state.flow_id
+    out.flow_version = state.flow_version
+    out.previous_states.extend(state.previous_states)
+    fill_struct(out.slots, state.slots)
+    fill_struct(out.variables, state.variables)
+    fill_struct(out.user_profile, state.user_profile)
+    out.intent_history.extend(state.intent_history)
+    out.current_intent = state.current_intent
+    out.intent_confidence = state.intent_confidence
+    out.created_at.CopyFrom(timestamp(state.created_at))
+    out.last_activity.CopyFrom(timestamp(state.last_activity))
+    out.message_count = state.message_count
+    out.error_count = state.error_count
+
+
+def metadata(out: common.Metadata, request_id: str, started: float, version: str) -> None:
+    """Fill response metadata; ``started`` is the request's ``time.perf_counter()``."""
+    out.request_id = request_id
+    out.timestamp.CopyFrom(timestamp(time.time()))
+    out.version = version
+    out.processing_time_ms = int((time.perf_counter() - started) * 1000)
+
+
+def process_message_response(
+    key: ConversationKey, result: TurnResult, request_id: str, started: float, version: str
+) -> engine.ProcessMessageResponse:
+    response = engine.ProcessMessageResponse(
+        conversation_id=key.conversation_id,
+        current_state=result.state.current_state,
+        ab_variant=result.ab_variant,
+    )
+    response.status.success = True
+    response.status.message = "already processed; original reply" if result.replayed else "processed"
+    outbound_content(result.response, response.response)
+    fill_struct(response.context_updates, result.context_updates)
+    response.actions_performed.extend(result.actions_performed)
+    conversation_state(result.state, response.conversation_state)
+    perf = response.performance_metrics
+    perf.execution_time_ms = int(result.execution_time_ms)
+    perf.queue_time_ms = int(result.queue_time_ms)
+    perf.cache_status = "replayed" if result.replayed else "miss"
+    metadata(response.metadata, request_id, started, version)
+    return response
+
+
+def error_response(
+    conversation_id: str, error: ConfabError, request_id: str, started: float, version: str
+) -> engine.ProcessMessageResponse:
+    """An item of a batch that failed alone; it keeps its conversation_id."""
+    response = engine.ProcessMessageResponse(conversation_id=conversation_id)
+    response.status.success = False
+    response.status.error_code = error.reason
+    response.status.message = error.message
+    if isinstance(error, InvalidArgument) and error.field:
+        response.status.details.update({"field": error.field})
+    metadata(response.metadata, request_id, started, version)
+    return response

@@ -1,0 +1,227 @@
+"""``mcp.engine.v2.MCPEngine``: the conversation API.
+
+Each method validates and converts its request (``convert``), asks the engine,
+and converts the answer back. Errors become gRPC statuses in one place
+(``errors``); an item of a batch or a stream fails alone, in its own status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2
+
+from ..protos import mcp_engine_pb2 as pb
+from ..protos import mcp_engine_pb2_grpc as pb_grpc
+from ..runtime import VERSION
+from ..runtime.engine import Engine, new_message_id
+from ..runtime.errors import ConfabError, InvalidArgument
+from ..runtime.model import ConversationKey, TurnResult
+from ..runtime.wire import Command, CommandKind, Outcome
+from . import convert, errors
+from .health import HealthMonitor
+from .metrics_service import MetricsReport
+from .streams import ConversationStream
+
+DEFAULT_BATCH_CONCURRENCY = 16
+
+
+def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class EngineService(pb_grpc.MCPEngineServicer):
+    def __init__(
+        self,
+        engine: Engine,
+        health: HealthMonitor,
+        metrics: MetricsReport,
+        *,
+        max_batch_messages: int,
+        stream_idle_timeout_s: float,
+    ) -> None:
+        self.engine = engine
+        self.health = health
+        self.metrics = metrics
+        self.max_batch_messages = max_batch_messages
+        self.stream_idle_timeout_s = stream_idle_timeout_s
+
+    async def ProcessMessage(
+        self, request: pb.ProcessMessageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ProcessMessageResponse:
+        started, request_id = time.perf_counter(), new_message_id()
+        try:
+            key, message = convert.inbound_message(request)
+            result = await self.engine.process(
+                key, message, message_id=request_id, deadline=deadline_of(context)
+            )
+        except Exception as exc:
+            await errors.abort(context, exc, request_id)
+        return convert.process_message_response(key, result, request_id, started, VERSION)
+
+    async def GetConversationState(
+        self, request: pb.GetConversationStateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetConversationStateResponse:
+        started, request_id = time.perf_counter(), new_message_id()
+        try:
+            key = convert.conversation_key(request.tenant_context, request.conversation_id)
+            state = await self.engine.get_state(key, deadline=deadline_of(context))
+        except Exception as exc:
+            await errors.abort(context, exc, request_id)
+        response = pb.GetConversationStateResponse()
+        response.status.success = True
+        response.status.message = "found"
+        convert.conversation_state(state, response.conversation_state)
+        response.performance_metrics.execution_time_ms = int((time.perf_counter() - started) * 1000)
+        convert.metadata(response.metadata, request_id, started, VERSION)
+        return response
+
+    async def ResetConversation(
+        self, request: pb.ResetConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResetConversationResponse:
+        started, request_id = time.perf_counter(), new_message_id()
+        try:
+            key = convert.conversation_key(request.tenant_context, request.conversation_id)
+            result = await self.engine.reset(
+                key, request.reason, message_id=request_id, deadline=deadline_of(context)
+            )
+        except Exception as exc:
+            await errors.abort(context, exc, request_id)
+        response = pb.ResetConversationResponse(
+            conversation_id=key.conversation_id, previous_state=result.previous_state
+        )
+        response.status.success = True
+        response.status.message = "reset"
+        response.performance_metrics.execution_time_ms = int((time.perf_counter() - started) * 1000)
+        convert.metadata(response.metadata, request_id, started, VERSION)
+        return response
+
+    async def BatchProcessMessages(
+        self, request: pb.BatchProcessMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchProcessMessagesResponse:
+        started, request_id = time.perf_counter(), new_message_id()
+        try:
+            if len(request.messages) > self.max_batch_messages:
+                raise InvalidArgument(
+                    f"a batch holds at most {self.max_batch_messages} messages", field="messages"
+                )
+            if request.max_concurrency < 0:
+                raise InvalidArgument("max_concurrency must not be negative", field="max_concurrency")
+        except Exception as exc:
+            await errors.abort(context, exc, request_id)
+        batch = _Batch(request, started, deadline_of(context))
+        if request.parallel_processing:
+            await batch.run_parallel(self.engine, request.max_concurrency or DEFAULT_BATCH_CONCURRENCY)
+        else:
+            await batch.run_sequential(self.engine)
+        response = pb.BatchProcessMessagesResponse(responses=batch.responses)
+        response.successful_count = sum(1 for r in batch.responses if r.status.success)
+        response.failed_count = len(batch.responses) - response.successful_count
+        response.status.success = response.failed_count == 0
+        response.status.message = f"{response.successful_count} processed, {response.failed_count} failed"
+        response.performance_metrics.execution_time_ms = int((time.perf_counter() - started) * 1000)
+        convert.metadata(response.metadata, request_id, started, VERSION)
+        return response
+
+    async def StreamConversation(
+        self,
+        request_iterator: AsyncIterator[pb.ConversationStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ConversationStreamResponse]:
+        stream = ConversationStream(self.engine, request_iterator, self.stream_idle_timeout_s)
+        async for response in stream.responses():
+            yield response
+
+    async def HealthCheck(
+        self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext
+    ) -> pb.HealthCheckResponse:
+        report = self.health.latest
+        response = pb.HealthCheckResponse(
+            status=report.status, service_name="mcp.engine.v2.MCPEngine", version=VERSION
+        )
+        response.timestamp.CopyFrom(convert.timestamp(report.checked_at))
+        convert.fill_struct(response.details, report.summary())
+        return response
+
+    async def GetMetrics(
+        self, request: pb.GetMetricsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetMetricsResponse:
+        started, request_id = time.perf_counter(), new_message_id()
+        try:
+            metrics = await self.metrics.collect(request)
+        except Exception as exc:
+            await errors.abort(context, exc, request_id)
+        response = pb.GetMetricsResponse(metrics=metrics)
+        response.status.success = True
+        response.status.message = f"{len(metrics)} metrics"
+        response.performance_metrics.execution_time_ms = int((time.perf_counter() - started) * 1000)
+        convert.metadata(response.metadata, request_id, started, VERSION)
+        return response
+
+
+class _Batch:
+    """One BatchProcessMessages call: ``responses[i]`` always answers ``messages[i]``."""
+
+    def __init__(
+        self, request: pb.BatchProcessMessagesRequest, started: float, deadline: float | None
+    ) -> None:
+        self.started = started
+        self.deadline = deadline
+        self.responses: list[pb.ProcessMessageResponse] = [pb.ProcessMessageResponse()] * len(
+            request.messages
+        )
+        self.commands: list[tuple[int, Command]] = []
+        for i, item in enumerate(request.messages):
+            message_id = new_message_id()
+            if not item.tenant_context.tenant_id:  # an item inherits the batch's tenant
+                item.tenant_context.tenant_id = request.tenant_context.tenant_id
+            try:
+                key, message = convert.inbound_message(item, prefix=f"messages[{i}].")
+            except ConfabError as exc:
+                self._fail(i, item.conversation_id, exc, message_id)
+                continue
+            self.commands.append((i, Command(CommandKind.TURN, message_id, key, message)))
+
+    async def run_parallel(self, engine: Engine, concurrency: int) -> None:
+        # One group per conversation: its messages are submitted together, in request
+        # order, so they run in that order; groups run concurrently.
+        groups: dict[ConversationKey, list[tuple[int, Command]]] = {}
+        for i, command in self.commands:
+            groups.setdefault(command.key, []).append((i, command))
+        limit = asyncio.Semaphore(concurrency)
+
+        async def run_group(group: list[tuple[int, Command]]) -> None:
+            async with limit:
+                await self._run(engine, group)
+
+        await asyncio.gather(*(run_group(g) for g in groups.values()))
+
+    async def run_sequential(self, engine: Engine) -> None:
+        for item in self.commands:
+            await self._run(engine, [item])
+
+    async def _run(self, engine: Engine, group: list[tuple[int, Command]]) -> None:
+        try:
+            futures = engine.submit([c for _, c in group], self.deadline)
+        except ConfabError as exc:
+            for i, command in group:
+                self._fail(i, command.key.conversation_id, exc, command.message_id)
+            return
+        outcomes: list[Outcome | BaseException] = await asyncio.gather(*futures, return_exceptions=True)
+        for (i, command), outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, TurnResult):
+                self.responses[i] = convert.process_message_response(
+                    command.key, outcome, command.message_id, self.started, VERSION
+                )
+            else:
+                self._fail(i, command.key.conversation_id, outcome, command.message_id)
+
+    def _fail(self, i: int, conversation_id: str, error: Any, message_id: str) -> None:
+        self.responses[i] = convert.error_response(
+            conversation_id, errors.as_confab_error(error, message_id), message_id, self.started, VERSION
+        )

@@ -1,0 +1,77 @@
+"""The one mapping from Confab's errors to gRPC statuses.
+
+Every status carries a ``google.rpc.ErrorInfo`` with Confab's stable reason code
+(domain ``confab``), and an ``InvalidArgument`` also a ``google.rpc.BadRequest``
+naming the field. Anything that is not a :class:`ConfabError` is a bug: it is
+logged with the request id and the client sees only INTERNAL and that id.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from ..runtime.errors import (
+    ConfabError,
+    ConversationNotFound,
+    DeadlineExceeded,
+    InternalError,
+    InvalidArgument,
+    Overloaded,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_CODES: dict[type[ConfabError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    ConversationNotFound: grpc.StatusCode.NOT_FOUND,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    InternalError: grpc.StatusCode.INTERNAL,
+}
+
+
+def status_code(error: ConfabError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+def as_confab_error(error: BaseException, request_id: str) -> ConfabError:
+    """Confab errors pass through; anything else is logged and becomes an opaque INTERNAL."""
+    if isinstance(error, ConfabError):
+        return error
+    log.error("internal error (request_id=%s)", request_id, exc_info=error)
+    return InternalError(f"internal error; request_id={request_id}")
+
+
+def rich_status(error: ConfabError) -> grpc.Status:
+    code = status_code(error)
+    details = []
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain="confab")
+    details.append(_pack(info))
+    if isinstance(error, InvalidArgument) and error.field:
+        bad = error_details_pb2.BadRequest()
+        bad.field_violations.add(field=error.field, description=error.message)
+        details.append(_pack(bad))
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=details)
+    return rpc_status.to_status(status)
+
+
+async def abort(context: grpc.aio.ServicerContext, error: BaseException, request_id: str) -> NoReturn:
+    await context.abort_with_status(rich_status(as_confab_error(error, request_id)))
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed

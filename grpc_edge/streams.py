@@ -1,0 +1,222 @@
+"""One bidirectional StreamConversation call.
+
+A reader task takes requests off the wire and submits each message to the
+engine at once, so a client may pipeline; the responses are written back in
+request order. Protocol mistakes (a message before init, a message for another
+conversation) answer with a recoverable StreamError and the stream goes on.
+A stream with no request for ``idle_timeout_s`` (heartbeats count) is closed;
+a client that cancels takes its reader task and queued work with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+
+from ..protos import mcp_engine_pb2 as pb
+from ..runtime import VERSION
+from ..runtime.engine import Engine, new_message_id
+from ..runtime.errors import ConfabError
+from ..runtime.model import ConversationKey, TurnResult
+from ..runtime.wire import Command, CommandKind, Outcome
+from . import convert, errors
+
+# Responses computed but not yet written, per stream: beyond this, reading pauses.
+MAX_PENDING = 256
+EVENT_TYPES = ("state_changed", "heartbeat", "stream_closed")
+
+
+@dataclass(slots=True)
+class _Turn:
+    key: ConversationKey
+    message_id: str
+    started: float
+    outcome: Awaitable[Outcome]
+
+
+# What the writer gets from the reader: a ready response, a turn to await, or the end.
+_Item = pb.ConversationStreamResponse | _Turn | None
+
+
+def stream_error(
+    code: str, message: str, *, recoverable: bool, request_id: str = ""
+) -> pb.ConversationStreamResponse:
+    response = pb.ConversationStreamResponse()
+    response.error.error_code = code
+    response.error.message = message
+    response.error.recoverable = recoverable
+    if request_id:
+        response.error.metadata.request_id = request_id
+    return response
+
+
+def stream_event(
+    event_type: str, conversation_id: str, data: dict[str, object]
+) -> pb.ConversationStreamResponse:
+    response = pb.ConversationStreamResponse()
+    event = response.event
+    event.event_type = event_type
+    event.conversation_id = conversation_id
+    convert.fill_struct(event.event_data, data)
+    event.timestamp.CopyFrom(convert.timestamp(time.time()))
+    return response
+
+
+class ConversationStream:
+    def __init__(
+        self, engine: Engine, requests: AsyncIterator[pb.ConversationStreamRequest], idle_timeout_s: float
+    ) -> None:
+        self.engine = engine
+        self.requests = requests
+        self.idle_timeout_s = idle_timeout_s
+        self.stream_id = new_message_id()
+        self.key: ConversationKey | None = None
+        self.event_types: set[str] = set()
+        self._last_state = ""
+        self._out: asyncio.Queue[_Item] = asyncio.Queue(MAX_PENDING)
+
+    async def responses(self) -> AsyncIterator[pb.ConversationStreamResponse]:
+        reader = asyncio.create_task(self._read())
+        try:
+            while (item := await self._out.get()) is not None:
+                if isinstance(item, _Turn):
+                    for response in await self._answer(item):
+                        yield response
+                else:
+                    yield item
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    # Reader ----------------------------------------------------------------
+
+    async def _read(self) -> None:
+        try:
+            iterator = aiter(self.requests)
+            while True:
+                try:
+                    request = await asyncio.wait_for(anext(iterator), self.idle_timeout_s)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    await self._out.put(
+                        stream_error(
+                            "STREAM_IDLE_TIMEOUT",
+                            f"no request for {self.idle_timeout_s:.0f}s; send heartbeats to keep a stream open",
+                            recoverable=False,
+                        )
+                    )
+                    return
+                if not await self._handle(request):
+                    return
+        finally:
+            await self._out.put(None)
+
+    async def _handle(self, request: pb.ConversationStreamRequest) -> bool:
+        """Queue what answers ``request``; False once the stream should end."""
+        kind = request.WhichOneof("request_type")
+        if kind == "init":
+            await self._out.put(self._init(request.init))
+        elif kind == "message":
+            await self._out.put(self._message(request.message))
+        elif kind == "heartbeat":
+            if self._wants("heartbeat"):
+                conversation_id = self.key.conversation_id if self.key else ""
+                await self._out.put(stream_event("heartbeat", conversation_id, {"stream_id": self.stream_id}))
+        elif kind == "close":
+            if self._wants("stream_closed"):
+                conversation_id = self.key.conversation_id if self.key else ""
+                await self._out.put(
+                    stream_event("stream_closed", conversation_id, {"reason": request.close.reason})
+                )
+            return False
+        else:
+            await self._out.put(
+                stream_error("EMPTY_REQUEST", "the request sets none of its fields", recoverable=True)
+            )
+        return True
+
+    def _init(self, init: pb.StreamInit) -> pb.ConversationStreamResponse:
+        if self.key is not None:
+            return stream_error(
+                "ALREADY_INITIALIZED", f"this stream is bound to {self.key}", recoverable=True
+            )
+        try:
+            key = convert.conversation_key(init.tenant_context, init.conversation_id, "init.")
+        except ConfabError as exc:
+            return stream_error(exc.reason, exc.message, recoverable=True)
+        unknown = set(init.event_types) - set(EVENT_TYPES)
+        if unknown:
+            return stream_error(
+                "UNKNOWN_EVENT_TYPE",
+                f"unknown event types {sorted(unknown)}; known: {list(EVENT_TYPES)}",
+                recoverable=True,
+            )
+        self.key = key
+        self.event_types = set(init.event_types)
+        response = pb.ConversationStreamResponse()
+        response.ack.stream_id = self.stream_id
+        response.ack.status.success = True
+        response.ack.status.message = f"stream bound to conversation {key.conversation_id}"
+        convert.metadata(response.ack.metadata, self.stream_id, time.perf_counter(), VERSION)
+        return response
+
+    def _message(self, request: pb.ProcessMessageRequest) -> _Item:
+        started, message_id = time.perf_counter(), new_message_id()
+        if self.key is None:
+            return stream_error(
+                "STREAM_NOT_INITIALIZED", "send init before messages", recoverable=True, request_id=message_id
+            )
+        # A message may leave out what init already said.
+        if not request.tenant_context.tenant_id:
+            request.tenant_context.tenant_id = self.key.tenant_id
+        if not request.conversation_id:
+            request.conversation_id = self.key.conversation_id
+        try:
+            key, message = convert.inbound_message(request, prefix="message.")
+        except ConfabError as exc:
+            return stream_error(exc.reason, exc.message, recoverable=True, request_id=message_id)
+        if key != self.key:
+            return stream_error(
+                "CONVERSATION_MISMATCH",
+                f"this stream is bound to conversation {self.key.conversation_id} of its tenant",
+                recoverable=True,
+                request_id=message_id,
+            )
+        try:
+            future = self.engine.submit([Command(CommandKind.TURN, message_id, key, message)])[0]
+        except ConfabError as exc:
+            return stream_error(exc.reason, exc.message, recoverable=True, request_id=message_id)
+        return _Turn(key, message_id, started, future)
+
+    # Writer ----------------------------------------------------------------
+
+    async def _answer(self, turn: _Turn) -> list[pb.ConversationStreamResponse]:
+        try:
+            outcome = await turn.outcome
+        except Exception as exc:
+            error = errors.as_confab_error(exc, turn.message_id)
+            return [stream_error(error.reason, error.message, recoverable=True, request_id=turn.message_id)]
+        assert isinstance(outcome, TurnResult)
+        response = pb.ConversationStreamResponse()
+        response.message_response.CopyFrom(
+            convert.process_message_response(turn.key, outcome, turn.message_id, turn.started, VERSION)
+        )
+        answers = [response]
+        state = outcome.state.current_state
+        if self._last_state and state != self._last_state and self._wants("state_changed"):
+            answers.append(
+                stream_event(
+                    "state_changed", turn.key.conversation_id, {"from": self._last_state, "to": state}
+                )
+            )
+        self._last_state = state
+        return answers
+
+    def _wants(self, event_type: str) -> bool:
+        # No event_types in init means every event type.
+        return not self.event_types or event_type in self.event_types
