@@ -88,9 +88,10 @@ class ConversationActor:
         now = time.time()
         packed = self._current_state()
         if packed is None:
-            state = flows.default.start(now)
+            state, state_before = flows.default.start(now), ""
         else:
             state = ConversationState.from_wire(msgpack.unpackb(packed))
+            state_before = state.current_state
         flow = flows.for_state(state)
         reply = flow.handle(state, message, now)
         state.message_count += 1
@@ -102,6 +103,7 @@ class ConversationActor:
             actions_performed=reply.actions_performed,
             ab_variant=reply.ab_variant,
             execution_time_ms=(time.perf_counter() - started) * 1000.0,
+            state_before=state_before,
         )
         self._stage(command, state, result)
         return result

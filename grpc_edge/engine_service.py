@@ -134,8 +134,11 @@ class EngineService(pb_grpc.MCPEngineServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ConversationStreamResponse]:
         stream = ConversationStream(self.engine, request_iterator, self.stream_idle_timeout_s)
-        async for response in stream.responses():
-            yield response
+        try:
+            async for response in stream.responses():
+                yield response
+        except Exception as exc:
+            await errors.abort(context, exc, stream.stream_id)
 
     async def HealthCheck(
         self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext

@@ -7,6 +7,7 @@ written once for unary and streaming methods alike.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
@@ -62,15 +63,19 @@ def wrap_handler(
             response_serializer=handler.response_serializer,
         )
 
-    inner_stream: Callable[..., AsyncIterator[Any]] = handler.unary_stream or handler.stream_stream
+    inner_stream: Callable[..., Any] = handler.unary_stream or handler.stream_stream
 
     async def stream_response(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         observer.started(method)
         started = time.perf_counter()
         error: BaseException | None = None
         try:
-            async for item in inner_stream(request, context):
-                yield item
+            result = inner_stream(request, context)
+            if inspect.isawaitable(result):  # a handler that writes with context.write()
+                await result
+            else:
+                async for item in result:
+                    yield item
         except BaseException as exc:
             error = exc
             raise

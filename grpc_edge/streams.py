@@ -75,7 +75,6 @@ class ConversationStream:
         self.stream_id = new_message_id()
         self.key: ConversationKey | None = None
         self.event_types: set[str] = set()
-        self._last_state = ""
         self._out: asyncio.Queue[_Item] = asyncio.Queue(MAX_PENDING)
 
     async def responses(self) -> AsyncIterator[pb.ConversationStreamResponse]:
@@ -106,7 +105,8 @@ class ConversationStream:
                     await self._out.put(
                         stream_error(
                             "STREAM_IDLE_TIMEOUT",
-                            f"no request for {self.idle_timeout_s:.0f}s; send heartbeats to keep a stream open",
+                            f"no request for {self.idle_timeout_s:.0f}s;"
+                            " send heartbeats to keep a stream open",
                             recoverable=False,
                         )
                     )
@@ -207,14 +207,9 @@ class ConversationStream:
             convert.process_message_response(turn.key, outcome, turn.message_id, turn.started, VERSION)
         )
         answers = [response]
-        state = outcome.state.current_state
-        if self._last_state and state != self._last_state and self._wants("state_changed"):
-            answers.append(
-                stream_event(
-                    "state_changed", turn.key.conversation_id, {"from": self._last_state, "to": state}
-                )
-            )
-        self._last_state = state
+        before, after = outcome.state_before, outcome.state.current_state
+        if before != after and self._wants("state_changed"):
+            answers.append(stream_event("state_changed", turn.key.conversation_id, {"from": before, "to": after}))
         return answers
 
     def _wants(self, event_type: str) -> bool:

@@ -234,6 +234,8 @@ class TurnResult:
     execution_time_ms: float = 0.0
     # True when this is the remembered answer to a message id seen before.
     replayed: bool = False
+    # The conversation's current_state before this turn ("" for a new conversation).
+    state_before: str = ""
 
     def to_wire(self) -> list[Any]:
         return [
@@ -245,6 +247,7 @@ class TurnResult:
             self.queue_time_ms,
             self.execution_time_ms,
             self.replayed,
+            self.state_before,
         ]
 
     @classmethod
@@ -258,6 +261,7 @@ class TurnResult:
             w[5],
             w[6],
             w[7],
+            w[8],
         )
 
 

@@ -1,0 +1,148 @@
+"""A real ``confab serve`` process for tests, and the means to find every process it started.
+
+Each server runs with a unique ``CONFAB_TEST_RUN`` environment variable, inherited
+by every process Thespian forks (even the Admin, which detaches into its own
+session), so a test finds exactly the processes of *its* server, never others.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import psutil
+
+from confab.protos import mcp_engine_pb2 as pb
+from confab.protos import mcp_engine_pb2_grpc as pb_grpc
+
+SERVING_LINE = re.compile(r"serving on (\S+):(\d+)")
+
+
+def processes_marked(marker: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if process.environ().get("CONFAB_TEST_RUN") == marker and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def wait_until_gone(marker: str, timeout: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = processes_marked(marker)
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
+
+
+class ServerProcess:
+    def __init__(self, data_dir: Path, *, shards: int = 2, extra: Sequence[str] = ()) -> None:
+        self.data_dir = data_dir
+        self.shards = shards
+        self.extra = list(extra)
+        self.marker = uuid.uuid4().hex
+        self.process: subprocess.Popen[str] | None = None
+        self.address = ""
+        self.output: list[str] = []
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        env = {**os.environ, "CONFAB_TEST_RUN": self.marker, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "confab.tools.cli", "serve",
+                "--listen", "127.0.0.1:0",
+                "--data-dir", str(self.data_dir),
+                "--shards", str(self.shards),
+                "--log-level", "WARNING",
+                *self.extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,  # its own process group, so a test can kill exactly that
+        )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            match = SERVING_LINE.search(line)
+            if match:
+                self.address = f"{match.group(1)}:{match.group(2)}"
+                return self
+        self.kill()
+        raise RuntimeError("confab serve did not start:\n" + "".join(self.output))
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.address)
+
+    def stub(self) -> pb_grpc.MCPEngineStub:
+        return pb_grpc.MCPEngineStub(self.channel())
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; return the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self._drain_output()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the server's process group (only what this test started)."""
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+        self._drain_output()
+
+    def _drain_output(self) -> None:
+        if self.process is not None and self.process.stdout is not None:
+            self.output.extend(self.process.stdout.readlines())
+            self.process.stdout.close()
+
+    def stop(self) -> None:
+        """End the server however it can be ended, and make sure none of its processes remain."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.terminate()
+            except subprocess.TimeoutExpired:
+                self.kill()
+        for process in wait_until_gone(self.marker, 10.0):
+            process.kill()  # a leak: the test that owns this server will fail on it
+
+
+def message(
+    conversation_id: str, text: str, *, tenant: str = "acme", user: str = "user-1"
+) -> pb.ProcessMessageRequest:
+    return pb.ProcessMessageRequest(
+        tenant_context={"tenant_id": tenant},
+        conversation_id=conversation_id,
+        user_id=user,
+        content={"text": text},
+    )
+
+
+def state_request(conversation_id: str, tenant: str = "acme") -> pb.GetConversationStateRequest:
+    return pb.GetConversationStateRequest(tenant_context={"tenant_id": tenant}, conversation_id=conversation_id)

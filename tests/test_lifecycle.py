@@ -1,0 +1,170 @@
+"""Start, stop, kill and restart: state survives, nothing is applied twice, no process is left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import psutil
+from grpc_health.v1 import health_pb2 as std_health_pb2
+from grpc_health.v1 import health_pb2_grpc as std_health_pb2_grpc
+
+from confab.protos import health_pb2, health_pb2_grpc
+from confab.protos import mcp_engine_pb2 as pb
+
+from .support import ServerProcess, message, processes_marked, state_request, wait_until_gone
+
+
+def shard_pids(server: ServerProcess) -> list[int]:
+    with server.channel() as channel:
+        health = health_pb2_grpc.HealthStub(channel).GetDetailedHealth(health_pb2.DetailedHealthRequest())
+    return [int(s["pid"]) for s in health.details["shard_detail"]]
+
+
+def test_sigterm_drains_then_exits_cleanly(tmp_path: Path) -> None:
+    config = tmp_path / "confab.yaml"
+    config.write_text("server:\n  shutdown_grace_s: 5.0\n")
+    server = ServerProcess(tmp_path / "data", extra=["--config", str(config)]).start()
+    try:
+        assert len(processes_marked(server.marker)) >= 5  # edge, admin, logger, supervisor, 2 shards
+        channel = server.channel()
+        watch = std_health_pb2_grpc.HealthStub(channel).Watch(std_health_pb2.HealthCheckRequest(service=""))
+        assert next(watch).status == std_health_pb2.HealthCheckResponse.SERVING
+
+        to_send: list[pb.ConversationStreamRequest | None] = []
+        ready = threading.Condition()
+
+        def requests():  # type: ignore[no-untyped-def]
+            while True:
+                with ready:
+                    ready.wait_for(lambda: to_send)
+                    item = to_send.pop(0)
+                if item is None:
+                    return
+                yield item
+
+        def send(item: pb.ConversationStreamRequest | None) -> None:
+            with ready:
+                to_send.append(item)
+                ready.notify()
+
+        stream = server.stub().StreamConversation(requests())
+        init = pb.StreamInit(tenant_context={"tenant_id": "t"}, conversation_id="c", event_types=["heartbeat"])
+        send(pb.ConversationStreamRequest(init=init))
+        assert next(stream).HasField("ack")
+
+        server.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        assert next(watch).status == std_health_pb2.HealthCheckResponse.NOT_SERVING
+        watch.cancel()
+        # The stream was in flight when the drain began: it is still served.
+        send(pb.ConversationStreamRequest(message=message("c", "during drain", tenant="t")))
+        reply = next(stream)
+        assert reply.message_response.conversation_state.message_count == 1
+        send(None)
+        assert list(stream) == []
+        assert server.process.wait(20) == 0  # type: ignore[union-attr]
+        assert wait_until_gone(server.marker, 5.0) == []
+    finally:
+        server.stop()
+
+
+def test_state_survives_a_restart(own_server: ServerProcess) -> None:
+    own_server.start()
+    stub = own_server.stub()
+    for i in range(3):
+        stub.ProcessMessage(message("kept", f"m{i}"))
+    assert own_server.terminate() == 0
+    own_server.start()
+    stub = own_server.stub()
+    state = stub.GetConversationState(state_request("kept")).conversation_state
+    assert (state.message_count, state.variables["last_message"]) == (3, "m2")
+    assert stub.ProcessMessage(message("kept", "m3")).conversation_state.message_count == 4
+
+
+def test_sigkill_of_the_server_alone_leaves_no_process(own_server: ServerProcess) -> None:
+    own_server.start()
+    marked = processes_marked(own_server.marker)
+    assert len(marked) >= 5
+    # The Thespian admin detaches into a session of its own: outside the server's group.
+    assert any(os.getsid(p.pid) != os.getsid(own_server.pid) for p in marked)
+    os.kill(own_server.pid, signal.SIGKILL)
+    own_server.process.wait(5)  # type: ignore[union-attr]
+    assert wait_until_gone(own_server.marker, 5.0) == []
+
+
+def _load(server: ServerProcess, conversations: list[str], stop: threading.Event, acked: dict[str, list[int]]) -> list[threading.Thread]:
+    """One thread per conversation sending messages one after another, recording each ack."""
+
+    def run(conversation: str) -> None:
+        channel = server.channel()
+        stub = server.stub()
+        i = 0
+        while not stop.is_set():
+            try:
+                reply = stub.ProcessMessage(message(conversation, f"n{i}"), timeout=20)
+            except grpc.RpcError:
+                return
+            acked[conversation].append(reply.conversation_state.message_count)
+            i += 1
+        channel.close()
+
+    threads = [threading.Thread(target=run, args=(c,), daemon=True) for c in conversations]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def test_kill_9_of_everything_loses_no_acknowledged_message(own_server: ServerProcess) -> None:
+    own_server.start()
+    conversations = [f"durable-{i}" for i in range(8)]
+    acked: dict[str, list[int]] = {c: [] for c in conversations}
+    stop = threading.Event()
+    threads = _load(own_server, conversations, stop, acked)
+    time.sleep(1.0)
+    os.killpg(own_server.pid, signal.SIGKILL)  # the edge, and everything of its group, at once
+    own_server.process.wait(5)  # type: ignore[union-attr]
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert wait_until_gone(own_server.marker, 5.0) == []
+    assert sum(len(a) for a in acked.values()) > 50
+
+    own_server.start()
+    stub = own_server.stub()
+    for conversation, counts in acked.items():
+        assert counts == list(range(1, len(counts) + 1))
+        stored = stub.GetConversationState(state_request(conversation)).conversation_state.message_count
+        # Every acknowledged message is there; at most the one in flight when killed was applied unacknowledged.
+        assert len(counts) <= stored <= len(counts) + 1
+
+
+def test_a_killed_shard_is_replaced_and_nothing_is_lost_or_applied_twice(own_server: ServerProcess) -> None:
+    own_server.start()
+    before = shard_pids(own_server)
+    conversations = [f"resilient-{i}" for i in range(8)]
+    acked: dict[str, list[int]] = {c: [] for c in conversations}
+    stop = threading.Event()
+    threads = _load(own_server, conversations, stop, acked)
+    time.sleep(0.5)
+    os.kill(before[0], signal.SIGKILL)
+    time.sleep(1.5)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    after = shard_pids(own_server)
+    assert after[0] != before[0] and after[1] == before[1]
+    assert not psutil.pid_exists(before[0]) or psutil.Process(before[0]).status() == psutil.STATUS_ZOMBIE
+    stub = own_server.stub()
+    for conversation, counts in acked.items():
+        assert counts == list(range(1, len(counts) + 1)), conversation  # gap-free: none lost, none twice
+        stored = stub.GetConversationState(state_request(conversation)).conversation_state.message_count
+        assert stored == len(counts)  # every call was answered: the in-flight ones were retried
+    with own_server.channel() as channel:
+        health = health_pb2_grpc.HealthStub(channel).GetDetailedHealth(
+            health_pb2.DetailedHealthRequest(include_metrics=True)
+        )
+    assert health.metrics["shard_restarts"] == 1

@@ -1,0 +1,283 @@
+"""Every MCPEngine RPC against a real server with real shard processes."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import defaultdict
+
+import grpc
+import pytest
+from google.protobuf import empty_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from confab.protos import common_pb2 as common
+from confab.protos import mcp_engine_pb2 as pb
+from confab.protos import mcp_engine_pb2_grpc as pb_grpc
+
+from .support import message, state_request
+
+
+def new_id() -> str:
+    return f"conv-{uuid.uuid4().hex[:12]}"
+
+
+def field_violations(error: grpc.RpcError) -> list[str]:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    fields = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields.extend(v.field for v in bad.field_violations)
+    return fields
+
+
+def test_process_message_answers_with_everything(stub: pb_grpc.MCPEngineStub) -> None:
+    conversation = new_id()
+    first = stub.ProcessMessage(message(conversation, "hello there"))
+    assert first.status.success
+    assert first.conversation_id == conversation
+    assert first.current_state == "chatting"
+    assert "hello there" in first.response.text
+    assert first.response.quick_replies[0].payload == "hi"
+    assert first.context_updates["last_message"] == "hello there"
+    assert list(first.actions_performed) == ["greet", "echo"]
+    state = first.conversation_state
+    assert (state.flow_id, state.message_count, list(state.previous_states)) == ("echo", 1, ["start"])
+    assert state.created_at.seconds > 0 and state.last_activity.seconds >= state.created_at.seconds
+    assert len(first.metadata.request_id) == 32
+    assert first.metadata.timestamp.seconds > 0
+    assert first.metadata.processing_time_ms >= 0
+
+    second = stub.ProcessMessage(message(conversation, "again"))
+    assert second.conversation_state.message_count == 2
+    assert list(second.actions_performed) == ["echo"]
+    assert second.metadata.request_id != first.metadata.request_id
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda r: r.tenant_context.ClearField("tenant_id"), "tenant_context.tenant_id"),
+        (lambda r: r.ClearField("conversation_id"), "conversation_id"),
+        (lambda r: r.ClearField("user_id"), "user_id"),
+        (lambda r: r.ClearField("content"), "content"),
+    ],
+)
+def test_invalid_process_message_names_the_field(stub: pb_grpc.MCPEngineStub, mutate, field: str) -> None:  # type: ignore[no-untyped-def]
+    request = message(new_id(), "hi")
+    mutate(request)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ProcessMessage(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in caught.value.details()
+    assert field_violations(caught.value) == [field]
+
+
+def test_payload_alone_is_enough(stub: pb_grpc.MCPEngineStub) -> None:
+    request = pb.ProcessMessageRequest(
+        tenant_context={"tenant_id": "acme"}, conversation_id=new_id(), user_id="u", content={"payload": "BUY"}
+    )
+    assert "BUY" in stub.ProcessMessage(request).response.text
+
+
+def test_get_and_reset_unknown_conversation_is_not_found(stub: pb_grpc.MCPEngineStub) -> None:
+    conversation = new_id()
+    for call in (
+        lambda: stub.GetConversationState(state_request(conversation)),
+        lambda: stub.ResetConversation(
+            pb.ResetConversationRequest(tenant_context={"tenant_id": "acme"}, conversation_id=conversation)
+        ),
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            call()
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    # Looking did not create it.
+    with pytest.raises(grpc.RpcError):
+        stub.GetConversationState(state_request(conversation))
+
+
+def test_reset_returns_previous_state_and_restarts_the_flow(stub: pb_grpc.MCPEngineStub) -> None:
+    conversation = new_id()
+    stub.ProcessMessage(message(conversation, "one"))
+    stub.ProcessMessage(message(conversation, "two"))
+    reset = stub.ResetConversation(
+        pb.ResetConversationRequest(
+            tenant_context={"tenant_id": "acme"}, conversation_id=conversation, reason="test"
+        )
+    )
+    assert reset.status.success and reset.conversation_id == conversation
+    assert reset.previous_state == "chatting"
+    state = stub.GetConversationState(state_request(conversation)).conversation_state
+    assert (state.current_state, state.message_count) == ("start", 0)
+    assert stub.ProcessMessage(message(conversation, "three")).conversation_state.message_count == 1
+
+
+def test_sixty_concurrent_messages_to_one_conversation_run_one_at_a_time(
+    stub: pb_grpc.MCPEngineStub,
+) -> None:
+    conversation = new_id()
+    futures = [stub.ProcessMessage.future(message(conversation, f"m{i}")) for i in range(60)]
+    counts = sorted(f.result().conversation_state.message_count for f in futures)
+    assert counts == list(range(1, 61))
+    state = stub.GetConversationState(state_request(conversation)).conversation_state
+    assert state.message_count == 60
+
+
+def test_tenants_are_isolated(stub: pb_grpc.MCPEngineStub) -> None:
+    conversation = new_id()
+    stub.ProcessMessage(message(conversation, "a1", tenant="tenant-a"))
+    stub.ProcessMessage(message(conversation, "a2", tenant="tenant-a"))
+    b = stub.ProcessMessage(message(conversation, "b1", tenant="tenant-b"))
+    assert b.conversation_state.message_count == 1
+    state_a = stub.GetConversationState(state_request(conversation, "tenant-a")).conversation_state
+    state_b = stub.GetConversationState(state_request(conversation, "tenant-b")).conversation_state
+    assert (state_a.message_count, state_a.variables["last_message"]) == (2, "a2")
+    assert (state_b.message_count, state_b.variables["last_message"]) == (1, "b1")
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetConversationState(state_request(conversation, "tenant-c"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_parallel_batch_keeps_order_per_conversation(stub: pb_grpc.MCPEngineStub) -> None:
+    conversations = [new_id() for _ in range(5)]
+    items = [message(conversations[i % 5], f"m{i}") for i in range(200)]
+    request = pb.BatchProcessMessagesRequest(
+        tenant_context={"tenant_id": "acme"}, messages=items, parallel_processing=True, max_concurrency=3
+    )
+    response = stub.BatchProcessMessages(request)
+    assert (response.successful_count, response.failed_count) == (200, 0)
+    assert response.status.success
+    counts: dict[str, list[int]] = defaultdict(list)
+    for i, item in enumerate(response.responses):
+        assert item.conversation_id == conversations[i % 5]
+        assert item.response.text.endswith(f"m{i}")  # responses[i] answers messages[i]
+        counts[item.conversation_id].append(item.conversation_state.message_count)
+    for conversation in conversations:
+        assert counts[conversation] == list(range(1, 41))
+
+
+def test_sequential_batch_and_a_bad_item_that_fails_alone(stub: pb_grpc.MCPEngineStub) -> None:
+    good, unknown_tenant = new_id(), new_id()
+    items = [
+        message(good, "first"),
+        pb.ProcessMessageRequest(conversation_id="no-user", content={"text": "x"}),  # no user_id
+        message(good, "second"),
+        pb.ProcessMessageRequest(user_id="u", content={"text": "x"}),  # no conversation_id
+    ]
+    request = pb.BatchProcessMessagesRequest(tenant_context={"tenant_id": "acme"}, messages=items)
+    response = stub.BatchProcessMessages(request)
+    assert (response.successful_count, response.failed_count) == (2, 2)
+    assert not response.status.success
+    ok1, bad1, ok2, bad2 = response.responses
+    assert (ok1.conversation_state.message_count, ok2.conversation_state.message_count) == (1, 2)
+    assert bad1.conversation_id == "no-user" and bad1.status.error_code == "INVALID_ARGUMENT"
+    assert bad1.status.details["field"] == "messages[1].user_id"
+    assert bad2.status.details["field"] == "messages[3].conversation_id"
+    assert not bad1.status.success
+    del unknown_tenant
+
+
+def test_batch_larger_than_the_limit_is_rejected_whole(stub: pb_grpc.MCPEngineStub) -> None:
+    conversation = new_id()
+    request = pb.BatchProcessMessagesRequest(
+        tenant_context={"tenant_id": "acme"}, messages=[message(conversation, "x")] * 1001
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.BatchProcessMessages(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError):  # nothing of it was applied
+        stub.GetConversationState(state_request(conversation))
+
+
+def stream_request(**kwargs: object) -> pb.ConversationStreamRequest:
+    return pb.ConversationStreamRequest(**kwargs)  # type: ignore[arg-type]
+
+
+def test_stream_conversation(stub: pb_grpc.MCPEngineStub) -> None:
+    conversation = new_id()
+    requests = [
+        stream_request(message=pb.ProcessMessageRequest(user_id="u", content={"text": "too early"})),
+        stream_request(
+            init=pb.StreamInit(tenant_context={"tenant_id": "acme"}, conversation_id=conversation)
+        ),
+        *[stream_request(message=message(conversation, f"s{i}")) for i in range(5)],
+        stream_request(message=message(new_id(), "elsewhere")),
+        stream_request(heartbeat=pb.StreamHeartbeat()),
+        stream_request(message=pb.ProcessMessageRequest(user_id="u", content={"text": "short form"})),
+        stream_request(close=pb.StreamClose(reason="done")),
+    ]
+    responses = list(stub.StreamConversation(iter(requests)))
+    kinds = [r.WhichOneof("response_type") for r in responses]
+    assert kinds[0] == "error" and responses[0].error.error_code == "STREAM_NOT_INITIALIZED"
+    assert responses[0].error.recoverable
+    assert kinds[1] == "ack" and responses[1].ack.stream_id
+    texts = [r.message_response.response.text for r in responses if r.HasField("message_response")]
+    assert texts == ["Hello! You said: s0", *[f"You said: s{i}" for i in range(1, 5)], "You said: short form"]
+    counts = [r.message_response.conversation_state.message_count for r in responses if r.HasField("message_response")]
+    assert counts == [1, 2, 3, 4, 5, 6]
+    errors = [r.error for r in responses if r.HasField("error")]
+    assert [e.error_code for e in errors] == ["STREAM_NOT_INITIALIZED", "CONVERSATION_MISMATCH"]
+    events = [r.event for r in responses if r.HasField("event")]
+    assert [e.event_type for e in events] == ["state_changed", "heartbeat", "stream_closed"]
+    assert dict(events[0].event_data) == {"from": "", "to": "chatting"}
+    assert kinds.index("event") == kinds.index("message_response") + 1  # right after the turn that moved
+    assert events[2].event_data["reason"] == "done"
+
+
+def test_stream_cancelled_by_the_client_leaves_the_server_serving(stub: pb_grpc.MCPEngineStub) -> None:
+    conversation = new_id()
+    release = threading.Event()
+
+    def requests():  # type: ignore[no-untyped-def]
+        yield stream_request(init=pb.StreamInit(tenant_context={"tenant_id": "acme"}, conversation_id=conversation))
+        yield stream_request(message=message(conversation, "before cancel"))
+        release.wait(10)
+
+    call = stub.StreamConversation(requests())
+    assert next(call).HasField("ack")
+    assert next(call).HasField("message_response")
+    call.cancel()
+    release.set()
+    assert stub.ProcessMessage(message(conversation, "after")).conversation_state.message_count == 2
+
+
+def test_health_check(stub: pb_grpc.MCPEngineStub) -> None:
+    response = stub.HealthCheck(empty_pb2.Empty())
+    assert response.status == common.HEALTH_SERVING
+    assert response.service_name == "mcp.engine.v2.MCPEngine" and response.version
+    assert response.details["shards"] == 2
+
+
+def test_get_metrics_reports_real_traffic(stub: pb_grpc.MCPEngineStub) -> None:
+    conversation = new_id()
+    for i in range(3):
+        stub.ProcessMessage(message(conversation, f"x{i}"))
+    with pytest.raises(grpc.RpcError):
+        stub.GetConversationState(state_request(new_id()))
+    response = stub.GetMetrics(pb.GetMetricsRequest(metric_names=["rpc.requests", "rpc.latency.p99_ms"], granularity="1h"))
+    assert [m.name for m in response.metrics] == ["rpc.requests", "rpc.latency.p99_ms"]
+    by_key: dict[tuple[str, str], float] = defaultdict(float)
+    for point in response.metrics[0].points:
+        by_key[(point.attributes["method"], point.attributes["code"])] += point.value
+    assert by_key[("/mcp.engine.v2.MCPEngine/ProcessMessage", "OK")] >= 3
+    assert by_key[("/mcp.engine.v2.MCPEngine/GetConversationState", "NOT_FOUND")] >= 1
+    assert all(p.value > 0 for p in response.metrics[1].points)
+
+    everything = stub.GetMetrics(pb.GetMetricsRequest())
+    names = {m.name for m in everything.metrics}
+    assert {"rpc.in_flight", "engine.shard.resident_conversations", "bridge.commands_per_batch"} <= names
+    resident = next(m for m in everything.metrics if m.name == "engine.shard.resident_conversations")
+    assert sum(p.value for p in resident.points) >= 1
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetMetrics(pb.GetMetricsRequest(metric_names=["no.such.metric"]))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    future = pb.GetMetricsRequest(metric_names=["rpc.requests"])
+    future.start_time.GetCurrentTime()
+    future.start_time.seconds += 3600
+    future.end_time.seconds = future.start_time.seconds + 60
+    assert not stub.GetMetrics(future).metrics[0].points
