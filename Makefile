@@ -20,7 +20,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 serve: install
 	$(VENV)/bin/confab serve --listen 127.0.0.1:50051 --data-dir ./var
 
-test: install
+test: install lint
 	$(PY) -m confab.tools.codegen --check
 	$(PY) -m pytest -q
 

@@ -67,7 +67,8 @@ class Shard:
         received = time.perf_counter()
         outcomes: list[Outcome] = []
         touched: dict[ConversationKey, ConversationActor] = {}
-        for command in batch.commands:
+        first_staged: dict[ConversationKey, int] = {}
+        for i, command in enumerate(batch.commands):
             conversation = self._activate(command.key)
             waited_ms = (time.perf_counter() - received) * 1000.0
             outcome = conversation.apply(command, self.flows, self.store)
@@ -76,12 +77,13 @@ class Shard:
             outcomes.append(outcome)
             if conversation.staged:
                 touched[command.key] = conversation
+                first_staged.setdefault(command.key, i)
             elif not conversation.exists:  # e.g. a lookup of an unknown id: keep no trace
                 del self.residents[command.key]
         self.commands += len(batch.commands)
         self.batches += 1
         if touched:
-            self._persist(batch, outcomes, touched)
+            self._persist(batch, outcomes, touched, first_staged)
         self._passivate_beyond_limit()
         return [outcome_to_wire(o) for o in outcomes]
 
@@ -90,6 +92,7 @@ class Shard:
         batch: CommandBatch,
         outcomes: list[Outcome],
         touched: dict[ConversationKey, ConversationActor],
+        first_staged: dict[ConversationKey, int],
     ) -> None:
         try:
             self.store.write([c.pending_write() for c in touched.values()])
@@ -100,8 +103,11 @@ class Shard:
                 if not conversation.exists:
                     self.residents.pop(conversation.key, None)
             failure = Unavailable(f"store write failed: {type(exc).__name__}")
+            # Answers given after a conversation's first staged change may show state that was
+            # rolled back: withdraw them. Earlier reads saw committed state and stand.
             for i, command in enumerate(batch.commands):
-                if command.mutates and command.key in touched and not isinstance(outcomes[i], ConfabError):
+                first = first_staged.get(command.key)
+                if first is not None and i >= first and not isinstance(outcomes[i], ConfabError):
                     outcomes[i] = failure
             return
         for conversation in touched.values():
@@ -151,7 +157,7 @@ class Shard:
         )
 
 
-class ShardActor(Actor):  # type: ignore[misc]
+class ShardActor(Actor):
     """Thespian's view of a shard: batches in, outcomes out, nothing else."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

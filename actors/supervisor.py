@@ -21,7 +21,7 @@ from .shard import ShardActor
 log = logging.getLogger(__name__)
 
 
-class SupervisorActor(Actor):  # type: ignore[misc]
+class SupervisorActor(Actor):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.settings: ShardSettings | None = None

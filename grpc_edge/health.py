@@ -49,7 +49,7 @@ class DependencyCheck:
 
 @dataclass(frozen=True, slots=True)
 class HealthReport:
-    status: int  # common.HealthStatus
+    status: common.HealthStatus
     checked_at: float
     dependencies: tuple[DependencyCheck, ...] = ()
     shards: tuple[ShardStatistics, ...] = ()
@@ -194,7 +194,7 @@ class HealthService(pb_grpc.HealthServicer):
     def __init__(self, monitor: HealthMonitor) -> None:
         self.monitor = monitor
 
-    def _status_for(self, service: str, report: HealthReport) -> int:
+    def _status_for(self, service: str, report: HealthReport) -> common.HealthStatus:
         return report.status if service in SERVICES else common.HEALTH_SERVICE_UNKNOWN
 
     def _response(self, service: str, report: HealthReport) -> pb.HealthCheckResponse:

@@ -38,7 +38,7 @@ def wrap_handler(
     handler: grpc.RpcMethodHandler, method: str, observer: CallObserver
 ) -> grpc.RpcMethodHandler:
     if handler.unary_unary or handler.stream_unary:
-        inner: Callable[..., Awaitable[Any]] = handler.unary_unary or handler.stream_unary
+        inner: Any = handler.unary_unary or handler.stream_unary
 
         async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
             observer.started(method)
@@ -63,7 +63,7 @@ def wrap_handler(
             response_serializer=handler.response_serializer,
         )
 
-    inner_stream: Callable[..., Any] = handler.unary_stream or handler.stream_stream
+    inner_stream: Any = handler.unary_stream or handler.stream_stream
 
     async def stream_response(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         observer.started(method)
@@ -109,9 +109,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler

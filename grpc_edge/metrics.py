@@ -12,6 +12,7 @@ import bisect
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # Upper bounds (ms) of the latency histogram buckets: 0.05 ms .. ~105 s, x1.5 per step.
@@ -62,14 +63,15 @@ class RpcPoint:
 
 
 class RpcMetrics:
-    def __init__(self, retention_s: int = 3600) -> None:
+    def __init__(self, retention_s: int = 3600, clock: Callable[[], float] = time.time) -> None:
         self.retention_s = retention_s
-        self.started_at = time.time()
+        self.clock = clock
+        self.started_at = clock()
         self.in_flight = 0
         self._buckets: OrderedDict[int, dict[tuple[str, str], _Cell]] = OrderedDict()
 
     def record(self, method: str, code: str, duration_s: float, now: float | None = None) -> None:
-        second = int(now if now is not None else time.time())
+        second = int(now if now is not None else self.clock())
         bucket = self._buckets.get(second)
         if bucket is None:
             bucket = self._buckets[second] = {}
@@ -89,6 +91,7 @@ class RpcMetrics:
 
     def points(self, start: float, end: float, granularity_s: int) -> list[RpcPoint]:
         """Aggregate [start, end) into intervals of ``granularity_s`` seconds."""
+        self._expire(int(self.clock()))
         merged: dict[tuple[int, str, str], _Cell] = {}
         for second, bucket in self._buckets.items():
             if not start <= second < end:
@@ -114,6 +117,7 @@ class RpcMetrics:
 
     def totals(self) -> dict[str, int]:
         """Calls per outcome code over the retention window."""
+        self._expire(int(self.clock()))
         out: dict[str, int] = {}
         for bucket in self._buckets.values():
             for (_, code), cell in bucket.items():

@@ -209,7 +209,9 @@ class ConversationStream:
         answers = [response]
         before, after = outcome.state_before, outcome.state.current_state
         if before != after and self._wants("state_changed"):
-            answers.append(stream_event("state_changed", turn.key.conversation_id, {"from": before, "to": after}))
+            answers.append(
+                stream_event("state_changed", turn.key.conversation_id, {"from": before, "to": after})
+            )
         return answers
 
     def _wants(self, event_type: str) -> bool:

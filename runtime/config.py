@@ -21,6 +21,9 @@ class ConfigError(ValueError):
     pass
 
 
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
 @dataclass(slots=True)
 class ServerConfig:
     listen: str = "127.0.0.1:50051"
@@ -88,12 +91,36 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ConfabConfi
     for dotted, value in overrides.items():
         if value is None:
             continue
-        *parents, leaf = dotted.split(".")
-        target: Any = config
-        for name in parents:
-            target = getattr(target, name)
-        _set(target, leaf, value, dotted)
+        nested: Any = value
+        for name in reversed(dotted.split(".")):
+            nested = {name: nested}
+        _merge(config, nested, "")
+    _validate(config)
     return config
+
+
+def _validate(config: ConfabConfig) -> None:
+    checks = [
+        (config.engine.shards >= 0, "engine.shards must be 0 (one per CPU) or more"),
+        (
+            config.engine.resident_conversations_per_shard >= 1,
+            "engine.resident_conversations_per_shard must be >= 1",
+        ),
+        (config.engine.max_commands_per_batch >= 1, "engine.max_commands_per_batch must be >= 1"),
+        (config.engine.max_queued_per_shard >= 1, "engine.max_queued_per_shard must be >= 1"),
+        (config.engine.shard_timeout_s > 0, "engine.shard_timeout_s must be > 0"),
+        (config.engine.turns_kept >= 1, "engine.turns_kept must be >= 1"),
+        (config.server.shutdown_grace_s >= 0, "server.shutdown_grace_s must be >= 0"),
+        (config.server.max_batch_messages >= 1, "server.max_batch_messages must be >= 1"),
+        (config.server.stream_idle_timeout_s > 0, "server.stream_idle_timeout_s must be > 0"),
+        (
+            config.store.synchronous.upper() in SYNCHRONOUS_MODES,
+            f"store.synchronous must be one of {SYNCHRONOUS_MODES}",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -122,7 +149,7 @@ def _set(target: Any, key: str, value: Any, where: str) -> None:
         _merge(current, value, f"{where}.")
         return
     kind = type(current)
-    if kind is float and isinstance(value, int):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"config key {where!r} must be {kind.__name__}, got {value!r}")

@@ -113,7 +113,8 @@ class Store:
 
     def load_reply(self, key: ConversationKey, message_id: str) -> bytes | None:
         row = self._db.execute(
-            "SELECT reply FROM turns WHERE tenant_id=? AND conversation_id=? AND message_id=?",
+            "SELECT reply FROM turns WHERE tenant_id=? AND conversation_id=? AND message_id=?"
+            " ORDER BY seq DESC LIMIT 1",
             (key.tenant_id, key.conversation_id, message_id),
         ).fetchone()
         return None if row is None else bytes(row[0])

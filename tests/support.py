@@ -7,6 +7,7 @@ session), so a test finds exactly the processes of *its* server, never others.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -30,7 +31,10 @@ def processes_marked(marker: str) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["pid"]):
         try:
-            if process.environ().get("CONFAB_TEST_RUN") == marker and process.status() != psutil.STATUS_ZOMBIE:
+            if (
+                process.environ().get("CONFAB_TEST_RUN") == marker
+                and process.status() != psutil.STATUS_ZOMBIE
+            ):
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
@@ -60,11 +64,18 @@ class ServerProcess:
         env = {**os.environ, "CONFAB_TEST_RUN": self.marker, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "confab.tools.cli", "serve",
-                "--listen", "127.0.0.1:0",
-                "--data-dir", str(self.data_dir),
-                "--shards", str(self.shards),
-                "--log-level", "WARNING",
+                sys.executable,
+                "-m",
+                "confab.tools.cli",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(self.data_dir),
+                "--shards",
+                str(self.shards),
+                "--log-level",
+                "WARNING",
                 *self.extra,
             ],
             stdout=subprocess.PIPE,
@@ -110,10 +121,8 @@ class ServerProcess:
         """SIGKILL the server's process group (only what this test started)."""
         if self.process is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(10)
         self._drain_output()
 
@@ -145,4 +154,6 @@ def message(
 
 
 def state_request(conversation_id: str, tenant: str = "acme") -> pb.GetConversationStateRequest:
-    return pb.GetConversationStateRequest(tenant_context={"tenant_id": tenant}, conversation_id=conversation_id)
+    return pb.GetConversationStateRequest(
+        tenant_context={"tenant_id": tenant}, conversation_id=conversation_id
+    )

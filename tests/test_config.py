@@ -1,0 +1,227 @@
+"""Configuration: bundled defaults, a user YAML file, dotted overrides, strict validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from confab.config import bundled_path
+from confab.runtime.config import ConfabConfig, ConfigError, load_config
+
+
+def overridden(overrides: dict[str, Any], path: Path | None = None) -> ConfabConfig:
+    """load_config with dotted overrides (keys like "server.listen" need ** unpacking)."""
+    return load_config(path, **overrides)
+
+
+def write_yaml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "confab.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_come_from_bundled_yaml() -> None:
+    config = load_config()
+    assert config.data_dir == "./var"
+    assert config.server.listen == "127.0.0.1:50051"
+    assert config.server.shutdown_grace_s == 10.0
+    assert isinstance(config.server.shutdown_grace_s, float)
+    assert config.server.max_message_bytes == 4 * 1024 * 1024
+    assert config.server.max_batch_messages == 1000
+    assert config.server.stream_idle_timeout_s == 300.0
+    assert config.engine.shards == 0
+    assert config.engine.resident_conversations_per_shard == 100_000
+    assert config.engine.max_commands_per_batch == 512
+    assert config.engine.max_queued_per_shard == 20_000
+    assert config.engine.shard_timeout_s == 30.0
+    assert config.engine.turns_kept == 32
+    assert config.store.path == "confab.sqlite3"
+    assert config.store.synchronous == "FULL"
+    assert config.flows.default == "echo"
+
+
+def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+    if dataclasses.is_dataclass(value):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            out.update(_leaves(getattr(value, f.name), f"{prefix}{f.name}."))
+        return out
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(_leaves(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def test_bundled_yaml_lists_every_key_with_the_dataclass_default() -> None:
+    bundled = yaml.safe_load(bundled_path("default.yaml").read_text(encoding="utf-8"))
+    assert _leaves(bundled) == _leaves(ConfabConfig())
+
+
+def test_user_file_overrides_nested_keys(tmp_path: Path) -> None:
+    path = write_yaml(
+        tmp_path,
+        """
+data_dir: /srv/confab
+server:
+  listen: 0.0.0.0:6000
+  shutdown_grace_s: 3          # an int is accepted for a float key
+engine:
+  shards: 4
+  turns_kept: 8
+store:
+  synchronous: NORMAL
+""",
+    )
+    config = load_config(path)
+    assert config.data_dir == "/srv/confab"
+    assert config.server.listen == "0.0.0.0:6000"
+    assert config.server.shutdown_grace_s == 3.0
+    assert isinstance(config.server.shutdown_grace_s, float)
+    assert config.engine.shards == 4
+    assert config.engine.turns_kept == 8
+    assert config.store.synchronous == "NORMAL"
+    # Keys the file does not name keep their defaults, also inside overridden sections.
+    assert config.server.max_batch_messages == 1000
+    assert config.engine.max_commands_per_batch == 512
+    assert config.store.path == "confab.sqlite3"
+    assert config.flows.default == "echo"
+
+
+def test_empty_user_file_keeps_defaults(tmp_path: Path) -> None:
+    assert load_config(write_yaml(tmp_path, "# nothing\n")) == load_config()
+
+
+def test_configs_do_not_share_state(tmp_path: Path) -> None:
+    load_config(write_yaml(tmp_path, "engine:\n  shards: 9\n"))
+    assert load_config().engine.shards == 0
+
+
+def test_dotted_overrides() -> None:
+    config = overridden(
+        {
+            "server.listen": "127.0.0.1:7000",
+            "engine.shards": 2,
+            "data_dir": "/tmp/x",
+            "engine.turns_kept": None,
+        }
+    )
+    assert config.server.listen == "127.0.0.1:7000"
+    assert config.engine.shards == 2
+    assert config.data_dir == "/tmp/x"
+    assert config.engine.turns_kept == 32  # None means "not given"
+
+
+def test_dotted_overrides_win_over_file(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, "server:\n  listen: 1.2.3.4:1\n  max_batch_messages: 5\n")
+    config = overridden({"server.listen": "5.6.7.8:2"}, path)
+    assert config.server.listen == "5.6.7.8:2"
+    assert config.server.max_batch_messages == 5
+
+
+def test_dotted_override_of_a_section_with_a_mapping() -> None:
+    config = overridden({"store": {"path": "other.db"}})
+    assert config.store.path == "other.db"
+    assert config.store.synchronous == "FULL"
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("servr:\n  listen: x\n", "'servr'"),
+        ("server:\n  lisen: x\n", "'server.lisen'"),
+        ("engine:\n  shard: 3\n", "'engine.shard'"),
+    ],
+)
+def test_unknown_key_in_file_is_an_error(tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_yaml(tmp_path, text))
+    assert named in str(info.value)
+
+
+def test_unknown_key_lists_the_expected_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"expected one of .*'shards'"):
+        load_config(write_yaml(tmp_path, "engine:\n  shard: 3\n"))
+
+
+def test_unknown_dotted_leaf_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"'server\.lisen'"):
+        overridden({"server.lisen": "x"})
+
+
+def test_unknown_dotted_section_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="servr"):
+        overridden({"servr.listen": "x"})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "server:\n  listen: 50051\n",  # int for str
+        "engine:\n  shards: four\n",  # str for int
+        "engine:\n  shards: 2.5\n",  # float for int
+        "engine:\n  shards: true\n",  # bool for int
+        "server:\n  shutdown_grace_s: soon\n",  # str for float
+        "store:\n  path: null\n",  # null for str
+        "server: 3\n",  # scalar for a section
+        "data_dir: [a, b]\n",  # list for str
+    ],
+)
+def test_wrong_type_in_file_is_an_error(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="config key"):
+        load_config(write_yaml(tmp_path, text))
+
+
+def test_wrong_type_names_key_and_type() -> None:
+    with pytest.raises(ConfigError) as info:
+        overridden({"engine.shards": "4"})
+    assert "'engine.shards'" in str(info.value)
+    assert "int" in str(info.value)
+
+
+def test_bool_for_float_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load_config(write_yaml(tmp_path, "server:\n  shutdown_grace_s: true\n"))
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(write_yaml(tmp_path, "- a\n- b\n"))
+
+
+def test_invalid_yaml_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load_config(write_yaml(tmp_path, "server: [unclosed\n"))
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"missing\.yaml"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_shard_count() -> None:
+    assert overridden({"engine.shards": 3}).shard_count == 3
+    assert load_config().shard_count == (os.cpu_count() or 1)
+
+
+def test_shard_count_without_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert load_config().shard_count == 1
+
+
+def test_store_path_relative_to_data_dir() -> None:
+    config = overridden({"data_dir": "/data/confab", "store.path": "db/c.sqlite3"})
+    assert config.store_path == Path("/data/confab/db/c.sqlite3")
+    assert load_config().store_path == Path("./var") / "confab.sqlite3"
+
+
+def test_store_path_absolute_ignores_data_dir(tmp_path: Path) -> None:
+    absolute = tmp_path / "abs.sqlite3"
+    config = overridden({"data_dir": "/elsewhere", "store.path": str(absolute)})
+    assert config.store_path == absolute

@@ -1,0 +1,299 @@
+"""Wire round trips: model records, command/outcome batches and outcomes, through msgpack."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+
+from confab.runtime.errors import (
+    ERRORS_BY_REASON,
+    ConfabError,
+    ConversationNotFound,
+    DeadlineExceeded,
+    InternalError,
+    InvalidArgument,
+    Overloaded,
+    Unavailable,
+)
+from confab.runtime.model import (
+    Button,
+    CarouselCard,
+    Content,
+    ConversationKey,
+    ConversationState,
+    InboundMessage,
+    ProcessingHints,
+    QuickReply,
+    ResetResult,
+    StateResult,
+    TurnResult,
+)
+from confab.runtime.wire import (
+    Command,
+    CommandBatch,
+    CommandKind,
+    OutcomeBatch,
+    outcome_from_wire,
+    outcome_to_wire,
+    pack,
+    unpack,
+)
+
+
+def through_msgpack(wire: Any) -> Any:
+    """What the other process sees: the wire form after a msgpack round trip."""
+    return unpack(pack(wire))
+
+
+def sample_content() -> Content:
+    return Content(
+        type="carousel",
+        text="pick one",
+        payload="PICK",
+        language="fr",
+        quick_replies=[QuickReply("Yes", "YES", "text"), QuickReply("No")],
+        buttons=[Button("Open", "url", "", "https://example.com"), Button("Go", payload="GO")],
+        carousel=[
+            CarouselCard("Card A", "sub A", "https://img/a.png", [Button("Buy", "postback", "BUY_A")]),
+            CarouselCard("Card B"),
+        ],
+        media={"url": "https://m/1.jpg", "mime_type": "image/jpeg", "dimensions": {"width": 3}},
+        location={"latitude": 48.85, "longitude": 2.35, "place_name": "Paris"},
+        form={"form_id": "f1", "form_data": {"name": "Ann", "age": 31}},
+        metadata={"source": "test", "nested": {"k": [1, 2.5, "x", None, True]}},
+    )
+
+
+def sample_state(count: int = 7) -> ConversationState:
+    return ConversationState(
+        current_state="chatting",
+        flow_id="echo",
+        flow_version="1",
+        previous_states=["start"],
+        slots={"city": "Paris"},
+        variables={"last_message": "hi", "n": 3},
+        user_profile={"name": "Ann", "vip": True},
+        intent_history=["greet", "ask"],
+        current_intent="ask",
+        intent_confidence=0.875,
+        created_at=1_700_000_000.25,
+        last_activity=1_700_000_100.5,
+        message_count=count,
+        error_count=2,
+    )
+
+
+def sample_message() -> InboundMessage:
+    return InboundMessage(
+        user_id="u-1",
+        content=sample_content(),
+        channel="whatsapp",
+        session_id="s-9",
+        hints=ProcessingHints(
+            priority="high",
+            expected_response_type="text",
+            bypass_automation=True,
+            require_human_review=True,
+            bypass_cache=True,
+            force_flow="echo",
+            custom_hints={"a": 1, "b": [True, "x"]},
+        ),
+    )
+
+
+def sample_turn_result() -> TurnResult:
+    return TurnResult(
+        response=sample_content(),
+        state=sample_state(),
+        context_updates={"last_message": "hi"},
+        actions_performed=["greet", "echo"],
+        ab_variant="B",
+        queue_time_ms=1.5,
+        execution_time_ms=0.25,
+        replayed=True,
+    )
+
+
+# Model records ------------------------------------------------------------------------
+
+RECORDS: list[Any] = [
+    QuickReply("t", "p", "c"),
+    QuickReply("only title"),
+    Button("b", "phone", "+3312345", ""),
+    Button("default"),
+    CarouselCard("c", "s", "i", [Button("x"), Button("y", "url", url="https://u")]),
+    CarouselCard("empty"),
+    Content(),
+    sample_content(),
+    ProcessingHints(),
+    sample_message().hints,
+    InboundMessage("u", Content(text="hi")),
+    sample_message(),
+    ConversationState("start", "echo", "1", created_at=1.0, last_activity=2.0),
+    sample_state(),
+    sample_turn_result(),
+    TurnResult(Content(text="r"), sample_state(1)),
+    ResetResult("chatting", sample_state(0)),
+    ResetResult("chatting", sample_state(0), replayed=True),
+    StateResult(sample_state()),
+]
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
+def test_model_record_round_trip(record: Any) -> None:
+    cls = type(record)
+    direct = cls.from_wire(record.to_wire())
+    assert direct == record
+    assert type(direct) is cls
+    over_msgpack = cls.from_wire(through_msgpack(record.to_wire()))
+    assert over_msgpack == record
+    assert type(over_msgpack) is cls
+
+
+def test_round_trip_keeps_nested_types() -> None:
+    content = Content.from_wire(through_msgpack(sample_content().to_wire()))
+    assert all(isinstance(q, QuickReply) for q in content.quick_replies)
+    assert all(isinstance(b, Button) for b in content.buttons)
+    assert all(isinstance(c, CarouselCard) for c in content.carousel)
+    assert isinstance(content.carousel[0].buttons[0], Button)
+    assert content.carousel[0].buttons[0].payload == "BUY_A"
+    assert content.media == {"url": "https://m/1.jpg", "mime_type": "image/jpeg", "dimensions": {"width": 3}}
+
+
+def test_state_round_trip_keeps_float_precision_and_ints() -> None:
+    state = ConversationState.from_wire(through_msgpack(sample_state(41).to_wire()))
+    assert state.created_at == 1_700_000_000.25
+    assert state.intent_confidence == 0.875
+    assert state.message_count == 41
+    assert isinstance(state.message_count, int)
+
+
+def test_conversation_key_str() -> None:
+    assert str(ConversationKey("acme", "c-1")) == "acme/c-1"
+
+
+# Commands and batches -----------------------------------------------------------------
+
+KEY = ConversationKey("tenant-a", "conv-1")
+
+
+def sample_commands() -> list[Command]:
+    return [
+        Command(CommandKind.TURN, "m-1", KEY, sample_message()),
+        Command(CommandKind.GET_STATE, "m-2", KEY),
+        Command(CommandKind.RESET, "m-3", ConversationKey("tenant-b", "conv-2"), "user asked"),
+    ]
+
+
+@pytest.mark.parametrize("command", sample_commands(), ids=lambda c: c.kind.name)
+def test_command_round_trip(command: Command) -> None:
+    back = Command.from_wire(through_msgpack(command.to_wire()))
+    assert back == command
+    assert back.kind is command.kind
+    assert isinstance(back.kind, CommandKind)
+    assert back.mutates is command.mutates
+
+
+def test_command_mutates() -> None:
+    turn, get_state, reset = sample_commands()
+    assert turn.mutates
+    assert not get_state.mutates
+    assert reset.mutates
+
+
+def test_command_body_types_after_decode() -> None:
+    turn, get_state, reset = (Command.from_wire(through_msgpack(c.to_wire())) for c in sample_commands())
+    assert isinstance(turn.body, InboundMessage)
+    assert get_state.body is None
+    assert reset.body == "user asked"
+
+
+def test_command_batch_encode_decode() -> None:
+    batch = CommandBatch(12345, sample_commands())
+    data = batch.encode()
+    assert isinstance(data, bytes)
+    back = CommandBatch.decode(data)
+    assert back.batch_id == 12345
+    assert back.commands == batch.commands
+    assert [c.kind for c in back.commands] == [CommandKind.TURN, CommandKind.GET_STATE, CommandKind.RESET]
+
+
+def test_empty_command_batch() -> None:
+    back = CommandBatch.decode(CommandBatch(0, []).encode())
+    assert back == CommandBatch(0, [])
+
+
+def test_outcome_batch_encode_decode() -> None:
+    outcomes = [
+        outcome_to_wire(sample_turn_result()),
+        outcome_to_wire(ConversationNotFound("nope")),
+        outcome_to_wire(StateResult(sample_state())),
+    ]
+    data = OutcomeBatch(7, outcomes).encode()
+    back = OutcomeBatch.decode(data)
+    assert back.batch_id == 7
+    assert len(back.outcomes) == 3
+    assert outcome_from_wire(back.outcomes[0]) == sample_turn_result()
+    error = outcome_from_wire(back.outcomes[1])
+    assert isinstance(error, ConversationNotFound)
+    assert error.message == "nope"
+    assert outcome_from_wire(back.outcomes[2]) == StateResult(sample_state())
+
+
+def test_wire_is_msgpack() -> None:
+    batch = CommandBatch(3, [Command(CommandKind.GET_STATE, "id", KEY)])
+    assert msgpack.unpackb(batch.encode()) == [3, [[2, "id", "tenant-a", "conv-1", None]]]
+
+
+# Outcomes -----------------------------------------------------------------------------
+
+RESULTS: list[Any] = [
+    sample_turn_result(),
+    TurnResult(Content(text="x"), sample_state(1)),
+    ResetResult("chatting", sample_state(0)),
+    ResetResult("start", sample_state(0), replayed=True),
+    StateResult(sample_state()),
+]
+
+
+@pytest.mark.parametrize("result", RESULTS, ids=lambda r: type(r).__name__)
+def test_result_outcome_round_trip(result: Any) -> None:
+    back = outcome_from_wire(through_msgpack(outcome_to_wire(result)))
+    assert type(back) is type(result)
+    assert back == result
+
+
+ERROR_CLASSES: list[type[ConfabError]] = [
+    InvalidArgument,
+    ConversationNotFound,
+    Overloaded,
+    DeadlineExceeded,
+    Unavailable,
+    InternalError,
+]
+
+
+def test_every_error_subclass_is_covered() -> None:
+    assert set(ERRORS_BY_REASON.values()) == set(ERROR_CLASSES)
+    assert len({cls.reason for cls in ERROR_CLASSES}) == len(ERROR_CLASSES)
+
+
+@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
+def test_error_outcome_round_trip(cls: type[ConfabError]) -> None:
+    error = cls(f"something about {cls.__name__}: ünïcode ✓")
+    wire = outcome_to_wire(error)
+    assert wire[0] == 0
+    back = outcome_from_wire(through_msgpack(wire))
+    assert type(back) is cls
+    assert isinstance(back, ConfabError)
+    assert back.reason == cls.reason
+    assert back.message == error.message
+    assert str(back) == error.message
+
+
+def test_unknown_error_reason_becomes_internal() -> None:
+    back = outcome_from_wire([0, "SOMETHING_NEW", "from a newer peer"])
+    assert type(back) is InternalError
+    assert back.message == "from a newer peer"
