@@ -10,13 +10,17 @@ import grpc
 import pytest
 from google.protobuf import empty_pb2
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2 as std_health_pb2
+from grpc_health.v1 import health_pb2_grpc as std_health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from confab.protos import common_pb2 as common
+from confab.protos import health_pb2, health_pb2_grpc
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 
-from .support import message, state_request
+from .support import ServerProcess, message, state_request
 
 
 def new_id() -> str:
@@ -292,3 +296,55 @@ def test_get_metrics_reports_real_traffic(stub: pb_grpc.MCPEngineStub) -> None:
     future.start_time.seconds += 3600
     future.end_time.seconds = future.start_time.seconds + 60
     assert not stub.GetMetrics(future).metrics[0].points
+
+
+def test_reflection_lists_every_service(server: ServerProcess) -> None:
+    with server.channel() as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        (answer,) = list(stub.ServerReflectionInfo(iter([request])))
+        names = {s.name for s in answer.list_services_response.service}
+        assert {
+            "mcp.engine.v2.MCPEngine",
+            "mcp.health.v2.Health",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+        } <= names
+        by_symbol = reflection_pb2.ServerReflectionRequest(file_containing_symbol="mcp.engine.v2.MCPEngine")
+        (answer,) = list(stub.ServerReflectionInfo(iter([by_symbol])))
+        assert answer.file_descriptor_response.file_descriptor_proto
+
+
+def test_standard_and_v2_health(server: ServerProcess) -> None:
+    with server.channel() as channel:
+        standard = std_health_pb2_grpc.HealthStub(channel)
+        for service in ("", "mcp.engine.v2.MCPEngine"):
+            reply = standard.Check(std_health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == std_health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as caught:
+            standard.Check(std_health_pb2.HealthCheckRequest(service="no.such.Service"))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+        v2 = health_pb2_grpc.HealthStub(channel)
+        assert v2.Check(health_pb2.HealthCheckRequest(service="")).status == common.HEALTH_SERVING
+        unknown = v2.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+        assert unknown.status == common.HEALTH_SERVICE_UNKNOWN
+        watch = v2.Watch(health_pb2.HealthCheckRequest(service="mcp.health.v2.Health"))
+        assert next(watch).status == common.HEALTH_SERVING
+        watch.cancel()
+
+        detailed = v2.GetDetailedHealth(
+            health_pb2.DetailedHealthRequest(include_dependencies=True, include_metrics=True)
+        )
+        assert detailed.status == common.HEALTH_SERVING
+        names = [d.name for d in detailed.dependencies]
+        assert names == ["actor_system", "shard-0", "shard-1", "store"]
+        assert all(d.status == common.HEALTH_SERVING and d.last_check.seconds for d in detailed.dependencies)
+        usage = detailed.resource_usage
+        assert usage.memory_used_bytes > 10_000_000 and usage.memory_total_bytes > usage.memory_used_bytes
+        assert usage.active_connections >= 1 and usage.goroutines >= 2
+        assert detailed.metrics["rpc_in_flight"] >= 1
+        pids = {int(s["pid"]) for s in detailed.details["shard_detail"]}
+        assert len(pids) == 2 and server.pid not in pids
+        bare = v2.GetDetailedHealth(health_pb2.DetailedHealthRequest())
+        assert not bare.dependencies and not bare.metrics.fields
