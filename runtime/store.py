@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from .model import ConversationKey
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -80,50 +83,70 @@ class Store:
     ) -> None:
         self.path = Path(path)
         self.turns_kept = turns_kept
+        self.busy_timeout_s = busy_timeout_ms / 1000
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode: transactions are opened explicitly in write().
-        self._db = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        # Autocommit mode: transactions are opened explicitly in write(). SQLite's own busy
+        # handler is off (timeout=0): it sleeps 1, 2, 5, 10... 100 ms between tries, which is
+        # ruinous when shards take turns committing every few milliseconds. _when_free()
+        # retries at sub-millisecond intervals instead.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
+        self._when_free(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
         self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._db.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-        self._db.executescript(SCHEMA)
+        self._when_free(lambda: self._db.executescript(SCHEMA))
+
+    def _when_free(self, operation: Callable[[], T]) -> T:
+        """Run ``operation``, retrying while another process holds the lock it needs."""
+        give_up = time.monotonic() + self.busy_timeout_s
+        pause = 0.0001
+        while True:
+            try:
+                return operation()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() >= give_up:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
 
     def close(self) -> None:
         self._db.close()
 
     def load(self, key: ConversationKey) -> StoredConversation | None:
-        row = self._db.execute(
-            "SELECT state, seq FROM conversations WHERE tenant_id=? AND conversation_id=?",
-            (key.tenant_id, key.conversation_id),
-        ).fetchone()
+        row = self._when_free(
+            lambda: self._db.execute(
+                "SELECT state, seq FROM conversations WHERE tenant_id=? AND conversation_id=?",
+                (key.tenant_id, key.conversation_id),
+            ).fetchone()
+        )
         if row is None:
             return None
-        ids = [
-            r[0]
-            for r in self._db.execute(
+        rows = self._when_free(
+            lambda: self._db.execute(
                 "SELECT message_id FROM turns WHERE tenant_id=? AND conversation_id=?"
                 " ORDER BY seq DESC LIMIT ?",
                 (key.tenant_id, key.conversation_id, self.turns_kept),
-            )
-        ]
+            ).fetchall()
+        )
+        ids = [r[0] for r in rows]
         ids.reverse()
         return StoredConversation(state=row[0], seq=row[1], recent_message_ids=ids)
 
     def load_reply(self, key: ConversationKey, message_id: str) -> bytes | None:
-        row = self._db.execute(
-            "SELECT reply FROM turns WHERE tenant_id=? AND conversation_id=? AND message_id=?"
-            " ORDER BY seq DESC LIMIT 1",
-            (key.tenant_id, key.conversation_id, message_id),
-        ).fetchone()
+        row = self._when_free(
+            lambda: self._db.execute(
+                "SELECT reply FROM turns WHERE tenant_id=? AND conversation_id=? AND message_id=?"
+                " ORDER BY seq DESC LIMIT 1",
+                (key.tenant_id, key.conversation_id, message_id),
+            ).fetchone()
+        )
         return None if row is None else bytes(row[0])
 
     def write(self, writes: Iterable[ConversationWrite]) -> None:
         """Write every conversation of a batch in one transaction (all or nothing)."""
         now = time.time()
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        self._when_free(lambda: db.execute("BEGIN IMMEDIATE"))
         try:
             for w in writes:
                 t, c = w.key.tenant_id, w.key.conversation_id
@@ -146,16 +169,16 @@ class Store:
                         "DELETE FROM turns WHERE tenant_id=? AND conversation_id=? AND seq<=?",
                         (t, c, w.seq - self.turns_kept),
                     )
-            db.execute("COMMIT")
+            self._when_free(lambda: db.execute("COMMIT"))
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
     def count_conversations(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0])
+        return int(self._when_free(lambda: self._db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0]))
 
     def ping(self) -> float:
         """Run a trivial query; return its latency in seconds (raises if the file is unusable)."""
         started = time.perf_counter()
-        self._db.execute("SELECT 1 FROM conversations LIMIT 1").fetchall()
+        self._when_free(lambda: self._db.execute("SELECT 1 FROM conversations LIMIT 1").fetchall())
         return time.perf_counter() - started

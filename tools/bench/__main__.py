@@ -1,12 +1,338 @@
-"""Placeholder entry point for ``python -m confab.tools.bench`` (to be replaced)."""
+"""Benchmark Confab against baselines measured in the same run.
 
+    python -m confab.tools.bench [--servers bare,direct,confab] [--scenarios ...]
+                                 [--duration S] [--scale F] [--shards N] [--json FILE]
+
+Each server runs in its own process group with a marker in its environment, so
+its every process (Thespian's detached admin included) is measured and stopped;
+the load generator (``load.py``) runs in a process of its own. Prints one table:
+rate, p50, p99 and peak RSS of the server processes per scenario, and ratios of
+Confab against the bare gRPC baseline and the direct (no actors) baseline,
+followed by the targets and whether this run met them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+
+from ...protos import health_pb2, health_pb2_grpc
+from .load import SCENARIOS
+
+SERVERS = ("bare", "direct", "confab")
+# Conversations Confab keeps in memory per shard during the benchmark: small enough that
+# the cold scenario passes it, so the table shows RSS flattening once the cap is reached.
+BENCH_RESIDENT_CAP = 50_000
+
+
+@dataclass
+class Measurement:
+    server: str
+    scenario: str
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    peak_rss_mb: float
+    errors: int
+    checks: dict[str, Any] = field(default_factory=dict)
+
+
+class Server:
+    """A server under test: started, sampled for RSS, stopped with everything it started."""
+
+    def __init__(self, kind: str, workdir: Path, shards: int) -> None:
+        self.kind = kind
+        self.marker = uuid.uuid4().hex
+        data = workdir / kind
+        data.mkdir(parents=True)
+        if kind == "confab":
+            config = workdir / "confab-bench.yaml"
+            config.write_text(f"engine:\n  resident_conversations_per_shard: {BENCH_RESIDENT_CAP}\n")
+            command = [
+                sys.executable,
+                "-m",
+                "confab.tools.cli",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(data),
+                "--shards",
+                str(shards),
+                "--config",
+                str(config),
+                "--log-level",
+                "WARNING",
+            ]
+        else:
+            command = [
+                sys.executable,
+                "-m",
+                "confab.tools.bench.baselines",
+                kind,
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(data),
+            ]
+        self.process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "CONFAB_BENCH_RUN": self.marker},
+            start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        self.target = ""
+        for line in self.process.stdout:
+            if "serving on " in line:
+                self.target = line.rsplit("serving on ", 1)[1].split()[0]
+                break
+        if not self.target:
+            self.stop()
+            raise RuntimeError(f"{kind} server did not start")
+        # Keep reading its output so it never blocks on a full pipe.
+        threading.Thread(target=self.process.stdout.read, daemon=True).start()
+
+    def processes(self) -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter():
+            try:
+                if process.environ().get("CONFAB_BENCH_RUN") == self.marker:
+                    found.append(process)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return found
+
+    def rss(self) -> int:
+        total = 0
+        for process in self.processes():
+            try:
+                total += process.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
+    def resident_conversations(self) -> int | None:
+        if self.kind != "confab":
+            return None
+        with grpc.insecure_channel(self.target) as channel:
+            health = health_pb2_grpc.HealthStub(channel).GetDetailedHealth(health_pb2.DetailedHealthRequest())
+        return int(health.details["resident_conversations"])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        for process in self.processes():
+            process.kill()
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, server: Server) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.samples: list[tuple[float, int]] = []
+        self._stop_event = threading.Event()
+        self.started_at = time.perf_counter()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.samples.append((time.perf_counter() - self.started_at, self.server.rss()))
+            self._stop_event.wait(0.2)
+
+    def finish(self) -> list[tuple[float, int]]:
+        self._stop_event.set()
+        self.join()
+        return self.samples
+
+    @staticmethod
+    def at(samples: list[tuple[float, int]], when: float) -> int:
+        earlier = [rss for t, rss in samples if t <= when]
+        return earlier[-1] if earlier else samples[0][1]
+
+
+def run_scenario(server: Server, scenario: str, duration: float, scale: float) -> Measurement:
+    before = server.rss()
+    resident_before = server.resident_conversations() if scenario == "cold" else None
+    sampler = RssSampler(server)
+    sampler.start()
+    output = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "confab.tools.bench.load",
+            "--target",
+            server.target,
+            "--scenario",
+            scenario,
+            "--duration",
+            str(duration),
+            "--scale",
+            str(scale),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    samples = sampler.finish()
+    result = json.loads(output)
+    measurement = Measurement(
+        server=server.kind,
+        scenario=scenario,
+        rate=result["rate"],
+        p50_ms=result["p50_ms"],
+        p99_ms=result["p99_ms"],
+        peak_rss_mb=max(rss for _, rss in samples) / 2**20,
+        errors=result["errors"],
+        checks=result["checks"],
+    )
+    if scenario == "cold":
+        resident = server.resident_conversations()
+        after = server.rss()
+        touched = result["messages"]
+        measurement.checks["conversations"] = touched
+        # Conversations this scenario added to memory (direct keeps every one it touched).
+        added = resident - (resident_before or 0) if resident is not None else touched
+        measurement.checks["resident"] = resident if resident is not None else touched
+        if added > 0:
+            measurement.checks["kb_per_resident"] = round((after - before) / 1024 / added, 2)
+        # RSS once half the conversations were touched, and at the end: flat once the cap is reached.
+        progress = result["progress"]
+        if progress:
+            half = next(t for t, done in progress if done >= touched / 2)
+            measurement.checks["rss_mb_at_half"] = round(RssSampler.at(samples, half) / 2**20, 1)
+            measurement.checks["rss_mb_at_end"] = round(after / 2**20, 1)
+    return measurement
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "-"
+
+
+def print_table(measurements: list[Measurement]) -> None:
+    by = {(m.server, m.scenario): m for m in measurements}
+    header = f"{'scenario':<10} {'server':<7} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>7} {'/bare':>6} {'/direct':>7}  notes"
+    print(header)
+    print("-" * len(header))
+    for m in measurements:
+        bare = by.get(("bare", m.scenario))
+        direct = by.get(("direct", m.scenario))
+        over_bare = ratio(m.rate, bare.rate) if bare and m.server != "bare" else ""
+        over_direct = ratio(m.rate, direct.rate) if direct and m.server == "confab" else ""
+        notes = ", ".join(f"{k}={v}" for k, v in m.checks.items())
+        if m.errors:
+            notes = f"errors={m.errors} " + notes
+        print(
+            f"{m.scenario:<10} {m.server:<7} {m.rate:>9.0f} {m.p50_ms:>8.2f} {m.p99_ms:>8.2f} "
+            f"{m.peak_rss_mb:>7.0f} {over_bare:>6} {over_direct:>7}  {notes}"
+        )
+
+
+def print_targets(measurements: list[Measurement]) -> None:
+    by = {(m.server, m.scenario): m for m in measurements}
+
+    def get(server: str, scenario: str) -> Measurement | None:
+        return by.get((server, scenario))
+
+    rows: list[tuple[str, str, bool | None]] = []
+    c64, bare64, direct64 = get("confab", "unary-c64"), get("bare", "unary-c64"), get("direct", "unary-c64")
+    if c64 and bare64:
+        rows.append(("unary-c64 >= 0.6 x bare", ratio(c64.rate, bare64.rate), c64.rate >= 0.6 * bare64.rate))
+    if c64 and direct64:
+        rows.append(("unary-c64 >= 1.0 x direct", ratio(c64.rate, direct64.rate), c64.rate >= direct64.rate))
+    c1, bare1 = get("confab", "unary-c1"), get("bare", "unary-c1")
+    if c1 and bare1:
+        rows.append(
+            ("unary-c1 p50 <= 2 x bare p50", ratio(c1.p50_ms, bare1.p50_ms), c1.p50_ms <= 2 * bare1.p50_ms)
+        )
+    hot, bare_hot = get("confab", "hot"), get("bare", "hot")
+    if hot and bare_hot:
+        ok = (
+            hot.rate >= 0.3 * bare_hot.rate
+            and bool(hot.checks.get("gap_free"))
+            and bool(hot.checks.get("distinct_counts"))
+        )
+        rows.append(("hot >= 0.3 x bare, counts gap-free", ratio(hot.rate, bare_hot.rate), ok))
+    for scenario, factor in (("batch", 3.0), ("stream", 1.0)):
+        m = get("confab", scenario)
+        if m and bare64:
+            rows.append(
+                (
+                    f"{scenario} >= {factor:g} x bare unary-c64",
+                    ratio(m.rate, bare64.rate),
+                    m.rate >= factor * bare64.rate,
+                )
+            )
+    cold = get("confab", "cold")
+    if cold and "kb_per_resident" in cold.checks:
+        kb = cold.checks["kb_per_resident"]
+        rows.append(("cold <= 4 KB RSS per resident conversation", f"{kb} KB", kb <= 4.0))
+    if not rows:
+        return
+    print()
+    print(f"{'target':<44} {'measured':>9}  met")
+    for name, measured, ok in rows:
+        print(f"{name:<44} {measured:>9}  {'yes' if ok else 'NO'}")
 
 
 def main() -> int:
-    """Report that no benchmark is implemented yet."""
-    print("confab bench: no benchmarks implemented yet", file=sys.stderr)
-    return 2
+    parser = argparse.ArgumentParser(description="Confab benchmarks against same-run baselines")
+    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per timed scenario")
+    parser.add_argument("--scale", type=float, default=1.0, help="size multiplier for stream and cold")
+    parser.add_argument("--shards", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")
+    args = parser.parse_args()
+    servers = [s for s in args.servers.split(",") if s]
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    for name in servers:
+        if name not in SERVERS:
+            parser.error(f"unknown server {name!r}; known: {SERVERS}")
+    for name in scenarios:
+        if name not in SCENARIOS:
+            parser.error(f"unknown scenario {name!r}; known: {SCENARIOS}")
+
+    measurements: list[Measurement] = []
+    with tempfile.TemporaryDirectory(prefix="confab-bench-") as workdir:
+        for kind in servers:
+            server = Server(kind, Path(workdir), args.shards)
+            try:
+                for scenario in scenarios:
+                    print(f"  {kind:<7} {scenario} ...", file=sys.stderr, flush=True)
+                    measurements.append(run_scenario(server, scenario, args.duration, args.scale))
+            finally:
+                server.stop()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"confab shards: {args.shards}, duration {args.duration}s, scale {args.scale}"
+    )
+    print_table(measurements)
+    print_targets(measurements)
+    if args.json:
+        Path(args.json).write_text(json.dumps([m.__dict__ for m in measurements], indent=2))
+    return 0
 
 
 if __name__ == "__main__":
