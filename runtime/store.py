@@ -175,7 +175,9 @@ class Store:
             raise
 
     def count_conversations(self) -> int:
-        return int(self._when_free(lambda: self._db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0]))
+        return int(
+            self._when_free(lambda: self._db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0])
+        )
 
     def ping(self) -> float:
         """Run a trivial query; return its latency in seconds (raises if the file is unusable)."""

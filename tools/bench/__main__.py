@@ -232,7 +232,10 @@ def ratio(a: float, b: float) -> str:
 
 def print_table(measurements: list[Measurement]) -> None:
     by = {(m.server, m.scenario): m for m in measurements}
-    header = f"{'scenario':<10} {'server':<7} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>7} {'/bare':>6} {'/direct':>7}  notes"
+    header = (
+        f"{'scenario':<10} {'server':<7} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>7}"
+        f" {'/bare':>6} {'/direct':>7}  notes"
+    )
     print(header)
     print("-" * len(header))
     for m in measurements:
@@ -255,7 +258,7 @@ def print_targets(measurements: list[Measurement]) -> None:
     def get(server: str, scenario: str) -> Measurement | None:
         return by.get((server, scenario))
 
-    rows: list[tuple[str, str, bool | None]] = []
+    rows: list[tuple[str, str, bool]] = []
     c64, bare64, direct64 = get("confab", "unary-c64"), get("bare", "unary-c64"), get("direct", "unary-c64")
     if c64 and bare64:
         rows.append(("unary-c64 >= 0.6 x bare", ratio(c64.rate, bare64.rate), c64.rate >= 0.6 * bare64.rate))
@@ -292,8 +295,8 @@ def print_targets(measurements: list[Measurement]) -> None:
         return
     print()
     print(f"{'target':<44} {'measured':>9}  met")
-    for name, measured, ok in rows:
-        print(f"{name:<44} {measured:>9}  {'yes' if ok else 'NO'}")
+    for name, measured, met in rows:
+        print(f"{name:<44} {measured:>9}  {'yes' if met else 'NO'}")
 
 
 def main() -> int:

@@ -60,16 +60,16 @@ class BareService(pb_grpc.MCPEngineServicer):
 
     async def ProcessMessage(
         self, request: pb.ProcessMessageRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ProcessMessageResponse:  # noqa: N802
+    ) -> pb.ProcessMessageResponse:
         return self.canned
 
-    async def BatchProcessMessages(  # noqa: N802
+    async def BatchProcessMessages(
         self, request: pb.BatchProcessMessagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchProcessMessagesResponse:
         count = len(request.messages)
         return pb.BatchProcessMessagesResponse(responses=[self.canned] * count, successful_count=count)
 
-    async def StreamConversation(  # noqa: N802
+    async def StreamConversation(
         self, request_iterator: AsyncIterator[pb.ConversationStreamRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ConversationStreamResponse]:
         async for request in request_iterator:
@@ -122,10 +122,10 @@ class DirectService(pb_grpc.MCPEngineServicer):
 
     async def ProcessMessage(
         self, request: pb.ProcessMessageRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ProcessMessageResponse:  # noqa: N802
+    ) -> pb.ProcessMessageResponse:
         return await self._answer(request)
 
-    async def BatchProcessMessages(  # noqa: N802
+    async def BatchProcessMessages(
         self, request: pb.BatchProcessMessagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchProcessMessagesResponse:
         limit = asyncio.Semaphore(request.max_concurrency or 16)
@@ -140,7 +140,7 @@ class DirectService(pb_grpc.MCPEngineServicer):
         responses = await asyncio.gather(*(one(item) for item in request.messages))
         return pb.BatchProcessMessagesResponse(responses=responses, successful_count=len(responses))
 
-    async def StreamConversation(  # noqa: N802
+    async def StreamConversation(
         self, request_iterator: AsyncIterator[pb.ConversationStreamRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ConversationStreamResponse]:
         async for request in request_iterator:
