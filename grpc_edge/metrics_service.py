@@ -15,6 +15,7 @@ engine.shard.commands              counter  commands run since the shard started
 engine.shard.restarts              counter  shard processes replaced by the supervisor
 bridge.queued                      gauge    commands waiting to be sent, by shard
 bridge.commands_per_batch          gauge    mean commands per edge→shard message, by shard
+bridge.largest_batch               gauge    most commands one edge→shard message carried, by shard
 =================================  =======  ==============================================
 
 Time-series metrics honour ``start_time``/``end_time`` (default: the last hour) and
@@ -46,6 +47,7 @@ LIVE = (
     "engine.shard.restarts",
     "bridge.queued",
     "bridge.commands_per_batch",
+    "bridge.largest_batch",
 )
 METRIC_NAMES = (*RPC_SERIES, *LIVE)
 
@@ -98,6 +100,10 @@ class MetricsReport:
             "engine.shard.commands": ("counter", [(float(s.commands), {"shard": s.index}) for s in shards]),
             "engine.shard.restarts": ("counter", [(float(stats.shard_restarts), {})]),
             "bridge.queued": ("gauge", [(float(link.queued), {"shard": link.shard}) for link in stats.links]),
+            "bridge.largest_batch": (
+                "gauge",
+                [(float(link.max_batch), {"shard": link.shard}) for link in stats.links],
+            ),
             "bridge.commands_per_batch": (
                 "gauge",
                 [

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import sys
 import time
 import uuid
 import zlib
@@ -57,9 +56,6 @@ class Engine:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         cfg = self.config
         cfg.store_path.parent.mkdir(parents=True, exist_ok=True)
-        # A link thread takes the GIL many times per Thespian round trip; with the default
-        # 5 ms switch interval each take can wait behind the busy event loop for that long.
-        sys.setswitchinterval(0.0002)
         lifecycle.tie_actor_processes_to_this_one()
         self._system = ActorSystem(
             "multiprocTCPBase",

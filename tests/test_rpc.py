@@ -348,3 +348,34 @@ def test_standard_and_v2_health(server: ServerProcess) -> None:
         assert len(pids) == 2 and server.pid not in pids
         bare = v2.GetDetailedHealth(health_pb2.DetailedHealthRequest())
         assert not bare.dependencies and not bare.metrics.fields
+
+
+def test_coalesced_requests_get_their_own_replies(stub: pb_grpc.MCPEngineStub) -> None:
+    conversations = [new_id() for _ in range(50)]
+    requests = [message(conversations[i % 50], f"unique-{i}") for i in range(500)]
+    futures = [stub.ProcessMessage.future(r) for r in requests]
+    counts: dict[str, list[int]] = defaultdict(list)
+    for request, future in zip(requests, futures, strict=True):
+        reply = future.result()
+        assert reply.conversation_id == request.conversation_id
+        assert reply.response.text.endswith(request.content.text)  # this request's own answer
+        counts[reply.conversation_id].append(reply.conversation_state.message_count)
+    assert all(sorted(c) == list(range(1, 11)) for c in counts.values())
+    largest = stub.GetMetrics(pb.GetMetricsRequest(metric_names=["bridge.largest_batch"])).metrics[0]
+    assert max(p.value for p in largest.points) > 1  # requests really did share Thespian messages
+
+
+def test_pipelined_stream_is_answered_in_order(stub: pb_grpc.MCPEngineStub) -> None:
+    conversation = new_id()
+    requests = [
+        stream_request(
+            init=pb.StreamInit(tenant_context={"tenant_id": "acme"}, conversation_id=conversation)
+        ),
+        *[stream_request(message=message(conversation, f"p{i}")) for i in range(100)],
+        stream_request(close=pb.StreamClose()),
+    ]
+    replies = [
+        r.message_response for r in stub.StreamConversation(iter(requests)) if r.HasField("message_response")
+    ]
+    assert [r.conversation_state.message_count for r in replies] == list(range(1, 101))
+    assert [r.response.text.rsplit(" ", 1)[-1] for r in replies] == [f"p{i}" for i in range(100)]

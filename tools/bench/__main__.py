@@ -303,7 +303,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Confab benchmarks against same-run baselines")
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per timed scenario")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per timed scenario")
     parser.add_argument("--scale", type=float, default=1.0, help="size multiplier for stream and cold")
     parser.add_argument("--shards", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")

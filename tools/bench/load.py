@@ -24,6 +24,7 @@ from ...protos import mcp_engine_pb2 as pb
 from ...protos import mcp_engine_pb2_grpc as pb_grpc
 
 SCENARIOS = ("unary-c1", "unary-c64", "hot", "batch", "stream", "cold")
+COLD_TIME_LIMIT_S = 40.0
 
 
 @dataclass
@@ -179,8 +180,13 @@ async def _drain(call: Any) -> AsyncIterator[Any]:
         yield item
 
 
-async def cold(stub: pb_grpc.MCPEngineStub, run: str, conversations: int) -> ScenarioResult:
-    """Touch ``conversations`` distinct conversations once each, 500 per batch call."""
+async def cold(
+    stub: pb_grpc.MCPEngineStub, run: str, conversations: int, time_limit: float
+) -> ScenarioResult:
+    """Touch ``conversations`` distinct conversations once each, 500 per batch call.
+
+    Stops early after ``time_limit`` seconds (a slow server then reports its rate on fewer).
+    """
     result = ScenarioResult("cold")
     next_start = iter(range(0, conversations, 500))
     latencies: list[float] = []
@@ -188,6 +194,8 @@ async def cold(stub: pb_grpc.MCPEngineStub, run: str, conversations: int) -> Sce
 
     async def worker() -> None:
         for first in next_start:
+            if time.perf_counter() - started > time_limit:
+                return
             items = [request("", f"k{n}", "hello") for n in range(first, min(first + 500, conversations))]
             t = time.perf_counter()
             reply = await stub.BatchProcessMessages(
@@ -226,7 +234,7 @@ async def run_scenario(target: str, scenario: str, duration: float, scale: float
         if scenario == "stream":
             return await stream(stub, run, 64, max(1, int(200 * scale)))
         if scenario == "cold":
-            return await cold(stub, run, max(500, int(200_000 * scale)))
+            return await cold(stub, run, max(500, int(200_000 * scale)), COLD_TIME_LIMIT_S)
     raise ValueError(f"unknown scenario {scenario!r}; known: {SCENARIOS}")
 
 
@@ -234,7 +242,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--target", required=True)
     parser.add_argument("--scenario", required=True, choices=SCENARIOS)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds, for timed scenarios")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds, for timed scenarios")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplier for sized scenarios")
     args = parser.parse_args()
     result = asyncio.run(run_scenario(args.target, args.scenario, args.duration, args.scale))
