@@ -23,6 +23,8 @@ from ..runtime.errors import ConfabError, InvalidArgument
 from ..runtime.model import ConversationKey, TurnResult
 from ..runtime.wire import Command, CommandKind, Outcome
 from . import convert, errors
+from .call import note_target
+from .call import request_id as current_request_id
 from .health import HealthMonitor
 from .metrics_service import MetricsReport
 from .streams import ConversationStream
@@ -54,9 +56,10 @@ class EngineService(pb_grpc.MCPEngineServicer):
     async def ProcessMessage(
         self, request: pb.ProcessMessageRequest, context: grpc.aio.ServicerContext
     ) -> pb.ProcessMessageResponse:
-        started, request_id = time.perf_counter(), new_message_id()
+        started, request_id = time.perf_counter(), current_request_id()
         try:
             key, message = convert.inbound_message(request)
+            note_target(key.tenant_id, key.conversation_id)
             result = await self.engine.process(
                 key, message, message_id=request_id, deadline=deadline_of(context)
             )
@@ -67,9 +70,10 @@ class EngineService(pb_grpc.MCPEngineServicer):
     async def GetConversationState(
         self, request: pb.GetConversationStateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetConversationStateResponse:
-        started, request_id = time.perf_counter(), new_message_id()
+        started, request_id = time.perf_counter(), current_request_id()
         try:
             key = convert.conversation_key(request.tenant_context, request.conversation_id)
+            note_target(key.tenant_id, key.conversation_id)
             state = await self.engine.get_state(key, deadline=deadline_of(context))
         except Exception as exc:
             await errors.abort(context, exc, request_id)
@@ -84,9 +88,10 @@ class EngineService(pb_grpc.MCPEngineServicer):
     async def ResetConversation(
         self, request: pb.ResetConversationRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResetConversationResponse:
-        started, request_id = time.perf_counter(), new_message_id()
+        started, request_id = time.perf_counter(), current_request_id()
         try:
             key = convert.conversation_key(request.tenant_context, request.conversation_id)
+            note_target(key.tenant_id, key.conversation_id)
             result = await self.engine.reset(
                 key, request.reason, message_id=request_id, deadline=deadline_of(context)
             )
@@ -104,7 +109,7 @@ class EngineService(pb_grpc.MCPEngineServicer):
     async def BatchProcessMessages(
         self, request: pb.BatchProcessMessagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchProcessMessagesResponse:
-        started, request_id = time.perf_counter(), new_message_id()
+        started, request_id = time.perf_counter(), current_request_id()
         try:
             if len(request.messages) > self.max_batch_messages:
                 raise InvalidArgument(
@@ -154,7 +159,7 @@ class EngineService(pb_grpc.MCPEngineServicer):
     async def GetMetrics(
         self, request: pb.GetMetricsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetMetricsResponse:
-        started, request_id = time.perf_counter(), new_message_id()
+        started, request_id = time.perf_counter(), current_request_id()
         try:
             metrics = await self.metrics.collect(request)
         except Exception as exc:

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from ..protos import health_pb2, health_pb2_grpc, mcp_engine_pb2, mcp_engine_pb2_grpc
 from ..runtime.config import ConfabConfig
 from ..runtime.engine import Engine
+from .call import CallInterceptor
 from .engine_service import EngineService
 from .health import HealthMonitor, HealthService
 from .interceptors import MetricsInterceptor
@@ -43,7 +44,8 @@ class ConfabServer:
         try:
             self.health = HealthMonitor(self.engine, self.metrics)
             server = grpc.aio.server(
-                interceptors=[MetricsInterceptor(self.metrics)],
+                # Outermost first: CallInterceptor makes the CallInfo every later layer uses.
+                interceptors=[CallInterceptor(), MetricsInterceptor(self.metrics)],
                 options=[
                     # Never share the port with another process (gRPC's default on Linux).
                     ("grpc.so_reuseport", 0),

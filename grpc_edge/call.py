@@ -1,0 +1,74 @@
+"""What the edge knows about the call being served, for every layer of it.
+
+:class:`CallInterceptor` (the first of Confab's interceptors) creates one
+:class:`CallInfo` per call and makes it current for everything that runs inside
+the call: later interceptors (authentication fills ``principal``, logging reads
+it all) and the services (which name the request id in their responses and add
+the tenant and conversation they found in the request).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from ..runtime.engine import new_message_id
+from .interceptors import wrap_handler
+
+
+@dataclass(slots=True)
+class CallInfo:
+    method: str
+    request_id: str = field(default_factory=new_message_id)
+    started: float = field(default_factory=time.perf_counter)
+    # Who is calling, once authenticated (see grpc_edge.auth); None when auth is off.
+    principal: Any = None
+    tenant_id: str = ""
+    conversation_id: str = ""
+
+
+_current: ContextVar[CallInfo | None] = ContextVar("confab_call", default=None)
+
+
+def current_call() -> CallInfo | None:
+    return _current.get()
+
+
+def request_id() -> str:
+    """The current call's request id (a fresh one outside any call)."""
+    call = _current.get()
+    return call.request_id if call is not None else new_message_id()
+
+
+def note_target(tenant_id: str, conversation_id: str) -> None:
+    """Record which conversation the current call is about (for logs and traces)."""
+    call = _current.get()
+    if call is not None:
+        call.tenant_id, call.conversation_id = tenant_id, conversation_id
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        return wrap_handler(handler, handler_call_details.method, _CallScope())
+
+
+class _CallScope:
+    """Sets the CallInfo when a call starts; each call runs in its own task, so its own context."""
+
+    def started(self, method: str) -> None:
+        _current.set(CallInfo(method))
+
+    def finished(self, method: str, code: str, seconds: float) -> None:
+        _current.set(None)
