@@ -23,6 +23,9 @@ from ..runtime.errors import (
     InternalError,
     InvalidArgument,
     Overloaded,
+    PermissionDenied,
+    RateLimited,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -30,6 +33,8 @@ log = logging.getLogger(__name__)
 
 STATUS_CODES: dict[type[ConfabError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     ConversationNotFound: grpc.StatusCode.NOT_FOUND,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -62,6 +67,10 @@ def rich_status(error: ConfabError) -> grpc.Status:
         bad = error_details_pb2.BadRequest()
         bad.field_violations.add(field=error.field, description=error.message)
         details.append(_pack(bad))
+    if isinstance(error, RateLimited):
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(int(error.retry_after_s * 1e9))
+        details.append(_pack(retry))
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=details)
     return rpc_status.to_status(status)
 

@@ -7,8 +7,11 @@ travels between processes) and maps to exactly one gRPC status at the edge
 
     ConfabError
     ├── InvalidArgument        a request field is missing or malformed  (INVALID_ARGUMENT)
+    ├── Unauthenticated        no credentials, or credentials not valid  (UNAUTHENTICATED)
+    ├── PermissionDenied       the caller may not act on this tenant    (PERMISSION_DENIED)
     ├── ConversationNotFound   the conversation never existed           (NOT_FOUND)
     ├── Overloaded             a bounded queue or limit is full         (RESOURCE_EXHAUSTED)
+    │   └── RateLimited        the tenant's request rate is exceeded    (RESOURCE_EXHAUSTED + RetryInfo)
     ├── DeadlineExceeded       the caller's deadline passed first       (DEADLINE_EXCEEDED)
     ├── Unavailable            a shard or the store cannot answer now   (UNAVAILABLE)
     └── InternalError          a bug; details are logged, not returned  (INTERNAL)
@@ -37,12 +40,30 @@ class InvalidArgument(ConfabError):
         self.field = field
 
 
+class Unauthenticated(ConfabError):
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(ConfabError):
+    reason = "PERMISSION_DENIED"
+
+
 class ConversationNotFound(ConfabError):
     reason = "CONVERSATION_NOT_FOUND"
 
 
 class Overloaded(ConfabError):
     reason = "OVERLOADED"
+
+
+class RateLimited(Overloaded):
+    """``retry_after_s`` says when the tenant's bucket has a token again."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class DeadlineExceeded(ConfabError):
@@ -61,8 +82,11 @@ ERRORS_BY_REASON: dict[str, type[ConfabError]] = {
     cls.reason: cls
     for cls in (
         InvalidArgument,
+        Unauthenticated,
+        PermissionDenied,
         ConversationNotFound,
         Overloaded,
+        RateLimited,
         DeadlineExceeded,
         Unavailable,
         InternalError,
