@@ -15,6 +15,9 @@ from confab.runtime.errors import (
     InternalError,
     InvalidArgument,
     Overloaded,
+    PermissionDenied,
+    RateLimited,
+    Unauthenticated,
     Unavailable,
 )
 from confab.runtime.model import (
@@ -267,8 +270,11 @@ def test_result_outcome_round_trip(result: Any) -> None:
 
 ERROR_CLASSES: list[type[ConfabError]] = [
     InvalidArgument,
+    Unauthenticated,
+    PermissionDenied,
     ConversationNotFound,
     Overloaded,
+    RateLimited,
     DeadlineExceeded,
     Unavailable,
     InternalError,
