@@ -76,6 +76,8 @@ def rich_status(error: ConfabError) -> grpc.Status:
 
 
 async def abort(context: grpc.aio.ServicerContext, error: BaseException, request_id: str) -> NoReturn:
+    if isinstance(error, grpc.aio.AbortError):  # aborted deeper down already: let it through
+        raise error
     await context.abort_with_status(rich_status(as_confab_error(error, request_id)))
     raise AssertionError("abort_with_status returned")  # pragma: no cover
 

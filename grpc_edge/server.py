@@ -19,6 +19,7 @@ from ..protos import health_pb2, health_pb2_grpc, mcp_engine_pb2, mcp_engine_pb2
 from ..runtime.config import ConfabConfig
 from ..runtime.engine import Engine
 from .call import CallInterceptor
+from .decoding import DecodeGuardInterceptor
 from .engine_service import EngineService
 from .health import HealthMonitor, HealthService
 from .interceptors import MetricsInterceptor
@@ -45,7 +46,7 @@ class ConfabServer:
             self.health = HealthMonitor(self.engine, self.metrics)
             server = grpc.aio.server(
                 # Outermost first: CallInterceptor makes the CallInfo every later layer uses.
-                interceptors=[CallInterceptor(), MetricsInterceptor(self.metrics)],
+                interceptors=[CallInterceptor(), DecodeGuardInterceptor(), MetricsInterceptor(self.metrics)],
                 options=[
                     # Never share the port with another process (gRPC's default on Linux).
                     ("grpc.so_reuseport", 0),
