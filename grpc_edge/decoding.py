@@ -88,7 +88,9 @@ def guard(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **options)
 
-    async def stream_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def stream_stream(
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
         result = stream_inner(_checked(requests, context), context)
         if isinstance(result, Awaitable):
             await result

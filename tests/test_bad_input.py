@@ -184,7 +184,9 @@ def test_rejected_requests_leave_the_conversation_unchanged(
                 init=pb.StreamInit(tenant_context={"tenant_id": "acme"}, conversation_id=VICTIM)
             ).SerializeToString()
             framed = b"\x12" + _varint(len(raw)) + raw  # field 2 of ConversationStreamRequest: message
-            replies = channel.stream_stream(ENGINE + "StreamConversation", **identity)(iter([init, framed]), timeout=10)
+            replies = channel.stream_stream(ENGINE + "StreamConversation", **identity)(
+                iter([init, framed]), timeout=10
+            )
             answers = [pb.ConversationStreamResponse.FromString(r) for r in replies]
             assert not any(a.HasField("message_response") for a in answers)
     except grpc.RpcError as error:
