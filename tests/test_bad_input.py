@@ -107,13 +107,14 @@ def process_requests(draw: st.DrawFn) -> pb.ProcessMessageRequest:
         tenant_context={"tenant_id": draw(st.sampled_from(["", "acme", "fuzz-tenant"]))},
         conversation_id=draw(ids),
         user_id=draw(st.sampled_from(["", "u"])),
-        channel=draw(st.integers(min_value=0, max_value=2**31 - 1)),  # unknown enum values too
         content={
             "type": draw(st.integers(min_value=0, max_value=2**31 - 1)),
             "text": draw(texts),
             "payload": draw(st.text(max_size=20)),
         },
     )
+    # Unknown enum values too: proto3 enums are open, so they arrive as plain numbers.
+    request.channel = draw(st.integers(min_value=0, max_value=2**31 - 1))  # type: ignore[assignment]
     request.processing_hints.priority = draw(st.integers(min_value=0, max_value=1000))  # type: ignore[assignment]
     request.content.metadata.CopyFrom(deep_struct(draw(st.integers(min_value=0, max_value=40))))
     return request
