@@ -19,6 +19,7 @@ from collections import deque
 
 import msgpack
 
+from ..runtime import telemetry
 from ..runtime.errors import ConfabError, ConversationNotFound, InternalError
 from ..runtime.flows import FlowRegistry
 from ..runtime.model import (
@@ -93,7 +94,8 @@ class ConversationActor:
             state = ConversationState.from_wire(msgpack.unpackb(packed))
             state_before = state.current_state
         flow = flows.for_state(state)
-        reply = flow.handle(state, message, now)
+        with telemetry.flow_span(command.trace, state.flow_id, state.current_state):
+            reply = flow.handle(state, message, now)
         state.message_count += 1
         state.last_activity = now
         result = TurnResult(

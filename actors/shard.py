@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 from thespian.actors import Actor, ActorExitRequest
 
+from ..runtime import telemetry
 from ..runtime.errors import ConfabError, InternalError, Unavailable
 from ..runtime.flows import FlowRegistry, builtin_flows
 from ..runtime.model import ConversationKey
@@ -56,7 +57,8 @@ class Shard:
         """Run an encoded :class:`CommandBatch`; return the encoded :class:`OutcomeBatch`."""
         batch = CommandBatch.decode(data)
         try:
-            outcomes = self._run(batch)
+            with telemetry.batch_span(self.index, batch):
+                outcomes = self._run(batch)
         except Exception:  # never let Thespian retry a batch: answer every command instead
             log.exception("shard %d: batch %d failed", self.index, batch.batch_id)
             failure = outcome_to_wire(InternalError("shard failed to run the batch"))
@@ -71,7 +73,10 @@ class Shard:
         for i, command in enumerate(batch.commands):
             conversation = self._activate(command.key)
             waited_ms = (time.perf_counter() - received) * 1000.0
-            outcome = conversation.apply(command, self.flows, self.store)
+            with telemetry.turn_span(command) as span:
+                outcome = conversation.apply(command, self.flows, self.store)
+                if span is not None:
+                    telemetry.note_outcome(span, outcome)
             if hasattr(outcome, "queue_time_ms"):
                 outcome.queue_time_ms = waited_ms
             outcomes.append(outcome)
@@ -95,7 +100,8 @@ class Shard:
         first_staged: dict[ConversationKey, int],
     ) -> None:
         try:
-            self.store.write([c.pending_write() for c in touched.values()])
+            with telemetry.store_span(len(touched)):
+                self.store.write([c.pending_write() for c in touched.values()])
         except Exception as exc:
             log.exception("shard %d: store write failed", self.index)
             for conversation in touched.values():
@@ -175,6 +181,8 @@ class ShardActor(Actor):
             self.send(sender, reply)
         elif isinstance(message, ShardInit):
             try:
+                # Each shard process exports its own spans (exporter threads do not survive a fork).
+                telemetry.configure_tracing("confab-shard", {"confab.shard": message.index})
                 self.shard = Shard(message.index, message.generation, message.settings)
             except Exception:  # answered as UNAVAILABLE per batch; health shows the shard down
                 log.exception("shard %d: could not start", message.index)
@@ -182,4 +190,5 @@ class ShardActor(Actor):
             self.send(sender, self.shard.statistics())
         elif isinstance(message, ActorExitRequest) and self.shard is not None:
             self.shard.close()
+            telemetry.shutdown()  # flush the spans still queued for export
             self.shard = None

@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..protos import common_pb2 as common
 from ..protos import mcp_engine_pb2 as engine
+from ..runtime.config import LimitsConfig
 from ..runtime.errors import ConfabError, InvalidArgument
 from ..runtime.model import (
     Button,
@@ -39,6 +40,9 @@ BUTTON_TYPE_VALUES = {n: v for v, n in BUTTON_TYPES.items()}
 
 # Inbound ---------------------------------------------------------------------------
 
+# For callers that pass no limits (tools, tests): the bundled defaults.
+DEFAULT_LIMITS = LimitsConfig()
+
 
 def require(value: str, field: str) -> str:
     if not value:
@@ -54,7 +58,7 @@ def conversation_key(tenant: common.TenantContext, conversation_id: str, prefix:
 
 
 def inbound_message(
-    request: engine.ProcessMessageRequest, prefix: str = ""
+    request: engine.ProcessMessageRequest, prefix: str = "", limits: LimitsConfig | None = None
 ) -> tuple[ConversationKey, InboundMessage]:
     """Validate a ProcessMessageRequest; ``prefix`` locates it inside a batch or stream."""
     key = conversation_key(request.tenant_context, request.conversation_id, prefix)
@@ -62,17 +66,28 @@ def inbound_message(
     content = request.content
     if not content.text and not content.payload:
         raise InvalidArgument("content needs text or payload", field=f"{prefix}content")
+    limits = limits or DEFAULT_LIMITS
+    # The message names sizes only, never the content: error texts reach logs.
+    for name, value, most in (
+        ("text", content.text, limits.max_text_chars),
+        ("payload", content.payload, limits.max_payload_chars),
+    ):
+        if len(value) > most:
+            raise InvalidArgument(
+                f"{prefix}content.{name} has {len(value)} characters; at most {most} are allowed",
+                field=f"{prefix}content.{name}",
+            )
     message = InboundMessage(
         user_id=request.user_id,
-        content=inbound_content(content),
+        content=inbound_content(content, prefix),
         channel=CHANNELS.get(request.channel, "unknown"),
         session_id=request.session_id,
-        hints=processing_hints(request.processing_hints),
+        hints=processing_hints(request.processing_hints, prefix),
     )
     return key, message
 
 
-def inbound_content(content: engine.MessageContent) -> Content:
+def inbound_content(content: engine.MessageContent, prefix: str = "") -> Content:
     return Content(
         type=MESSAGE_TYPES.get(content.type, "unknown"),
         text=content.text,
@@ -87,11 +102,11 @@ def inbound_content(content: engine.MessageContent) -> Content:
         media=_as_dict(content.media) if content.HasField("media") else None,
         location=_as_dict(content.location) if content.HasField("location") else None,
         form=_as_dict(content.form) if content.HasField("form") else None,
-        metadata=struct_to_dict(content.metadata),
+        metadata=struct_to_dict(content.metadata, f"{prefix}content.metadata"),
     )
 
 
-def processing_hints(hints: engine.ProcessingHints) -> ProcessingHints:
+def processing_hints(hints: engine.ProcessingHints, prefix: str = "") -> ProcessingHints:
     return ProcessingHints(
         priority=PRIORITIES.get(hints.priority, "normal") if hints.priority else "normal",
         expected_response_type=hints.expected_response_type,
@@ -99,7 +114,7 @@ def processing_hints(hints: engine.ProcessingHints) -> ProcessingHints:
         require_human_review=hints.require_human_review,
         bypass_cache=hints.bypass_cache,
         force_flow=hints.force_flow,
-        custom_hints=struct_to_dict(hints.custom_hints),
+        custom_hints=struct_to_dict(hints.custom_hints, f"{prefix}processing_hints.custom_hints"),
     )
 
 
@@ -111,8 +126,14 @@ def _as_dict(message: Any) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
-def struct_to_dict(struct: Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(struct) if struct.fields else {}
+def struct_to_dict(struct: Struct, field: str = "") -> dict[str, Any]:
+    if not struct.fields:
+        return {}
+    try:
+        return json_format.MessageToDict(struct)
+    except ValueError as exc:  # NaN and infinities have no JSON form, so no Struct value either
+        where = field or "a Struct"
+        raise InvalidArgument(f"{where} holds a value JSON cannot carry: {exc}", field=field) from exc
 
 
 # Outbound --------------------------------------------------------------------------

@@ -40,15 +40,20 @@ def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return deserialize
 
 
+def _invalid(marker: Undecodable) -> InvalidArgument:
+    return InvalidArgument(f"the request is not a valid protobuf message ({marker.problem})")
+
+
 async def _reject(context: grpc.aio.ServicerContext, marker: Undecodable) -> None:
-    error = InvalidArgument(f"the request is not a valid protobuf message ({marker.problem})")
-    await errors.abort(context, error, request_id())
+    await errors.abort(context, _invalid(marker), request_id())
 
 
-async def _checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    # Raise rather than abort: a handler may read its requests from another task, and only
+    # the handler's own task may abort the call. The error layer turns this into the status.
     async for request in requests:
         if isinstance(request, Undecodable):
-            await _reject(context, request)
+            raise _invalid(request)
         yield request
 
 
@@ -84,14 +89,14 @@ def guard(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if handler.stream_unary:
 
         async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-            return await stream_inner(_checked(requests, context), context)
+            return await stream_inner(_checked(requests), context)
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **options)
 
     async def stream_stream(
         requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
-        result = stream_inner(_checked(requests, context), context)
+        result = stream_inner(_checked(requests), context)
         if isinstance(result, Awaitable):
             await result
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,14 +19,16 @@ from google.protobuf import empty_pb2
 from ..protos import mcp_engine_pb2 as pb
 from ..protos import mcp_engine_pb2_grpc as pb_grpc
 from ..runtime import VERSION
+from ..runtime.config import LimitsConfig
 from ..runtime.engine import Engine, new_message_id
 from ..runtime.errors import ConfabError, InvalidArgument
 from ..runtime.model import ConversationKey, TurnResult
 from ..runtime.wire import Command, CommandKind, Outcome
-from . import convert, errors
+from . import auth, convert, errors
 from .call import note_target
 from .call import request_id as current_request_id
 from .health import HealthMonitor
+from .limits import TenantRateLimiter
 from .metrics_service import MetricsReport
 from .streams import ConversationStream
 
@@ -46,20 +49,27 @@ class EngineService(pb_grpc.MCPEngineServicer):
         *,
         max_batch_messages: int,
         stream_idle_timeout_s: float,
+        limits: LimitsConfig | None = None,
+        rate_limiter: TenantRateLimiter | None = None,
     ) -> None:
         self.engine = engine
         self.health = health
         self.metrics = metrics
         self.max_batch_messages = max_batch_messages
         self.stream_idle_timeout_s = stream_idle_timeout_s
+        self.limits = limits or convert.DEFAULT_LIMITS
+        self.rate_limiter = rate_limiter or TenantRateLimiter(0.0, 1)  # rate 0: off
 
     async def ProcessMessage(
         self, request: pb.ProcessMessageRequest, context: grpc.aio.ServicerContext
     ) -> pb.ProcessMessageResponse:
         started, request_id = time.perf_counter(), current_request_id()
         try:
-            key, message = convert.inbound_message(request)
+            key, message = convert.inbound_message(request, limits=self.limits)
             note_target(key.tenant_id, key.conversation_id)
+            auth.authorize_tenant(key.tenant_id)
+            # Charged once authorized: nobody can spend another tenant's tokens.
+            self.rate_limiter.charge(key.tenant_id)
             result = await self.engine.process(
                 key, message, message_id=request_id, deadline=deadline_of(context)
             )
@@ -74,6 +84,7 @@ class EngineService(pb_grpc.MCPEngineServicer):
         try:
             key = convert.conversation_key(request.tenant_context, request.conversation_id)
             note_target(key.tenant_id, key.conversation_id)
+            auth.authorize_tenant(key.tenant_id)
             state = await self.engine.get_state(key, deadline=deadline_of(context))
         except Exception as exc:
             await errors.abort(context, exc, request_id)
@@ -92,6 +103,7 @@ class EngineService(pb_grpc.MCPEngineServicer):
         try:
             key = convert.conversation_key(request.tenant_context, request.conversation_id)
             note_target(key.tenant_id, key.conversation_id)
+            auth.authorize_tenant(key.tenant_id)
             result = await self.engine.reset(
                 key, request.reason, message_id=request_id, deadline=deadline_of(context)
             )
@@ -117,9 +129,16 @@ class EngineService(pb_grpc.MCPEngineServicer):
                 )
             if request.max_concurrency < 0:
                 raise InvalidArgument("max_concurrency must not be negative", field="max_concurrency")
+            if request.tenant_context.tenant_id:  # a batch for another tenant is refused whole
+                auth.authorize_tenant(request.tenant_context.tenant_id)
         except Exception as exc:
             await errors.abort(context, exc, request_id)
-        batch = _Batch(request, started, deadline_of(context))
+        batch = _Batch(request, started, deadline_of(context), self.limits)
+        try:
+            # Every valid item costs its tenant one token; a batch that does not fit is refused whole.
+            self.rate_limiter.charge_all(Counter(c.key.tenant_id for _, c in batch.commands))
+        except Exception as exc:
+            await errors.abort(context, exc, request_id)
         if request.parallel_processing:
             await batch.run_parallel(self.engine, request.max_concurrency or DEFAULT_BATCH_CONCURRENCY)
         else:
@@ -138,7 +157,13 @@ class EngineService(pb_grpc.MCPEngineServicer):
         request_iterator: AsyncIterator[pb.ConversationStreamRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ConversationStreamResponse]:
-        stream = ConversationStream(self.engine, request_iterator, self.stream_idle_timeout_s)
+        stream = ConversationStream(
+            self.engine,
+            request_iterator,
+            self.stream_idle_timeout_s,
+            limits=self.limits,
+            rate_limiter=self.rate_limiter,
+        )
         try:
             async for response in stream.responses():
                 yield response
@@ -176,7 +201,11 @@ class _Batch:
     """One BatchProcessMessages call: ``responses[i]`` always answers ``messages[i]``."""
 
     def __init__(
-        self, request: pb.BatchProcessMessagesRequest, started: float, deadline: float | None
+        self,
+        request: pb.BatchProcessMessagesRequest,
+        started: float,
+        deadline: float | None,
+        limits: LimitsConfig | None = None,
     ) -> None:
         self.started = started
         self.deadline = deadline
@@ -189,7 +218,8 @@ class _Batch:
             if not item.tenant_context.tenant_id:  # an item inherits the batch's tenant
                 item.tenant_context.tenant_id = request.tenant_context.tenant_id
             try:
-                key, message = convert.inbound_message(item, prefix=f"messages[{i}].")
+                key, message = convert.inbound_message(item, prefix=f"messages[{i}].", limits=limits)
+                auth.authorize_tenant(key.tenant_id)
             except ConfabError as exc:
                 self._fail(i, item.conversation_id, exc, message_id)
                 continue

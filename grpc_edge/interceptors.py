@@ -7,6 +7,7 @@ written once for unary and streaming methods alike.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from . import errors
 from .metrics import RpcMetrics
 
 
@@ -116,3 +118,83 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         return wrap_handler(handler, handler_call_details.method, self)
+
+
+# Runs around one whole call, given its request (an iterator for client streams) and
+# context: it may abort the call before it starts, and sees (or replaces) what ended it.
+CallGuard = Callable[[Any, grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager[None]]
+
+
+def guard_handler(handler: grpc.RpcMethodHandler, guard: CallGuard) -> grpc.RpcMethodHandler:
+    """Like :func:`wrap_handler`, for layers that need the context or must change the outcome."""
+    if handler.unary_unary or handler.stream_unary:
+        inner: Any = handler.unary_unary or handler.stream_unary
+
+        async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async with guard(request, context):
+                return await inner(request, context)
+
+        factory = (
+            grpc.unary_unary_rpc_method_handler
+            if handler.unary_unary
+            else grpc.stream_unary_rpc_method_handler
+        )
+        return factory(
+            unary_response,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    inner_stream: Any = handler.unary_stream or handler.stream_stream
+
+    async def stream_response(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async with guard(request, context):
+            result = inner_stream(request, context)
+            if inspect.isawaitable(result):  # a handler that writes with context.write()
+                await result
+            else:
+                async for item in result:
+                    yield item
+
+    factory = (
+        grpc.unary_stream_rpc_method_handler
+        if handler.unary_stream
+        else grpc.stream_stream_rpc_method_handler
+    )
+    return factory(
+        stream_response,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """The catch-all: an exception escaping a method that is not a gRPC abort is a bug.
+
+    Left alone, grpc.aio would answer UNKNOWN with the exception's text, which can
+    hold anything (paths, message text, internals). Instead the client gets INTERNAL
+    with only the request id, and the log gets the traceback under that id.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        return guard_handler(handler, _errors_become_statuses)
+
+
+@contextlib.asynccontextmanager
+async def _errors_become_statuses(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    try:
+        yield
+    except grpc.aio.AbortError:
+        raise  # the method chose its status already
+    except Exception as exc:
+        from .call import request_id  # call imports this module: import at use
+
+        # A ConfabError keeps its own status; anything else is logged and becomes INTERNAL.
+        await errors.abort(context, exc, request_id())

@@ -69,6 +69,8 @@ class RpcMetrics:
         self.started_at = clock()
         self.in_flight = 0
         self._buckets: OrderedDict[int, dict[tuple[str, str], _Cell]] = OrderedDict()
+        # Also told of every call (OpenTelemetry instruments, grpc_edge.telemetry); None when off.
+        self.on_record: Callable[[str, str, float], None] | None = None
 
     def record(self, method: str, code: str, duration_s: float, now: float | None = None) -> None:
         second = int(now if now is not None else self.clock())
@@ -80,6 +82,8 @@ class RpcMetrics:
         if cell is None:
             cell = bucket[(method, code)] = _Cell()
         cell.add(duration_s * 1000.0)
+        if self.on_record is not None:
+            self.on_record(method, code, duration_s)
 
     def _expire(self, now_s: int) -> None:
         oldest = now_s - self.retention_s

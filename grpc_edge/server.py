@@ -18,13 +18,18 @@ from grpc_reflection.v1alpha import reflection
 from ..protos import health_pb2, health_pb2_grpc, mcp_engine_pb2, mcp_engine_pb2_grpc
 from ..runtime.config import ConfabConfig
 from ..runtime.engine import Engine
+from . import tls
+from .access_log import LoggingInterceptor
+from .auth import Authenticator, AuthInterceptor
 from .call import CallInterceptor
 from .decoding import DecodeGuardInterceptor
 from .engine_service import EngineService
 from .health import HealthMonitor, HealthService
-from .interceptors import MetricsInterceptor
+from .interceptors import ErrorInterceptor, MetricsInterceptor
+from .limits import LimitsInterceptor, TenantRateLimiter
 from .metrics import RpcMetrics
 from .metrics_service import MetricsReport
+from .telemetry import EdgeTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +40,40 @@ class ConfabServer:
         self.engine = Engine(config)
         self.metrics = RpcMetrics()
         self.health: HealthMonitor | None = None
+        self.telemetry: EdgeTelemetry | None = None
         self._server: grpc.aio.Server | None = None
         self.port = 0
 
     async def start(self) -> None:
         cfg = self.config.server
+        # Key and certificate files are read before any actor process exists: a bad one stops here.
+        authenticator = Authenticator.from_config(self.config.auth)
+        credentials = tls.server_credentials(self.config.tls)
+        if authenticator is None:
+            log.warning("authentication is off (auth.mode: off): any caller may act on any tenant")
         loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.engine.start, loop)
         try:
             self.health = HealthMonitor(self.engine, self.metrics)
+            # After engine.start: exporter threads must not exist when Thespian forks.
+            self.telemetry = EdgeTelemetry(self.config, self.engine, self.metrics, self.health)
             server = grpc.aio.server(
                 # Outermost first: CallInterceptor makes the CallInfo every later layer uses.
-                interceptors=[CallInterceptor(), DecodeGuardInterceptor(), MetricsInterceptor(self.metrics)],
+                interceptors=[
+                    *self.telemetry.interceptors(),  # OpenTelemetry server spans, only when tracing is on
+                    CallInterceptor(),
+                    # Right inside CallInterceptor: one access line for every call, including
+                    # those the layers below reject (undecodable, unauthenticated, over a limit).
+                    LoggingInterceptor(log_message_text=self.config.logging.log_message_text),
+                    DecodeGuardInterceptor(),
+                    MetricsInterceptor(self.metrics),
+                    AuthInterceptor(authenticator),  # inside metrics, so rejected calls are counted
+                    # After auth: unauthenticated callers are turned away before they hold a slot.
+                    LimitsInterceptor.from_config(self.config.limits),
+                    # Innermost, around the service alone: a bug's exception becomes INTERNAL with
+                    # only the request id before any outer layer (logging, metrics) records the call.
+                    ErrorInterceptor(),
+                ],
                 options=[
                     # Never share the port with another process (gRPC's default on Linux).
                     ("grpc.so_reuseport", 0),
@@ -61,6 +88,8 @@ class ConfabServer:
                     MetricsReport(self.engine, self.metrics),
                     max_batch_messages=cfg.max_batch_messages,
                     stream_idle_timeout_s=cfg.stream_idle_timeout_s,
+                    limits=self.config.limits,
+                    rate_limiter=TenantRateLimiter.from_config(self.config.limits),
                 ),
                 server,
             )
@@ -75,13 +104,16 @@ class ConfabServer:
                 ),
                 server,
             )
-            self.port = server.add_insecure_port(cfg.listen)
+            self.port = tls.add_port(server, cfg.listen, credentials)
             if self.port == 0:
                 raise OSError(f"cannot listen on {cfg.listen}")
+            log.info("listening on port %d (%s)", self.port, tls.describe(self.config.tls))
             await self.health.start()
             await server.start()
             self._server = server
         except BaseException:
+            if self.telemetry is not None:
+                self.telemetry.close()
             await asyncio.to_thread(self.engine.close)
             raise
 
@@ -103,3 +135,5 @@ class ConfabServer:
         if self.health is not None:
             await self.health.stop()
         await asyncio.to_thread(self.engine.close)
+        if self.telemetry is not None:
+            self.telemetry.close()  # last: flushes the spans of the calls that just finished

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 
 from ..protos import mcp_engine_pb2 as pb
 from ..runtime import VERSION
+from ..runtime.config import LimitsConfig
 from ..runtime.engine import Engine, new_message_id
 from ..runtime.errors import ConfabError
 from ..runtime.model import ConversationKey, TurnResult
 from ..runtime.wire import Command, CommandKind, Outcome
-from . import convert, errors
+from . import auth, convert, errors
+from .limits import TenantRateLimiter
 
 # Responses computed but not yet written, per stream: beyond this, reading pauses.
 MAX_PENDING = 256
@@ -67,11 +69,19 @@ def stream_event(
 
 class ConversationStream:
     def __init__(
-        self, engine: Engine, requests: AsyncIterator[pb.ConversationStreamRequest], idle_timeout_s: float
+        self,
+        engine: Engine,
+        requests: AsyncIterator[pb.ConversationStreamRequest],
+        idle_timeout_s: float,
+        *,
+        limits: LimitsConfig | None = None,
+        rate_limiter: TenantRateLimiter | None = None,
     ) -> None:
         self.engine = engine
         self.requests = requests
         self.idle_timeout_s = idle_timeout_s
+        self.limits = limits
+        self.rate_limiter = rate_limiter
         self.stream_id = new_message_id()
         self.key: ConversationKey | None = None
         self.event_types: set[str] = set()
@@ -147,6 +157,7 @@ class ConversationStream:
             )
         try:
             key = convert.conversation_key(init.tenant_context, init.conversation_id, "init.")
+            auth.authorize_tenant(key.tenant_id)
         except ConfabError as exc:
             return stream_error(exc.reason, exc.message, recoverable=True)
         unknown = set(init.event_types) - set(EVENT_TYPES)
@@ -177,7 +188,8 @@ class ConversationStream:
         if not request.conversation_id:
             request.conversation_id = self.key.conversation_id
         try:
-            key, message = convert.inbound_message(request, prefix="message.")
+            key, message = convert.inbound_message(request, prefix="message.", limits=self.limits)
+            auth.authorize_tenant(key.tenant_id)
         except ConfabError as exc:
             return stream_error(exc.reason, exc.message, recoverable=True, request_id=message_id)
         if key != self.key:
@@ -188,6 +200,9 @@ class ConversationStream:
                 request_id=message_id,
             )
         try:
+            if self.rate_limiter is not None:
+                # RateLimited says when to retry in its message: a StreamError has no RetryInfo.
+                self.rate_limiter.charge(key.tenant_id)
             future = self.engine.submit([Command(CommandKind.TURN, message_id, key, message)])[0]
         except ConfabError as exc:
             return stream_error(exc.reason, exc.message, recoverable=True, request_id=message_id)

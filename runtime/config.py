@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,12 +66,101 @@ class FlowsConfig:
 
 
 @dataclass(slots=True)
+class LimitsConfig:
+    # Longest content.text / content.payload of one message, in characters (INVALID_ARGUMENT beyond).
+    max_text_chars: int = 16_384
+    max_payload_chars: int = 65_536
+    # Open StreamConversation calls; one more gets RESOURCE_EXHAUSTED at once.
+    max_concurrent_streams: int = 1_000
+    # Unary calls served at once (streams, health and reflection not counted); more get RESOURCE_EXHAUSTED.
+    max_in_flight_rpcs: int = 10_000
+    # Messages per second per tenant (token bucket, per message: a batch of N costs N); 0 = off.
+    tenant_rate_per_s: float = 0.0
+    # Bucket size: most messages a tenant may send at once, and so per batch, while a rate is set.
+    tenant_burst: int = 100
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("auto", "json", "text")
+
+
+@dataclass(slots=True)
+class LoggingConfig:
+    # --log-level overrides it.
+    level: str = "INFO"
+    # json, text, or auto: text when stderr is a terminal, json otherwise.
+    format: str = "auto"
+    # Privacy: message text stays out of every log unless this is true.
+    log_message_text: bool = False
+
+
+AUTH_MODES = ("off", "required")
+JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
+
+
+@dataclass(slots=True)
+class ApiKeyConfig:
+    # Shown in logs instead of the key; never the key itself.
+    name: str = ""
+    # SHA-256 (hex) of the key: the key itself is never stored (`confab keys hash`).
+    sha256: str = ""
+    tenant: str = ""
+    roles: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class JwtConfig:
+    # Accepted signature algorithms; a token naming any other is rejected.
+    algorithms: list[str] = field(default_factory=lambda: list(JWT_ALGORITHMS))
+    # HS256 shared secret (at least 32 bytes), inline or, better, in a file.
+    hs256_secret: str = ""
+    hs256_secret_file: str = ""
+    # PEM public keys (RSA for RS256, P-256 for ES256); several allow key rotation.
+    public_key_files: list[str] = field(default_factory=list)
+    # Both are required in every token once any JWT key is configured.
+    issuer: str = ""
+    audience: str = ""
+    tenant_claim: str = "tenant_id"
+    roles_claim: str = "roles"
+    # Clock skew tolerated on exp/nbf/iat.
+    leeway_s: float = 0.0
+
+
+@dataclass(slots=True)
+class AuthConfig:
+    # "off" lets every caller act on every tenant (development only); "required" for production.
+    mode: str = "off"
+    api_keys: list[ApiKeyConfig] = field(default_factory=list)
+    jwt: JwtConfig = field(default_factory=JwtConfig)
+
+
+@dataclass(slots=True)
+class TlsConfig:
+    # PEM files; no cert_file means plaintext. A client_ca_file makes client certificates required.
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""
+
+
+@dataclass(slots=True)
+class TelemetryConfig:
+    # HOST:PORT of a Prometheus scrape endpoint (also --metrics-listen); "" serves none.
+    # Traces and other metric exporters follow the standard OTEL_* variables (runtime.telemetry).
+    metrics_listen: str = ""
+
+
+@dataclass(slots=True)
 class ConfabConfig:
     data_dir: str = "./var"
     server: ServerConfig = field(default_factory=ServerConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     flows: FlowsConfig = field(default_factory=FlowsConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @property
     def shard_count(self) -> int:
@@ -117,10 +207,64 @@ def _validate(config: ConfabConfig) -> None:
             config.store.synchronous.upper() in SYNCHRONOUS_MODES,
             f"store.synchronous must be one of {SYNCHRONOUS_MODES}",
         ),
+        (
+            config.telemetry.metrics_listen == ""
+            or config.telemetry.metrics_listen.rpartition(":")[2].isdigit(),
+            "telemetry.metrics_listen must be HOST:PORT (or empty)",
+        ),
+        (config.limits.max_text_chars >= 1, "limits.max_text_chars must be >= 1"),
+        (config.limits.max_payload_chars >= 1, "limits.max_payload_chars must be >= 1"),
+        (config.limits.max_concurrent_streams >= 1, "limits.max_concurrent_streams must be >= 1"),
+        (config.limits.max_in_flight_rpcs >= 1, "limits.max_in_flight_rpcs must be >= 1"),
+        (config.limits.tenant_rate_per_s >= 0, "limits.tenant_rate_per_s must be 0 (off) or more"),
+        (config.limits.tenant_burst >= 1, "limits.tenant_burst must be >= 1"),
+        (config.logging.level.upper() in LOG_LEVELS, f"logging.level must be one of {LOG_LEVELS}"),
+        (config.logging.format in LOG_FORMATS, f"logging.format must be one of {LOG_FORMATS}"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    _validate_auth(config.auth)
+    _validate_tls(config.tls)
+
+
+def _validate_auth(auth: AuthConfig) -> None:
+    if auth.mode not in AUTH_MODES:
+        raise ConfigError(f"auth.mode must be one of {AUTH_MODES}, got {auth.mode!r}")
+    for i, key in enumerate(auth.api_keys):
+        where = f"auth.api_keys[{i}]"
+        if not key.name:
+            raise ConfigError(f"{where}.name is required")
+        if len(key.sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in key.sha256):
+            raise ConfigError(f"{where}.sha256 must be 64 hex digits (see `confab keys hash`)")
+        if not key.tenant:
+            raise ConfigError(f"{where}.tenant is required")
+    names = [key.name for key in auth.api_keys]
+    if len(set(names)) != len(names):
+        raise ConfigError("auth.api_keys names must be unique")
+    jwt = auth.jwt
+    unknown = set(jwt.algorithms) - set(JWT_ALGORITHMS)
+    if unknown:
+        raise ConfigError(f"auth.jwt.algorithms: unknown {sorted(unknown)}; known: {list(JWT_ALGORITHMS)}")
+    if jwt.hs256_secret and jwt.hs256_secret_file:
+        raise ConfigError("auth.jwt: set hs256_secret or hs256_secret_file, not both")
+    jwt_configured = bool(jwt.hs256_secret or jwt.hs256_secret_file or jwt.public_key_files)
+    if jwt_configured and not (jwt.issuer and jwt.audience):
+        # Without them, any token its issuer signed for any other service would be accepted.
+        raise ConfigError("auth.jwt.issuer and auth.jwt.audience are required once a JWT key is set")
+    if jwt_configured and not (jwt.tenant_claim and jwt.roles_claim):
+        raise ConfigError("auth.jwt.tenant_claim and auth.jwt.roles_claim must not be empty")
+    if jwt.leeway_s < 0:
+        raise ConfigError("auth.jwt.leeway_s must be >= 0")
+    if auth.mode == "required" and not (auth.api_keys or jwt_configured):
+        raise ConfigError("auth.mode is required but no api_keys and no JWT key are configured")
+
+
+def _validate_tls(tls: TlsConfig) -> None:
+    if bool(tls.cert_file) != bool(tls.key_file):
+        raise ConfigError("tls.cert_file and tls.key_file go together")
+    if tls.client_ca_file and not tls.cert_file:
+        raise ConfigError("tls.client_ca_file needs tls.cert_file and tls.key_file")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -148,9 +292,36 @@ def _set(target: Any, key: str, value: Any, where: str) -> None:
             raise ConfigError(f"config key {where!r} must be a mapping")
         _merge(current, value, f"{where}.")
         return
+    if isinstance(current, list):
+        setattr(target, key, _list_value(target, key, value, where))
+        return
     kind = type(current)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"config key {where!r} must be {kind.__name__}, got {value!r}")
+        # YAML 1.1 reads unquoted off/on/yes/no as booleans (auth.mode: off).
+        hint = "; quote it" if kind is str and isinstance(value, bool) else ""
+        raise ConfigError(f"config key {where!r} must be {kind.__name__}, got {value!r}{hint}")
     setattr(target, key, value)
+
+
+def _list_value(target: Any, key: str, value: Any, where: str) -> list[Any]:
+    """A list from a file replaces the default whole; each item is checked like any other key."""
+    if not isinstance(value, list):
+        raise ConfigError(f"config key {where!r} must be a list, got {value!r}")
+    item_type: Any
+    (item_type,) = typing.get_args(typing.get_type_hints(type(target))[key])
+    items: list[Any] = []
+    for i, item in enumerate(value):
+        item_where = f"{where}[{i}]"
+        if isinstance(item_type, type) and dataclasses.is_dataclass(item_type):
+            if not isinstance(item, dict):
+                raise ConfigError(f"config key {item_where!r} must be a mapping")
+            built = item_type()
+            _merge(built, item, f"{item_where}.")
+            items.append(built)
+        elif isinstance(item, item_type) and not isinstance(item, bool):
+            items.append(item)
+        else:
+            raise ConfigError(f"config key {item_where!r} must be {item_type.__name__}, got {item!r}")
+    return items

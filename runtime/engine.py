@@ -22,6 +22,7 @@ from thespian.actors import ActorSystem
 from ..actors import lifecycle
 from ..actors.messages import ShardDirectory, ShardSettings, ShardStatistics, StartShards
 from ..actors.supervisor import SupervisorActor
+from . import telemetry
 from .bridge import LinkStatistics, ShardDirectoryView, ShardLink
 from .config import ConfabConfig
 from .errors import Unavailable
@@ -114,6 +115,10 @@ class Engine:
         """
         if not self._links:
             raise Unavailable("the engine is not running")
+        traceparent = telemetry.current_traceparent()  # None (and cheap) unless tracing is on
+        if traceparent is not None:
+            for command in commands:
+                command.trace = traceparent
         by_shard: dict[int, list[int]] = {}
         for i, command in enumerate(commands):
             by_shard.setdefault(self.shard_for(command.key), []).append(i)

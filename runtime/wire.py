@@ -39,6 +39,8 @@ class Command:
     message_id: str
     key: ConversationKey
     body: InboundMessage | str | None = None
+    # W3C traceparent of the edge span that sent it; None unless tracing is on (runtime.telemetry).
+    trace: str | None = None
 
     @property
     def mutates(self) -> bool:
@@ -46,13 +48,16 @@ class Command:
 
     def to_wire(self) -> list[Any]:
         body: Any = self.body.to_wire() if isinstance(self.body, InboundMessage) else self.body
-        return [int(self.kind), self.message_id, self.key.tenant_id, self.key.conversation_id, body]
+        wire = [int(self.kind), self.message_id, self.key.tenant_id, self.key.conversation_id, body]
+        if self.trace is not None:  # appended, and only when set: untraced commands stay as before
+            wire.append(self.trace)
+        return wire
 
     @classmethod
     def from_wire(cls, w: list[Any]) -> Command:
         kind = CommandKind(w[0])
         body = InboundMessage.from_wire(w[4]) if kind is CommandKind.TURN else w[4]
-        return cls(kind, w[1], ConversationKey(w[2], w[3]), body)
+        return cls(kind, w[1], ConversationKey(w[2], w[3]), body, w[5] if len(w) > 5 else None)
 
 
 # What a command produced: a result, or the error that stopped it.

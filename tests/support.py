@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -51,17 +51,25 @@ def wait_until_gone(marker: str, timeout: float) -> list[psutil.Process]:
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, *, shards: int = 2, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        shards: int = 2,
+        extra: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,  # over os.environ, for this server only
+    ) -> None:
         self.data_dir = data_dir
         self.shards = shards
         self.extra = list(extra)
+        self.env = dict(env or {})
         self.marker = uuid.uuid4().hex
         self.process: subprocess.Popen[str] | None = None
         self.address = ""
         self.output: list[str] = []
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        env = {**os.environ, "CONFAB_TEST_RUN": self.marker, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env, "CONFAB_TEST_RUN": self.marker, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             [
                 sys.executable,

@@ -1,6 +1,10 @@
 """The ``confab`` command.
 
     confab serve [--listen HOST:PORT] [--data-dir DIR] [--config FILE] [--shards N]
+                 [--metrics-listen HOST:PORT]
+                 [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
+    confab keys new --tenant T [--name NAME] [--role ROLE ...]
+    confab keys hash [KEY]      (without KEY, the key is read from stdin)
 
 ``serve`` prints one line once it is serving. SIGTERM or SIGINT drains it: health
 turns NOT_SERVING, in-flight calls finish (bounded by ``server.shutdown_grace_s``),
@@ -16,6 +20,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import yaml
+
 from ..runtime import VERSION
 from ..runtime.config import ConfabConfig, ConfigError, load_config
 
@@ -30,17 +36,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--data-dir", metavar="DIR", help="where the SQLite store lives (default ./var)")
     serve.add_argument("--config", metavar="FILE", help="YAML file over the bundled defaults")
     serve.add_argument("--shards", type=int, metavar="N", help="shard processes (default: one per CPU)")
-    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides logging.level"
+    )
+    serve.add_argument(
+        "--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics (telemetry.metrics_listen)"
+    )
+    serve.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain: serve TLS (tls.cert_file)")
+    serve.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert (tls.key_file)")
+    serve.add_argument(
+        "--tls-client-ca", metavar="FILE", help="PEM CA: require client certificates it signed (mTLS)"
+    )
+
+    keys = commands.add_parser("keys", help="make API keys and their config entries")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    new_key = key_commands.add_parser("new", help="generate a key; print it and its auth.api_keys entry")
+    new_key.add_argument("--tenant", required=True, help="the tenant the key acts for")
+    new_key.add_argument("--name", help="the key's name in config and logs (default: TENANT-<hash prefix>)")
+    new_key.add_argument("--role", action="append", default=[], help="a role of the key (repeatable)")
+    hash_key = key_commands.add_parser("hash", help="print the SHA-256 that auth.api_keys stores for a key")
+    hash_key.add_argument("key", nargs="?", help="the key; omit it (or '-') to read it from stdin")
 
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "keys":
+        return _keys(args)
     parser.error(f"unknown command {args.command}")
     return 2
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.shards is not None and args.shards < 1:
         print("confab: --shards must be at least 1", file=sys.stderr)
         return 2
@@ -48,10 +74,19 @@ def _serve(args: argparse.Namespace) -> int:
         config = load_config(
             args.config,
             **{"server.listen": args.listen, "data_dir": args.data_dir, "engine.shards": args.shards},
+            **{"telemetry.metrics_listen": args.metrics_listen},
+            **{
+                "tls.cert_file": args.tls_cert,
+                "tls.key_file": args.tls_key,
+                "tls.client_ca_file": args.tls_client_ca,
+            },
         )
     except ConfigError as exc:
         print(f"confab: {exc}", file=sys.stderr)
         return 2
+    from ..grpc_edge.access_log import configure_logging  # grpc is imported only when serving
+
+    configure_logging(config.logging, args.log_level)
     return asyncio.run(_run_server(config))
 
 
@@ -61,7 +96,7 @@ async def _run_server(config: ConfabConfig) -> int:
     server = ConfabServer(config)
     try:
         await server.start()
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:  # ConfigError: a key or certificate file that does not load
         print(f"confab: {exc}", file=sys.stderr)
         return 1
     stop = asyncio.Event()
@@ -75,6 +110,35 @@ async def _run_server(config: ConfabConfig) -> int:
     await stop.wait()
     logging.getLogger("confab").info("shutting down")
     await server.stop()
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from ..grpc_edge.auth import hash_api_key, new_api_key
+
+    if args.keys_command == "hash":
+        key = args.key if args.key not in (None, "-") else sys.stdin.readline().rstrip("\r\n")
+        if not key:
+            print("confab: no key given", file=sys.stderr)
+            return 2
+        print(hash_api_key(key))
+        return 0
+    if not args.tenant:
+        print("confab: --tenant must not be empty", file=sys.stderr)
+        return 2
+    key = new_api_key()
+    digest = hash_api_key(key)
+    entry = {
+        "name": args.name or f"{args.tenant}-{digest[:8]}",
+        "sha256": digest,
+        "tenant": args.tenant,
+        "roles": list(args.role),
+    }
+    snippet = yaml.safe_dump({"auth": {"api_keys": [entry]}}, sort_keys=False, default_flow_style=False)
+    print(f"# API key for tenant {args.tenant!r}; it is shown only now, the config keeps only its hash:")
+    print(key)
+    print("# Add this entry to auth.api_keys in your config file:")
+    print(snippet, end="")
     return 0
 
 

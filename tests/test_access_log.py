@@ -1,0 +1,413 @@
+"""Structured logs and the catch-all error layer.
+
+One JSON access line per RPC (method, tenant, conversation, code, duration,
+request id, trace id, peer), no message text at INFO, and no exception text in
+any status: a bug is INTERNAL with only the request id, the traceback is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2 as std_health_pb2
+from grpc_health.v1 import health_pb2_grpc as std_health_pb2_grpc
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from confab.grpc_edge.access_log import (
+    JsonFormatter,
+    LoggingInterceptor,
+    TextFormatter,
+    configure_logging,
+    resolve_format,
+)
+from confab.grpc_edge.call import CallInterceptor, note_target, request_id
+from confab.grpc_edge.interceptors import ErrorInterceptor
+from confab.protos import mcp_engine_pb2 as pb
+from confab.protos import mcp_engine_pb2_grpc as pb_grpc
+from confab.runtime.config import ConfigError, LoggingConfig, load_config
+from confab.runtime.errors import ConversationNotFound
+
+from .support import ServerProcess, message, state_request
+
+ACCESS_LOGGER = "confab.grpc_edge.access_log"
+ACCESS_FIELDS = {
+    "method",
+    "code",
+    "duration_ms",
+    "tenant",
+    "conversation",
+    "request_id",
+    "trace_id",
+    "peer",
+}
+
+
+# Formatters and configuration --------------------------------------------------------
+
+
+def _record(
+    msg: str, fields: dict[str, Any] | None = None, exc: BaseException | None = None
+) -> logging.LogRecord:
+    exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
+    record = logging.LogRecord("confab.test", logging.INFO, __file__, 1, msg, (), exc_info)
+    if fields is not None:
+        record.fields = fields
+    return record
+
+
+def test_json_formatter_writes_one_object_per_line_with_fields_and_traceback() -> None:
+    try:
+        raise ValueError("boom\nsecond line")
+    except ValueError as exc:
+        error = exc
+    line = JsonFormatter().format(_record("hello %s", {"method": "/x/Y", "msg": "ignored"}, error))
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["level"] == "INFO" and entry["logger"] == "confab.test"
+    assert entry["msg"] == "hello %s"  # fields never replace the record's own keys
+    assert entry["method"] == "/x/Y" and entry["ts"].endswith("+00:00")
+    assert "ValueError: boom" in entry["exc"]
+
+
+def test_text_formatter_appends_fields() -> None:
+    line = TextFormatter().format(_record("rpc", {"code": "OK", "tenant": "acme"}))
+    assert line.endswith("INFO confab.test: rpc code=OK tenant=acme")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def restore_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_configure_logging_picks_the_format_and_the_level() -> None:
+    assert resolve_format(LoggingConfig(format="auto"), io.StringIO()) == "json"
+    assert resolve_format(LoggingConfig(format="auto"), _Terminal()) == "text"
+    assert resolve_format(LoggingConfig(format="text"), io.StringIO()) == "text"
+
+    out = io.StringIO()
+    configure_logging(LoggingConfig(level="WARNING", format="auto"), None, out)
+    configure_logging(LoggingConfig(level="WARNING", format="auto"), "info", out)  # replaces, not adds
+    assert len(logging.getLogger().handlers) == 1 and logging.getLogger().level == logging.INFO
+    logging.getLogger("confab.test").info("hi", extra={"fields": {"k": 1}})
+    assert json.loads(out.getvalue()) | {"ts": ""} == {
+        "ts": "",
+        "level": "INFO",
+        "logger": "confab.test",
+        "msg": "hi",
+        "k": 1,
+    }
+
+    terminal = _Terminal()
+    configure_logging(LoggingConfig(level="INFO", format="auto"), None, terminal)
+    logging.getLogger("confab.test").debug("not shown")
+    logging.getLogger("confab.test").warning("shown")
+    assert terminal.getvalue().strip().endswith("WARNING confab.test: shown")
+
+
+def test_logging_config_is_validated() -> None:
+    config = load_config()
+    assert (config.logging.level, config.logging.format, config.logging.log_message_text) == (
+        "INFO",
+        "auto",
+        False,
+    )
+    for key, value in [("logging.level", "LOUD"), ("logging.format", "xml")]:
+        overrides: dict[str, Any] = {key: value}
+        with pytest.raises(ConfigError, match=key):
+            load_config(None, **overrides)
+
+
+# The error layer with fake handlers and contexts ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[Any, ...] = ()
+
+
+class FakeContext:
+    """Just what the interceptors use of a grpc.aio.ServicerContext."""
+
+    def __init__(self) -> None:
+        self.status: grpc.Status | None = None
+
+    async def abort_with_status(self, status: grpc.Status) -> None:
+        self.status = status
+        raise grpc.aio.AbortError()
+
+    def code(self) -> grpc.StatusCode | None:
+        return self.status.code if self.status is not None else None
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:4242"
+
+
+@dataclass
+class Details:
+    method: str
+    invocation_metadata: tuple[Any, ...] = ()
+
+
+@dataclass
+class Seen:
+    request_ids: list[str] = field(default_factory=list)
+
+
+async def _chain(handler: grpc.RpcMethodHandler, *interceptors: Any) -> Any:
+    """What grpc.aio does with a handler and its interceptors (outermost first); Any: fake contexts."""
+
+    async def innermost(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        return handler
+
+    continuation: Any = innermost
+    for interceptor in reversed(interceptors):
+
+        def make(outer: Any, inner: Any) -> Any:
+            async def call(details: grpc.HandlerCallDetails) -> Any:
+                return await outer.intercept_service(inner, details)
+
+            return call
+
+        continuation = make(interceptor, continuation)
+    wrapped = await continuation(Details("/test.Svc/Method"))
+    assert wrapped is not None
+    return wrapped
+
+
+def test_an_exception_escaping_a_method_becomes_internal_with_only_the_request_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen = Seen()
+
+    async def broken(request: Any, context: Any) -> Any:
+        seen.request_ids.append(request_id())
+        raise RuntimeError("secret internals /etc/passwd")
+
+    async def run() -> FakeContext:
+        handler = await _chain(
+            grpc.unary_unary_rpc_method_handler(broken), CallInterceptor(), ErrorInterceptor()
+        )
+        context = FakeContext()
+        with pytest.raises(grpc.aio.AbortError):
+            await handler.unary_unary(b"", context)
+        return context
+
+    with caplog.at_level(logging.ERROR):
+        context = asyncio.run(run())
+    assert context.status is not None
+    assert context.status.code == grpc.StatusCode.INTERNAL
+    assert context.status.details == f"internal error; request_id={seen.request_ids[0]}"
+    (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert seen.request_ids[0] in record.getMessage()
+    assert record.exc_info is not None and "secret internals" in str(record.exc_info[1])
+
+
+def test_the_error_layer_covers_streams_and_keeps_deliberate_statuses(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def breaks_midway(request: Any, context: Any) -> AsyncIterator[bytes]:
+        yield b"first"
+        raise KeyError("secret key")
+
+    async def not_found(request: Any, context: Any) -> Any:
+        raise ConversationNotFound("no conversation c-1")
+
+    async def aborts(request: Any, context: Any) -> Any:
+        await context.abort_with_status(Status(grpc.StatusCode.PERMISSION_DENIED, "mine"))
+
+    async def cancelled(request: Any, context: Any) -> Any:
+        raise asyncio.CancelledError
+
+    async def run() -> None:
+        stream = await _chain(grpc.unary_stream_rpc_method_handler(breaks_midway), ErrorInterceptor())
+        context = FakeContext()
+        received = []
+        with pytest.raises(grpc.aio.AbortError):
+            async for item in stream.unary_stream(b"", context):
+                received.append(item)
+        assert received == [b"first"]
+        assert context.status is not None and context.status.code == grpc.StatusCode.INTERNAL
+        assert "secret" not in context.status.details
+
+        for behaviour, code, details in [
+            (not_found, grpc.StatusCode.NOT_FOUND, "no conversation c-1"),
+            (aborts, grpc.StatusCode.PERMISSION_DENIED, "mine"),
+        ]:
+            unary = await _chain(grpc.unary_unary_rpc_method_handler(behaviour), ErrorInterceptor())
+            context = FakeContext()
+            with pytest.raises(grpc.aio.AbortError):
+                await unary.unary_unary(b"", context)
+            assert context.status is not None
+            assert (context.status.code, context.status.details) == (code, details)
+
+        unary = await _chain(grpc.unary_unary_rpc_method_handler(cancelled), ErrorInterceptor())
+        context = FakeContext()
+        with pytest.raises(asyncio.CancelledError):  # cancellation is not an error to report
+            await unary.unary_unary(b"", context)
+        assert context.status is None
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(run())
+    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1  # only the KeyError
+
+
+def test_access_line_has_the_trace_id_of_the_current_span_and_text_only_when_asked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def served(request: pb.ProcessMessageRequest, context: Any) -> bytes:
+        note_target(request.tenant_context.tenant_id, request.conversation_id)
+        return b""
+
+    async def call(log_message_text: bool) -> None:
+        handler = await _chain(
+            grpc.unary_unary_rpc_method_handler(served),
+            CallInterceptor(),
+            LoggingInterceptor(log_message_text=log_message_text),
+        )
+        await handler.unary_unary(message("c-9", "private words", tenant="t-9"), FakeContext())
+
+    tracer = TracerProvider().get_tracer("test")
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+        asyncio.run(call(False))  # no span: empty trace id
+        with tracer.start_as_current_span("rpc") as span:
+            asyncio.run(call(True))  # asyncio.run copies the context, span included
+    first, second = [r.fields for r in caplog.records if r.name == ACCESS_LOGGER]  # type: ignore[attr-defined]
+    assert set(first) == ACCESS_FIELDS
+    assert (first["tenant"], first["conversation"], first["code"]) == ("t-9", "c-9", "OK")
+    assert first["trace_id"] == ""
+    assert first["peer"] == "ipv4:127.0.0.1:4242" and len(first["request_id"]) == 32
+    assert second["trace_id"] == trace.format_trace_id(span.get_span_context().trace_id)
+    assert second["text"] == "private words"
+
+
+# A real server -------------------------------------------------------------------------
+
+
+@dataclass
+class LoggedRun:
+    output: list[str]
+    secret: str
+    calls: list[tuple[str, str, str]]  # (method, expected code, request id or "")
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.output if line.startswith("{")]
+
+    def access_lines(self) -> list[dict[str, Any]]:
+        return [e for e in self.json_lines() if e["logger"] == ACCESS_LOGGER]
+
+
+ENGINE = "/mcp.engine.v2.MCPEngine/"
+
+
+@pytest.fixture(scope="module")
+def logged_run(tmp_path_factory: pytest.TempPathFactory) -> LoggedRun:
+    """A JSON-logging server (``--log-level`` over the file's WARNING), a known set of calls, its output."""
+    root = tmp_path_factory.mktemp("access-log")
+    config = root / "confab.yaml"
+    config.write_text("logging:\n  level: WARNING\n  format: json\n", encoding="utf-8")
+    server = ServerProcess(root / "data", extra=["--log-level", "INFO", "--config", str(config)]).start()
+    secret = f"secret-{uuid.uuid4().hex}"
+    calls: list[tuple[str, str, str]] = []
+    conversation = f"conv-{uuid.uuid4().hex[:8]}"
+    try:
+        with server.channel() as channel:
+            stub = pb_grpc.MCPEngineStub(channel)
+            reply = stub.ProcessMessage(message(conversation, secret))
+            calls.append((ENGINE + "ProcessMessage", "OK", reply.metadata.request_id))
+            state = stub.GetConversationState(state_request(conversation))
+            calls.append((ENGINE + "GetConversationState", "OK", state.metadata.request_id))
+            with pytest.raises(grpc.RpcError):
+                stub.GetConversationState(state_request("no-such-conversation"))
+            calls.append((ENGINE + "GetConversationState", "NOT_FOUND", ""))
+            no_user = message(conversation, secret)
+            no_user.ClearField("user_id")
+            with pytest.raises(grpc.RpcError):
+                stub.ProcessMessage(no_user)
+            calls.append((ENGINE + "ProcessMessage", "INVALID_ARGUMENT", ""))
+            batch = stub.BatchProcessMessages(
+                pb.BatchProcessMessagesRequest(
+                    tenant_context={"tenant_id": "acme"}, messages=[message(conversation, secret)] * 2
+                )
+            )
+            calls.append((ENGINE + "BatchProcessMessages", "OK", batch.metadata.request_id))
+            stream = [
+                pb.ConversationStreamRequest(
+                    init=pb.StreamInit(tenant_context={"tenant_id": "acme"}, conversation_id=conversation)
+                ),
+                pb.ConversationStreamRequest(message=message(conversation, secret)),
+                pb.ConversationStreamRequest(close=pb.StreamClose()),
+            ]
+            assert len(list(stub.StreamConversation(iter(stream)))) >= 2
+            calls.append((ENGINE + "StreamConversation", "OK", ""))
+
+            # NaN has no JSON form: a clear INVALID_ARGUMENT naming the field, never INTERNAL.
+            poisoned = message(conversation, secret)
+            poisoned.content.metadata.update({"score": float("nan")})
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ProcessMessage(poisoned)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "content.metadata" in (caught.value.details() or "")
+            calls.append((ENGINE + "ProcessMessage", "INVALID_ARGUMENT", ""))
+            batch = stub.BatchProcessMessages(
+                pb.BatchProcessMessagesRequest(tenant_context={"tenant_id": "acme"}, messages=[poisoned])
+            )
+            assert batch.failed_count == 1
+            assert batch.responses[0].status.details["field"] == "messages[0].content.metadata"
+            calls.append((ENGINE + "BatchProcessMessages", "OK", batch.metadata.request_id))
+
+            health = std_health_pb2_grpc.HealthStub(channel)
+            health.Check(std_health_pb2.HealthCheckRequest(service=""))
+            calls.append(("/grpc.health.v1.Health/Check", "OK", ""))
+    finally:
+        server.stop()
+    return LoggedRun(server.output, secret, calls)
+
+
+def test_one_json_access_line_per_rpc_with_every_field(logged_run: LoggedRun) -> None:
+    lines = logged_run.access_lines()
+    assert [(e["method"], e["code"]) for e in lines] == [(m, c) for m, c, _ in logged_run.calls]
+    for entry, (_, _, known_id) in zip(lines, logged_run.calls, strict=True):
+        assert set(entry) >= ACCESS_FIELDS
+        assert entry["level"] == "INFO" and entry["msg"] == "rpc"
+        assert isinstance(entry["duration_ms"], float) and entry["duration_ms"] >= 0
+        assert len(entry["request_id"]) == 32
+        if known_id:
+            assert entry["request_id"] == known_id
+        assert entry["trace_id"] == ""  # tracing is off
+        assert entry["peer"].startswith("ipv4:127.0.0.1:")
+    by_method = {(e["method"], e["code"]): e for e in lines}
+    served = by_method[(ENGINE + "ProcessMessage", "OK")]
+    assert (served["tenant"], served["conversation"]) != ("", "")
+    assert by_method[("/grpc.health.v1.Health/Check", "OK")]["tenant"] == ""
+    # Every line the server wrote to stderr is JSON (the "serving on" line goes to stdout).
+    others = [line for line in logged_run.output if not line.startswith("{")]
+    assert len(others) == 1 and "serving on" in others[0]
+
+
+def test_message_text_never_appears_in_the_logs(logged_run: LoggedRun) -> None:
+    assert logged_run.secret not in "".join(logged_run.output)
+    assert all("text" not in entry for entry in logged_run.access_lines())
+
+
