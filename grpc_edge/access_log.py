@@ -26,7 +26,7 @@ from opentelemetry import trace
 
 from ..runtime.config import LoggingConfig
 from .call import current_call
-from .interceptors import _code_of, guard_handler
+from .interceptors import guard_handler, status_code_name
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
         call = current_call()
         fields: dict[str, Any] = {
             "method": method,
-            "code": _code_of(context, error),
+            "code": status_code_name(context, error),
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             "tenant": call.tenant_id if call else "",
             "conversation": call.conversation_id if call else "",

@@ -18,10 +18,10 @@ Services then call :func:`authorize_tenant` wherever a request names a tenant
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import hmac
-import inspect
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -38,6 +38,7 @@ from ..runtime.config import AuthConfig, ConfigError, JwtConfig
 from ..runtime.errors import InternalError, PermissionDenied, Unauthenticated
 from . import errors
 from .call import current_call, request_id
+from .interceptors import CallGuard, guard_handler
 
 log = logging.getLogger(__name__)
 
@@ -292,15 +293,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         except Unauthenticated as exc:
             log.debug("unauthenticated call to %s: %s", method, exc.message)  # the access log has the code
             admitted = exc
-        return _admitting(handler, admitted)
+        return guard_handler(handler, _admitting(admitted))
 
 
-def _admitting(
-    handler: grpc.RpcMethodHandler, admitted: Principal | Unauthenticated
-) -> grpc.RpcMethodHandler:
-    """``handler`` behind a gate that records the principal, or fails the call with the error."""
+def _admitting(admitted: Principal | Unauthenticated) -> CallGuard:
+    """A guard that records the principal in the call, or fails the call with the error."""
 
-    async def admit(context: grpc.aio.ServicerContext) -> None:
+    @contextlib.asynccontextmanager
+    async def admit(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         call = current_call()
         if isinstance(admitted, Unauthenticated):
             await errors.abort(context, admitted, request_id())
@@ -308,46 +308,9 @@ def _admitting(
             # Without a CallInfo the principal would be lost and every tenant check would pass.
             await errors.abort(context, InternalError("no CallInfo: CallInterceptor must run first"), "")
         call.principal = admitted
+        yield
 
-    if handler.unary_unary or handler.stream_unary:
-        inner: Any = handler.unary_unary or handler.stream_unary
-
-        async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await admit(context)
-            return await inner(request, context)
-
-        factory = (
-            grpc.unary_unary_rpc_method_handler
-            if handler.unary_unary
-            else grpc.stream_unary_rpc_method_handler
-        )
-        return factory(
-            unary_response,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-    inner_stream: Any = handler.unary_stream or handler.stream_stream
-
-    async def stream_response(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        await admit(context)
-        result = inner_stream(request, context)
-        if inspect.isawaitable(result):  # a handler that writes with context.write()
-            await result
-        else:
-            async for item in result:
-                yield item
-
-    factory = (
-        grpc.unary_stream_rpc_method_handler
-        if handler.unary_stream
-        else grpc.stream_stream_rpc_method_handler
-    )
-    return factory(
-        stream_response,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return admit
 
 
 # Authorization ----------------------------------------------------------------

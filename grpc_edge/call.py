@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 
 from ..runtime.engine import new_message_id
-from .interceptors import wrap_handler
+from .interceptors import guard_handler, observing
 
 
 @dataclass(slots=True)
@@ -61,7 +61,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        return wrap_handler(handler, handler_call_details.method, _CallScope())
+        return guard_handler(handler, observing(handler_call_details.method, _CallScope()))
 
 
 class _CallScope:

@@ -10,6 +10,7 @@ the first undecodable message ends the stream, since its framing can no longer b
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from google.protobuf.message import DecodeError
 from ..runtime.errors import InvalidArgument
 from . import errors
 from .call import request_id
+from .interceptors import guard_handler
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +46,6 @@ def _invalid(marker: Undecodable) -> InvalidArgument:
     return InvalidArgument(f"the request is not a valid protobuf message ({marker.problem})")
 
 
-async def _reject(context: grpc.aio.ServicerContext, marker: Undecodable) -> None:
-    await errors.abort(context, _invalid(marker), request_id())
-
-
 async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     # Raise rather than abort: a handler may read its requests from another task, and only
     # the handler's own task may abort the call. The error layer turns this into the status.
@@ -57,53 +55,20 @@ async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield request
 
 
+@contextlib.asynccontextmanager
+async def _reject_undecodable(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    if isinstance(request, Undecodable):
+        await errors.abort(context, _invalid(request), request_id())
+    yield
+
+
 def guard(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    options = {
-        "request_deserializer": _lenient(handler.request_deserializer),
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary or handler.unary_stream:
-        unary_inner: Any = handler.unary_unary or handler.unary_stream
-        if handler.unary_unary:
-
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                if isinstance(request, Undecodable):
-                    await _reject(context, request)
-                return await unary_inner(request, context)
-
-            return grpc.unary_unary_rpc_method_handler(unary_unary, **options)
-
-        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            if isinstance(request, Undecodable):
-                await _reject(context, request)
-            result = unary_inner(request, context)
-            if isinstance(result, Awaitable):  # a handler that writes with context.write()
-                await result
-                return
-            async for item in result:
-                yield item
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream, **options)
-
-    stream_inner: Any = handler.stream_unary or handler.stream_stream
-    if handler.stream_unary:
-
-        async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-            return await stream_inner(_checked(requests), context)
-
-        return grpc.stream_unary_rpc_method_handler(stream_unary, **options)
-
-    async def stream_stream(
-        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Any]:
-        result = stream_inner(_checked(requests), context)
-        if isinstance(result, Awaitable):
-            await result
-            return
-        async for item in result:
-            yield item
-
-    return grpc.stream_stream_rpc_method_handler(stream_stream, **options)
+    return guard_handler(
+        handler,
+        _reject_undecodable,
+        request_deserializer=_lenient(handler.request_deserializer),
+        request_stream=_checked,
+    )
 
 
 class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):

@@ -1,7 +1,9 @@
 """Server interceptors: cross-cutting concerns wrapped around every method.
 
-:func:`wrap_handler` rewraps any of the four kinds of gRPC method handlers with
-an ``observe`` callback that is told how each call ended, so an interceptor is
+Every Confab interceptor is a *call guard*: an async context manager entered when
+a call starts and left when it ends, given the request and the context, so it can
+refuse the call, watch it, or change how it ends. :func:`guard_handler` rewraps
+any of gRPC's four kinds of method handlers around a guard, so each concern is
 written once for unary and streaming methods alike.
 """
 
@@ -18,6 +20,10 @@ import grpc
 from . import errors
 from .metrics import RpcMetrics
 
+# Runs around one whole call, given its request (an iterator for client streams) and
+# context: it may abort the call before it starts, and sees (or replaces) what ended it.
+CallGuard = Callable[[Any, grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager[None]]
+
 
 class CallObserver(Protocol):
     def started(self, method: str) -> None: ...
@@ -25,7 +31,8 @@ class CallObserver(Protocol):
     def finished(self, method: str, code: str, seconds: float) -> None: ...
 
 
-def _code_of(context: grpc.aio.ServicerContext, error: BaseException | None) -> str:
+def status_code_name(context: grpc.aio.ServicerContext, error: BaseException | None) -> str:
+    """How a call ended, as a gRPC status code name, from its context and what it raised."""
     code = context.code()
     if code is not None and code != grpc.StatusCode.OK:
         return code.name if isinstance(code, grpc.StatusCode) else str(code)
@@ -36,23 +43,49 @@ def _code_of(context: grpc.aio.ServicerContext, error: BaseException | None) -> 
     return "UNKNOWN" if not isinstance(error, grpc.aio.AbortError) else "ABORTED"
 
 
-def wrap_handler(
-    handler: grpc.RpcMethodHandler, method: str, observer: CallObserver
+def observing(method: str, observer: CallObserver) -> CallGuard:
+    """A guard that tells ``observer`` when each call starts and how it ended."""
+
+    @contextlib.asynccontextmanager
+    async def observe(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        observer.started(method)
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            observer.finished(method, status_code_name(context, error), time.perf_counter() - started)
+
+    return observe
+
+
+def guard_handler(
+    handler: grpc.RpcMethodHandler,
+    guard: CallGuard,
+    *,
+    request_deserializer: Callable[[bytes], Any] | None = None,
+    request_stream: Callable[[AsyncIterator[Any]], AsyncIterator[Any]] | None = None,
 ) -> grpc.RpcMethodHandler:
+    """``handler`` with every call run inside ``guard``.
+
+    ``request_deserializer`` replaces the handler's; ``request_stream`` wraps the request
+    iterator of client-streaming methods (both for layers that vet requests).
+    """
+    deserializer = request_deserializer or handler.request_deserializer
+    client_streams = bool(handler.stream_unary or handler.stream_stream)
+
+    def requests(request: Any) -> Any:
+        return request_stream(request) if request_stream is not None and client_streams else request
+
     if handler.unary_unary or handler.stream_unary:
         inner: Any = handler.unary_unary or handler.stream_unary
 
         async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            observer.started(method)
-            started = time.perf_counter()
-            error: BaseException | None = None
-            try:
-                return await inner(request, context)
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                observer.finished(method, _code_of(context, error), time.perf_counter() - started)
+            async with guard(request, context):
+                return await inner(requests(request), context)
 
         factory = (
             grpc.unary_unary_rpc_method_handler
@@ -60,29 +93,19 @@ def wrap_handler(
             else grpc.stream_unary_rpc_method_handler
         )
         return factory(
-            unary_response,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            unary_response, request_deserializer=deserializer, response_serializer=handler.response_serializer
         )
 
     inner_stream: Any = handler.unary_stream or handler.stream_stream
 
     async def stream_response(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        observer.started(method)
-        started = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            result = inner_stream(request, context)
+        async with guard(request, context):
+            result = inner_stream(requests(request), context)
             if inspect.isawaitable(result):  # a handler that writes with context.write()
                 await result
             else:
                 async for item in result:
                     yield item
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            observer.finished(method, _code_of(context, error), time.perf_counter() - started)
 
     factory = (
         grpc.unary_stream_rpc_method_handler
@@ -90,9 +113,7 @@ def wrap_handler(
         else grpc.stream_stream_rpc_method_handler
     )
     return factory(
-        stream_response,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
+        stream_response, request_deserializer=deserializer, response_serializer=handler.response_serializer
     )
 
 
@@ -117,55 +138,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return wrap_handler(handler, handler_call_details.method, self)
-
-
-# Runs around one whole call, given its request (an iterator for client streams) and
-# context: it may abort the call before it starts, and sees (or replaces) what ended it.
-CallGuard = Callable[[Any, grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager[None]]
-
-
-def guard_handler(handler: grpc.RpcMethodHandler, guard: CallGuard) -> grpc.RpcMethodHandler:
-    """Like :func:`wrap_handler`, for layers that need the context or must change the outcome."""
-    if handler.unary_unary or handler.stream_unary:
-        inner: Any = handler.unary_unary or handler.stream_unary
-
-        async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with guard(request, context):
-                return await inner(request, context)
-
-        factory = (
-            grpc.unary_unary_rpc_method_handler
-            if handler.unary_unary
-            else grpc.stream_unary_rpc_method_handler
-        )
-        return factory(
-            unary_response,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-    inner_stream: Any = handler.unary_stream or handler.stream_stream
-
-    async def stream_response(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        async with guard(request, context):
-            result = inner_stream(request, context)
-            if inspect.isawaitable(result):  # a handler that writes with context.write()
-                await result
-            else:
-                async for item in result:
-                    yield item
-
-    factory = (
-        grpc.unary_stream_rpc_method_handler
-        if handler.unary_stream
-        else grpc.stream_stream_rpc_method_handler
-    )
-    return factory(
-        stream_response,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+        return guard_handler(handler, observing(handler_call_details.method, self))
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
