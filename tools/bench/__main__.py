@@ -207,7 +207,7 @@ def run_scenario(server: Server, scenario: str, duration: float, scale: float) -
         errors=result["errors"],
         checks=result["checks"],
     )
-    if scenario == "cold":
+    if scenario == "cold" and server.kind != "bare":  # the bare server keeps no conversations
         resident = server.resident_conversations()
         after = server.rss()
         touched = result["messages"]
