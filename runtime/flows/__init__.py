@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .model import Content, ConversationState, InboundMessage, JsonDict, QuickReply
+from ..model import Content, ConversationState, InboundMessage, JsonDict, QuickReply
 
 
 @dataclass(slots=True)

@@ -1,0 +1,164 @@
+"""A flow file, as loaded: plain frozen dataclasses, one per element of the format.
+
+The format itself (with a complete example) is documented in ``docs/flows.md``;
+``runtime.flows.loader`` reads YAML into these records and validates them, and
+``runtime.flows.interpreter`` runs them. Text fields marked *template* are
+rendered by ``runtime.flows.templates``; fields marked *expression* are
+evaluated by ``runtime.flows.expressions``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SLOT_TYPES = ("text", "integer", "number", "boolean", "enum", "email", "phone", "date", "regex")
+BUTTON_TYPES = ("postback", "url", "phone", "share", "login")
+
+
+@dataclass(frozen=True, slots=True)
+class IntentSpec:
+    name: str
+    # Quick-reply and button payloads that mean this intent; matched exactly, before any text.
+    payloads: tuple[str, ...] = ()
+    # Words or phrases; a message containing one matches (whole words, case-insensitive).
+    keywords: tuple[str, ...] = ()
+    # Regular expressions searched in the message (case-insensitive).
+    patterns: tuple[str, ...] = ()
+    # Example utterances, matched by similarity.
+    examples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SlotSpec:
+    name: str
+    type: str  # one of SLOT_TYPES
+    prompt: str = ""  # template: asked when the slot is missing
+    reprompts: tuple[str, ...] = ()  # templates: after the 1st, 2nd... failed answer; the last repeats
+    max_attempts: int = 3  # failed answers before `on_max_attempts`
+    on_max_attempts: str = ""  # state to go to then ("" = the flow's fallback state)
+    # enum: canonical value -> synonyms (the value itself always matches)
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    minimum: float | None = None  # integer, number: inclusive bounds; text: length bounds
+    maximum: float | None = None
+    pattern: str = ""  # regex: the value must match it whole; text: optional extra check
+
+
+@dataclass(frozen=True, slots=True)
+class QuickReplySpec:
+    title: str  # template
+    payload: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonSpec:
+    title: str  # template
+    type: str = "postback"  # one of BUTTON_TYPES
+    payload: str = ""
+    url: str = ""  # template
+
+
+@dataclass(frozen=True, slots=True)
+class CardSpec:
+    title: str  # template
+    subtitle: str = ""  # template
+    image_url: str = ""
+    buttons: tuple[ButtonSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseSpec:
+    """What to say. ``channels`` and ``variants`` hold whole alternative responses."""
+
+    text: str = ""  # template
+    quick_replies: tuple[QuickReplySpec, ...] = ()
+    buttons: tuple[ButtonSpec, ...] = ()
+    cards: tuple[CardSpec, ...] = ()
+    media: dict[str, Any] | None = None  # MediaContent fields by proto name (url, mime_type, caption...)
+    location: dict[str, Any] | None = None  # LocationContent fields by proto name
+    # Per channel (web, whatsapp, messenger, slack, teams, voice, sms): used instead on that channel.
+    channels: dict[str, ResponseSpec] = field(default_factory=dict)
+    # Per A/B variant name (see ExperimentSpec): used instead for conversations in that variant.
+    variants: dict[str, ResponseSpec] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpec:
+    """One step of on_enter or of a transition; exactly one of the fields is set."""
+
+    say: ResponseSpec | None = None
+    # target ("slots.x" or "variables.y") -> expression giving the new value
+    set: dict[str, str] = field(default_factory=dict)
+    clear: tuple[str, ...] = ()  # targets ("slots.x", "variables.y", or "slots" for all slots)
+    handoff: str | None = None  # reason: the conversation enters human mode
+
+    @property
+    def kind(self) -> str:
+        if self.say is not None:
+            return "say"
+        if self.set:
+            return "set"
+        if self.clear:
+            return "clear"
+        return "handoff"
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionSpec:
+    to: str  # target state
+    intent: str = ""  # taken when this intent is recognised ...
+    when: str = ""  # ... and/or this expression is true (both, when both are given)
+    actions: tuple[ActionSpec, ...] = ()  # run when taken, before the target's on_enter
+
+
+@dataclass(frozen=True, slots=True)
+class StateSpec:
+    name: str
+    on_enter: tuple[ActionSpec, ...] = ()
+    # Slots this state fills, asked in this order; its transitions are tried once all are filled
+    # (global routes are always tried first).
+    collect: tuple[str, ...] = ()
+    transitions: tuple[TransitionSpec, ...] = ()
+    terminal: bool = False  # the conversation ends here; the next message starts a new session
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentSpec:
+    """An A/B test: each conversation gets one variant, sticky, by a hash of its identity."""
+
+    name: str
+    weights: dict[str, float]  # variant -> weight (> 0)
+    # variant -> {state: replacement state}: whole states swapped for that variant
+    states: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSettings:
+    start: str
+    fallback_state: str = ""  # where repeated misunderstanding leads ("" = stay)
+    max_fallbacks: int = 3  # consecutive unmatched messages before going to fallback_state
+    fallback_response: ResponseSpec = field(
+        default_factory=lambda: ResponseSpec(text="Sorry, I didn't get that.")
+    )
+    intent_threshold: float = 0.5  # below this confidence: no intent
+    session_ttl_s: float = 0.0  # inactivity that starts a new session; 0 = never
+    carry_over_slots: tuple[str, ...] = ()  # kept into a new session
+    # Said to messages that arrive while a human has the conversation (handoff).
+    handoff_response: ResponseSpec = field(
+        default_factory=lambda: ResponseSpec(text="A person will answer you shortly.")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FlowDocument:
+    flow_id: str
+    version: str  # declared, else a hash of the file's content
+    settings: FlowSettings
+    states: dict[str, StateSpec]
+    intents: dict[str, IntentSpec] = field(default_factory=dict)
+    slots: dict[str, SlotSpec] = field(default_factory=dict)
+    routes: tuple[TransitionSpec, ...] = ()  # global: tried first, in every state
+    experiments: dict[str, ExperimentSpec] = field(default_factory=dict)
+    tenant: str = ""  # "" = every tenant without a flow of its own
+    description: str = ""
+    source: str = ""  # the file it came from
