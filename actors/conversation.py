@@ -20,8 +20,8 @@ from collections import deque
 import msgpack
 
 from ..runtime import telemetry
-from ..runtime.errors import ConfabError, ConversationNotFound, InternalError
-from ..runtime.flows import FlowRegistry
+from ..runtime.errors import ConfabError, ConversationNotFound, InternalError, InvalidArgument
+from ..runtime.flows import FlowRegistry, UnknownFlow
 from ..runtime.model import (
     ConversationKey,
     ConversationState,
@@ -89,10 +89,13 @@ class ConversationActor:
         now = time.time()
         packed = self._current_state()
         if packed is None:
-            state, state_before = flows.default.start(now), ""
+            state, state_before = flows.for_new_conversation(self.key.tenant_id).start(now, self.key), ""
         else:
             state = ConversationState.from_wire(msgpack.unpackb(packed))
             state_before = state.current_state
+        forced = message.hints.force_flow
+        if forced and forced != state.flow_id:
+            state = self._switch_flow(state, flows, forced, now)
         flow = flows.for_state(state)
         with telemetry.flow_span(command.trace, state.flow_id, state.current_state):
             reply = flow.handle(state, message, now)
@@ -110,9 +113,22 @@ class ConversationActor:
         self._stage(command, state, result)
         return result
 
+    def _switch_flow(
+        self, state: ConversationState, flows: FlowRegistry, flow_id: str, now: float
+    ) -> ConversationState:
+        """A new session on another flow, as the processing hint ``force_flow`` asks."""
+        try:
+            flow = flows.by_id(flow_id, self.key.tenant_id)
+        except UnknownFlow as exc:
+            raise InvalidArgument(str(exc), field="processing_hints.force_flow") from exc
+        fresh = flow.start(now, self.key)
+        fresh.created_at, fresh.message_count = state.created_at, state.message_count
+        fresh.user_profile = state.user_profile
+        return fresh
+
     def _reset(self, command: Command, flows: FlowRegistry) -> Outcome:
         previous = self._load_existing()
-        state = flows.for_state(previous).start(time.time())
+        state = flows.for_state(previous).start(time.time(), self.key)
         result = ResetResult(previous_state=previous.current_state, state=state)
         self._stage(command, state, result)
         return result

@@ -18,6 +18,7 @@ class ShardSettings:
     turns_kept: int
     resident_limit: int
     default_flow: str
+    flow_dirs: tuple[str, ...] = ()  # loaded after the bundled flows
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +73,15 @@ class ShardStatistics:
     store_error: str
     rss_bytes: int
     cpu_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadFlows:
+    """Edge → shard: load the flow files again; answered with :class:`FlowsReloaded`."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlowsReloaded:
+    index: int
+    versions: tuple[tuple[str, str], ...]  # (flow id, version) now the latest of each flow
+    problems: tuple[str, ...]  # files skipped, as "PATH:LINE: message"

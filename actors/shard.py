@@ -23,12 +23,13 @@ from thespian.actors import Actor, ActorExitRequest
 
 from ..runtime import telemetry
 from ..runtime.errors import ConfabError, InternalError, Unavailable
-from ..runtime.flows import FlowRegistry, builtin_flows
+from ..runtime.flows import FlowRegistry
+from ..runtime.flows.catalog import load_flows
 from ..runtime.model import ConversationKey
 from ..runtime.store import Store
 from ..runtime.wire import CommandBatch, Outcome, OutcomeBatch, outcome_to_wire
 from .conversation import ConversationActor
-from .messages import ShardInit, ShardSettings, ShardStatistics, StatusRequest
+from .messages import FlowsReloaded, ReloadFlows, ShardInit, ShardSettings, ShardStatistics, StatusRequest
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,10 @@ class Shard:
         self.store = Store(
             settings.store_path, synchronous=settings.synchronous, turns_kept=settings.turns_kept
         )
-        self.flows = FlowRegistry(builtin_flows(), settings.default_flow)
+        flows, problems = load_flows(settings.flow_dirs)
+        for problem in problems:  # the edge reported these at start too; the valid flows still run
+            log.error("shard %d: flow file skipped: %s", index, problem)
+        self.flows = FlowRegistry(flows, settings.default_flow)
         self.residents: OrderedDict[ConversationKey, ConversationActor] = OrderedDict()
         self.started_at = time.time()
         self.activations = 0
@@ -135,6 +139,19 @@ class Shard:
             self.residents.popitem(last=False)
             self.passivations += 1
 
+    def reload_flows(self) -> FlowsReloaded:
+        """Load the flow files again. New versions become the latest; conversations on an
+        older version keep it until they end (the registry keeps every version)."""
+        try:
+            flows, problems = load_flows(self.settings.flow_dirs)
+        except Exception as exc:  # keep serving the flows it had
+            log.exception("shard %d: flow reload failed", self.index)
+            return FlowsReloaded(self.index, (), (f"reload failed: {type(exc).__name__}: {exc}",))
+        self.flows.add(flows)
+        return FlowsReloaded(
+            self.index, tuple((f.flow_id, f.version) for f in flows), tuple(str(p) for p in problems)
+        )
+
     def statistics(self) -> ShardStatistics:
         store_ok, latency_ms, error = True, 0.0, ""
         try:
@@ -188,6 +205,8 @@ class ShardActor(Actor):
                 log.exception("shard %d: could not start", message.index)
         elif isinstance(message, StatusRequest) and self.shard is not None:
             self.send(sender, self.shard.statistics())
+        elif isinstance(message, ReloadFlows) and self.shard is not None:
+            self.send(sender, self.shard.reload_flows())
         elif isinstance(message, ActorExitRequest) and self.shard is not None:
             self.shard.close()
             telemetry.shutdown()  # flush the spans still queued for export

@@ -16,8 +16,10 @@ from grpc_health.v1 import health_pb2_grpc as std_health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..protos import health_pb2, health_pb2_grpc, mcp_engine_pb2, mcp_engine_pb2_grpc
-from ..runtime.config import ConfabConfig
+from ..runtime.config import ConfabConfig, ConfigError
 from ..runtime.engine import Engine
+from ..runtime.flows import FlowRegistry, UnknownFlow
+from ..runtime.flows.catalog import load_flows
 from . import tls
 from .access_log import LoggingInterceptor
 from .auth import Authenticator, AuthInterceptor
@@ -51,6 +53,7 @@ class ConfabServer:
         credentials = tls.server_credentials(self.config.tls)
         if authenticator is None:
             log.warning("authentication is off (auth.mode: off): any caller may act on any tenant")
+        self._check_flows()
         loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.engine.start, loop)
         try:
@@ -116,6 +119,35 @@ class ConfabServer:
                 self.telemetry.close()
             await asyncio.to_thread(self.engine.close)
             raise
+
+    def _check_flows(self) -> None:
+        """Load the flows once here, so a bad file is reported at start and a missing default stops it."""
+        flows, problems = load_flows(self.config.flows.dirs)
+        for problem in problems:
+            log.error("flow file skipped: %s", problem)
+        try:
+            FlowRegistry(flows, self.config.flows.default)
+        except UnknownFlow as exc:
+            raise ConfigError(f"flows.default: {exc}") from exc
+
+    async def reload_flows(self) -> None:
+        """Load the flow files again on every shard, without dropping traffic (SIGHUP)."""
+        results = await self.engine.reload_flows()
+        for result in results:
+            if isinstance(result, Exception):
+                log.error("flow reload: %s", result)
+                continue
+            for problem in result.problems:
+                log.error("flow reload, shard %d: file skipped: %s", result.index, problem)
+        loaded = sorted(
+            {
+                f"{flow}@{version}"
+                for r in results
+                if not isinstance(r, Exception)
+                for flow, version in r.versions
+            }
+        )
+        log.info("flows reloaded: %s", ", ".join(loaded))
 
     @property
     def address(self) -> str:

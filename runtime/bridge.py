@@ -100,7 +100,8 @@ class ShardLink:
         self._max_queued = max_queued
         self._timeout_s = timeout_s
         self._queue: deque[_Pending] = deque()
-        self._status_waiters: list[asyncio.Future[ShardStatistics]] = []
+        # Control messages for the shard (status, flow reload) and who waits for each answer.
+        self._control: list[tuple[Any, float, asyncio.Future[Any]]] = []
         self._wakeup = threading.Condition()
         self._closing = False
         self._batch_ids = itertools.count(1)
@@ -128,9 +129,13 @@ class ShardLink:
         return futures
 
     def request_statistics(self) -> asyncio.Future[ShardStatistics]:
-        future: asyncio.Future[ShardStatistics] = self._loop.create_future()
+        return self.request_control(StatusRequest(), timeout_s=2.0)
+
+    def request_control(self, message: Any, *, timeout_s: float) -> asyncio.Future[Any]:
+        """Send a control message between batches; the future gets the shard's answer."""
+        future: asyncio.Future[Any] = self._loop.create_future()
         with self._wakeup:
-            self._status_waiters.append(future)
+            self._control.append((message, timeout_s, future))
             self._wakeup.notify()
         return future
 
@@ -159,14 +164,14 @@ class ShardLink:
         with self._system.private() as context:
             while True:
                 with self._wakeup:
-                    while not self._queue and not self._status_waiters and not self._closing:
+                    while not self._queue and not self._control and not self._closing:
                         self._wakeup.wait()
-                    if self._closing and not self._queue and not self._status_waiters:
+                    if self._closing and not self._queue and not self._control:
                         return
                     taken = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
-                    status_waiters, self._status_waiters = self._status_waiters, []
-                if status_waiters:
-                    self._answer_status(context, status_waiters)
+                    control, self._control = self._control, []
+                for message, timeout_s, future in control:
+                    self._answer_control(context, message, timeout_s, future)
                 if taken:
                     self._send(context, taken)
 
@@ -228,15 +233,15 @@ class ShardLink:
             else:
                 reply = context.listen(POLL_S)
 
-    def _answer_status(self, context: Any, waiters: list[asyncio.Future[ShardStatistics]]) -> None:
+    def _answer_control(
+        self, context: Any, message: Any, timeout_s: float, future: asyncio.Future[Any]
+    ) -> None:
         address = self._directory.current.addresses[self.index]
-        reply = context.ask(address, StatusRequest(), 2.0)
-        result: ShardStatistics | Exception
-        if isinstance(reply, ShardStatistics):
-            result = reply
-        else:
-            result = Unavailable(f"shard {self.index} did not report its status")
-        self._loop.call_soon_threadsafe(_settle_all, waiters, [result] * len(waiters))
+        reply = context.ask(address, message, timeout_s)
+        result: Any = reply
+        if reply is None or type(reply).__name__ == "PoisonMessage":
+            result = Unavailable(f"shard {self.index} did not answer {type(message).__name__}")
+        self._loop.call_soon_threadsafe(_settle_all, [future], [result])
 
     def _resolve(self, pending: list[_Pending], outcomes: list[Outcome]) -> None:
         # One wake-up of the event loop per batch, not per request.

@@ -62,7 +62,10 @@ class StoreConfig:
 
 @dataclass(slots=True)
 class FlowsConfig:
+    # The flow a new conversation starts on (a tenant with flows of its own gets its own).
     default: str = "echo"
+    # Directories of flow files loaded after the bundled ones (relative to the working directory).
+    dirs: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

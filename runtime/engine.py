@@ -15,12 +15,20 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from thespian.actors import ActorSystem
 
 from ..actors import lifecycle
-from ..actors.messages import ShardDirectory, ShardSettings, ShardStatistics, StartShards
+from ..actors.messages import (
+    FlowsReloaded,
+    ReloadFlows,
+    ShardDirectory,
+    ShardSettings,
+    ShardStatistics,
+    StartShards,
+)
 from ..actors.supervisor import SupervisorActor
 from . import telemetry
 from .bridge import LinkStatistics, ShardDirectoryView, ShardLink
@@ -72,6 +80,7 @@ class Engine:
                 turns_kept=cfg.engine.turns_kept,
                 resident_limit=cfg.engine.resident_conversations_per_shard,
                 default_flow=cfg.flows.default,
+                flow_dirs=tuple(str(Path(d).resolve()) for d in cfg.flows.dirs),
             )
             directory = self._system.ask(supervisor, StartShards(cfg.shard_count, settings), 30.0)
             if not isinstance(directory, ShardDirectory):
@@ -172,6 +181,12 @@ class Engine:
 
         answered = await asyncio.to_thread(ask)
         return None if answered else "the supervisor did not answer"
+
+    async def reload_flows(self) -> list[FlowsReloaded | Exception]:
+        """Every shard loads the flow files again (running conversations keep their version)."""
+        futures = [link.request_control(ReloadFlows(), timeout_s=30.0) for link in self._links]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        return [r if isinstance(r, FlowsReloaded | Exception) else Unavailable(str(r)) for r in results]
 
     def statistics(self) -> EngineStatistics:
         directory = self._directory.current if self._directory else None

@@ -94,6 +94,7 @@ ERRORS_BY_REASON: dict[str, type[ConfabError]] = {
 }
 
 
-def error_from_reason(reason: str, message: str) -> ConfabError:
-    """Rebuild an error that crossed a process boundary as ``(reason, message)``."""
-    return ERRORS_BY_REASON.get(reason, InternalError)(message)
+def error_from_reason(reason: str, message: str, field: str = "") -> ConfabError:
+    """Rebuild an error that crossed a process boundary as ``(reason, message, field)``."""
+    cls = ERRORS_BY_REASON.get(reason, InternalError)
+    return InvalidArgument(message, field=field) if cls is InvalidArgument else cls(message)

@@ -196,6 +196,9 @@ class ConversationState:
     last_activity: float = field(default_factory=time.time)
     message_count: int = 0
     error_count: int = 0
+    # What a flow keeps for itself between turns (the slot being asked, attempts, A/B
+    # variants, human handoff...): not part of the wire contract's ConversationState.
+    flow_memory: JsonDict = field(default_factory=dict)
 
     def to_wire(self) -> list[Any]:
         return [
@@ -213,11 +216,12 @@ class ConversationState:
             self.last_activity,
             self.message_count,
             self.error_count,
+            self.flow_memory,
         ]
 
     @classmethod
     def from_wire(cls, w: list[Any]) -> ConversationState:
-        return cls(*w)
+        return cls(*w)  # states stored before a field was appended get its default
 
 
 @dataclass(slots=True)

@@ -66,7 +66,7 @@ Outcome = TurnResult | ResetResult | StateResult | ConfabError
 
 def outcome_to_wire(outcome: Outcome) -> list[Any]:
     if isinstance(outcome, ConfabError):
-        return [0, outcome.reason, outcome.message]
+        return [0, outcome.reason, outcome.message, getattr(outcome, "field", "")]
     if isinstance(outcome, TurnResult):
         return [1, outcome.to_wire()]
     if isinstance(outcome, ResetResult):
@@ -77,7 +77,7 @@ def outcome_to_wire(outcome: Outcome) -> list[Any]:
 def outcome_from_wire(w: list[Any]) -> Outcome:
     tag = w[0]
     if tag == 0:
-        return error_from_reason(w[1], w[2])
+        return error_from_reason(w[1], w[2], w[3] if len(w) > 3 else "")
     if tag == 1:
         return TurnResult.from_wire(w[1])
     if tag == 2:

@@ -5,10 +5,12 @@
                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
     confab keys new --tenant T [--name NAME] [--role ROLE ...]
     confab keys hash [KEY]      (without KEY, the key is read from stdin)
+    confab flows validate PATH...  |  confab flows show NAME [--dir DIR ...] [--dot]
 
 ``serve`` prints one line once it is serving. SIGTERM or SIGINT drains it: health
 turns NOT_SERVING, in-flight calls finish (bounded by ``server.shutdown_grace_s``),
-every actor process stops, and it exits 0.
+every actor process stops, and it exits 0. SIGHUP reloads the flow files without
+dropping traffic (running conversations finish on the version they started on).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import yaml
 
 from ..runtime import VERSION
 from ..runtime.config import ConfabConfig, ConfigError, load_config
+from . import flows_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,12 +59,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     new_key.add_argument("--role", action="append", default=[], help="a role of the key (repeatable)")
     hash_key = key_commands.add_parser("hash", help="print the SHA-256 that auth.api_keys stores for a key")
     hash_key.add_argument("key", nargs="?", help="the key; omit it (or '-') to read it from stdin")
+    flows_cli.add_parser(commands)
 
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command == "keys":
         return _keys(args)
+    if args.command == "flows":
+        return flows_cli.run(args)
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -103,6 +109,14 @@ async def _run_server(config: ConfabConfig) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task[None]] = set()  # held, so a running reload is not garbage-collected
+
+    def reload_flows() -> None:
+        task = loop.create_task(server.reload_flows())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_flows)
     print(
         f"confab {VERSION} serving on {server.address} (data {config.data_dir}, {config.shard_count} shards)",
         flush=True,

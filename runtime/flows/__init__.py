@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..model import Content, ConversationState, InboundMessage, JsonDict, QuickReply
+from ..model import Content, ConversationKey, ConversationState, InboundMessage, JsonDict, QuickReply
 
 
 @dataclass(slots=True)
@@ -31,7 +31,7 @@ class Flow(Protocol):
     flow_id: str
     version: str
 
-    def start(self, now: float) -> ConversationState:
+    def start(self, now: float, key: ConversationKey) -> ConversationState:
         """The state of a conversation that has just begun (or was reset)."""
         ...
 
@@ -48,7 +48,7 @@ class EchoFlow:
     START = "start"
     CHATTING = "chatting"
 
-    def start(self, now: float) -> ConversationState:
+    def start(self, now: float, key: ConversationKey) -> ConversationState:
         return ConversationState(
             current_state=self.START,
             flow_id=self.flow_id,
@@ -88,19 +88,55 @@ class UnknownFlow(LookupError):
 
 
 class FlowRegistry:
-    """The flows a shard can run, by id and version."""
+    """The flows a shard can run: by id and version, and by tenant.
+
+    Every version ever loaded stays here, so a conversation keeps running the
+    version it started on after a newer one is loaded.
+    """
 
     def __init__(self, flows: list[Flow], default_flow_id: str) -> None:
-        self._flows = {(f.flow_id, f.version): f for f in flows}
-        self._latest = {f.flow_id: f for f in flows}
-        if default_flow_id not in self._latest:
+        self._versions: dict[tuple[str, str], Flow] = {}
+        self._latest: dict[tuple[str, str], Flow] = {}  # (tenant, flow id) -> newest
+        self._tenant_default_id: dict[str, str] = {}  # a tenant's first flow of its own
+        self.add(flows)
+        if ("", default_flow_id) not in self._latest:
             raise UnknownFlow(f"default flow {default_flow_id!r} is not loaded")
-        self.default = self._latest[default_flow_id]
+        self.default_flow_id = default_flow_id
+
+    def add(self, flows: list[Flow]) -> None:
+        """Make ``flows`` the latest of their ids; older versions stay available."""
+        for flow in flows:
+            tenant = getattr(flow, "tenant", "")
+            self._versions[(flow.flow_id, flow.version)] = flow
+            self._latest[(tenant, flow.flow_id)] = flow
+            if tenant:
+                self._tenant_default_id.setdefault(tenant, flow.flow_id)
+
+    @property
+    def default(self) -> Flow:
+        return self._latest[("", self.default_flow_id)]
+
+    def for_new_conversation(self, tenant_id: str) -> Flow:
+        """The newest version of the tenant's own flow if it has one, else of the default."""
+        own = self._tenant_default_id.get(tenant_id)
+        return self._latest[(tenant_id, own)] if own else self.default
+
+    def by_id(self, flow_id: str, tenant_id: str) -> Flow:
+        """The newest version of a flow by id, the tenant's own before a shared one."""
+        flow = self._latest.get((tenant_id, flow_id)) or self._latest.get(("", flow_id))
+        if flow is None:
+            raise UnknownFlow(f"no flow {flow_id!r} for tenant {tenant_id!r}")
+        return flow
 
     def for_state(self, state: ConversationState) -> Flow:
         """The flow (and version) a conversation started on, else that flow's latest version."""
-        flow = self._flows.get((state.flow_id, state.flow_version))
-        return flow or self._latest.get(state.flow_id, self.default)
+        flow = self._versions.get((state.flow_id, state.flow_version))
+        if flow is not None:
+            return flow
+        for (_, flow_id), latest in self._latest.items():
+            if flow_id == state.flow_id:
+                return latest
+        return self.default
 
 
 def builtin_flows() -> list[Flow]:

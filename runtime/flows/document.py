@@ -41,7 +41,7 @@ class SlotSpec:
     choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
     minimum: float | None = None  # integer, number: inclusive bounds; text: length bounds
     maximum: float | None = None
-    pattern: str = ""  # regex: the value must match it whole; text: optional extra check
+    pattern: str = ""  # regex: the first match is the value; text: the answer must match it whole
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,146 @@
+"""The declarative flow interpreter, played through scripted dialogues and direct turns."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import pytest
+
+from confab.runtime.errors import InvalidArgument
+from confab.runtime.flows.dialogues import LocalRunner, dialogue_files, load_dialogues, run_dialogues
+from confab.runtime.flows.interpreter import DeclarativeFlow
+from confab.runtime.flows.loader import load_flow_file
+from confab.runtime.model import Content, ConversationKey, InboundMessage, ProcessingHints
+
+DIALOGUES = Path(__file__).parent / "dialogues"
+KEY = ConversationKey("acme", "c-1")
+
+
+@pytest.mark.parametrize("path", list(dialogue_files([DIALOGUES])), ids=lambda p: p.stem)
+def test_bundled_flows_play_their_dialogues(path: Path) -> None:
+    with LocalRunner() as runner:
+        results = run_dialogues(load_dialogues(path), runner)
+    failures = {r.name: r.problems for r in results if not r.passed}
+    assert not failures
+    assert len(results) >= 2
+
+
+def write_flow(directory: Path, greeting: str, version: str = "", tenant: str = "") -> Path:
+    path = directory / "tiny.yaml"
+    lines = [
+        "flow: tiny",
+        *([f"version: '{version}'"] if version else []),
+        *([f"tenant: {tenant}"] if tenant else []),
+        "settings: {start: hello, session_ttl_s: 60, carry_over_slots: [name]}",
+        "intents: {again: {keywords: [again]}}",
+        "slots: {name: {type: text, prompt: 'Your name?'}}",
+        "states:",
+        "  hello:",
+        f"    on_enter: [{{say: {{text: '{greeting}'}}}}]",
+        "    collect: [name]",
+        "    transitions: [{to: known}]",
+        "  known:",
+        "    on_enter: [{say: {text: 'Nice to meet you, {{ slots.name }}.'}}]",
+        "    transitions: [{intent: again, to: hello}]",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def turn(text: str = "", payload: str = "", **hints: object) -> InboundMessage:
+    return InboundMessage("u", Content(text=text, payload=payload), hints=ProcessingHints(**hints))  # type: ignore[arg-type]
+
+
+def test_a_running_conversation_keeps_its_version_after_a_reload(tmp_path: Path) -> None:
+    write_flow(tmp_path, "Hello from version one!")
+    with LocalRunner([str(tmp_path)], default_flow="tiny") as runner:
+        old = ConversationKey("acme", "old")
+        first = runner.send(old, "hi", "", "web", "")
+        assert "version one" in first.text
+        write_flow(tmp_path, "Hello from version two!")
+        reloaded = runner.shard.reload_flows()
+        assert (
+            not reloaded.problems
+            and ("tiny", load_flow_file(tmp_path / "tiny.yaml").version) in reloaded.versions
+        )
+        # The old conversation answers its pending question on the version it started on ...
+        assert runner.send(old, "Ada", "", "web", "").text == "Nice to meet you, Ada."
+        again = runner.send(old, "again", "", "web", "")
+        assert "version one" in again.text
+        # ... while a new conversation starts on the new one.
+        assert "version two" in runner.send(ConversationKey("acme", "new"), "hi", "", "web", "").text
+
+
+def test_an_invalid_file_on_reload_keeps_the_flows_that_were_loaded(tmp_path: Path) -> None:
+    write_flow(tmp_path, "Still here.")
+    with LocalRunner([str(tmp_path)], default_flow="tiny") as runner:
+        (tmp_path / "tiny.yaml").write_text("flow: tiny\nsettings: {start: nowhere}\nstates: {}\n")
+        reloaded = runner.shard.reload_flows()
+        assert reloaded.problems and "tiny.yaml" in reloaded.problems[0]
+        assert "Still here." in runner.send(ConversationKey("acme", "x"), "hi", "", "web", "").text
+
+
+def test_tenant_flows_and_unknown_forced_flows(tmp_path: Path) -> None:
+    write_flow(tmp_path, "Hello acme!", tenant="acme")
+    with LocalRunner([str(tmp_path)]) as runner:
+        assert "Hello acme!" in runner.send(ConversationKey("acme", "t"), "hi", "", "web", "").text
+        assert runner.send(ConversationKey("globex", "t"), "hi", "", "web", "").text.startswith(
+            "Hello! You said"
+        )
+        with pytest.raises(InvalidArgument) as caught:
+            runner.send(ConversationKey("acme", "f"), "hi", "", "web", "no-such-flow")
+        assert caught.value.field == "processing_hints.force_flow"
+
+
+def test_session_ttl_starts_a_new_session_keeping_carry_over_slots(tmp_path: Path) -> None:
+    flow = DeclarativeFlow(load_flow_file(write_flow(tmp_path, "Welcome!")))
+    state = flow.start(1000.0, KEY)
+    flow.handle(state, turn("hi"), 1000.0)
+    reply = flow.handle(state, turn("Grace"), 1001.0)
+    assert state.current_state == "known" and reply.context_updates == {"slots": {"name": "Grace"}}
+    state.last_activity = 1001.0
+    later = flow.handle(state, turn("hello again"), 1001.0 + 61)
+    assert "session_restarted" in later.actions_performed
+    assert state.slots == {"name": "Grace"}  # carried over; so the greeting state moves on at once
+    assert state.current_state == "known"
+
+
+def test_handoff_stops_automation_until_resumed() -> None:
+    flow = DeclarativeFlow(load_flow_file(Path(__file__).parent.parent / "config" / "flows" / "support.yaml"))
+    state = flow.start(0.0, KEY)
+    flow.handle(state, turn("hi"), 1.0)
+    handed = flow.handle(state, turn(payload="HUMAN"), 2.0)
+    assert "handoff" in handed.actions_performed and state.current_state == "human"
+    held = flow.handle(state, turn("is anyone there?"), 3.0)
+    assert held.actions_performed == ["handoff_hold"] and "queue" in held.response.text
+    assert state.flow_memory["handoff_log"][-1]["text"] == "is anyone there?"
+    resumed = flow.handle(state, InboundMessage("agent", Content(type="system", payload="resume")), 4.0)
+    assert "handoff_resumed" in resumed.actions_performed
+    assert state.current_state == "menu" and "handoff" not in state.flow_memory
+    bypass = DeclarativeFlow(flow.document)
+    other = bypass.start(0.0, KEY)
+    reply = bypass.handle(other, turn("hello", bypass_automation=True), 1.0)
+    assert reply.actions_performed == ["handoff"] and "handoff" in other.flow_memory
+
+
+def test_review_hint_marks_response_and_state() -> None:
+    flow = DeclarativeFlow(load_flow_file(Path(__file__).parent.parent / "config" / "flows" / "support.yaml"))
+    state = flow.start(0.0, KEY)
+    reply = flow.handle(state, turn("hi", require_human_review=True), 1.0)
+    assert reply.response.metadata["held_for_review"] is True
+    assert state.flow_memory["review_required"] is True
+
+
+def test_ab_variants_are_sticky_and_follow_the_weights() -> None:
+    flow = DeclarativeFlow(load_flow_file(Path(__file__).parent.parent / "config" / "flows" / "pizza.yaml"))
+    assert (
+        flow.start(0.0, KEY).flow_memory == flow.start(5.0, KEY).flow_memory
+    )  # same conversation, same variant
+    counts = collections.Counter(
+        flow.start(0.0, ConversationKey("t", f"c{i}")).flow_memory["ab"]["greeting"] for i in range(2000)
+    )
+    assert set(counts) == {"plain", "friendly"} and abs(counts["plain"] - 1000) < 120
+    state = flow.start(0.0, KEY)
+    reply = flow.handle(state, turn("hi"), 1.0)
+    assert reply.ab_variant == f"greeting:{state.flow_memory['ab']['greeting']}"

@@ -1,0 +1,149 @@
+"""``confab flows validate`` and ``confab flows show``, run in-process (no server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from confab.tools.cli import main
+
+from .test_flow_loader import MINIMAL, docs_example, edited, write
+
+# A flow id no bundled flow file uses, so that `show` finds the test's own.
+CLI_FLOW = MINIMAL.replace("flow: mini", "flow: cli_test_flow")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["flows", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_validate_valid_files_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, docs_example(), "pizza.yaml")
+    other = write(tmp_path / "..", MINIMAL, f"{tmp_path.name}-mini.yml")
+    code, out, _ = run(capsys, "validate", str(tmp_path), str(other))
+    assert code == 0
+    assert out == "2 files: 2 valid, 0 errors, 0 warnings\n"
+
+
+def test_validate_prints_each_error_and_warning_then_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = write(tmp_path, MINIMAL + "  lonely: {}\n", "a.yaml")
+    bad = write(tmp_path, edited("to: done}", "to: dne}"), "b.yaml")
+    code, out, _ = run(capsys, "validate", str(good), str(bad), str(tmp_path / "missing.yaml"))
+    assert code == 1
+    assert out.splitlines() == [
+        f"{good}:15: warning: states.lonely: unreachable from the start state 'ask'",
+        f"{bad}:12: states.ask.transitions[0].to: unknown state 'dne'; did you mean 'done'?",
+        # (b.yaml's `done` is unreachable too, but only because of the error: not reported)
+        f"{tmp_path / 'missing.yaml'}: no such file or directory",
+        "2 files: 1 valid, 2 errors, 1 warning",
+    ]
+
+
+def test_validate_with_no_flow_files_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "validate", str(tmp_path))
+    assert (code, out) == (1, "0 files: 0 valid, 0 errors, 0 warnings (no flow files found)\n")
+
+
+def test_validate_needs_a_path(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["flows", "validate"])
+    assert exited.value.code == 2
+    capsys.readouterr()
+
+
+def test_show_prints_the_state_graph(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, docs_example().replace("flow: pizza", "flow: cli_pizza"), "pizza.yaml")
+    code, out, _ = run(capsys, "show", "cli_pizza", "--dir", str(tmp_path))
+    assert code == 0
+    assert out.splitlines() == [
+        "flow cli_pizza (version 3)",
+        "  Order a pizza",
+        f"  from {path}",
+        "start: greet; fallback: human after 3 unmatched in a row",
+        "",
+        "routes (tried first, in every state):",
+        "  intent human -> human",
+        "",
+        "states:",
+        "> greet (start)",
+        "      on enter: say \"Hi {{ user_profile.name | default('there') }}...\" "
+        "(+2 quick replies, channels: sms)",
+        "      intent order -> take_order",
+        "  take_order",
+        "      collects: size (enum; after 3 failures -> human)",
+        "      collects: quantity (integer)",
+        "      always -> confirm  [set variables.total = slots.quantity * 9.5]",
+        "  confirm",
+        '      on enter: say "{{ slots.quantity }} {{ slots.size }} pizza(s..." (+2 buttons)',
+        "      intent yes -> done",
+        "      intent no -> take_order  [clear slots]",
+        "* done (terminal)",
+        '      on enter: say "Thanks! Your order is on its way."',
+        "  human",
+        '      on enter: handoff "asked for a person"',
+        "  greet_friendly",
+        "      on enter: say \"Hey {{ user_profile.name | default('you') }}!...\"",
+        "      intent order -> take_order",
+        "",
+        "experiment greeting: plain 1, friendly 1",
+        "  friendly: greet is replaced by greet_friendly",
+    ]
+
+
+def test_show_dot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, docs_example().replace("flow: pizza", "flow: cli_pizza"), "pizza.yaml")
+    code, out, _ = run(capsys, "show", "cli_pizza", "--dir", str(tmp_path), "--dot")
+    assert code == 0
+    assert out.startswith('digraph "cli_pizza" {\n') and out.endswith("}\n")
+    lines = out.splitlines()
+    assert '  "__start__" -> "greet";' in lines
+    assert (
+        '  "take_order" -> "confirm" [label="always\\nset variables.total = slots.quantity * 9.5"];' in lines
+    )
+    assert '  "confirm" -> "done" [label="intent yes"];' in lines
+    assert '  "take_order" -> "human" [label="size: 3 failures", style=dotted];' in lines
+    assert '  "__any__" -> "human" [label="intent human", style=bold];' in lines
+    assert '  "__any__" -> "human" [label="3 unmatched", style=dotted];' in lines
+    assert (
+        '  "greet" -> "greet_friendly" [label="greeting=friendly", style=dashed, arrowhead=empty];' in lines
+    )
+    assert '  "done" [label="done\\nsay \\"Thanks! Your order is on its way.\\"", peripheries=2];' in lines
+    # Quotes and backslashes in texts are escaped: every line is a whole DOT statement.
+    assert all(line.count('"') % 2 == 0 for line in lines if '\\"' not in line)
+
+
+def test_show_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, CLI_FLOW, "flow.yaml")
+    code, out, _ = run(capsys, "show", str(path))
+    assert code == 0
+    assert "> ask (start)\n      collects: name (text)\n      intent go -> done\n* done (terminal)\n" in out
+
+
+def test_show_an_unknown_flow_suggests_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, CLI_FLOW, "flow.yaml")
+    write(tmp_path, "flow: [", "broken.yaml")
+    code, out, err = run(capsys, "show", "cli_test_flw", "--dir", str(tmp_path))
+    assert (code, out) == (1, "")
+    assert f"{tmp_path / 'broken.yaml'}:1: invalid YAML: while parsing a flow node" in err
+    assert "confab: no flow 'cli_test_flw'; did you mean 'cli_test_flow'?" in err
+
+
+def test_show_another_file_s_errors_go_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, CLI_FLOW, "flow.yaml")
+    write(tmp_path, "flow: [", "broken.yaml")
+    code, out, err = run(capsys, "show", "cli_test_flow", "--dir", str(tmp_path))
+    assert code == 0 and out.startswith("flow cli_test_flow")
+    assert f"{tmp_path / 'broken.yaml'}:1: invalid YAML" in err
+
+
+def test_show_a_tenant_s_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, CLI_FLOW.replace("flow: cli_test_flow", "flow: cli_test_flow\ntenant: acme"), "a.yaml")
+    assert run(capsys, "show", "cli_test_flow", "--dir", str(tmp_path))[0] == 1
+    code, out, _ = run(capsys, "show", "cli_test_flow", "--dir", str(tmp_path), "--tenant", "acme")
+    assert code == 0 and out.startswith("flow cli_test_flow (version ")
+    assert ", tenant acme)" in out.splitlines()[0]

@@ -1,0 +1,278 @@
+"""``confab flows``: check flow files and look at them.
+
+    confab flows validate PATH...                   files or directories of *.yaml / *.yml
+    confab flows show NAME|FILE [--dir DIR ...] [--tenant T] [--dot]
+
+``validate`` prints one line per error (``PATH:LINE: MESSAGE``) and per warning
+(``PATH:LINE: warning: MESSAGE``), then a summary; it exits 0 when every file is
+valid (warnings allowed), 1 otherwise. ``show`` finds the flow among the bundled
+flows and the ``--dir`` directories (or reads FILE) and prints its state graph as
+text, or as Graphviz DOT with ``--dot`` (``confab flows show pizza --dot | dot -Tsvg``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from ..config import bundled_path
+from ..runtime.flows.document import ActionSpec, FlowDocument, ResponseSpec, TransitionSpec
+from ..runtime.flows.loader import (
+    FLOW_SUFFIXES,
+    FlowFileError,
+    FlowSet,
+    FlowWarning,
+    load_flow_dirs,
+    load_flow_paths,
+)
+
+# Texts longer than this are cut in `show` (a graph is for the shape, not the wording).
+SHORT = 48
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``flows`` subcommand group, added to ``confab``'s subcommands."""
+    flows = commands.add_parser("flows", help="validate flow files, show a flow's state graph")
+    flow_commands = flows.add_subparsers(dest="flows_command", required=True)
+    validate = flow_commands.add_parser("validate", help="check flow files; exit 1 if any is invalid")
+    validate.add_argument("paths", nargs="+", metavar="PATH", help="a flow file or a directory of them")
+    show = flow_commands.add_parser("show", help="print a flow's state graph")
+    show.add_argument("name", metavar="NAME", help="a flow id (bundled or in a --dir), or a flow file")
+    show.add_argument(
+        "--dir", action="append", default=[], metavar="DIR", help="more flow files (repeatable)"
+    )
+    show.add_argument(
+        "--tenant", default="", help="the tenant whose flow NAME to show (default: the shared one)"
+    )
+    show.add_argument("--dot", action="store_true", help="print Graphviz DOT instead of text")
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if args.flows_command == "validate":
+        return validate([Path(p) for p in args.paths], out)
+    return show(args.name, [Path(d) for d in args.dir], args.tenant, args.dot, out, err)
+
+
+def validate(paths: list[Path], out: TextIO) -> int:
+    flows = load_flow_paths(paths)
+    problems: list[FlowFileError | FlowWarning] = [*flows.errors, *flows.warnings]
+    problems.sort(key=lambda p: (p.path, p.line))
+    for problem in problems:
+        print(problem, file=out)
+    bad_files = {e.path for e in flows.errors}
+    checked = len(flows.files)
+    summary = f"{checked} file{'s' * (checked != 1)}: {checked - len(bad_files & set(flows.files))} valid"
+    summary += f", {len(flows.errors)} error{'s' * (len(flows.errors) != 1)}"
+    summary += f", {len(flows.warnings)} warning{'s' * (len(flows.warnings) != 1)}"
+    if not flows.files:
+        summary += " (no flow files found)"
+    print(summary, file=out)
+    return 1 if flows.errors or not flows.files else 0
+
+
+def show(name: str, dirs: list[Path], tenant: str, dot: bool, out: TextIO, err: TextIO) -> int:
+    as_file = Path(name)
+    flows: FlowSet
+    if as_file.suffix in FLOW_SUFFIXES and as_file.is_file():
+        flows = load_flow_paths([as_file])
+        candidates = flows.flows
+    else:
+        flows = load_flow_dirs([bundled_path("flows"), *dirs])
+        candidates = [f for f in flows.flows if f.flow_id == name and f.tenant == tenant]
+    document = candidates[0] if candidates else None
+    if document is None:
+        for error in flows.errors:
+            print(error, file=err)
+        known = sorted({f.flow_id for f in flows.flows})
+        if as_file.suffix in FLOW_SUFFIXES:
+            print(f"confab: {name} does not load", file=err)
+        else:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            owner = f" for tenant {tenant!r}" if tenant else ""
+            print(f"confab: no flow {name!r}{owner}{hint} (flows: {', '.join(known) or 'none'})", file=err)
+        return 1
+    # Other files' errors do not stop this flow from being shown, but should not go unseen.
+    for problem in [*flows.errors, *(w for w in flows.warnings if w.path == document.source)]:
+        print(problem, file=err)
+    print(to_dot(document) if dot else to_text(document), file=out, end="")
+    return 0
+
+
+# --- text ---
+
+
+def to_text(document: FlowDocument) -> str:
+    """The flow as an indented list of states: what each says, collects and where it goes."""
+    settings = document.settings
+    header = f"flow {document.flow_id} (version {document.version}"
+    header += f", tenant {document.tenant})" if document.tenant else ")"
+    lines = [header]
+    if document.description:
+        lines.append(f"  {document.description}")
+    if document.source:
+        lines.append(f"  from {document.source}")
+    fallback = f"{settings.fallback_state} after {settings.max_fallbacks} unmatched in a row"
+    lines.append(f"start: {settings.start}; fallback: {fallback if settings.fallback_state else 'stay'}")
+    if document.routes:
+        lines += ["", "routes (tried first, in every state):"]
+        lines += _transition_lines(document.routes, "  ")
+    lines += ["", "states:"]
+    for name, state in document.states.items():
+        marks = [m for m, on in (("start", name == settings.start), ("terminal", state.terminal)) if on]
+        marker = ">" if name == settings.start else "*" if state.terminal else " "
+        lines.append(f"{marker} {name}" + (f" ({', '.join(marks)})" if marks else ""))
+        for action in state.on_enter:
+            lines.append(f"      on enter: {describe_action(action)}")
+        for slot_name in state.collect:
+            lines.append(f"      collects: {slot_name}{_slot_detail(document, slot_name)}")
+        lines += _transition_lines(state.transitions, "      ")
+    for experiment in document.experiments.values():
+        weights = ", ".join(f"{v} {w:g}" for v, w in experiment.weights.items())
+        lines += ["", f"experiment {experiment.name}: {weights}"]
+        for variant, swaps in experiment.states.items():
+            for original, replacement in swaps.items():
+                lines.append(f"  {variant}: {original} is replaced by {replacement}")
+    return "\n".join(lines) + "\n"
+
+
+def _slot_detail(document: FlowDocument, name: str) -> str:
+    slot = document.slots.get(name)
+    if slot is None:
+        return ""
+    if slot.on_max_attempts:
+        return f" ({slot.type}; after {slot.max_attempts} failures -> {slot.on_max_attempts})"
+    return f" ({slot.type})"
+
+
+def _transition_lines(transitions: tuple[TransitionSpec, ...], indent: str) -> list[str]:
+    lines = []
+    for transition in transitions:
+        line = f"{indent}{describe_condition(transition)} -> {transition.to}"
+        if transition.actions:
+            line += f"  [{'; '.join(describe_action(a) for a in transition.actions)}]"
+        lines.append(line)
+    return lines
+
+
+def describe_condition(transition: TransitionSpec) -> str:
+    parts = []
+    if transition.intent:
+        parts.append(f"intent {transition.intent}")
+    if transition.when:
+        parts.append(f"when {_short(transition.when)}")
+    return " and ".join(parts) or "always"
+
+
+def describe_action(action: ActionSpec) -> str:
+    kind = action.kind
+    if kind == "say" and action.say is not None:
+        return f"say {_describe_response(action.say)}"
+    if kind == "set":
+        return "set " + ", ".join(f"{target} = {_short(value)}" for target, value in action.set.items())
+    if kind == "clear":
+        return f"clear {', '.join(action.clear)}"
+    return f'handoff "{_short(action.handoff)}"' if action.handoff else "handoff"
+
+
+def _describe_response(response: ResponseSpec) -> str:
+    said = f'"{_short(response.text)}"' if response.text else "(no text)"
+    extras = [
+        f"{len(items)} {one if len(items) == 1 else many}"
+        for items, one, many in (
+            (response.quick_replies, "quick reply", "quick replies"),
+            (response.buttons, "button", "buttons"),
+            (response.cards, "card", "cards"),
+        )
+        if items
+    ]
+    extras += [
+        label for value, label in ((response.media, "media"), (response.location, "location")) if value
+    ]
+    if response.channels:
+        extras.append(f"channels: {', '.join(response.channels)}")
+    if response.variants:
+        extras.append(f"variants: {', '.join(response.variants)}")
+    return said + (f" (+{', '.join(extras)})" if extras else "")
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= SHORT else text[: SHORT - 3] + "..."
+
+
+# --- Graphviz ---
+
+
+def to_dot(document: FlowDocument) -> str:
+    """The flow as a Graphviz digraph: states are boxes, transitions labelled edges.
+
+    Global routes and the fallback come from a pseudo-node "any state"; slots' give-up
+    edges and experiments' swaps are dotted and dashed.
+    """
+    settings = document.settings
+    lines = [
+        f"digraph {_quote(document.flow_id)} {{",
+        "  rankdir=LR;",
+        '  node [shape=box, style=rounded, fontname="Helvetica"];',
+        '  edge [fontname="Helvetica", fontsize=10];',
+        '  "__start__" [shape=point, label=""];',
+        f'  "__start__" -> {_quote(settings.start)};',
+    ]
+    for name, state in document.states.items():
+        rows = [name]
+        if state.collect:
+            rows.append(f"collects: {', '.join(state.collect)}")
+        rows += [describe_action(a) for a in state.on_enter]
+        attrs = [f"label={_quote(chr(10).join(rows))}"]
+        if state.terminal:
+            attrs.append("peripheries=2")
+        if name == settings.start:
+            attrs.append("penwidth=2")
+        lines.append(f"  {_quote(name)} [{', '.join(attrs)}];")
+    for name, state in document.states.items():
+        for transition in state.transitions:
+            lines.append(f"  {_quote(name)} -> {_quote(transition.to)} [label={_quote(_edge(transition))}];")
+        for slot_name in state.collect:
+            slot = document.slots.get(slot_name)
+            if slot is not None and slot.on_max_attempts:
+                give_up = _quote(f"{slot_name}: {slot.max_attempts} failures")
+                target = _quote(slot.on_max_attempts)
+                lines.append(f"  {_quote(name)} -> {target} [label={give_up}, style=dotted];")
+    if document.routes or settings.fallback_state:
+        lines.append('  "__any__" [label="any state", shape=plaintext];')
+        for route in document.routes:
+            lines.append(f'  "__any__" -> {_quote(route.to)} [label={_quote(_edge(route))}, style=bold];')
+        if settings.fallback_state:
+            label = f"{settings.max_fallbacks} unmatched"
+            lines.append(
+                f'  "__any__" -> {_quote(settings.fallback_state)} [label={_quote(label)}, style=dotted];'
+            )
+    for experiment in document.experiments.values():
+        for variant, swaps in experiment.states.items():
+            for original, replacement in swaps.items():
+                label = f"{experiment.name}={variant}"
+                lines.append(
+                    f"  {_quote(original)} -> {_quote(replacement)} "
+                    f"[label={_quote(label)}, style=dashed, arrowhead=empty];"
+                )
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _edge(transition: TransitionSpec) -> str:
+    label = describe_condition(transition)
+    if transition.actions:
+        label += "\n" + "\n".join(describe_action(a) for a in transition.actions)
+    return label
+
+
+def _quote(text: str) -> str:
+    """A DOT quoted string: backslashes and quotes escaped, newlines as DOT's \\n."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
