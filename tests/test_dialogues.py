@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import collections
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,9 @@ from confab.runtime.flows.dialogues import LocalRunner, dialogue_files, load_dia
 from confab.runtime.flows.interpreter import DeclarativeFlow
 from confab.runtime.flows.loader import load_flow_file
 from confab.runtime.model import Content, ConversationKey, InboundMessage, ProcessingHints
+from confab.tools.dialogue_client import GrpcRunner
+
+from .support import ServerProcess, message
 
 DIALOGUES = Path(__file__).parent / "dialogues"
 KEY = ConversationKey("acme", "c-1")
@@ -144,3 +150,42 @@ def test_ab_variants_are_sticky_and_follow_the_weights() -> None:
     state = flow.start(0.0, KEY)
     reply = flow.handle(state, turn("hi"), 1.0)
     assert reply.ab_variant == f"greeting:{state.flow_memory['ab']['greeting']}"
+
+
+@pytest.mark.parametrize("path", list(dialogue_files([DIALOGUES])), ids=lambda p: p.stem)
+def test_bundled_dialogues_through_the_real_server(server: ServerProcess, path: Path) -> None:
+    with GrpcRunner(server.address) as runner:
+        results = run_dialogues(load_dialogues(path), runner)
+    assert not {r.name: r.problems for r in results if not r.passed}
+
+
+def test_sighup_reloads_flows_without_dropping_traffic(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    write_flow(flows, "Hello from version one!")
+    config = tmp_path / "confab.yaml"
+    config.write_text(f"flows:\n  default: tiny\n  dirs: [{flows}]\n")
+    server = ServerProcess(tmp_path / "data", extra=["--config", str(config)]).start()
+    try:
+        stub = server.stub()
+        first = stub.ProcessMessage(message("old", "hi"))
+        assert "version one" in first.response.text
+        old_version = first.conversation_state.flow_version
+        write_flow(flows, "Hello from version two!")
+        os.kill(server.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        fresh = stub.ProcessMessage(message("probe-0", "hi"))
+        n = 0
+        while "version two" not in fresh.response.text and time.monotonic() < deadline:
+            time.sleep(0.1)
+            n += 1
+            fresh = stub.ProcessMessage(message(f"probe-{n}", "hi"))
+        assert "version two" in fresh.response.text
+        assert fresh.conversation_state.flow_version != old_version
+        # The conversation that started before the reload finishes on its own version.
+        answered = stub.ProcessMessage(message("old", "Ada"))
+        assert answered.response.text == "Nice to meet you, Ada."
+        assert answered.conversation_state.flow_version == old_version
+        assert "version one" in stub.ProcessMessage(message("old", "again")).response.text
+    finally:
+        server.stop()

@@ -19,6 +19,13 @@ from pathlib import Path
 from typing import TextIO
 
 from ..config import bundled_path
+from ..runtime.flows.dialogues import (
+    DialogueFileError,
+    LocalRunner,
+    dialogue_files,
+    load_dialogues,
+    run_dialogues,
+)
 from ..runtime.flows.document import ActionSpec, FlowDocument, ResponseSpec, TransitionSpec
 from ..runtime.flows.loader import (
     FLOW_SUFFIXES,
@@ -28,6 +35,7 @@ from ..runtime.flows.loader import (
     load_flow_dirs,
     load_flow_paths,
 )
+from .dialogue_client import GrpcRunner
 
 # Texts longer than this are cut in `show` (a graph is for the shape, not the wording).
 SHORT = 48
@@ -48,6 +56,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--tenant", default="", help="the tenant whose flow NAME to show (default: the shared one)"
     )
     show.add_argument("--dot", action="store_true", help="print Graphviz DOT instead of text")
+    test = flow_commands.add_parser("test", help="play scripted dialogues; exit 1 if any fails")
+    test.add_argument("paths", nargs="+", metavar="PATH", help="a dialogue file or a directory of them")
+    test.add_argument(
+        "--dir", action="append", default=[], metavar="DIR", help="flow files besides the bundled ones"
+    )
+    test.add_argument("--target", metavar="HOST:PORT", help="play against this server instead of in-process")
+    test.add_argument("--api-key", help="with --target: the API key to send")
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -55,7 +70,42 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     err = err or sys.stderr
     if args.flows_command == "validate":
         return validate([Path(p) for p in args.paths], out)
+    if args.flows_command == "test":
+        return play([Path(p) for p in args.paths], args.dir, args.target, args.api_key, out, err)
     return show(args.name, [Path(d) for d in args.dir], args.tenant, args.dot, out, err)
+
+
+def play(
+    paths: list[Path], flow_dirs: list[str], target: str | None, api_key: str | None, out: TextIO, err: TextIO
+) -> int:
+    """Run every dialogue of every file; print one line per dialogue and a summary."""
+    runner: LocalRunner | GrpcRunner
+    if target:
+        runner = GrpcRunner(target, metadata=(("x-api-key", api_key),) if api_key else ())
+    else:
+        runner = LocalRunner(flow_dirs)
+    passed = failed = 0
+    try:
+        for path in dialogue_files(paths):
+            try:
+                dialogues = load_dialogues(path)
+            except DialogueFileError as exc:
+                print(f"{exc}", file=err)
+                failed += 1
+                continue
+            for result in run_dialogues(dialogues, runner):
+                if result.passed:
+                    passed += 1
+                    print(f"PASS {path.name}: {result.name}", file=out)
+                else:
+                    failed += 1
+                    print(f"FAIL {path.name}: {result.name}", file=out)
+                    for problem in result.problems:
+                        print(f"     {problem}", file=out)
+    finally:
+        runner.close()
+    print(f"{passed} passed, {failed} failed", file=out)
+    return 1 if failed or not passed else 0
 
 
 def validate(paths: list[Path], out: TextIO) -> int:
