@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
 from ..runtime import telemetry
 from ..runtime.errors import ConfabError, ConversationNotFound, InternalError, InvalidArgument
-from ..runtime.flows import FlowRegistry, UnknownFlow
+from ..runtime.flows import FlowRegistry, NeedsWebhook, UnknownFlow, WebhookCall
 from ..runtime.model import (
     ConversationKey,
     ConversationState,
     InboundMessage,
+    JsonDict,
     ResetResult,
     StateResult,
     TurnResult,
@@ -34,8 +37,29 @@ from ..runtime.store import ConversationWrite, Store, StoredConversation, TurnRe
 from ..runtime.wire import Command, CommandKind, Outcome, outcome_from_wire, outcome_to_wire
 
 
+@dataclass(slots=True)
+class Suspended:
+    """A turn waiting for a webhook: it runs again, from the same state, with ``results``
+    plus the answer to ``call`` (turns are deterministic given their inputs)."""
+
+    command: Command
+    call: WebhookCall
+    now: float
+    results: dict[str, JsonDict] = field(default_factory=dict)
+
+
 class ConversationActor:
-    __slots__ = ("_pending", "_staged_seq", "_staged_state", "key", "recent_ids", "seq", "state")
+    __slots__ = (
+        "_pending",
+        "_staged_seq",
+        "_staged_state",
+        "key",
+        "mailbox",
+        "recent_ids",
+        "seq",
+        "state",
+        "waiting",
+    )
 
     def __init__(
         self, key: ConversationKey, state: bytes | None, seq: int, recent_ids: list[str], keep: int
@@ -48,6 +72,10 @@ class ConversationActor:
         self._staged_state: bytes | None = None
         self._staged_seq = seq
         self._pending: list[TurnRecord] = []
+        # While a turn waits for a webhook (``waiting``, managed by the shard), later
+        # commands wait in ``mailbox``, in arrival order.
+        self.waiting: Any = None
+        self.mailbox: deque[Any] = deque()
 
     @classmethod
     def activate(
@@ -68,8 +96,20 @@ class ConversationActor:
     def _current_state(self) -> bytes | None:
         return self._staged_state if self._pending else self.state
 
-    def apply(self, command: Command, flows: FlowRegistry, store: Store) -> Outcome:
-        """Run one command against this conversation; mutations stay staged."""
+    def apply(
+        self,
+        command: Command,
+        flows: FlowRegistry,
+        store: Store,
+        *,
+        resume: Suspended | None = None,
+        webhook_result: JsonDict | None = None,
+    ) -> Outcome | Suspended:
+        """Run one command against this conversation; mutations stay staged.
+
+        A turn that needs a webhook answer comes back :class:`Suspended`; ``resume``
+        it later with the call's ``webhook_result``.
+        """
         if command.mutates and self._seen(command.message_id):
             return self._replay(command.message_id, store)
         try:
@@ -78,15 +118,25 @@ class ConversationActor:
             if command.kind is CommandKind.RESET:
                 return self._reset(command, flows)
             assert isinstance(command.body, InboundMessage)
-            return self._turn(command, command.body, flows)
+            if resume is None:
+                return self._turn(command, command.body, flows, time.time(), {})
+            assert webhook_result is not None
+            results = {**resume.results, resume.call.key: webhook_result}
+            return self._turn(command, command.body, flows, resume.now, results)
         except ConfabError as exc:
             return exc
         except Exception as exc:  # a flow bug: the turn fails alone, the state is untouched
             return InternalError(f"turn failed: {type(exc).__name__}")
 
-    def _turn(self, command: Command, message: InboundMessage, flows: FlowRegistry) -> Outcome:
+    def _turn(
+        self,
+        command: Command,
+        message: InboundMessage,
+        flows: FlowRegistry,
+        now: float,
+        webhook_results: dict[str, JsonDict],
+    ) -> Outcome | Suspended:
         started = time.perf_counter()
-        now = time.time()
         packed = self._current_state()
         if packed is None:
             state, state_before = flows.for_new_conversation(self.key.tenant_id).start(now, self.key), ""
@@ -97,8 +147,11 @@ class ConversationActor:
         if forced and forced != state.flow_id:
             state = self._switch_flow(state, flows, forced, now)
         flow = flows.for_state(state)
-        with telemetry.flow_span(command.trace, state.flow_id, state.current_state):
-            reply = flow.handle(state, message, now)
+        try:
+            with telemetry.flow_span(command.trace, state.flow_id, state.current_state):
+                reply = flow.handle(state, message, now, webhook_results)
+        except NeedsWebhook as need:
+            return Suspended(command, need.call, now, webhook_results)
         state.message_count += 1
         state.last_activity = now
         result = TurnResult(

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..runtime.webhooks import WebhookTarget
+
 
 @dataclass(frozen=True, slots=True)
 class ShardSettings:
@@ -19,6 +21,7 @@ class ShardSettings:
     resident_limit: int
     default_flow: str
     flow_dirs: tuple[str, ...] = ()  # loaded after the bundled flows
+    webhooks: tuple[WebhookTarget, ...] = ()  # what flows' webhook actions may call
 
 
 @dataclass(frozen=True, slots=True)

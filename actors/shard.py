@@ -8,6 +8,12 @@ conversation actor (activated from the store on first use), writes every changed
 conversation in one transaction, and only then answers. Resident conversations
 are bounded: the least recently used are passivated (dropped from memory; their
 state is already in the store).
+
+A turn that reaches a webhook is suspended: the call runs on a thread, the batch
+is answered with the command marked deferred, and the conversation's later commands
+wait in its mailbox while other conversations carry on. When the call answers
+(:meth:`Shard.poll_webhooks`, driven by the actor's wakeups) the turn runs again
+with the result, the mailbox drains, and the outcomes go to the edge as LateOutcomes.
 """
 
 from __future__ import annotations
@@ -16,10 +22,13 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import psutil
-from thespian.actors import Actor, ActorExitRequest
+from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
 from ..runtime import telemetry
 from ..runtime.errors import ConfabError, InternalError, Unavailable
@@ -27,11 +36,42 @@ from ..runtime.flows import FlowRegistry
 from ..runtime.flows.catalog import load_flows
 from ..runtime.model import ConversationKey
 from ..runtime.store import Store
-from ..runtime.wire import CommandBatch, Outcome, OutcomeBatch, outcome_to_wire
-from .conversation import ConversationActor
+from ..runtime.webhooks import WebhookClient, WebhookResult
+from ..runtime.wire import DEFERRED_WIRE, CommandBatch, LateOutcomes, Outcome, OutcomeBatch, outcome_to_wire
+from .conversation import ConversationActor, Suspended
 from .messages import FlowsReloaded, ReloadFlows, ShardInit, ShardSettings, ShardStatistics, StatusRequest
 
 log = logging.getLogger(__name__)
+
+# How often a shard with turns waiting on webhooks looks for answers.
+WEBHOOK_POLL = timedelta(milliseconds=20)
+
+
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    """Where a deferred command came from: its late outcome goes back there."""
+
+    sender: Any
+    batch_id: int
+    index: int
+
+
+@dataclass(slots=True)
+class _Finished:
+    """The outcomes one poll of webhooks produced, and what they staged."""
+
+    origins: list[_Origin] = field(default_factory=list)
+    keys: list[ConversationKey] = field(default_factory=list)
+    outcomes: list[Outcome | None] = field(default_factory=list)
+    touched: dict[ConversationKey, ConversationActor] = field(default_factory=dict)
+    first_staged: dict[ConversationKey, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Waiting:
+    suspended: Suspended
+    origin: _Origin
+    future: Future[WebhookResult]
 
 
 class Shard:
@@ -46,6 +86,8 @@ class Shard:
         for problem in problems:  # the edge reported these at start too; the valid flows still run
             log.error("shard %d: flow file skipped: %s", index, problem)
         self.flows = FlowRegistry(flows, settings.default_flow)
+        self.webhooks = WebhookClient(settings.webhooks)
+        self.waiting: set[ConversationActor] = set()  # turns suspended on a webhook
         self.residents: OrderedDict[ConversationKey, ConversationActor] = OrderedDict()
         self.started_at = time.time()
         self.activations = 0
@@ -55,54 +97,130 @@ class Shard:
         self._process = psutil.Process()
 
     def close(self) -> None:
+        self.webhooks.close()
         self.store.close()
 
-    def run_batch(self, data: bytes) -> bytes:
-        """Run an encoded :class:`CommandBatch`; return the encoded :class:`OutcomeBatch`."""
+    def run_batch(self, data: bytes, sender: Any = None) -> bytes:
+        """Run an encoded :class:`CommandBatch`; return the encoded :class:`OutcomeBatch`.
+
+        ``sender`` is where late outcomes of deferred commands are to go.
+        """
         batch = CommandBatch.decode(data)
         try:
             with telemetry.batch_span(self.index, batch):
-                outcomes = self._run(batch)
+                outcomes = self._run(batch, sender)
         except Exception:  # never let Thespian retry a batch: answer every command instead
             log.exception("shard %d: batch %d failed", self.index, batch.batch_id)
             failure = outcome_to_wire(InternalError("shard failed to run the batch"))
             outcomes = [failure] * len(batch.commands)
         return OutcomeBatch(batch.batch_id, outcomes).encode()
 
-    def _run(self, batch: CommandBatch) -> list[list[Any]]:
+    def _run(self, batch: CommandBatch, sender: Any) -> list[list[Any]]:
         received = time.perf_counter()
-        outcomes: list[Outcome] = []
+        outcomes: list[Outcome | None] = []  # None: deferred
         touched: dict[ConversationKey, ConversationActor] = {}
         first_staged: dict[ConversationKey, int] = {}
         for i, command in enumerate(batch.commands):
             conversation = self._activate(command.key)
+            origin = _Origin(sender, batch.batch_id, i)
+            if conversation.waiting is not None:  # behind a webhook: wait in order
+                conversation.mailbox.append((origin, command))
+                outcomes.append(None)
+                continue
             waited_ms = (time.perf_counter() - received) * 1000.0
             with telemetry.turn_span(command) as span:
                 outcome = conversation.apply(command, self.flows, self.store)
-                if span is not None:
+                if span is not None and not isinstance(outcome, Suspended):
                     telemetry.note_outcome(span, outcome)
+            if isinstance(outcome, Suspended):
+                self._suspend(conversation, outcome, origin)
+                outcomes.append(None)
+                continue
             if hasattr(outcome, "queue_time_ms"):
                 outcome.queue_time_ms = waited_ms
             outcomes.append(outcome)
             if conversation.staged:
                 touched[command.key] = conversation
                 first_staged.setdefault(command.key, i)
-            elif not conversation.exists:  # e.g. a lookup of an unknown id: keep no trace
-                del self.residents[command.key]
+            elif not conversation.exists and conversation.waiting is None:
+                del self.residents[command.key]  # e.g. a lookup of an unknown id: keep no trace
         self.commands += len(batch.commands)
         self.batches += 1
         if touched:
-            self._persist(batch, outcomes, touched, first_staged)
+            self._persist([c.key for c in batch.commands], outcomes, touched, first_staged)
         self._passivate_beyond_limit()
-        return [outcome_to_wire(o) for o in outcomes]
+        return [DEFERRED_WIRE if o is None else outcome_to_wire(o) for o in outcomes]
+
+    # Webhooks ------------------------------------------------------------------
+
+    def _suspend(self, conversation: ConversationActor, suspended: Suspended, origin: _Origin) -> None:
+        body = {
+            **suspended.call.body,
+            "conversation": {
+                "tenant_id": conversation.key.tenant_id,
+                "conversation_id": conversation.key.conversation_id,
+            },
+        }
+        conversation.waiting = _Waiting(suspended, origin, self.webhooks.call(suspended.call.name, body))
+        self.waiting.add(conversation)
+
+    def poll_webhooks(self) -> list[tuple[Any, tuple[int, int, list[Any]]]]:
+        """Finish the turns whose webhook answered; return (sender, late outcome) pairs."""
+        ready = [c for c in self.waiting if c.waiting.future.done()]
+        if not ready:
+            return []
+        done = _Finished()
+        for conversation in ready:
+            waiting, conversation.waiting = conversation.waiting, None
+            self.waiting.discard(conversation)
+            suspended = waiting.suspended
+            outcome = conversation.apply(
+                suspended.command,
+                self.flows,
+                self.store,
+                resume=suspended,
+                webhook_result=waiting.future.result(),
+            )
+            self._settle(conversation, outcome, waiting.origin, done)
+            while conversation.waiting is None and conversation.mailbox:
+                origin, command = conversation.mailbox.popleft()
+                self._settle(conversation, conversation.apply(command, self.flows, self.store), origin, done)
+        if done.touched:
+            self._persist(done.keys, done.outcomes, done.touched, done.first_staged)
+        return [
+            (origin.sender, (origin.batch_id, origin.index, outcome_to_wire(outcome)))
+            for origin, outcome in zip(done.origins, done.outcomes, strict=True)
+            if outcome is not None
+        ]
+
+    def _settle(
+        self, conversation: ConversationActor, outcome: Outcome | Suspended, origin: _Origin, done: _Finished
+    ) -> None:
+        if isinstance(outcome, Suspended):
+            self._suspend(conversation, outcome, origin)
+            return
+        done.origins.append(origin)
+        done.keys.append(conversation.key)
+        done.outcomes.append(outcome)
+        if conversation.staged:
+            done.touched[conversation.key] = conversation
+            done.first_staged.setdefault(conversation.key, len(done.outcomes) - 1)
+
+    @property
+    def has_waiting(self) -> bool:
+        return bool(self.waiting)
 
     def _persist(
         self,
-        batch: CommandBatch,
-        outcomes: list[Outcome],
+        keys: list[ConversationKey],
+        outcomes: list[Outcome | None],
         touched: dict[ConversationKey, ConversationActor],
         first_staged: dict[ConversationKey, int],
     ) -> None:
+        """Write what ``touched`` staged; on failure withdraw the answers that showed it.
+
+        ``keys[i]`` is the conversation ``outcomes[i]`` answers for (None: deferred).
+        """
         try:
             with telemetry.store_span(len(touched)):
                 self.store.write([c.pending_write() for c in touched.values()])
@@ -115,9 +233,15 @@ class Shard:
             failure = Unavailable(f"store write failed: {type(exc).__name__}")
             # Answers given after a conversation's first staged change may show state that was
             # rolled back: withdraw them. Earlier reads saw committed state and stand.
-            for i, command in enumerate(batch.commands):
-                first = first_staged.get(command.key)
-                if first is not None and i >= first and not isinstance(outcomes[i], ConfabError):
+            for i, key in enumerate(keys):
+                first = first_staged.get(key)
+                answered = outcomes[i]
+                if (
+                    first is not None
+                    and i >= first
+                    and answered is not None
+                    and not isinstance(answered, ConfabError)
+                ):
                     outcomes[i] = failure
             return
         for conversation in touched.values():
@@ -135,9 +259,16 @@ class Shard:
 
     def _passivate_beyond_limit(self) -> None:
         excess = len(self.residents) - self.settings.resident_limit
-        for _ in range(max(0, excess)):
-            self.residents.popitem(last=False)
+        skipped = 0
+        while excess > 0 and skipped < len(self.residents):
+            key, conversation = next(iter(self.residents.items()))
+            if conversation.waiting is not None or conversation.mailbox:  # its work is in memory
+                self.residents.move_to_end(key)
+                skipped += 1
+                continue
+            del self.residents[key]
             self.passivations += 1
+            excess -= 1
 
     def reload_flows(self) -> FlowsReloaded:
         """Load the flow files again. New versions become the latest; conversations on an
@@ -186,6 +317,28 @@ class ShardActor(Actor):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.shard: Shard | None = None
+        self._polling = False  # a wakeup is scheduled
+
+    def _poll_soon(self) -> None:
+        # Webhook answers arrive on other threads; Thespian handlers run only on messages,
+        # so the actor wakes itself up to look while any turn is waiting.
+        if self.shard is not None and self.shard.has_waiting and not self._polling:
+            self._polling = True
+            self.wakeupAfter(WEBHOOK_POLL)
+
+    def _deliver_late(self, late: list[tuple[Any, tuple[int, int, list[Any]]]]) -> None:
+        # One message per sender (actor addresses compare equal but are not hashable).
+        by_sender: list[tuple[Any, list[tuple[int, int, list[Any]]]]] = []
+        for sender, entry in late:
+            for known, entries in by_sender:
+                if known == sender:
+                    entries.append(entry)
+                    break
+            else:
+                by_sender.append((sender, [entry]))
+        for sender, entries in by_sender:
+            if sender is not None:
+                self.send(sender, LateOutcomes(entries).encode())
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         if isinstance(message, bytes):
@@ -194,8 +347,17 @@ class ShardActor(Actor):
                 failure = outcome_to_wire(Unavailable("shard is not initialised"))
                 reply = OutcomeBatch(batch.batch_id, [failure] * len(batch.commands)).encode()
             else:
-                reply = self.shard.run_batch(message)
+                reply = self.shard.run_batch(message, sender)
+                self._poll_soon()
             self.send(sender, reply)
+        elif isinstance(message, WakeupMessage):
+            self._polling = False
+            if self.shard is not None:
+                try:
+                    self._deliver_late(self.shard.poll_webhooks())
+                except Exception:  # never let Thespian retry: the edge times the requests out
+                    log.exception("shard %d: finishing webhook turns failed", self.shard.index)
+                self._poll_soon()
         elif isinstance(message, ShardInit):
             try:
                 # Each shard process exports its own spans (exporter threads do not survive a fork).

@@ -30,13 +30,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..actors.messages import GetDirectory, ShardDirectory, ShardStatistics, StatusRequest
-from .errors import DeadlineExceeded, InternalError, Overloaded, Unavailable
-from .wire import Command, CommandBatch, Outcome, OutcomeBatch, outcome_from_wire
+from .errors import ConfabError, DeadlineExceeded, InternalError, Overloaded, Unavailable
+from .wire import (
+    Command,
+    CommandBatch,
+    LateOutcomes,
+    Outcome,
+    OutcomeBatch,
+    decode_reply,
+    is_deferred,
+    outcome_from_wire,
+)
 
 log = logging.getLogger(__name__)
 
 # How long a link waits for a reply before checking whether its shard was replaced.
 POLL_S = 0.25
+# While commands wait behind webhooks, how often an idle link listens for their outcomes,
+# and how long it waits for them at most.
+DEFERRED_POLL_S = 0.01
+DEFERRED_TIMEOUT_S = 120.0
 
 
 @dataclass(slots=True)
@@ -102,6 +115,8 @@ class ShardLink:
         self._queue: deque[_Pending] = deque()
         # Control messages for the shard (status, flow reload) and who waits for each answer.
         self._control: list[tuple[Any, float, asyncio.Future[Any]]] = []
+        # Commands the shard deferred (behind a webhook), by (batch id, position), with when.
+        self._deferred: dict[tuple[int, int], tuple[_Pending, float]] = {}
         self._wakeup = threading.Condition()
         self._closing = False
         self._batch_ids = itertools.count(1)
@@ -165,8 +180,12 @@ class ShardLink:
             while True:
                 with self._wakeup:
                     while not self._queue and not self._control and not self._closing:
+                        if self._deferred:  # late outcomes come only when this thread listens
+                            self._wakeup.wait(DEFERRED_POLL_S)
+                            break
                         self._wakeup.wait()
                     if self._closing and not self._queue and not self._control:
+                        self._fail_deferred(Unavailable("the engine stopped before the answer came"))
                         return
                     taken = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
                     control, self._control = self._control, []
@@ -174,6 +193,8 @@ class ShardLink:
                     self._answer_control(context, message, timeout_s, future)
                 if taken:
                     self._send(context, taken)
+                if self._deferred:
+                    self._collect_late(context)
 
     def _send(self, context: Any, taken: list[_Pending]) -> None:
         now = time.monotonic()
@@ -197,14 +218,46 @@ class ShardLink:
         outcomes: list[Outcome]
         try:
             reply = self._exchange(context, batch)
-            outcomes = [outcome_from_wire(w) for w in reply.outcomes]
         except (Unavailable, InternalError) as exc:
             outcomes = [exc] * len(pending)
         except Exception as exc:  # a bug in the link must not strand the waiting requests
             log.exception("shard link %d failed", self.index)
             outcomes = [InternalError(f"shard link failed: {type(exc).__name__}")] * len(pending)
+        else:
+            answered, outcomes = [], []
+            for i, (p, wire) in enumerate(zip(pending, reply.outcomes, strict=True)):
+                if is_deferred(wire):  # waiting behind a webhook: answered by a LateOutcomes
+                    self._deferred[(batch.batch_id, i)] = (p, time.monotonic())
+                else:
+                    answered.append(p)
+                    outcomes.append(outcome_from_wire(wire))
+            pending = answered
         self._in_flight = 0
         self._resolve(pending, outcomes)
+
+    def _settle_late(self, late: LateOutcomes) -> None:
+        for batch_id, index, wire in late.entries:
+            entry = self._deferred.pop((batch_id, index), None)
+            if entry is not None:
+                self._resolve([entry[0]], [outcome_from_wire(wire)])
+
+    def _collect_late(self, context: Any) -> None:
+        reply = context.listen(0.001)
+        while isinstance(reply, bytes):
+            decoded = decode_reply(reply)
+            if isinstance(decoded, LateOutcomes):
+                self._settle_late(decoded)
+            reply = context.listen(0.001)
+        too_old = time.monotonic() - DEFERRED_TIMEOUT_S
+        for key, (p, since) in list(self._deferred.items()):
+            if since < too_old:
+                del self._deferred[key]
+                self._resolve([p], [Unavailable("the shard did not finish the request (webhook)")])
+
+    def _fail_deferred(self, error: ConfabError) -> None:
+        if self._deferred:
+            self._resolve([p for p, _ in self._deferred.values()], [error] * len(self._deferred))
+            self._deferred.clear()
 
     def _exchange(self, context: Any, batch: CommandBatch) -> OutcomeBatch:
         data = batch.encode()
@@ -214,9 +267,13 @@ class ShardLink:
         reply = context.ask(directory.addresses[self.index], data, POLL_S)
         while True:
             if isinstance(reply, bytes):
-                outcome_batch = OutcomeBatch.decode(reply)
-                if outcome_batch.batch_id == batch.batch_id:
-                    return outcome_batch
+                decoded = decode_reply(reply)
+                if isinstance(decoded, LateOutcomes):
+                    self._settle_late(decoded)
+                    reply = context.listen(POLL_S)
+                    continue
+                if decoded.batch_id == batch.batch_id:
+                    return decoded
                 # A late answer to a batch that was re-sent: already handled.
             elif reply is not None:
                 raise InternalError(f"shard {self.index} could not take the batch")
@@ -238,6 +295,11 @@ class ShardLink:
     ) -> None:
         address = self._directory.current.addresses[self.index]
         reply = context.ask(address, message, timeout_s)
+        while isinstance(reply, bytes):  # late outcomes may arrive first
+            decoded = decode_reply(reply)
+            if isinstance(decoded, LateOutcomes):
+                self._settle_late(decoded)
+            reply = context.listen(timeout_s)
         result: Any = reply
         if reply is None or type(reply).__name__ == "PoisonMessage":
             result = Unavailable(f"shard {self.index} did not answer {type(message).__name__}")

@@ -61,11 +61,26 @@ class StoreConfig:
 
 
 @dataclass(slots=True)
+class WebhookConfig:
+    """A webhook flows may call by name (the URL lives here, not in flow files)."""
+
+    name: str = ""
+    url: str = ""
+    timeout_s: float = 5.0  # per attempt
+    retries: int = 1  # attempts after the first one fails
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class FlowsConfig:
     # The flow a new conversation starts on (a tenant with flows of its own gets its own).
     default: str = "echo"
     # Directories of flow files loaded after the bundled ones (relative to the working directory).
     dirs: list[str] = field(default_factory=list)
+    # The bundled pizza flow's price service (`confab price-service` is a local stand-in).
+    webhooks: list[WebhookConfig] = field(
+        default_factory=lambda: [WebhookConfig("price", "http://127.0.0.1:8099/price", 2.0, 1)]
+    )
 
 
 @dataclass(slots=True)
@@ -192,7 +207,22 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ConfabConfi
     return config
 
 
+def _validate_webhooks(webhooks: list[WebhookConfig]) -> None:
+    names = [w.name for w in webhooks]
+    for i, webhook in enumerate(webhooks):
+        where = f"flows.webhooks[{i}]"
+        if not webhook.name:
+            raise ConfigError(f"{where}.name is required")
+        if not webhook.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.url must be an http:// or https:// URL, got {webhook.url!r}")
+        if webhook.timeout_s <= 0 or webhook.retries < 0:
+            raise ConfigError(f"{where}: timeout_s must be > 0 and retries >= 0")
+    if len(set(names)) != len(names):
+        raise ConfigError("flows.webhooks names must be unique")
+
+
 def _validate(config: ConfabConfig) -> None:
+    _validate_webhooks(config.flows.webhooks)
     checks = [
         (config.engine.shards >= 0, "engine.shards must be 0 (one per CPU) or more"),
         (

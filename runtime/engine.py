@@ -35,6 +35,7 @@ from .bridge import LinkStatistics, ShardDirectoryView, ShardLink
 from .config import ConfabConfig
 from .errors import Unavailable
 from .model import ConversationKey, ConversationState, InboundMessage, ResetResult, StateResult, TurnResult
+from .webhooks import WebhookTarget
 from .wire import Command, CommandKind, Outcome
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class Engine:
                 resident_limit=cfg.engine.resident_conversations_per_shard,
                 default_flow=cfg.flows.default,
                 flow_dirs=tuple(str(Path(d).resolve()) for d in cfg.flows.dirs),
+                webhooks=webhook_targets(cfg),
             )
             directory = self._system.ask(supervisor, StartShards(cfg.shard_count, settings), 30.0)
             if not isinstance(directory, ShardDirectory):
@@ -200,6 +202,13 @@ class Engine:
     @property
     def running(self) -> bool:
         return bool(self._links)
+
+
+def webhook_targets(config: ConfabConfig) -> tuple[WebhookTarget, ...]:
+    return tuple(
+        WebhookTarget(w.name, w.url, w.timeout_s, w.retries, tuple(w.headers.items()))
+        for w in config.flows.webhooks
+    )
 
 
 def _free_port() -> int:

@@ -64,6 +64,17 @@ class Command:
 Outcome = TurnResult | ResetResult | StateResult | ConfabError
 
 
+# In an OutcomeBatch: this command waits (behind a webhook); its outcome follows later
+# in a LateOutcomes message to the same sender.
+DEFERRED_WIRE = [4]
+# The batch id that marks a LateOutcomes message (real batch ids start at 1).
+LATE_BATCH_ID = -1
+
+
+def is_deferred(wire: list[Any]) -> bool:
+    return wire[0] == DEFERRED_WIRE[0]
+
+
 def outcome_to_wire(outcome: Outcome) -> list[Any]:
     if isinstance(outcome, ConfabError):
         return [0, outcome.reason, outcome.message, getattr(outcome, "field", "")]
@@ -121,3 +132,21 @@ def pack(value: Any) -> bytes:
 
 def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, use_list=True)
+
+
+@dataclass(slots=True)
+class LateOutcomes:
+    """Outcomes of commands that were deferred: (batch id, position in that batch, outcome wire)."""
+
+    entries: list[tuple[int, int, list[Any]]]
+
+    def encode(self) -> bytes:
+        return msgpack.packb([LATE_BATCH_ID, [list(e) for e in self.entries]])
+
+
+def decode_reply(data: bytes) -> OutcomeBatch | LateOutcomes:
+    """A shard's answer: the outcomes of a batch, or late outcomes of earlier batches."""
+    batch_id, payload = msgpack.unpackb(data, use_list=True)
+    if batch_id == LATE_BATCH_ID:
+        return LateOutcomes([(e[0], e[1], e[2]) for e in payload])
+    return OutcomeBatch(batch_id, payload)

@@ -6,16 +6,20 @@ import collections
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from confab.protos import mcp_engine_pb2 as pb
 from confab.runtime.errors import InvalidArgument
 from confab.runtime.flows.dialogues import LocalRunner, dialogue_files, load_dialogues, run_dialogues
 from confab.runtime.flows.interpreter import DeclarativeFlow
 from confab.runtime.flows.loader import load_flow_file
 from confab.runtime.model import Content, ConversationKey, InboundMessage, ProcessingHints
+from confab.runtime.webhooks import WebhookTarget
 from confab.tools.dialogue_client import GrpcRunner
+from confab.tools.price_service import PriceService
 
 from .support import ServerProcess, message
 
@@ -23,9 +27,20 @@ DIALOGUES = Path(__file__).parent / "dialogues"
 KEY = ConversationKey("acme", "c-1")
 
 
+@pytest.fixture(scope="module")
+def prices() -> Iterator[PriceService]:
+    service = PriceService().start()
+    yield service
+    service.stop()
+
+
+def price_webhook(url: str, timeout_s: float = 2.0) -> tuple[WebhookTarget, ...]:
+    return (WebhookTarget("price", url, timeout_s, 0),)
+
+
 @pytest.mark.parametrize("path", list(dialogue_files([DIALOGUES])), ids=lambda p: p.stem)
-def test_bundled_flows_play_their_dialogues(path: Path) -> None:
-    with LocalRunner() as runner:
+def test_bundled_flows_play_their_dialogues(path: Path, prices: PriceService) -> None:
+    with LocalRunner(webhooks=price_webhook(prices.url)) as runner:
         results = run_dialogues(load_dialogues(path), runner)
     failures = {r.name: r.problems for r in results if not r.passed}
     assert not failures
@@ -152,11 +167,84 @@ def test_ab_variants_are_sticky_and_follow_the_weights() -> None:
     assert reply.ab_variant == f"greeting:{state.flow_memory['ab']['greeting']}"
 
 
+@pytest.fixture(scope="module")
+def priced_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, PriceService]]:
+    """One shard (so every conversation shares it) and a slow, switchable price service."""
+    service = PriceService().start()
+    directory = tmp_path_factory.mktemp("priced")
+    config = directory / "confab.yaml"
+    config.write_text(
+        "flows:\n  webhooks:\n"
+        f"    - {{name: price, url: '{service.url}', timeout_s: 1.0, retries: 0, headers: {{}}}}\n"
+    )
+    server = ServerProcess(directory / "data", shards=1, extra=["--config", str(config)]).start()
+    try:
+        yield server, service
+    finally:
+        server.stop()
+        service.stop()
+
+
 @pytest.mark.parametrize("path", list(dialogue_files([DIALOGUES])), ids=lambda p: p.stem)
-def test_bundled_dialogues_through_the_real_server(server: ServerProcess, path: Path) -> None:
+def test_bundled_dialogues_through_the_real_server(
+    priced_server: tuple[ServerProcess, PriceService], path: Path
+) -> None:
+    server, _ = priced_server
     with GrpcRunner(server.address) as runner:
         results = run_dialogues(load_dialogues(path), runner)
     assert not {r.name: r.problems for r in results if not r.passed}
+
+
+def pizza(conversation: str, text: str) -> pb.ProcessMessageRequest:
+    request = message(conversation, text)
+    request.processing_hints.force_flow = "pizza"
+    return request
+
+
+def test_a_slow_webhook_holds_its_conversation_only(
+    priced_server: tuple[ServerProcess, PriceService],
+) -> None:
+    server, prices = priced_server
+    stub = server.stub()
+    stub.ProcessMessage(pizza("slow", "hi"))
+    prices.delay_s = 0.8
+    try:
+        started = time.monotonic()
+        waiting = stub.ProcessMessage.future(pizza("slow", "2 large pizzas"))
+        time.sleep(0.1)
+        queued = stub.ProcessMessage.future(pizza("slow", "yes"))  # behind the webhook, in order
+        # Meanwhile another conversation on the same (only) shard is served at once.
+        other = [stub.ProcessMessage(pizza("other", text)) for text in ("hi", "talk to a person")]
+        other_done = time.monotonic() - started
+        first, second = waiting.result(), queued.result()
+    finally:
+        prices.delay_s = 0.0
+    assert other_done < 0.6 and other[-1].current_state == "human"
+    assert first.current_state == "confirm" and "24" in first.response.text
+    assert "webhook:price" in first.actions_performed
+    assert second.current_state == "ordered"
+    assert second.conversation_state.message_count == first.conversation_state.message_count + 1
+
+
+def test_a_failing_or_timed_out_webhook_takes_the_failure_route(
+    priced_server: tuple[ServerProcess, PriceService],
+) -> None:
+    server, prices = priced_server
+    stub = server.stub()
+    for conversation, setting in (("fails", "fail"), ("times-out", "delay")):
+        stub.ProcessMessage(pizza(conversation, "hi"))
+        if setting == "fail":
+            prices.fail = True
+        else:
+            prices.delay_s = 1.5  # beyond the webhook's 1 s timeout
+        try:
+            reply = stub.ProcessMessage(pizza(conversation, "3 small pizzas"))
+        finally:
+            prices.fail, prices.delay_s = False, 0.0
+        assert reply.current_state == "price_unavailable", conversation
+        assert "webhook_failed:price" in reply.actions_performed
+        assert "can't get a price" in reply.response.text
+        assert "error" in reply.conversation_state.variables["quote"]
 
 
 def test_sighup_reloads_flows_without_dropping_traffic(tmp_path: Path) -> None:

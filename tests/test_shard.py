@@ -318,7 +318,9 @@ def test_replay_of_reapplied_message_id_returns_latest_reply(make_shard: Callabl
 def exploding_flow(monkeypatch: pytest.MonkeyPatch) -> None:
     original = EchoFlow.handle
 
-    def handle(self: EchoFlow, state: ConversationState, message: InboundMessage, now: float) -> FlowReply:
+    def handle(
+        self: EchoFlow, state: ConversationState, message: InboundMessage, now: float, results: object = None
+    ) -> FlowReply:
         if message.content.text == "boom":
             # Scribble on the working copy first: none of it may survive the failure.
             state.variables["poisoned"] = True

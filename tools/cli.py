@@ -5,7 +5,9 @@
                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
     confab keys new --tenant T [--name NAME] [--role ROLE ...]
     confab keys hash [KEY]      (without KEY, the key is read from stdin)
+    confab price-service [--listen HOST:PORT] [--delay S] [--fail]
     confab flows validate PATH...  |  confab flows show NAME [--dir DIR ...] [--dot]
+    confab chat --target HOST:PORT --tenant T [--conversation ID] [--flow NAME] ...  (see tools/chat.py)
 
 ``serve`` prints one line once it is serving. SIGTERM or SIGINT drains it: health
 turns NOT_SERVING, in-flight calls finish (bounded by ``server.shutdown_grace_s``),
@@ -26,7 +28,7 @@ import yaml
 
 from ..runtime import VERSION
 from ..runtime.config import ConfabConfig, ConfigError, load_config
-from . import flows_cli
+from . import chat, flows_cli, price_service
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     hash_key = key_commands.add_parser("hash", help="print the SHA-256 that auth.api_keys stores for a key")
     hash_key.add_argument("key", nargs="?", help="the key; omit it (or '-') to read it from stdin")
     flows_cli.add_parser(commands)
+    chat.add_parser(commands)
+    prices = commands.add_parser("price-service", help="run the pizza flow's local price webhook")
+    prices.add_argument("--listen", default="127.0.0.1:8099")
+    prices.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    prices.add_argument("--fail", action="store_true", help="answer 503 to every call")
 
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -68,6 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _keys(args)
     if args.command == "flows":
         return flows_cli.run(args)
+    if args.command == "chat":
+        return chat.run(args)
+    if args.command == "price-service":
+        return price_service.main(
+            ["--listen", args.listen, "--delay", str(args.delay), *(["--fail"] if args.fail else [])]
+        )
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -11,6 +11,7 @@ in through the same interface.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,6 +28,27 @@ class FlowReply:
     ab_variant: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookCall:
+    """A webhook a turn must hear back from before it can finish."""
+
+    key: str  # which call of the turn ("0", "1", ...): the turn is replayed with its result
+    name: str
+    body: JsonDict
+
+
+class NeedsWebhook(Exception):
+    """Raised by a turn that reached a webhook whose result it does not have yet.
+
+    Turns are deterministic given (state, message, now, webhook results), so the
+    actor simply runs the turn again, from the same state, once the result is in.
+    """
+
+    def __init__(self, call: WebhookCall) -> None:
+        super().__init__(call.name)
+        self.call = call
+
+
 class Flow(Protocol):
     flow_id: str
     version: str
@@ -35,8 +57,18 @@ class Flow(Protocol):
         """The state of a conversation that has just begun (or was reset)."""
         ...
 
-    def handle(self, state: ConversationState, message: InboundMessage, now: float) -> FlowReply:
-        """Run one turn: read and update ``state`` in place, return the reply."""
+    def handle(
+        self,
+        state: ConversationState,
+        message: InboundMessage,
+        now: float,
+        webhook_results: Mapping[str, JsonDict] | None = None,
+    ) -> FlowReply:
+        """Run one turn: read and update ``state`` in place, return the reply.
+
+        May raise :class:`NeedsWebhook`; ``webhook_results`` then holds, by call key,
+        the results of the webhooks this turn asked for so far.
+        """
         ...
 
 
@@ -57,7 +89,13 @@ class EchoFlow:
             last_activity=now,
         )
 
-    def handle(self, state: ConversationState, message: InboundMessage, now: float) -> FlowReply:
+    def handle(
+        self,
+        state: ConversationState,
+        message: InboundMessage,
+        now: float,
+        webhook_results: Mapping[str, JsonDict] | None = None,
+    ) -> FlowReply:
         said = message.content.text or message.content.payload
         updates: JsonDict = {"last_message": said}
         state.variables.update(updates)

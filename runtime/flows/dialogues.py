@@ -29,6 +29,7 @@ in this process; ``tools.flows_cli`` also has one that talks to a server.
 from __future__ import annotations
 
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,10 +38,12 @@ from typing import Any, Protocol
 
 import yaml
 
-from ..errors import ConfabError
+from ..errors import ConfabError, Unavailable
 from ..model import Content, ConversationKey, InboundMessage, ProcessingHints, TurnResult
-from ..wire import Command, CommandBatch, CommandKind, OutcomeBatch, outcome_from_wire
+from ..webhooks import WebhookTarget
+from ..wire import Command, CommandBatch, CommandKind, OutcomeBatch, is_deferred, outcome_from_wire
 
+WEBHOOK_WAIT_S = 30.0
 EXPECT_KEYS = (
     "says",
     "says_not",
@@ -207,7 +210,12 @@ def run_dialogues(file: DialogueFile, runner: TurnRunner) -> list[DialogueResult
 class LocalRunner:
     """Runs turns on a real shard in this process, with a throwaway store."""
 
-    def __init__(self, flow_dirs: Sequence[str] = (), default_flow: str = "echo") -> None:
+    def __init__(
+        self,
+        flow_dirs: Sequence[str] = (),
+        default_flow: str = "echo",
+        webhooks: Sequence[WebhookTarget] = (),
+    ) -> None:
         from ...actors.messages import ShardSettings  # actors import flows: import at use
         from ...actors.shard import Shard
 
@@ -219,6 +227,7 @@ class LocalRunner:
             resident_limit=10_000,
             default_flow=default_flow,
             flow_dirs=tuple(flow_dirs),
+            webhooks=tuple(webhooks),
         )
         self.shard = Shard(0, 0, settings)
 
@@ -243,6 +252,13 @@ class LocalRunner:
         )
         batch = CommandBatch(1, [Command(CommandKind.TURN, uuid.uuid4().hex, conversation, message)])
         (wire,) = OutcomeBatch.decode(self.shard.run_batch(batch.encode())).outcomes
+        give_up = time.monotonic() + WEBHOOK_WAIT_S
+        while is_deferred(wire):  # the turn waits for a webhook: poll as the shard actor would
+            if time.monotonic() > give_up:
+                raise Unavailable("the turn's webhook did not answer")
+            time.sleep(0.005)
+            for _, (_, _, late) in self.shard.poll_webhooks():
+                wire = late
         outcome = outcome_from_wire(wire)
         if isinstance(outcome, ConfabError):
             raise outcome

@@ -83,6 +83,15 @@ class ResponseSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookSpec:
+    """An HTTP call to a webhook the server's config names (its URL lives there, not here)."""
+
+    name: str  # a `webhooks` entry of the server config
+    store_as: str  # variables.<store_as> gets the JSON answer (or {"error": ...})
+    on_failure: str = ""  # state to go to when it fails after its retries ("" = carry on)
+
+
+@dataclass(frozen=True, slots=True)
 class ActionSpec:
     """One step of on_enter or of a transition; exactly one of the fields is set."""
 
@@ -91,6 +100,7 @@ class ActionSpec:
     set: dict[str, str] = field(default_factory=dict)
     clear: tuple[str, ...] = ()  # targets ("slots.x", "variables.y", or "slots" for all slots)
     handoff: str | None = None  # reason: the conversation enters human mode
+    webhook: WebhookSpec | None = None
 
     @property
     def kind(self) -> str:
@@ -100,6 +110,8 @@ class ActionSpec:
             return "set"
         if self.clear:
             return "clear"
+        if self.webhook is not None:
+            return "webhook"
         return "handoff"
 
 

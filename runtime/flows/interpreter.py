@@ -29,8 +29,16 @@ from typing import Any
 
 from ..errors import InternalError
 from ..model import Content, ConversationKey, ConversationState, InboundMessage, JsonDict
-from . import FlowReply
-from .document import ActionSpec, FlowDocument, ResponseSpec, SlotSpec, StateSpec, TransitionSpec
+from . import FlowReply, NeedsWebhook, WebhookCall
+from .document import (
+    ActionSpec,
+    FlowDocument,
+    ResponseSpec,
+    SlotSpec,
+    StateSpec,
+    TransitionSpec,
+    WebhookSpec,
+)
 from .expressions import ExpressionError, ExpressionEvalError, parse_expression
 from .intents import DefaultRecognizer, IntentMatch
 from .slots import extract_all
@@ -58,6 +66,8 @@ class _Turn:
     state: ConversationState
     message: InboundMessage
     match: IntentMatch | None = None
+    webhook_results: Mapping[str, JsonDict] = field(default_factory=dict)
+    webhook_calls: int = 0  # webhook actions reached so far in this turn
     said: list[Content] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
     asked: set[str] = field(default_factory=set)  # slots prompted for in this turn
@@ -86,9 +96,15 @@ class DeclarativeFlow:
         state.flow_memory[VARIANTS] = self._assign_variants(key)
         return state
 
-    def handle(self, state: ConversationState, message: InboundMessage, now: float) -> FlowReply:
+    def handle(
+        self,
+        state: ConversationState,
+        message: InboundMessage,
+        now: float,
+        webhook_results: Mapping[str, JsonDict] | None = None,
+    ) -> FlowReply:
         before = _snapshot(state)
-        turn = _Turn(state, message)
+        turn = _Turn(state, message, webhook_results=webhook_results or {})
         memory = state.flow_memory
         hints = message.hints
         if hints.require_human_review:
@@ -201,8 +217,7 @@ class DeclarativeFlow:
 
     def _take(self, turn: _Turn, transition: TransitionSpec) -> None:
         turn.actions.append(f"transition:{turn.state.current_state}->{transition.to}")
-        self._act(turn, transition.actions)
-        if HANDOFF not in turn.state.flow_memory:
+        if self._act(turn, transition.actions):
             self._enter(turn, transition.to)
 
     def _enter(self, turn: _Turn, name: str) -> None:
@@ -218,8 +233,7 @@ class DeclarativeFlow:
         memory.pop(ASKING, None)
         memory.pop(ATTEMPTS, None)
         turn.actions.append(f"enter:{target.name}")
-        self._act(turn, target.on_enter)
-        if HANDOFF in memory or target.terminal:
+        if not self._act(turn, target.on_enter) or target.terminal:
             return
         if target.collect:
             self._fill_slots(turn, target, answering=False)
@@ -308,10 +322,10 @@ class DeclarativeFlow:
 
     # Actions ------------------------------------------------------------------
 
-    def _act(self, turn: _Turn, actions: Iterable[ActionSpec]) -> None:
+    def _act(self, turn: _Turn, actions: Iterable[ActionSpec]) -> bool:
+        """Run ``actions``; False when one of them took the conversation elsewhere (handoff,
+        a failed webhook's route): what would have followed them does not happen."""
         for action in actions:
-            if HANDOFF in turn.state.flow_memory:
-                return
             kind = action.kind
             if kind == "say":
                 assert action.say is not None
@@ -325,8 +339,44 @@ class DeclarativeFlow:
                 for target in action.clear:
                     _clear(turn.state, target)
                     turn.actions.append(f"clear:{target}")
+            elif kind == "webhook":
+                assert action.webhook is not None
+                if not self._call_webhook(turn, action.webhook):
+                    return False
             else:
                 self._hand_off(turn, action.handoff or "")
+                return False
+        return True
+
+    def _call_webhook(self, turn: _Turn, spec: WebhookSpec) -> bool:
+        key = str(turn.webhook_calls)
+        turn.webhook_calls += 1
+        result = turn.webhook_results.get(key)
+        if result is None:  # the actor calls it and runs this turn again with the answer
+            raise NeedsWebhook(WebhookCall(key, spec.name, self._webhook_body(turn, spec)))
+        if result.get("ok"):
+            turn.state.variables[spec.store_as] = result.get("body")
+            turn.actions.append(f"webhook:{spec.name}")
+            return True
+        turn.state.variables[spec.store_as] = {"error": str(result.get("error", "failed"))}
+        turn.actions.append(f"webhook_failed:{spec.name}")
+        if spec.on_failure:
+            self._enter(turn, spec.on_failure)
+            return False
+        return True
+
+    def _webhook_body(self, turn: _Turn, spec: WebhookSpec) -> JsonDict:
+        state, content = turn.state, turn.message.content
+        return {
+            "webhook": spec.name,
+            "flow": self.flow_id,
+            "flow_version": self.version,
+            "state": state.current_state,
+            "slots": state.slots,
+            "variables": state.variables,
+            "user_profile": state.user_profile,
+            "message": {"text": content.text, "payload": content.payload, "channel": turn.message.channel},
+        }
 
     # Helpers -----------------------------------------------------------------
 

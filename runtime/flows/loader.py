@@ -58,6 +58,7 @@ from .document import (
     SlotSpec,
     StateSpec,
     TransitionSpec,
+    WebhookSpec,
 )
 from .expressions import ExpressionError, parse_expression
 from .templates import TemplateError, compile_template
@@ -104,7 +105,8 @@ SLOT_KEYS = (
 )
 STATE_KEYS = ("on_enter", "collect", "transitions", "terminal")
 TRANSITION_KEYS = ("to", "intent", "when", "actions")
-ACTION_KEYS = ("say", "set", "clear", "handoff")
+ACTION_KEYS = ("say", "set", "clear", "handoff", "webhook")
+WEBHOOK_KEYS = ("name", "store_as", "on_failure")
 RESPONSE_KEYS = ("text", "quick_replies", "buttons", "cards", "media", "location", "channels", "variants")
 QUICK_REPLY_KEYS = ("title", "payload")
 BUTTON_KEYS = ("title", "type", "payload", "url")
@@ -644,8 +646,25 @@ class _Reader:
         if kind == "clear":
             targets = self.clear_targets(value, awhere)
             return ActionSpec(clear=targets) if targets else None
+        if kind == "webhook":
+            webhook = self.webhook(value, awhere)
+            return ActionSpec(webhook=webhook) if webhook is not None else None
         reason = "" if _is_null(value) else self.text(value, awhere)  # `- handoff:` needs no reason
         return ActionSpec(handoff=reason) if reason is not None else None
+
+    def webhook(self, node: Node, where: str) -> WebhookSpec | None:
+        f = self.fields(node, where, WEBHOOK_KEYS, required=("name", "store_as"))
+        if f is None:
+            return None
+        name = self.get(f, "name", where, self.name)
+        store_as = self.get(f, "store_as", where, self.name)
+        on_failure = self.get(f, "on_failure", where, self.optional_state_name)
+        if name is None or store_as is None:
+            return None
+        if not store_as.isidentifier():
+            self.error(f["store_as"][1], f"{where}.store_as: must be an identifier (a variable name)")
+            return None
+        return WebhookSpec(name=name, store_as=store_as, on_failure=on_failure or "")
 
     def assignments(self, node: Node, where: str) -> dict[str, str] | None:
         entries = self.mapping_entries(node, where)
@@ -843,6 +862,8 @@ class _Reader:
             state = states[name]
             todo += [t.to for t in state.transitions]
             todo += [document.slots[s].on_max_attempts for s in state.collect if s in document.slots]
+            actions = [*state.on_enter, *(a for t in state.transitions for a in t.actions)]
+            todo += [a.webhook.on_failure for a in actions if a.webhook is not None]
             todo += swaps.get(name, ())
         for name in states:
             if name not in reached:

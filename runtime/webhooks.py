@@ -1,0 +1,83 @@
+"""Webhook calls made by flows, off the shard's thread.
+
+A shard runs its conversations one turn at a time on one thread; a webhook can
+take seconds. :class:`WebhookClient` runs each call on a small thread pool and
+hands back a future, so the shard keeps serving other conversations while that
+conversation's later messages wait, in order, for the answer.
+
+The request is ``POST <url>`` with a JSON body::
+
+    {"webhook": "price", "flow": "pizza", "flow_version": "3",
+     "conversation": {"tenant_id": "acme", "conversation_id": "c-1"},
+     "state": "pricing", "slots": {...}, "variables": {...}, "user_profile": {...},
+     "message": {"text": "...", "payload": "...", "channel": "web"}}
+
+A 2xx answer with a JSON body succeeds; anything else (timeout, connection error,
+other status, a body that is not JSON) is retried ``retries`` times, then fails.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+# What a call produced: {"ok": True, "status": 200, "body": ...} or {"ok": False, "error": "..."}.
+WebhookResult = dict[str, Any]
+MAX_RESPONSE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    name: str
+    url: str
+    timeout_s: float
+    retries: int
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class WebhookClient:
+    def __init__(self, targets: Iterable[WebhookTarget], max_concurrent: int = 16) -> None:
+        self._targets = {t.name: t for t in targets}
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="confab-webhook")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def call(self, name: str, body: dict[str, Any]) -> Future[WebhookResult]:
+        target = self._targets.get(name)
+        if target is None:
+            failed: Future[WebhookResult] = Future()
+            failed.set_result({"ok": False, "error": f"no webhook named {name!r} is configured"})
+            return failed
+        return self._pool.submit(_post_with_retries, target, body)
+
+
+def _post_with_retries(target: WebhookTarget, body: dict[str, Any]) -> WebhookResult:
+    data = json.dumps(body, default=str).encode()
+    error = ""
+    for _ in range(target.retries + 1):
+        request = urllib.request.Request(
+            target.url,
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/json", **dict(target.headers)},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=target.timeout_s) as response:
+                payload = response.read(MAX_RESPONSE_BYTES + 1)
+                if len(payload) > MAX_RESPONSE_BYTES:
+                    error = "the answer is larger than 1 MiB"
+                    continue
+                return {"ok": True, "status": response.status, "body": json.loads(payload or b"null")}
+        except urllib.error.HTTPError as exc:
+            error = f"HTTP {exc.code}"
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+        except ValueError:
+            error = "the answer is not JSON"
+    return {"ok": False, "error": error}
