@@ -57,7 +57,9 @@ def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_leaves(v, f"{prefix}{k}."))
         return out
     if isinstance(value, list):  # lists of records: compare them item by item, as plain data
-        return {prefix.rstrip("."): [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value]}
+        return {
+            prefix.rstrip("."): [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value]
+        }
     return {prefix.rstrip("."): value}
 
 
