@@ -58,8 +58,10 @@ class ServerProcess:
         shards: int = 2,
         extra: Sequence[str] = (),
         env: Mapping[str, str] | None = None,  # over os.environ, for this server only
+        listen: str = "127.0.0.1:0",  # a fixed port lets a test restart a server where clients expect it
     ) -> None:
         self.data_dir = data_dir
+        self.listen = listen
         self.shards = shards
         self.extra = list(extra)
         self.env = dict(env or {})
@@ -77,7 +79,7 @@ class ServerProcess:
                 "confab.tools.cli",
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                self.listen,
                 "--data-dir",
                 str(self.data_dir),
                 "--shards",

@@ -58,7 +58,10 @@ def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
         return out
     if isinstance(value, list):  # lists of records: compare them item by item, as plain data
         return {
-            prefix.rstrip("."): [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value]
+            prefix.rstrip("."): [
+                dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
+                for v in value
+            ]
         }
     return {prefix.rstrip("."): value}
 

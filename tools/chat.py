@@ -125,10 +125,15 @@ class Console:
         self.prompt = PROMPT if interactive else ""  # a pipe gets no prompts in its output
         self._lock = threading.RLock()
         self._prompting = False
+        self._interrupted = False
 
-    @property
-    def prompting(self) -> bool:
-        return self._prompting
+    def interrupt(self) -> None:
+        """Get the main thread out of ``read`` (now or at its next call) with KeyboardInterrupt."""
+        with self._lock:
+            self._interrupted = True
+            if self._prompting:
+                # Blocked in input(): only a signal aimed at the main thread gets it out.
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
     def say(self, *lines: str) -> None:
         with self._lock:
@@ -144,6 +149,8 @@ class Console:
 
     def read(self) -> str:
         with self._lock:
+            if self._interrupted:  # checked under the lock interrupt() takes: no window between
+                raise KeyboardInterrupt
             self._prompting = True
         try:
             return input(self.prompt)
@@ -367,9 +374,7 @@ class ChatClient:
         with self._lock:
             for turn in self._in_flight:
                 turn.done.set()
-        if self.console.prompting:
-            # The main thread sits in input(): only a signal aimed at it gets it out.
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        self.console.interrupt()
 
     def _requests(
         self, outbox: collections.deque[pb.ConversationStreamRequest | None]
@@ -387,7 +392,6 @@ class ChatClient:
                     item = outbox.popleft()
             if item is None:
                 return
-            open("/tmp/chatdbg.txt", "a").write(f"{time.monotonic():.2f} send {id(outbox)} {item.WhichOneof('request_type')}\n")
             yield item
 
     def _session(self, down_since: float) -> None:
@@ -404,15 +408,15 @@ class ChatClient:
         outbox.append(init)
         call = self.stub().StreamConversation(self._requests(outbox), metadata=o.metadata)
         self._call = call
-        # A server that accepts the connection but never answers must not hang us forever.
-        watchdog = threading.Timer(ACK_TIMEOUT_S, call.cancel)
-        watchdog.daemon = True
-        watchdog.start()
         try:
-            first = next(call, None)
-        finally:
-            watchdog.cancel()
-        try:
+            # A server that accepts the connection but never answers must not hang us forever.
+            watchdog = threading.Timer(ACK_TIMEOUT_S, call.cancel)
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                first = next(call, None)
+            finally:
+                watchdog.cancel()
             if first is None:
                 return
             if first.HasField("error"):
@@ -467,7 +471,6 @@ class ChatClient:
     # Responses ---------------------------------------------------------------
 
     def _handle(self, response: pb.ConversationStreamResponse) -> None:
-        open("/tmp/chatdbg.txt", "a").write(f"{time.monotonic():.2f} got {response.WhichOneof('response_type')}\n")
         kind = response.WhichOneof("response_type")
         if kind == "message_response":
             self._on_reply(response.message_response)
@@ -652,6 +655,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def chat(options: ChatOptions, console: Console) -> int:
+    if threading.current_thread() is threading.main_thread():
+        # Started with SIGINT ignored (a shell's background job, some runners), Python installs no
+        # KeyboardInterrupt handler; Ctrl-C, and the link thread's way out of input(), need it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     client = ChatClient(options, console)
     try:
         client.start()
@@ -709,4 +716,3 @@ def _command(client: ChatClient, console: Console, line: str) -> bool:
     except grpc.RpcError as exc:
         console.say(f"!! {name[1:]} failed: {exc.code().name}: {exc.details()}")
     return True
-

@@ -1,0 +1,197 @@
+"""``confab chat`` in a pseudo-terminal against a real server: the pizza dialogue, commands, reconnect."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from confab.runtime.flows.dialogues import LocalRunner
+from confab.runtime.model import ConversationKey
+from confab.tools.price_service import PriceService
+
+from .support import ServerProcess
+
+PROMPT = "you> "
+TIMEOUT = 15  # seconds for any one expected line; a turn takes milliseconds
+
+
+def plain_greeting_id(prefix: str) -> str:
+    """A conversation id that the pizza flow's greeting experiment puts in the plain variant.
+
+    The "friendly" variant greets without quick replies; the variant follows from a hash
+    of tenant and conversation id, so the id is chosen by playing the greeting in-process.
+    """
+    with LocalRunner() as runner:
+        for n in itertools.count():
+            candidate = f"{prefix}-{n}"
+            view = runner.send(ConversationKey("acme", candidate), "hi", "", "web", "pizza")
+            if view.quick_replies:
+                return candidate
+    raise AssertionError("unreachable")
+
+
+def spawn_chat(address: str, conversation: str, *extra: str) -> pexpect.spawn:
+    args = ["-m", "confab.tools.cli", "chat", "--target", address, "--tenant", "acme"]
+    args += ["--conversation", conversation, "--flow", "pizza", *extra]
+    child = pexpect.spawn(
+        sys.executable,
+        args,
+        encoding="utf-8",
+        timeout=TIMEOUT,
+        dimensions=(40, 200),  # wide: no line of the transcript wraps
+    )
+    child.expect(f"connected to {re.escape(address)}; conversation {conversation}")
+    child.expect_exact(PROMPT)
+    return child
+
+
+def say(child: pexpect.spawn, line: str, *expected: str) -> str:
+    """Type ``line``; expect each of ``expected`` in order, then the prompt; return what came."""
+    child.sendline(line)
+    for text in expected:
+        child.expect_exact(text)
+    child.expect_exact(PROMPT)
+    return str(child.before)
+
+
+def finish(child: pexpect.spawn) -> int | None:
+    child.expect(pexpect.EOF)
+    child.close()
+    return child.exitstatus
+
+
+def server_config(path: Path, prices: PriceService) -> Path:
+    """The pizza flow's price webhook pointed at ``prices``; a short shutdown grace, because
+    an open stream holds a SIGTERM'd server for the whole grace."""
+    path.write_text(
+        "server: {shutdown_grace_s: 1.0}\n"
+        "flows:\n  webhooks:\n"
+        f"    - {{name: price, url: '{prices.url}', timeout_s: 2.0, retries: 0, headers: {{}}}}\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def prices() -> Iterator[PriceService]:
+    service = PriceService().start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, prices: PriceService) -> Iterator[ServerProcess]:
+    directory = tmp_path_factory.mktemp("chat")
+    config = server_config(directory / "confab.yaml", prices)
+    process = ServerProcess(directory / "data", shards=1, extra=["--config", str(config)]).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def test_pizza_dialogue(server: ServerProcess) -> None:
+    conversation = plain_greeting_id("chat-pizza")
+    child = spawn_chat(server.address, conversation)
+    try:
+        say(
+            child,
+            "hi",
+            "bot> Hi there! Would you like to order a pizza?",
+            "[1] Order a pizza",
+            "[2] Talk to a person",
+            "-- state: (new) -> greet",
+        )
+        say(child, "1", "bot> Which size would you like", "-- state: greet -> take_order")
+        say(
+            child,
+            "2 large please",
+            "bot> 2 large pizza(s) for 24",  # the price service's total: 2 x 12
+            "EUR. Shall I place the order?",
+            "[1] Yes",
+            "[2] No, change it",
+            "-- state: take_order -> confirm",
+        )
+        say(child, "1", "bot> Thank you! Your order is on its way.", "-- state: confirm -> ordered")
+        say(child, "/state", "-- state ordered | flow pizza@", "| 4 messages |")
+        say(child, "/help", "/reset", "/quit")
+        child.sendline("/quit")
+        assert finish(child) == 0
+    finally:
+        child.close(force=True)
+
+
+def test_handoff_reset_and_ctrl_c(server: ServerProcess) -> None:
+    conversation = plain_greeting_id("chat-handoff")
+    child = spawn_chat(server.address, conversation)
+    try:
+        say(child, "hello", "[2] Talk to a person")
+        say(
+            child,
+            "2",
+            "bot> A colleague will answer you here shortly.",
+            "== handed over to a person",
+            "-- state: greet -> human",
+        )
+        say(child, "/reset", "-- reset (it was in state human)")
+        # A number with no choices on screen is text: after the reset the flow greets anew.
+        say(child, "7", "[1] Order a pizza", "-- state: (new) -> greet")
+        say(child, "/nonsense", "unknown command /nonsense")
+        child.sendintr()
+        assert finish(child) == 0
+    finally:
+        child.close(force=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_reconnects_and_resumes_the_conversation(tmp_path: Path, prices: PriceService) -> None:
+    config = server_config(tmp_path / "confab.yaml", prices)
+    port = free_port()
+
+    def server() -> ServerProcess:
+        return ServerProcess(
+            tmp_path / "data", shards=1, listen=f"127.0.0.1:{port}", extra=["--config", str(config)]
+        )
+
+    first, second = server().start(), server()
+    conversation = plain_greeting_id("chat-reconnect")
+    child = spawn_chat(first.address, conversation, "--heartbeat", "1")
+    try:
+        say(child, "hi", "[1] Order a pizza")
+        say(child, "1", "Which size", "-- state: greet -> take_order")
+        say(child, "/state", "-- state take_order", "| 2 messages |")
+
+        first.stop()
+        child.expect_exact("!! connection lost")
+        # Typed while the server is down: held, then sent once the stream is back.
+        child.sendline("2 large please")
+        child.expect_exact("-- not connected: the message will be sent once the stream is back")
+        second.start()
+        child.expect(
+            f"-- reconnected after [0-9.]+ s; conversation {conversation} continues in state take_order"
+        )
+        child.expect_exact("(2 messages so far)")
+        child.expect_exact("Shall I place the order?")
+        child.expect_exact("-- state: take_order -> confirm")
+        child.expect_exact(PROMPT)
+        say(child, "/state", "-- state confirm", "| 3 messages |", "slots: quantity=2 size=large")
+        say(child, "1", "on its way", "-- state: confirm -> ordered")
+        child.sendeof()
+        assert finish(child) == 0
+    finally:
+        child.close(force=True)
+        first.stop()
+        second.stop()
