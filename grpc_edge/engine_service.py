@@ -35,6 +35,21 @@ from .streams import ConversationStream
 DEFAULT_BATCH_CONCURRENCY = 16
 
 
+def target(key: ConversationKey) -> ConversationKey:
+    """The conversation a call acts on, once the caller may: noted for logs and traces."""
+    note_target(key.tenant_id, key.conversation_id)
+    auth.authorize_tenant(key.tenant_id)
+    return key
+
+
+def finish(response: Any, message: str, request_id: str, started: float) -> None:
+    """The parts every answer shares: success, timings, metadata."""
+    response.status.success = True
+    response.status.message = message
+    response.performance_metrics.execution_time_ms = int((time.perf_counter() - started) * 1000)
+    convert.metadata(response.metadata, request_id, started, VERSION)
+
+
 def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
@@ -66,8 +81,7 @@ class EngineService(pb_grpc.MCPEngineServicer):
         started, request_id = time.perf_counter(), current_request_id()
         try:
             key, message = convert.inbound_message(request, limits=self.limits)
-            note_target(key.tenant_id, key.conversation_id)
-            auth.authorize_tenant(key.tenant_id)
+            target(key)
             # Charged once authorized: nobody can spend another tenant's tokens.
             self.rate_limiter.charge(key.tenant_id)
             result = await self.engine.process(
@@ -82,18 +96,13 @@ class EngineService(pb_grpc.MCPEngineServicer):
     ) -> pb.GetConversationStateResponse:
         started, request_id = time.perf_counter(), current_request_id()
         try:
-            key = convert.conversation_key(request.tenant_context, request.conversation_id)
-            note_target(key.tenant_id, key.conversation_id)
-            auth.authorize_tenant(key.tenant_id)
+            key = target(convert.conversation_key(request.tenant_context, request.conversation_id))
             state = await self.engine.get_state(key, deadline=deadline_of(context))
         except Exception as exc:
             await errors.abort(context, exc, request_id)
         response = pb.GetConversationStateResponse()
-        response.status.success = True
-        response.status.message = "found"
         convert.conversation_state(state, response.conversation_state)
-        response.performance_metrics.execution_time_ms = int((time.perf_counter() - started) * 1000)
-        convert.metadata(response.metadata, request_id, started, VERSION)
+        finish(response, "found", request_id, started)
         return response
 
     async def ResetConversation(
@@ -101,9 +110,7 @@ class EngineService(pb_grpc.MCPEngineServicer):
     ) -> pb.ResetConversationResponse:
         started, request_id = time.perf_counter(), current_request_id()
         try:
-            key = convert.conversation_key(request.tenant_context, request.conversation_id)
-            note_target(key.tenant_id, key.conversation_id)
-            auth.authorize_tenant(key.tenant_id)
+            key = target(convert.conversation_key(request.tenant_context, request.conversation_id))
             result = await self.engine.reset(
                 key, request.reason, message_id=request_id, deadline=deadline_of(context)
             )
@@ -112,10 +119,7 @@ class EngineService(pb_grpc.MCPEngineServicer):
         response = pb.ResetConversationResponse(
             conversation_id=key.conversation_id, previous_state=result.previous_state
         )
-        response.status.success = True
-        response.status.message = "reset"
-        response.performance_metrics.execution_time_ms = int((time.perf_counter() - started) * 1000)
-        convert.metadata(response.metadata, request_id, started, VERSION)
+        finish(response, "reset", request_id, started)
         return response
 
     async def BatchProcessMessages(
@@ -190,10 +194,7 @@ class EngineService(pb_grpc.MCPEngineServicer):
         except Exception as exc:
             await errors.abort(context, exc, request_id)
         response = pb.GetMetricsResponse(metrics=metrics)
-        response.status.success = True
-        response.status.message = f"{len(metrics)} metrics"
-        response.performance_metrics.execution_time_ms = int((time.perf_counter() - started) * 1000)
-        convert.metadata(response.metadata, request_id, started, VERSION)
+        finish(response, f"{len(metrics)} metrics", request_id, started)
         return response
 
 
