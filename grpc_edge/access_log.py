@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -26,7 +26,7 @@ from opentelemetry import trace
 
 from ..runtime.config import LoggingConfig
 from .call import current_call
-from .interceptors import guard_handler, status_code_name
+from .interceptors import HandlerInterceptor, guard_handler, status_code_name
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def trace_id() -> str:
     return trace.format_trace_id(context.trace_id) if context.is_valid else ""
 
 
-class LoggingInterceptor(grpc.aio.ServerInterceptor):
+class LoggingInterceptor(HandlerInterceptor):
     """One INFO line per call, written when it ends, whichever way it ends.
 
     It sits right inside CallInterceptor, so calls that later layers reject
@@ -118,15 +118,8 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, *, log_message_text: bool = False) -> None:
         self.log_message_text = log_message_text
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
+    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method = details.method
 
         def guard(
             request: Any, context: grpc.aio.ServicerContext

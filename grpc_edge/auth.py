@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from ..runtime.config import AuthConfig, ConfigError, JwtConfig
 from ..runtime.errors import InternalError, PermissionDenied, Unauthenticated
 from . import errors
 from .call import current_call, request_id
-from .interceptors import CallGuard, guard_handler
+from .interceptors import CallGuard, HandlerInterceptor, guard_handler
 
 log = logging.getLogger(__name__)
 
@@ -271,24 +271,19 @@ def _values(metadata: Sequence[tuple[str, str | bytes]] | None, header: str) -> 
     return values
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(HandlerInterceptor):
     """Authenticates every call but health and reflection; ``None`` (auth off) lets all through."""
 
     def __init__(self, authenticator: Authenticator | None) -> None:
         self.authenticator = authenticator
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or self.authenticator is None or is_open(method):
+    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method = details.method
+        if self.authenticator is None or is_open(method):
             return handler
         try:
             admitted: Principal | Unauthenticated = self.authenticator.authenticate(
-                handler_call_details.invocation_metadata
+                details.invocation_metadata
             )
         except Unauthenticated as exc:
             log.debug("unauthenticated call to %s: %s", method, exc.message)  # the access log has the code

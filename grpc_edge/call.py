@@ -10,7 +10,6 @@ the tenant and conversation they found in the request).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import grpc
 
 from ..runtime.engine import new_message_id
-from .interceptors import guard_handler, observing
+from .interceptors import HandlerInterceptor, guard_handler, observing
 
 
 @dataclass(slots=True)
@@ -52,16 +51,9 @@ def note_target(tenant_id: str, conversation_id: str) -> None:
         call.tenant_id, call.conversation_id = tenant_id, conversation_id
 
 
-class CallInterceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return guard_handler(handler, observing(handler_call_details.method, _CallScope()))
+class CallInterceptor(HandlerInterceptor):
+    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        return guard_handler(handler, observing(details.method, _CallScope()))
 
 
 class _CallScope:

@@ -11,7 +11,7 @@ the first undecodable message ends the stream, since its framing can no longer b
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 from ..runtime.errors import InvalidArgument
 from . import errors
 from .call import request_id
-from .interceptors import guard_handler
+from .interceptors import HandlerInterceptor, guard_handler
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +71,6 @@ def guard(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     )
 
 
-class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        return None if handler is None else guard(handler)
+class DecodeGuardInterceptor(HandlerInterceptor):
+    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        return guard(handler)

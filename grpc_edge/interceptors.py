@@ -25,6 +25,21 @@ from .metrics import RpcMetrics
 CallGuard = Callable[[Any, grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager[None]]
 
 
+class HandlerInterceptor(grpc.aio.ServerInterceptor):
+    """Base of Confab's interceptors: each one rewraps the method handler of a call (:meth:`wrap`)."""
+
+    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        return None if handler is None else self.wrap(handler, handler_call_details)
+
+
 class CallObserver(Protocol):
     def started(self, method: str) -> None: ...
 
@@ -117,7 +132,7 @@ def guard_handler(
     )
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(HandlerInterceptor):
     """Counts every call by method and outcome, with its duration, and tracks in-flight calls."""
 
     def __init__(self, metrics: RpcMetrics) -> None:
@@ -130,18 +145,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         self.metrics.in_flight -= 1
         self.metrics.record(method, code, seconds)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        return guard_handler(handler, observing(handler_call_details.method, self))
+    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        return guard_handler(handler, observing(details.method, self))
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(HandlerInterceptor):
     """The catch-all: an exception escaping a method that is not a gRPC abort is a bug.
 
     Left alone, grpc.aio would answer UNKNOWN with the exception's text, which can
@@ -149,14 +157,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     with only the request id, and the log gets the traceback under that id.
     """
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
+    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         return guard_handler(handler, _errors_become_statuses)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from ..runtime.config import LimitsConfig
 from ..runtime.errors import InvalidArgument, Overloaded, RateLimited
 from . import errors
 from .call import request_id
-from .interceptors import guard_handler
+from .interceptors import HandlerInterceptor, guard_handler
 
 # Calls never limited: health must answer under load, reflection is tooling.
 EXEMPT_SERVICES = (
@@ -70,7 +70,7 @@ class _Slots:
             self.used -= 1
 
 
-class LimitsInterceptor(grpc.aio.ServerInterceptor):
+class LimitsInterceptor(HandlerInterceptor):
     """Caps unary calls in flight and open streaming calls, separately.
 
     Streams are counted apart because they live long: a few hundred idle streams
@@ -88,13 +88,8 @@ class LimitsInterceptor(grpc.aio.ServerInterceptor):
             max_concurrent_streams=limits.max_concurrent_streams,
         )
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or is_exempt(handler_call_details.method):
+    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        if is_exempt(details.method):
             return handler
         streaming = handler.request_streaming or handler.response_streaming
         return guard_handler(handler, (self.streams if streaming else self.calls).hold)
@@ -114,9 +109,7 @@ class TenantRateLimiter:
     only holds tenants active in that window (and never more than MAX_BUCKETS).
     """
 
-    def __init__(
-        self, rate_per_s: float, burst: int, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, rate_per_s: float, burst: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate_per_s = rate_per_s
         self.burst = burst
         self.clock = clock
