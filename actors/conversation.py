@@ -23,7 +23,7 @@ import msgpack
 
 from ..runtime import telemetry
 from ..runtime.errors import ConfabError, ConversationNotFound, InternalError, InvalidArgument
-from ..runtime.flows import FlowRegistry, NeedsWebhook, UnknownFlow, WebhookCall
+from ..runtime.flows import FlowRegistry, NeedsWebhook, UnknownFlow, UnknownState, WebhookCall
 from ..runtime.model import (
     ConversationKey,
     ConversationState,
@@ -117,6 +117,8 @@ class ConversationActor:
                 return StateResult(self._load_existing())
             if command.kind is CommandKind.RESET:
                 return self._reset(command, flows)
+            if command.kind is CommandKind.FORCE_STATE:
+                return self._force_state(command, flows)
             assert isinstance(command.body, InboundMessage)
             if resume is None:
                 return self._turn(command, command.body, flows, time.time(), {})
@@ -179,6 +181,16 @@ class ConversationActor:
         fresh.user_profile = state.user_profile
         return fresh
 
+    def _force_state(self, command: Command, flows: FlowRegistry) -> Outcome:
+        state = self._load_existing()
+        try:
+            flows.for_state(state).force(state, str(command.body))
+        except UnknownState as exc:
+            raise InvalidArgument(str(exc), field="state") from exc
+        result = StateResult(state)
+        self._stage(command, state, result)
+        return result
+
     def _reset(self, command: Command, flows: FlowRegistry) -> Outcome:
         previous = self._load_existing()
         state = flows.for_state(previous).start(time.time(), self.key)
@@ -192,11 +204,19 @@ class ConversationActor:
             raise ConversationNotFound(f"conversation {self.key} not found")
         return ConversationState.from_wire(msgpack.unpackb(packed))
 
-    def _stage(self, command: Command, state: ConversationState, result: TurnResult | ResetResult) -> None:
+    def _stage(
+        self, command: Command, state: ConversationState, result: TurnResult | ResetResult | StateResult
+    ) -> None:
         self._staged_state = msgpack.packb(state.to_wire())
         self._staged_seq += 1
         reply = msgpack.packb(outcome_to_wire(result))
-        self._pending.append(TurnRecord(self._staged_seq, command.message_id, int(command.kind), reply))
+        body = command.body
+        said = (
+            (body.content.text or body.content.payload)
+            if isinstance(body, InboundMessage)
+            else str(body or "")
+        )
+        self._pending.append(TurnRecord(self._staged_seq, command.message_id, int(command.kind), reply, said))
 
     def _seen(self, message_id: str) -> bool:
         return message_id in self.recent_ids or any(r.message_id == message_id for r in self._pending)

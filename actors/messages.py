@@ -76,6 +76,7 @@ class ShardStatistics:
     store_error: str
     rss_bytes: int
     cpu_seconds: float
+    waiting_on_webhooks: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +89,43 @@ class FlowsReloaded:
     index: int
     versions: tuple[tuple[str, str], ...]  # (flow id, version) now the latest of each flow
     problems: tuple[str, ...]  # files skipped, as "PATH:LINE: message"
+
+
+@dataclass(frozen=True, slots=True)
+class InspectRequest:
+    """Edge → shard: describe one conversation (answered with an :class:`Inspection`)."""
+
+    tenant_id: str
+    conversation_id: str
+    last_turns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    exists: bool
+    resident: bool
+    state: list[Any] | None  # ConversationState wire form
+    queued: tuple[tuple[str, str, str], ...]  # (message id, kind, text) waiting in the mailbox
+    webhook_in_flight: str
+    turns: tuple[tuple[int, str, int, bytes, float, str], ...]  # (seq, message id, kind, reply, at, input)
+
+
+@dataclass(frozen=True, slots=True)
+class PassivateRequest:
+    """Edge → shard: drop one conversation from memory (answered with a :class:`Passivated`)."""
+
+    tenant_id: str
+    conversation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Passivated:
+    done: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RestartShard:
+    """Edge → supervisor: stop shard ``index`` so that a new one takes its place (a drill)."""
+
+    index: int

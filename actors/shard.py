@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import msgpack
 import psutil
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
@@ -34,12 +35,31 @@ from ..runtime import telemetry
 from ..runtime.errors import ConfabError, InternalError, Unavailable
 from ..runtime.flows import FlowRegistry
 from ..runtime.flows.catalog import load_flows
-from ..runtime.model import ConversationKey
+from ..runtime.model import ConversationKey, InboundMessage
 from ..runtime.store import Store
 from ..runtime.webhooks import WebhookClient, WebhookResult
-from ..runtime.wire import DEFERRED_WIRE, CommandBatch, LateOutcomes, Outcome, OutcomeBatch, outcome_to_wire
+from ..runtime.wire import (
+    DEFERRED_WIRE,
+    Command,
+    CommandBatch,
+    LateOutcomes,
+    Outcome,
+    OutcomeBatch,
+    outcome_to_wire,
+)
 from .conversation import ConversationActor, Suspended
-from .messages import FlowsReloaded, ReloadFlows, ShardInit, ShardSettings, ShardStatistics, StatusRequest
+from .messages import (
+    FlowsReloaded,
+    Inspection,
+    InspectRequest,
+    Passivated,
+    PassivateRequest,
+    ReloadFlows,
+    ShardInit,
+    ShardSettings,
+    ShardStatistics,
+    StatusRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +303,45 @@ class Shard:
             self.index, tuple((f.flow_id, f.version) for f in flows), tuple(str(p) for p in problems)
         )
 
+    def inspect(self, request: InspectRequest) -> Inspection:
+        """One conversation as it is now, without activating it."""
+        key = ConversationKey(request.tenant_id, request.conversation_id)
+        conversation = self.residents.get(key)
+        if conversation is not None:
+            packed = conversation.state
+        else:
+            stored = self.store.load(key)
+            packed = stored.state if stored is not None else None
+        state = msgpack.unpackb(packed) if packed is not None else None
+        queued: list[tuple[str, str, str]] = []
+        webhook = ""
+        if conversation is not None:
+            commands = [o.suspended.command for o in [conversation.waiting] if o is not None]
+            commands += [command for _, command in conversation.mailbox]
+            queued = [(c.message_id, c.kind.name.lower(), _text_of(c)) for c in commands]
+            if conversation.waiting is not None:
+                webhook = conversation.waiting.suspended.call.name
+        turns = self.store.recent_turns(key, max(0, request.last_turns)) if state is not None else []
+        return Inspection(
+            exists=state is not None,
+            resident=conversation is not None,
+            state=state,
+            queued=tuple(queued),
+            webhook_in_flight=webhook,
+            turns=tuple(turns),
+        )
+
+    def passivate(self, request: PassivateRequest) -> Passivated:
+        key = ConversationKey(request.tenant_id, request.conversation_id)
+        conversation = self.residents.get(key)
+        if conversation is None:
+            return Passivated(False, "not resident")
+        if conversation.waiting is not None or conversation.mailbox:
+            return Passivated(False, "it has work waiting (a webhook or queued messages)")
+        del self.residents[key]
+        self.passivations += 1
+        return Passivated(True, "passivated; its state is in the store")
+
     def statistics(self) -> ShardStatistics:
         store_ok, latency_ms, error = True, 0.0, ""
         try:
@@ -308,6 +367,7 @@ class Shard:
             store_error=error,
             rss_bytes=rss,
             cpu_seconds=cpu.user + cpu.system,
+            waiting_on_webhooks=len(self.waiting),
         )
 
 
@@ -369,7 +429,18 @@ class ShardActor(Actor):
             self.send(sender, self.shard.statistics())
         elif isinstance(message, ReloadFlows) and self.shard is not None:
             self.send(sender, self.shard.reload_flows())
+        elif isinstance(message, InspectRequest) and self.shard is not None:
+            self.send(sender, self.shard.inspect(message))
+        elif isinstance(message, PassivateRequest) and self.shard is not None:
+            self.send(sender, self.shard.passivate(message))
         elif isinstance(message, ActorExitRequest) and self.shard is not None:
             self.shard.close()
             telemetry.shutdown()  # flush the spans still queued for export
             self.shard = None
+
+
+def _text_of(command: Command) -> str:
+    body = command.body
+    if isinstance(body, InboundMessage):
+        return body.content.text or body.content.payload
+    return str(body or "")

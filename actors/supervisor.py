@@ -15,7 +15,7 @@ from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, ChildActorExited
 
-from .messages import GetDirectory, ShardDirectory, ShardInit, ShardSettings, StartShards
+from .messages import GetDirectory, RestartShard, ShardDirectory, ShardInit, ShardSettings, StartShards
 from .shard import ShardActor
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,11 @@ class SupervisorActor(Actor):
             self.send(sender, self._directory())
         elif isinstance(message, ChildActorExited):
             self._replace(message.childAddress)
+        elif isinstance(message, RestartShard):
+            if 0 <= message.index < len(self.addresses):
+                log.warning("shard %d: restart requested by an operator", message.index)
+                self.send(self.addresses[message.index], ActorExitRequest())
+            self.send(sender, self._directory())
         elif isinstance(message, ActorExitRequest):
             self.stopping = True
 

@@ -15,13 +15,21 @@ from grpc_health.v1 import health_pb2 as std_health_pb2
 from grpc_health.v1 import health_pb2_grpc as std_health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ..protos import health_pb2, health_pb2_grpc, mcp_engine_pb2, mcp_engine_pb2_grpc
+from ..protos import (
+    admin_pb2,
+    admin_pb2_grpc,
+    health_pb2,
+    health_pb2_grpc,
+    mcp_engine_pb2,
+    mcp_engine_pb2_grpc,
+)
 from ..runtime.config import ConfabConfig, ConfigError
 from ..runtime.engine import Engine
 from ..runtime.flows import FlowRegistry, UnknownFlow
 from ..runtime.flows.catalog import load_flows
 from . import tls
 from .access_log import LoggingInterceptor
+from .admin_service import AdminService
 from .auth import Authenticator, AuthInterceptor
 from .call import CallInterceptor
 from .decoding import DecodeGuardInterceptor
@@ -96,11 +104,13 @@ class ConfabServer:
                 ),
                 server,
             )
+            admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self.engine, self.health), server)
             health_pb2_grpc.add_HealthServicer_to_server(HealthService(self.health), server)
             std_health_pb2_grpc.add_HealthServicer_to_server(self.health.std_servicer, server)
             reflection.enable_server_reflection(
                 (
                     mcp_engine_pb2.DESCRIPTOR.services_by_name["MCPEngine"].full_name,
+                    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
                     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                     std_health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                     reflection.SERVICE_NAME,

@@ -24,6 +24,7 @@ from ..actors import lifecycle
 from ..actors.messages import (
     FlowsReloaded,
     ReloadFlows,
+    RestartShard,
     ShardDirectory,
     ShardSettings,
     ShardStatistics,
@@ -33,7 +34,7 @@ from ..actors.supervisor import SupervisorActor
 from . import telemetry
 from .bridge import LinkStatistics, ShardDirectoryView, ShardLink
 from .config import ConfabConfig
-from .errors import Unavailable
+from .errors import InvalidArgument, Unavailable
 from .model import ConversationKey, ConversationState, InboundMessage, ResetResult, StateResult, TurnResult
 from .webhooks import WebhookTarget
 from .wire import Command, CommandKind, Outcome
@@ -183,6 +184,31 @@ class Engine:
 
         answered = await asyncio.to_thread(ask)
         return None if answered else "the supervisor did not answer"
+
+    async def ask_shard_of(self, key: ConversationKey, message: Any, timeout_s: float = 5.0) -> Any:
+        """Send a control message to the shard that hosts ``key``; its answer (or an error)."""
+        if not self._links:
+            raise Unavailable("the engine is not running")
+        answer = await self._links[self.shard_for(key)].request_control(message, timeout_s=timeout_s)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def restart_shard(self, index: int) -> None:
+        """Stop shard ``index``; the supervisor starts a new one (an operator's drill)."""
+        system, directory = self._system, self._directory
+        if system is None or directory is None:
+            raise Unavailable("the engine is not running")
+        if not 0 <= index < len(self._links):
+            last = len(self._links) - 1
+            raise InvalidArgument(f"there is no shard {index}; shards are 0..{last}", field="shard")
+
+        def ask() -> Any:
+            with system.private() as context:
+                return context.ask(directory.supervisor, RestartShard(index), 5.0)
+
+        if not isinstance(await asyncio.to_thread(ask), ShardDirectory):
+            raise Unavailable("the supervisor did not answer")
 
     async def reload_flows(self) -> list[FlowsReloaded | Exception]:
         """Every shard loads the flow files again (running conversations keep their version)."""

@@ -42,9 +42,12 @@ CREATE TABLE IF NOT EXISTS turns (
     kind            INTEGER NOT NULL,
     reply           BLOB NOT NULL,
     created_at      REAL NOT NULL,
+    input           TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (tenant_id, conversation_id, seq)
 ) WITHOUT ROWID;
 """
+# Columns added after a data dir may first have been created, with their definitions.
+ADDED_COLUMNS = {"turns": [("input", "TEXT NOT NULL DEFAULT ''")]}
 
 
 @dataclass(slots=True)
@@ -53,6 +56,7 @@ class TurnRecord:
     message_id: str
     kind: int
     reply: bytes
+    input: str = ""  # what the user sent, for operators
 
 
 @dataclass(slots=True)
@@ -93,6 +97,14 @@ class Store:
         self._when_free(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._when_free(lambda: self._db.executescript(SCHEMA))
+        self._when_free(self._add_missing_columns)
+
+    def _add_missing_columns(self) -> None:
+        for table, columns in ADDED_COLUMNS.items():
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, definition in columns:
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
 
     def _when_free(self, operation: Callable[[], T]) -> T:
         """Run ``operation``, retrying while another process holds the lock it needs."""
@@ -142,6 +154,17 @@ class Store:
         )
         return None if row is None else bytes(row[0])
 
+    def recent_turns(self, key: ConversationKey, count: int) -> list[tuple[int, str, int, bytes, float, str]]:
+        """The last ``count`` turns kept: (seq, message id, kind, reply, created_at, input), oldest first."""
+        rows = self._when_free(
+            lambda: self._db.execute(
+                "SELECT seq, message_id, kind, reply, created_at, input FROM turns"
+                " WHERE tenant_id=? AND conversation_id=? ORDER BY seq DESC LIMIT ?",
+                (key.tenant_id, key.conversation_id, count),
+            ).fetchall()
+        )
+        return [(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in reversed(rows)]
+
     def write(self, writes: Iterable[ConversationWrite]) -> None:
         """Write every conversation of a batch in one transaction (all or nothing)."""
         now = time.time()
@@ -159,9 +182,9 @@ class Store:
                 )
                 db.executemany(
                     "INSERT OR REPLACE INTO turns"
-                    " (tenant_id, conversation_id, seq, message_id, kind, reply, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(t, c, r.seq, r.message_id, r.kind, r.reply, now) for r in w.turns],
+                    " (tenant_id, conversation_id, seq, message_id, kind, reply, created_at, input)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(t, c, r.seq, r.message_id, r.kind, r.reply, now, r.input) for r in w.turns],
                 )
                 # Prune in steps of turns_kept rather than on every write.
                 if w.turns and w.seq // self.turns_kept != (w.turns[0].seq - 1) // self.turns_kept:

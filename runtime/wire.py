@@ -25,6 +25,7 @@ class CommandKind(IntEnum):
     TURN = 1
     GET_STATE = 2
     RESET = 3
+    FORCE_STATE = 4  # an operator moves a conversation to a state (body: the state's name)
 
 
 @dataclass(slots=True)
@@ -32,7 +33,7 @@ class Command:
     """One request addressed to one conversation.
 
     ``body`` is the kind's argument: an :class:`InboundMessage` for TURN, the
-    reason (str) for RESET, nothing for GET_STATE.
+    reason (str) for RESET, the state's name for FORCE_STATE, nothing for GET_STATE.
     """
 
     kind: CommandKind

@@ -306,6 +306,7 @@ def test_reflection_lists_every_service(server: ServerProcess) -> None:
         names = {s.name for s in answer.list_services_response.service}
         assert {
             "mcp.engine.v2.MCPEngine",
+            "confab.admin.v1.Admin",
             "mcp.health.v2.Health",
             "grpc.health.v1.Health",
             "grpc.reflection.v1alpha.ServerReflection",

@@ -49,9 +49,17 @@ class NeedsWebhook(Exception):
         self.call = call
 
 
+class UnknownState(LookupError):
+    pass
+
+
 class Flow(Protocol):
     flow_id: str
     version: str
+
+    def force(self, state: ConversationState, name: str) -> None:
+        """Move ``state`` to the state ``name`` at an operator's request (UnknownState if none)."""
+        ...
 
     def start(self, now: float, key: ConversationKey) -> ConversationState:
         """The state of a conversation that has just begun (or was reset)."""
@@ -79,6 +87,13 @@ class EchoFlow:
     version = "1"
     START = "start"
     CHATTING = "chatting"
+
+    def force(self, state: ConversationState, name: str) -> None:
+        if name not in (self.START, self.CHATTING):
+            raise UnknownState(
+                f"the echo flow has no state {name!r}; it has {self.START!r}, {self.CHATTING!r}"
+            )
+        _move(state, name)
 
     def start(self, now: float, key: ConversationKey) -> ConversationState:
         return ConversationState(

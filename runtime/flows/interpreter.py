@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import InternalError
 from ..model import Content, ConversationKey, ConversationState, InboundMessage, JsonDict
-from . import FlowReply, NeedsWebhook, WebhookCall
+from . import FlowReply, NeedsWebhook, UnknownState, WebhookCall
 from .document import (
     ActionSpec,
     FlowDocument,
@@ -132,6 +132,17 @@ class DeclarativeFlow:
             actions_performed=turn.actions,
             ab_variant=",".join(f"{k}:{v}" for k, v in sorted(memory.get(VARIANTS, {}).items())),
         )
+
+    def force(self, state: ConversationState, name: str) -> None:
+        if name not in self.document.states:
+            raise UnknownState(
+                f"flow {self.flow_id} has no state {name!r}; it has {sorted(self.document.states)}"
+            )
+        if state.current_state and state.current_state != name:
+            state.previous_states.append(state.current_state)
+        state.current_state = name
+        for key in (ASKING, ATTEMPTS, FALLBACKS):  # whatever it was asking no longer applies
+            state.flow_memory.pop(key, None)
 
     # Sessions ----------------------------------------------------------------
 

@@ -1,0 +1,245 @@
+"""``confab.admin.v1.Admin``: what operators see of the live actors, and what they may do.
+
+Everything comes from the running shards (control messages between batches), not
+from reading the database behind their back. Actions on a conversation travel the
+same path as its messages (reset, force-state and resume are ordered commands), so
+they never race a turn. Every call needs the ``admin`` role when authentication is
+on, and every action is logged with who asked for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import grpc
+import msgpack
+
+from ..actors.messages import Inspection, InspectRequest, Passivated, PassivateRequest, ShardStatistics
+from ..protos import admin_pb2 as pb
+from ..protos import admin_pb2_grpc as pb_grpc
+from ..runtime import VERSION
+from ..runtime.engine import Engine
+from ..runtime.errors import ConversationNotFound, InvalidArgument
+from ..runtime.model import Content, ConversationKey, ConversationState, InboundMessage, TurnResult
+from ..runtime.wire import Command, CommandKind, outcome_from_wire
+from . import auth, convert, errors
+from .call import note_target
+from .call import request_id as current_request_id
+from .health import HealthMonitor
+
+log = logging.getLogger(__name__)
+DEFAULT_LAST_TURNS = 10
+
+
+def _operator() -> str:
+    principal = auth.current_principal()
+    return principal.subject if principal is not None else "anonymous (authentication is off)"
+
+
+def _key(tenant_id: str, conversation_id: str) -> ConversationKey:
+    if not tenant_id:
+        raise InvalidArgument("tenant_id is required", field="tenant_id")
+    if not conversation_id:
+        raise InvalidArgument("conversation_id is required", field="conversation_id")
+    note_target(tenant_id, conversation_id)
+    return ConversationKey(tenant_id, conversation_id)
+
+
+def _audit(action: str, **details: Any) -> None:
+    log.warning("admin action %s by %s", action, _operator(), extra={"admin_action": action, **details})
+
+
+class AdminService(pb_grpc.AdminServicer):
+    def __init__(self, engine: Engine, health: HealthMonitor) -> None:
+        self.engine = engine
+        self.health = health
+
+    async def _guard(self, context: grpc.aio.ServicerContext) -> str:
+        request_id = current_request_id()
+        try:
+            auth.require_role(auth.ADMIN_ROLE)
+        except Exception as exc:
+            await errors.abort(context, exc, request_id)
+        return request_id
+
+    async def GetCluster(
+        self, request: pb.GetClusterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Cluster:
+        await self._guard(context)
+        stats = self.engine.statistics()
+        cluster = pb.Cluster(version=VERSION, shard_restarts=stats.shard_restarts)
+        cluster.started_at.CopyFrom(convert.timestamp(stats.started_at))
+        now = time.time()
+        shard_results = await self.engine.shard_statistics()
+        for link, result in zip(stats.links, shard_results, strict=True):
+            info = cluster.shards.add(index=link.shard, mailbox_depth=link.queued)
+            if isinstance(result, ShardStatistics):
+                info.generation, info.pid = result.generation, result.pid
+                info.uptime_s = now - result.started_at
+                info.resident_conversations = result.resident_conversations
+                info.waiting_on_webhooks = result.waiting_on_webhooks
+                info.commands, info.rss_bytes, info.healthy = result.commands, result.rss_bytes, True
+            else:
+                info.error = str(result)
+        good = [r for r in shard_results if isinstance(r, ShardStatistics)]
+        cluster.store.path = str(self.engine.config.store_path)
+        cluster.store.ok = bool(good) and all(r.store_ok for r in good)
+        cluster.store.latency_ms = max((r.store_latency_ms for r in good), default=0.0)
+        return cluster
+
+    async def InspectConversation(
+        self, request: pb.InspectConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConversationDetail:
+        request_id = await self._guard(context)
+        try:
+            key = _key(request.tenant_id, request.conversation_id)
+            inspection = await self.engine.ask_shard_of(
+                key,
+                InspectRequest(key.tenant_id, key.conversation_id, request.last_turns or DEFAULT_LAST_TURNS),
+            )
+            if not isinstance(inspection, Inspection) or not inspection.exists:
+                raise ConversationNotFound(f"conversation {key} not found")
+        except Exception as exc:
+            await errors.abort(context, exc, request_id)
+        return _detail(key, self.engine.shard_for(key), inspection)
+
+    async def ResetConversation(
+        self, request: pb.ConversationAction, context: grpc.aio.ServicerContext
+    ) -> pb.ActionResult:
+        request_id = await self._guard(context)
+        try:
+            key = _key(request.tenant_id, request.conversation_id)
+            _audit("reset", conversation=str(key), reason=request.reason)
+            result = await self.engine.reset(key, request.reason or "operator reset", message_id=request_id)
+        except Exception as exc:
+            await errors.abort(context, exc, request_id)
+        return _done(f"reset; it was in state {result.previous_state!r}", state=result.state.current_state)
+
+    async def ForceState(
+        self, request: pb.ForceStateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ActionResult:
+        request_id = await self._guard(context)
+        try:
+            key = _key(request.tenant_id, request.conversation_id)
+            if not request.state:
+                raise InvalidArgument("state is required", field="state")
+            _audit("force_state", conversation=str(key), state=request.state, reason=request.reason)
+            outcome = await self.engine.run(Command(CommandKind.FORCE_STATE, request_id, key, request.state))
+        except Exception as exc:
+            await errors.abort(context, exc, request_id)
+        state: ConversationState = outcome.state  # type: ignore[union-attr]
+        return _done(f"now in state {state.current_state!r}", state=state.current_state)
+
+    async def ResumeConversation(
+        self, request: pb.ConversationAction, context: grpc.aio.ServicerContext
+    ) -> pb.ActionResult:
+        request_id = await self._guard(context)
+        try:
+            key = _key(request.tenant_id, request.conversation_id)
+            _audit("resume", conversation=str(key), reason=request.reason)
+            resume = InboundMessage(f"operator:{_operator()}", Content(type="system", payload="resume"))
+            result = await self.engine.process(key, resume, message_id=request_id)
+        except Exception as exc:
+            await errors.abort(context, exc, request_id)
+        resumed = "handoff_resumed" in result.actions_performed
+        message = "automation resumed" if resumed else "it was not handed over; the message went to its flow"
+        return _done(message, state=result.state.current_state, resumed=resumed)
+
+    async def PassivateConversation(
+        self, request: pb.ConversationAction, context: grpc.aio.ServicerContext
+    ) -> pb.ActionResult:
+        request_id = await self._guard(context)
+        try:
+            key = _key(request.tenant_id, request.conversation_id)
+            _audit("passivate", conversation=str(key), reason=request.reason)
+            answer = await self.engine.ask_shard_of(key, PassivateRequest(key.tenant_id, key.conversation_id))
+        except Exception as exc:
+            await errors.abort(context, exc, request_id)
+        assert isinstance(answer, Passivated)
+        return pb.ActionResult(ok=answer.done, message=answer.reason)
+
+    async def ReloadFlows(
+        self, request: pb.ReloadFlowsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ActionResult:
+        await self._guard(context)
+        _audit("reload_flows")
+        results = await self.engine.reload_flows()
+        problems = sorted({p for r in results if not isinstance(r, Exception) for p in r.problems})
+        failures = [str(r) for r in results if isinstance(r, Exception)]
+        loaded = sorted({f"{f}@{v}" for r in results if not isinstance(r, Exception) for f, v in r.versions})
+        result = pb.ActionResult(ok=not failures, message=f"{len(loaded)} flow versions loaded")
+        convert.fill_struct(result.details, {"loaded": loaded, "skipped": problems, "failed": failures})
+        return result
+
+    async def RestartShard(
+        self, request: pb.ShardAction, context: grpc.aio.ServicerContext
+    ) -> pb.ActionResult:
+        request_id = await self._guard(context)
+        try:
+            _audit("restart_shard", shard=request.shard, reason=request.reason)
+            await self.engine.restart_shard(request.shard)
+        except Exception as exc:
+            await errors.abort(context, exc, request_id)
+        return _done(f"shard {request.shard} is being replaced; its conversations come back from the store")
+
+
+def _done(message: str, **details: Any) -> pb.ActionResult:
+    result = pb.ActionResult(ok=True, message=message)
+    convert.fill_struct(result.details, details)
+    return result
+
+
+def _detail(key: ConversationKey, shard: int, inspection: Inspection) -> pb.ConversationDetail:
+    assert inspection.state is not None
+    state = ConversationState.from_wire(inspection.state)
+    detail = pb.ConversationDetail(
+        tenant_id=key.tenant_id,
+        conversation_id=key.conversation_id,
+        shard=shard,
+        resident=inspection.resident,
+        mailbox_depth=len(inspection.queued),
+        webhook_in_flight=inspection.webhook_in_flight,
+    )
+    convert.fill_struct(
+        detail.state,
+        {
+            "current_state": state.current_state,
+            "flow_id": state.flow_id,
+            "flow_version": state.flow_version,
+            "previous_states": state.previous_states,
+            "slots": state.slots,
+            "variables": state.variables,
+            "user_profile": state.user_profile,
+            "intent_history": state.intent_history,
+            "current_intent": state.current_intent,
+            "intent_confidence": state.intent_confidence,
+            "created_at": state.created_at,
+            "last_activity": state.last_activity,
+            "message_count": state.message_count,
+            "error_count": state.error_count,
+            "flow_memory": state.flow_memory,
+        },
+    )
+    for message_id, queued_kind, text in inspection.queued:
+        detail.queued.add(message_id=message_id, kind=queued_kind, text=text)
+    for seq, message_id, kind, reply, at, said in inspection.turns:
+        turn = detail.last_turns.add(
+            seq=seq, message_id=message_id, kind=CommandKind(kind).name.lower(), input=said
+        )
+        turn.at.CopyFrom(convert.timestamp(at))
+        outcome = outcome_from_wire(_unpack(reply))
+        if isinstance(outcome, TurnResult):
+            turn.intent = outcome.state.current_intent
+            turn.state_before, turn.state_after = outcome.state_before, outcome.state.current_state
+            turn.response = outcome.response.text
+            turn.duration_ms = outcome.execution_time_ms
+            turn.actions.extend(outcome.actions_performed)
+        elif hasattr(outcome, "state"):
+            turn.state_after = outcome.state.current_state
+    return detail
+
+
+def _unpack(reply: bytes) -> Any:
+    return msgpack.unpackb(reply)

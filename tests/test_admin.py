@@ -1,0 +1,206 @@
+"""The admin service against a real server with real actors (one shard, the pizza flow, a price webhook)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from confab.protos import admin_pb2 as admin
+from confab.protos import admin_pb2_grpc as admin_grpc
+from confab.protos import mcp_engine_pb2 as pb
+from confab.protos import mcp_engine_pb2_grpc as pb_grpc
+from confab.tools.price_service import PriceService
+
+from .support import ServerProcess, message
+
+ADMIN_KEY, PLAIN_KEY = "admin-key-for-tests-0123456789", "plain-key-for-tests-0123456789"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, PriceService]]:
+    prices = PriceService().start()
+    directory = tmp_path_factory.mktemp("admin")
+    config = directory / "confab.yaml"
+    config.write_text(
+        "flows:\n  webhooks:\n"
+        f"    - {{name: price, url: '{prices.url}', timeout_s: 3.0, retries: 0, headers: {{}}}}\n"
+    )
+    server = ServerProcess(directory / "data", shards=1, extra=["--config", str(config)]).start()
+    try:
+        yield server, prices
+    finally:
+        server.stop()
+        prices.stop()
+
+
+@pytest.fixture
+def stubs(
+    cluster: tuple[ServerProcess, PriceService],
+) -> Iterator[tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineStub]]:
+    server, _ = cluster
+    with server.channel() as channel:
+        yield admin_grpc.AdminStub(channel), pb_grpc.MCPEngineStub(channel)
+
+
+def pizza(conversation: str, text: str = "", payload: str = "") -> pb.ProcessMessageRequest:
+    request = message(conversation, text)
+    request.content.payload = payload
+    request.processing_hints.force_flow = "pizza"
+    return request
+
+
+def action(conversation: str) -> admin.ConversationAction:
+    return admin.ConversationAction(tenant_id="acme", conversation_id=conversation, reason="test")
+
+
+def inspect(stub: admin_grpc.AdminStub, conversation: str, turns: int = 10) -> admin.ConversationDetail:
+    return stub.InspectConversation(
+        admin.InspectConversationRequest(tenant_id="acme", conversation_id=conversation, last_turns=turns)
+    )
+
+
+def test_cluster_overview(stubs: tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineStub]) -> None:
+    stub, engine = stubs
+    engine.ProcessMessage(pizza("overview", "hi"))
+    cluster = stub.GetCluster(admin.GetClusterRequest())
+    assert cluster.version and cluster.started_at.seconds > 0
+    (shard,) = cluster.shards
+    assert shard.healthy and shard.pid > 0 and shard.resident_conversations >= 1 and shard.commands >= 1
+    assert shard.uptime_s > 0 and shard.rss_bytes > 1_000_000
+    assert cluster.store.ok and cluster.store.path.endswith("confab.sqlite3")
+
+
+def test_inspect_shows_state_and_the_last_turns(
+    stubs: tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineStub],
+) -> None:
+    stub, engine = stubs
+    engine.ProcessMessage(pizza("seen", "hi"))
+    engine.ProcessMessage(pizza("seen", payload="ORDER"))
+    detail = inspect(stub, "seen")
+    assert detail.resident and detail.mailbox_depth == 0 and not detail.webhook_in_flight
+    assert detail.state["current_state"] == "take_order" and detail.state["flow_id"] == "pizza"
+    assert detail.state["flow_memory"]["asking"] == "size"
+    first, second = detail.last_turns
+    assert (first.input, first.state_before, first.state_after) == ("hi", "", "greet")
+    assert (second.input, second.intent, second.state_after) == ("ORDER", "order", "take_order")
+    assert "Which size" in second.response and second.duration_ms >= 0
+    with pytest.raises(grpc.RpcError) as caught:
+        inspect(stub, "never-existed")
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_inspect_shows_messages_queued_behind_a_slow_webhook(
+    cluster: tuple[ServerProcess, PriceService], stubs: tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineStub]
+) -> None:
+    _, prices = cluster
+    stub, engine = stubs
+    engine.ProcessMessage(pizza("slow", "hi"))
+    prices.delay_s = 1.0
+    try:
+        pricing = engine.ProcessMessage.future(pizza("slow", "2 large pizzas"))
+        time.sleep(0.2)
+        confirming = engine.ProcessMessage.future(pizza("slow", "yes"))
+        time.sleep(0.2)
+        detail = inspect(stub, "slow")
+        assert detail.webhook_in_flight == "price"
+        assert [q.text for q in detail.queued] == ["2 large pizzas", "yes"]
+        assert detail.mailbox_depth == 2
+        assert pricing.result().current_state == "confirm" and confirming.result().current_state == "ordered"
+    finally:
+        prices.delay_s = 0.0
+    assert inspect(stub, "slow").mailbox_depth == 0
+
+
+def test_a_forced_state_is_where_the_next_message_starts(
+    stubs: tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineStub],
+) -> None:
+    stub, engine = stubs
+    engine.ProcessMessage(pizza("forced", "hi"))
+    result = stub.ForceState(
+        admin.ForceStateRequest(tenant_id="acme", conversation_id="forced", state="take_order", reason="test")
+    )
+    assert result.ok and result.details["state"] == "take_order"
+    reply = engine.ProcessMessage(pizza("forced", "3 medium"))  # in greet this would not be understood
+    assert reply.current_state == "confirm" and reply.conversation_state.slots["quantity"] == 3
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ForceState(admin.ForceStateRequest(tenant_id="acme", conversation_id="forced", state="nowhere"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_resume_from_handoff_and_reset(stubs: tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineStub]) -> None:
+    stub, engine = stubs
+    engine.ProcessMessage(pizza("handed", "hi"))
+    assert engine.ProcessMessage(pizza("handed", payload="HUMAN")).current_state == "human"
+    held = engine.ProcessMessage(pizza("handed", "hello?"))
+    assert "handoff_hold" in held.actions_performed
+    assert inspect(stub, "handed").state["flow_memory"]["handoff"]
+    resumed = stub.ResumeConversation(action("handed"))
+    assert resumed.ok and resumed.details["resumed"] and resumed.details["state"] == "greet"
+    assert "handoff" not in inspect(stub, "handed").state["flow_memory"]
+    reset = stub.ResetConversation(action("handed"))
+    assert reset.ok and inspect(stub, "handed").state["message_count"] == 0
+
+
+def test_passivate_then_the_conversation_comes_back_from_the_store(
+    stubs: tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineStub],
+) -> None:
+    stub, engine = stubs
+    engine.ProcessMessage(pizza("sleepy", "hi"))
+    assert stub.PassivateConversation(action("sleepy")).ok
+    detail = inspect(stub, "sleepy")
+    assert not detail.resident and detail.state["message_count"] == 1
+    assert not stub.PassivateConversation(action("sleepy")).ok  # not resident any more
+    assert engine.ProcessMessage(pizza("sleepy", "hi")).conversation_state.message_count == 2
+
+
+def test_reload_flows_and_restart_a_shard(stubs: tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineStub]) -> None:
+    stub, engine = stubs
+    reloaded = stub.ReloadFlows(admin.ReloadFlowsRequest())
+    assert reloaded.ok and any(v.startswith("pizza@") for v in reloaded.details["loaded"])
+    engine.ProcessMessage(pizza("survivor", "hi"))
+    before = stub.GetCluster(admin.GetClusterRequest()).shards[0]
+    assert stub.RestartShard(admin.ShardAction(shard=0, reason="drill")).ok
+    deadline = time.monotonic() + 15
+    after = stub.GetCluster(admin.GetClusterRequest()).shards[0]
+    while (after.pid == before.pid or not after.healthy) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        after = stub.GetCluster(admin.GetClusterRequest()).shards[0]
+    assert after.pid != before.pid and after.generation == before.generation + 1
+    assert engine.ProcessMessage(pizza("survivor", "hi")).conversation_state.message_count == 2
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.RestartShard(admin.ShardAction(shard=7))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_admin_calls_need_the_admin_role(tmp_path: Path) -> None:
+    def entry(name: str, key: str, roles: str) -> str:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return f"    - {{name: {name}, sha256: {digest}, tenant: acme, roles: [{roles}]}}\n"
+
+    config = tmp_path / "confab.yaml"
+    config.write_text(
+        "auth:\n  mode: required\n  api_keys:\n"
+        + entry("ops", ADMIN_KEY, "admin")
+        + entry("app", PLAIN_KEY, "")
+    )
+    server = ServerProcess(tmp_path / "data", shards=1, extra=["--config", str(config)]).start()
+    try:
+        with server.channel() as channel:
+            stub = admin_grpc.AdminStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.GetCluster(admin.GetClusterRequest(), metadata=(("x-api-key", PLAIN_KEY),))
+            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.GetCluster(admin.GetClusterRequest())
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert stub.GetCluster(admin.GetClusterRequest(), metadata=(("x-api-key", ADMIN_KEY),)).shards
+            assert stub.ReloadFlows(admin.ReloadFlowsRequest(), metadata=(("x-api-key", ADMIN_KEY),)).ok
+    finally:
+        server.stop()
+    audit = [line for line in server.output if "admin action reload_flows" in line]
+    assert len(audit) == 1 and "ops" in audit[0]  # every action is logged with who asked
