@@ -6,9 +6,11 @@ import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import json_format
 
 from confab.protos import admin_pb2 as admin
 from confab.protos import admin_pb2_grpc as admin_grpc
@@ -64,6 +66,10 @@ def inspect(stub: admin_grpc.AdminStub, conversation: str, turns: int = 10) -> a
     )
 
 
+def state_of(detail: admin.ConversationDetail) -> dict[str, Any]:
+    return json_format.MessageToDict(detail.state)
+
+
 def test_cluster_overview(stubs: tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineStub]) -> None:
     stub, engine = stubs
     engine.ProcessMessage(pizza("overview", "hi"))
@@ -84,7 +90,7 @@ def test_inspect_shows_state_and_the_last_turns(
     detail = inspect(stub, "seen")
     assert detail.resident and detail.mailbox_depth == 0 and not detail.webhook_in_flight
     assert detail.state["current_state"] == "take_order" and detail.state["flow_id"] == "pizza"
-    assert detail.state["flow_memory"]["asking"] == "size"
+    assert state_of(detail)["flow_memory"]["asking"] == "size"
     first, second = detail.last_turns
     assert (first.input, first.state_before, first.state_after) == ("hi", "", "greet")
     assert (second.input, second.intent, second.state_after) == ("ORDER", "order", "take_order")
@@ -138,10 +144,10 @@ def test_resume_from_handoff_and_reset(stubs: tuple[admin_grpc.AdminStub, pb_grp
     assert engine.ProcessMessage(pizza("handed", payload="HUMAN")).current_state == "human"
     held = engine.ProcessMessage(pizza("handed", "hello?"))
     assert "handoff_hold" in held.actions_performed
-    assert inspect(stub, "handed").state["flow_memory"]["handoff"]
+    assert state_of(inspect(stub, "handed"))["flow_memory"]["handoff"]
     resumed = stub.ResumeConversation(action("handed"))
     assert resumed.ok and resumed.details["resumed"] and resumed.details["state"] == "greet"
-    assert "handoff" not in inspect(stub, "handed").state["flow_memory"]
+    assert "handoff" not in state_of(inspect(stub, "handed"))["flow_memory"]
     reset = stub.ResetConversation(action("handed"))
     assert reset.ok and inspect(stub, "handed").state["message_count"] == 0
 
