@@ -129,3 +129,24 @@ class RestartShard:
     """Edge → supervisor: stop shard ``index`` so that a new one takes its place (a drill)."""
 
     index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScanStored:
+    """Edge → a shard: a page of stored conversations (answered with a :class:`StoredPage`)."""
+
+    tenant_id: str
+    after: tuple[str, str] | None  # (tenant id, conversation id) of the last one already seen
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPage:
+    rows: tuple[tuple[str, str, bytes, float], ...]  # (tenant id, conversation id, state, updated_at)
+
+
+@dataclass(frozen=True, slots=True)
+class ResidentAmong:
+    """Edge → shard: which of these conversations are in memory (answered with the same type)."""
+
+    keys: tuple[tuple[str, str], ...]

@@ -55,10 +55,13 @@ from .messages import (
     Passivated,
     PassivateRequest,
     ReloadFlows,
+    ResidentAmong,
+    ScanStored,
     ShardInit,
     ShardSettings,
     ShardStatistics,
     StatusRequest,
+    StoredPage,
 )
 
 log = logging.getLogger(__name__)
@@ -331,6 +334,11 @@ class Shard:
             turns=tuple(turns),
         )
 
+    def scan_stored(self, request: ScanStored) -> StoredPage:
+        after = ConversationKey(*request.after) if request.after else None
+        rows = self.store.scan(after, request.tenant_id, request.limit)
+        return StoredPage(tuple((k.tenant_id, k.conversation_id, state, at) for k, state, at in rows))
+
     def passivate(self, request: PassivateRequest) -> Passivated:
         key = ConversationKey(request.tenant_id, request.conversation_id)
         conversation = self.residents.get(key)
@@ -433,6 +441,13 @@ class ShardActor(Actor):
             self.send(sender, self.shard.inspect(message))
         elif isinstance(message, PassivateRequest) and self.shard is not None:
             self.send(sender, self.shard.passivate(message))
+        elif isinstance(message, ScanStored) and self.shard is not None:
+            self.send(sender, self.shard.scan_stored(message))
+        elif isinstance(message, ResidentAmong) and self.shard is not None:
+            resident = self.shard.residents
+            self.send(
+                sender, ResidentAmong(tuple(k for k in message.keys if ConversationKey(*k) in resident))
+            )
         elif isinstance(message, ActorExitRequest) and self.shard is not None:
             self.shard.close()
             telemetry.shutdown()  # flush the spans still queued for export

@@ -9,8 +9,10 @@ on, and every action is logged with who asked for it.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -22,6 +24,7 @@ from ..protos import admin_pb2_grpc as pb_grpc
 from ..runtime import VERSION
 from ..runtime.engine import Engine
 from ..runtime.errors import ConversationNotFound, InvalidArgument
+from ..runtime.events import EVENT_TYPES
 from ..runtime.model import Content, ConversationKey, ConversationState, InboundMessage, TurnResult
 from ..runtime.wire import Command, CommandKind, outcome_from_wire
 from . import auth, convert, errors
@@ -31,6 +34,8 @@ from .health import HealthMonitor
 
 log = logging.getLogger(__name__)
 DEFAULT_LAST_TURNS = 10
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
+SCAN_ROWS = 2000  # stored conversations read per ListConversations call, filters applied after
 
 
 def _operator() -> str:
@@ -88,6 +93,81 @@ class AdminService(pb_grpc.AdminServicer):
         cluster.store.ok = bool(good) and all(r.store_ok for r in good)
         cluster.store.latency_ms = max((r.store_latency_ms for r in good), default=0.0)
         return cluster
+
+    async def ListConversations(
+        self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListConversationsResponse:
+        request_id = await self._guard(context)
+        try:
+            page_size = request.page_size or DEFAULT_PAGE_SIZE
+            if not 1 <= page_size <= MAX_PAGE_SIZE:
+                raise InvalidArgument(f"page_size must be 1..{MAX_PAGE_SIZE}", field="page_size")
+            after = _decode_token(request.page_token)
+            page = await self.engine.scan_stored(request.tenant_id, after, SCAN_ROWS)
+        except Exception as exc:
+            await errors.abort(context, exc, request_id)
+        now = time.time()
+        chosen: list[tuple[ConversationKey, ConversationState]] = []
+        last: ConversationKey | None = None
+        for tenant_id, conversation_id, packed, _ in page.rows:
+            last = ConversationKey(tenant_id, conversation_id)
+            state = ConversationState.from_wire(msgpack.unpackb(packed))
+            if _wanted(request, state, now):
+                chosen.append((last, state))
+                if len(chosen) == page_size:
+                    break
+        resident = await self.engine.resident_among([k for k, _ in chosen])
+        if request.resident_only:
+            chosen = [(k, st) for k, st in chosen if k in resident]
+        response = pb.ListConversationsResponse()
+        for key, state in chosen:
+            summary = response.conversations.add(
+                tenant_id=key.tenant_id,
+                conversation_id=key.conversation_id,
+                current_state=state.current_state,
+                flow_id=state.flow_id,
+                flow_version=state.flow_version,
+                message_count=state.message_count,
+                resident=key in resident,
+                in_handoff="handoff" in state.flow_memory,
+                shard=self.engine.shard_for(key),
+            )
+            summary.last_activity.CopyFrom(convert.timestamp(state.last_activity))
+        # More may follow when the scan filled up (rows were read up to `last`).
+        if (last is not None and len(page.rows) == SCAN_ROWS) or len(chosen) == page_size:
+            response.next_page_token = _encode_token(last) if last is not None else ""
+        return response
+
+    async def TailEvents(
+        self, request: pb.TailEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Event]:
+        await self._guard(context)
+        unknown = set(request.event_types) - set(EVENT_TYPES)
+        if unknown:
+            error = InvalidArgument(f"unknown event types {sorted(unknown)}; known: {list(EVENT_TYPES)}")
+            await errors.abort(context, error, current_request_id())
+        types = set(request.event_types) or set(EVENT_TYPES)
+        queue = self.engine.events.subscribe()
+        try:
+            while True:
+                event = await queue.get()
+                if event.type not in types:
+                    continue
+                if request.tenant_id and event.key.tenant_id != request.tenant_id:
+                    continue
+                if request.conversation_id and event.key.conversation_id != request.conversation_id:
+                    continue
+                out = pb.Event(
+                    type=event.type,
+                    tenant_id=event.key.tenant_id,
+                    conversation_id=event.key.conversation_id,
+                    shard=event.shard,
+                )
+                out.at.CopyFrom(convert.timestamp(event.at))
+                convert.fill_struct(out.data, event.data)
+                yield out
+        finally:
+            self.engine.events.unsubscribe(queue)
 
     async def InspectConversation(
         self, request: pb.InspectConversationRequest, context: grpc.aio.ServicerContext
@@ -183,6 +263,29 @@ class AdminService(pb_grpc.AdminServicer):
         except Exception as exc:
             await errors.abort(context, exc, request_id)
         return _done(f"shard {request.shard} is being replaced; its conversations come back from the store")
+
+
+def _wanted(request: pb.ListConversationsRequest, state: ConversationState, now: float) -> bool:
+    return (
+        (not request.state or state.current_state == request.state)
+        and (not request.flow_id or state.flow_id == request.flow_id)
+        and (not request.idle_longer_than_s or now - state.last_activity > request.idle_longer_than_s)
+        and (not request.in_handoff or "handoff" in state.flow_memory)
+    )
+
+
+def _encode_token(key: ConversationKey) -> str:
+    return base64.urlsafe_b64encode(msgpack.packb([key.tenant_id, key.conversation_id])).decode()
+
+
+def _decode_token(token: str) -> ConversationKey | None:
+    if not token:
+        return None
+    try:
+        tenant_id, conversation_id = msgpack.unpackb(base64.urlsafe_b64decode(token.encode()))
+        return ConversationKey(str(tenant_id), str(conversation_id))
+    except Exception as exc:
+        raise InvalidArgument("page_token is not one this server gave out", field="page_token") from exc
 
 
 def _done(message: str, **details: Any) -> pb.ActionResult:

@@ -175,3 +175,81 @@ class ActionResult(_message.Message):
     message: str
     details: _struct_pb2.Struct
     def __init__(self, ok: _Optional[bool] = ..., message: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class ListConversationsRequest(_message.Message):
+    __slots__ = ("tenant_id", "state", "flow_id", "idle_longer_than_s", "in_handoff", "resident_only", "page_size", "page_token")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    IDLE_LONGER_THAN_S_FIELD_NUMBER: _ClassVar[int]
+    IN_HANDOFF_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_ONLY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    state: str
+    flow_id: str
+    idle_longer_than_s: float
+    in_handoff: bool
+    resident_only: bool
+    page_size: int
+    page_token: str
+    def __init__(self, tenant_id: _Optional[str] = ..., state: _Optional[str] = ..., flow_id: _Optional[str] = ..., idle_longer_than_s: _Optional[float] = ..., in_handoff: _Optional[bool] = ..., resident_only: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ConversationSummary(_message.Message):
+    __slots__ = ("tenant_id", "conversation_id", "current_state", "flow_id", "flow_version", "message_count", "last_activity", "resident", "in_handoff", "shard")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_STATE_FIELD_NUMBER: _ClassVar[int]
+    FLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    FLOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_ACTIVITY_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_FIELD_NUMBER: _ClassVar[int]
+    IN_HANDOFF_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    conversation_id: str
+    current_state: str
+    flow_id: str
+    flow_version: str
+    message_count: int
+    last_activity: _timestamp_pb2.Timestamp
+    resident: bool
+    in_handoff: bool
+    shard: int
+    def __init__(self, tenant_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., current_state: _Optional[str] = ..., flow_id: _Optional[str] = ..., flow_version: _Optional[str] = ..., message_count: _Optional[int] = ..., last_activity: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resident: _Optional[bool] = ..., in_handoff: _Optional[bool] = ..., shard: _Optional[int] = ...) -> None: ...
+
+class ListConversationsResponse(_message.Message):
+    __slots__ = ("conversations", "next_page_token")
+    CONVERSATIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    conversations: _containers.RepeatedCompositeFieldContainer[ConversationSummary]
+    next_page_token: str
+    def __init__(self, conversations: _Optional[_Iterable[_Union[ConversationSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class TailEventsRequest(_message.Message):
+    __slots__ = ("tenant_id", "conversation_id", "event_types")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    conversation_id: str
+    event_types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tenant_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("type", "tenant_id", "conversation_id", "shard", "at", "data")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    tenant_id: str
+    conversation_id: str
+    shard: int
+    at: _timestamp_pb2.Timestamp
+    data: _struct_pb2.Struct
+    def __init__(self, type: _Optional[str] = ..., tenant_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., shard: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...

@@ -39,10 +39,20 @@ class AdminStub:
                 request_serializer=admin__pb2.GetClusterRequest.SerializeToString,
                 response_deserializer=admin__pb2.Cluster.FromString,
                 _registered_method=True)
+        self.ListConversations = channel.unary_unary(
+                '/confab.admin.v1.Admin/ListConversations',
+                request_serializer=admin__pb2.ListConversationsRequest.SerializeToString,
+                response_deserializer=admin__pb2.ListConversationsResponse.FromString,
+                _registered_method=True)
         self.InspectConversation = channel.unary_unary(
                 '/confab.admin.v1.Admin/InspectConversation',
                 request_serializer=admin__pb2.InspectConversationRequest.SerializeToString,
                 response_deserializer=admin__pb2.ConversationDetail.FromString,
+                _registered_method=True)
+        self.TailEvents = channel.unary_stream(
+                '/confab.admin.v1.Admin/TailEvents',
+                request_serializer=admin__pb2.TailEventsRequest.SerializeToString,
+                response_deserializer=admin__pb2.Event.FromString,
                 _registered_method=True)
         self.ResetConversation = channel.unary_unary(
                 '/confab.admin.v1.Admin/ResetConversation',
@@ -86,8 +96,22 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListConversations(self, request, context):
+        """Conversations, resident and stored, with filters and paging.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def InspectConversation(self, request, context):
         """One conversation, live from its shard: state, mailbox, webhook in flight, last turns.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TailEvents(self, request, context):
+        """What happens now: turns, transitions, handoffs and errors as they are answered.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -139,10 +163,20 @@ def add_AdminServicer_to_server(servicer, server):
                     request_deserializer=admin__pb2.GetClusterRequest.FromString,
                     response_serializer=admin__pb2.Cluster.SerializeToString,
             ),
+            'ListConversations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConversations,
+                    request_deserializer=admin__pb2.ListConversationsRequest.FromString,
+                    response_serializer=admin__pb2.ListConversationsResponse.SerializeToString,
+            ),
             'InspectConversation': grpc.unary_unary_rpc_method_handler(
                     servicer.InspectConversation,
                     request_deserializer=admin__pb2.InspectConversationRequest.FromString,
                     response_serializer=admin__pb2.ConversationDetail.SerializeToString,
+            ),
+            'TailEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.TailEvents,
+                    request_deserializer=admin__pb2.TailEventsRequest.FromString,
+                    response_serializer=admin__pb2.Event.SerializeToString,
             ),
             'ResetConversation': grpc.unary_unary_rpc_method_handler(
                     servicer.ResetConversation,
@@ -213,6 +247,33 @@ class Admin:
             _registered_method=True)
 
     @staticmethod
+    def ListConversations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/confab.admin.v1.Admin/ListConversations',
+            admin__pb2.ListConversationsRequest.SerializeToString,
+            admin__pb2.ListConversationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def InspectConversation(request,
             target,
             options=(),
@@ -229,6 +290,33 @@ class Admin:
             '/confab.admin.v1.Admin/InspectConversation',
             admin__pb2.InspectConversationRequest.SerializeToString,
             admin__pb2.ConversationDetail.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TailEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/confab.admin.v1.Admin/TailEvents',
+            admin__pb2.TailEventsRequest.SerializeToString,
+            admin__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,6 +9,7 @@ never blocks the event loop. A conversation always lands on the same shard
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import time
@@ -24,17 +25,21 @@ from ..actors import lifecycle
 from ..actors.messages import (
     FlowsReloaded,
     ReloadFlows,
+    ResidentAmong,
     RestartShard,
+    ScanStored,
     ShardDirectory,
     ShardSettings,
     ShardStatistics,
     StartShards,
+    StoredPage,
 )
 from ..actors.supervisor import SupervisorActor
 from . import telemetry
 from .bridge import LinkStatistics, ShardDirectoryView, ShardLink
 from .config import ConfabConfig
 from .errors import InvalidArgument, Unavailable
+from .events import EventHub
 from .model import ConversationKey, ConversationState, InboundMessage, ResetResult, StateResult, TurnResult
 from .webhooks import WebhookTarget
 from .wire import Command, CommandKind, Outcome
@@ -61,6 +66,7 @@ class Engine:
         self._system: Any = None
         self._directory: ShardDirectoryView | None = None
         self._links: list[ShardLink] = []
+        self.events = EventHub()
 
     # Lifecycle (blocking; call before serving and after the server stopped) ------
 
@@ -139,7 +145,37 @@ class Engine:
             submitted = self._links[shard].submit([commands[i] for i in positions], deadline)
             for i, future in zip(positions, submitted, strict=True):
                 futures[i] = future
+                if self.events.active:  # an operator is watching (Admin.TailEvents)
+                    future.add_done_callback(functools.partial(self._publish, commands[i], shard))
         return [f for f in futures if f is not None]
+
+    def _publish(self, command: Command, shard: int, future: asyncio.Future[Outcome]) -> None:
+        if not future.cancelled():
+            error = future.exception()
+            self.events.publish_outcome(command, shard, error if error is not None else future.result())
+
+    async def scan_stored(self, tenant_id: str, after: ConversationKey | None, limit: int) -> StoredPage:
+        """A page of stored conversations, read by shard 0 (every shard opens the same store)."""
+        if not self._links:
+            raise Unavailable("the engine is not running")
+        start = (after.tenant_id, after.conversation_id) if after else None
+        page = await self._links[0].request_control(ScanStored(tenant_id, start, limit), timeout_s=10.0)
+        if not isinstance(page, StoredPage):
+            raise Unavailable("no shard could read the store")
+        return page
+
+    async def resident_among(self, keys: list[ConversationKey]) -> set[ConversationKey]:
+        """Which of ``keys`` are in memory, asking each shard about its own."""
+        by_shard: dict[int, list[tuple[str, str]]] = {}
+        for key in keys:
+            by_shard.setdefault(self.shard_for(key), []).append((key.tenant_id, key.conversation_id))
+        answers = await asyncio.gather(
+            *(
+                self._links[i].request_control(ResidentAmong(tuple(k)), timeout_s=5.0)
+                for i, k in by_shard.items()
+            )
+        )
+        return {ConversationKey(*k) for a in answers if isinstance(a, ResidentAmong) for k in a.keys}
 
     async def run(self, command: Command, deadline: float | None = None) -> Outcome:
         """Run one command; errors are raised, results returned."""

@@ -154,6 +154,24 @@ class Store:
         )
         return None if row is None else bytes(row[0])
 
+    def scan(
+        self, after: ConversationKey | None, tenant_id: str, limit: int
+    ) -> list[tuple[ConversationKey, bytes, float]]:
+        """Up to ``limit`` conversations after ``after`` in key order: (key, state, updated_at)."""
+        where, args = ["1"], []
+        if tenant_id:
+            where.append("tenant_id = ?")
+            args.append(tenant_id)
+        if after is not None:
+            where.append("(tenant_id, conversation_id) > (?, ?)")
+            args += [after.tenant_id, after.conversation_id]
+        sql = (
+            "SELECT tenant_id, conversation_id, state, updated_at FROM conversations"
+            f" WHERE {' AND '.join(where)} ORDER BY tenant_id, conversation_id LIMIT ?"
+        )
+        rows = self._when_free(lambda: self._db.execute(sql, (*args, limit)).fetchall())
+        return [(ConversationKey(r[0], r[1]), bytes(r[2]), r[3]) for r in rows]
+
     def recent_turns(self, key: ConversationKey, count: int) -> list[tuple[int, str, int, bytes, float, str]]:
         """The last ``count`` turns kept: (seq, message id, kind, reply, created_at, input), oldest first."""
         rows = self._when_free(

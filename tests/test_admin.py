@@ -210,3 +210,53 @@ def test_admin_calls_need_the_admin_role(tmp_path: Path) -> None:
         server.stop()
     audit = [line for line in server.output if "admin action reload_flows" in line]
     assert len(audit) == 1 and "ops" in audit[0]  # every action is logged with who asked
+
+
+def test_list_conversations_with_filters_and_paging(
+    stubs: tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineStub],
+) -> None:
+    stub, engine = stubs
+    for i in range(5):
+        engine.ProcessMessage(pizza(f"listed-{i}", "hi"))
+    engine.ProcessMessage(pizza("listed-2", payload="HUMAN"))
+    everything = stub.ListConversations(admin.ListConversationsRequest(tenant_id="acme", page_size=500))
+    ids = [c.conversation_id for c in everything.conversations]
+    assert {f"listed-{i}" for i in range(5)} <= set(ids) and ids == sorted(ids)
+    listed = {c.conversation_id: c for c in everything.conversations}
+    assert listed["listed-0"].current_state == "greet" and listed["listed-0"].flow_id == "pizza"
+    assert listed["listed-0"].resident and listed["listed-0"].message_count == 1
+    handed = stub.ListConversations(admin.ListConversationsRequest(tenant_id="acme", in_handoff=True))
+    assert [c.conversation_id for c in handed.conversations if c.conversation_id.startswith("listed")] == [
+        "listed-2"
+    ]
+    by_state = stub.ListConversations(admin.ListConversationsRequest(state="human", page_size=500))
+    assert "listed-2" in {c.conversation_id for c in by_state.conversations}
+    pages, token = [], ""
+    while True:
+        page = stub.ListConversations(
+            admin.ListConversationsRequest(tenant_id="acme", page_size=2, page_token=token)
+        )
+        pages.append([c.conversation_id for c in page.conversations])
+        token = page.next_page_token
+        if not token:
+            break
+    assert [c for p in pages for c in p] == ids and all(len(p) <= 2 for p in pages)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ListConversations(admin.ListConversationsRequest(page_token="not-a-token"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_tail_shows_the_turns_of_messages_sent_meanwhile(
+    stubs: tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineStub],
+) -> None:
+    stub, engine = stubs
+    events = stub.TailEvents(admin.TailEventsRequest(tenant_id="acme", conversation_id="tailed"))
+    time.sleep(0.3)  # the subscription is in place before the message is sent
+    engine.ProcessMessage(pizza("tailed", "hi"))
+    engine.ProcessMessage(pizza("tailed", payload="ORDER"))
+    seen = [next(events) for _ in range(4)]
+    events.cancel()
+    assert [e.type for e in seen] == ["turn", "transition", "turn", "transition"]
+    assert seen[2].data["state"] == "take_order" and seen[2].data["intent"] == "order"
+    assert (seen[3].data["from"], seen[3].data["to"]) == ("greet", "take_order")
+    assert all(e.conversation_id == "tailed" and e.tenant_id == "acme" for e in seen)
