@@ -60,6 +60,8 @@ class AdminService(pb_grpc.AdminServicer):
     def __init__(self, engine: Engine, health: HealthMonitor) -> None:
         self.engine = engine
         self.health = health
+        # (pid, when, commands) per shard at the previous GetCluster: the rate is measured between calls.
+        self._last_counts: dict[int, tuple[int, float, int]] = {}
 
     async def _guard(self, context: grpc.aio.ServicerContext) -> str:
         request_id = current_request_id()
@@ -78,11 +80,18 @@ class AdminService(pb_grpc.AdminServicer):
         cluster.started_at.CopyFrom(convert.timestamp(stats.started_at))
         now = time.time()
         shard_results = await self.engine.shard_statistics()
+        addresses = self.engine.shard_addresses()
         for link, result in zip(stats.links, shard_results, strict=True):
             info = cluster.shards.add(index=link.shard, mailbox_depth=link.queued)
+            info.address = addresses[link.shard] if link.shard < len(addresses) else ""
             if isinstance(result, ShardStatistics):
                 info.generation, info.pid = result.generation, result.pid
                 info.uptime_s = now - result.started_at
+                pid, since, commands = self._last_counts.get(link.shard, (result.pid, result.started_at, 0))
+                if pid != result.pid:  # a new shard process: count from its start
+                    since, commands = result.started_at, 0
+                info.messages_per_s = (result.commands - commands) / max(now - since, 1e-3)
+                self._last_counts[link.shard] = (result.pid, now, result.commands)
                 info.resident_conversations = result.resident_conversations
                 info.waiting_on_webhooks = result.waiting_on_webhooks
                 info.commands, info.rss_bytes, info.healthy = result.commands, result.rss_bytes, True

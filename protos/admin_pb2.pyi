@@ -15,7 +15,7 @@ class GetClusterRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardInfo(_message.Message):
-    __slots__ = ("index", "generation", "pid", "uptime_s", "resident_conversations", "mailbox_depth", "waiting_on_webhooks", "commands", "rss_bytes", "healthy", "error")
+    __slots__ = ("index", "generation", "pid", "uptime_s", "resident_conversations", "mailbox_depth", "waiting_on_webhooks", "commands", "rss_bytes", "healthy", "error", "address", "messages_per_s")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,8 @@ class ShardInfo(_message.Message):
     RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_PER_S_FIELD_NUMBER: _ClassVar[int]
     index: int
     generation: int
     pid: int
@@ -38,7 +40,9 @@ class ShardInfo(_message.Message):
     rss_bytes: int
     healthy: bool
     error: str
-    def __init__(self, index: _Optional[int] = ..., generation: _Optional[int] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., resident_conversations: _Optional[int] = ..., mailbox_depth: _Optional[int] = ..., waiting_on_webhooks: _Optional[int] = ..., commands: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., healthy: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    address: str
+    messages_per_s: float
+    def __init__(self, index: _Optional[int] = ..., generation: _Optional[int] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., resident_conversations: _Optional[int] = ..., mailbox_depth: _Optional[int] = ..., waiting_on_webhooks: _Optional[int] = ..., commands: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., healthy: _Optional[bool] = ..., error: _Optional[str] = ..., address: _Optional[str] = ..., messages_per_s: _Optional[float] = ...) -> None: ...
 
 class StoreInfo(_message.Message):
     __slots__ = ("path", "ok", "latency_ms")

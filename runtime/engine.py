@@ -208,6 +208,10 @@ class Engine:
         results = await asyncio.gather(*futures, return_exceptions=True)
         return [r if isinstance(r, ShardStatistics | Exception) else Unavailable(str(r)) for r in results]
 
+    def shard_addresses(self) -> list[str]:
+        """Each shard's actor address, as text, by index."""
+        return [str(a) for a in self._directory.current.addresses] if self._directory else []
+
     async def check_supervisor(self) -> str | None:
         """None if the supervisor answers (the actor system works), else what went wrong."""
         system, directory = self._system, self._directory
