@@ -66,6 +66,8 @@ from .messages import (
 
 log = logging.getLogger(__name__)
 
+# Lifecycle events carried back by one batch reply at most (an operator's view, not a log).
+MAX_LIFECYCLE_EVENTS = 1000
 # How often a shard with turns waiting on webhooks looks for answers.
 WEBHOOK_POLL = timedelta(milliseconds=20)
 
@@ -111,6 +113,9 @@ class Shard:
         self.flows = FlowRegistry(flows, settings.default_flow)
         self.webhooks = WebhookClient(settings.webhooks)
         self.waiting: set[ConversationActor] = set()  # turns suspended on a webhook
+        # Activations and passivations since the last batch, kept only while the edge asks.
+        self.lifecycle: list[list[str]] = []
+        self._lifecycle_wanted = False
         self.residents: OrderedDict[ConversationKey, ConversationActor] = OrderedDict()
         self.started_at = time.time()
         self.activations = 0
@@ -129,6 +134,7 @@ class Shard:
         ``sender`` is where late outcomes of deferred commands are to go.
         """
         batch = CommandBatch.decode(data)
+        self._lifecycle_wanted = batch.want_lifecycle
         try:
             with telemetry.batch_span(self.index, batch):
                 outcomes = self._run(batch, sender)
@@ -136,7 +142,8 @@ class Shard:
             log.exception("shard %d: batch %d failed", self.index, batch.batch_id)
             failure = outcome_to_wire(InternalError("shard failed to run the batch"))
             outcomes = [failure] * len(batch.commands)
-        return OutcomeBatch(batch.batch_id, outcomes).encode()
+        lifecycle, self.lifecycle = self.lifecycle, []
+        return OutcomeBatch(batch.batch_id, outcomes, lifecycle).encode()
 
     def _run(self, batch: CommandBatch, sender: Any) -> list[list[Any]]:
         received = time.perf_counter()
@@ -278,6 +285,7 @@ class Shard:
         conversation = ConversationActor.activate(key, self.store.load(key), self.settings.turns_kept)
         self.residents[key] = conversation
         self.activations += 1
+        self._note("activation", key)
         return conversation
 
     def _passivate_beyond_limit(self) -> None:
@@ -291,6 +299,7 @@ class Shard:
                 continue
             del self.residents[key]
             self.passivations += 1
+            self._note("passivation", key)
             excess -= 1
 
     def reload_flows(self) -> FlowsReloaded:
@@ -348,7 +357,12 @@ class Shard:
             return Passivated(False, "it has work waiting (a webhook or queued messages)")
         del self.residents[key]
         self.passivations += 1
+        self._note("passivation", key)
         return Passivated(True, "passivated; its state is in the store")
+
+    def _note(self, event: str, key: ConversationKey) -> None:
+        if self._lifecycle_wanted and len(self.lifecycle) < MAX_LIFECYCLE_EVENTS:
+            self.lifecycle.append([event, key.tenant_id, key.conversation_id])
 
     def statistics(self) -> ShardStatistics:
         store_ok, latency_ms, error = True, 0.0, ""

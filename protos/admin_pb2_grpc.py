@@ -111,7 +111,7 @@ class AdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TailEvents(self, request, context):
-        """What happens now: turns, transitions, handoffs and errors as they are answered.
+        """What happens now: turns, transitions, handoffs, errors, activations and passivations.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

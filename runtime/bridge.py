@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +116,10 @@ class ShardLink:
         self._queue: deque[_Pending] = deque()
         # Control messages for the shard (status, flow reload) and who waits for each answer.
         self._control: list[tuple[Any, float, asyncio.Future[Any]]] = []
+        # Set by the engine: whether to ask the shard for activations and passivations, and
+        # who hears about them (called on the event loop).
+        self.want_lifecycle: Callable[[], bool] = lambda: False
+        self.on_lifecycle: Callable[[int, list[list[str]]], None] | None = None
         # Commands the shard deferred (behind a webhook), by (batch id, position), with when.
         self._deferred: dict[tuple[int, int], tuple[_Pending, float]] = {}
         self._wakeup = threading.Condition()
@@ -210,7 +215,7 @@ class ShardLink:
             self._resolve(expired, [error] * len(expired))
         if not pending:
             return
-        batch = CommandBatch(next(self._batch_ids), [p.command for p in pending])
+        batch = CommandBatch(next(self._batch_ids), [p.command for p in pending], self.want_lifecycle())
         self._in_flight = len(pending)
         self._batches_sent += 1
         self._commands_sent += len(pending)
@@ -224,6 +229,8 @@ class ShardLink:
             log.exception("shard link %d failed", self.index)
             outcomes = [InternalError(f"shard link failed: {type(exc).__name__}")] * len(pending)
         else:
+            if reply.lifecycle and self.on_lifecycle is not None:
+                self._loop.call_soon_threadsafe(self.on_lifecycle, self.index, reply.lifecycle)
             answered, outcomes = [], []
             for i, (p, wire) in enumerate(zip(pending, reply.outcomes, strict=True)):
                 if is_deferred(wire):  # waiting behind a webhook: answered by a LateOutcomes

@@ -107,6 +107,9 @@ class Engine:
                 )
                 for index in range(len(directory.addresses))
             ]
+            for link in self._links:
+                link.want_lifecycle = lambda: self.events.active
+                link.on_lifecycle = self.events.publish_lifecycle
         except BaseException:
             self._system.shutdown()
             self._system = None

@@ -17,7 +17,7 @@ from .errors import ConfabError
 from .model import ConversationKey, TurnResult
 from .wire import Command, Outcome
 
-EVENT_TYPES = ("turn", "transition", "handoff", "error")
+EVENT_TYPES = ("turn", "transition", "handoff", "error", "activation", "passivation")
 QUEUE_SIZE = 1000
 TEXT_SHOWN = 200  # characters of a response an event carries
 
@@ -47,12 +47,21 @@ class EventHub:
     def unsubscribe(self, queue: asyncio.Queue[RuntimeEvent]) -> None:
         self._subscribers.discard(queue)
 
+    def publish(self, event: RuntimeEvent) -> None:
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()  # the slow subscriber loses its oldest event
+            queue.put_nowait(event)
+
     def publish_outcome(self, command: Command, shard: int, outcome: Outcome | BaseException) -> None:
         for event in _events_of(command, shard, outcome):
-            for queue in self._subscribers:
-                if queue.full():
-                    queue.get_nowait()  # the slow subscriber loses its oldest event
-                queue.put_nowait(event)
+            self.publish(event)
+
+    def publish_lifecycle(self, shard: int, entries: list[list[str]]) -> None:
+        """Activations and passivations a shard reported: (type, tenant id, conversation id)."""
+        now = time.time()
+        for kind, tenant_id, conversation_id in entries:
+            self.publish(RuntimeEvent(kind, ConversationKey(tenant_id, conversation_id), shard, now))
 
 
 def _events_of(command: Command, shard: int, outcome: Outcome | BaseException) -> list[RuntimeEvent]:

@@ -11,7 +11,7 @@ applied recently, so a batch re-sent after a shard restart is never applied twic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
@@ -101,14 +101,19 @@ def outcome_from_wire(w: list[Any]) -> Outcome:
 class CommandBatch:
     batch_id: int
     commands: list[Command]
+    # An operator is watching (Admin.TailEvents): report activations and passivations.
+    want_lifecycle: bool = False
 
     def encode(self) -> bytes:
-        return msgpack.packb([self.batch_id, [c.to_wire() for c in self.commands]])
+        wire: list[Any] = [self.batch_id, [c.to_wire() for c in self.commands]]
+        if self.want_lifecycle:
+            wire.append(True)
+        return msgpack.packb(wire)
 
     @classmethod
     def decode(cls, data: bytes) -> CommandBatch:
-        batch_id, commands = msgpack.unpackb(data, use_list=True)
-        return cls(batch_id, [Command.from_wire(c) for c in commands])
+        wire = msgpack.unpackb(data, use_list=True)
+        return cls(wire[0], [Command.from_wire(c) for c in wire[1]], len(wire) > 2 and bool(wire[2]))
 
 
 @dataclass(slots=True)
@@ -117,14 +122,19 @@ class OutcomeBatch:
 
     batch_id: int
     outcomes: list[list[Any]]  # wire form; decoded lazily, one per waiting request
+    # (event type, tenant id, conversation id): activations and passivations, when asked for.
+    lifecycle: list[list[str]] = field(default_factory=list)
 
     def encode(self) -> bytes:
-        return msgpack.packb([self.batch_id, self.outcomes])
+        wire: list[Any] = [self.batch_id, self.outcomes]
+        if self.lifecycle:
+            wire.append(self.lifecycle)
+        return msgpack.packb(wire)
 
     @classmethod
     def decode(cls, data: bytes) -> OutcomeBatch:
-        batch_id, outcomes = msgpack.unpackb(data, use_list=True)
-        return cls(batch_id, outcomes)
+        wire = msgpack.unpackb(data, use_list=True)
+        return cls(wire[0], wire[1], wire[2] if len(wire) > 2 else [])
 
 
 def pack(value: Any) -> bytes:
@@ -147,7 +157,7 @@ class LateOutcomes:
 
 def decode_reply(data: bytes) -> OutcomeBatch | LateOutcomes:
     """A shard's answer: the outcomes of a batch, or late outcomes of earlier batches."""
-    batch_id, payload = msgpack.unpackb(data, use_list=True)
-    if batch_id == LATE_BATCH_ID:
-        return LateOutcomes([(e[0], e[1], e[2]) for e in payload])
-    return OutcomeBatch(batch_id, payload)
+    wire = msgpack.unpackb(data, use_list=True)
+    if wire[0] == LATE_BATCH_ID:
+        return LateOutcomes([(e[0], e[1], e[2]) for e in wire[1]])
+    return OutcomeBatch(wire[0], wire[1], wire[2] if len(wire) > 2 else [])

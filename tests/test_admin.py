@@ -251,7 +251,11 @@ def test_tail_shows_the_turns_of_messages_sent_meanwhile(
     stubs: tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineStub],
 ) -> None:
     stub, engine = stubs
-    events = stub.TailEvents(admin.TailEventsRequest(tenant_id="acme", conversation_id="tailed"))
+    events = stub.TailEvents(
+        admin.TailEventsRequest(
+            tenant_id="acme", conversation_id="tailed", event_types=["turn", "transition"]
+        )
+    )
     time.sleep(0.3)  # the subscription is in place before the message is sent
     engine.ProcessMessage(pizza("tailed", "hi"))
     engine.ProcessMessage(pizza("tailed", payload="ORDER"))
@@ -261,3 +265,19 @@ def test_tail_shows_the_turns_of_messages_sent_meanwhile(
     assert seen[2].data["state"] == "take_order" and seen[2].data["intent"] == "order"
     assert (seen[3].data["from"], seen[3].data["to"]) == ("greet", "take_order")
     assert all(e.conversation_id == "tailed" and e.tenant_id == "acme" for e in seen)
+
+
+def test_tail_shows_activations_and_passivations(
+    stubs: tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineStub],
+) -> None:
+    stub, engine = stubs
+    events = stub.TailEvents(
+        admin.TailEventsRequest(tenant_id="acme", event_types=["activation", "passivation"])
+    )
+    time.sleep(0.3)
+    engine.ProcessMessage(pizza("woken", "hi"))  # a new conversation: activated
+    assert stub.PassivateConversation(action("woken")).ok
+    engine.ProcessMessage(pizza("woken", "hi"))  # the reply carries the passivation; then activated again
+    seen = [(e.type, e.conversation_id) for e in (next(events) for _ in range(3))]
+    events.cancel()
+    assert seen == [("activation", "woken"), ("passivation", "woken"), ("activation", "woken")]

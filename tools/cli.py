@@ -8,6 +8,7 @@
     confab price-service [--listen HOST:PORT] [--delay S] [--fail]
     confab flows validate PATH...  |  confab flows show NAME [--dir DIR ...] [--dot]
     confab chat --target HOST:PORT --tenant T [--conversation ID] [--flow NAME] ...  (see tools/chat.py)
+    confab shell [--target HOST:PORT] [-c COMMAND] [--json] ...  (operator shell; see tools/shell.py)
 
 ``serve`` prints one line once it is serving. SIGTERM or SIGINT drains it: health
 turns NOT_SERVING, in-flight calls finish (bounded by ``server.shutdown_grace_s``),
@@ -28,7 +29,7 @@ import yaml
 
 from ..runtime import VERSION
 from ..runtime.config import ConfabConfig, ConfigError, load_config
-from . import chat, flows_cli, price_service
+from . import chat, flows_cli, price_service, shell
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     hash_key.add_argument("key", nargs="?", help="the key; omit it (or '-') to read it from stdin")
     flows_cli.add_parser(commands)
     chat.add_parser(commands)
+    shell.add_parser(commands)
     prices = commands.add_parser("price-service", help="run the pizza flow's local price webhook")
     prices.add_argument("--listen", default="127.0.0.1:8099")
     prices.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
@@ -77,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return flows_cli.run(args)
     if args.command == "chat":
         return chat.run(args)
+    if args.command == "shell":
+        return shell.run(args)
     if args.command == "price-service":
         return price_service.main(
             ["--listen", args.listen, "--delay", str(args.delay), *(["--fail"] if args.fail else [])]
