@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -23,6 +23,7 @@ import psutil
 
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
+from confab.tools.price_service import PriceService
 
 SERVING_LINE = re.compile(r"serving on (\S+):(\d+)")
 
@@ -167,3 +168,34 @@ def state_request(conversation_id: str, tenant: str = "acme") -> pb.GetConversat
     return pb.GetConversationStateRequest(
         tenant_context={"tenant_id": tenant}, conversation_id=conversation_id
     )
+
+
+def price_webhook_config(path: Path, price_url: str, *, timeout_s: float = 3.0, more_yaml: str = "") -> Path:
+    """A config whose ``price`` webhook (the pizza flow's) points at a test price service."""
+    path.write_text(
+        more_yaml
+        + "flows:\n  webhooks:\n"
+        + f"    - {{name: price, url: '{price_url}', timeout_s: {timeout_s}, retries: 0, headers: {{}}}}\n"
+    )
+    return path
+
+
+@contextlib.contextmanager
+def pizza_server(directory: Path, *, timeout_s: float = 3.0) -> Iterator[tuple[ServerProcess, PriceService]]:
+    """A one-shard server (every conversation shares it) and the price service its pizza flow asks."""
+    prices = PriceService().start()
+    config = price_webhook_config(directory / "confab.yaml", prices.url, timeout_s=timeout_s)
+    server = ServerProcess(directory / "data", shards=1, extra=["--config", str(config)])
+    try:
+        yield server.start(), prices
+    finally:
+        server.stop()
+        prices.stop()
+
+
+def pizza(conversation: str, text: str = "", payload: str = "") -> pb.ProcessMessageRequest:
+    """A message for the bundled pizza flow (the processing hint force_flow picks it)."""
+    request = message(conversation, text)
+    request.content.payload = payload
+    request.processing_hints.force_flow = "pizza"
+    return request

@@ -14,30 +14,18 @@ from google.protobuf import json_format
 
 from confab.protos import admin_pb2 as admin
 from confab.protos import admin_pb2_grpc as admin_grpc
-from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.tools.price_service import PriceService
 
-from .support import ServerProcess, message
+from .support import ServerProcess, pizza, pizza_server
 
 ADMIN_KEY, PLAIN_KEY = "admin-key-for-tests-0123456789", "plain-key-for-tests-0123456789"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, PriceService]]:
-    prices = PriceService().start()
-    directory = tmp_path_factory.mktemp("admin")
-    config = directory / "confab.yaml"
-    config.write_text(
-        "flows:\n  webhooks:\n"
-        f"    - {{name: price, url: '{prices.url}', timeout_s: 3.0, retries: 0, headers: {{}}}}\n"
-    )
-    server = ServerProcess(directory / "data", shards=1, extra=["--config", str(config)]).start()
-    try:
-        yield server, prices
-    finally:
-        server.stop()
-        prices.stop()
+    with pizza_server(tmp_path_factory.mktemp("admin")) as running:
+        yield running
 
 
 @pytest.fixture
@@ -47,13 +35,6 @@ def stubs(
     server, _ = cluster
     with server.channel() as channel:
         yield admin_grpc.AdminStub(channel), pb_grpc.MCPEngineStub(channel)
-
-
-def pizza(conversation: str, text: str = "", payload: str = "") -> pb.ProcessMessageRequest:
-    request = message(conversation, text)
-    request.content.payload = payload
-    request.processing_hints.force_flow = "pizza"
-    return request
 
 
 def action(conversation: str) -> admin.ConversationAction:

@@ -16,7 +16,7 @@ from confab.runtime.flows.dialogues import LocalRunner
 from confab.runtime.model import ConversationKey
 from confab.tools.price_service import PriceService
 
-from .support import ServerProcess
+from .support import ServerProcess, price_webhook_config
 
 PROMPT = "you> "
 TIMEOUT = 15  # seconds for any one expected line; a turn takes milliseconds
@@ -70,12 +70,9 @@ def finish(child: pexpect.spawn) -> int | None:
 def server_config(path: Path, prices: PriceService) -> Path:
     """The pizza flow's price webhook pointed at ``prices``; a short shutdown grace, because
     an open stream holds a SIGTERM'd server for the whole grace."""
-    path.write_text(
-        "server: {shutdown_grace_s: 1.0}\n"
-        "flows:\n  webhooks:\n"
-        f"    - {{name: price, url: '{prices.url}', timeout_s: 2.0, retries: 0, headers: {{}}}}\n"
+    return price_webhook_config(
+        path, prices.url, timeout_s=2.0, more_yaml="server: {shutdown_grace_s: 1.0}\n"
     )
-    return path
 
 
 @pytest.fixture(scope="module")

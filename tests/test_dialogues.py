@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from confab.protos import mcp_engine_pb2 as pb
 from confab.runtime.errors import InvalidArgument
 from confab.runtime.flows.dialogues import LocalRunner, dialogue_files, load_dialogues, run_dialogues
 from confab.runtime.flows.interpreter import DeclarativeFlow
@@ -21,7 +20,7 @@ from confab.runtime.webhooks import WebhookTarget
 from confab.tools.dialogue_client import GrpcRunner
 from confab.tools.price_service import PriceService
 
-from .support import ServerProcess, message
+from .support import ServerProcess, message, pizza, pizza_server
 
 DIALOGUES = Path(__file__).parent / "dialogues"
 KEY = ConversationKey("acme", "c-1")
@@ -170,19 +169,8 @@ def test_ab_variants_are_sticky_and_follow_the_weights() -> None:
 @pytest.fixture(scope="module")
 def priced_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, PriceService]]:
     """One shard (so every conversation shares it) and a slow, switchable price service."""
-    service = PriceService().start()
-    directory = tmp_path_factory.mktemp("priced")
-    config = directory / "confab.yaml"
-    config.write_text(
-        "flows:\n  webhooks:\n"
-        f"    - {{name: price, url: '{service.url}', timeout_s: 1.0, retries: 0, headers: {{}}}}\n"
-    )
-    server = ServerProcess(directory / "data", shards=1, extra=["--config", str(config)]).start()
-    try:
-        yield server, service
-    finally:
-        server.stop()
-        service.stop()
+    with pizza_server(tmp_path_factory.mktemp("priced"), timeout_s=1.0) as running:
+        yield running
 
 
 @pytest.mark.parametrize("path", list(dialogue_files([DIALOGUES])), ids=lambda p: p.stem)
@@ -193,12 +181,6 @@ def test_bundled_dialogues_through_the_real_server(
     with GrpcRunner(server.address) as runner:
         results = run_dialogues(load_dialogues(path), runner)
     assert not {r.name: r.problems for r in results if not r.passed}
-
-
-def pizza(conversation: str, text: str) -> pb.ProcessMessageRequest:
-    request = message(conversation, text)
-    request.processing_hints.force_flow = "pizza"
-    return request
 
 
 def test_a_slow_webhook_holds_its_conversation_only(

@@ -16,11 +16,9 @@ import pytest
 
 from confab.protos import admin_pb2 as admin
 from confab.protos import admin_pb2_grpc as admin_grpc
-from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
-from confab.tools.price_service import PriceService
 
-from .support import ServerProcess, message
+from .support import ServerProcess, pizza, pizza_server
 
 # prompt_toolkit draws "confab> " as "confab>" and a cursor move, so the space is not in the output.
 PROMPT = "confab>"
@@ -29,19 +27,8 @@ TIMEOUT = 15  # seconds for any one expected line; a command takes milliseconds
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    prices = PriceService().start()
-    directory = tmp_path_factory.mktemp("shell")
-    config = directory / "confab.yaml"
-    config.write_text(
-        "flows:\n  webhooks:\n"
-        f"    - {{name: price, url: '{prices.url}', timeout_s: 3.0, retries: 0, headers: {{}}}}\n"
-    )
-    process = ServerProcess(directory / "data", shards=1, extra=["--config", str(config)])
-    try:
-        yield process.start()
-    finally:
-        process.stop()
-        prices.stop()
+    with pizza_server(tmp_path_factory.mktemp("shell")) as (process, _):
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +41,6 @@ def engine(server: ServerProcess) -> Iterator[pb_grpc.MCPEngineStub]:
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A HOME of the tests' own, so the shell's history file never lands in the real one."""
     return tmp_path_factory.mktemp("home")
-
-
-def pizza(conversation: str, text: str) -> pb.ProcessMessageRequest:
-    request = message(conversation, text)
-    request.processing_hints.force_flow = "pizza"
-    return request
 
 
 def shell_c(address: str, command: str, *extra: str, home: Path) -> subprocess.CompletedProcess[str]:
