@@ -187,6 +187,7 @@ class AdminService(pb_grpc.AdminServicer):
             inspection = await self.engine.ask_shard_of(
                 key,
                 InspectRequest(key.tenant_id, key.conversation_id, request.last_turns or DEFAULT_LAST_TURNS),
+                expect=Inspection,
             )
             if not isinstance(inspection, Inspection) or not inspection.exists:
                 raise ConversationNotFound(f"conversation {key} not found")
@@ -243,7 +244,9 @@ class AdminService(pb_grpc.AdminServicer):
         try:
             key = _key(request.tenant_id, request.conversation_id)
             _audit("passivate", conversation=str(key), reason=request.reason)
-            answer = await self.engine.ask_shard_of(key, PassivateRequest(key.tenant_id, key.conversation_id))
+            answer = await self.engine.ask_shard_of(
+                key, PassivateRequest(key.tenant_id, key.conversation_id), expect=Passivated
+            )
         except Exception as exc:
             await errors.abort(context, exc, request_id)
         assert isinstance(answer, Passivated)

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 # How long a link waits for a reply before checking whether its shard was replaced.
 POLL_S = 0.25
+DIRECTORY_TIMEOUT_S = 2.0
 # While commands wait behind webhooks, how often an idle link listens for their outcomes,
 # and how long it waits for them at most.
 DEFERRED_POLL_S = 0.01
@@ -84,13 +85,17 @@ class ShardDirectoryView:
     def current(self) -> ShardDirectory:
         return self._directory
 
+    def update(self, directory: ShardDirectory) -> None:
+        with self._lock:
+            self._directory = directory
+
     def refresh(self, context: Any) -> ShardDirectory | None:
-        """Ask the supervisor for the latest directory; None if it does not answer."""
-        reply = context.ask(self.supervisor, GetDirectory(), 2.0)
+        """Ask the supervisor for the latest directory with a context of one's own (nothing
+        else may arrive on it); None if it does not answer."""
+        reply = context.ask(self.supervisor, GetDirectory(), DIRECTORY_TIMEOUT_S)
         if not isinstance(reply, ShardDirectory):
             return None
-        with self._lock:
-            self._directory = reply
+        self.update(reply)
         return reply
 
 
@@ -115,7 +120,7 @@ class ShardLink:
         self._timeout_s = timeout_s
         self._queue: deque[_Pending] = deque()
         # Control messages for the shard (status, flow reload) and who waits for each answer.
-        self._control: list[tuple[Any, float, asyncio.Future[Any]]] = []
+        self._control: list[tuple[Any, type, float, asyncio.Future[Any]]] = []
         # Set by the engine: whether to ask the shard for activations and passivations, and
         # who hears about them (called on the event loop).
         self.want_lifecycle: Callable[[], bool] = lambda: False
@@ -149,13 +154,14 @@ class ShardLink:
         return futures
 
     def request_statistics(self) -> asyncio.Future[ShardStatistics]:
-        return self.request_control(StatusRequest(), timeout_s=2.0)
+        return self.request_control(StatusRequest(), expect=ShardStatistics, timeout_s=2.0)
 
-    def request_control(self, message: Any, *, timeout_s: float) -> asyncio.Future[Any]:
-        """Send a control message between batches; the future gets the shard's answer."""
+    def request_control(self, message: Any, *, expect: type, timeout_s: float) -> asyncio.Future[Any]:
+        """Send a control message between batches; the future gets the shard's answer, of type
+        ``expect`` (anything else arriving meanwhile is a late answer to something earlier)."""
         future: asyncio.Future[Any] = self._loop.create_future()
         with self._wakeup:
-            self._control.append((message, timeout_s, future))
+            self._control.append((message, expect, timeout_s, future))
             self._wakeup.notify()
         return future
 
@@ -194,8 +200,8 @@ class ShardLink:
                         return
                     taken = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
                     control, self._control = self._control, []
-                for message, timeout_s, future in control:
-                    self._answer_control(context, message, timeout_s, future)
+                for message, expect, timeout_s, future in control:
+                    self._answer_control(context, message, expect, timeout_s, future)
                 if taken:
                     self._send(context, taken)
                 if self._deferred:
@@ -283,10 +289,18 @@ class ShardLink:
                     return decoded
                 # A late answer to a batch that was re-sent: already handled.
             elif reply is not None:
-                raise InternalError(f"shard {self.index} could not take the batch")
+                if _is_poison_for(reply, data):
+                    raise InternalError(f"shard {self.index} could not take the batch")
+                # A late answer to a control message that timed out (a busy shard answers
+                # status requests only between batches): not this batch's reply.
+                reply = context.listen(POLL_S)
+                continue
             if time.monotonic() >= give_up:
                 raise Unavailable(f"shard {self.index} did not answer in {self._timeout_s:.0f}s")
-            directory = self._directory.refresh(context) or self._directory.current
+            latest, answered = self._ask_directory(context, batch.batch_id)
+            if answered is not None:  # the batch's answer came while we asked the supervisor
+                return answered
+            directory = latest or self._directory.current
             if directory.generations[self.index] != generation:
                 generation = directory.generations[self.index]
                 self._resends += 1
@@ -297,24 +311,57 @@ class ShardLink:
             else:
                 reply = context.listen(POLL_S)
 
+    def _ask_directory(
+        self, context: Any, batch_id: int
+    ) -> tuple[ShardDirectory | None, OutcomeBatch | None]:
+        """Ask the supervisor where the shard is now. This context may receive the batch's own
+        answer meanwhile (``ask`` returns whatever arrives next): that is returned, never dropped."""
+        give_up = time.monotonic() + DIRECTORY_TIMEOUT_S
+        reply = context.ask(self._directory.supervisor, GetDirectory(), DIRECTORY_TIMEOUT_S)
+        while reply is not None and not isinstance(reply, ShardDirectory):
+            if isinstance(reply, bytes):
+                decoded = decode_reply(reply)
+                if isinstance(decoded, LateOutcomes):
+                    self._settle_late(decoded)
+                elif decoded.batch_id == batch_id:
+                    return None, decoded
+            remaining = give_up - time.monotonic()
+            reply = context.listen(remaining) if remaining > 0 else None
+        if reply is None:
+            return None, None
+        self._directory.update(reply)
+        return reply, None
+
     def _answer_control(
-        self, context: Any, message: Any, timeout_s: float, future: asyncio.Future[Any]
+        self, context: Any, message: Any, expect: type, timeout_s: float, future: asyncio.Future[Any]
     ) -> None:
         address = self._directory.current.addresses[self.index]
+        give_up = time.monotonic() + timeout_s
         reply = context.ask(address, message, timeout_s)
-        while isinstance(reply, bytes):  # late outcomes may arrive first
-            decoded = decode_reply(reply)
-            if isinstance(decoded, LateOutcomes):
-                self._settle_late(decoded)
-            reply = context.listen(timeout_s)
+        while reply is not None and not isinstance(reply, expect):
+            if isinstance(reply, bytes):  # late outcomes may arrive first
+                decoded = decode_reply(reply)
+                if isinstance(decoded, LateOutcomes):
+                    self._settle_late(decoded)
+            elif _is_poison_for(reply, message):
+                reply = None
+                break
+            # Anything else answers an earlier control message that timed out: drop it.
+            remaining = give_up - time.monotonic()
+            reply = context.listen(remaining) if remaining > 0 else None
         result: Any = reply
-        if reply is None or type(reply).__name__ == "PoisonMessage":
+        if reply is None:
             result = Unavailable(f"shard {self.index} did not answer {type(message).__name__}")
         self._loop.call_soon_threadsafe(_settle_all, [future], [result])
 
     def _resolve(self, pending: list[_Pending], outcomes: list[Outcome]) -> None:
         # One wake-up of the event loop per batch, not per request.
         self._loop.call_soon_threadsafe(_settle_all, [p.future for p in pending], outcomes)
+
+
+def _is_poison_for(reply: Any, message: Any) -> bool:
+    """Thespian returns a message its handler failed on twice as PoisonMessage."""
+    return type(reply).__name__ == "PoisonMessage" and getattr(reply, "poisonMessage", None) == message
 
 
 def _settle_all(futures: list[asyncio.Future[Any]], results: list[Any]) -> None:

@@ -162,7 +162,9 @@ class Engine:
         if not self._links:
             raise Unavailable("the engine is not running")
         start = (after.tenant_id, after.conversation_id) if after else None
-        page = await self._links[0].request_control(ScanStored(tenant_id, start, limit), timeout_s=10.0)
+        page = await self._links[0].request_control(
+            ScanStored(tenant_id, start, limit), expect=StoredPage, timeout_s=10.0
+        )
         if not isinstance(page, StoredPage):
             raise Unavailable("no shard could read the store")
         return page
@@ -174,7 +176,7 @@ class Engine:
             by_shard.setdefault(self.shard_for(key), []).append((key.tenant_id, key.conversation_id))
         answers = await asyncio.gather(
             *(
-                self._links[i].request_control(ResidentAmong(tuple(k)), timeout_s=5.0)
+                self._links[i].request_control(ResidentAmong(tuple(k)), expect=ResidentAmong, timeout_s=5.0)
                 for i, k in by_shard.items()
             )
         )
@@ -228,11 +230,15 @@ class Engine:
         answered = await asyncio.to_thread(ask)
         return None if answered else "the supervisor did not answer"
 
-    async def ask_shard_of(self, key: ConversationKey, message: Any, timeout_s: float = 5.0) -> Any:
+    async def ask_shard_of(
+        self, key: ConversationKey, message: Any, expect: type, timeout_s: float = 5.0
+    ) -> Any:
         """Send a control message to the shard that hosts ``key``; its answer (or an error)."""
         if not self._links:
             raise Unavailable("the engine is not running")
-        answer = await self._links[self.shard_for(key)].request_control(message, timeout_s=timeout_s)
+        answer = await self._links[self.shard_for(key)].request_control(
+            message, expect=expect, timeout_s=timeout_s
+        )
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -255,7 +261,9 @@ class Engine:
 
     async def reload_flows(self) -> list[FlowsReloaded | Exception]:
         """Every shard loads the flow files again (running conversations keep their version)."""
-        futures = [link.request_control(ReloadFlows(), timeout_s=30.0) for link in self._links]
+        futures = [
+            link.request_control(ReloadFlows(), expect=FlowsReloaded, timeout_s=30.0) for link in self._links
+        ]
         results = await asyncio.gather(*futures, return_exceptions=True)
         return [r if isinstance(r, FlowsReloaded | Exception) else Unavailable(str(r)) for r in results]
 
