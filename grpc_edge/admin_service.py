@@ -257,12 +257,11 @@ class AdminService(pb_grpc.AdminServicer):
     ) -> pb.ActionResult:
         await self._guard(context)
         _audit("reload_flows")
-        results = await self.engine.reload_flows()
-        problems = sorted({p for r in results if not isinstance(r, Exception) for p in r.problems})
-        failures = [str(r) for r in results if isinstance(r, Exception)]
-        loaded = sorted({f"{f}@{v}" for r in results if not isinstance(r, Exception) for f, v in r.versions})
-        result = pb.ActionResult(ok=not failures, message=f"{len(loaded)} flow versions loaded")
-        convert.fill_struct(result.details, {"loaded": loaded, "skipped": problems, "failed": failures})
+        reload = await self.engine.reload_flows()
+        result = pb.ActionResult(ok=not reload.failed, message=f"{len(reload.loaded)} flow versions loaded")
+        convert.fill_struct(
+            result.details, {"loaded": reload.loaded, "skipped": reload.skipped, "failed": reload.failed}
+        )
         return result
 
     async def RestartShard(

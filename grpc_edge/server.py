@@ -142,22 +142,12 @@ class ConfabServer:
 
     async def reload_flows(self) -> None:
         """Load the flow files again on every shard, without dropping traffic (SIGHUP)."""
-        results = await self.engine.reload_flows()
-        for result in results:
-            if isinstance(result, Exception):
-                log.error("flow reload: %s", result)
-                continue
-            for problem in result.problems:
-                log.error("flow reload, shard %d: file skipped: %s", result.index, problem)
-        loaded = sorted(
-            {
-                f"{flow}@{version}"
-                for r in results
-                if not isinstance(r, Exception)
-                for flow, version in r.versions
-            }
-        )
-        log.info("flows reloaded: %s", ", ".join(loaded))
+        reload = await self.engine.reload_flows()
+        for failure in reload.failed:
+            log.error("flow reload: %s", failure)
+        for problem in reload.skipped:
+            log.error("flow reload: file skipped: %s", problem)
+        log.info("flows reloaded: %s", ", ".join(reload.loaded))
 
     @property
     def address(self) -> str:

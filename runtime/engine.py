@@ -55,6 +55,15 @@ class EngineStatistics:
     links: tuple[LinkStatistics, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class FlowReload:
+    """What a reload of the flow files did across the shards."""
+
+    loaded: list[str]  # "flow@version", now the latest of each flow
+    skipped: list[str]  # files that did not load, as "PATH:LINE: message"
+    failed: list[str]  # shards that could not reload
+
+
 def new_message_id() -> str:
     return uuid.uuid4().hex
 
@@ -259,13 +268,18 @@ class Engine:
         if not isinstance(await asyncio.to_thread(ask), ShardDirectory):
             raise Unavailable("the supervisor did not answer")
 
-    async def reload_flows(self) -> list[FlowsReloaded | Exception]:
+    async def reload_flows(self) -> FlowReload:
         """Every shard loads the flow files again (running conversations keep their version)."""
         futures = [
             link.request_control(ReloadFlows(), expect=FlowsReloaded, timeout_s=30.0) for link in self._links
         ]
         results = await asyncio.gather(*futures, return_exceptions=True)
-        return [r if isinstance(r, FlowsReloaded | Exception) else Unavailable(str(r)) for r in results]
+        reloaded = [r for r in results if isinstance(r, FlowsReloaded)]
+        return FlowReload(
+            loaded=sorted({f"{flow}@{version}" for r in reloaded for flow, version in r.versions}),
+            skipped=sorted({problem for r in reloaded for problem in r.problems}),
+            failed=[str(r) for r in results if not isinstance(r, FlowsReloaded)],
+        )
 
     def statistics(self) -> EngineStatistics:
         directory = self._directory.current if self._directory else None
