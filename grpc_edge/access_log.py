@@ -2,9 +2,9 @@
 
 :func:`configure_logging` sets up the root logger from the ``logging:`` config
 section: JSON lines (one object per record, for log shippers) or plain text (for
-people at a terminal). :class:`LoggingInterceptor` writes one INFO record per
-call, after it ended: method, tenant, conversation, status code, duration,
-request id, trace id and peer.
+people at a terminal). :class:`AccessLog` writes one INFO record per call, after
+it ended: method, tenant, conversation, status code, duration, request id, trace
+id and peer.
 
 Message text is private to the tenant's users: it is never logged unless
 ``logging.log_message_text`` says so.
@@ -12,21 +12,16 @@ Message text is private to the tenant's users: it is never logged unless
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
-import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-import grpc
 from opentelemetry import trace
 
 from ..runtime.config import LoggingConfig
-from .call import current_call
-from .interceptors import HandlerInterceptor, guard_handler, status_code_name
+from .call import CallInfo, current_call
 
 log = logging.getLogger(__name__)
 
@@ -107,64 +102,29 @@ def trace_id() -> str:
     return trace.format_trace_id(context.trace_id) if context.is_valid else ""
 
 
-class LoggingInterceptor(HandlerInterceptor):
+class AccessLog:
     """One INFO line per call, written when it ends, whichever way it ends.
 
-    It sits right inside CallInterceptor, so calls that later layers reject
-    (authentication, limits) are logged too, and it reads the tenant and
-    conversation the service noted on the CallInfo.
+    The tenant and conversation come from what the service noted on the CallInfo;
+    the line is written by :class:`~.observe.ObserverInterceptor`.
     """
 
     def __init__(self, *, log_message_text: bool = False) -> None:
         self.log_message_text = log_message_text
 
-    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        method = details.method
+    def enabled(self) -> bool:
+        return log.isEnabledFor(logging.INFO)
 
-        def guard(
-            request: Any, context: grpc.aio.ServicerContext
-        ) -> contextlib.AbstractAsyncContextManager[None]:
-            return self._logged(method, request, context)
-
-        return guard_handler(handler, guard)
-
-    @contextlib.asynccontextmanager
-    async def _logged(
-        self, method: str, request: Any, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[None]:
-        started = time.perf_counter()
-        # A tracing layer outside this one has its span current now and at the end; one
-        # inside has it only while the method runs, which this layer never sees. Take either.
-        trace_at_start = trace_id()
-        error: BaseException | None = None
-        try:
-            yield
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            if log.isEnabledFor(logging.INFO):
-                self._write(method, request, context, error, started, trace_id() or trace_at_start)
-
-    def _write(
-        self,
-        method: str,
-        request: Any,
-        context: grpc.aio.ServicerContext,
-        error: BaseException | None,
-        started: float,
-        trace: str,
-    ) -> None:
-        call = current_call()
+    def write(self, call: CallInfo, code: str, seconds: float, trace: str, request: Any) -> None:
         fields: dict[str, Any] = {
-            "method": method,
-            "code": status_code_name(context, error),
-            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            "tenant": call.tenant_id if call else "",
-            "conversation": call.conversation_id if call else "",
-            "request_id": call.request_id if call else "",
+            "method": call.method,
+            "code": code,
+            "duration_ms": round(seconds * 1000, 3),
+            "tenant": call.tenant_id,
+            "conversation": call.conversation_id,
+            "request_id": call.request_id,
             "trace_id": trace,
-            "peer": _peer(context),
+            "peer": call.peer,
         }
         if self.log_message_text:
             content = getattr(request, "content", None)  # ProcessMessage; batches and streams are not
@@ -172,10 +132,3 @@ class LoggingInterceptor(HandlerInterceptor):
             if text:
                 fields["text"] = text
         log.info("rpc", extra={"fields": fields})
-
-
-def _peer(context: grpc.aio.ServicerContext) -> str:
-    try:
-        return str(context.peer())
-    except Exception:  # a context whose call is already torn down; the line matters more
-        return ""

@@ -301,7 +301,7 @@ def _admitting(admitted: Principal | Unauthenticated) -> CallGuard:
             await errors.abort(context, admitted, request_id())
         if call is None:
             # Without a CallInfo the principal would be lost and every tenant check would pass.
-            await errors.abort(context, InternalError("no CallInfo: CallInterceptor must run first"), "")
+            await errors.abort(context, InternalError("no CallInfo: ObserverInterceptor must run first"), "")
         call.principal = admitted
         yield
 

@@ -1,10 +1,11 @@
 """What the edge knows about the call being served, for every layer of it.
 
-:class:`CallInterceptor` (the first of Confab's interceptors) creates one
-:class:`CallInfo` per call and makes it current for everything that runs inside
-the call: later interceptors (authentication fills ``principal``, logging reads
-it all) and the services (which name the request id in their responses and add
-the tenant and conversation they found in the request).
+:class:`~.observe.ObserverInterceptor` (the first of Confab's interceptors) creates
+one :class:`CallInfo` per call and makes it current for everything that runs inside
+the call: later interceptors (authentication fills ``principal``) and the services
+(which name the request id in their responses and note the tenant and conversation
+they found in the request); when the call ends it is what the access line and the
+metrics are written from.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
-
 from ..runtime.engine import new_message_id
-from .interceptors import HandlerInterceptor, guard_handler, observing
 
 
 @dataclass(slots=True)
 class CallInfo:
     method: str
+    # The client's address, read when the call starts: once a call has ended, gRPC may no
+    # longer be able to tell it (and asking then has crashed the process, see observe.py).
+    peer: str = ""
     request_id: str = field(default_factory=new_message_id)
     started: float = field(default_factory=time.perf_counter)
     # Who is calling, once authenticated (see grpc_edge.auth); None when auth is off.
@@ -38,6 +39,11 @@ def current_call() -> CallInfo | None:
     return _current.get()
 
 
+def enter_call(call: CallInfo | None) -> None:
+    """Make ``call`` the current call (each call runs in its own task, so its own context)."""
+    _current.set(call)
+
+
 def request_id() -> str:
     """The current call's request id (a fresh one outside any call)."""
     call = _current.get()
@@ -49,18 +55,3 @@ def note_target(tenant_id: str, conversation_id: str) -> None:
     call = _current.get()
     if call is not None:
         call.tenant_id, call.conversation_id = tenant_id, conversation_id
-
-
-class CallInterceptor(HandlerInterceptor):
-    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        return guard_handler(handler, observing(details.method, _CallScope()))
-
-
-class _CallScope:
-    """Sets the CallInfo when a call starts; each call runs in its own task, so its own context."""
-
-    def started(self, method: str) -> None:
-        _current.set(CallInfo(method))
-
-    def finished(self, method: str, code: str, seconds: float) -> None:
-        _current.set(None)

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 
 from . import errors
-from .metrics import RpcMetrics
 
 # Runs around one whole call, given its request (an iterator for client streams) and
 # context: it may abort the call before it starts, and sees (or replaces) what ended it.
@@ -40,12 +38,6 @@ class HandlerInterceptor(grpc.aio.ServerInterceptor):
         return None if handler is None else self.wrap(handler, handler_call_details)
 
 
-class CallObserver(Protocol):
-    def started(self, method: str) -> None: ...
-
-    def finished(self, method: str, code: str, seconds: float) -> None: ...
-
-
 def status_code_name(context: grpc.aio.ServicerContext, error: BaseException | None) -> str:
     """How a call ended, as a gRPC status code name, from its context and what it raised."""
     code = context.code()
@@ -56,25 +48,6 @@ def status_code_name(context: grpc.aio.ServicerContext, error: BaseException | N
     if isinstance(error, Exception) and type(error).__name__ == "CancelledError":
         return "CANCELLED"
     return "UNKNOWN" if not isinstance(error, grpc.aio.AbortError) else "ABORTED"
-
-
-def observing(method: str, observer: CallObserver) -> CallGuard:
-    """A guard that tells ``observer`` when each call starts and how it ended."""
-
-    @contextlib.asynccontextmanager
-    async def observe(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        observer.started(method)
-        started = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            yield
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            observer.finished(method, status_code_name(context, error), time.perf_counter() - started)
-
-    return observe
 
 
 def guard_handler(
@@ -130,23 +103,6 @@ def guard_handler(
     return factory(
         stream_response, request_deserializer=deserializer, response_serializer=handler.response_serializer
     )
-
-
-class MetricsInterceptor(HandlerInterceptor):
-    """Counts every call by method and outcome, with its duration, and tracks in-flight calls."""
-
-    def __init__(self, metrics: RpcMetrics) -> None:
-        self.metrics = metrics
-
-    def started(self, method: str) -> None:
-        self.metrics.in_flight += 1
-
-    def finished(self, method: str, code: str, seconds: float) -> None:
-        self.metrics.in_flight -= 1
-        self.metrics.record(method, code, seconds)
-
-    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        return guard_handler(handler, observing(details.method, self))
 
 
 class ErrorInterceptor(HandlerInterceptor):

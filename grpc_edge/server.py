@@ -28,17 +28,17 @@ from ..runtime.engine import Engine
 from ..runtime.flows import FlowRegistry, UnknownFlow
 from ..runtime.flows.catalog import load_flows
 from . import tls
-from .access_log import LoggingInterceptor
+from .access_log import AccessLog
 from .admin_service import AdminService
 from .auth import Authenticator, AuthInterceptor
-from .call import CallInterceptor
 from .decoding import DecodeGuardInterceptor
 from .engine_service import EngineService
 from .health import HealthMonitor, HealthService
-from .interceptors import ErrorInterceptor, MetricsInterceptor
+from .interceptors import ErrorInterceptor
 from .limits import LimitsInterceptor, TenantRateLimiter
 from .metrics import RpcMetrics
 from .metrics_service import MetricsReport
+from .observe import ObserverInterceptor
 from .telemetry import EdgeTelemetry
 
 log = logging.getLogger(__name__)
@@ -69,16 +69,17 @@ class ConfabServer:
             # After engine.start: exporter threads must not exist when Thespian forks.
             self.telemetry = EdgeTelemetry(self.config, self.engine, self.metrics, self.health)
             server = grpc.aio.server(
-                # Outermost first: CallInterceptor makes the CallInfo every later layer uses.
+                # Outermost first.
                 interceptors=[
                     *self.telemetry.interceptors(),  # OpenTelemetry server spans, only when tracing is on
-                    CallInterceptor(),
-                    # Right inside CallInterceptor: one access line for every call, including
-                    # those the layers below reject (undecodable, unauthenticated, over a limit).
-                    LoggingInterceptor(log_message_text=self.config.logging.log_message_text),
+                    # The CallInfo every later layer uses, metrics and one access line for every
+                    # call, including those the layers below reject (undecodable, unauthenticated,
+                    # over a limit).
+                    ObserverInterceptor(
+                        self.metrics, AccessLog(log_message_text=self.config.logging.log_message_text)
+                    ),
                     DecodeGuardInterceptor(),
-                    MetricsInterceptor(self.metrics),
-                    AuthInterceptor(authenticator),  # inside metrics, so rejected calls are counted
+                    AuthInterceptor(authenticator),
                     # After auth: unauthenticated callers are turned away before they hold a slot.
                     LimitsInterceptor.from_config(self.config.limits),
                     # Innermost, around the service alone: a bug's exception becomes INTERNAL with

@@ -52,6 +52,12 @@ def wait_until_gone(marker: str, timeout: float) -> list[psutil.Process]:
 
 
 class ServerProcess:
+    """``confab serve`` in a process group of its own, its output (stdout and stderr) in a file.
+
+    A file, not a pipe: a server that logs every call would block once a pipe nobody
+    reads is full.
+    """
+
     def __init__(
         self,
         data_dir: Path,
@@ -60,52 +66,62 @@ class ServerProcess:
         extra: Sequence[str] = (),
         env: Mapping[str, str] | None = None,  # over os.environ, for this server only
         listen: str = "127.0.0.1:0",  # a fixed port lets a test restart a server where clients expect it
+        log_level: str = "WARNING",
     ) -> None:
         self.data_dir = data_dir
         self.listen = listen
         self.shards = shards
         self.extra = list(extra)
         self.env = dict(env or {})
+        self.log_level = log_level
         self.marker = uuid.uuid4().hex
-        self.process: subprocess.Popen[str] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.address = ""
-        self.output: list[str] = []
+        self.log_path = data_dir.parent / f"confab-serve-{self.marker[:12]}.log"
+
+    @property
+    def output(self) -> list[str]:
+        """Every line the server wrote so far."""
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        except FileNotFoundError:
+            return []
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         env = {**os.environ, **self.env, "CONFAB_TEST_RUN": self.marker, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "confab.tools.cli",
-                "serve",
-                "--listen",
-                self.listen,
-                "--data-dir",
-                str(self.data_dir),
-                "--shards",
-                str(self.shards),
-                "--log-level",
-                "WARNING",
-                *self.extra,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            start_new_session=True,  # its own process group, so a test can kill exactly that
-        )
-        assert self.process.stdout is not None
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "confab.tools.cli",
+                    "serve",
+                    "--listen",
+                    self.listen,
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--shards",
+                    str(self.shards),
+                    "--log-level",
+                    self.log_level,
+                    *self.extra,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own process group, so a test can kill exactly that
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
+            for line in self.output:
+                match = SERVING_LINE.search(line)
+                if match:
+                    self.address = f"{match.group(1)}:{match.group(2)}"
+                    return self
+            if self.process.poll() is not None:
                 break
-            self.output.append(line)
-            match = SERVING_LINE.search(line)
-            if match:
-                self.address = f"{match.group(1)}:{match.group(2)}"
-                return self
+            time.sleep(0.02)
         self.kill()
         raise RuntimeError("confab serve did not start:\n" + "".join(self.output))
 
@@ -113,6 +129,9 @@ class ServerProcess:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.address)
@@ -124,9 +143,7 @@ class ServerProcess:
         """SIGTERM and wait; return the exit code."""
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout)
-        self._drain_output()
-        return code
+        return self.process.wait(timeout)
 
     def kill(self) -> None:
         """SIGKILL the server's process group (only what this test started)."""
@@ -135,12 +152,6 @@ class ServerProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
-        self._drain_output()
-
-    def _drain_output(self) -> None:
-        if self.process is not None and self.process.stdout is not None:
-            self.output.extend(self.process.stdout.readlines())
-            self.process.stdout.close()
 
     def stop(self) -> None:
         """End the server however it can be ended, and make sure none of its processes remain."""

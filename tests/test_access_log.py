@@ -24,14 +24,16 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from confab.grpc_edge.access_log import (
+    AccessLog,
     JsonFormatter,
-    LoggingInterceptor,
     TextFormatter,
     configure_logging,
     resolve_format,
 )
-from confab.grpc_edge.call import CallInterceptor, note_target, request_id
+from confab.grpc_edge.call import note_target, request_id
 from confab.grpc_edge.interceptors import ErrorInterceptor
+from confab.grpc_edge.metrics import RpcMetrics
+from confab.grpc_edge.observe import ObserverInterceptor
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.config import ConfigError, LoggingConfig, load_config
@@ -147,11 +149,17 @@ class Status(grpc.Status):
     trailing_metadata: tuple[Any, ...] = ()
 
 
+def _observer(*, log_message_text: bool = False) -> ObserverInterceptor:
+    return ObserverInterceptor(RpcMetrics(), AccessLog(log_message_text=log_message_text))
+
+
 class FakeContext:
     """Just what the interceptors use of a grpc.aio.ServicerContext."""
 
     def __init__(self) -> None:
         self.status: grpc.Status | None = None
+        self.peer_asked_after_the_method = False
+        self.method_returned = False
 
     async def abort_with_status(self, status: grpc.Status) -> None:
         self.status = status
@@ -161,6 +169,8 @@ class FakeContext:
         return self.status.code if self.status is not None else None
 
     def peer(self) -> str:
+        # gRPC cannot always tell the peer of a call that has ended (grpcio 1.85 crashed on it).
+        self.peer_asked_after_the_method |= self.method_returned
         return "ipv4:127.0.0.1:4242"
 
 
@@ -206,9 +216,7 @@ def test_an_exception_escaping_a_method_becomes_internal_with_only_the_request_i
         raise RuntimeError("secret internals /etc/passwd")
 
     async def run() -> FakeContext:
-        handler = await _chain(
-            grpc.unary_unary_rpc_method_handler(broken), CallInterceptor(), ErrorInterceptor()
-        )
+        handler = await _chain(grpc.unary_unary_rpc_method_handler(broken), _observer(), ErrorInterceptor())
         context = FakeContext()
         with pytest.raises(grpc.aio.AbortError):
             await handler.unary_unary(b"", context)
@@ -276,17 +284,21 @@ def test_the_error_layer_covers_streams_and_keeps_deliberate_statuses(
 def test_access_line_has_the_trace_id_of_the_current_span_and_text_only_when_asked(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def served(request: pb.ProcessMessageRequest, context: Any) -> bytes:
+    contexts: list[FakeContext] = []
+
+    async def served(request: pb.ProcessMessageRequest, context: FakeContext) -> bytes:
         note_target(request.tenant_context.tenant_id, request.conversation_id)
+        context.method_returned = True
         return b""
 
     async def call(log_message_text: bool) -> None:
         handler = await _chain(
             grpc.unary_unary_rpc_method_handler(served),
-            CallInterceptor(),
-            LoggingInterceptor(log_message_text=log_message_text),
+            _observer(log_message_text=log_message_text),
         )
-        await handler.unary_unary(message("c-9", "private words", tenant="t-9"), FakeContext())
+        context = FakeContext()
+        contexts.append(context)
+        await handler.unary_unary(message("c-9", "private words", tenant="t-9"), context)
 
     tracer = TracerProvider().get_tracer("test")
     with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
@@ -300,6 +312,8 @@ def test_access_line_has_the_trace_id_of_the_current_span_and_text_only_when_ask
     assert first["peer"] == "ipv4:127.0.0.1:4242" and len(first["request_id"]) == 32
     assert second["trace_id"] == trace.format_trace_id(span.get_span_context().trace_id)
     assert second["text"] == "private words"
+    # The peer was read when the call started, never once the method had returned.
+    assert contexts and not any(c.peer_asked_after_the_method for c in contexts)
 
 
 # A real server -------------------------------------------------------------------------
@@ -409,5 +423,3 @@ def test_one_json_access_line_per_rpc_with_every_field(logged_run: LoggedRun) ->
 def test_message_text_never_appears_in_the_logs(logged_run: LoggedRun) -> None:
     assert logged_run.secret not in "".join(logged_run.output)
     assert all("text" not in entry for entry in logged_run.access_lines())
-
-

@@ -21,9 +21,11 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from confab.grpc_edge import limits as limits_module
-from confab.grpc_edge.call import CallInterceptor
+from confab.grpc_edge.access_log import AccessLog
 from confab.grpc_edge.interceptors import ErrorInterceptor
 from confab.grpc_edge.limits import LimitsInterceptor, TenantRateLimiter
+from confab.grpc_edge.metrics import RpcMetrics
+from confab.grpc_edge.observe import ObserverInterceptor
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.config import ConfigError, load_config
@@ -197,7 +199,7 @@ async def _with_limited_server(test: LimitTest) -> None:
 
     server = grpc.aio.server(
         interceptors=[
-            CallInterceptor(),
+            ObserverInterceptor(RpcMetrics(), AccessLog()),
             LimitsInterceptor(max_in_flight_rpcs=2, max_concurrent_streams=1),
             ErrorInterceptor(),
         ]
