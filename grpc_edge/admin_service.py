@@ -44,12 +44,12 @@ def _operator() -> str:
 
 
 def _key(tenant_id: str, conversation_id: str) -> ConversationKey:
-    if not tenant_id:
-        raise InvalidArgument("tenant_id is required", field="tenant_id")
-    if not conversation_id:
-        raise InvalidArgument("conversation_id is required", field="conversation_id")
+    key = ConversationKey(
+        convert.identifier(tenant_id, "tenant_id", convert.DEFAULT_LIMITS),
+        convert.identifier(conversation_id, "conversation_id", convert.DEFAULT_LIMITS),
+    )
     note_target(tenant_id, conversation_id)
-    return ConversationKey(tenant_id, conversation_id)
+    return key
 
 
 def _audit(action: str, **details: Any) -> None:

@@ -50,23 +50,57 @@ def require(value: str, field: str) -> str:
     return value
 
 
-def conversation_key(tenant: common.TenantContext, conversation_id: str, prefix: str = "") -> ConversationKey:
+def identifier(value: str, field: str, limits: LimitsConfig, *, required: bool = True) -> str:
+    """A tenant, conversation, user or session id: bounded, and printable (it reaches logs and shells)."""
+    if not value:
+        return require(value, field) if required else value
+    if len(value) > limits.max_id_chars:
+        raise InvalidArgument(
+            f"{field} has {len(value)} characters; at most {limits.max_id_chars} are allowed", field=field
+        )
+    # isprintable() is False for control, format and separator characters (but the space).
+    if not value.isprintable():
+        raise InvalidArgument(f"{field} must not contain control or format characters", field=field)
+    return value
+
+
+def key_of(
+    tenant_id: str, conversation_id: str, prefix: str = "", limits: LimitsConfig | None = None
+) -> ConversationKey:
+    limits = limits or DEFAULT_LIMITS
     return ConversationKey(
-        require(tenant.tenant_id, f"{prefix}tenant_context.tenant_id"),
-        require(conversation_id, f"{prefix}conversation_id"),
+        identifier(tenant_id, f"{prefix}tenant_context.tenant_id", limits),
+        identifier(conversation_id, f"{prefix}conversation_id", limits),
     )
+
+
+def conversation_key(
+    tenant: common.TenantContext, conversation_id: str, prefix: str = "", limits: LimitsConfig | None = None
+) -> ConversationKey:
+    return key_of(tenant.tenant_id, conversation_id, prefix, limits)
+
+
+def known(value: int, names: dict[int, str], field: str) -> str:
+    """The name of an enum value; values this server does not know are refused, not guessed."""
+    name = names.get(value)
+    if name is None:
+        raise InvalidArgument(
+            f"{field} is {value}, which is not one of {sorted(names)}; see the .proto files", field=field
+        )
+    return name
 
 
 def inbound_message(
     request: engine.ProcessMessageRequest, prefix: str = "", limits: LimitsConfig | None = None
 ) -> tuple[ConversationKey, InboundMessage]:
     """Validate a ProcessMessageRequest; ``prefix`` locates it inside a batch or stream."""
-    key = conversation_key(request.tenant_context, request.conversation_id, prefix)
-    require(request.user_id, f"{prefix}user_id")
+    limits = limits or DEFAULT_LIMITS
+    key = conversation_key(request.tenant_context, request.conversation_id, prefix, limits)
+    identifier(request.user_id, f"{prefix}user_id", limits)
+    identifier(request.session_id, f"{prefix}session_id", limits, required=False)
     content = request.content
     if not content.text and not content.payload:
         raise InvalidArgument("content needs text or payload", field=f"{prefix}content")
-    limits = limits or DEFAULT_LIMITS
     # The message names sizes only, never the content: error texts reach logs.
     for name, value, most in (
         ("text", content.text, limits.max_text_chars),
@@ -80,7 +114,7 @@ def inbound_message(
     message = InboundMessage(
         user_id=request.user_id,
         content=inbound_content(content, prefix),
-        channel=CHANNELS.get(request.channel, "unknown"),
+        channel=known(request.channel, CHANNELS, f"{prefix}channel"),
         session_id=request.session_id,
         hints=processing_hints(request.processing_hints, prefix),
     )
@@ -89,15 +123,23 @@ def inbound_message(
 
 def inbound_content(content: engine.MessageContent, prefix: str = "") -> Content:
     return Content(
-        type=MESSAGE_TYPES.get(content.type, "unknown"),
+        type=known(content.type, MESSAGE_TYPES, f"{prefix}content.type"),
         text=content.text,
         payload=content.payload,
         language=content.language,
         quick_replies=[QuickReply(q.title, q.payload, q.content_type) for q in content.quick_replies],
-        buttons=[_button(b) for b in content.buttons],
+        buttons=[_button(b, f"{prefix}content.buttons[{i}].type") for i, b in enumerate(content.buttons)],
         carousel=[
-            CarouselCard(c.title, c.subtitle, c.image_url, [_button(b) for b in c.buttons])
-            for c in content.carousel
+            CarouselCard(
+                c.title,
+                c.subtitle,
+                c.image_url,
+                [
+                    _button(b, f"{prefix}content.carousel[{i}].buttons[{j}].type")
+                    for j, b in enumerate(c.buttons)
+                ],
+            )
+            for i, c in enumerate(content.carousel)
         ],
         media=_as_dict(content.media) if content.HasField("media") else None,
         location=_as_dict(content.location) if content.HasField("location") else None,
@@ -108,7 +150,9 @@ def inbound_content(content: engine.MessageContent, prefix: str = "") -> Content
 
 def processing_hints(hints: engine.ProcessingHints, prefix: str = "") -> ProcessingHints:
     return ProcessingHints(
-        priority=PRIORITIES.get(hints.priority, "normal") if hints.priority else "normal",
+        priority=known(hints.priority, PRIORITIES, f"{prefix}processing_hints.priority")
+        if hints.priority
+        else "normal",
         expected_response_type=hints.expected_response_type,
         bypass_automation=hints.bypass_automation,
         require_human_review=hints.require_human_review,
@@ -118,8 +162,8 @@ def processing_hints(hints: engine.ProcessingHints, prefix: str = "") -> Process
     )
 
 
-def _button(b: engine.Button) -> Button:
-    return Button(b.title, BUTTON_TYPES.get(b.type, "unknown"), b.payload, b.url)
+def _button(b: engine.Button, field: str) -> Button:
+    return Button(b.title, known(b.type, BUTTON_TYPES, field), b.payload, b.url)
 
 
 def _as_dict(message: Any) -> dict[str, Any]:

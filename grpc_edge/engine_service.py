@@ -96,7 +96,9 @@ class EngineService(pb_grpc.MCPEngineServicer):
     ) -> pb.GetConversationStateResponse:
         started, request_id = time.perf_counter(), current_request_id()
         try:
-            key = target(convert.conversation_key(request.tenant_context, request.conversation_id))
+            key = target(
+                convert.conversation_key(request.tenant_context, request.conversation_id, limits=self.limits)
+            )
             state = await self.engine.get_state(key, deadline=deadline_of(context))
         except Exception as exc:
             await errors.abort(context, exc, request_id)
@@ -110,7 +112,9 @@ class EngineService(pb_grpc.MCPEngineServicer):
     ) -> pb.ResetConversationResponse:
         started, request_id = time.perf_counter(), current_request_id()
         try:
-            key = target(convert.conversation_key(request.tenant_context, request.conversation_id))
+            key = target(
+                convert.conversation_key(request.tenant_context, request.conversation_id, limits=self.limits)
+            )
             result = await self.engine.reset(
                 key, request.reason, message_id=request_id, deadline=deadline_of(context)
             )

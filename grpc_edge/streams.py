@@ -156,7 +156,7 @@ class ConversationStream:
                 "ALREADY_INITIALIZED", f"this stream is bound to {self.key}", recoverable=True
             )
         try:
-            key = convert.conversation_key(init.tenant_context, init.conversation_id, "init.")
+            key = convert.conversation_key(init.tenant_context, init.conversation_id, "init.", self.limits)
             auth.authorize_tenant(key.tenant_id)
         except ConfabError as exc:
             return stream_error(exc.reason, exc.message, recoverable=True)

@@ -85,6 +85,8 @@ class FlowsConfig:
 
 @dataclass(slots=True)
 class LimitsConfig:
+    # Longest tenant_id, conversation_id, user_id and session_id, in characters (INVALID_ARGUMENT beyond).
+    max_id_chars: int = 128
     # Longest content.text / content.payload of one message, in characters (INVALID_ARGUMENT beyond).
     max_text_chars: int = 16_384
     max_payload_chars: int = 65_536
@@ -245,6 +247,7 @@ def _validate(config: ConfabConfig) -> None:
             or config.telemetry.metrics_listen.rpartition(":")[2].isdigit(),
             "telemetry.metrics_listen must be HOST:PORT (or empty)",
         ),
+        (config.limits.max_id_chars >= 1, "limits.max_id_chars must be >= 1"),
         (config.limits.max_text_chars >= 1, "limits.max_text_chars must be >= 1"),
         (config.limits.max_payload_chars >= 1, "limits.max_payload_chars must be >= 1"),
         (config.limits.max_concurrent_streams >= 1, "limits.max_concurrent_streams must be >= 1"),

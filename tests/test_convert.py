@@ -11,6 +11,7 @@ from google.protobuf import json_format
 from confab.grpc_edge import convert
 from confab.protos import common_pb2 as common
 from confab.protos import mcp_engine_pb2 as engine
+from confab.runtime.config import LimitsConfig
 from confab.runtime.errors import ConversationNotFound, InvalidArgument, Overloaded, Unavailable
 from confab.runtime.model import (
     Button,
@@ -215,6 +216,71 @@ def test_processing_hints_inbound() -> None:
 def test_channel_names(value: int, name: str) -> None:
     _, message = convert.inbound_message(full_request(channel=value))
     assert message.channel == name
+
+
+def _with_id(field: str, value: str) -> engine.ProcessMessageRequest:
+    request = full_request()
+    if field == "tenant_id":
+        request.tenant_context.tenant_id = value
+    else:
+        setattr(request, field, value)
+    return request
+
+
+ID_FIELDS = [
+    ("tenant_id", "tenant_context.tenant_id"),
+    ("conversation_id", "conversation_id"),
+    ("user_id", "user_id"),
+    ("session_id", "session_id"),
+]
+
+
+@pytest.mark.parametrize(("attribute", "field"), ID_FIELDS)
+def test_ids_are_bounded_and_the_error_names_the_field(attribute: str, field: str) -> None:
+    convert.inbound_message(_with_id(attribute, "x" * 128))  # the default limit itself is fine
+    with pytest.raises(InvalidArgument) as caught:
+        convert.inbound_message(_with_id(attribute, "x" * 10_254))
+    assert caught.value.field == field and "at most 128" in caught.value.message
+    with pytest.raises(InvalidArgument) as caught:
+        convert.inbound_message(_with_id(attribute, "x" * 11), limits=LimitsConfig(max_id_chars=10))
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(("attribute", "field"), ID_FIELDS)
+@pytest.mark.parametrize(
+    "bad", ["a\nb", "tab\there", "nul\x00", "del\x7f", "rtl\u202eoverride", "line\u2028sep"]
+)
+def test_ids_refuse_control_and_format_characters(attribute: str, field: str, bad: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        convert.inbound_message(_with_id(attribute, bad))
+    assert caught.value.field == field and "control" in caught.value.message
+
+
+def test_printable_unicode_ids_are_fine() -> None:
+    key, _ = convert.inbound_message(_with_id("conversation_id", "ü-ñ-✓ 😀 order 7"))
+    assert key.conversation_id == "ü-ñ-✓ 😀 order 7"
+
+
+def test_unknown_enum_values_are_refused_naming_the_field() -> None:
+    cases: list[tuple[Callable[[engine.ProcessMessageRequest], None], str]] = [
+        (lambda r: setattr(r, "channel", 99), "channel"),
+        (lambda r: setattr(r.content, "type", 99), "content.type"),
+        (lambda r: setattr(r.processing_hints, "priority", 42), "processing_hints.priority"),
+        (lambda r: r.content.buttons.add(type=17, title="b"), "content.buttons[0].type"),
+        (
+            lambda r: r.content.carousel.add(title="c").buttons.add(type=9, title="b"),
+            "content.carousel[0].buttons[0].type",
+        ),
+    ]
+    for mutate, field in cases:
+        request = full_request()
+        mutate(request)
+        with pytest.raises(InvalidArgument) as caught:
+            convert.inbound_message(request, prefix="messages[3].")
+        assert caught.value.field == "messages[3]." + field
+    # Zero is proto3's "not set", known to every enum: accepted.
+    _, message = convert.inbound_message(full_request(channel=0))
+    assert message.channel == "unknown"
 
 
 # Outbound content -----------------------------------------------------------------------

@@ -69,6 +69,11 @@ def test_process_message_answers_with_everything(stub: pb_grpc.MCPEngineStub) ->
         (lambda r: r.ClearField("conversation_id"), "conversation_id"),
         (lambda r: r.ClearField("user_id"), "user_id"),
         (lambda r: r.ClearField("content"), "content"),
+        (lambda r: setattr(r, "conversation_id", "c" * 10_254), "conversation_id"),
+        (lambda r: setattr(r.tenant_context, "tenant_id", "t" * 129), "tenant_context.tenant_id"),
+        (lambda r: setattr(r, "user_id", "u\n" * 3), "user_id"),
+        (lambda r: setattr(r, "session_id", "s" * 200), "session_id"),
+        (lambda r: setattr(r, "channel", 99), "channel"),
     ],
 )
 def test_invalid_process_message_names_the_field(stub: pb_grpc.MCPEngineStub, mutate, field: str) -> None:  # type: ignore[no-untyped-def]
@@ -79,6 +84,10 @@ def test_invalid_process_message_names_the_field(stub: pb_grpc.MCPEngineStub, mu
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in (caught.value.details() or "")
     assert field_violations(caught.value) == [field]
+    if request.conversation_id and request.tenant_context.tenant_id == "acme":  # nothing was stored
+        with pytest.raises(grpc.RpcError) as lookup:
+            stub.GetConversationState(state_request(request.conversation_id))
+        assert lookup.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
 
 
 def test_payload_alone_is_enough(stub: pb_grpc.MCPEngineStub) -> None:
