@@ -262,7 +262,7 @@ def test_printable_unicode_ids_are_fine() -> None:
 
 
 def test_unknown_enum_values_are_refused_naming_the_field() -> None:
-    cases: list[tuple[Callable[[engine.ProcessMessageRequest], None], str]] = [
+    cases: list[tuple[Callable[[engine.ProcessMessageRequest], object], str]] = [
         (lambda r: setattr(r, "channel", 99), "channel"),
         (lambda r: setattr(r.content, "type", 99), "content.type"),
         (lambda r: setattr(r.processing_hints, "priority", 42), "processing_hints.priority"),
