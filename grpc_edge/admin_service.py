@@ -3,8 +3,18 @@
 Everything comes from the running shards (control messages between batches), not
 from reading the database behind their back. Actions on a conversation travel the
 same path as its messages (reset, force-state and resume are ordered commands), so
-they never race a turn. Every call needs the ``admin`` role when authentication is
-on, and every action is logged with who asked for it.
+they never race a turn. Every action is logged with who asked for it.
+
+Who may do what, when authentication is on (``grpc_edge.auth``):
+
+- a tenant's ``admin`` lists, tails, inspects and acts on its own tenant's
+  conversations only; naming another tenant is PERMISSION_DENIED, and lists and
+  tails are confined to its tenant;
+- an ``operator`` (a role bound to no tenant) may do all that for every tenant, and
+  alone sees the cluster (GetCluster) and acts on the whole runtime (ReloadFlows,
+  RestartShard).
+
+Errors are raised, not turned into statuses here: the error layer does that once.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from ..runtime.errors import ConversationNotFound, InvalidArgument
 from ..runtime.events import EVENT_TYPES
 from ..runtime.model import Content, ConversationKey, ConversationState, InboundMessage, TurnResult
 from ..runtime.wire import Command, CommandKind, outcome_from_wire
-from . import auth, convert, errors
+from . import auth, convert
 from .call import note_target
 from .call import request_id as current_request_id
 from .health import HealthMonitor
@@ -44,11 +54,13 @@ def _operator() -> str:
 
 
 def _key(tenant_id: str, conversation_id: str) -> ConversationKey:
+    """The conversation an action names, once the caller may administer its tenant."""
     key = ConversationKey(
         convert.identifier(tenant_id, "tenant_id", convert.DEFAULT_LIMITS),
         convert.identifier(conversation_id, "conversation_id", convert.DEFAULT_LIMITS),
     )
     note_target(tenant_id, conversation_id)
+    auth.authorize_admin_of(key.tenant_id)
     return key
 
 
@@ -63,18 +75,10 @@ class AdminService(pb_grpc.AdminServicer):
         # (pid, when, commands) per shard at the previous GetCluster: the rate is measured between calls.
         self._last_counts: dict[int, tuple[int, float, int]] = {}
 
-    async def _guard(self, context: grpc.aio.ServicerContext) -> str:
-        request_id = current_request_id()
-        try:
-            auth.require_role(auth.ADMIN_ROLE)
-        except Exception as exc:
-            await errors.abort(context, exc, request_id)
-        return request_id
-
     async def GetCluster(
         self, request: pb.GetClusterRequest, context: grpc.aio.ServicerContext
     ) -> pb.Cluster:
-        await self._guard(context)
+        auth.require_role(auth.OPERATOR_ROLE)
         stats = self.engine.statistics()
         cluster = pb.Cluster(version=VERSION, shard_restarts=stats.shard_restarts)
         cluster.started_at.CopyFrom(convert.timestamp(stats.started_at))
@@ -106,15 +110,14 @@ class AdminService(pb_grpc.AdminServicer):
     async def ListConversations(
         self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListConversationsResponse:
-        request_id = await self._guard(context)
-        try:
-            page_size = request.page_size or DEFAULT_PAGE_SIZE
-            if not 1 <= page_size <= MAX_PAGE_SIZE:
-                raise InvalidArgument(f"page_size must be 1..{MAX_PAGE_SIZE}", field="page_size")
-            after = _decode_token(request.page_token)
-            page = await self.engine.scan_stored(request.tenant_id, after, SCAN_ROWS)
-        except Exception as exc:
-            await errors.abort(context, exc, request_id)
+        tenant_id = auth.admin_tenant_scope(request.tenant_id)
+        page_size = request.page_size or DEFAULT_PAGE_SIZE
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size must be 1..{MAX_PAGE_SIZE}", field="page_size")
+        after = _decode_token(request.page_token)
+        if after is not None and tenant_id and after.tenant_id != tenant_id:
+            raise InvalidArgument("page_token is not one this server gave out", field="page_token")
+        page = await self.engine.scan_stored(tenant_id, after, SCAN_ROWS)
         now = time.time()
         chosen: list[tuple[ConversationKey, ConversationState]] = []
         last: ConversationKey | None = None
@@ -150,11 +153,12 @@ class AdminService(pb_grpc.AdminServicer):
     async def TailEvents(
         self, request: pb.TailEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Event]:
-        await self._guard(context)
+        tenant_id = auth.admin_tenant_scope(request.tenant_id)
         unknown = set(request.event_types) - set(EVENT_TYPES)
         if unknown:
-            error = InvalidArgument(f"unknown event types {sorted(unknown)}; known: {list(EVENT_TYPES)}")
-            await errors.abort(context, error, current_request_id())
+            raise InvalidArgument(
+                f"unknown event types {sorted(unknown)}; known: {list(EVENT_TYPES)}", field="event_types"
+            )
         types = set(request.event_types) or set(EVENT_TYPES)
         queue = self.engine.events.subscribe()
         try:
@@ -162,7 +166,7 @@ class AdminService(pb_grpc.AdminServicer):
                 event = await queue.get()
                 if event.type not in types:
                     continue
-                if request.tenant_id and event.key.tenant_id != request.tenant_id:
+                if tenant_id and event.key.tenant_id != tenant_id:
                     continue
                 if request.conversation_id and event.key.conversation_id != request.conversation_id:
                     continue
@@ -181,58 +185,46 @@ class AdminService(pb_grpc.AdminServicer):
     async def InspectConversation(
         self, request: pb.InspectConversationRequest, context: grpc.aio.ServicerContext
     ) -> pb.ConversationDetail:
-        request_id = await self._guard(context)
-        try:
-            key = _key(request.tenant_id, request.conversation_id)
-            inspection = await self.engine.ask_shard_of(
-                key,
-                InspectRequest(key.tenant_id, key.conversation_id, request.last_turns or DEFAULT_LAST_TURNS),
-                expect=Inspection,
-            )
-            if not isinstance(inspection, Inspection) or not inspection.exists:
-                raise ConversationNotFound(f"conversation {key} not found")
-        except Exception as exc:
-            await errors.abort(context, exc, request_id)
+        key = _key(request.tenant_id, request.conversation_id)
+        inspection = await self.engine.ask_shard_of(
+            key,
+            InspectRequest(key.tenant_id, key.conversation_id, request.last_turns or DEFAULT_LAST_TURNS),
+            expect=Inspection,
+        )
+        if not isinstance(inspection, Inspection) or not inspection.exists:
+            raise ConversationNotFound(f"conversation {key} not found")
         return _detail(key, self.engine.shard_for(key), inspection)
 
     async def ResetConversation(
         self, request: pb.ConversationAction, context: grpc.aio.ServicerContext
     ) -> pb.ActionResult:
-        request_id = await self._guard(context)
-        try:
-            key = _key(request.tenant_id, request.conversation_id)
-            _audit("reset", conversation=str(key), reason=request.reason)
-            result = await self.engine.reset(key, request.reason or "operator reset", message_id=request_id)
-        except Exception as exc:
-            await errors.abort(context, exc, request_id)
+        key = _key(request.tenant_id, request.conversation_id)
+        _audit("reset", conversation=str(key), reason=request.reason)
+        result = await self.engine.reset(
+            key, request.reason or "operator reset", message_id=current_request_id()
+        )
         return _done(f"reset; it was in state {result.previous_state!r}", state=result.state.current_state)
 
     async def ForceState(
         self, request: pb.ForceStateRequest, context: grpc.aio.ServicerContext
     ) -> pb.ActionResult:
-        request_id = await self._guard(context)
-        try:
-            key = _key(request.tenant_id, request.conversation_id)
-            if not request.state:
-                raise InvalidArgument("state is required", field="state")
-            _audit("force_state", conversation=str(key), state=request.state, reason=request.reason)
-            outcome = await self.engine.run(Command(CommandKind.FORCE_STATE, request_id, key, request.state))
-        except Exception as exc:
-            await errors.abort(context, exc, request_id)
+        key = _key(request.tenant_id, request.conversation_id)
+        if not request.state:
+            raise InvalidArgument("state is required", field="state")
+        _audit("force_state", conversation=str(key), state=request.state, reason=request.reason)
+        outcome = await self.engine.run(
+            Command(CommandKind.FORCE_STATE, current_request_id(), key, request.state)
+        )
         state: ConversationState = outcome.state  # type: ignore[union-attr]
         return _done(f"now in state {state.current_state!r}", state=state.current_state)
 
     async def ResumeConversation(
         self, request: pb.ConversationAction, context: grpc.aio.ServicerContext
     ) -> pb.ActionResult:
-        request_id = await self._guard(context)
-        try:
-            key = _key(request.tenant_id, request.conversation_id)
-            _audit("resume", conversation=str(key), reason=request.reason)
-            resume = InboundMessage(f"operator:{_operator()}", Content(type="system", payload="resume"))
-            result = await self.engine.process(key, resume, message_id=request_id)
-        except Exception as exc:
-            await errors.abort(context, exc, request_id)
+        key = _key(request.tenant_id, request.conversation_id)
+        _audit("resume", conversation=str(key), reason=request.reason)
+        resume = InboundMessage(f"operator:{_operator()}", Content(type="system", payload="resume"))
+        result = await self.engine.process(key, resume, message_id=current_request_id())
         resumed = "handoff_resumed" in result.actions_performed
         message = "automation resumed" if resumed else "it was not handed over; the message went to its flow"
         return _done(message, state=result.state.current_state, resumed=resumed)
@@ -240,22 +232,18 @@ class AdminService(pb_grpc.AdminServicer):
     async def PassivateConversation(
         self, request: pb.ConversationAction, context: grpc.aio.ServicerContext
     ) -> pb.ActionResult:
-        request_id = await self._guard(context)
-        try:
-            key = _key(request.tenant_id, request.conversation_id)
-            _audit("passivate", conversation=str(key), reason=request.reason)
-            answer = await self.engine.ask_shard_of(
-                key, PassivateRequest(key.tenant_id, key.conversation_id), expect=Passivated
-            )
-        except Exception as exc:
-            await errors.abort(context, exc, request_id)
+        key = _key(request.tenant_id, request.conversation_id)
+        _audit("passivate", conversation=str(key), reason=request.reason)
+        answer = await self.engine.ask_shard_of(
+            key, PassivateRequest(key.tenant_id, key.conversation_id), expect=Passivated
+        )
         assert isinstance(answer, Passivated)
         return pb.ActionResult(ok=answer.done, message=answer.reason)
 
     async def ReloadFlows(
         self, request: pb.ReloadFlowsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ActionResult:
-        await self._guard(context)
+        auth.require_role(auth.OPERATOR_ROLE)
         _audit("reload_flows")
         reload = await self.engine.reload_flows()
         result = pb.ActionResult(ok=not reload.failed, message=f"{len(reload.loaded)} flow versions loaded")
@@ -267,12 +255,9 @@ class AdminService(pb_grpc.AdminServicer):
     async def RestartShard(
         self, request: pb.ShardAction, context: grpc.aio.ServicerContext
     ) -> pb.ActionResult:
-        request_id = await self._guard(context)
-        try:
-            _audit("restart_shard", shard=request.shard, reason=request.reason)
-            await self.engine.restart_shard(request.shard)
-        except Exception as exc:
-            await errors.abort(context, exc, request_id)
+        auth.require_role(auth.OPERATOR_ROLE)
+        _audit("restart_shard", shard=request.shard, reason=request.reason)
+        await self.engine.restart_shard(request.shard)
         return _done(f"shard {request.shard} is being replaced; its conversations come back from the store")
 
 

@@ -44,7 +44,10 @@ log = logging.getLogger(__name__)
 
 # Methods any caller may use: probes and tooling must work without a secret.
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/mcp.health.v2.Health/", "/grpc.reflection.")
+# The Admin API's two roles: a tenant's administrator acts on that tenant's conversations only;
+# an operator runs the service (cluster-wide views and actions, every tenant) and needs no tenant.
 ADMIN_ROLE = "admin"
+OPERATOR_ROLE = "operator"
 API_KEY_HEADER = "x-api-key"
 AUTHORIZATION_HEADER = "authorization"
 API_KEY_PREFIX = "cfb_"  # lets secret scanners recognise a leaked key
@@ -146,14 +149,16 @@ class _JwtVerifier:
         if not keys or not isinstance(algorithm, str):
             raise Unauthenticated(f"bearer tokens signed with {algorithm!r} are not accepted")
         claims = self._decode(token, algorithm, keys)
-        tenant_id = claims.get(self.config.tenant_claim)
-        if not isinstance(tenant_id, str) or not tenant_id:
+        roles = self._roles(claims.get(self.config.roles_claim))
+        tenant_id = claims.get(self.config.tenant_claim, "")
+        # Only an operator's token may name no tenant: it then acts on no tenant's conversations.
+        if not isinstance(tenant_id, str) or not (tenant_id or OPERATOR_ROLE in roles):
             raise Unauthenticated(f"bearer token has no {self.config.tenant_claim!r} claim")
         subject = claims.get("sub", "")
         return Principal(
             subject=subject if isinstance(subject, str) else str(subject),
             tenant_id=tenant_id,
-            roles=self._roles(claims.get(self.config.roles_claim)),
+            roles=roles,
             credential=CredentialKind.JWT,
         )
 
@@ -324,13 +329,38 @@ def authorize_tenant(tenant_id: str) -> None:
     """Raise PermissionDenied unless the caller belongs to ``tenant_id``. The one tenant check."""
     principal = current_principal()
     if principal is not None and principal.tenant_id != tenant_id:
+        if not principal.tenant_id:
+            raise PermissionDenied("operator credentials belong to no tenant; use a key of the tenant")
         raise PermissionDenied(
             f"credentials of tenant {principal.tenant_id!r} may not act on tenant {tenant_id!r}"
         )
 
 
 def require_role(role: str) -> None:
-    """Raise PermissionDenied unless the caller has ``role`` (e.g. :data:`ADMIN_ROLE`)."""
+    """Raise PermissionDenied unless the caller has ``role`` (e.g. :data:`OPERATOR_ROLE`)."""
     principal = current_principal()
     if principal is not None and role not in principal.roles:
         raise PermissionDenied(f"this call needs the {role!r} role")
+
+
+def admin_tenant_scope(requested_tenant_id: str) -> str:
+    """The tenant an Admin API call may see: "" (every tenant) for operators and with auth off.
+
+    A tenant's administrator sees its own tenant only, whatever it asked for; asking for
+    another tenant is refused rather than silently narrowed, so a script notices.
+    """
+    principal = current_principal()
+    if principal is None or OPERATOR_ROLE in principal.roles:
+        return requested_tenant_id
+    if ADMIN_ROLE not in principal.roles:
+        raise PermissionDenied(f"this call needs the {ADMIN_ROLE!r} or {OPERATOR_ROLE!r} role")
+    if requested_tenant_id and requested_tenant_id != principal.tenant_id:
+        raise PermissionDenied(
+            f"an administrator of tenant {principal.tenant_id!r} may not see tenant {requested_tenant_id!r}"
+        )
+    return principal.tenant_id
+
+
+def authorize_admin_of(tenant_id: str) -> None:
+    """Raise PermissionDenied unless the caller may administer ``tenant_id``'s conversations."""
+    admin_tenant_scope(tenant_id)

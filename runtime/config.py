@@ -273,8 +273,8 @@ def _validate_auth(auth: AuthConfig) -> None:
             raise ConfigError(f"{where}.name is required")
         if len(key.sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in key.sha256):
             raise ConfigError(f"{where}.sha256 must be 64 hex digits (see `confab keys hash`)")
-        if not key.tenant:
-            raise ConfigError(f"{where}.tenant is required")
+        if not key.tenant and "operator" not in key.roles:
+            raise ConfigError(f"{where}.tenant is required (only an operator key may have none)")
     names = [key.name for key in auth.api_keys]
     if len(set(names)) != len(names):
         raise ConfigError("auth.api_keys names must be unique")

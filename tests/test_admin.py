@@ -165,7 +165,7 @@ def test_reload_flows_and_restart_a_shard(stubs: tuple[admin_grpc.AdminStub, pb_
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_admin_calls_need_the_admin_role(tmp_path: Path) -> None:
+def test_admin_calls_need_an_admin_role(tmp_path: Path) -> None:
     def entry(name: str, key: str, roles: str) -> str:
         digest = hashlib.sha256(key.encode()).hexdigest()
         return f"    - {{name: {name}, sha256: {digest}, tenant: acme, roles: [{roles}]}}\n"
@@ -173,7 +173,7 @@ def test_admin_calls_need_the_admin_role(tmp_path: Path) -> None:
     config = tmp_path / "confab.yaml"
     config.write_text(
         "auth:\n  mode: required\n  api_keys:\n"
-        + entry("ops", ADMIN_KEY, "admin")
+        + entry("ops", ADMIN_KEY, "operator")
         + entry("app", PLAIN_KEY, "")
     )
     server = ServerProcess(tmp_path / "data", shards=1, extra=["--config", str(config)]).start()

@@ -495,6 +495,18 @@ def test_keys_new_prints_a_key_and_its_config_entry(capsys: pytest.CaptureFixtur
     assert entry["sha256"] == hash_api_key(key) and entry["tenant"] == "acme" and entry["roles"] == ["admin"]
 
 
+def test_keys_new_makes_operator_keys_without_a_tenant_and_no_other(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["keys", "new", "--role", "operator"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    entry = yaml.safe_load("\n".join(lines[2:]))["auth"]["api_keys"][0]
+    assert entry["tenant"] == "" and entry["roles"] == ["operator"] and entry["name"].startswith("operator-")
+    loaded = load_config(write_config(tmp_path, {"mode": "required", "api_keys": [entry]}))
+    assert loaded.auth.api_keys[0].roles == ["operator"]  # the config accepts it
+    assert cli.main(["keys", "new", "--role", "admin"]) == 2  # an admin key needs its tenant
+
+
 def test_keys_hash_from_argument_or_stdin(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

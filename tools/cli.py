@@ -3,7 +3,7 @@
     confab serve [--listen HOST:PORT] [--data-dir DIR] [--config FILE] [--shards N]
                  [--metrics-listen HOST:PORT]
                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
-    confab keys new --tenant T [--name NAME] [--role ROLE ...]
+    confab keys new --tenant T [--name NAME] [--role admin] | confab keys new --role operator [--name NAME]
     confab keys hash [KEY]      (without KEY, the key is read from stdin)
     confab price-service [--listen HOST:PORT] [--delay S] [--fail]
     confab flows validate PATH...  |  confab flows show NAME [--dir DIR ...] [--dot]
@@ -57,9 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys = commands.add_parser("keys", help="make API keys and their config entries")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     new_key = key_commands.add_parser("new", help="generate a key; print it and its auth.api_keys entry")
-    new_key.add_argument("--tenant", required=True, help="the tenant the key acts for")
+    new_key.add_argument("--tenant", help="the tenant the key acts for (an operator key may have none)")
     new_key.add_argument("--name", help="the key's name in config and logs (default: TENANT-<hash prefix>)")
-    new_key.add_argument("--role", action="append", default=[], help="a role of the key (repeatable)")
+    new_key.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        help="a role (repeatable): admin (its tenant's Admin API), operator (every tenant, the cluster)",
+    )
     hash_key = key_commands.add_parser("hash", help="print the SHA-256 that auth.api_keys stores for a key")
     hash_key.add_argument("key", nargs="?", help="the key; omit it (or '-') to read it from stdin")
     flows_cli.add_parser(commands)
@@ -145,7 +150,7 @@ async def _run_server(config: ConfabConfig) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from ..grpc_edge.auth import hash_api_key, new_api_key
+    from ..grpc_edge.auth import OPERATOR_ROLE, hash_api_key, new_api_key
 
     if args.keys_command == "hash":
         key = args.key if args.key not in (None, "-") else sys.stdin.readline().rstrip("\r\n")
@@ -154,19 +159,21 @@ def _keys(args: argparse.Namespace) -> int:
             return 2
         print(hash_api_key(key))
         return 0
-    if not args.tenant:
-        print("confab: --tenant must not be empty", file=sys.stderr)
+    operator = OPERATOR_ROLE in args.role
+    if not args.tenant and not operator:
+        print("confab: --tenant is required (only a key with --role operator may have none)", file=sys.stderr)
         return 2
     key = new_api_key()
     digest = hash_api_key(key)
     entry = {
-        "name": args.name or f"{args.tenant}-{digest[:8]}",
+        "name": args.name or f"{args.tenant or 'operator'}-{digest[:8]}",
         "sha256": digest,
-        "tenant": args.tenant,
+        "tenant": args.tenant or "",
         "roles": list(args.role),
     }
     snippet = yaml.safe_dump({"auth": {"api_keys": [entry]}}, sort_keys=False, default_flow_style=False)
-    print(f"# API key for tenant {args.tenant!r}; it is shown only now, the config keeps only its hash:")
+    owner = f"tenant {args.tenant!r}" if args.tenant else "an operator (no tenant)"
+    print(f"# API key for {owner}; it is shown only now, the config keeps only its hash:")
     print(key)
     print("# Add this entry to auth.api_keys in your config file:")
     print(snippet, end="")
