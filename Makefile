@@ -1,35 +1,37 @@
 VENV := .venv
 PY := $(VENV)/bin/python
-PKGS := runtime actors grpc_edge protos config tools
-# mypy cannot see through setuptools' editable import hook, so it checks the code through a
-# symlink tree $(TYPING)/confab/<pkg> -> <pkg> that mirrors the installed confab.* layout.
-TYPING := $(VENV)/typing
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install serve test lint proto bench clean
+.PHONY: install dev serve test lint proto bench clean
 
+# `make serve` needs only what Confab runs on; `make test` adds the development tools.
 install: $(VENV)/.installed
+dev: $(VENV)/.dev-installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install -e '.[dev]'
-	mkdir -p $(TYPING)/confab
-	for d in $(PKGS); do ln -sfn ../../../$$d $(TYPING)/confab/$$d; done
+	$(PIP) --upgrade pip
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed
+	$(PIP) -e '.[dev]'
 	touch $@
 
 serve: install
 	$(VENV)/bin/confab serve --listen 127.0.0.1:50051 --data-dir ./var
 
-test: install lint
+test: dev lint
 	$(PY) -m confab.tools.codegen --check
 	$(PY) -m pytest -q
 
-lint: install
+lint: dev
 	$(VENV)/bin/ruff check .
-	MYPYPATH=$(TYPING) $(VENV)/bin/mypy --explicit-package-bases \
-		$(addprefix $(TYPING)/confab/,runtime actors grpc_edge tools) tests
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy -p confab
+	$(VENV)/bin/mypy tests
 
-proto: install
+proto: dev
 	$(PY) -m confab.tools.codegen
 
 bench: install

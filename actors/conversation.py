@@ -5,11 +5,17 @@ a shard process (a Thespian actor is an OS process, far too heavy per
 conversation). The shard hands each actor its commands in arrival order and
 never runs two of them at once, which is what makes a conversation sequential.
 
-State is kept packed (msgpack bytes): it is compact while resident, already in
-the form the store writes, and every turn unpacks a private working copy, so a
-failing turn cannot leave half-applied state. Changes are *staged* until the
-shard's store write commits, then made current (``commit``) or dropped
-(``rollback``).
+State is kept packed: compact while resident, already in the form the store
+writes, and every turn unpacks a private working copy, so a failing turn cannot
+leave half-applied state. A turn's new state is packed once; those bytes are the
+stored state and are embedded in the turn's reply (``protocol.codec``). Changes are
+*staged* until the shard's store write commits, then made current (``commit``) or
+dropped (``rollback``).
+
+Exactly once: the actor knows the message id of every turn the store still keeps
+(the last ``turns_kept``, and every turn of the idempotency window), so a command
+re-sent by the edge, or repeated by a client with the same request id, gets the
+reply it got the first time instead of being applied again.
 """
 
 from __future__ import annotations
@@ -19,22 +25,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-
 from ..runtime import telemetry
 from ..runtime.errors import ConfabError, ConversationNotFound, InternalError, InvalidArgument
 from ..runtime.flows import FlowRegistry, NeedsWebhook, UnknownFlow, UnknownState, WebhookCall
-from ..runtime.model import (
-    ConversationKey,
-    ConversationState,
-    InboundMessage,
-    JsonDict,
-    ResetResult,
-    StateResult,
-    TurnResult,
-)
-from ..runtime.store import ConversationWrite, Store, StoredConversation, TurnRecord
-from ..runtime.wire import Command, CommandKind, Outcome, outcome_from_wire, outcome_to_wire
+from ..runtime.model import ConversationKey, ConversationState, InboundMessage, JsonDict, TurnResult
+from ..runtime.protocol import codec
+from ..runtime.protocol.records import CLIENT_KEY_PREFIX, DONE, REPLAYED, Command, CommandKind, error_outcome
+from ..runtime.store import ConversationWrite, Retention, Store, StoredConversation, TurnRecord
 
 
 @dataclass(slots=True)
@@ -45,6 +42,7 @@ class Suspended:
     command: Command
     call: WebhookCall
     now: float
+    waited_ms: float
     results: dict[str, JsonDict] = field(default_factory=dict)
 
 
@@ -55,20 +53,21 @@ class ConversationActor:
         "_staged_state",
         "key",
         "mailbox",
-        "recent_ids",
+        "message_ids",
         "seq",
         "state",
         "waiting",
     )
 
     def __init__(
-        self, key: ConversationKey, state: bytes | None, seq: int, recent_ids: list[str], keep: int
+        self, key: ConversationKey, state: bytes | None, seq: int, message_ids: dict[str, float]
     ) -> None:
         self.key = key
         # state is None for a conversation that does not exist yet (never written).
         self.state = state
         self.seq = seq
-        self.recent_ids: deque[str] = deque(recent_ids, maxlen=keep)
+        # Every kept turn's message id, with when it was written, in turn order.
+        self.message_ids = message_ids
         self._staged_state: bytes | None = None
         self._staged_seq = seq
         self._pending: list[TurnRecord] = []
@@ -78,12 +77,10 @@ class ConversationActor:
         self.mailbox: deque[Any] = deque()
 
     @classmethod
-    def activate(
-        cls, key: ConversationKey, stored: StoredConversation | None, keep: int
-    ) -> ConversationActor:
+    def activate(cls, key: ConversationKey, stored: StoredConversation | None) -> ConversationActor:
         if stored is None:
-            return cls(key, None, 0, [], keep)
-        return cls(key, stored.state, stored.seq, stored.recent_message_ids, keep)
+            return cls(key, None, 0, {})
+        return cls(key, stored.state, stored.seq, dict(stored.message_ids))
 
     @property
     def exists(self) -> bool:
@@ -102,33 +99,34 @@ class ConversationActor:
         flows: FlowRegistry,
         store: Store,
         *,
+        waited_ms: float = 0.0,
         resume: Suspended | None = None,
         webhook_result: JsonDict | None = None,
-    ) -> Outcome | Suspended:
-        """Run one command against this conversation; mutations stay staged.
+    ) -> list[Any] | Suspended:
+        """Run one command against this conversation; return its outcome (``protocol.records``).
 
-        A turn that needs a webhook answer comes back :class:`Suspended`; ``resume``
-        it later with the call's ``webhook_result``.
+        Mutations stay staged. A turn that needs a webhook answer comes back
+        :class:`Suspended`; ``resume`` it later with the call's ``webhook_result``.
         """
-        if command.mutates and self._seen(command.message_id):
-            return self._replay(command.message_id, store)
         try:
+            if command.mutates and self._seen(command.message_id):
+                return self._replay(command, store)
             if command.kind is CommandKind.GET_STATE:
-                return StateResult(self._load_existing())
+                return [DONE, codec.pack_state_reply(self._existing_packed())]
             if command.kind is CommandKind.RESET:
                 return self._reset(command, flows)
             if command.kind is CommandKind.FORCE_STATE:
                 return self._force_state(command, flows)
             assert isinstance(command.body, InboundMessage)
             if resume is None:
-                return self._turn(command, command.body, flows, time.time(), {})
+                return self._turn(command, command.body, flows, time.time(), {}, waited_ms)
             assert webhook_result is not None
             results = {**resume.results, resume.call.key: webhook_result}
-            return self._turn(command, command.body, flows, resume.now, results)
+            return self._turn(command, command.body, flows, resume.now, results, resume.waited_ms)
         except ConfabError as exc:
-            return exc
+            return error_outcome(exc)
         except Exception as exc:  # a flow bug: the turn fails alone, the state is untouched
-            return InternalError(f"turn failed: {type(exc).__name__}")
+            return error_outcome(InternalError(f"turn failed: {type(exc).__name__}"))
 
     def _turn(
         self,
@@ -137,13 +135,14 @@ class ConversationActor:
         flows: FlowRegistry,
         now: float,
         webhook_results: dict[str, JsonDict],
-    ) -> Outcome | Suspended:
+        waited_ms: float,
+    ) -> list[Any] | Suspended:
         started = time.perf_counter()
         packed = self._current_state()
         if packed is None:
             state, state_before = flows.for_new_conversation(self.key.tenant_id).start(now, self.key), ""
         else:
-            state = ConversationState.from_wire(msgpack.unpackb(packed))
+            state = codec.unpack_state(packed)
             state_before = state.current_state
         forced = message.hints.force_flow
         if forced and forced != state.flow_id:
@@ -153,20 +152,22 @@ class ConversationActor:
             with telemetry.flow_span(command.trace, state.flow_id, state.current_state):
                 reply = flow.handle(state, message, now, webhook_results)
         except NeedsWebhook as need:
-            return Suspended(command, need.call, now, webhook_results)
+            return Suspended(command, need.call, now, waited_ms, webhook_results)
         state.message_count += 1
         state.last_activity = now
+        telemetry.note_state(state)
         result = TurnResult(
             response=reply.response,
             state=state,
             context_updates=reply.context_updates,
             actions_performed=reply.actions_performed,
             ab_variant=reply.ab_variant,
+            queue_time_ms=waited_ms,
             execution_time_ms=(time.perf_counter() - started) * 1000.0,
             state_before=state_before,
         )
-        self._stage(command, state, result)
-        return result
+        packed_state = codec.pack_state(state)
+        return self._stage(command, packed_state, codec.pack_turn_reply(result, packed_state))
 
     def _switch_flow(
         self, state: ConversationState, flows: FlowRegistry, flow_id: str, now: float
@@ -181,65 +182,90 @@ class ConversationActor:
         fresh.user_profile = state.user_profile
         return fresh
 
-    def _force_state(self, command: Command, flows: FlowRegistry) -> Outcome:
-        state = self._load_existing()
+    def _force_state(self, command: Command, flows: FlowRegistry) -> list[Any]:
+        state = codec.unpack_state(self._existing_packed())
         try:
             flows.for_state(state).force(state, str(command.body))
         except UnknownState as exc:
             raise InvalidArgument(str(exc), field="state") from exc
-        result = StateResult(state)
-        self._stage(command, state, result)
-        return result
+        packed_state = codec.pack_state(state)
+        return self._stage(command, packed_state, codec.pack_state_reply(packed_state))
 
-    def _reset(self, command: Command, flows: FlowRegistry) -> Outcome:
-        previous = self._load_existing()
-        state = flows.for_state(previous).start(time.time(), self.key)
-        result = ResetResult(previous_state=previous.current_state, state=state)
-        self._stage(command, state, result)
-        return result
+    def _reset(self, command: Command, flows: FlowRegistry) -> list[Any]:
+        previous = codec.unpack_state(self._existing_packed())
+        packed_state = codec.pack_state(flows.for_state(previous).start(time.time(), self.key))
+        return self._stage(
+            command, packed_state, codec.pack_reset_reply(previous.current_state, packed_state)
+        )
 
-    def _load_existing(self) -> ConversationState:
+    def _existing_packed(self) -> bytes:
         packed = self._current_state()
         if packed is None:
             raise ConversationNotFound(f"conversation {self.key} not found")
-        return ConversationState.from_wire(msgpack.unpackb(packed))
+        return packed
 
-    def _stage(
-        self, command: Command, state: ConversationState, result: TurnResult | ResetResult | StateResult
-    ) -> None:
-        self._staged_state = msgpack.packb(state.to_wire())
+    def _stage(self, command: Command, state: bytes, reply: bytes) -> list[Any]:
+        self._staged_state = state
         self._staged_seq += 1
-        reply = msgpack.packb(outcome_to_wire(result))
-        body = command.body
-        said = (
-            (body.content.text or body.content.payload)
-            if isinstance(body, InboundMessage)
-            else str(body or "")
+        self._pending.append(
+            TurnRecord(self._staged_seq, command.message_id, int(command.kind), reply, command.said)
         )
-        self._pending.append(TurnRecord(self._staged_seq, command.message_id, int(command.kind), reply, said))
+        return [DONE, reply]
 
     def _seen(self, message_id: str) -> bool:
-        return message_id in self.recent_ids or any(r.message_id == message_id for r in self._pending)
+        return message_id in self.message_ids or any(r.message_id == message_id for r in self._pending)
 
-    def _replay(self, message_id: str, store: Store) -> Outcome:
+    def _replay(self, command: Command, store: Store) -> list[Any]:
         for record in self._pending:
-            if record.message_id == message_id:
-                return _replayed(record.reply)
-        reply = store.load_reply(self.key, message_id)
-        if reply is None:  # pruned: the id is remembered but its reply is gone
-            return InternalError("message was already applied; its reply is no longer kept")
-        return _replayed(reply)
+            if record.message_id == command.message_id:
+                return [REPLAYED, self._same_request(command, record.input, record.reply)]
+        kept = store.load_turn(self.key, command.message_id)
+        if kept is None:  # pruned between activation and now; cannot be told apart from new
+            raise InternalError("message was already applied; its reply is no longer kept")
+        return [REPLAYED, self._same_request(command, kept.input, kept.reply)]
+
+    def _same_request(self, command: Command, recorded_input: str, reply: bytes) -> bytes:
+        # A client that reuses its request id for another message has a bug it must hear about:
+        # answering with the first message's reply would hide it.
+        if command.message_id.startswith(CLIENT_KEY_PREFIX) and recorded_input != command.said:
+            raise InvalidArgument(
+                "this request_id was already used for a different message in this conversation",
+                field="metadata.request_id",
+            )
+        return reply
 
     # Staging ---------------------------------------------------------------
 
-    def pending_write(self) -> ConversationWrite:
+    def pending_write(self, retention: Retention, now: float) -> ConversationWrite:
+        """What the store must write, including which old turns may go (see :meth:`commit`)."""
         assert self._staged_state is not None
-        return ConversationWrite(self.key, self._staged_state, self._staged_seq, list(self._pending))
+        prunable = self._prunable(retention, now)
+        kept_after = len(self.message_ids) - prunable + len(self._pending)
+        prune_through = self._staged_seq - kept_after if prunable else 0
+        return ConversationWrite(
+            self.key, self._staged_state, self._staged_seq, list(self._pending), prune_through
+        )
 
-    def commit(self) -> None:
+    def _prunable(self, retention: Retention, now: float) -> int:
+        """How many of the oldest kept ids fall outside the retention once the pending ones are in."""
+        beyond_count = len(self.message_ids) + len(self._pending) - retention.turns_kept
+        if beyond_count <= 0:
+            return 0
+        cutoff = now - retention.idempotency_window_s
+        prunable = 0
+        for written_at in self.message_ids.values():
+            if prunable >= beyond_count or written_at >= cutoff:
+                break
+            prunable += 1
+        return prunable
+
+    def commit(self, retention: Retention, now: float) -> None:
+        for _ in range(self._prunable(retention, now)):
+            del self.message_ids[next(iter(self.message_ids))]
+        for record in self._pending:
+            self.message_ids[record.message_id] = now
         self.state = self._staged_state
         self.seq = self._staged_seq
-        self.recent_ids.extend(r.message_id for r in self._pending)
         self._pending.clear()
         self._staged_state = None
 
@@ -247,10 +273,3 @@ class ConversationActor:
         self._staged_seq = self.seq
         self._pending.clear()
         self._staged_state = None
-
-
-def _replayed(reply: bytes) -> Outcome:
-    outcome = outcome_from_wire(msgpack.unpackb(reply))
-    if isinstance(outcome, TurnResult | ResetResult):
-        outcome.replayed = True
-    return outcome

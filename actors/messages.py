@@ -1,15 +1,15 @@
-"""Control records exchanged with the supervisor and the shards.
+"""Control records exchanged with the supervisor and the shard actors, over Thespian.
 
-The per-request traffic (command batches and their outcomes) is msgpack bytes
-(``runtime.wire``). These few control records carry Thespian actor addresses,
-which only Thespian itself can serialize, so they are small frozen dataclasses.
+Per-request traffic does not go through Thespian (``actors.data_server``); these few
+records start, locate and replace shards. They are small frozen dataclasses, which
+Thespian pickles; the directory they carry is ``runtime.protocol.directory``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
+from ..runtime.store import Retention
 from ..runtime.webhooks import WebhookTarget
 
 
@@ -17,16 +17,22 @@ from ..runtime.webhooks import WebhookTarget
 class ShardSettings:
     store_path: str
     synchronous: str
-    turns_kept: int
     resident_limit: int
     default_flow: str
+    retention: Retention = field(default_factory=Retention)
     flow_dirs: tuple[str, ...] = ()  # loaded after the bundled flows
     webhooks: tuple[WebhookTarget, ...] = ()  # what flows' webhook actions may call
+    # Where shard N of generation G listens: "unix:<dir>/s{index}.{generation}.sock" on one
+    # host, "tcp:<host>:0" between hosts (the port is the kernel's choice).
+    data_address: str = ""
+
+    def address_of(self, index: int, generation: int) -> str:
+        return self.data_address.format(index=index, generation=generation)
 
 
 @dataclass(frozen=True, slots=True)
 class StartShards:
-    """Edge → supervisor: start ``count`` shards; answered with a :class:`ShardDirectory`."""
+    """Host → supervisor: start ``count`` shards. The sender hears every directory from now on."""
 
     count: int
     settings: ShardSettings
@@ -34,7 +40,7 @@ class StartShards:
 
 @dataclass(frozen=True, slots=True)
 class ShardInit:
-    """Supervisor → a new shard: who it is and how to open its store."""
+    """Supervisor → a new shard: who it is, how to open its store, where to listen."""
 
     index: int
     generation: int
@@ -42,111 +48,31 @@ class ShardInit:
 
 
 @dataclass(frozen=True, slots=True)
-class GetDirectory:
-    """Edge → supervisor: where is each shard now?"""
+class ShardReady:
+    """Shard → supervisor: serving at ``address``."""
 
-
-@dataclass(frozen=True, slots=True)
-class ShardDirectory:
-    addresses: tuple[Any, ...]  # Thespian ActorAddress per shard index
-    generations: tuple[int, ...]  # bumped each time a shard is restarted
-    restarts: int
-    pid: int  # the supervisor's own pid
-
-
-@dataclass(frozen=True, slots=True)
-class StatusRequest:
-    """Edge → shard: answer with a :class:`ShardStatistics`."""
-
-
-@dataclass(frozen=True, slots=True)
-class ShardStatistics:
     index: int
     generation: int
+    address: str
     pid: int
-    started_at: float
-    resident_conversations: int
-    resident_limit: int
-    activations: int
-    passivations: int
-    commands: int
-    batches: int
-    store_ok: bool
-    store_latency_ms: float
-    store_error: str
-    rss_bytes: int
-    cpu_seconds: float
-    waiting_on_webhooks: int = 0
 
 
 @dataclass(frozen=True, slots=True)
-class ReloadFlows:
-    """Edge → shard: load the flow files again; answered with :class:`FlowsReloaded`."""
+class ShardFailed:
+    """Shard → supervisor: it could not start (the store would not open, say)."""
 
-
-@dataclass(frozen=True, slots=True)
-class FlowsReloaded:
     index: int
-    versions: tuple[tuple[str, str], ...]  # (flow id, version) now the latest of each flow
-    problems: tuple[str, ...]  # files skipped, as "PATH:LINE: message"
-
-
-@dataclass(frozen=True, slots=True)
-class InspectRequest:
-    """Edge → shard: describe one conversation (answered with an :class:`Inspection`)."""
-
-    tenant_id: str
-    conversation_id: str
-    last_turns: int
-
-
-@dataclass(frozen=True, slots=True)
-class Inspection:
-    exists: bool
-    resident: bool
-    state: list[Any] | None  # ConversationState wire form
-    queued: tuple[tuple[str, str, str], ...]  # (message id, kind, text) waiting in the mailbox
-    webhook_in_flight: str
-    turns: tuple[tuple[int, str, int, bytes, float, str], ...]  # (seq, message id, kind, reply, at, input)
-
-
-@dataclass(frozen=True, slots=True)
-class PassivateRequest:
-    """Edge → shard: drop one conversation from memory (answered with a :class:`Passivated`)."""
-
-    tenant_id: str
-    conversation_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Passivated:
-    done: bool
+    generation: int
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
+class GetDirectory:
+    """Host → supervisor: send the directory (also how the host knows the supervisor answers)."""
+
+
+@dataclass(frozen=True, slots=True)
 class RestartShard:
-    """Edge → supervisor: stop shard ``index`` so that a new one takes its place (a drill)."""
+    """Host → supervisor: stop shard ``index`` so that a new one takes its place (a drill)."""
 
     index: int
-
-
-@dataclass(frozen=True, slots=True)
-class ScanStored:
-    """Edge → a shard: a page of stored conversations (answered with a :class:`StoredPage`)."""
-
-    tenant_id: str
-    after: tuple[str, str] | None  # (tenant id, conversation id) of the last one already seen
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoredPage:
-    rows: tuple[tuple[str, str, bytes, float], ...]  # (tenant id, conversation id, state, updated_at)
-
-
-@dataclass(frozen=True, slots=True)
-class ResidentAmong:
-    """Edge → shard: which of these conversations are in memory (answered with the same type)."""
-
-    keys: tuple[tuple[str, str], ...]

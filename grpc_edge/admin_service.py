@@ -19,24 +19,21 @@ Errors are raised, not turned into statuses here: the error layer does that once
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-import msgpack
 
-from ..actors.messages import Inspection, InspectRequest, Passivated, PassivateRequest, ShardStatistics
 from ..protos import admin_pb2 as pb
 from ..protos import admin_pb2_grpc as pb_grpc
 from ..runtime import VERSION
 from ..runtime.engine import Engine
-from ..runtime.errors import ConversationNotFound, InvalidArgument
-from ..runtime.events import EVENT_TYPES
-from ..runtime.model import Content, ConversationKey, ConversationState, InboundMessage, TurnResult
-from ..runtime.wire import Command, CommandKind, outcome_from_wire
+from ..runtime.engine.events import TAIL_EVENT_TYPES
+from ..runtime.errors import InvalidArgument
+from ..runtime.inspection import ConversationFilter, ConversationInspection
+from ..runtime.model import ConversationKey
 from . import auth, convert
 from .call import note_target
 from .call import request_id as current_request_id
@@ -44,8 +41,8 @@ from .health import HealthMonitor
 
 log = logging.getLogger(__name__)
 DEFAULT_LAST_TURNS = 10
-DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
-SCAN_ROWS = 2000  # stored conversations read per ListConversations call, filters applied after
+DEFAULT_PAGE_SIZE = 50
+CLUSTER_WAIT_S = 1.0  # longest GetCluster waits for a shard's figures
 
 
 def _operator() -> str:
@@ -76,90 +73,84 @@ class AdminService(pb_grpc.AdminServicer):
         self._last_counts: dict[int, tuple[int, float, int]] = {}
 
     async def GetCluster(
-        self, request: pb.GetClusterRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetClusterRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Cluster:
         auth.require_role(auth.OPERATOR_ROLE)
-        stats = self.engine.statistics()
-        cluster = pb.Cluster(version=VERSION, shard_restarts=stats.shard_restarts)
-        cluster.started_at.CopyFrom(convert.timestamp(stats.started_at))
+        # Fresh figures from every shard that answers in time; the others are marked, never waited for.
+        remaining = context.time_remaining()
+        wait = CLUSTER_WAIT_S if remaining is None else max(0.0, min(CLUSTER_WAIT_S, remaining * 0.5))
+        view = await self.engine.refresh_cluster(wait)
+        cluster = pb.Cluster(version=VERSION, shard_restarts=view.shard_restarts)
+        cluster.started_at.CopyFrom(convert.timestamp(view.started_at))
         now = time.time()
-        shard_results = await self.engine.shard_statistics()
-        addresses = self.engine.shard_addresses()
-        for link, result in zip(stats.links, shard_results, strict=True):
-            info = cluster.shards.add(index=link.shard, mailbox_depth=link.queued)
-            info.address = addresses[link.shard] if link.shard < len(addresses) else ""
-            if isinstance(result, ShardStatistics):
-                info.generation, info.pid = result.generation, result.pid
-                info.uptime_s = now - result.started_at
-                pid, since, commands = self._last_counts.get(link.shard, (result.pid, result.started_at, 0))
-                if pid != result.pid:  # a new shard process: count from its start
-                    since, commands = result.started_at, 0
-                info.messages_per_s = (result.commands - commands) / max(now - since, 1e-3)
-                self._last_counts[link.shard] = (result.pid, now, result.commands)
-                info.resident_conversations = result.resident_conversations
-                info.waiting_on_webhooks = result.waiting_on_webhooks
-                info.commands, info.rss_bytes, info.healthy = result.commands, result.rss_bytes, True
-            else:
-                info.error = str(result)
-        good = [r for r in shard_results if isinstance(r, ShardStatistics)]
-        cluster.store.path = str(self.engine.config.store_path)
-        cluster.store.ok = bool(good) and all(r.store_ok for r in good)
-        cluster.store.latency_ms = max((r.store_latency_ms for r in good), default=0.0)
+        for shard in view.shards:
+            info = cluster.shards.add(
+                index=shard.index,
+                generation=shard.generation,
+                address=shard.address,
+                mailbox_depth=shard.queued,
+                healthy=shard.responsive,
+                error=shard.error,
+                last_heard_s=shard.last_heard_s,
+            )
+            status = shard.status
+            if status is None:
+                continue
+            info.pid = status.pid
+            info.uptime_s = now - status.started_at
+            pid, since, commands = self._last_counts.get(shard.index, (status.pid, status.started_at, 0))
+            if pid != status.pid:  # a new shard process: count from its start
+                since, commands = status.started_at, 0
+            info.messages_per_s = (status.commands - commands) / max(now - since, 1e-3)
+            self._last_counts[shard.index] = (status.pid, now, status.commands)
+            info.resident_conversations = status.resident_conversations
+            info.waiting_on_webhooks = status.waiting_on_webhooks
+            info.commands, info.rss_bytes = status.commands, status.rss_bytes
+        cluster.store.path = view.store
+        cluster.store.ok = view.store_ok
+        cluster.store.latency_ms = view.store_latency_ms
         return cluster
 
     async def ListConversations(
-        self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListConversationsResponse:
-        tenant_id = auth.admin_tenant_scope(request.tenant_id)
-        page_size = request.page_size or DEFAULT_PAGE_SIZE
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size must be 1..{MAX_PAGE_SIZE}", field="page_size")
-        after = _decode_token(request.page_token)
-        if after is not None and tenant_id and after.tenant_id != tenant_id:
-            raise InvalidArgument("page_token is not one this server gave out", field="page_token")
-        page = await self.engine.scan_stored(tenant_id, after, SCAN_ROWS)
-        now = time.time()
-        chosen: list[tuple[ConversationKey, ConversationState]] = []
-        last: ConversationKey | None = None
-        for tenant_id, conversation_id, packed, _ in page.rows:
-            last = ConversationKey(tenant_id, conversation_id)
-            state = ConversationState.from_wire(msgpack.unpackb(packed))
-            if _wanted(request, state, now):
-                chosen.append((last, state))
-                if len(chosen) == page_size:
-                    break
-        resident = await self.engine.resident_among([k for k, _ in chosen])
-        if request.resident_only:
-            chosen = [(k, st) for k, st in chosen if k in resident]
-        response = pb.ListConversationsResponse()
-        for key, state in chosen:
+        wanted = ConversationFilter(
+            tenant_id=auth.admin_tenant_scope(request.tenant_id),
+            state=request.state,
+            flow_id=request.flow_id,
+            idle_longer_than_s=request.idle_longer_than_s,
+            in_handoff=request.in_handoff,
+            resident_only=request.resident_only,
+        )
+        page = await self.engine.list_conversations(
+            wanted, request.page_token, request.page_size or DEFAULT_PAGE_SIZE
+        )
+        response = pb.ListConversationsResponse(next_page_token=page.next_cursor)
+        for c in page.conversations:
             summary = response.conversations.add(
-                tenant_id=key.tenant_id,
-                conversation_id=key.conversation_id,
-                current_state=state.current_state,
-                flow_id=state.flow_id,
-                flow_version=state.flow_version,
-                message_count=state.message_count,
-                resident=key in resident,
-                in_handoff="handoff" in state.flow_memory,
-                shard=self.engine.shard_for(key),
+                tenant_id=c.key.tenant_id,
+                conversation_id=c.key.conversation_id,
+                current_state=c.current_state,
+                flow_id=c.flow_id,
+                flow_version=c.flow_version,
+                message_count=c.message_count,
+                resident=c.resident,
+                in_handoff=c.in_handoff,
+                shard=c.shard,
             )
-            summary.last_activity.CopyFrom(convert.timestamp(state.last_activity))
-        # More may follow when the scan filled up (rows were read up to `last`).
-        if (last is not None and len(page.rows) == SCAN_ROWS) or len(chosen) == page_size:
-            response.next_page_token = _encode_token(last) if last is not None else ""
+            summary.last_activity.CopyFrom(convert.timestamp(c.last_activity))
         return response
 
     async def TailEvents(
-        self, request: pb.TailEventsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.TailEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.Event]:
         tenant_id = auth.admin_tenant_scope(request.tenant_id)
-        unknown = set(request.event_types) - set(EVENT_TYPES)
+        unknown = set(request.event_types) - set(TAIL_EVENT_TYPES)
         if unknown:
             raise InvalidArgument(
-                f"unknown event types {sorted(unknown)}; known: {list(EVENT_TYPES)}", field="event_types"
+                f"unknown event types {sorted(unknown)}; known: {list(TAIL_EVENT_TYPES)}", field="event_types"
             )
-        types = set(request.event_types) or set(EVENT_TYPES)
+        types = set(request.event_types) or set(TAIL_EVENT_TYPES)
         queue = self.engine.events.subscribe()
         try:
             while True:
@@ -183,20 +174,13 @@ class AdminService(pb_grpc.AdminServicer):
             self.engine.events.unsubscribe(queue)
 
     async def InspectConversation(
-        self, request: pb.InspectConversationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.InspectConversationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ConversationDetail:
         key = _key(request.tenant_id, request.conversation_id)
-        inspection = await self.engine.ask_shard_of(
-            key,
-            InspectRequest(key.tenant_id, key.conversation_id, request.last_turns or DEFAULT_LAST_TURNS),
-            expect=Inspection,
-        )
-        if not isinstance(inspection, Inspection) or not inspection.exists:
-            raise ConversationNotFound(f"conversation {key} not found")
-        return _detail(key, self.engine.shard_for(key), inspection)
+        return _detail(await self.engine.inspect(key, request.last_turns or DEFAULT_LAST_TURNS))
 
     async def ResetConversation(
-        self, request: pb.ConversationAction, context: grpc.aio.ServicerContext
+        self, request: pb.ConversationAction, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ActionResult:
         key = _key(request.tenant_id, request.conversation_id)
         _audit("reset", conversation=str(key), reason=request.reason)
@@ -206,42 +190,35 @@ class AdminService(pb_grpc.AdminServicer):
         return _done(f"reset; it was in state {result.previous_state!r}", state=result.state.current_state)
 
     async def ForceState(
-        self, request: pb.ForceStateRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ForceStateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ActionResult:
         key = _key(request.tenant_id, request.conversation_id)
         if not request.state:
             raise InvalidArgument("state is required", field="state")
         _audit("force_state", conversation=str(key), state=request.state, reason=request.reason)
-        outcome = await self.engine.run(
-            Command(CommandKind.FORCE_STATE, current_request_id(), key, request.state)
-        )
-        state: ConversationState = outcome.state  # type: ignore[union-attr]
+        state = await self.engine.force_state(key, request.state, message_id=current_request_id())
         return _done(f"now in state {state.current_state!r}", state=state.current_state)
 
     async def ResumeConversation(
-        self, request: pb.ConversationAction, context: grpc.aio.ServicerContext
+        self, request: pb.ConversationAction, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ActionResult:
         key = _key(request.tenant_id, request.conversation_id)
         _audit("resume", conversation=str(key), reason=request.reason)
-        resume = InboundMessage(f"operator:{_operator()}", Content(type="system", payload="resume"))
-        result = await self.engine.process(key, resume, message_id=current_request_id())
+        result = await self.engine.resume(key, _operator(), message_id=current_request_id())
         resumed = "handoff_resumed" in result.actions_performed
         message = "automation resumed" if resumed else "it was not handed over; the message went to its flow"
         return _done(message, state=result.state.current_state, resumed=resumed)
 
     async def PassivateConversation(
-        self, request: pb.ConversationAction, context: grpc.aio.ServicerContext
+        self, request: pb.ConversationAction, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ActionResult:
         key = _key(request.tenant_id, request.conversation_id)
         _audit("passivate", conversation=str(key), reason=request.reason)
-        answer = await self.engine.ask_shard_of(
-            key, PassivateRequest(key.tenant_id, key.conversation_id), expect=Passivated
-        )
-        assert isinstance(answer, Passivated)
+        answer = await self.engine.passivate(key)
         return pb.ActionResult(ok=answer.done, message=answer.reason)
 
     async def ReloadFlows(
-        self, request: pb.ReloadFlowsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ReloadFlowsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ActionResult:
         auth.require_role(auth.OPERATOR_ROLE)
         _audit("reload_flows")
@@ -253,35 +230,12 @@ class AdminService(pb_grpc.AdminServicer):
         return result
 
     async def RestartShard(
-        self, request: pb.ShardAction, context: grpc.aio.ServicerContext
+        self, request: pb.ShardAction, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ActionResult:
         auth.require_role(auth.OPERATOR_ROLE)
         _audit("restart_shard", shard=request.shard, reason=request.reason)
         await self.engine.restart_shard(request.shard)
         return _done(f"shard {request.shard} is being replaced; its conversations come back from the store")
-
-
-def _wanted(request: pb.ListConversationsRequest, state: ConversationState, now: float) -> bool:
-    return (
-        (not request.state or state.current_state == request.state)
-        and (not request.flow_id or state.flow_id == request.flow_id)
-        and (not request.idle_longer_than_s or now - state.last_activity > request.idle_longer_than_s)
-        and (not request.in_handoff or "handoff" in state.flow_memory)
-    )
-
-
-def _encode_token(key: ConversationKey) -> str:
-    return base64.urlsafe_b64encode(msgpack.packb([key.tenant_id, key.conversation_id])).decode()
-
-
-def _decode_token(token: str) -> ConversationKey | None:
-    if not token:
-        return None
-    try:
-        tenant_id, conversation_id = msgpack.unpackb(base64.urlsafe_b64decode(token.encode()))
-        return ConversationKey(str(tenant_id), str(conversation_id))
-    except Exception as exc:
-        raise InvalidArgument("page_token is not one this server gave out", field="page_token") from exc
 
 
 def _done(message: str, **details: Any) -> pb.ActionResult:
@@ -290,13 +244,12 @@ def _done(message: str, **details: Any) -> pb.ActionResult:
     return result
 
 
-def _detail(key: ConversationKey, shard: int, inspection: Inspection) -> pb.ConversationDetail:
-    assert inspection.state is not None
-    state = ConversationState.from_wire(inspection.state)
+def _detail(inspection: ConversationInspection) -> pb.ConversationDetail:
+    state = inspection.state
     detail = pb.ConversationDetail(
-        tenant_id=key.tenant_id,
-        conversation_id=key.conversation_id,
-        shard=shard,
+        tenant_id=inspection.key.tenant_id,
+        conversation_id=inspection.key.conversation_id,
+        shard=inspection.shard,
         resident=inspection.resident,
         mailbox_depth=len(inspection.queued),
         webhook_in_flight=inspection.webhook_in_flight,
@@ -321,24 +274,20 @@ def _detail(key: ConversationKey, shard: int, inspection: Inspection) -> pb.Conv
             "flow_memory": state.flow_memory,
         },
     )
-    for message_id, queued_kind, text in inspection.queued:
-        detail.queued.add(message_id=message_id, kind=queued_kind, text=text)
-    for seq, message_id, kind, reply, at, said in inspection.turns:
+    for queued in inspection.queued:
+        detail.queued.add(message_id=queued.message_id, kind=queued.kind, text=queued.text)
+    for t in inspection.turns:
         turn = detail.last_turns.add(
-            seq=seq, message_id=message_id, kind=CommandKind(kind).name.lower(), input=said
+            seq=t.seq,
+            message_id=t.message_id,
+            kind=t.kind,
+            input=t.input,
+            intent=t.intent,
+            state_before=t.state_before,
+            state_after=t.state_after,
+            response=t.response,
+            duration_ms=t.duration_ms,
         )
-        turn.at.CopyFrom(convert.timestamp(at))
-        outcome = outcome_from_wire(_unpack(reply))
-        if isinstance(outcome, TurnResult):
-            turn.intent = outcome.state.current_intent
-            turn.state_before, turn.state_after = outcome.state_before, outcome.state.current_state
-            turn.response = outcome.response.text
-            turn.duration_ms = outcome.execution_time_ms
-            turn.actions.extend(outcome.actions_performed)
-        elif hasattr(outcome, "state"):
-            turn.state_after = outcome.state.current_state
+        turn.actions.extend(t.actions)
+        turn.at.CopyFrom(convert.timestamp(t.at))
     return detail
-
-
-def _unpack(reply: bytes) -> Any:
-    return msgpack.unpackb(reply)

@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..runtime.engine import new_message_id
+from ..runtime.model import new_id
 
 
 @dataclass(slots=True)
@@ -24,7 +24,7 @@ class CallInfo:
     # The client's address, read when the call starts: once a call has ended, gRPC may no
     # longer be able to tell it (and asking then has crashed the process, see observe.py).
     peer: str = ""
-    request_id: str = field(default_factory=new_message_id)
+    request_id: str = field(default_factory=new_id)
     started: float = field(default_factory=time.perf_counter)
     # Who is calling, once authenticated (see grpc_edge.auth); None when auth is off.
     principal: Any = None
@@ -47,7 +47,7 @@ def enter_call(call: CallInfo | None) -> None:
 def request_id() -> str:
     """The current call's request id (a fresh one outside any call)."""
     call = _current.get()
-    return call.request_id if call is not None else new_message_id()
+    return call.request_id if call is not None else new_id()
 
 
 def note_target(tenant_id: str, conversation_id: str) -> None:

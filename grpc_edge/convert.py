@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ..protos import common_pb2 as common
 from ..protos import mcp_engine_pb2 as engine
 from ..runtime.config import LimitsConfig
+from ..runtime.engine import TurnRequest
 from ..runtime.errors import ConfabError, InvalidArgument
 from ..runtime.model import (
     Button,
@@ -119,6 +120,21 @@ def inbound_message(
         hints=processing_hints(request.processing_hints, prefix),
     )
     return key, message
+
+
+def turn_request(
+    request: engine.ProcessMessageRequest,
+    message_id: str,
+    prefix: str = "",
+    limits: LimitsConfig | None = None,
+) -> TurnRequest:
+    """A validated message for the engine; ``metadata.request_id`` is the client's idempotency key."""
+    limits = limits or DEFAULT_LIMITS
+    key, message = inbound_message(request, prefix, limits)
+    idempotency_key = identifier(
+        request.metadata.request_id, f"{prefix}metadata.request_id", limits, required=False
+    )
+    return TurnRequest(key, message, message_id, idempotency_key)
 
 
 def inbound_content(content: engine.MessageContent, prefix: str = "") -> Content:
@@ -248,13 +264,18 @@ def metadata(out: common.Metadata, request_id: str, started: float, version: str
 
 
 def process_message_response(
-    key: ConversationKey, result: TurnResult, request_id: str, started: float, version: str
+    key: ConversationKey,
+    result: TurnResult,
+    request_id: str,
+    started: float,
+    version: str,
+    out: engine.ProcessMessageResponse | None = None,
 ) -> engine.ProcessMessageResponse:
-    response = engine.ProcessMessageResponse(
-        conversation_id=key.conversation_id,
-        current_state=result.state.current_state,
-        ab_variant=result.ab_variant,
-    )
+    """The response to one processed message, built in ``out`` when given (no copy)."""
+    response = out if out is not None else engine.ProcessMessageResponse()
+    response.conversation_id = key.conversation_id
+    response.current_state = result.state.current_state
+    response.ab_variant = result.ab_variant
     response.status.success = True
     response.status.message = "already processed; original reply" if result.replayed else "processed"
     outbound_content(result.response, response.response)

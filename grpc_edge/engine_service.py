@@ -1,8 +1,15 @@
 """``mcp.engine.v2.MCPEngine``: the conversation API.
 
-Each method validates and converts its request (``convert``), asks the engine,
-and converts the answer back. Errors become gRPC statuses in one place
-(``errors``); an item of a batch or a stream fails alone, in its own status.
+Each method validates and converts its request (``convert``), asks the engine, and
+converts the answer back. Errors are raised, and become gRPC statuses in one place
+(the error interceptor, ``interceptors.ErrorInterceptor``); an item of a batch or a
+message of a stream fails alone, in its own status.
+
+Idempotency: a client that sets ``metadata.request_id`` on a message (a unary call,
+a batch item, a stream message) may send it again, for instance when a retry policy
+repeats a call that timed out: within ``engine.idempotency_window_s`` the repeat gets
+the reply the first one got (status message and ``performance_metrics.cache_status``
+say so) and is not applied again.
 """
 
 from __future__ import annotations
@@ -20,23 +27,22 @@ from ..protos import mcp_engine_pb2 as pb
 from ..protos import mcp_engine_pb2_grpc as pb_grpc
 from ..runtime import VERSION
 from ..runtime.config import LimitsConfig
-from ..runtime.engine import Engine, new_message_id
+from ..runtime.engine import Engine, TurnRequest
 from ..runtime.errors import ConfabError, InvalidArgument
-from ..runtime.model import ConversationKey, TurnResult
-from ..runtime.wire import Command, CommandKind, Outcome
+from ..runtime.model import ConversationKey, TurnResult, new_id
 from . import auth, convert, errors
 from .call import note_target
 from .call import request_id as current_request_id
 from .health import HealthMonitor
 from .limits import TenantRateLimiter
 from .metrics_service import MetricsReport
-from .streams import ConversationStream
+from .streams import ConversationStream, StreamSettings
 
 DEFAULT_BATCH_CONCURRENCY = 16
 
 
-def target(key: ConversationKey) -> ConversationKey:
-    """The conversation a call acts on, once the caller may: noted for logs and traces."""
+def authorized(key: ConversationKey) -> ConversationKey:
+    """``key`` once the caller may act on its tenant; noted on the call for logs and traces."""
     note_target(key.tenant_id, key.conversation_id)
     auth.authorize_tenant(key.tenant_id)
     return key
@@ -50,7 +56,7 @@ def finish(response: Any, message: str, request_id: str, started: float) -> None
     convert.metadata(response.metadata, request_id, started, VERSION)
 
 
-def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+def deadline_of(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
 
@@ -63,7 +69,7 @@ class EngineService(pb_grpc.MCPEngineServicer):
         metrics: MetricsReport,
         *,
         max_batch_messages: int,
-        stream_idle_timeout_s: float,
+        stream: StreamSettings,
         limits: LimitsConfig | None = None,
         rate_limiter: TenantRateLimiter | None = None,
     ) -> None:
@@ -71,55 +77,44 @@ class EngineService(pb_grpc.MCPEngineServicer):
         self.health = health
         self.metrics = metrics
         self.max_batch_messages = max_batch_messages
-        self.stream_idle_timeout_s = stream_idle_timeout_s
+        self.stream = stream
         self.limits = limits or convert.DEFAULT_LIMITS
         self.rate_limiter = rate_limiter or TenantRateLimiter(0.0, 1)  # rate 0: off
 
     async def ProcessMessage(
-        self, request: pb.ProcessMessageRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ProcessMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ProcessMessageResponse:
         started, request_id = time.perf_counter(), current_request_id()
-        try:
-            key, message = convert.inbound_message(request, limits=self.limits)
-            target(key)
-            # Charged once authorized: nobody can spend another tenant's tokens.
-            self.rate_limiter.charge(key.tenant_id)
-            result = await self.engine.process(
-                key, message, message_id=request_id, deadline=deadline_of(context)
-            )
-        except Exception as exc:
-            await errors.abort(context, exc, request_id)
-        return convert.process_message_response(key, result, request_id, started, VERSION)
+        turn = convert.turn_request(request, request_id, limits=self.limits)
+        authorized(turn.key)
+        # Charged once authorized: nobody can spend another tenant's tokens.
+        self.rate_limiter.charge(turn.key.tenant_id)
+        result = await self.engine.process(turn, deadline=deadline_of(context))
+        return convert.process_message_response(turn.key, result, request_id, started, VERSION)
 
     async def GetConversationState(
-        self, request: pb.GetConversationStateRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetConversationStateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetConversationStateResponse:
         started, request_id = time.perf_counter(), current_request_id()
-        try:
-            key = target(
-                convert.conversation_key(request.tenant_context, request.conversation_id, limits=self.limits)
-            )
-            state = await self.engine.get_state(key, deadline=deadline_of(context))
-        except Exception as exc:
-            await errors.abort(context, exc, request_id)
+        key = authorized(
+            convert.conversation_key(request.tenant_context, request.conversation_id, limits=self.limits)
+        )
+        state = await self.engine.get_state(key, deadline=deadline_of(context))
         response = pb.GetConversationStateResponse()
         convert.conversation_state(state, response.conversation_state)
         finish(response, "found", request_id, started)
         return response
 
     async def ResetConversation(
-        self, request: pb.ResetConversationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ResetConversationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ResetConversationResponse:
         started, request_id = time.perf_counter(), current_request_id()
-        try:
-            key = target(
-                convert.conversation_key(request.tenant_context, request.conversation_id, limits=self.limits)
-            )
-            result = await self.engine.reset(
-                key, request.reason, message_id=request_id, deadline=deadline_of(context)
-            )
-        except Exception as exc:
-            await errors.abort(context, exc, request_id)
+        key = authorized(
+            convert.conversation_key(request.tenant_context, request.conversation_id, limits=self.limits)
+        )
+        result = await self.engine.reset(
+            key, request.reason, message_id=request_id, deadline=deadline_of(context)
+        )
         response = pb.ResetConversationResponse(
             conversation_id=key.conversation_id, previous_state=result.previous_state
         )
@@ -127,26 +122,20 @@ class EngineService(pb_grpc.MCPEngineServicer):
         return response
 
     async def BatchProcessMessages(
-        self, request: pb.BatchProcessMessagesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.BatchProcessMessagesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.BatchProcessMessagesResponse:
         started, request_id = time.perf_counter(), current_request_id()
-        try:
-            if len(request.messages) > self.max_batch_messages:
-                raise InvalidArgument(
-                    f"a batch holds at most {self.max_batch_messages} messages", field="messages"
-                )
-            if request.max_concurrency < 0:
-                raise InvalidArgument("max_concurrency must not be negative", field="max_concurrency")
-            if request.tenant_context.tenant_id:  # a batch for another tenant is refused whole
-                auth.authorize_tenant(request.tenant_context.tenant_id)
-        except Exception as exc:
-            await errors.abort(context, exc, request_id)
+        if len(request.messages) > self.max_batch_messages:
+            raise InvalidArgument(
+                f"a batch holds at most {self.max_batch_messages} messages", field="messages"
+            )
+        if request.max_concurrency < 0:
+            raise InvalidArgument("max_concurrency must not be negative", field="max_concurrency")
+        if request.tenant_context.tenant_id:  # a batch for another tenant is refused whole
+            auth.authorize_tenant(request.tenant_context.tenant_id)
         batch = _Batch(request, started, deadline_of(context), self.limits)
-        try:
-            # Every valid item costs its tenant one token; a batch that does not fit is refused whole.
-            self.rate_limiter.charge_all(Counter(c.key.tenant_id for _, c in batch.commands))
-        except Exception as exc:
-            await errors.abort(context, exc, request_id)
+        # Every valid item costs its tenant one token; a batch that does not fit is refused whole.
+        self.rate_limiter.charge_all(Counter(turn.key.tenant_id for _, turn in batch.turns))
         if request.parallel_processing:
             await batch.run_parallel(self.engine, request.max_concurrency or DEFAULT_BATCH_CONCURRENCY)
         else:
@@ -163,23 +152,16 @@ class EngineService(pb_grpc.MCPEngineServicer):
     async def StreamConversation(
         self,
         request_iterator: AsyncIterator[pb.ConversationStreamRequest],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.ConversationStreamResponse]:
         stream = ConversationStream(
-            self.engine,
-            request_iterator,
-            self.stream_idle_timeout_s,
-            limits=self.limits,
-            rate_limiter=self.rate_limiter,
+            self.engine, request_iterator, self.stream, limits=self.limits, rate_limiter=self.rate_limiter
         )
-        try:
-            async for response in stream.responses():
-                yield response
-        except Exception as exc:
-            await errors.abort(context, exc, stream.stream_id)
+        async for response in stream.responses():
+            yield response
 
     async def HealthCheck(
-        self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext
+        self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.HealthCheckResponse:
         report = self.health.latest
         response = pb.HealthCheckResponse(
@@ -190,13 +172,10 @@ class EngineService(pb_grpc.MCPEngineServicer):
         return response
 
     async def GetMetrics(
-        self, request: pb.GetMetricsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetMetricsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetMetricsResponse:
         started, request_id = time.perf_counter(), current_request_id()
-        try:
-            metrics = await self.metrics.collect(request)
-        except Exception as exc:
-            await errors.abort(context, exc, request_id)
+        metrics = await self.metrics.collect(request)
         response = pb.GetMetricsResponse(metrics=metrics)
         finish(response, f"{len(metrics)} metrics", request_id, started)
         return response
@@ -210,61 +189,61 @@ class _Batch:
         request: pb.BatchProcessMessagesRequest,
         started: float,
         deadline: float | None,
-        limits: LimitsConfig | None = None,
+        limits: LimitsConfig,
     ) -> None:
         self.started = started
         self.deadline = deadline
         self.responses: list[pb.ProcessMessageResponse] = [pb.ProcessMessageResponse()] * len(
             request.messages
         )
-        self.commands: list[tuple[int, Command]] = []
+        self.turns: list[tuple[int, TurnRequest]] = []
         for i, item in enumerate(request.messages):
-            message_id = new_message_id()
+            message_id = new_id()
             if not item.tenant_context.tenant_id:  # an item inherits the batch's tenant
                 item.tenant_context.tenant_id = request.tenant_context.tenant_id
             try:
-                key, message = convert.inbound_message(item, prefix=f"messages[{i}].", limits=limits)
-                auth.authorize_tenant(key.tenant_id)
+                turn = convert.turn_request(item, message_id, prefix=f"messages[{i}].", limits=limits)
+                auth.authorize_tenant(turn.key.tenant_id)
             except ConfabError as exc:
                 self._fail(i, item.conversation_id, exc, message_id)
                 continue
-            self.commands.append((i, Command(CommandKind.TURN, message_id, key, message)))
+            self.turns.append((i, turn))
 
     async def run_parallel(self, engine: Engine, concurrency: int) -> None:
         # One group per conversation: its messages are submitted together, in request
         # order, so they run in that order; groups run concurrently.
-        groups: dict[ConversationKey, list[tuple[int, Command]]] = {}
-        for i, command in self.commands:
-            groups.setdefault(command.key, []).append((i, command))
+        groups: dict[ConversationKey, list[tuple[int, TurnRequest]]] = {}
+        for i, turn in self.turns:
+            groups.setdefault(turn.key, []).append((i, turn))
         limit = asyncio.Semaphore(concurrency)
 
-        async def run_group(group: list[tuple[int, Command]]) -> None:
+        async def run_group(group: list[tuple[int, TurnRequest]]) -> None:
             async with limit:
                 await self._run(engine, group)
 
         await asyncio.gather(*(run_group(g) for g in groups.values()))
 
     async def run_sequential(self, engine: Engine) -> None:
-        for item in self.commands:
+        for item in self.turns:
             await self._run(engine, [item])
 
-    async def _run(self, engine: Engine, group: list[tuple[int, Command]]) -> None:
+    async def _run(self, engine: Engine, group: list[tuple[int, TurnRequest]]) -> None:
         try:
-            futures = engine.submit([c for _, c in group], self.deadline)
+            futures = engine.process_many([turn for _, turn in group], self.deadline)
         except ConfabError as exc:
-            for i, command in group:
-                self._fail(i, command.key.conversation_id, exc, command.message_id)
+            for i, turn in group:
+                self._fail(i, turn.key.conversation_id, exc, turn.message_id)
             return
-        outcomes: list[Outcome | BaseException] = await asyncio.gather(*futures, return_exceptions=True)
-        for (i, command), outcome in zip(group, outcomes, strict=True):
+        outcomes: list[Any] = await asyncio.gather(*futures, return_exceptions=True)
+        for (i, turn), outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, TurnResult):
                 self.responses[i] = convert.process_message_response(
-                    command.key, outcome, command.message_id, self.started, VERSION
+                    turn.key, outcome, turn.message_id, self.started, VERSION
                 )
             else:
-                self._fail(i, command.key.conversation_id, outcome, command.message_id)
+                self._fail(i, turn.key.conversation_id, outcome, turn.message_id)
 
-    def _fail(self, i: int, conversation_id: str, error: Any, message_id: str) -> None:
+    def _fail(self, i: int, conversation_id: str, error: BaseException, message_id: str) -> None:
         self.responses[i] = convert.error_response(
             conversation_id, errors.as_confab_error(error, message_id), message_id, self.started, VERSION
         )

@@ -1,10 +1,17 @@
-"""Health: real checks of the actor system, each shard and the store.
+"""Health: what the edge knows of the actor system, each shard and the store, as one report.
 
-:class:`HealthMonitor` re-checks every ``interval_s`` and on demand, and feeds
-every health surface from one report: ``mcp.health.v2.Health`` (Check, Watch,
+:class:`HealthMonitor` re-checks every ``interval_s`` (and on demand) and feeds every
+health surface from one report: ``mcp.health.v2.Health`` (Check, Watch,
 GetDetailedHealth), ``MCPEngine.HealthCheck`` and the standard
-``grpc.health.v1.Health`` that load balancers and Kubernetes probe. When the
-server drains, it reports NOT_SERVING everywhere before in-flight calls finish.
+``grpc.health.v1.Health`` that load balancers and Kubernetes probe.
+
+A check never waits on a shard: the engine's links hear from every shard each
+heartbeat (``runtime.engine.link``), so a shard that is stopped or hung shows as
+unresponsive within the heartbeat timeout, and a store whose writes fail shows in
+the shards' answers. Any of those, a supervisor being replaced, or a server that
+drains (NOT_SERVING everywhere before in-flight calls finish) makes the report
+NOT_SERVING, with the dependency and the reason in its details; the report turns
+SERVING again by itself once they recover.
 """
 
 from __future__ import annotations
@@ -22,12 +29,12 @@ import psutil
 from grpc_health.v1 import health as std_health
 from grpc_health.v1 import health_pb2 as std_health_pb2
 
-from ..actors.messages import ShardStatistics
 from ..protos import common_pb2 as common
 from ..protos import health_pb2 as pb
 from ..protos import health_pb2_grpc as pb_grpc
 from ..runtime import VERSION
 from ..runtime.engine import Engine
+from ..runtime.inspection import ShardStatus
 from . import convert
 from .metrics import RpcMetrics
 
@@ -52,7 +59,7 @@ class HealthReport:
     status: common.HealthStatus
     checked_at: float
     dependencies: tuple[DependencyCheck, ...] = ()
-    shards: tuple[ShardStatistics, ...] = ()
+    shards: tuple[ShardStatus, ...] = ()
     draining: bool = False
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -62,11 +69,12 @@ class HealthReport:
             "shards": len(self.shards),
             "resident_conversations": sum(s.resident_conversations for s in self.shards),
             "failing": [d.name for d in self.dependencies if not d.ok],
+            "problems": {d.name: d.error for d in self.dependencies if not d.ok},
         }
 
 
 class HealthMonitor:
-    def __init__(self, engine: Engine, metrics: RpcMetrics, interval_s: float = 2.0) -> None:
+    def __init__(self, engine: Engine, metrics: RpcMetrics, interval_s: float = 1.0) -> None:
         self.engine = engine
         self.metrics = metrics
         self.interval_s = interval_s
@@ -105,34 +113,20 @@ class HealthMonitor:
 
     async def check(self) -> HealthReport:
         now = time.time()
-        started = time.perf_counter()
-        supervisor_error = await self.engine.check_supervisor()
-        checks = [
-            DependencyCheck(
-                "actor_system",
-                "thespian",
-                supervisor_error is None,
-                (time.perf_counter() - started) * 1000,
-                supervisor_error or "",
-                now,
+        cluster = self.engine.cluster()
+        host_problem = self.engine.host.problem()
+        checks = [DependencyCheck("actor_system", "thespian", not host_problem, 0.0, host_problem, now)]
+        shards: list[ShardStatus] = []
+        for view in cluster.shards:
+            latency = view.status.store_latency_ms if view.status is not None else 0.0
+            checks.append(
+                DependencyCheck(f"shard-{view.index}", "shard", view.responsive, latency, view.error, now)
             )
-        ]
-        shards: list[ShardStatistics] = []
-        for index, result in enumerate(await self.engine.shard_statistics()):
-            if isinstance(result, ShardStatistics):
-                shards.append(result)
-                checks.append(DependencyCheck(f"shard-{index}", "shard", True, 0.0, "", now))
-            else:
-                checks.append(DependencyCheck(f"shard-{index}", "shard", False, 0.0, str(result), now))
-        store_errors = [s.store_error for s in shards if not s.store_ok]
+            if view.responsive and view.status is not None:
+                shards.append(view.status)
         checks.append(
             DependencyCheck(
-                "store",
-                "sqlite",
-                bool(shards) and not store_errors,
-                max((s.store_latency_ms for s in shards), default=0.0),
-                "; ".join(store_errors) if shards else "no shard could reach the store",
-                now,
+                "store", "sqlite", cluster.store_ok, cluster.store_latency_ms, cluster.store_error, now
             )
         )
         healthy = all(c.ok for c in checks) and not self._draining
@@ -147,6 +141,11 @@ class HealthMonitor:
         self.latest = report
         if not changed:
             return
+        if report.status == SERVING:
+            log.info("health: SERVING")
+        elif not report.draining:
+            problems = "; ".join(f"{d.name}: {d.error}" for d in report.dependencies if not d.ok)
+            log.warning("health: NOT_SERVING: %s", problems)
         std = (
             std_health_pb2.HealthCheckResponse.SERVING
             if report.status == SERVING
@@ -168,7 +167,7 @@ class HealthMonitor:
             async with self._changed:
                 await self._changed.wait()
 
-    def resource_usage(self, shards: tuple[ShardStatistics, ...]) -> pb.ResourceUsage:
+    def resource_usage(self, shards: tuple[ShardStatus, ...]) -> pb.ResourceUsage:
         memory = psutil.virtual_memory()
         with self._process.oneshot():
             rss = self._process.memory_info().rss

@@ -1,13 +1,13 @@
-"""The gRPC server: engine, services, interceptors and health, started and stopped in order.
+"""The gRPC server: services, interceptors and health around an engine, started and stopped in order.
 
-Start: the engine first (Thespian forks its processes before gRPC starts any
-thread), then the services. Stop: health says NOT_SERVING, in-flight calls get
-``shutdown_grace_s`` to finish, then the engine stops every actor process.
+Start: the engine first (the actor processes are forked before gRPC starts any
+thread), then the services. Stop: health says NOT_SERVING, open streams end
+(answering what they had read), in-flight calls get ``shutdown_grace_s`` to
+finish, then the engine stops every shard.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import grpc
@@ -23,10 +23,8 @@ from ..protos import (
     mcp_engine_pb2,
     mcp_engine_pb2_grpc,
 )
-from ..runtime.config import ConfabConfig, ConfigError
+from ..runtime.config import ConfabConfig
 from ..runtime.engine import Engine
-from ..runtime.flows import FlowRegistry, UnknownFlow
-from ..runtime.flows.catalog import load_flows
 from . import tls
 from .access_log import AccessLog
 from .admin_service import AdminService
@@ -39,16 +37,21 @@ from .limits import LimitsInterceptor, TenantRateLimiter
 from .metrics import RpcMetrics
 from .metrics_service import MetricsReport
 from .observe import ObserverInterceptor
+from .streams import StreamSettings
 from .telemetry import EdgeTelemetry
 
 log = logging.getLogger(__name__)
 
 
 class ConfabServer:
-    def __init__(self, config: ConfabConfig) -> None:
+    def __init__(self, config: ConfabConfig, engine: Engine) -> None:
         self.config = config
-        self.engine = Engine(config)
+        self.engine = engine
         self.metrics = RpcMetrics()
+        self.streams = StreamSettings(config.server.stream_idle_timeout_s)
+        # Key and certificate files are read now, before anything starts: a bad one stops here.
+        self.authenticator = Authenticator.from_config(config.auth)
+        self.credentials = tls.server_credentials(config.tls)
         self.health: HealthMonitor | None = None
         self.telemetry: EdgeTelemetry | None = None
         self._server: grpc.aio.Server | None = None
@@ -56,14 +59,10 @@ class ConfabServer:
 
     async def start(self) -> None:
         cfg = self.config.server
-        # Key and certificate files are read before any actor process exists: a bad one stops here.
-        authenticator = Authenticator.from_config(self.config.auth)
-        credentials = tls.server_credentials(self.config.tls)
+        authenticator, credentials = self.authenticator, self.credentials
         if authenticator is None:
             log.warning("authentication is off (auth.mode: off): any caller may act on any tenant")
-        self._check_flows()
-        loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self.engine.start, loop)
+        await self.engine.start()
         try:
             self.health = HealthMonitor(self.engine, self.metrics)
             # After engine.start: exporter threads must not exist when Thespian forks.
@@ -99,7 +98,7 @@ class ConfabServer:
                     self.health,
                     MetricsReport(self.engine, self.metrics),
                     max_batch_messages=cfg.max_batch_messages,
-                    stream_idle_timeout_s=cfg.stream_idle_timeout_s,
+                    stream=self.streams,
                     limits=self.config.limits,
                     rate_limiter=TenantRateLimiter.from_config(self.config.limits),
                 ),
@@ -128,18 +127,8 @@ class ConfabServer:
         except BaseException:
             if self.telemetry is not None:
                 self.telemetry.close()
-            await asyncio.to_thread(self.engine.close)
+            await self.engine.close()
             raise
-
-    def _check_flows(self) -> None:
-        """Load the flows once here, so a bad file is reported at start and a missing default stops it."""
-        flows, problems = load_flows(self.config.flows.dirs)
-        for problem in problems:
-            log.error("flow file skipped: %s", problem)
-        try:
-            FlowRegistry(flows, self.config.flows.default)
-        except UnknownFlow as exc:
-            raise ConfigError(f"flows.default: {exc}") from exc
 
     async def reload_flows(self) -> None:
         """Load the flow files again on every shard, without dropping traffic (SIGHUP)."""
@@ -162,11 +151,12 @@ class ConfabServer:
     async def stop(self) -> None:
         if self.health is not None:
             await self.health.drain()
+        self.streams.registry.drain()
         if self._server is not None:
             await self._server.stop(self.config.server.shutdown_grace_s)
             self._server = None
         if self.health is not None:
             await self.health.stop()
-        await asyncio.to_thread(self.engine.close)
+        await self.engine.close()
         if self.telemetry is not None:
             self.telemetry.close()  # last: flushes the spans of the calls that just finished

@@ -1,11 +1,18 @@
-"""One bidirectional StreamConversation call.
+"""One bidirectional StreamConversation call (``docs/streaming.md`` is the protocol).
 
-A reader task takes requests off the wire and submits each message to the
-engine at once, so a client may pipeline; the responses are written back in
-request order. Protocol mistakes (a message before init, a message for another
-conversation) answer with a recoverable StreamError and the stream goes on.
-A stream with no request for ``idle_timeout_s`` (heartbeats count) is closed;
-a client that cancels takes its reader task and queued work with it.
+A reader task takes requests off the wire and hands each message to the engine at
+once, so a client may pipeline; the responses are written back in request order.
+Protocol mistakes (a message before init, a message for another conversation)
+answer with a recoverable StreamError and the stream goes on. A stream with no
+request for ``idle_timeout_s`` (heartbeats count) is closed; a client that cancels
+takes its reader task and queued work with it.
+
+Drain: once the server begins to shut down (:meth:`StreamRegistry.drain`), every
+open stream stops reading, answers what it had already read, sends a StreamError
+``SERVER_SHUTTING_DOWN`` and ends with UNAVAILABLE: a client reconnects (to another
+server) and sends again what got no answer (with its ``metadata.request_id``, a
+repeat is never applied twice). A stream opened while the server drains gets
+UNAVAILABLE at once.
 """
 
 from __future__ import annotations
@@ -13,22 +20,54 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..protos import mcp_engine_pb2 as pb
 from ..runtime import VERSION
 from ..runtime.config import LimitsConfig
-from ..runtime.engine import Engine, new_message_id
-from ..runtime.errors import ConfabError
-from ..runtime.model import ConversationKey, TurnResult
-from ..runtime.wire import Command, CommandKind, Outcome
+from ..runtime.engine import Engine
+from ..runtime.errors import ConfabError, Unavailable
+from ..runtime.model import ConversationKey, TurnResult, new_id
 from . import auth, convert, errors
+from .call import note_target
 from .limits import TenantRateLimiter
 
 # Responses computed but not yet written, per stream: beyond this, reading pauses.
 MAX_PENDING = 256
-EVENT_TYPES = ("state_changed", "heartbeat", "stream_closed")
+STREAM_EVENT_TYPES = ("state_changed", "heartbeat", "stream_closed")
+SHUTTING_DOWN = "the server is shutting down; reconnect and send again what got no answer"
+
+
+class StreamRegistry:
+    """The open streams, so that a shutdown can end every one of them cleanly."""
+
+    def __init__(self) -> None:
+        self.draining = False
+        self._open: weakref.WeakSet[ConversationStream] = weakref.WeakSet()
+
+    def add(self, stream: ConversationStream) -> None:
+        if self.draining:
+            raise Unavailable(SHUTTING_DOWN)
+        self._open.add(stream)
+
+    def discard(self, stream: ConversationStream) -> None:
+        self._open.discard(stream)
+
+    def drain(self) -> None:
+        self.draining = True
+        for stream in list(self._open):
+            stream.drain()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
+@dataclass(slots=True)
+class StreamSettings:
+    idle_timeout_s: float
+    registry: StreamRegistry = field(default_factory=StreamRegistry)
 
 
 @dataclass(slots=True)
@@ -36,7 +75,7 @@ class _Turn:
     key: ConversationKey
     message_id: str
     started: float
-    outcome: Awaitable[Outcome]
+    outcome: Awaitable[object]
 
 
 # What the writer gets from the reader: a ready response, a turn to await, or the end.
@@ -72,23 +111,33 @@ class ConversationStream:
         self,
         engine: Engine,
         requests: AsyncIterator[pb.ConversationStreamRequest],
-        idle_timeout_s: float,
+        settings: StreamSettings,
         *,
         limits: LimitsConfig | None = None,
         rate_limiter: TenantRateLimiter | None = None,
     ) -> None:
         self.engine = engine
         self.requests = requests
-        self.idle_timeout_s = idle_timeout_s
-        self.limits = limits
+        self.settings = settings
+        self.limits = limits or convert.DEFAULT_LIMITS
         self.rate_limiter = rate_limiter
-        self.stream_id = new_message_id()
+        self.stream_id = new_id()
         self.key: ConversationKey | None = None
         self.event_types: set[str] = set()
         self._out: asyncio.Queue[_Item] = asyncio.Queue(MAX_PENDING)
+        self._reader: asyncio.Task[None] | None = None
+        self._drained = False
+
+    def drain(self) -> None:
+        """Stop reading now; what was read is still answered, then the stream ends UNAVAILABLE."""
+        self._drained = True
+        if self._reader is not None:
+            self._reader.cancel()
 
     async def responses(self) -> AsyncIterator[pb.ConversationStreamResponse]:
-        reader = asyncio.create_task(self._read())
+        registry = self.settings.registry
+        registry.add(self)
+        self._reader = asyncio.create_task(self._read())
         try:
             while (item := await self._out.get()) is not None:
                 if isinstance(item, _Turn):
@@ -96,10 +145,14 @@ class ConversationStream:
                         yield response
                 else:
                     yield item
+            if self._drained:
+                yield stream_error("SERVER_SHUTTING_DOWN", SHUTTING_DOWN, recoverable=False)
+                raise Unavailable(SHUTTING_DOWN)
         finally:
-            reader.cancel()
+            registry.discard(self)
+            self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await reader
+                await self._reader
 
     # Reader ----------------------------------------------------------------
 
@@ -108,14 +161,14 @@ class ConversationStream:
             iterator = aiter(self.requests)
             while True:
                 try:
-                    request = await asyncio.wait_for(anext(iterator), self.idle_timeout_s)
+                    request = await asyncio.wait_for(anext(iterator), self.settings.idle_timeout_s)
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
                     await self._out.put(
                         stream_error(
                             "STREAM_IDLE_TIMEOUT",
-                            f"no request for {self.idle_timeout_s:.0f}s;"
+                            f"no request for {self.settings.idle_timeout_s:.0f}s;"
                             " send heartbeats to keep a stream open",
                             recoverable=False,
                         )
@@ -123,6 +176,9 @@ class ConversationStream:
                     return
                 if not await self._handle(request):
                     return
+        except asyncio.CancelledError:
+            if not self._drained:
+                raise
         finally:
             await self._out.put(None)
 
@@ -160,14 +216,15 @@ class ConversationStream:
             auth.authorize_tenant(key.tenant_id)
         except ConfabError as exc:
             return stream_error(exc.reason, exc.message, recoverable=True)
-        unknown = set(init.event_types) - set(EVENT_TYPES)
+        unknown = set(init.event_types) - set(STREAM_EVENT_TYPES)
         if unknown:
             return stream_error(
                 "UNKNOWN_EVENT_TYPE",
-                f"unknown event types {sorted(unknown)}; known: {list(EVENT_TYPES)}",
+                f"unknown event types {sorted(unknown)}; known: {list(STREAM_EVENT_TYPES)}",
                 recoverable=True,
             )
         self.key = key
+        note_target(key.tenant_id, key.conversation_id)  # the access line names the conversation
         self.event_types = set(init.event_types)
         response = pb.ConversationStreamResponse()
         response.ack.stream_id = self.stream_id
@@ -177,7 +234,7 @@ class ConversationStream:
         return response
 
     def _message(self, request: pb.ProcessMessageRequest) -> _Item:
-        started, message_id = time.perf_counter(), new_message_id()
+        started, message_id = time.perf_counter(), new_id()
         if self.key is None:
             return stream_error(
                 "STREAM_NOT_INITIALIZED", "send init before messages", recoverable=True, request_id=message_id
@@ -188,11 +245,11 @@ class ConversationStream:
         if not request.conversation_id:
             request.conversation_id = self.key.conversation_id
         try:
-            key, message = convert.inbound_message(request, prefix="message.", limits=self.limits)
-            auth.authorize_tenant(key.tenant_id)
+            turn = convert.turn_request(request, message_id, prefix="message.", limits=self.limits)
+            auth.authorize_tenant(turn.key.tenant_id)
         except ConfabError as exc:
             return stream_error(exc.reason, exc.message, recoverable=True, request_id=message_id)
-        if key != self.key:
+        if turn.key != self.key:
             return stream_error(
                 "CONVERSATION_MISMATCH",
                 f"this stream is bound to conversation {self.key.conversation_id} of its tenant",
@@ -202,11 +259,11 @@ class ConversationStream:
         try:
             if self.rate_limiter is not None:
                 # RateLimited says when to retry in its message: a StreamError has no RetryInfo.
-                self.rate_limiter.charge(key.tenant_id)
-            future = self.engine.submit([Command(CommandKind.TURN, message_id, key, message)])[0]
+                self.rate_limiter.charge(turn.key.tenant_id)
+            future = self.engine.process_many([turn])[0]
         except ConfabError as exc:
             return stream_error(exc.reason, exc.message, recoverable=True, request_id=message_id)
-        return _Turn(key, message_id, started, future)
+        return _Turn(turn.key, message_id, started, future)
 
     # Writer ----------------------------------------------------------------
 
@@ -218,8 +275,9 @@ class ConversationStream:
             return [stream_error(error.reason, error.message, recoverable=True, request_id=turn.message_id)]
         assert isinstance(outcome, TurnResult)
         response = pb.ConversationStreamResponse()
-        response.message_response.CopyFrom(
-            convert.process_message_response(turn.key, outcome, turn.message_id, turn.started, VERSION)
+        # Filled in place: building it apart and setting it would copy the whole message.
+        convert.process_message_response(
+            turn.key, outcome, turn.message_id, turn.started, VERSION, out=response.message_response
         )
         answers = [response]
         before, after = outcome.state_before, outcome.state.current_state

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x61\x64min.proto\x12\x0f\x63onfab.admin.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11GetClusterRequest\"\x8f\x02\n\tShardInfo\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x12\n\ngeneration\x18\x02 \x01(\x05\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x10\n\x08uptime_s\x18\x04 \x01(\x01\x12\x1e\n\x16resident_conversations\x18\x05 \x01(\x03\x12\x15\n\rmailbox_depth\x18\x06 \x01(\x03\x12\x1b\n\x13waiting_on_webhooks\x18\x07 \x01(\x03\x12\x10\n\x08\x63ommands\x18\x08 \x01(\x03\x12\x11\n\trss_bytes\x18\t \x01(\x03\x12\x0f\n\x07healthy\x18\n \x01(\x08\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x0c \x01(\t\x12\x16\n\x0emessages_per_s\x18\r \x01(\x01\"9\n\tStoreInfo\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\"\xb9\x01\n\x07\x43luster\x12\x0f\n\x07version\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06shards\x18\x03 \x03(\x0b\x32\x1a.confab.admin.v1.ShardInfo\x12)\n\x05store\x18\x04 \x01(\x0b\x32\x1a.confab.admin.v1.StoreInfo\x12\x16\n\x0eshard_restarts\x18\x05 \x01(\x05\"\\\n\x1aInspectConversationRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nlast_turns\x18\x03 \x01(\x05\"<\n\nQueuedItem\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xe6\x01\n\x0bTurnSummary\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06intent\x18\x04 \x01(\t\x12\x14\n\x0cstate_before\x18\x05 \x01(\t\x12\x13\n\x0bstate_after\x18\x06 \x01(\t\x12\x10\n\x08response\x18\x07 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x01\x12&\n\x02\x61t\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61\x63tions\x18\n \x03(\t\x12\r\n\x05input\x18\x0b \x01(\t\"\x9a\x02\n\x12\x43onversationDetail\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\r\n\x05shard\x18\x03 \x01(\x05\x12\x10\n\x08resident\x18\x04 \x01(\x08\x12&\n\x05state\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rmailbox_depth\x18\x06 \x01(\x05\x12+\n\x06queued\x18\x07 \x03(\x0b\x32\x1b.confab.admin.v1.QueuedItem\x12\x19\n\x11webhook_in_flight\x18\x08 \x01(\t\x12\x30\n\nlast_turns\x18\t \x03(\x0b\x32\x1c.confab.admin.v1.TurnSummary\"P\n\x12\x43onversationAction\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"^\n\x11\x46orceStateRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x14\n\x12ReloadFlowsRequest\",\n\x0bShardAction\x12\r\n\x05shard\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\"U\n\x0c\x41\x63tionResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x64\x65tails\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xbb\x01\n\x18ListConversationsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x03 \x01(\t\x12\x1a\n\x12idle_longer_than_s\x18\x04 \x01(\x01\x12\x12\n\nin_handoff\x18\x05 \x01(\x08\x12\x15\n\rresident_only\x18\x06 \x01(\x08\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"\xfe\x01\n\x13\x43onversationSummary\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x15\n\rcurrent_state\x18\x03 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x04 \x01(\t\x12\x14\n\x0c\x66low_version\x18\x05 \x01(\t\x12\x15\n\rmessage_count\x18\x06 \x01(\x05\x12\x31\n\rlast_activity\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08resident\x18\x08 \x01(\x08\x12\x12\n\nin_handoff\x18\t \x01(\x08\x12\r\n\x05shard\x18\n \x01(\x05\"q\n\x19ListConversationsResponse\x12;\n\rconversations\x18\x01 \x03(\x0b\x32$.confab.admin.v1.ConversationSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x11TailEventsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x03 \x03(\t\"\x9f\x01\n\x05\x45vent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\r\n\x05shard\x18\x04 \x01(\x05\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct2\xf5\x06\n\x05\x41\x64min\x12J\n\nGetCluster\x12\".confab.admin.v1.GetClusterRequest\x1a\x18.confab.admin.v1.Cluster\x12j\n\x11ListConversations\x12).confab.admin.v1.ListConversationsRequest\x1a*.confab.admin.v1.ListConversationsResponse\x12g\n\x13InspectConversation\x12+.confab.admin.v1.InspectConversationRequest\x1a#.confab.admin.v1.ConversationDetail\x12J\n\nTailEvents\x12\".confab.admin.v1.TailEventsRequest\x1a\x16.confab.admin.v1.Event0\x01\x12W\n\x11ResetConversation\x12#.confab.admin.v1.ConversationAction\x1a\x1d.confab.admin.v1.ActionResult\x12O\n\nForceState\x12\".confab.admin.v1.ForceStateRequest\x1a\x1d.confab.admin.v1.ActionResult\x12X\n\x12ResumeConversation\x12#.confab.admin.v1.ConversationAction\x1a\x1d.confab.admin.v1.ActionResult\x12[\n\x15PassivateConversation\x12#.confab.admin.v1.ConversationAction\x1a\x1d.confab.admin.v1.ActionResult\x12Q\n\x0bReloadFlows\x12#.confab.admin.v1.ReloadFlowsRequest\x1a\x1d.confab.admin.v1.ActionResult\x12K\n\x0cRestartShard\x12\x1c.confab.admin.v1.ShardAction\x1a\x1d.confab.admin.v1.ActionResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x61\x64min.proto\x12\x0f\x63onfab.admin.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11GetClusterRequest\"\xa5\x02\n\tShardInfo\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x12\n\ngeneration\x18\x02 \x01(\x05\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x10\n\x08uptime_s\x18\x04 \x01(\x01\x12\x1e\n\x16resident_conversations\x18\x05 \x01(\x03\x12\x15\n\rmailbox_depth\x18\x06 \x01(\x03\x12\x1b\n\x13waiting_on_webhooks\x18\x07 \x01(\x03\x12\x10\n\x08\x63ommands\x18\x08 \x01(\x03\x12\x11\n\trss_bytes\x18\t \x01(\x03\x12\x0f\n\x07healthy\x18\n \x01(\x08\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x0c \x01(\t\x12\x16\n\x0emessages_per_s\x18\r \x01(\x01\x12\x14\n\x0clast_heard_s\x18\x0e \x01(\x01\"9\n\tStoreInfo\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\"\xb9\x01\n\x07\x43luster\x12\x0f\n\x07version\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06shards\x18\x03 \x03(\x0b\x32\x1a.confab.admin.v1.ShardInfo\x12)\n\x05store\x18\x04 \x01(\x0b\x32\x1a.confab.admin.v1.StoreInfo\x12\x16\n\x0eshard_restarts\x18\x05 \x01(\x05\"\\\n\x1aInspectConversationRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nlast_turns\x18\x03 \x01(\x05\"<\n\nQueuedItem\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xe6\x01\n\x0bTurnSummary\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06intent\x18\x04 \x01(\t\x12\x14\n\x0cstate_before\x18\x05 \x01(\t\x12\x13\n\x0bstate_after\x18\x06 \x01(\t\x12\x10\n\x08response\x18\x07 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x01\x12&\n\x02\x61t\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61\x63tions\x18\n \x03(\t\x12\r\n\x05input\x18\x0b \x01(\t\"\x9a\x02\n\x12\x43onversationDetail\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\r\n\x05shard\x18\x03 \x01(\x05\x12\x10\n\x08resident\x18\x04 \x01(\x08\x12&\n\x05state\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rmailbox_depth\x18\x06 \x01(\x05\x12+\n\x06queued\x18\x07 \x03(\x0b\x32\x1b.confab.admin.v1.QueuedItem\x12\x19\n\x11webhook_in_flight\x18\x08 \x01(\t\x12\x30\n\nlast_turns\x18\t \x03(\x0b\x32\x1c.confab.admin.v1.TurnSummary\"P\n\x12\x43onversationAction\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"^\n\x11\x46orceStateRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x14\n\x12ReloadFlowsRequest\",\n\x0bShardAction\x12\r\n\x05shard\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\"U\n\x0c\x41\x63tionResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x64\x65tails\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xbb\x01\n\x18ListConversationsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x03 \x01(\t\x12\x1a\n\x12idle_longer_than_s\x18\x04 \x01(\x01\x12\x12\n\nin_handoff\x18\x05 \x01(\x08\x12\x15\n\rresident_only\x18\x06 \x01(\x08\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"\xfe\x01\n\x13\x43onversationSummary\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x15\n\rcurrent_state\x18\x03 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x04 \x01(\t\x12\x14\n\x0c\x66low_version\x18\x05 \x01(\t\x12\x15\n\rmessage_count\x18\x06 \x01(\x05\x12\x31\n\rlast_activity\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08resident\x18\x08 \x01(\x08\x12\x12\n\nin_handoff\x18\t \x01(\x08\x12\r\n\x05shard\x18\n \x01(\x05\"q\n\x19ListConversationsResponse\x12;\n\rconversations\x18\x01 \x03(\x0b\x32$.confab.admin.v1.ConversationSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x11TailEventsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x03 \x03(\t\"\x9f\x01\n\x05\x45vent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\r\n\x05shard\x18\x04 \x01(\x05\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct2\xf5\x06\n\x05\x41\x64min\x12J\n\nGetCluster\x12\".confab.admin.v1.GetClusterRequest\x1a\x18.confab.admin.v1.Cluster\x12j\n\x11ListConversations\x12).confab.admin.v1.ListConversationsRequest\x1a*.confab.admin.v1.ListConversationsResponse\x12g\n\x13InspectConversation\x12+.confab.admin.v1.InspectConversationRequest\x1a#.confab.admin.v1.ConversationDetail\x12J\n\nTailEvents\x12\".confab.admin.v1.TailEventsRequest\x1a\x16.confab.admin.v1.Event0\x01\x12W\n\x11ResetConversation\x12#.confab.admin.v1.ConversationAction\x1a\x1d.confab.admin.v1.ActionResult\x12O\n\nForceState\x12\".confab.admin.v1.ForceStateRequest\x1a\x1d.confab.admin.v1.ActionResult\x12X\n\x12ResumeConversation\x12#.confab.admin.v1.ConversationAction\x1a\x1d.confab.admin.v1.ActionResult\x12[\n\x15PassivateConversation\x12#.confab.admin.v1.ConversationAction\x1a\x1d.confab.admin.v1.ActionResult\x12Q\n\x0bReloadFlows\x12#.confab.admin.v1.ReloadFlowsRequest\x1a\x1d.confab.admin.v1.ActionResult\x12K\n\x0cRestartShard\x12\x1c.confab.admin.v1.ShardAction\x1a\x1d.confab.admin.v1.ActionResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,39 +36,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCLUSTERREQUEST']._serialized_start=95
   _globals['_GETCLUSTERREQUEST']._serialized_end=114
   _globals['_SHARDINFO']._serialized_start=117
-  _globals['_SHARDINFO']._serialized_end=388
-  _globals['_STOREINFO']._serialized_start=390
-  _globals['_STOREINFO']._serialized_end=447
-  _globals['_CLUSTER']._serialized_start=450
-  _globals['_CLUSTER']._serialized_end=635
-  _globals['_INSPECTCONVERSATIONREQUEST']._serialized_start=637
-  _globals['_INSPECTCONVERSATIONREQUEST']._serialized_end=729
-  _globals['_QUEUEDITEM']._serialized_start=731
-  _globals['_QUEUEDITEM']._serialized_end=791
-  _globals['_TURNSUMMARY']._serialized_start=794
-  _globals['_TURNSUMMARY']._serialized_end=1024
-  _globals['_CONVERSATIONDETAIL']._serialized_start=1027
-  _globals['_CONVERSATIONDETAIL']._serialized_end=1309
-  _globals['_CONVERSATIONACTION']._serialized_start=1311
-  _globals['_CONVERSATIONACTION']._serialized_end=1391
-  _globals['_FORCESTATEREQUEST']._serialized_start=1393
-  _globals['_FORCESTATEREQUEST']._serialized_end=1487
-  _globals['_RELOADFLOWSREQUEST']._serialized_start=1489
-  _globals['_RELOADFLOWSREQUEST']._serialized_end=1509
-  _globals['_SHARDACTION']._serialized_start=1511
-  _globals['_SHARDACTION']._serialized_end=1555
-  _globals['_ACTIONRESULT']._serialized_start=1557
-  _globals['_ACTIONRESULT']._serialized_end=1642
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=1645
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=1832
-  _globals['_CONVERSATIONSUMMARY']._serialized_start=1835
-  _globals['_CONVERSATIONSUMMARY']._serialized_end=2089
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=2091
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=2204
-  _globals['_TAILEVENTSREQUEST']._serialized_start=2206
-  _globals['_TAILEVENTSREQUEST']._serialized_end=2290
-  _globals['_EVENT']._serialized_start=2293
-  _globals['_EVENT']._serialized_end=2452
-  _globals['_ADMIN']._serialized_start=2455
-  _globals['_ADMIN']._serialized_end=3340
+  _globals['_SHARDINFO']._serialized_end=410
+  _globals['_STOREINFO']._serialized_start=412
+  _globals['_STOREINFO']._serialized_end=469
+  _globals['_CLUSTER']._serialized_start=472
+  _globals['_CLUSTER']._serialized_end=657
+  _globals['_INSPECTCONVERSATIONREQUEST']._serialized_start=659
+  _globals['_INSPECTCONVERSATIONREQUEST']._serialized_end=751
+  _globals['_QUEUEDITEM']._serialized_start=753
+  _globals['_QUEUEDITEM']._serialized_end=813
+  _globals['_TURNSUMMARY']._serialized_start=816
+  _globals['_TURNSUMMARY']._serialized_end=1046
+  _globals['_CONVERSATIONDETAIL']._serialized_start=1049
+  _globals['_CONVERSATIONDETAIL']._serialized_end=1331
+  _globals['_CONVERSATIONACTION']._serialized_start=1333
+  _globals['_CONVERSATIONACTION']._serialized_end=1413
+  _globals['_FORCESTATEREQUEST']._serialized_start=1415
+  _globals['_FORCESTATEREQUEST']._serialized_end=1509
+  _globals['_RELOADFLOWSREQUEST']._serialized_start=1511
+  _globals['_RELOADFLOWSREQUEST']._serialized_end=1531
+  _globals['_SHARDACTION']._serialized_start=1533
+  _globals['_SHARDACTION']._serialized_end=1577
+  _globals['_ACTIONRESULT']._serialized_start=1579
+  _globals['_ACTIONRESULT']._serialized_end=1664
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=1667
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=1854
+  _globals['_CONVERSATIONSUMMARY']._serialized_start=1857
+  _globals['_CONVERSATIONSUMMARY']._serialized_end=2111
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=2113
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=2226
+  _globals['_TAILEVENTSREQUEST']._serialized_start=2228
+  _globals['_TAILEVENTSREQUEST']._serialized_end=2312
+  _globals['_EVENT']._serialized_start=2315
+  _globals['_EVENT']._serialized_end=2474
+  _globals['_ADMIN']._serialized_start=2477
+  _globals['_ADMIN']._serialized_end=3362
 # @@protoc_insertion_point(module_scope)

@@ -15,7 +15,7 @@ class GetClusterRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardInfo(_message.Message):
-    __slots__ = ("index", "generation", "pid", "uptime_s", "resident_conversations", "mailbox_depth", "waiting_on_webhooks", "commands", "rss_bytes", "healthy", "error", "address", "messages_per_s")
+    __slots__ = ("index", "generation", "pid", "uptime_s", "resident_conversations", "mailbox_depth", "waiting_on_webhooks", "commands", "rss_bytes", "healthy", "error", "address", "messages_per_s", "last_heard_s")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class ShardInfo(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARD_S_FIELD_NUMBER: _ClassVar[int]
     index: int
     generation: int
     pid: int
@@ -42,7 +43,8 @@ class ShardInfo(_message.Message):
     error: str
     address: str
     messages_per_s: float
-    def __init__(self, index: _Optional[int] = ..., generation: _Optional[int] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., resident_conversations: _Optional[int] = ..., mailbox_depth: _Optional[int] = ..., waiting_on_webhooks: _Optional[int] = ..., commands: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., healthy: _Optional[bool] = ..., error: _Optional[str] = ..., address: _Optional[str] = ..., messages_per_s: _Optional[float] = ...) -> None: ...
+    last_heard_s: float
+    def __init__(self, index: _Optional[int] = ..., generation: _Optional[int] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., resident_conversations: _Optional[int] = ..., mailbox_depth: _Optional[int] = ..., waiting_on_webhooks: _Optional[int] = ..., commands: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., healthy: _Optional[bool] = ..., error: _Optional[str] = ..., address: _Optional[str] = ..., messages_per_s: _Optional[float] = ..., last_heard_s: _Optional[float] = ...) -> None: ...
 
 class StoreInfo(_message.Message):
     __slots__ = ("path", "ok", "latency_ms")

@@ -48,8 +48,15 @@ class EngineConfig:
     max_queued_per_shard: int = 20_000
     # How long the edge waits for a shard before declaring it unavailable.
     shard_timeout_s: float = 30.0
-    # Message ids (with replies) remembered per conversation, for at-most-once retries.
+    # The edge asks each shard how it is this often; a shard silent for heartbeat_timeout_s is
+    # reported unresponsive (health turns NOT_SERVING).
+    heartbeat_interval_s: float = 1.0
+    heartbeat_timeout_s: float = 3.0
+    # Turns (message id and reply) kept per conversation: at least the last turns_kept, and every
+    # turn younger than idempotency_window_s. A command re-sent by the edge, or a request a client
+    # repeats with the same metadata.request_id, within the window gets its first reply again.
     turns_kept: int = 32
+    idempotency_window_s: float = 3600.0
 
 
 @dataclass(slots=True)
@@ -235,6 +242,16 @@ def _validate(config: ConfabConfig) -> None:
         (config.engine.max_queued_per_shard >= 1, "engine.max_queued_per_shard must be >= 1"),
         (config.engine.shard_timeout_s > 0, "engine.shard_timeout_s must be > 0"),
         (config.engine.turns_kept >= 1, "engine.turns_kept must be >= 1"),
+        (config.engine.heartbeat_interval_s > 0, "engine.heartbeat_interval_s must be > 0"),
+        (
+            config.engine.heartbeat_timeout_s > config.engine.heartbeat_interval_s,
+            "engine.heartbeat_timeout_s must be longer than engine.heartbeat_interval_s",
+        ),
+        (
+            config.engine.idempotency_window_s >= config.engine.shard_timeout_s,
+            "engine.idempotency_window_s must be at least engine.shard_timeout_s"
+            " (a re-sent command must still be recognised)",
+        ),
         (config.server.shutdown_grace_s >= 0, "server.shutdown_grace_s must be >= 0"),
         (config.server.max_batch_messages >= 1, "server.max_batch_messages must be >= 1"),
         (config.server.stream_idle_timeout_s > 0, "server.stream_idle_timeout_s must be > 0"),

@@ -12,10 +12,16 @@ new fields are appended at the end so older readers keep working.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 JsonDict = dict[str, Any]
+
+
+def new_id() -> str:
+    """A fresh id for a request, a message or a stream: 32 hex digits."""
+    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True, slots=True)

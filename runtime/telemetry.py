@@ -39,8 +39,11 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from .protocol.records import ERROR, REPLAYED
+
 if TYPE_CHECKING:
-    from .wire import Command, CommandBatch
+    from .model import ConversationState
+    from .protocol.records import Command, CommandBatch
 
 log = logging.getLogger(__name__)
 
@@ -224,15 +227,15 @@ def _span_context(traceparent: str) -> trace.SpanContext:
 # The shard's spans -------------------------------------------------------------------
 
 
-def batch_span(shard: int, batch: CommandBatch) -> contextlib.AbstractContextManager[Any]:
-    """Around one command batch, if any of its commands is traced.
+def batch_span(shard: int, batches: Sequence[CommandBatch]) -> contextlib.AbstractContextManager[Any]:
+    """Around one round of a shard (the batches that arrived together), if any command is traced.
 
-    A batch serves many traces: its parent is the first traced command's span and it
-    links the others, so each request's trace can find the batch (and its store write).
+    A round serves many traces: its parent is the first traced command's span and it
+    links the others, so each request's trace can find the round (and its store write).
     """
     if not tracing:
         return _NO_SPAN
-    carried = [t for t in dict.fromkeys(c.trace for c in batch.commands) if t is not None]
+    carried = [t for t in dict.fromkeys(c.trace for b in batches for c in b.commands) if t is not None]
     if not carried:
         return _NO_SPAN
     links = [trace.Link(_span_context(t)) for t in carried[1 : MAX_LINKS + 1]]
@@ -242,8 +245,9 @@ def batch_span(shard: int, batch: CommandBatch) -> contextlib.AbstractContextMan
         links=links,
         attributes={
             "confab.shard": shard,
-            "confab.batch.id": batch.batch_id,
-            "confab.batch.commands": len(batch.commands),
+            "confab.batch.id": batches[0].batch_id,
+            "confab.batch.batches": len(batches),
+            "confab.batch.commands": sum(len(b.commands) for b in batches),
         },
     )
 
@@ -264,16 +268,23 @@ def turn_span(command: Command) -> contextlib.AbstractContextManager[Any]:
 
 
 def note_outcome(span: Any, outcome: Any) -> None:
-    """What a turn produced, on its span (``outcome`` is a runtime.wire.Outcome)."""
-    state = getattr(outcome, "state", None)
-    if state is not None:
+    """How a command ended, on its span (``outcome`` is a ``protocol.records`` outcome, or Suspended)."""
+    if not isinstance(outcome, list):
+        return  # suspended on a webhook: the resumed turn has a span of its own
+    if outcome[0] == REPLAYED:
+        span.set_attribute("confab.replayed", True)
+    elif outcome[0] == ERROR:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, str(outcome[1])))
+
+
+def note_state(state: ConversationState) -> None:
+    """Where a turn left its conversation, on the current (turn) span, when tracing is on."""
+    if not tracing:
+        return
+    span = trace.get_current_span()
+    if span.is_recording():
         span.set_attribute("confab.message_count", state.message_count)
         span.set_attribute("confab.state", state.current_state)
-    if getattr(outcome, "replayed", False):
-        span.set_attribute("confab.replayed", True)
-    reason = getattr(outcome, "reason", None)
-    if isinstance(outcome, Exception) and reason is not None:
-        span.set_status(trace.Status(trace.StatusCode.ERROR, str(reason)))
 
 
 def flow_span(traceparent: str | None, flow_id: str, state: str) -> contextlib.AbstractContextManager[Any]:

@@ -59,7 +59,7 @@ def test_cluster_overview(stubs: tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineSt
     (shard,) = cluster.shards
     assert shard.healthy and shard.pid > 0 and shard.resident_conversations >= 1 and shard.commands >= 1
     assert shard.uptime_s > 0 and shard.rss_bytes > 1_000_000
-    assert shard.address.startswith("ActorAddr") and shard.messages_per_s > 0
+    assert shard.address.startswith("unix:") and shard.messages_per_s > 0 and shard.last_heard_s >= 0
     assert cluster.store.ok and cluster.store.path.endswith("confab.sqlite3")
 
 

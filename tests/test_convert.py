@@ -22,7 +22,7 @@ from confab.runtime.model import (
     QuickReply,
     TurnResult,
 )
-from confab.runtime.wire import pack, unpack
+from confab.runtime.protocol.codec import pack, unpack
 
 
 def rich_content() -> engine.MessageContent:

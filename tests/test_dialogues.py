@@ -81,8 +81,8 @@ def test_a_running_conversation_keeps_its_version_after_a_reload(tmp_path: Path)
         write_flow(tmp_path, "Hello from version two!")
         reloaded = runner.shard.reload_flows()
         assert (
-            not reloaded.problems
-            and ("tiny", load_flow_file(tmp_path / "tiny.yaml").version) in reloaded.versions
+            not reloaded.skipped
+            and f"tiny@{load_flow_file(tmp_path / 'tiny.yaml').version}" in reloaded.loaded
         )
         # The old conversation answers its pending question on the version it started on ...
         assert runner.send(old, "Ada", "", "web", "").text == "Nice to meet you, Ada."
@@ -97,7 +97,7 @@ def test_an_invalid_file_on_reload_keeps_the_flows_that_were_loaded(tmp_path: Pa
     with LocalRunner([str(tmp_path)], default_flow="tiny") as runner:
         (tmp_path / "tiny.yaml").write_text("flow: tiny\nsettings: {start: nowhere}\nstates: {}\n")
         reloaded = runner.shard.reload_flows()
-        assert reloaded.problems and "tiny.yaml" in reloaded.problems[0]
+        assert reloaded.skipped and "tiny.yaml" in reloaded.skipped[0]
         assert "Still here." in runner.send(ConversationKey("acme", "x"), "hi", "", "web", "").text
 
 

@@ -6,15 +6,11 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import psutil
-from grpc_health.v1 import health_pb2 as std_health_pb2
-from grpc_health.v1 import health_pb2_grpc as std_health_pb2_grpc
 
 from confab.protos import health_pb2, health_pb2_grpc
-from confab.protos import mcp_engine_pb2 as pb
 
 from .support import ServerProcess, message, processes_marked, state_request, wait_until_gone
 
@@ -23,55 +19,6 @@ def shard_pids(server: ServerProcess) -> list[int]:
     with server.channel() as channel:
         health = health_pb2_grpc.HealthStub(channel).GetDetailedHealth(health_pb2.DetailedHealthRequest())
     return [int(s["pid"]) for s in health.details["shard_detail"]]
-
-
-def test_sigterm_drains_then_exits_cleanly(tmp_path: Path) -> None:
-    config = tmp_path / "confab.yaml"
-    config.write_text("server:\n  shutdown_grace_s: 5.0\n")
-    server = ServerProcess(tmp_path / "data", extra=["--config", str(config)]).start()
-    try:
-        assert len(processes_marked(server.marker)) >= 5  # edge, admin, logger, supervisor, 2 shards
-        channel = server.channel()
-        watch = std_health_pb2_grpc.HealthStub(channel).Watch(std_health_pb2.HealthCheckRequest(service=""))
-        assert next(watch).status == std_health_pb2.HealthCheckResponse.SERVING
-
-        to_send: list[pb.ConversationStreamRequest | None] = []
-        ready = threading.Condition()
-
-        def requests():  # type: ignore[no-untyped-def]
-            while True:
-                with ready:
-                    ready.wait_for(lambda: to_send)
-                    item = to_send.pop(0)
-                if item is None:
-                    return
-                yield item
-
-        def send(item: pb.ConversationStreamRequest | None) -> None:
-            with ready:
-                to_send.append(item)
-                ready.notify()
-
-        stream = server.stub().StreamConversation(requests())
-        init = pb.StreamInit(
-            tenant_context={"tenant_id": "t"}, conversation_id="c", event_types=["heartbeat"]
-        )
-        send(pb.ConversationStreamRequest(init=init))
-        assert next(stream).HasField("ack")
-
-        server.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        assert next(watch).status == std_health_pb2.HealthCheckResponse.NOT_SERVING
-        watch.cancel()
-        # The stream was in flight when the drain began: it is still served.
-        send(pb.ConversationStreamRequest(message=message("c", "during drain", tenant="t")))
-        reply = next(stream)
-        assert reply.message_response.conversation_state.message_count == 1
-        send(None)
-        assert list(stream) == []
-        assert server.process.wait(20) == 0  # type: ignore[union-attr]
-        assert wait_until_gone(server.marker, 5.0) == []
-    finally:
-        server.stop()
 
 
 def test_state_survives_a_restart(own_server: ServerProcess) -> None:

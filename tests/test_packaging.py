@@ -17,36 +17,74 @@ from .support import SERVING_LINE, wait_until_gone
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_pip_install_then_serve(tmp_path: Path) -> None:
-    source = tmp_path / "source"
-    tracked = (
-        subprocess.run(
-            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for name in filter(None, tracked):
-        if (REPO / name).is_file():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, source / name)
+def _copy_tracked_files(destination: Path) -> None:
+    """The files a fresh clone has (symlinks as symlinks), and nothing else."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    for name in filter(None, tracked.split("\0")):
+        origin, copy = REPO / name, destination / name
+        if not (origin.is_symlink() or origin.is_file()):
+            continue  # deleted in the work tree, not yet committed
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if origin.is_symlink():
+            os.symlink(os.readlink(origin), copy)
+        else:
+            shutil.copy2(origin, copy)
 
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+
+def test_pip_install_then_serve(tmp_path: Path) -> None:
+    source, target = tmp_path / "source", tmp_path / "installed"
+    _copy_tracked_files(source)
+    # A real, non-editable install of the package (its dependencies are this venv's own).
     subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
         check=True,
     )
+    installed = {p.relative_to(target / "confab").as_posix() for p in (target / "confab").rglob("*.py")}
+    expected = {
+        p.relative_to(source / "confab").as_posix()
+        for p in (source / "confab").rglob("*.py")
+        if not p.name.startswith("test_")
+    }
+    assert expected <= installed, f"left out of the package: {sorted(expected - installed)}"
+    assert (target / "confab" / "py.typed").exists() and (
+        target / "confab" / "config" / "default.yaml"
+    ).exists()
 
     marker = uuid.uuid4().hex
     workdir = tmp_path / "elsewhere"  # nothing of the source tree around
     workdir.mkdir()
+    env = {**os.environ, "CONFAB_TEST_RUN": marker, "PYTHONPATH": str(target)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import confab.runtime.engine as m; print(m.__file__)"],
+        cwd=workdir,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert where.startswith(str(target)), where  # the installed copy, not this checkout
     server = subprocess.Popen(
         [
-            str(venv / "bin" / "confab"),
+            sys.executable,
+            "-m",
+            "confab.tools.cli",
             "serve",
             "--listen",
             "127.0.0.1:0",
@@ -59,7 +97,7 @@ def test_pip_install_then_serve(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "CONFAB_TEST_RUN": marker},
+        env=env,
         start_new_session=True,
     )
     try:

@@ -14,7 +14,7 @@ import pytest
 
 from confab.actors.messages import ShardSettings
 from confab.actors.shard import Shard
-from confab.runtime.errors import ConversationNotFound, InternalError, Unavailable
+from confab.runtime.errors import ConversationNotFound, InternalError, InvalidArgument, Unavailable
 from confab.runtime.flows import EchoFlow, FlowReply
 from confab.runtime.model import (
     Content,
@@ -25,15 +25,8 @@ from confab.runtime.model import (
     StateResult,
     TurnResult,
 )
-from confab.runtime.store import ConversationWrite
-from confab.runtime.wire import (
-    Command,
-    CommandBatch,
-    CommandKind,
-    Outcome,
-    OutcomeBatch,
-    outcome_from_wire,
-)
+from confab.runtime.protocol.records import Command, CommandBatch, CommandKind, Outcome, decode_outcome
+from confab.runtime.store import ConversationWrite, Retention, open_store
 
 TENANT = "tenant-a"
 _ids = itertools.count(1)
@@ -63,10 +56,10 @@ def reset(conversation_id: str, message_id: str | None = None, tenant: str = TEN
 
 def run(shard: Shard, *commands: Command) -> list[Outcome]:
     batch_id = next(_batch_ids)
-    answer = OutcomeBatch.decode(shard.run_batch(CommandBatch(batch_id, list(commands)).encode()))
-    assert answer.batch_id == batch_id
+    ((sender, answer),) = shard.run_round([("edge", CommandBatch(batch_id, list(commands)))])
+    assert sender == "edge" and answer.batch_id == batch_id
     assert len(answer.outcomes) == len(commands)
-    return [outcome_from_wire(w) for w in answer.outcomes]
+    return [decode_outcome(w) for w in answer.outcomes]
 
 
 def run_one(shard: Shard, command: Command) -> Outcome:
@@ -99,16 +92,21 @@ def make_shard(db_path: Path) -> Iterator[Callable[..., Shard]]:
     opened: list[Shard] = []
 
     def factory(
-        resident_limit: int = 1000, turns_kept: int = 32, index: int = 0, generation: int = 1
+        resident_limit: int = 1000,
+        turns_kept: int = 32,
+        index: int = 0,
+        generation: int = 1,
+        window_s: float = 3600.0,
     ) -> Shard:
         settings = ShardSettings(
             store_path=str(db_path),
             synchronous="NORMAL",
-            turns_kept=turns_kept,
             resident_limit=resident_limit,
             default_flow="echo",
+            retention=Retention(turns_kept, window_s),
         )
-        shard = Shard(index, generation, settings)
+        store = open_store(settings.store_path, synchronous="NORMAL", retention=settings.retention)
+        shard = Shard(index, generation, settings, store)
         opened.append(shard)
         return shard
 
@@ -296,11 +294,11 @@ def test_duplicate_after_passivation_is_applied_once(make_shard: Callable[..., S
 
 
 def test_replay_of_reapplied_message_id_returns_latest_reply(make_shard: Callable[..., Shard]) -> None:
-    shard = make_shard(turns_kept=4)
+    shard = make_shard(turns_kept=4, window_s=0.0)  # kept by count alone
     run(shard, turn("c", "first", "m-1"))
     for i in range(2, 6):
         run(shard, turn("c", f"t{i}", f"m-{i}"))
-    # m-1 left the 4-id window, so it is applied again (count 6)...
+    # m-1 is no longer among the last 4 and older than the window: applied again (count 6)...
     reapplied = as_turn(run_one(shard, turn("c", "first", "m-1")))
     assert not reapplied.replayed
     assert reapplied.state.message_count == 6
@@ -309,6 +307,52 @@ def test_replay_of_reapplied_message_id_returns_latest_reply(make_shard: Callabl
     assert retry.replayed
     assert retry.state.message_count == 6
     assert retry.response == reapplied.response
+
+
+def test_a_replacement_recognises_every_command_of_a_resent_batch(make_shard: Callable[..., Shard]) -> None:
+    # 100 commands for one conversation, more than turns_kept (32): the old shard commits them all
+    # and dies before answering; the edge sends the same batch to its replacement.
+    batch = [turn("hot", f"m{i}", f"id-{i}") for i in range(100)]
+    first = make_shard(turns_kept=32)
+    applied = [as_turn(o) for o in run(first, *batch)]
+    first.close()
+    replacement = make_shard(turns_kept=32)
+    again = [as_turn(o) for o in run(replacement, *batch)]
+    assert all(o.replayed for o in again)
+    assert (
+        [o.state.message_count for o in again]
+        == [o.state.message_count for o in applied]
+        == list(range(1, 101))
+    )
+    assert count_of(replacement, "hot") == 100
+
+
+def test_ids_younger_than_the_window_are_kept_beyond_turns_kept(make_shard: Callable[..., Shard]) -> None:
+    shard = make_shard(turns_kept=4, window_s=3600.0)
+    for i in range(10):
+        run(shard, turn("c", f"t{i}", f"m-{i}"))
+    shard.close()
+    restarted = make_shard(turns_kept=4, window_s=3600.0)
+    assert all(as_turn(run_one(restarted, turn("c", f"t{i}", f"m-{i}"))).replayed for i in range(10))
+    assert count_of(restarted, "c") == 10
+
+
+def test_turns_beyond_the_count_and_the_window_are_pruned_from_the_store(
+    make_shard: Callable[..., Shard],
+) -> None:
+    shard = make_shard(turns_kept=4, window_s=0.0)
+    for i in range(10):
+        run(shard, turn("c", f"t{i}", f"m-{i}"))
+    stored = shard.store.load(key("c"))
+    assert stored is not None and [m for m, _ in stored.message_ids] == [f"m-{i}" for i in range(6, 10)]
+
+
+def test_a_client_key_reused_for_another_message_is_refused(shard: Shard) -> None:
+    first = as_turn(run_one(shard, turn("c", "pay 10 EUR", "c:key-1")))
+    assert as_turn(run_one(shard, turn("c", "pay 10 EUR", "c:key-1"))).replayed
+    reused = run_one(shard, turn("c", "pay 99 EUR", "c:key-1"))
+    assert isinstance(reused, InvalidArgument) and reused.field == "metadata.request_id"
+    assert count_of(shard, "c") == first.state.message_count == 1
 
 
 # Flow failures --------------------------------------------------------------------------
@@ -548,7 +592,7 @@ def test_statistics(make_shard: Callable[..., Shard]) -> None:
     run(shard, turn("c1", "a"), turn("c2", "a"))
     run(shard, turn("c3", "a"), get_state("ghost"))
     run(shard, get_state("c1"))
-    stats = shard.statistics()
+    stats = shard.status()
     assert stats.index == 3
     assert stats.generation == 7
     assert stats.pid == os.getpid()
@@ -568,7 +612,7 @@ def test_statistics(make_shard: Callable[..., Shard]) -> None:
 
 def test_statistics_reports_store_failure(shard: Shard) -> None:
     shard.store.close()
-    stats = shard.statistics()
+    stats = shard.status()
     assert stats.store_ok is False
     assert stats.store_error.startswith("ProgrammingError")
 
@@ -581,8 +625,8 @@ def test_batch_is_persisted_with_turns(shard: Shard) -> None:
     stored = shard.store.load(key("c"))
     assert stored is not None
     assert stored.seq == 3
-    assert stored.recent_message_ids == ["m-1", "m-2", "r-1"]
-    assert shard.store.load_reply(key("c"), "m-2") is not None
+    assert [m for m, _ in stored.message_ids] == ["m-1", "m-2", "r-1"]
+    assert shard.store.load_turn(key("c"), "m-2") is not None
 
 
 def test_one_store_write_per_batch(shard: Shard, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,7 +26,8 @@ from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime import telemetry
 from confab.runtime.model import Content, ConversationKey, InboundMessage
-from confab.runtime.wire import Command, CommandBatch, CommandKind
+from confab.runtime.protocol.records import Command, CommandBatch, CommandKind
+from confab.runtime.store import open_store
 
 from .support import ServerProcess, message, state_request
 
@@ -204,13 +205,13 @@ def test_traceparent_rides_at_the_end_of_the_wire_form() -> None:
 
 
 def test_a_batch_of_several_traces_links_them(tmp_path: Path, recorded: InMemorySpanExporter) -> None:
-    settings = ShardSettings(str(tmp_path / "s.sqlite3"), "NORMAL", 8, 100, "echo")
-    shard = Shard(3, 0, settings)
+    settings = ShardSettings(str(tmp_path / "s.sqlite3"), "NORMAL", 100, "echo")
+    shard = Shard(3, 1, settings, open_store(settings.store_path, synchronous="NORMAL"))
     try:
         first, second = "1" * 32, "2" * 32
         commands = [turn_command("a", traceparent(first)), turn_command("b", traceparent(second))]
         commands.append(turn_command("c", None))  # an untraced command gets no span of its own
-        shard.run_batch(CommandBatch(1, commands).encode())
+        shard.run_round([(None, CommandBatch(1, commands))])
     finally:
         shard.close()
     spans = recorded.get_finished_spans()

@@ -19,16 +19,13 @@ dropping traffic (running conversations finish on the version they started on).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
 import sys
 from collections.abc import Sequence
 
 import yaml
 
 from ..runtime import VERSION
-from ..runtime.config import ConfabConfig, ConfigError, load_config
+from ..runtime.config import ConfigError, load_config
 from . import chat, flows_cli, price_service, shell
 
 
@@ -113,40 +110,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"confab: {exc}", file=sys.stderr)
         return 2
     from ..grpc_edge.access_log import configure_logging  # grpc is imported only when serving
+    from ..runtime import eventloop
+    from . import serve
 
     configure_logging(config.logging, args.log_level)
-    return asyncio.run(_run_server(config))
-
-
-async def _run_server(config: ConfabConfig) -> int:
-    from ..grpc_edge.server import ConfabServer  # grpc is imported only when serving
-
-    server = ConfabServer(config)
-    try:
-        await server.start()
-    except (OSError, ConfigError) as exc:  # ConfigError: a key or certificate file that does not load
-        print(f"confab: {exc}", file=sys.stderr)
-        return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    reloads: set[asyncio.Task[None]] = set()  # held, so a running reload is not garbage-collected
-
-    def reload_flows() -> None:
-        task = loop.create_task(server.reload_flows())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, reload_flows)
-    print(
-        f"confab {VERSION} serving on {server.address} (data {config.data_dir}, {config.shard_count} shards)",
-        flush=True,
-    )
-    await stop.wait()
-    logging.getLogger("confab").info("shutting down")
-    await server.stop()
-    return 0
+    return eventloop.run(serve.run(config))
 
 
 def _keys(args: argparse.Namespace) -> int:

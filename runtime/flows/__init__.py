@@ -53,6 +53,15 @@ class UnknownState(LookupError):
     pass
 
 
+# The flow_memory key where a flow notes that a person has the conversation (the value is the reason).
+HANDOFF = "handoff"
+
+
+def in_handoff(state: ConversationState) -> bool:
+    """Whether a person, not the flow, has the conversation now."""
+    return HANDOFF in state.flow_memory
+
+
 class Flow(Protocol):
     flow_id: str
     version: str

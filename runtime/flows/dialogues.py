@@ -40,8 +40,9 @@ import yaml
 
 from ..errors import ConfabError, Unavailable
 from ..model import Content, ConversationKey, InboundMessage, ProcessingHints, TurnResult
+from ..protocol.records import Command, CommandBatch, CommandKind, decode_outcome, is_deferred
+from ..store import Retention, open_store
 from ..webhooks import WebhookTarget
-from ..wire import Command, CommandBatch, CommandKind, OutcomeBatch, is_deferred, outcome_from_wire
 
 WEBHOOK_WAIT_S = 30.0
 EXPECT_KEYS = (
@@ -223,13 +224,14 @@ class LocalRunner:
         settings = ShardSettings(
             store_path=str(Path(self._directory.name) / "dialogues.sqlite3"),
             synchronous="OFF",
-            turns_kept=4,
             resident_limit=10_000,
             default_flow=default_flow,
+            retention=Retention(turns_kept=4, idempotency_window_s=60.0),
             flow_dirs=tuple(flow_dirs),
             webhooks=tuple(webhooks),
         )
-        self.shard = Shard(0, 0, settings)
+        store = open_store(settings.store_path, synchronous="OFF", retention=settings.retention)
+        self.shard = Shard(0, 1, settings, store)
 
     def close(self) -> None:
         self.shard.close()
@@ -251,15 +253,16 @@ class LocalRunner:
             hints=ProcessingHints(force_flow=flow),
         )
         batch = CommandBatch(1, [Command(CommandKind.TURN, uuid.uuid4().hex, conversation, message)])
-        (wire,) = OutcomeBatch.decode(self.shard.run_batch(batch.encode())).outcomes
+        ((_, answer),) = self.shard.run_round([(None, batch)])
+        (wire,) = answer.outcomes
         give_up = time.monotonic() + WEBHOOK_WAIT_S
-        while is_deferred(wire):  # the turn waits for a webhook: poll as the shard actor would
+        while is_deferred(wire):  # the turn waits for a webhook: finish it once it answered
             if time.monotonic() > give_up:
                 raise Unavailable("the turn's webhook did not answer")
             time.sleep(0.005)
-            for _, (_, _, late) in self.shard.poll_webhooks():
+            for _, (_, _, late) in self.shard.finish_webhooks():
                 wire = late
-        outcome = outcome_from_wire(wire)
+        outcome = decode_outcome(wire)
         if isinstance(outcome, ConfabError):
             raise outcome
         assert isinstance(outcome, TurnResult)

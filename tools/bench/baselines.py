@@ -29,12 +29,12 @@ from ...grpc_edge import convert
 from ...protos import mcp_engine_pb2 as pb
 from ...protos import mcp_engine_pb2_grpc as pb_grpc
 from ...runtime import VERSION
-from ...runtime.engine import new_message_id
 from ...runtime.errors import ConfabError
 from ...runtime.flows import FlowRegistry, builtin_flows
 from ...runtime.model import ConversationKey, InboundMessage, TurnResult
-from ...runtime.store import Store
-from ...runtime.wire import Command, CommandKind
+from ...runtime.model import new_id as new_message_id
+from ...runtime.protocol.records import Command, CommandKind, decode_outcome
+from ...runtime.store import open_store
 
 SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),
@@ -85,7 +85,7 @@ class BareService(pb_grpc.MCPEngineServicer):
 class DirectService(pb_grpc.MCPEngineServicer):
     def __init__(self, store_path: Path) -> None:
         self.store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self.store = Store(store_path)
+        self.store = open_store(str(store_path))
         self.flows = FlowRegistry(builtin_flows(), "echo")
         self.locks: dict[ConversationKey, asyncio.Lock] = {}
         self.conversations: dict[ConversationKey, ConversationActor] = {}
@@ -97,21 +97,24 @@ class DirectService(pb_grpc.MCPEngineServicer):
             conversation = self.conversations.get(key)
             if conversation is None:
                 stored = await loop.run_in_executor(self.store_thread, self.store.load, key)
-                conversation = self.conversations[key] = ConversationActor.activate(key, stored, 32)
-            outcome = conversation.apply(
+                conversation = self.conversations[key] = ConversationActor.activate(key, stored)
+            applied = conversation.apply(
                 Command(CommandKind.TURN, message_id, key, message), self.flows, self.store
             )
+            assert isinstance(applied, list)  # the echo flow calls no webhook
+            outcome = decode_outcome(applied)
             if isinstance(outcome, ConfabError):
                 raise outcome
             assert isinstance(outcome, TurnResult)
+            now, retention = time.time(), self.store.retention
             try:
                 await loop.run_in_executor(
-                    self.store_thread, self.store.write, [conversation.pending_write()]
+                    self.store_thread, self.store.write, [conversation.pending_write(retention, now)]
                 )
             except BaseException:
                 conversation.rollback()
                 raise
-            conversation.commit()
+            conversation.commit(retention, now)
             return outcome
 
     async def _answer(self, request: pb.ProcessMessageRequest) -> pb.ProcessMessageResponse:

@@ -13,11 +13,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfabError
-from .model import ConversationKey, TurnResult
-from .wire import Command, Outcome
+from ..errors import ConfabError
+from ..model import ConversationKey, TurnResult
+from ..protocol.records import Command, Outcome
 
-EVENT_TYPES = ("turn", "transition", "handoff", "error", "activation", "passivation")
+TAIL_EVENT_TYPES = ("turn", "transition", "handoff", "error", "activation", "passivation")
 QUEUE_SIZE = 1000
 TEXT_SHOWN = 200  # characters of a response an event carries
 

@@ -1,10 +1,9 @@
-"""Wire round trips: model records, command/outcome batches and outcomes, through msgpack."""
+"""The shard protocol's bytes: records, frames, replies and outcomes, through msgpack and back."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import msgpack
 import pytest
 
 from confab.runtime.errors import (
@@ -33,15 +32,20 @@ from confab.runtime.model import (
     StateResult,
     TurnResult,
 )
-from confab.runtime.wire import (
+from confab.runtime.protocol import codec
+from confab.runtime.protocol.codec import FrameDecoder, FrameError, frame, pack, unpack
+from confab.runtime.protocol.records import (
+    BATCH,
+    DONE,
+    ERROR,
+    REPLAYED,
     Command,
     CommandBatch,
     CommandKind,
+    LateOutcomes,
     OutcomeBatch,
-    outcome_from_wire,
-    outcome_to_wire,
-    pack,
-    unpack,
+    decode_outcome,
+    error_outcome,
 )
 
 
@@ -213,59 +217,113 @@ def test_command_body_types_after_decode() -> None:
     assert reset.body == "user asked"
 
 
-def test_command_batch_encode_decode() -> None:
-    batch = CommandBatch(12345, sample_commands())
-    data = batch.encode()
-    assert isinstance(data, bytes)
-    back = CommandBatch.decode(data)
-    assert back.batch_id == 12345
-    assert back.commands == batch.commands
+def test_command_batch_frame_round_trip() -> None:
+    batch = CommandBatch(12345, sample_commands(), want_lifecycle=True)
+    back = CommandBatch.from_frame(through_msgpack(batch.to_frame()))
+    assert back == batch
     assert [c.kind for c in back.commands] == [CommandKind.TURN, CommandKind.GET_STATE, CommandKind.RESET]
 
 
 def test_empty_command_batch() -> None:
-    back = CommandBatch.decode(CommandBatch(0, []).encode())
-    assert back == CommandBatch(0, [])
+    assert CommandBatch.from_frame(through_msgpack(CommandBatch(0, []).to_frame())) == CommandBatch(0, [])
 
 
-def test_outcome_batch_encode_decode() -> None:
+def _reply(result: Any) -> bytes:
+    if isinstance(result, TurnResult):
+        return codec.pack_turn_reply(result, codec.pack_state(result.state))
+    if isinstance(result, ResetResult):
+        return codec.pack_reset_reply(result.previous_state, codec.pack_state(result.state))
+    return codec.pack_state_reply(codec.pack_state(result.state))
+
+
+def test_outcome_batch_frame_round_trip() -> None:
     outcomes = [
-        outcome_to_wire(sample_turn_result()),
-        outcome_to_wire(ConversationNotFound("nope")),
-        outcome_to_wire(StateResult(sample_state())),
+        [DONE, _reply(sample_turn_result())],
+        error_outcome(ConversationNotFound("nope")),
+        [REPLAYED, _reply(StateResult(sample_state()))],
     ]
-    data = OutcomeBatch(7, outcomes).encode()
-    back = OutcomeBatch.decode(data)
-    assert back.batch_id == 7
-    assert len(back.outcomes) == 3
-    assert outcome_from_wire(back.outcomes[0]) == sample_turn_result()
-    error = outcome_from_wire(back.outcomes[1])
-    assert isinstance(error, ConversationNotFound)
-    assert error.message == "nope"
-    assert outcome_from_wire(back.outcomes[2]) == StateResult(sample_state())
+    back = OutcomeBatch.from_frame(
+        through_msgpack(OutcomeBatch(7, outcomes, [["activation", "t", "c"]]).to_frame())
+    )
+    assert back.batch_id == 7 and back.lifecycle == [["activation", "t", "c"]]
+    turn = decode_outcome(back.outcomes[0])
+    assert isinstance(turn, TurnResult) and not turn.replayed
+    expected = sample_turn_result()
+    expected.replayed = False
+    assert turn == expected
+    error = decode_outcome(back.outcomes[1])
+    assert isinstance(error, ConversationNotFound) and error.message == "nope"
+    assert decode_outcome(back.outcomes[2]) == StateResult(sample_state())
 
 
-def test_wire_is_msgpack() -> None:
+def test_late_outcomes_frame_round_trip() -> None:
+    late = LateOutcomes(
+        [(3, 0, [DONE, _reply(StateResult(sample_state()))]), (4, 2, error_outcome(Unavailable("x")))]
+    )
+    assert LateOutcomes.from_frame(through_msgpack(late.to_frame())) == late
+
+
+def test_frames_are_msgpack_lists_tagged_by_kind() -> None:
     batch = CommandBatch(3, [Command(CommandKind.GET_STATE, "id", KEY)])
-    assert msgpack.unpackb(batch.encode()) == [3, [[2, "id", "tenant-a", "conv-1", None]]]
+    assert unpack(pack(batch.to_frame())) == [BATCH, 3, [[2, "id", "tenant-a", "conv-1", None]], False]
 
 
-# Outcomes -----------------------------------------------------------------------------
+# Frames on a byte stream --------------------------------------------------------------
+
+
+def test_frames_decode_however_the_bytes_are_split() -> None:
+    values = [[1, "a"], {"k": [1, 2]}, "x" * 5000, []]
+    stream = b"".join(frame(v) for v in values)
+    for chunk in (1, 3, 7, 4096, len(stream)):
+        decoder = FrameDecoder()
+        seen: list[Any] = []
+        for start in range(0, len(stream), chunk):
+            seen.extend(decoder.feed(stream[start : start + chunk]))
+        assert seen == values
+
+
+def test_a_frame_longer_than_the_limit_is_refused_before_it_is_read() -> None:
+    decoder = FrameDecoder(max_frame_bytes=100)
+    with pytest.raises(FrameError):
+        decoder.feed(frame("y" * 200)[:10])  # the header alone says too much
+
+
+# Replies ------------------------------------------------------------------------------
 
 RESULTS: list[Any] = [
     sample_turn_result(),
     TurnResult(Content(text="x"), sample_state(1)),
     ResetResult("chatting", sample_state(0)),
-    ResetResult("start", sample_state(0), replayed=True),
     StateResult(sample_state()),
 ]
 
 
 @pytest.mark.parametrize("result", RESULTS, ids=lambda r: type(r).__name__)
-def test_result_outcome_round_trip(result: Any) -> None:
-    back = outcome_from_wire(through_msgpack(outcome_to_wire(result)))
+@pytest.mark.parametrize("replayed", [False, True])
+def test_reply_round_trip(result: Any, replayed: bool) -> None:
+    back = codec.unpack_reply(through_msgpack(_reply(result)), replayed=replayed)
     assert type(back) is type(result)
+    if isinstance(result, TurnResult | ResetResult) and isinstance(back, TurnResult | ResetResult):
+        assert back.replayed is replayed
+        result.replayed = replayed
     assert back == result
+
+
+def test_a_reply_embeds_the_packed_state_once() -> None:
+    state = codec.pack_state(sample_state())
+    reply = codec.pack_turn_reply(sample_turn_result(), state)
+    assert codec.reply_state(reply) == state  # the stored state's very bytes, not a re-encoding
+
+
+@pytest.mark.parametrize("result", RESULTS, ids=lambda r: type(r).__name__)
+def test_replies_stored_before_packed_state_still_decode(result: Any) -> None:
+    tag = {TurnResult: 1, ResetResult: 2, StateResult: 3}[type(result)]
+    legacy = pack([tag, result.to_wire()])
+    back = codec.unpack_reply(legacy, replayed=True)
+    assert type(back) is type(result) and back.state == result.state
+
+
+# Outcomes -----------------------------------------------------------------------------
 
 
 ERROR_CLASSES: list[type[ConfabError]] = [
@@ -289,9 +347,9 @@ def test_every_error_subclass_is_covered() -> None:
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
 def test_error_outcome_round_trip(cls: type[ConfabError]) -> None:
     error = cls(f"something about {cls.__name__}: ünïcode ✓")
-    wire = outcome_to_wire(error)
-    assert wire[0] == 0
-    back = outcome_from_wire(through_msgpack(wire))
+    wire = error_outcome(error)
+    assert wire[0] == ERROR
+    back = decode_outcome(through_msgpack(wire))
     assert type(back) is cls
     assert isinstance(back, ConfabError)
     assert back.reason == cls.reason
@@ -299,7 +357,12 @@ def test_error_outcome_round_trip(cls: type[ConfabError]) -> None:
     assert str(back) == error.message
 
 
+def test_an_invalid_argument_keeps_its_field() -> None:
+    back = decode_outcome(through_msgpack(error_outcome(InvalidArgument("bad", field="state"))))
+    assert isinstance(back, InvalidArgument) and back.field == "state"
+
+
 def test_unknown_error_reason_becomes_internal() -> None:
-    back = outcome_from_wire([0, "SOMETHING_NEW", "from a newer peer"])
+    back = decode_outcome([ERROR, "SOMETHING_NEW", "from a newer peer", ""])
     assert type(back) is InternalError
     assert back.message == "from a newer peer"

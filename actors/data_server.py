@@ -1,0 +1,129 @@
+"""The shard's end of the data plane: a thread with an event loop that owns the :class:`Shard`.
+
+Thespian delivers the shard actor's few control messages on its own thread; every
+command, query and late outcome goes through here instead, over one connection per
+edge (``runtime.protocol.transport``). Only this thread touches the Shard.
+
+Frames are not run one by one: whatever arrived during one pass of the loop, on
+every connection, is one *round* (``Shard.run_round``), one store transaction, and
+its answers are written per connection in one go. A busy shard therefore commits
+many batches at once, and an idle one answers a lone request at once. A webhook
+that finishes wakes the loop (``call_soon_threadsafe``), and its late outcomes are
+pushed on the connection the command came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from ..runtime import eventloop
+from ..runtime.protocol import transport
+from ..runtime.protocol.records import BATCH, QUERY, CommandBatch, LateOutcomes, Query
+from . import queries
+from .shard import Shard
+
+log = logging.getLogger(__name__)
+
+
+class ShardServer:
+    def __init__(self, shard: Shard, address: str) -> None:
+        self.shard = shard
+        self.address = address
+        self._loop = eventloop.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name=f"confab-shard-{shard.index}", daemon=True)
+        self._started: Future[str] = Future()
+        self._server: asyncio.Server | None = None
+        self._connections: set[transport.FrameConnection] = set()
+        self._batches: list[tuple[transport.FrameConnection, CommandBatch]] = []
+        self._queries: list[tuple[transport.FrameConnection, Query]] = []
+        self._scheduled = False
+        shard.on_webhook_done = self._webhook_done
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Listen; return the address the shard really listens on (the edge connects there)."""
+        self._thread.start()
+        return self._started.result(timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._server, bound = self._loop.run_until_complete(transport.serve(self.address, self._accept))
+        except BaseException as exc:
+            self._started.set_exception(exc)
+            return
+        self._started.set_result(bound)
+        try:
+            self._loop.run_forever()
+        finally:
+            self._server.close()
+            for connection in list(self._connections):
+                connection.close()
+            self._loop.run_until_complete(asyncio.sleep(0))
+            self._loop.close()
+
+    def _accept(self) -> transport.FrameConnection:
+        connection = transport.FrameConnection(self._received, self._closed)
+        self._connections.add(connection)
+        return connection
+
+    def _closed(self, connection: transport.FrameConnection, exc: Exception | None) -> None:
+        self._connections.discard(connection)
+
+    # The loop's work ----------------------------------------------------------------
+
+    def _received(self, connection: transport.FrameConnection, frames: list[Any]) -> None:
+        for value in frames:
+            kind = value[0]
+            if kind == BATCH:
+                self._batches.append((connection, CommandBatch.from_frame(value)))
+            elif kind == QUERY:
+                self._queries.append((connection, Query.from_frame(value)))
+            else:
+                log.warning("shard %d: ignoring a frame of kind %r", self.shard.index, kind)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        # Everything that arrives before the loop gets to the round rides in it.
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._run_round)
+
+    def _run_round(self) -> None:
+        self._scheduled = False
+        out: dict[transport.FrameConnection, list[Any]] = {}
+        if self._batches:
+            batches, self._batches = self._batches, []
+            for connection, answer in self.shard.run_round(batches):
+                out.setdefault(connection, []).append(answer.to_frame())
+        if self._queries:
+            asked, self._queries = self._queries, []
+            for connection, query in asked:
+                out.setdefault(connection, []).append(queries.answer(self.shard, query).to_frame())
+        for connection, frames in out.items():
+            connection.send_many(frames)
+
+    def _webhook_done(self) -> None:
+        """Called on a webhook thread."""
+        self._loop.call_soon_threadsafe(self._finish_webhooks)
+
+    def _finish_webhooks(self) -> None:
+        try:
+            late = self.shard.finish_webhooks()
+        except Exception:  # the edge times those requests out; the shard keeps serving
+            log.exception("shard %d: finishing webhook turns failed", self.shard.index)
+            return
+        by_connection: dict[Any, list[tuple[int, int, list[Any]]]] = {}
+        for connection, entry in late:
+            by_connection.setdefault(connection, []).append(entry)
+        for connection, entries in by_connection.items():
+            if connection in self._connections:  # an edge that went away gets nothing
+                connection.send(LateOutcomes(entries).to_frame())

@@ -1,0 +1,243 @@
+"""The actor system that hosts the shards, started by the edge's process and kept alive by it.
+
+:class:`ActorHost` is what the engine is given to find its shards (it fulfils
+``runtime.engine.ShardHost``). One thread of its own does all of its Thespian work
+(Thespian contexts must not be shared between threads): it starts a Thespian
+system, the supervisor and the shards, then listens for the directories the
+supervisor sends whenever a shard is replaced and hands each to the engine.
+
+Thespian gives no supervisor to a top-level actor: nothing would restart the
+supervisor. The host therefore watches it itself, through a pidfd (its death is
+seen at once) and a ping (a supervisor that stops answering for ``hung_after_s``
+is treated as dead). Either way the whole actor system is started again: the old
+admin is killed by pidfd (its logger follows it; the old shards died with the
+supervisor, see ``actors.lifecycle``), a new system with a new admin port, a new
+supervisor and new shards come up, and the engine reconnects and re-sends what was
+left unanswered. Conversations come back from the store; nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from thespian.actors import ActorSystem
+
+from ..runtime.protocol.directory import ShardDirectory
+from . import lifecycle, network
+from .messages import GetDirectory, RestartShard, ShardSettings, StartShards
+from .supervisor import SupervisorActor
+
+log = logging.getLogger(__name__)
+
+LISTEN_S = 0.1  # how long the host thread waits for a message before looking at its other duties
+PING_EVERY_S = 2.0
+
+
+class HostError(Exception):
+    """The shards could not be started."""
+
+
+class ActorHost:
+    def __init__(
+        self,
+        settings: ShardSettings,
+        shard_count: int,
+        *,
+        advertise: str = "127.0.0.1",
+        start_timeout_s: float = 30.0,
+        hung_after_s: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.shard_count = shard_count
+        self.advertise = advertise
+        self.start_timeout_s = start_timeout_s
+        self.hung_after_s = hung_after_s
+        self.recoveries = 0
+        self._on_directory: Callable[[ShardDirectory], None] = lambda directory: None
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._started: Future[ShardDirectory] = Future()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="confab-actor-host", daemon=True)
+        self._system: Any = None
+        self._latest: ShardDirectory | None = None
+        self._problem = ""
+
+    # Called by the engine --------------------------------------------------------------
+
+    def start(self, on_directory: Callable[[ShardDirectory], None]) -> ShardDirectory:
+        """Start the shards (blocking); ``on_directory`` then hears of every change, on the host's thread."""
+        self._on_directory = on_directory
+        lifecycle.tie_actor_processes_to_this_one()
+        network.bind_thespian_to(self.advertise)
+        self._thread.start()
+        directory = self._started.result(self.start_timeout_s + 5.0)
+        failed = [s for s in directory.shards if s.error]
+        if failed:
+            self.close()
+            reasons = "; ".join(f"shard {s.index}: {s.error}" for s in failed)
+            raise HostError(f"shards could not start: {reasons}")
+        return directory
+
+    def restart_shard(self, index: int) -> None:
+        """Ask the supervisor to replace shard ``index`` (the new directory follows)."""
+        self._requests.put(RestartShard(index))
+
+    def problem(self) -> str:
+        return self._problem
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(30.0)
+
+    # The host's thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._closing.is_set():
+            try:
+                self._host_one_system()
+            except Exception as exc:
+                if not self._started.done():
+                    self._started.set_exception(HostError(f"the actor system did not start: {exc}"))
+                    return
+                log.exception("the actor system failed; starting it again")
+                time.sleep(1.0)
+
+    def _host_one_system(self) -> None:
+        system = ActorSystem(
+            "multiprocTCPBase",
+            capabilities={"Admin Port": _free_port(self.advertise)},
+            transientUnique=True,
+            logDefs=_thespian_logging(),
+        )
+        self._system = system
+        watched: _Watched | None = None
+        try:
+            supervisor = system.createActor(SupervisorActor)
+            system.tell(supervisor, StartShards(self.shard_count, self.settings))
+            started = time.monotonic()
+            last_heard = last_ping = time.monotonic()
+            while not self._closing.is_set():
+                message = system.listen(LISTEN_S)
+                now = time.monotonic()
+                if isinstance(message, ShardDirectory):
+                    last_heard = now
+                    if watched is None:
+                        watched = _Watched(message)
+                        self._problem = ""
+                    self._accept(message)
+                elif not self._started.done() and now - started > self.start_timeout_s:
+                    raise HostError(f"the shards did not start within {self.start_timeout_s:.0f}s")
+                if watched is not None and watched.supervisor_exited():
+                    self._problem = (
+                        f"the supervisor (pid {watched.pid}) died; the actor system is starting again"
+                    )
+                    log.error("%s", self._problem)
+                    break
+                if watched is not None and now - last_heard > self.hung_after_s:
+                    self._problem = (
+                        f"the supervisor (pid {watched.pid}) did not answer for {now - last_heard:.0f}s;"
+                        " the actor system is starting again"
+                    )
+                    log.error("%s", self._problem)
+                    break
+                while not self._requests.empty():
+                    system.tell(supervisor, self._requests.get())
+                if now - last_ping >= PING_EVERY_S:
+                    system.tell(supervisor, GetDirectory())
+                    last_ping = now
+        finally:
+            if self._closing.is_set():
+                _shut_down(system)
+            else:
+                self.recoveries += 1
+                if watched is not None:
+                    watched.kill_all()  # what is left of the old system: never two sets of shards
+            if watched is not None:
+                watched.close()
+            self._system = None
+
+    def _accept(self, directory: ShardDirectory) -> None:
+        latest = self._latest
+        # Directories of one supervisor only grow in version; a new supervisor starts over.
+        if (
+            latest is not None
+            and latest.supervisor_pid == directory.supervisor_pid
+            and directory.version <= latest.version
+        ):
+            return
+        self._latest = directory
+        if not self._started.done():
+            if directory.settled:
+                self._started.set_result(directory)
+            return
+        self._on_directory(directory)
+
+
+class _Watched:
+    """The supervisor and admin of one actor system, held by pidfd (a pid may be reused)."""
+
+    def __init__(self, directory: ShardDirectory) -> None:
+        self.pid = directory.supervisor_pid
+        self._supervisor = _pidfd(directory.supervisor_pid)
+        self._admin = _pidfd(directory.admin_pid)
+
+    def supervisor_exited(self) -> bool:
+        if self._supervisor is None:
+            return True
+        readable, _, _ = select.select([self._supervisor], [], [], 0)
+        return bool(readable)
+
+    def kill_all(self) -> None:
+        for fd in (self._supervisor, self._admin):
+            if fd is not None:
+                with contextlib.suppress(ProcessLookupError, OSError):
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+
+    def close(self) -> None:
+        for fd in (self._supervisor, self._admin):
+            if fd is not None:
+                os.close(fd)
+        self._supervisor = self._admin = None
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return None
+
+
+def _shut_down(system: Any) -> None:
+    try:
+        system.shutdown()
+    except Exception:  # a system whose admin is gone already: nothing left to stop
+        log.debug("actor system shutdown failed", exc_info=True)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _thespian_logging() -> dict[str, Any]:
+    # Thespian always runs a logger process; route its records to stderr at WARNING.
+    return {
+        "version": 1,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "level": "WARNING"}},
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
+    }

@@ -1,0 +1,113 @@
+"""A shard's answers to the edge's queries (``runtime.protocol.queries``), between rounds.
+
+They read the shard's live conversations and its store, never change a turn, and
+run on the shard's data-plane thread like its rounds, so what they see is
+consistent with the outcomes already sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ..runtime.errors import ConfabError, InternalError, InvalidArgument
+from ..runtime.flows import in_handoff
+from ..runtime.inspection import ConversationFilter, ConversationSummary
+from ..runtime.model import ConversationKey
+from ..runtime.protocol import codec, queries
+from ..runtime.protocol.records import Answer, Query
+from .shard import Shard
+
+log = logging.getLogger(__name__)
+
+# Stored conversations read per list query; filters are applied to what was read.
+SCAN_ROWS = 2000
+
+
+def answer(shard: Shard, query: Query) -> Answer:
+    try:
+        return Answer(query.query_id, True, _result(shard, query.name, query.args))
+    except ConfabError as exc:
+        return Answer.failed(query.query_id, exc)
+    except Exception as exc:  # a bug answers the query, it does not take the shard down
+        log.exception("shard %d: query %s failed", shard.index, query.name)
+        return Answer.failed(query.query_id, InternalError(f"query failed: {type(exc).__name__}"))
+
+
+def _result(shard: Shard, name: str, args: list[Any]) -> Any:
+    if name == queries.STATUS:
+        return shard.status().to_wire()
+    if name == queries.INSPECT:
+        return _inspect(shard, ConversationKey(args[0], args[1]), int(args[2]))
+    if name == queries.PASSIVATE:
+        return list(shard.passivate(ConversationKey(args[0], args[1])))
+    if name == queries.LIST:
+        after = ConversationKey(*args[1]) if args[1] else None
+        return _list(shard, queries.filter_from_wire(args[0]), after, int(args[2]))
+    if name == queries.RESIDENT:
+        return [k for k in args[0] if ConversationKey(k[0], k[1]) in shard.residents]
+    if name == queries.RELOAD:
+        return queries.reload_to_wire(shard.reload_flows())
+    raise InvalidArgument(f"unknown query {name!r}; known: {list(queries.NAMES)}")
+
+
+def _inspect(shard: Shard, key: ConversationKey, last_turns: int) -> list[Any] | None:
+    """One conversation as it is now, without activating it (None: it does not exist)."""
+    conversation = shard.residents.get(key)
+    if conversation is not None:
+        packed = conversation.state
+    else:
+        stored = shard.store.load(key)
+        packed = stored.state if stored is not None else None
+    if packed is None:
+        return None
+    queued: list[tuple[str, int, str]] = []
+    webhook = ""
+    if conversation is not None:
+        commands = [w.suspended.command for w in [conversation.waiting] if w is not None]
+        commands += [command for _, command in conversation.mailbox]
+        queued = [(c.message_id, int(c.kind), c.said) for c in commands]
+        if conversation.waiting is not None:
+            webhook = conversation.waiting.suspended.call.name
+    turns = [
+        (t.seq, t.message_id, t.kind, t.reply, t.created_at, t.input)
+        for t in shard.store.recent_turns(key, max(0, last_turns))
+    ]
+    return queries.inspection_to_wire(conversation is not None, packed, queued, webhook, turns)
+
+
+def _list(shard: Shard, wanted: ConversationFilter, after: ConversationKey | None, limit: int) -> list[Any]:
+    """Up to ``limit`` stored conversations after ``after`` that pass ``wanted``, and the last key read."""
+    rows = shard.store.scan(after, wanted.tenant_id, SCAN_ROWS)
+    now = time.time()
+    chosen: list[list[Any]] = []
+    last: list[str] | None = None
+    for key, packed, _ in rows:
+        last = [key.tenant_id, key.conversation_id]
+        state = codec.unpack_state(packed)
+        handed_over = in_handoff(state)
+        if (
+            (wanted.state and state.current_state != wanted.state)
+            or (wanted.flow_id and state.flow_id != wanted.flow_id)
+            or (wanted.idle_longer_than_s and now - state.last_activity <= wanted.idle_longer_than_s)
+            or (wanted.in_handoff and not handed_over)
+        ):
+            continue
+        summary = ConversationSummary(
+            key,
+            state.current_state,
+            state.flow_id,
+            state.flow_version,
+            state.message_count,
+            state.last_activity,
+            handed_over,
+            resident=False,  # the engine asks each conversation's own shard
+            shard=-1,
+        )
+        chosen.append(queries.summary_to_wire(summary))
+        if len(chosen) == limit:
+            break
+    # More may follow when the scan filled up or the page did: the next one starts after `last`.
+    more = len(rows) == SCAN_ROWS or len(chosen) == limit
+    return [chosen, last if more else None]

@@ -1,0 +1,12 @@
+"""The engine's client side: what the gRPC edge calls to reach the conversations.
+
+:class:`Engine` routes each conversation to its shard over the data plane
+(``link``), keeps the shards' directory current from its :class:`ShardHost`, and
+answers operators (``runtime.inspection`` records). ``events`` carries what the
+runtime does to live subscribers (Admin.TailEvents).
+"""
+
+from .engine import Engine, EngineStatistics, ShardHost, TurnRequest
+from .link import LinkSettings, LinkStatistics
+
+__all__ = ["Engine", "EngineStatistics", "LinkSettings", "LinkStatistics", "ShardHost", "TurnRequest"]

@@ -1,0 +1,421 @@
+"""One connection from the edge to one shard, on the edge's event loop.
+
+Requests become commands queued here; whatever is queued when the loop gets to it
+goes out as one batch frame, so requests that arrive together share a frame, and a
+lone request goes out at once. Several batches may be in flight: the connection is
+one ordered stream and the shard runs frames in arrival order, which keeps every
+conversation's commands in order. Outcomes are matched to commands by batch id and
+position, never by arrival.
+
+When the connection breaks (the shard died, or is being replaced) every command
+sent and not yet answered is put back, in its original order, in front of what is
+still queued; once the directory names the shard's new address the link connects
+there and sends them again. The message ids they carry make that safe: a command
+the old shard had already applied is answered from its stored reply.
+
+A heartbeat (a status query) runs every ``heartbeat_interval_s``: a shard that has
+answered nothing for ``heartbeat_timeout_s`` is reported unresponsive, and its latest
+figures are what health checks and the cluster view show without asking again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfabError, DeadlineExceeded, Overloaded, Unavailable
+from ..inspection import ShardStatus
+from ..protocol import queries, transport
+from ..protocol.directory import ShardEndpoint
+from ..protocol.records import (
+    ANSWER,
+    LATE,
+    OUTCOMES,
+    Answer,
+    Command,
+    CommandBatch,
+    LateOutcomes,
+    Outcome,
+    OutcomeBatch,
+    Query,
+    decode_outcome,
+    is_deferred,
+)
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 2.0
+RECONNECT_FIRST_S, RECONNECT_MOST_S = 0.02, 1.0
+# Commands waiting behind a webhook are failed after this long without an outcome.
+DEFERRED_TIMEOUT_S = 120.0
+TICK_S = 0.25  # how often deadlines and timeouts are looked at
+
+
+@dataclass(slots=True)
+class _Pending:
+    command: Command
+    future: asyncio.Future[Outcome]
+    deadline: float | None  # time.monotonic() after which the command must not start
+    queued_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    max_batch: int = 512
+    max_queued: int = 20_000
+    shard_timeout_s: float = 30.0
+    heartbeat_interval_s: float = 1.0
+    heartbeat_timeout_s: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatistics:
+    shard: int
+    connected: bool
+    responsive: bool
+    queued: int
+    in_flight: int
+    batches_sent: int
+    commands_sent: int
+    resends: int
+    expired: int
+    max_batch: int
+
+
+class ShardLink:
+    def __init__(self, endpoint: ShardEndpoint, settings: LinkSettings) -> None:
+        self.index = endpoint.index
+        self.endpoint = endpoint
+        self.settings = settings
+        # Set by the engine: whether to ask for activations and passivations, and who hears of them.
+        self.want_lifecycle: Callable[[], bool] = lambda: False
+        self.on_lifecycle: Callable[[int, list[list[str]]], None] | None = None
+        self.status: ShardStatus | None = None  # the shard's figures from its last heartbeat
+        self.last_heard = 0.0  # time.monotonic() of the last frame from the shard; 0: never
+        self.last_error = ""
+        self._connection: transport.FrameConnection | None = None
+        self._queue: deque[_Pending] = deque()
+        self._in_flight: dict[int, tuple[list[_Pending], float]] = {}
+        self._deferred: dict[tuple[int, int], tuple[_Pending, float]] = {}
+        self._queries: dict[int, asyncio.Future[Any]] = {}
+        self._unsent_queries: list[Query] = []
+        self._batch_ids = itertools.count(1)
+        self._query_ids = itertools.count(1)
+        self._flush_scheduled = False
+        self._endpoint_changed = asyncio.Event()
+        self._closing = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._batches_sent = self._commands_sent = self._resends = self._expired = self._largest = 0
+
+    # Lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._stay_connected(), name=f"confab-link-{self.index}"),
+            asyncio.create_task(self._heartbeat(), name=f"confab-heartbeat-{self.index}"),
+            asyncio.create_task(self._tick(), name=f"confab-link-timeouts-{self.index}"),
+        ]
+
+    def update_endpoint(self, endpoint: ShardEndpoint) -> None:
+        """The directory changed: connect to the shard's new address if it has one."""
+        if (endpoint.generation, endpoint.address) == (self.endpoint.generation, self.endpoint.address):
+            return
+        self.endpoint = endpoint
+        if self._connection is not None:
+            self._connection.close()  # the old process is gone or going: its answers will not come
+        self._endpoint_changed.set()
+
+    async def close(self, timeout_s: float) -> None:
+        """Stop taking commands; let what is queued and in flight finish (for up to ``timeout_s``)."""
+        self._closing = True
+        give_up = time.monotonic() + timeout_s
+        while (self._queue or self._in_flight or self._deferred) and time.monotonic() < give_up:
+            await asyncio.sleep(0.01)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._connection is not None:
+            self._connection.close()
+        self._fail_everything(Unavailable("the engine stopped before the shard answered"))
+
+    # Commands --------------------------------------------------------------------------
+
+    def submit(self, commands: list[Command], deadline: float | None) -> list[asyncio.Future[Outcome]]:
+        """Queue commands (kept in this order); each future resolves to its outcome."""
+        if self._closing:
+            raise Unavailable("the server is shutting down")
+        waiting = len(self._queue) + sum(len(p) for p, _ in self._in_flight.values())
+        if waiting + len(commands) > self.settings.max_queued:
+            raise Overloaded(f"shard {self.index} has {waiting} commands waiting")
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        futures: list[asyncio.Future[Outcome]] = []
+        for command in commands:
+            future: asyncio.Future[Outcome] = loop.create_future()
+            self._queue.append(_Pending(command, future, deadline, now))
+            futures.append(future)
+        self._schedule_flush()
+        return futures
+
+    def _schedule_flush(self) -> None:
+        # Everything submitted before the loop gets to the flush rides in the same frame.
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        connection = self._connection
+        if connection is None or connection.closed:
+            return
+        frames: list[Any] = [q.to_frame() for q in self._unsent_queries]
+        self._unsent_queries.clear()
+        now = time.monotonic()
+        while self._queue and connection.writable:
+            taken: list[_Pending] = []
+            while self._queue and len(taken) < self.settings.max_batch:
+                pending = self._queue.popleft()
+                if pending.future.done():  # the caller gave up (cancelled) meanwhile
+                    continue
+                if pending.deadline is not None and pending.deadline <= now:
+                    self._expired += 1
+                    _settle(pending.future, DeadlineExceeded("the deadline passed before the shard took it"))
+                    continue
+                taken.append(pending)
+            if not taken:
+                continue
+            batch = CommandBatch(next(self._batch_ids), [p.command for p in taken], self.want_lifecycle())
+            self._in_flight[batch.batch_id] = (taken, now)
+            frames.append(batch.to_frame())
+            self._batches_sent += 1
+            self._commands_sent += len(taken)
+            self._largest = max(self._largest, len(taken))
+        if frames:
+            connection.send_many(frames)
+
+    # Queries ---------------------------------------------------------------------------
+
+    async def query(self, name: str, args: list[Any], timeout_s: float) -> Any:
+        """Ask the shard ``name`` (``protocol.queries``); its result, or the error it answered."""
+        if self._closing:
+            raise Unavailable("the server is shutting down")
+        query = Query(next(self._query_ids), name, args)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queries[query.query_id] = future
+        self._unsent_queries.append(query)
+        self._schedule_flush()
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise Unavailable(f"shard {self.index} did not answer within {timeout_s:g}s") from None
+        finally:
+            self._queries.pop(query.query_id, None)
+
+    # Frames from the shard -----------------------------------------------------------------
+
+    def _received(self, connection: transport.FrameConnection, frames: list[Any]) -> None:
+        if connection is not self._connection:
+            return  # an old connection's last words: its commands were put back already
+        self.last_heard = time.monotonic()
+        for value in frames:
+            kind = value[0]
+            if kind == OUTCOMES:
+                self._settle_batch(OutcomeBatch.from_frame(value))
+            elif kind == LATE:
+                self._settle_late(LateOutcomes.from_frame(value))
+            elif kind == ANSWER:
+                answer = Answer.from_frame(value)
+                future = self._queries.get(answer.query_id)
+                if future is not None and not future.done():
+                    if answer.ok:
+                        future.set_result(answer.result)
+                    else:
+                        future.set_exception(answer.error())
+
+    def _settle_batch(self, answer: OutcomeBatch) -> None:
+        entry = self._in_flight.pop(answer.batch_id, None)
+        if entry is None:
+            return  # timed out already
+        pending, _ = entry
+        now = time.monotonic()
+        for i, (p, outcome) in enumerate(zip(pending, answer.outcomes, strict=True)):
+            if is_deferred(outcome):  # behind a webhook: a LATE frame answers it
+                self._deferred[(answer.batch_id, i)] = (p, now)
+            else:
+                _settle(p.future, decode_outcome(outcome))
+        if answer.lifecycle and self.on_lifecycle is not None:
+            self.on_lifecycle(self.index, answer.lifecycle)
+
+    def _settle_late(self, late: LateOutcomes) -> None:
+        for batch_id, position, outcome in late.entries:
+            entry = self._deferred.pop((batch_id, position), None)
+            if entry is not None:
+                _settle(entry[0].future, decode_outcome(outcome))
+
+    # Connection ------------------------------------------------------------------------
+
+    async def _stay_connected(self) -> None:
+        pause = RECONNECT_FIRST_S
+        while not self._closing:
+            endpoint = self.endpoint
+            if self._connection is not None and not self._connection.closed:
+                self._endpoint_changed.clear()
+                await self._endpoint_changed.wait()
+                continue
+            if endpoint.serving:
+                try:
+                    connection = transport.FrameConnection(self._received, self._lost, self._schedule_flush)
+                    await transport.connect(endpoint.address, connection, CONNECT_TIMEOUT_S)
+                except (OSError, TimeoutError) as exc:
+                    self.last_error = f"cannot connect to {endpoint.address}: {exc}"
+                else:
+                    self._connected(connection)
+                    pause = RECONNECT_FIRST_S
+                    continue
+            else:
+                self.last_error = endpoint.error or "the shard is starting"
+            self._endpoint_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._endpoint_changed.wait(), pause)
+            pause = min(pause * 2, RECONNECT_MOST_S)
+
+    def _connected(self, connection: transport.FrameConnection) -> None:
+        self._connection = connection
+        self.last_error = ""
+        self.last_heard = time.monotonic()
+        self._flush()
+
+    def _lost(self, connection: transport.FrameConnection, exc: Exception | None) -> None:
+        if connection is not self._connection:
+            return
+        self._connection = None
+        self.last_error = f"connection to shard {self.index} lost" + (f": {exc}" if exc else "")
+        # Everything the shard did not answer goes back in front, in the order it was sent.
+        unanswered = [
+            (batch_id, i, p) for batch_id, (ps, _) in self._in_flight.items() for i, p in enumerate(ps)
+        ]
+        unanswered += [(batch_id, i, p) for (batch_id, i), (p, _) in self._deferred.items()]
+        unanswered.sort(key=lambda entry: (entry[0], entry[1]))
+        self._in_flight.clear()
+        self._deferred.clear()
+        resent = [p for _, _, p in unanswered if not p.future.done()]
+        self._resends += len(resent)
+        self._queue.extendleft(reversed(resent))
+        for future in self._queries.values():
+            if not future.done():
+                future.set_exception(Unavailable(f"shard {self.index} went away before answering"))
+        self._endpoint_changed.set()
+        if resent:
+            log.warning("shard %d: connection lost; %d commands will be sent again", self.index, len(resent))
+
+    # Timers ----------------------------------------------------------------------------
+
+    async def refresh_status(self, timeout_s: float) -> None:
+        """Ask the shard for its figures now; a shard that does not answer in time keeps its old ones."""
+        if not self.connected:
+            return
+        try:
+            self.status = queries.status_from_wire(await self.query(queries.STATUS, [], timeout_s))
+        except ConfabError as exc:
+            self.last_error = exc.message
+
+    async def _heartbeat(self) -> None:
+        settings = self.settings
+        while not self._closing:
+            if self._connection is None:
+                await asyncio.sleep(settings.heartbeat_interval_s / 4)
+                continue
+            try:
+                status = await self.query(queries.STATUS, [], settings.heartbeat_timeout_s)
+            except ConfabError as exc:
+                self.last_error = exc.message
+            else:
+                self.status = queries.status_from_wire(status)
+            await asyncio.sleep(settings.heartbeat_interval_s)
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and not self._connection.closed
+
+    @property
+    def responsive(self) -> bool:
+        return (
+            self.connected
+            and self.last_heard > 0
+            and time.monotonic() - self.last_heard < self.settings.heartbeat_timeout_s
+        )
+
+    async def _tick(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(TICK_S)
+            self._expire(time.monotonic())
+
+    def _expire(self, now: float) -> None:
+        """Fail what waited too long: queued past its deadline or the shard timeout, sent and unanswered."""
+        timeout = self.settings.shard_timeout_s
+        if self._queue:
+            kept: deque[_Pending] = deque()
+            for p in self._queue:
+                if p.future.done():
+                    continue
+                if p.deadline is not None and p.deadline <= now:
+                    self._expired += 1
+                    _settle(p.future, DeadlineExceeded("the deadline passed before the shard took it"))
+                elif now - p.queued_at > timeout:
+                    _settle(p.future, Unavailable(f"shard {self.index} is unreachable: {self.last_error}"))
+                else:
+                    kept.append(p)
+            self._queue = kept
+        for batch_id, (pending, sent_at) in list(self._in_flight.items()):
+            if now - sent_at > timeout:
+                del self._in_flight[batch_id]
+                for p in pending:
+                    _settle(p.future, Unavailable(f"shard {self.index} did not answer in {timeout:g}s"))
+        for key, (p, since) in list(self._deferred.items()):
+            if now - since > DEFERRED_TIMEOUT_S:
+                del self._deferred[key]
+                _settle(p.future, Unavailable("the shard did not finish the request (webhook)"))
+
+    def _fail_everything(self, error: ConfabError) -> None:
+        for p in self._queue:
+            _settle(p.future, error)
+        self._queue.clear()
+        for pending, _ in self._in_flight.values():
+            for p in pending:
+                _settle(p.future, error)
+        self._in_flight.clear()
+        for p, _ in self._deferred.values():
+            _settle(p.future, error)
+        self._deferred.clear()
+
+    def statistics(self) -> LinkStatistics:
+        return LinkStatistics(
+            shard=self.index,
+            connected=self.connected,
+            responsive=self.responsive,
+            queued=len(self._queue),
+            in_flight=sum(len(p) for p, _ in self._in_flight.values()) + len(self._deferred),
+            batches_sent=self._batches_sent,
+            commands_sent=self._commands_sent,
+            resends=self._resends,
+            expired=self._expired,
+            max_batch=self._largest,
+        )
+
+
+def _settle(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

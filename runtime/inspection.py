@@ -1,0 +1,168 @@
+"""What operators see of the live runtime: plain records the engine answers the Admin API with.
+
+The shards fill them (``actors.queries``), the data plane carries them as positional
+lists (``to_wire``/``from_wire``, like every record that crosses a process), the edge
+turns them into protobuf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model import ConversationKey, ConversationState
+
+
+@dataclass(frozen=True, slots=True)
+class ShardStatus:
+    """A shard's own figures, as it answers a heartbeat."""
+
+    index: int
+    generation: int
+    pid: int
+    started_at: float
+    resident_conversations: int
+    resident_limit: int
+    activations: int
+    passivations: int
+    commands: int
+    batches: int
+    store_ok: bool
+    store_latency_ms: float
+    store_error: str
+    rss_bytes: int
+    cpu_seconds: float
+    waiting_on_webhooks: int = 0
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.index,
+            self.generation,
+            self.pid,
+            self.started_at,
+            self.resident_conversations,
+            self.resident_limit,
+            self.activations,
+            self.passivations,
+            self.commands,
+            self.batches,
+            self.store_ok,
+            self.store_latency_ms,
+            self.store_error,
+            self.rss_bytes,
+            self.cpu_seconds,
+            self.waiting_on_webhooks,
+        ]
+
+    @classmethod
+    def from_wire(cls, w: list[Any]) -> ShardStatus:
+        return cls(*w)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedCommand:
+    """A command waiting in a conversation's mailbox (behind a webhook)."""
+
+    message_id: str
+    kind: str  # turn | reset | get_state | force_state
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnSummary:
+    seq: int
+    message_id: str
+    kind: str
+    at: float
+    input: str  # what the user sent (text, else payload), or an operator's reason
+    intent: str = ""
+    state_before: str = ""
+    state_after: str = ""
+    response: str = ""
+    duration_ms: float = 0.0
+    actions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationInspection:
+    key: ConversationKey
+    shard: int
+    resident: bool
+    state: ConversationState
+    queued: tuple[QueuedCommand, ...] = ()
+    webhook_in_flight: str = ""  # the webhook its turn waits for, if any
+    turns: tuple[TurnSummary, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSummary:
+    key: ConversationKey
+    current_state: str
+    flow_id: str
+    flow_version: str
+    message_count: int
+    last_activity: float
+    in_handoff: bool
+    resident: bool
+    shard: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationFilter:
+    """Which conversations a list shows; every field is optional."""
+
+    tenant_id: str = ""
+    state: str = ""
+    flow_id: str = ""
+    idle_longer_than_s: float = 0.0
+    in_handoff: bool = False
+    resident_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationPage:
+    conversations: tuple[ConversationSummary, ...]
+    next_cursor: str  # "" on the last page; opaque, given back to list the next page
+
+
+@dataclass(frozen=True, slots=True)
+class Passivation:
+    done: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FlowReload:
+    """What a reload of the flow files did across the shards."""
+
+    loaded: list[str]  # "flow@version", now the latest of each flow
+    skipped: list[str]  # files that did not load, as "PATH:LINE: message"
+    failed: list[str]  # shards that could not reload
+
+
+@dataclass(frozen=True, slots=True)
+class ShardView:
+    """One shard as the edge sees it: where it is, whether it answers, and its last figures."""
+
+    index: int
+    generation: int
+    address: str
+    responsive: bool
+    # Seconds since the shard last answered anything (a heartbeat, a batch); -1: never.
+    last_heard_s: float
+    error: str
+    queued: int  # commands waiting at the edge to be sent
+    in_flight: int  # commands sent and not answered yet
+    status: ShardStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    started_at: float
+    shard_restarts: int
+    shards: tuple[ShardView, ...]
+    store: str  # where the store is (a path, or a database without its password)
+    store_ok: bool
+    store_latency_ms: float
+    store_error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,112 @@
+"""Durable conversation state: the interface every store offers, and how to open one.
+
+A shard writes a whole round of turns in one transaction and answers only after
+the commit, so an acknowledged message survives ``kill -9`` of every process, and
+one commit is shared by every message of the round (group commit).
+
+What a store keeps of each conversation:
+
+- its latest state (packed, see ``runtime.protocol.codec``) and its turn sequence;
+- its turns (message id, the reply that was sent, what the user said) while they
+  are among the last ``turns_kept`` or younger than ``idempotency_window_s``
+  (:class:`Retention`): every message id the edge may re-send and every request id
+  a client may repeat within the window is still known, with its reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..model import ConversationKey
+
+
+class StoreError(Exception):
+    """The store cannot be used: it cannot be opened, or it failed its integrity check."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    turns_kept: int = 32
+    idempotency_window_s: float = 3600.0
+
+
+@dataclass(slots=True)
+class TurnRecord:
+    seq: int
+    message_id: str
+    kind: int
+    reply: bytes
+    input: str = ""  # what the user sent (or an operator's reason), for operators
+
+
+@dataclass(slots=True)
+class ConversationWrite:
+    """The new state of one conversation, the turns that produced it, and what may go."""
+
+    key: ConversationKey
+    state: bytes
+    seq: int
+    turns: list[TurnRecord] = field(default_factory=list)
+    # Turns with seq <= this are beyond the retention now and may be deleted (0: none).
+    prune_through: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KeptTurn:
+    seq: int
+    message_id: str
+    kind: int
+    reply: bytes
+    created_at: float
+    input: str
+
+
+@dataclass(slots=True)
+class StoredConversation:
+    state: bytes
+    seq: int
+    # (message id, when it was written) of every turn still kept, oldest first.
+    message_ids: list[tuple[str, float]]
+
+
+class Store(Protocol):
+    retention: Retention
+
+    def load(self, key: ConversationKey) -> StoredConversation | None: ...
+
+    def load_turn(self, key: ConversationKey, message_id: str) -> KeptTurn | None: ...
+
+    def write(self, writes: Sequence[ConversationWrite]) -> None:
+        """Every write in one transaction: all or nothing."""
+        ...
+
+    def scan(
+        self, after: ConversationKey | None, tenant_id: str, limit: int
+    ) -> list[tuple[ConversationKey, bytes, float]]:
+        """Up to ``limit`` conversations after ``after`` in key order: (key, state, updated_at)."""
+        ...
+
+    def recent_turns(self, key: ConversationKey, count: int) -> list[KeptTurn]:
+        """The last ``count`` turns kept, oldest first."""
+        ...
+
+    def count_conversations(self) -> int: ...
+
+    def ping(self) -> float:
+        """A trivial read; its latency in seconds (raises if the store is unusable)."""
+        ...
+
+    def probe_write(self) -> float:
+        """A tiny committed write; its latency in seconds (raises if writes fail)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_store(path: str, *, synchronous: str = "FULL", retention: Retention | None = None) -> Store:
+    """The store at ``path`` (an SQLite file), its schema brought up to date (StoreError if it cannot be)."""
+    from .sqlite import SqliteStore
+
+    return SqliteStore(path, synchronous=synchronous, retention=retention)

@@ -1,0 +1,56 @@
+"""Versioned schemas: each store records the version it is at and applies the steps after it.
+
+A step is applied inside the same transaction that records its version, so a store is
+never left between two versions. A store at a version newer than this code knows is
+refused: it was written by a newer Confab, and an older one must not guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    what: str
+    statements: tuple[str, ...]
+
+
+SQLITE: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "conversations and their recent turns",
+        (
+            """CREATE TABLE IF NOT EXISTS conversations (
+                tenant_id       TEXT NOT NULL,
+                conversation_id TEXT NOT NULL,
+                state           BLOB NOT NULL,
+                seq             INTEGER NOT NULL,
+                updated_at      REAL NOT NULL,
+                PRIMARY KEY (tenant_id, conversation_id)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE IF NOT EXISTS turns (
+                tenant_id       TEXT NOT NULL,
+                conversation_id TEXT NOT NULL,
+                seq             INTEGER NOT NULL,
+                message_id      TEXT NOT NULL,
+                kind            INTEGER NOT NULL,
+                reply           BLOB NOT NULL,
+                created_at      REAL NOT NULL,
+                input           TEXT NOT NULL DEFAULT '',
+                PRIMARY KEY (tenant_id, conversation_id, seq)
+            ) WITHOUT ROWID""",
+        ),
+    ),
+    Migration(
+        2,
+        "a row that health checks write to find out whether writes work",
+        ("CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL)",),
+    ),
+)
+
+# Columns a version-1 store may lack: data dirs from before versions were recorded.
+SQLITE_V1_COLUMNS = {"turns": [("input", "TEXT NOT NULL DEFAULT ''")]}
+
+SQLITE_VERSION = SQLITE[-1].version

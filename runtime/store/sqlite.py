@@ -1,0 +1,232 @@
+"""The embedded store: one SQLite file shared by the shards of one host.
+
+Each shard process opens its own :class:`SqliteStore` on the same file; WAL mode
+lets readers and the single active writer proceed together. Transactions are
+explicit (autocommit mode otherwise), and SQLite's own busy handler is off: it
+sleeps 1, 2, 5, 10... 100 ms between tries, which is ruinous when shards take turns
+committing every few milliseconds; :meth:`_when_free` retries at sub-millisecond
+intervals instead.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from ..model import ConversationKey
+from . import ConversationWrite, KeptTurn, Retention, StoredConversation, StoreError
+from .migrations import SQLITE, SQLITE_V1_COLUMNS, SQLITE_VERSION
+
+T = TypeVar("T")
+
+
+class SqliteStore:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: str = "FULL",
+        retention: Retention | None = None,
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
+        self.path = Path(path)
+        self.retention = retention or Retention()
+        self.busy_timeout_s = busy_timeout_ms / 1000
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
+        try:
+            self._when_free(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._when_free(self._migrate)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(f"{self.path}: {_problem(exc)}") from exc
+
+    # Opening --------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SQLITE_VERSION:
+                raise StoreError(
+                    f"{self.path}: written by a newer Confab (schema {version}; this one knows up to"
+                    f" {SQLITE_VERSION})"
+                )
+            for migration in SQLITE:
+                if migration.version <= version:
+                    continue
+                for statement in migration.statements:
+                    db.execute(statement)
+                if migration.version == 1:
+                    self._add_missing_v1_columns()
+                db.execute(f"PRAGMA user_version = {migration.version}")
+            db.execute("COMMIT")
+        except BaseException:
+            _roll_back(db)
+            raise
+
+    def _add_missing_v1_columns(self) -> None:
+        for table, columns in SQLITE_V1_COLUMNS.items():
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, definition in columns:
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+
+    def check_integrity(self) -> None:
+        """SQLite's quick check of every page (raises StoreError naming the first problem)."""
+        try:
+            rows = self._db.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: {_problem(exc)}") from exc
+        if rows != [("ok",)]:
+            raise StoreError(f"{self.path}: failed its integrity check: {rows[0][0]}")
+
+    def _when_free(self, operation: Callable[[], T]) -> T:
+        """Run ``operation``, retrying while another process holds the lock it needs."""
+        give_up = time.monotonic() + self.busy_timeout_s
+        pause = 0.0001
+        while True:
+            try:
+                return operation()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() >= give_up:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # Reads ----------------------------------------------------------------------------
+
+    def load(self, key: ConversationKey) -> StoredConversation | None:
+        row = self._when_free(
+            lambda: self._db.execute(
+                "SELECT state, seq FROM conversations WHERE tenant_id=? AND conversation_id=?",
+                (key.tenant_id, key.conversation_id),
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        ids = self._when_free(
+            lambda: self._db.execute(
+                "SELECT message_id, created_at FROM turns WHERE tenant_id=? AND conversation_id=?"
+                " ORDER BY seq",
+                (key.tenant_id, key.conversation_id),
+            ).fetchall()
+        )
+        return StoredConversation(state=row[0], seq=row[1], message_ids=[(r[0], r[1]) for r in ids])
+
+    def load_turn(self, key: ConversationKey, message_id: str) -> KeptTurn | None:
+        row = self._when_free(
+            lambda: self._db.execute(
+                "SELECT seq, message_id, kind, reply, created_at, input FROM turns"
+                " WHERE tenant_id=? AND conversation_id=? AND message_id=? ORDER BY seq DESC LIMIT 1",
+                (key.tenant_id, key.conversation_id, message_id),
+            ).fetchone()
+        )
+        return None if row is None else KeptTurn(row[0], row[1], row[2], bytes(row[3]), row[4], row[5])
+
+    def scan(
+        self, after: ConversationKey | None, tenant_id: str, limit: int
+    ) -> list[tuple[ConversationKey, bytes, float]]:
+        where, args = ["1"], []
+        if tenant_id:
+            where.append("tenant_id = ?")
+            args.append(tenant_id)
+        if after is not None:
+            where.append("(tenant_id, conversation_id) > (?, ?)")
+            args += [after.tenant_id, after.conversation_id]
+        sql = (
+            "SELECT tenant_id, conversation_id, state, updated_at FROM conversations"
+            f" WHERE {' AND '.join(where)} ORDER BY tenant_id, conversation_id LIMIT ?"
+        )
+        rows = self._when_free(lambda: self._db.execute(sql, (*args, limit)).fetchall())
+        return [(ConversationKey(r[0], r[1]), bytes(r[2]), r[3]) for r in rows]
+
+    def recent_turns(self, key: ConversationKey, count: int) -> list[KeptTurn]:
+        rows = self._when_free(
+            lambda: self._db.execute(
+                "SELECT seq, message_id, kind, reply, created_at, input FROM turns"
+                " WHERE tenant_id=? AND conversation_id=? ORDER BY seq DESC LIMIT ?",
+                (key.tenant_id, key.conversation_id, count),
+            ).fetchall()
+        )
+        return [KeptTurn(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in reversed(rows)]
+
+    def count_conversations(self) -> int:
+        return int(
+            self._when_free(lambda: self._db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0])
+        )
+
+    def ping(self) -> float:
+        started = time.perf_counter()
+        self._when_free(lambda: self._db.execute("SELECT 1 FROM conversations LIMIT 1").fetchall())
+        return time.perf_counter() - started
+
+    # Writes ---------------------------------------------------------------------------
+
+    def write(self, writes: Sequence[ConversationWrite]) -> None:
+        now = time.time()
+        db = self._db
+        self._when_free(lambda: db.execute("BEGIN IMMEDIATE"))
+        try:
+            for w in writes:
+                t, c = w.key.tenant_id, w.key.conversation_id
+                db.execute(
+                    "INSERT INTO conversations (tenant_id, conversation_id, state, seq, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, conversation_id)"
+                    " DO UPDATE SET state=excluded.state, seq=excluded.seq,"
+                    " updated_at=excluded.updated_at",
+                    (t, c, w.state, w.seq, now),
+                )
+                if w.turns:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO turns"
+                        " (tenant_id, conversation_id, seq, message_id, kind, reply, created_at, input)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(t, c, r.seq, r.message_id, r.kind, r.reply, now, r.input) for r in w.turns],
+                    )
+                if w.prune_through > 0:
+                    db.execute(
+                        "DELETE FROM turns WHERE tenant_id=? AND conversation_id=? AND seq<=?",
+                        (t, c, w.prune_through),
+                    )
+            self._when_free(lambda: db.execute("COMMIT"))
+        except BaseException:
+            _roll_back(db)
+            raise
+
+    def probe_write(self) -> float:
+        started = time.perf_counter()
+        db = self._db
+        self._when_free(lambda: db.execute("BEGIN IMMEDIATE"))
+        try:
+            db.execute("INSERT OR REPLACE INTO write_probe (id, at) VALUES (1, ?)", (time.time(),))
+            self._when_free(lambda: db.execute("COMMIT"))
+        except BaseException:
+            _roll_back(db)
+            raise
+        return time.perf_counter() - started
+
+
+def _roll_back(db: sqlite3.Connection) -> None:
+    # A failed COMMIT may already have ended the transaction; a second error would hide the first.
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
+def _problem(error: sqlite3.DatabaseError) -> str:
+    text = str(error)
+    if "file is not a database" in text:
+        return "not an SQLite database (file is not a database)"
+    if "malformed" in text:
+        return f"damaged ({text})"
+    return text

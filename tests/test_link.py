@@ -1,0 +1,236 @@
+"""The edge's link to one shard, against a scripted shard on a real Unix socket.
+
+The scripted shard answers what it is told to; the link must keep order, share
+frames between commands that arrive together, put back and re-send what a lost
+connection left unanswered (in its original order, to the shard's new address),
+match late outcomes, and time out what a silent shard never answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from confab.runtime import eventloop
+from confab.runtime.engine.link import LinkSettings, ShardLink
+from confab.runtime.errors import DeadlineExceeded, Overloaded, Unavailable
+from confab.runtime.model import Content, ConversationKey, ConversationState, InboundMessage, StateResult
+from confab.runtime.protocol import codec, queries, transport
+from confab.runtime.protocol.directory import ShardEndpoint
+from confab.runtime.protocol.records import (
+    BATCH,
+    DEFERRED_OUTCOME,
+    DONE,
+    QUERY,
+    Answer,
+    Command,
+    CommandBatch,
+    CommandKind,
+    LateOutcomes,
+    OutcomeBatch,
+    Query,
+)
+
+_ids = itertools.count(1)
+
+
+def command(conversation: str = "c") -> Command:
+    return Command(
+        CommandKind.TURN,
+        f"m-{next(_ids)}",
+        ConversationKey("t", conversation),
+        InboundMessage("u", Content(text="x")),
+    )
+
+
+def reply_naming(command: Command) -> list[Any]:
+    """A DONE outcome whose state names the command, so the test can tell which one it answers."""
+    state = ConversationState(command.message_id, "echo", "1")
+    return [DONE, codec.pack_state_reply(codec.pack_state(state))]
+
+
+class ScriptedShard:
+    """A data-plane peer: records every batch; answers them unless told to hold them."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.batches: list[CommandBatch] = []
+        self.hold = False  # keep batches unanswered
+        self.defer = False  # answer with DEFERRED
+        self.silent = False  # answer nothing at all, as a stopped process would
+        self.connections: list[transport.FrameConnection] = []
+        self.server: asyncio.Server | None = None
+        self.status_wire = [0, 0, 1, 0.0, 0, 10, 0, 0, 0, 0, True, 0.1, "", 1, 0.0, 0]
+
+    async def start(self) -> ScriptedShard:
+        self.server, _ = await transport.serve(self.address, self._accept)
+        return self
+
+    def _accept(self) -> transport.FrameConnection:
+        connection = transport.FrameConnection(self._frames)
+        self.connections.append(connection)
+        return connection
+
+    def _frames(self, connection: transport.FrameConnection, frames: list[Any]) -> None:
+        if self.silent:
+            return
+        for value in frames:
+            if value[0] == BATCH:
+                batch = CommandBatch.from_frame(value)
+                self.batches.append(batch)
+                if self.hold:
+                    continue
+                outcomes = [DEFERRED_OUTCOME if self.defer else reply_naming(c) for c in batch.commands]
+                connection.send(OutcomeBatch(batch.batch_id, outcomes).to_frame())
+            elif value[0] == QUERY:
+                query = Query.from_frame(value)
+                if query.name == queries.STATUS:
+                    connection.send(Answer(query.query_id, True, self.status_wire).to_frame())
+
+    async def stop(self) -> None:
+        for connection in self.connections:
+            connection.close()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+def run(test: Callable[[Path], Any], tmp_path: Path) -> None:
+    eventloop.run(test(tmp_path))
+
+
+def new_link(address: str, generation: int = 0, **settings: Any) -> ShardLink:
+    link = ShardLink(ShardEndpoint(0, generation, address), LinkSettings(**settings))
+    link.start()
+    return link
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+def named(outcome: Any) -> str:
+    assert isinstance(outcome, StateResult)
+    return outcome.state.current_state
+
+
+def test_commands_submitted_together_share_a_frame_and_keep_their_order(tmp_path: Path) -> None:
+    async def test(tmp: Path) -> None:
+        shard = await ScriptedShard(f"unix:{tmp}/s.sock").start()
+        link = new_link(shard.address)
+        await until(lambda: link.connected)
+        commands = [command(f"c{i % 3}") for i in range(50)]
+        futures = link.submit(commands, None)
+        outcomes = await asyncio.gather(*futures)
+        assert [named(o) for o in outcomes] == [c.message_id for c in commands]
+        assert len(shard.batches) == 1 and len(shard.batches[0].commands) == 50
+        await link.close(1.0)
+        await shard.stop()
+
+    run(test, tmp_path)
+
+
+def test_a_lost_connection_resends_what_was_unanswered_in_order_to_the_new_address(tmp_path: Path) -> None:
+    async def test(tmp: Path) -> None:
+        old = await ScriptedShard(f"unix:{tmp}/old.sock").start()
+        old.hold = True
+        link = new_link(old.address)
+        await until(lambda: link.connected)
+        first = link.submit([command("a"), command("b")], None)
+        await until(lambda: len(old.batches) == 1)
+        second = link.submit([command("a")], None)
+        await until(lambda: len(old.batches) == 2)
+        sent = [c.message_id for b in old.batches for c in b.commands]
+        await old.stop()  # dies with three commands unanswered
+        new = await ScriptedShard(f"unix:{tmp}/new.sock").start()
+        link.update_endpoint(ShardEndpoint(0, 1, new.address))
+        outcomes = await asyncio.gather(*first, *second)
+        assert [named(o) for o in outcomes] == sent
+        assert [c.message_id for b in new.batches for c in b.commands] == sent  # same ids, same order
+        assert link.statistics().resends == 3
+        await link.close(1.0)
+        await new.stop()
+
+    run(test, tmp_path)
+
+
+def test_deferred_commands_are_answered_by_late_outcomes(tmp_path: Path) -> None:
+    async def test(tmp: Path) -> None:
+        shard = await ScriptedShard(f"unix:{tmp}/s.sock").start()
+        shard.defer = True
+        link = new_link(shard.address)
+        await until(lambda: link.connected)
+        pending = link.submit([command(), command()], None)
+        await until(lambda: len(shard.batches) == 1)
+        await asyncio.sleep(0.05)
+        assert not any(f.done() for f in pending)
+        batch = shard.batches[0]
+        late = LateOutcomes([(batch.batch_id, 1, reply_naming(batch.commands[1]))])
+        shard.connections[-1].send(late.to_frame())
+        assert named(await pending[1]) == batch.commands[1].message_id
+        assert not pending[0].done()
+        await link.close(0.1)
+        with pytest.raises(Unavailable):
+            await pending[0]
+        await shard.stop()
+
+    run(test, tmp_path)
+
+
+def test_a_shard_that_never_answers_fails_the_commands_after_the_shard_timeout(tmp_path: Path) -> None:
+    async def test(tmp: Path) -> None:
+        shard = await ScriptedShard(f"unix:{tmp}/s.sock").start()
+        shard.hold = True
+        link = new_link(shard.address, shard_timeout_s=0.3)
+        await until(lambda: link.connected)
+        (future,) = link.submit([command()], None)
+        with pytest.raises(Unavailable, match="did not answer"):
+            await asyncio.wait_for(future, 5.0)
+        await link.close(0.1)
+        await shard.stop()
+
+    run(test, tmp_path)
+
+
+def test_a_command_whose_deadline_passed_while_queued_is_not_sent(tmp_path: Path) -> None:
+    async def test(tmp: Path) -> None:
+        link = new_link(f"unix:{tmp}/nobody.sock")  # nothing listens: commands stay queued
+        (future,) = link.submit([command()], deadline=time.monotonic() + 0.1)
+        with pytest.raises(DeadlineExceeded):
+            await asyncio.wait_for(future, 5.0)
+        await link.close(0.1)
+
+    run(test, tmp_path)
+
+
+def test_a_full_queue_refuses_at_once(tmp_path: Path) -> None:
+    async def test(tmp: Path) -> None:
+        link = new_link(f"unix:{tmp}/nobody.sock", max_queued=3)
+        link.submit([command(), command()], None)
+        with pytest.raises(Overloaded):
+            link.submit([command(), command()], None)
+        await link.close(0.1)
+
+    run(test, tmp_path)
+
+
+def test_heartbeats_report_a_silent_shard_unresponsive(tmp_path: Path) -> None:
+    async def test(tmp: Path) -> None:
+        shard = await ScriptedShard(f"unix:{tmp}/s.sock").start()
+        link = new_link(shard.address, heartbeat_interval_s=0.05, heartbeat_timeout_s=0.3)
+        await until(lambda: link.status is not None and link.responsive)
+        shard.silent = True
+        await until(lambda: not link.responsive, timeout=3.0)
+        assert link.connected  # still connected: unresponsive, not gone
+        await link.close(0.1)
+        await shard.stop()
+
+    run(test, tmp_path)

@@ -1,0 +1,122 @@
+"""``confab serve``: the process that puts Confab together and runs it until it is told to stop.
+
+This is the one place that knows every part: it checks the store, loads the flows
+once (a bad file is reported now, a missing default flow stops the start), builds
+the actor host that runs the shards (``actors.host``), the engine that reaches them
+(``runtime.engine``) and the gRPC edge (``grpc_edge.server``), and wires the
+signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the flow files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..actors.host import ActorHost, HostError
+from ..actors.messages import ShardSettings
+from ..grpc_edge.server import ConfabServer
+from ..runtime import VERSION
+from ..runtime.config import ConfabConfig, ConfigError
+from ..runtime.engine import Engine
+from ..runtime.flows import FlowRegistry, UnknownFlow
+from ..runtime.flows.catalog import load_flows
+from ..runtime.store import Retention, StoreError, open_store
+from ..runtime.webhooks import WebhookTarget
+
+log = logging.getLogger("confab.serve")
+
+
+def check_store(config: ConfabConfig) -> float:
+    """Open the store and check its integrity; the seconds it took (StoreError names the problem)."""
+    started = time.perf_counter()
+    store = open_store(str(config.store_path), synchronous=config.store.synchronous)
+    try:
+        check = getattr(store, "check_integrity", None)
+        if check is not None:
+            check()
+    finally:
+        store.close()
+    return time.perf_counter() - started
+
+
+def check_flows(config: ConfabConfig) -> None:
+    flows, problems = load_flows(config.flows.dirs)
+    for problem in problems:
+        log.error("flow file skipped: %s", problem)
+    try:
+        FlowRegistry(flows, config.flows.default)
+    except UnknownFlow as exc:
+        raise ConfigError(f"flows.default: {exc}") from exc
+
+
+def shard_settings(config: ConfabConfig, run_dir: Path) -> ShardSettings:
+    return ShardSettings(
+        store_path=str(config.store_path.resolve()),
+        synchronous=config.store.synchronous,
+        resident_limit=config.engine.resident_conversations_per_shard,
+        default_flow=config.flows.default,
+        retention=Retention(config.engine.turns_kept, config.engine.idempotency_window_s),
+        flow_dirs=tuple(str(Path(d).resolve()) for d in config.flows.dirs),
+        webhooks=tuple(
+            WebhookTarget(w.name, w.url, w.timeout_s, w.retries, tuple(w.headers.items()))
+            for w in config.flows.webhooks
+        ),
+        data_address=f"unix:{run_dir}/s{{index}}.{{generation}}.sock",
+    )
+
+
+async def run(config: ConfabConfig) -> int:
+    """Serve until SIGTERM or SIGINT; the process's exit code."""
+    # The shards' sockets live in a directory of this process's own (mode 0700).
+    run_dir = Path(tempfile.mkdtemp(prefix="confab-"))
+    try:
+        check_flows(config)
+        # Reads key and certificate files: a bad one stops the start before anything is touched.
+        server = ConfabServer(
+            config, Engine(config, ActorHost(shard_settings(config, run_dir), config.shard_count))
+        )
+        config.store_path.parent.mkdir(parents=True, exist_ok=True)
+        seconds = check_store(config)
+        log.info("store %s checked in %.3fs", config.store_path, seconds)
+    except (StoreError, ConfigError, OSError) as exc:
+        print(f"confab: {exc}", file=sys.stderr)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return 1
+    try:
+        return await _serve(config, server)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+async def _serve(config: ConfabConfig, server: ConfabServer) -> int:
+    try:
+        await server.start()
+    except (OSError, ConfigError, HostError) as exc:  # ConfigError: a key or certificate that does not load
+        print(f"confab: {exc}", file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task[None]] = set()  # held, so a running reload is not garbage-collected
+
+    def reload_flows() -> None:
+        task = loop.create_task(server.reload_flows())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_flows)
+    print(
+        f"confab {VERSION} serving on {server.address} (data {config.data_dir}, {config.shard_count} shards)",
+        flush=True,
+    )
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()
+    return 0
