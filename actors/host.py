@@ -6,6 +6,11 @@
 system, the supervisor and the shards, then listens for the directories the
 supervisor sends whenever a shard is replaced and hands each to the engine.
 
+Every actor system is started by a launcher process (``actors.launcher``) that
+the host forks when it is made, while the process has a single thread: the edge
+itself never forks once it serves. The host's thread then attaches to each new
+system as a client.
+
 Thespian gives no supervisor to a top-level actor: nothing would restart the
 supervisor. The host therefore watches it itself, through a pidfd (its death is
 seen at once) and a ping (a supervisor that stops answering for ``hung_after_s``
@@ -35,6 +40,7 @@ from thespian.actors import ActorSystem
 
 from ..runtime.protocol.directory import ShardDirectory
 from . import lifecycle, network
+from .launcher import SystemLauncher
 from .messages import GetDirectory, RestartShard, ShardSettings, StartShards
 from .supervisor import SupervisorActor
 
@@ -49,6 +55,8 @@ class HostError(Exception):
 
 
 class ActorHost:
+    """Make it while the process still has one thread (before the gRPC server starts)."""
+
     def __init__(
         self,
         settings: ShardSettings,
@@ -72,14 +80,15 @@ class ActorHost:
         self._system: Any = None
         self._latest: ShardDirectory | None = None
         self._problem = ""
+        lifecycle.tie_actor_processes_to_this_one()
+        network.bind_thespian_to(advertise)
+        self._launcher = SystemLauncher()
 
     # Called by the engine --------------------------------------------------------------
 
     def start(self, on_directory: Callable[[ShardDirectory], None]) -> ShardDirectory:
         """Start the shards (blocking); ``on_directory`` then hears of every change, on the host's thread."""
         self._on_directory = on_directory
-        lifecycle.tie_actor_processes_to_this_one()
-        network.bind_thespian_to(self.advertise)
         self._thread.start()
         directory = self._started.result(self.start_timeout_s + 5.0)
         failed = [s for s in directory.shards if s.error]
@@ -100,6 +109,7 @@ class ActorHost:
         self._closing.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(30.0)
+        self._launcher.close()
 
     # The host's thread -------------------------------------------------------------------
 
@@ -115,11 +125,11 @@ class ActorHost:
                 time.sleep(1.0)
 
     def _host_one_system(self) -> None:
+        capabilities = {"Admin Port": _free_port(self.advertise)}
+        self._launcher.start_system(capabilities, _thespian_logging(), self.start_timeout_s)
+        # The admin runs: this attaches to it (and forks nothing).
         system = ActorSystem(
-            "multiprocTCPBase",
-            capabilities={"Admin Port": _free_port(self.advertise)},
-            transientUnique=True,
-            logDefs=_thespian_logging(),
+            "multiprocTCPBase", capabilities=capabilities, transientUnique=True, logDefs=_thespian_logging()
         )
         self._system = system
         watched: _Watched | None = None

@@ -41,6 +41,7 @@ from .metrics import RpcMetrics
 log = logging.getLogger(__name__)
 
 SERVICES = ("", "mcp.engine.v2.MCPEngine", "mcp.health.v2.Health")
+FRESH_WAIT_S = 1.0  # longest a detailed health check waits for a shard's own answer
 SERVING, NOT_SERVING = common.HEALTH_SERVING, common.HEALTH_NOT_SERVING
 
 
@@ -81,12 +82,14 @@ class HealthMonitor:
         self.std_servicer = std_health.aio.HealthServicer()
         self.latest = HealthReport(status=common.HEALTH_UNKNOWN, checked_at=time.time())
         self._changed = asyncio.Condition()
+        self._poke = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._draining = False
         self._process = psutil.Process()
 
     async def start(self) -> None:
         await self.check()
+        self.engine.on_change = self._poke.set  # a shard reached or lost: check now, not at the next tick
         self._task = asyncio.create_task(self._loop(), name="confab-health")
 
     async def stop(self) -> None:
@@ -105,15 +108,19 @@ class HealthMonitor:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), self.interval_s)
+            self._poke.clear()
             try:
                 await self.check()
             except Exception:
                 log.exception("health check failed")
 
-    async def check(self) -> HealthReport:
+    async def check(self, *, fresh: bool = False) -> HealthReport:
+        """Report on what the heartbeats said, or (``fresh``) on what every shard says now,
+        waiting a second at most for each."""
+        cluster = await self.engine.refresh_cluster(FRESH_WAIT_S) if fresh else self.engine.cluster()
         now = time.time()
-        cluster = self.engine.cluster()
         host_problem = self.engine.host.problem()
         checks = [DependencyCheck("actor_system", "thespian", not host_problem, 0.0, host_problem, now)]
         shards: list[ShardStatus] = []
@@ -216,7 +223,7 @@ class HealthService(pb_grpc.HealthServicer):
     async def GetDetailedHealth(
         self, request: pb.DetailedHealthRequest, context: grpc.aio.ServicerContext
     ) -> pb.DetailedHealthResponse:
-        report = await self.monitor.check()
+        report = await self.monitor.check(fresh=True)
         response = pb.DetailedHealthResponse(
             service=request.service, status=self._status_for(request.service, report), version=VERSION
         )

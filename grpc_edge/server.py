@@ -9,6 +9,7 @@ finish, then the engine stops every shard.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2 as std_health_pb2
@@ -43,15 +44,26 @@ from .telemetry import EdgeTelemetry
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class EdgeSecurity:
+    """Who may call, and the TLS credentials: key and certificate files, read once, at start."""
+
+    authenticator: Authenticator | None
+    credentials: grpc.ServerCredentials | None
+
+    @classmethod
+    def from_config(cls, config: ConfabConfig) -> EdgeSecurity:
+        """Reads every file now, so a bad one stops the start before anything else happens."""
+        return cls(Authenticator.from_config(config.auth), tls.server_credentials(config.tls))
+
+
 class ConfabServer:
-    def __init__(self, config: ConfabConfig, engine: Engine) -> None:
+    def __init__(self, config: ConfabConfig, engine: Engine, security: EdgeSecurity) -> None:
         self.config = config
         self.engine = engine
+        self.security = security
         self.metrics = RpcMetrics()
         self.streams = StreamSettings(config.server.stream_idle_timeout_s)
-        # Key and certificate files are read now, before anything starts: a bad one stops here.
-        self.authenticator = Authenticator.from_config(config.auth)
-        self.credentials = tls.server_credentials(config.tls)
         self.health: HealthMonitor | None = None
         self.telemetry: EdgeTelemetry | None = None
         self._server: grpc.aio.Server | None = None
@@ -59,7 +71,7 @@ class ConfabServer:
 
     async def start(self) -> None:
         cfg = self.config.server
-        authenticator, credentials = self.authenticator, self.credentials
+        authenticator, credentials = self.security.authenticator, self.security.credentials
         if authenticator is None:
             log.warning("authentication is off (auth.mode: off): any caller may act on any tenant")
         await self.engine.start()

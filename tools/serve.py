@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..actors.host import ActorHost, HostError
 from ..actors.messages import ShardSettings
-from ..grpc_edge.server import ConfabServer
+from ..grpc_edge.server import ConfabServer, EdgeSecurity
 from ..runtime import VERSION
 from ..runtime.config import ConfabConfig, ConfigError
 from ..runtime.engine import Engine
@@ -75,17 +75,21 @@ async def run(config: ConfabConfig) -> int:
     """Serve until SIGTERM or SIGINT; the process's exit code."""
     # The shards' sockets live in a directory of this process's own (mode 0700).
     run_dir = Path(tempfile.mkdtemp(prefix="confab-"))
+    host: ActorHost | None = None
     try:
         check_flows(config)
-        # Reads key and certificate files: a bad one stops the start before anything is touched.
-        server = ConfabServer(
-            config, Engine(config, ActorHost(shard_settings(config, run_dir), config.shard_count))
-        )
+        # Reads key and certificate files: a bad one stops the start before the store is touched.
+        security = EdgeSecurity.from_config(config)
         config.store_path.parent.mkdir(parents=True, exist_ok=True)
         seconds = check_store(config)
         log.info("store %s checked in %.3fs", config.store_path, seconds)
+        # The first thing that starts a process: this one still has a single thread.
+        host = ActorHost(shard_settings(config, run_dir), config.shard_count)
+        server = ConfabServer(config, Engine(config, host), security)
     except (StoreError, ConfigError, OSError) as exc:
         print(f"confab: {exc}", file=sys.stderr)
+        if host is not None:
+            host.close()
         shutil.rmtree(run_dir, ignore_errors=True)
         return 1
     try:

@@ -109,6 +109,8 @@ class Engine:
         self.directory: ShardDirectory | None = None
         self._links: list[ShardLink] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Called (on the loop) when a shard is reached or lost, or the directory changes.
+        self.on_change: Callable[[], None] = lambda: None
 
     # Lifecycle --------------------------------------------------------------------------
 
@@ -127,6 +129,7 @@ class Engine:
         for link in self._links:
             link.want_lifecycle = lambda: self.events.active
             link.on_lifecycle = self.events.publish_lifecycle
+            link.on_connection_change = lambda: self.on_change()
             link.start()
         self.directory = directory
         give_up = time.monotonic() + START_CONNECT_TIMEOUT_S
@@ -151,6 +154,7 @@ class Engine:
         self.directory = directory
         for link, endpoint in zip(self._links, directory.shards, strict=True):
             link.update_endpoint(endpoint)
+        self.on_change()
 
     @property
     def running(self) -> bool:

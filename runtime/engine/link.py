@@ -97,6 +97,8 @@ class ShardLink:
         # Set by the engine: whether to ask for activations and passivations, and who hears of them.
         self.want_lifecycle: Callable[[], bool] = lambda: False
         self.on_lifecycle: Callable[[int, list[list[str]]], None] | None = None
+        # Told whenever the connection is made or lost (health re-checks at once).
+        self.on_connection_change: Callable[[], None] = lambda: None
         self.status: ShardStatus | None = None  # the shard's figures from its last heartbeat
         self.last_heard = 0.0  # time.monotonic() of the last frame from the shard; 0: never
         self.last_error = ""
@@ -293,6 +295,7 @@ class ShardLink:
         self.last_error = ""
         self.last_heard = time.monotonic()
         self._flush()
+        self.on_connection_change()
 
     def _lost(self, connection: transport.FrameConnection, exc: Exception | None) -> None:
         if connection is not self._connection:
@@ -314,6 +317,7 @@ class ShardLink:
             if not future.done():
                 future.set_exception(Unavailable(f"shard {self.index} went away before answering"))
         self._endpoint_changed.set()
+        self.on_connection_change()
         if resent:
             log.warning("shard %d: connection lost; %d commands will be sent again", self.index, len(resent))
 
