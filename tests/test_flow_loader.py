@@ -103,14 +103,17 @@ def test_the_docs_example_loads_into_the_documented_records(tmp_path: Path) -> N
     assert doc.slots["size"] == SlotSpec(
         name="size",
         type="enum",
-        prompt="Which size: small, medium or large?",
-        reprompts=("Sorry, small, medium or large?", "Please pick one size."),
+        prompt=ResponseSpec(text="Which size: small, medium or large?"),
+        reprompts=(
+            ResponseSpec(text="Sorry, small, medium or large?"),
+            ResponseSpec(text="Please pick one size."),
+        ),
         max_attempts=3,
         on_max_attempts="human",
         choices={"small": ("s", "little"), "medium": ("m", "regular"), "large": ("l", "big", "family")},
     )
     assert doc.slots["quantity"] == SlotSpec(
-        name="quantity", type="integer", prompt="How many?", minimum=1.0, maximum=20.0
+        name="quantity", type="integer", prompt=ResponseSpec(text="How many?"), minimum=1.0, maximum=20.0
     )
     assert doc.slots["email"].type == "email"
 
@@ -217,7 +220,9 @@ def test_anchors_and_merge_keys_work(tmp_path: Path) -> None:
         "  more: {<<: *base, maximum: 5}",
     )
     doc = load_flow_file(write(tmp_path, text))
-    assert doc.slots["more"] == SlotSpec("more", "integer", prompt="How many?", max_attempts=2, maximum=5.0)
+    assert doc.slots["more"] == SlotSpec(
+        "more", "integer", prompt=ResponseSpec(text="How many?"), max_attempts=2, maximum=5.0
+    )
 
 
 def test_choices_may_be_a_plain_list(tmp_path: Path) -> None:
@@ -480,6 +485,11 @@ def test_warnings_do_not_stop_a_flow(tmp_path: Path) -> None:
         (6, "intents.idle: no payloads, keywords, patterns or examples: it can never match"),
         (16, "states.orphan: unreachable from the start state 'ask'"),
         (
+            16,
+            "states.orphan: says nothing when entered and waits for the next message before its "
+            "transitions are tried; to route at once, write them under decide:",
+        ),
+        (
             18,
             "states.gone: a terminal state ends the conversation, "
             "so its transitions and collect are never used",
@@ -499,7 +509,7 @@ def test_states_reached_by_routes_fallback_give_up_and_experiments_are_reachable
   routed: {}
   fallen: {}
   gave_up: {}
-  swapped: {transitions: [{to: after_swap}]}
+  swapped: {on_enter: [{say: {text: Hi}}], transitions: [{to: after_swap}]}
   after_swap: {}
 routes: [{intent: go, to: routed}]
 experiments:
@@ -521,15 +531,17 @@ def test_an_invalid_file_does_not_stop_the_others(tmp_path: Path) -> None:
     write(flows, "not: a flow\n", "notes.txt")  # not a flow file: ignored
     write(flows, "broken: [", ".#a.yaml")  # an editor's lock file: ignored
     (flows / "sub").mkdir()
-    write(flows / "sub", "broken: [", "d.yaml")  # not recursive
+    write(flows / "sub", MINIMAL.replace("flow: mini", "flow: deeper"), "d.yaml")  # below: loaded too
+    write(flows, "server:\n  listen: 127.0.0.1:50051\n", "confab.yaml")  # not a flow: skipped quietly
     result = load_flow_dirs([flows, tmp_path / "missing"])
-    assert [d.flow_id for d in result.flows] == ["mini", "other"]
+    assert [d.flow_id for d in result.flows] == ["mini", "other", "deeper"]
+    assert result.skipped == [str(flows / "confab.yaml")]
     assert [str(e) for e in result.errors] == [
         f"{tmp_path / 'missing'}: not a directory",
         f"{flows / 'b.yaml'}:12: states.ask.transitions[0].to: unknown state 'nowhere'; "
         "declare it under states: (declared: ask, done)",
     ]
-    assert result.files == [str(flows / n) for n in ("a.yaml", "b.yaml", "c.yml")]
+    assert result.files == [str(flows / n) for n in ("a.yaml", "b.yaml", "c.yml", "sub/d.yaml")]
 
 
 def test_a_second_flow_with_the_same_id_and_tenant_is_an_error(tmp_path: Path) -> None:

@@ -100,7 +100,10 @@ ROOT_NAMES = frozenset(
         "channel",
         "message_count",
         "error_count",
+        "fallback_count",
         "state",
+        "language",
+        "value",
     }
 )
 # Only these hold mappings, so only these may be followed by ".field".
