@@ -55,6 +55,20 @@ def test_bundled_flows_play_their_dialogues(path: Path, prices: PriceService) ->
     assert len(results) >= 2
 
 
+EXAMPLES = DIALOGUES / "examples"
+
+
+@pytest.mark.parametrize("path", list(dialogue_files([EXAMPLES])), ids=lambda p: p.stem)
+def test_example_flows_play_their_dialogues(path: Path) -> None:
+    """A bank's card support calling an identity sub-flow, and a survey (tests/dialogues/examples)."""
+    flows, problems = load_flows([EXAMPLES / "flows"])
+    assert not problems
+    with FlowRunner(flows) as runner:
+        results = run_dialogues(load_dialogues(path), runner, runner.find_flow)
+    assert not {r.name: r.problems or r.skipped for r in results if not r.passed}
+    assert len(results) >= 3
+
+
 @pytest.mark.parametrize("path", list(dialogue_files([DIALOGUES])), ids=lambda p: p.stem)
 def test_bundled_dialogues_on_a_real_shard(path: Path, prices: PriceService) -> None:
     """The same dialogues through conversation actors (those that pin the clock are skipped)."""

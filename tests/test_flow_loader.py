@@ -409,6 +409,61 @@ ERRORS: dict[str, tuple[str, str, list[str]]] = {
     ),
     # The parser notices the unclosed list on the next line.
     "invalid YAML": ("  start: ask\nintents:", "  start: [ask\nintents:  # <-", ["invalid YAML"]),
+    "a misspelt slot in an expression": (
+        "{intent: go, to: done}",
+        "{intent: go, when: \"slots.nmae == 'x'\", to: done}  # <-",
+        ["when: unknown slot 'nmae'; did you mean 'name'?"],
+    ),
+    "a misspelt slot in filled()": (
+        "{intent: go, to: done}",
+        "{intent: go, when: \"filled('nam')\", to: done}  # <-",
+        ["unknown slot 'nam'; did you mean 'name'?"],
+    ),
+    "a variable nothing sets": (
+        "{intent: go, to: done}",
+        "{intent: go, when: 'variables.scroe > 3', to: done, actions: [{set: {variables.score: '1'}}]}  # <-",
+        ["variables.scroe is never set by a `set`, a webhook's store_as or a call; did you mean 'score'?"],
+    ),
+    "a misspelt slot in a template": (
+        "\n  done:\n",
+        "\n    on_enter: [{say: {text: 'Hi {{ slots.nmae }}'}}]  # <-\n  done:\n",
+        ["on_enter[0].say.text: unknown slot 'nmae'; did you mean 'name'?"],
+    ),
+    "an unknown name in a template": (
+        "\n  done:\n",
+        "\n    on_enter: [{say: {text: 'Hi {{ slot.name }}'}}]  # <-\n  done:\n",
+        ["unknown name 'slot' in the template; did you mean 'slots'?"],
+    ),
+    "value outside a slot's checks": (
+        "{intent: go, to: done}",
+        "{intent: go, when: 'value > 3', to: done}  # <-",
+        ["`value` (the value being checked) exists only in a slot's validate"],
+    ),
+    "=> for >=": (
+        "{intent: go, to: done}",
+        "{intent: go, when: 'slots.name => 4.5', to: done}  # <-",
+        ["'=>' is not an operator; did you mean '>='?"],
+    ),
+    "a date range on a text slot": (
+        'prompt: "Your name?"}',
+        'prompt: "Your name?", range: past}  # <-',
+        ["slots.name.range: does not apply to a text slot (only to: date)"],
+    ),
+    "an unknown mask": (
+        "  start: ask\n",
+        "  start: ask\n  mask: [credit_card]  # <-\n",
+        ["unknown mask 'credit_card'"],
+    ),
+    "a language the flow does not list": (
+        "\n  done:\n",
+        "\n    on_enter: [{say: {text: hi, languages: {de: {text: hallo}}}}]  # <-\n  done:\n",
+        ["'de' is not one of the flow's languages; list the flow's languages under settings.languages"],
+    ),
+    "a check with both kinds": (
+        'prompt: "Your name?"}',
+        'prompt: "Your name?", validate: [{when: "value != \'x\'", webhook: names}]}  # <-',
+        ["a check has either `when` (an expression) or `webhook`, not both"],
+    ),
 }
 
 
@@ -579,3 +634,27 @@ def test_paths_may_be_files(tmp_path: Path) -> None:
 def test_files_that_are_not_flows(tmp_path: Path, text: str, line: int, piece: str) -> None:
     error = check_flow_file(write(tmp_path, text)).errors[0]
     assert error.line == line and piece in error.message
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "hint"),
+    [
+        ("flow: x\nsettings:\n\tstart: a\n", 3, "this line has a tab; YAML is indented with spaces only"),
+        (
+            "flow: x\nsettings: {start: a}\nstates:\n  a:\n    on_enter: [{say: {text: Note: hi}}]\n",
+            5,
+            "inline {...} or [...] is not closed, or holds text with a comma or colon that needs quotes",
+        ),
+        (
+            "flow: x\ndescription: Note: this is it\n",
+            2,
+            "a colon inside unquoted text; put the text in quotes",
+        ),
+        ("flow: x\nsettings:\n  start: a\n states: {}\n", 4, "the indentation of this line does not match"),
+        ("flow: x\ndescription: `quoted`\n", 2, "text starting with ` must be in quotes"),
+    ],
+)
+def test_yaml_errors_say_what_is_likely_wrong(tmp_path: Path, text: str, line: int, hint: str) -> None:
+    (error,) = check_flow_file(write(tmp_path, text)).errors
+    assert error.line == line and hint in error.message, error.message
+    assert "the parser says:" in error.message  # the parser's own words stay, after the hint

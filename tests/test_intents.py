@@ -367,3 +367,52 @@ def test_many_intents_many_recognitions_sanity() -> None:
         assert match is not None and match.name == f"intent{i}"  # every example finds itself
         assert match.confidence == pytest.approx(1.0)
     assert results == [recognizer.recognize(m) for m in messages]
+
+
+CARDS = {
+    "lost_card": IntentSpec(
+        "lost_card", keywords=("lost", "stolen"), examples=("I lost my card", "block my card")
+    ),
+    "balance": IntentSpec("balance", keywords=("balance",), examples=("how much money do I have",)),
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("I lsot my crad", "lost_card"),  # two swapped letters: one edit each
+        ("my card was stolne", "lost_card"),
+        ("what's my balanse", "balance"),
+        ("I lost my card", "lost_card"),
+    ],
+)
+def test_typos_are_read_as_the_word_meant(text: str, intent: str) -> None:
+    match = DefaultRecognizer(CARDS, 0.5, typo_tolerance=True).recognize(text)
+    assert match is not None and match.name == intent
+
+
+def test_a_corrected_match_counts_less_and_typo_tolerance_can_be_off() -> None:
+    tolerant = DefaultRecognizer(CARDS, 0.5, typo_tolerance=True)
+    corrected = tolerant.recognize("I lsot my crad")
+    assert corrected is not None and corrected.confidence == pytest.approx(0.9)
+    assert DefaultRecognizer(CARDS, 0.5, typo_tolerance=False).recognize("lsot") is None
+    assert tolerant.recognize("lsot") is not None
+
+
+def test_short_and_unknown_words_are_not_corrected() -> None:
+    tolerant = DefaultRecognizer(CARDS, 0.5, typo_tolerance=True)
+    assert tolerant.corrected(["lsot", "my", "crad", "zzzzzz", "cat"]) == [
+        "lost",
+        "my",
+        "card",
+        "zzzzzz",
+        "cat",
+    ]
+
+
+def test_exact_means_a_payload_or_nothing_but_a_keyword() -> None:
+    recognizer = DefaultRecognizer(CARDS, 0.5)
+    whole = recognizer.recognize("Stolen!")
+    within = recognizer.recognize("my card was stolen")
+    assert whole is not None and whole.exact
+    assert within is not None and within.name == "lost_card" and not within.exact

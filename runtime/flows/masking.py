@@ -31,9 +31,11 @@ _PHONE = re.compile(r"(?<![\w+])(?:\+|00)?\d(?:[ .()-]{0,2}\d){6,14}(?!\w)")
 
 
 def mask_value(value: str) -> str:
-    """``value`` hidden, but for its last four characters when it is long enough to keep them."""
-    if len(value) >= _KEEP_FROM_LENGTH:
-        return MASK + value[-_KEEP_LAST:]
+    """``value`` hidden, but for its last four characters (spaces and hyphens aside) when it is
+    long enough to keep them."""
+    compact = re.sub(r"[\s-]", "", value)
+    if len(compact) >= _KEEP_FROM_LENGTH:
+        return MASK + compact[-_KEEP_LAST:]
     return MASK
 
 

@@ -1,7 +1,8 @@
 """Response templates: Jinja2 in a sandbox, turned into ``runtime.model.Content``.
 
 Templates see ``slots``, ``variables``, ``user_profile``, ``state``, ``intent``,
-``message``, ``channel`` and ``language`` (whatever mapping the interpreter passes;
+``confidence``, ``message``, ``channel``, ``language``, ``message_count``,
+``error_count`` and ``fallback_count`` (whatever mapping the interpreter passes;
 :data:`TEMPLATE_NAMES`, which the loader checks names against). Besides Jinja's
 filters in :data:`FILTERS`, flows have ``money`` (an amount with its currency,
 ``{{ variables.total | money('EUR') }}`` -> ``24.00 EUR``, in the conversation's
@@ -179,6 +180,10 @@ TEMPLATE_NAMES = frozenset(
         "message",
         "channel",
         "language",
+        "confidence",
+        "message_count",
+        "error_count",
+        "fallback_count",
         "range",
         "dict",
         "cycler",

@@ -305,7 +305,9 @@ def compose(text: str, path: str) -> Node | None:
         line = min(mark.line + 1, len(lines) or 1) if mark is not None else 0
         source = lines[line - 1] if 0 < line <= len(lines) else ""
         detail = f"{exc.context}, {exc.problem}" if exc.context else str(exc.problem)
-        hint = yaml_hint(str(exc.problem or ""), str(exc.context or ""), source)
+        column = mark.column if mark is not None else 0
+        at_mark = source[column : column + 1]
+        hint = yaml_hint(str(exc.problem or ""), str(exc.context or ""), source, at_mark)
         message = f"invalid YAML: {hint} (the parser says: {detail})" if hint else f"invalid YAML: {detail}"
         raise FlowFileError(path, line, message) from None
     except yaml.YAMLError as exc:
@@ -313,14 +315,14 @@ def compose(text: str, path: str) -> Node | None:
     return root
 
 
-def yaml_hint(problem: str, context: str, line: str) -> str:
-    """What a YAML parser message most likely means for ``line``, or "" when there is no good guess."""
+def yaml_hint(problem: str, context: str, line: str, at_mark: str = "") -> str:
+    """What a YAML parser message most likely means for ``line`` (``at_mark``: the character the
+    parser stopped at), or "" when there is no good guess."""
     if "\t" in line and ("cannot start any token" in problem or "tab" in problem):
         return "this line has a tab; YAML is indented with spaces only"
     if "cannot start any token" in problem:
-        first = problem.split("'")[1] if problem.count("'") >= 2 else ""
-        if first in ("`", "@", "%"):
-            return f"text starting with {first} must be in quotes"
+        if at_mark in ("`", "@", "%"):
+            return f"text starting with {at_mark} must be in quotes"
         return "unusual character at the start of a value; put the text in quotes"
     if "mapping values are not allowed" in problem:
         _, _, value = line.partition(": ")
