@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -56,6 +57,24 @@ def test_bundled_flows_play_their_dialogues(path: Path, prices: PriceService) ->
 
 
 EXAMPLES = DIALOGUES / "examples"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "flows.md"
+
+
+def test_the_docs_dialogue_plays_against_the_docs_flow(tmp_path: Path) -> None:
+    text = DOCS.read_text()
+    flow = re.search(r"^## A complete example\n.*?^```yaml\n(.*?)^```", text, re.S | re.M)
+    dialogue = re.search(r"^## Testing a flow\n.*?^```yaml\n(.*?)^```", text, re.S | re.M)
+    assert flow and dialogue, "docs/flows.md lost its example flow or dialogue"
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "docs_pizza.yaml").write_text(
+        flow.group(1).replace("flow: pizza", "flow: docs_pizza")
+    )
+    (tmp_path / "dialogue.yaml").write_text(dialogue.group(1).replace("flow: pizza", "flow: docs_pizza"))
+    flows, problems = load_flows([tmp_path / "flows"])
+    assert not problems
+    with FlowRunner(flows) as runner:
+        (result,) = run_dialogues(load_dialogues(tmp_path / "dialogue.yaml"), runner, runner.find_flow)
+    assert result.passed, result.problems
 
 
 @pytest.mark.parametrize("path", list(dialogue_files([EXAMPLES])), ids=lambda p: p.stem)

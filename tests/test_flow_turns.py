@@ -423,3 +423,22 @@ def test_an_unknown_recognizer_is_a_load_error(tmp_path: Path) -> None:
     path.write_text("flow: nlu\nsettings: {start: a, nlu: {recognizer: rulez}}\nstates: {a: {}}\n")
     (error,) = check_flow_file(path).errors
     assert "no recognizer 'rulez' is registered" in error.message and "builtin" in error.message
+
+
+def test_loading_with_a_logger_says_what_loaded_and_what_was_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    (tmp_path / "confab.yaml").write_text("server: {listen: '127.0.0.1:0'}\n")  # a config, not a flow
+    (tmp_path / "broken.yaml").write_text("flow: broken\nsettings: {start: nowhere}\nstates: {}\n")
+    log = logging.getLogger("confab.test.flows")
+    with caplog.at_level(logging.DEBUG, logger="confab.test.flows"):
+        flows, problems = load_flows([tmp_path], log=log)
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records]
+    loaded = messages[0][1]
+    assert messages[0][0] == "INFO" and loaded.startswith("flows loaded: echo@1, pizza@")
+    assert "support@" in loaded and "config/flows/pizza.yaml" in loaded
+    assert [m for level, m in messages if level == "ERROR"] == [f"flow file skipped: {problems[0]}"]
+    assert ("DEBUG", f"not a flow file, skipped: {tmp_path / 'confab.yaml'}") in messages
+    assert len(problems) == 1 and "broken" not in [f.flow_id for f in flows]
