@@ -442,3 +442,44 @@ def test_loading_with_a_logger_says_what_loaded_and_what_was_skipped(
     assert [m for level, m in messages if level == "ERROR"] == [f"flow file skipped: {problems[0]}"]
     assert ("DEBUG", f"not a flow file, skipped: {tmp_path / 'confab.yaml'}") in messages
     assert len(problems) == 1 and "broken" not in [f.flow_id for f in flows]
+
+
+DETOUR = """\
+    flow: detour
+    settings: {start: ask}
+    intents:
+      hours: {keywords: [hours]}
+      back: {keywords: [back]}
+      change: {keywords: [change]}
+      send: {keywords: [send]}
+    slots:
+      email: {type: email, prompt: "Your email? Say send when it's right."}
+    routes:
+      - {intent: hours, to: hours}
+    states:
+      ask:
+        collect: [email]
+        transitions: [{intent: send, to: confirm}]
+      confirm:
+        on_enter: [{say: {text: "Sent to {{ slots.email }}. Change it?"}}]
+        transitions: [{intent: change, to: ask}]
+      hours:
+        on_enter: [{say: {text: "Open 9 to 5."}}]
+        transitions: [{intent: back, to: ask}]
+"""
+
+
+def test_coming_back_to_change_asks_again_but_a_detour_does_not(tmp_path: Path) -> None:
+    chat = Conversation(flow_of(tmp_path, DETOUR))
+    chat.send("hi")
+    chat.send("ada@example.com")
+    assert chat.send("send").response.text == "Sent to ada@example.com. Change it?"
+    again = chat.send("change it")  # back to where it moved on from, same value: asked again
+    assert "ask_again:ask" in again.actions_performed and "Your email?" in again.response.text
+    detour = Conversation(flow_of(tmp_path, DETOUR))
+    detour.send("hi")
+    detour.send("ada@example.com")  # filled; the state waits for "send"
+    assert detour.send("hours?").response.text == "Open 9 to 5."  # a route away: not a move on
+    back = detour.send("back")
+    assert "ask_again:ask" not in back.actions_performed
+    assert detour.state.slots == {"email": "ada@example.com"}

@@ -44,6 +44,16 @@ def test_validate_prints_each_error_and_warning_then_exits_1(
     ]
 
 
+def test_validate_skips_yaml_that_is_not_a_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, MINIMAL, "a.yaml")
+    write(tmp_path, "server:\n  listen: 127.0.0.1:50051\n", "confab.yaml")
+    code, out, _ = run(capsys, "validate", str(tmp_path))
+    assert (code, out) == (
+        0,
+        "1 file: 1 valid, 0 errors, 0 warnings; 1 YAML file that is not a flow skipped\n",
+    )
+
+
 def test_validate_with_no_flow_files_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "validate", str(tmp_path))
     assert (code, out) == (1, "0 files: 0 valid, 0 errors, 0 warnings (no flow files found)\n")

@@ -180,6 +180,10 @@ def validate(paths: list[Path], out: TextIO) -> int:
     summary = f"{checked} file{'s' * (checked != 1)}: {checked - len(bad_files & set(flows.files))} valid"
     summary += f", {len(flows.errors)} error{'s' * (len(flows.errors) != 1)}"
     summary += f", {len(flows.warnings)} warning{'s' * (len(flows.warnings) != 1)}"
+    if flows.skipped:
+        skipped = len(flows.skipped)
+        what = "YAML file that is" if skipped == 1 else "YAML files that are"
+        summary += f"; {skipped} {what} not a flow skipped"
     if not flows.files:
         summary += " (no flow files found)"
     print(summary, file=out)

@@ -283,7 +283,8 @@ class DefaultRecognizer:
         """``tokens`` with each unknown word of 4+ letters replaced by the closest known one, if close."""
         out = []
         for token in tokens:
-            if len(token) >= TYPO_MIN_LENGTH and token.isalpha() and token not in self._known:
+            unknown = token not in self._known and token not in STOP_WORDS  # "would" is no typo of "world"
+            if len(token) >= TYPO_MIN_LENGTH and token.isalpha() and unknown:
                 limit = 2 if len(token) >= TYPO_LONG_WORD else 1
                 best = process.extractOne(token, self._vocabulary, scorer=OSA.distance, score_cutoff=limit)
                 if best is not None:

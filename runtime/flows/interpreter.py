@@ -360,16 +360,17 @@ class DeclarativeFlow:
 
     def _follow(self, turn: _Turn, current: StateSpec, *, first_of_session: bool) -> bool:
         """Take the first matching global route or transition; False if none matched."""
-        candidates: list[TransitionSpec] = list(self.document.routes)
+        candidates: list[tuple[TransitionSpec, StateSpec | None]] = [(r, None) for r in self.document.routes]
         if self._missing(turn, current) is None:
-            candidates.extend(current.transitions)
-        for transition in candidates:
+            # Only the state's own transitions move on from it (a route is a detour, not a "done").
+            candidates += [(t, current) for t in current.transitions]
+        for transition, source in candidates:
             if self._matches(turn, transition):
                 start = self._swap(turn.state, self.settings.start)
                 if first_of_session and self._swap(turn.state, transition.to) == start:
                     turn.actions.append(f"already_in:{start}")  # the session has just begun there
                     return True
-                self._take(turn, transition, current)
+                self._take(turn, transition, source)
                 return True
         return False
 
