@@ -241,8 +241,6 @@ def test_test_takes_webhooks_from_a_server_config(tmp_path: Path, capsys: pytest
         code, out, _ = run(capsys, "test", str(dialogues), "--config", str(config))
         assert (code, out.splitlines()[-1]) == (0, "1 passed, 0 failed")
         assert service.calls == 1
-        code, out, _ = run(capsys, "test", str(dialogues))  # no config: the webhook is unknown
-        assert code == 1 and "webhook 'price'" in out
     finally:
         service.stop()
 

@@ -482,6 +482,10 @@ def test_template_references_name_what_a_template_reads() -> None:
     assert roots == {"slots", "variables", "user_profile", "intent"}
     assert fields == {("slots", "size"), ("variables", "total"), ("slots", "x")}
     assert template_references("plain text") == (set(), set())
+    _, methods = template_references(
+        "{% for k, v in slots.items() %}{{ k }}{% endfor %}{{ variables.get('x') }}"
+    )
+    assert methods == set()  # the mapping's methods, not slots or variables of those names
 
 
 def test_language_selection_comes_before_variant_and_channel() -> None:

@@ -11,9 +11,10 @@ valid (warnings allowed), 1 otherwise. ``show`` finds the flow among the bundled
 flows and the ``--dir`` directories (or reads FILE) and prints its state graph as
 text, or as Graphviz DOT with ``--dot`` (``confab flows show pizza --dot | dot -Tsvg``).
 ``test`` plays dialogue files (``runtime.flows.dialogues``) in-process, with the flow
-directories and webhooks of a server config given by ``--config``, or against a
-server with ``--target``; it prints PASS/FAIL/SKIP per dialogue (every failing turn of a
-failed one), the transcript of each with ``--transcript``, then a summary.
+directories and webhooks of a server config (``--config``; without it, the defaults
+``confab serve`` has), or against a server with ``--target``; it prints PASS/FAIL/SKIP
+per dialogue (every failing turn of a failed one), the transcript of each with
+``--transcript``, then a summary.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     test.add_argument(
         "--config",
         metavar="FILE",
-        help="in-process: a server config whose flow directories and webhooks to use",
+        help="in-process: the server config whose flow directories and webhooks to use (default: defaults)",
     )
     test.add_argument("--transcript", action="store_true", help="print every dialogue as it went")
 
@@ -114,19 +115,18 @@ def play(
     transcript: bool = False,
 ) -> int:
     """Run every dialogue of every file; print one line per dialogue and a summary."""
-    webhooks: tuple[WebhookTarget, ...] = ()
-    dirs = list(flow_dirs)
-    if config:
-        try:
-            cfg = load_config(config)
-        except ConfigError as exc:
-            print(f"confab: {config}: {exc}", file=err)
-            return 2
-        dirs += list(cfg.flows.dirs)  # relative to the working directory, as the server reads them
-        webhooks = tuple(
-            WebhookTarget(w.name, w.url, w.timeout_s, w.retries, tuple(w.headers.items()))
-            for w in cfg.flows.webhooks
-        )
+    # The server's config (without --config, its defaults, as `confab serve` has them): the
+    # same flow directories and webhooks a server would use.
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        print(f"confab: {config}: {exc}", file=err)
+        return 2
+    dirs = [*flow_dirs, *cfg.flows.dirs]  # relative to the working directory, as the server reads them
+    webhooks = tuple(
+        WebhookTarget(w.name, w.url, w.timeout_s, w.retries, tuple(w.headers.items()))
+        for w in cfg.flows.webhooks
+    )
     flows, problems = load_flows(dirs)
     for problem in problems:
         print(f"confab: flow file skipped: {problem}", file=err)

@@ -66,6 +66,7 @@ from ..model import (
 from ..webhooks import WebhookClient, WebhookTarget
 from ..wire import Command, CommandBatch, CommandKind, OutcomeBatch, is_deferred, outcome_from_wire
 from . import Flow, FlowRegistry, NeedsWebhook, UnknownFlow
+from .interpreter import DeclarativeFlow
 
 WEBHOOK_WAIT_S = 30.0
 MAX_VARIANT_SEARCH = 100_000  # conversation ids tried to land in the asked-for variants
@@ -321,10 +322,10 @@ def conversation_for_variants(
     """A conversation key whose A/B assignment is ``variants`` (a hash decides it: ids are tried)."""
     if not variants:
         return ConversationKey(tenant, prefix)
-    assign = getattr(flow, "assign_variants", None)
-    if assign is None:
+    if not isinstance(flow, DeclarativeFlow):  # only flow files have experiments
         raise DialogueFileError(f"variants {dict(variants)}: the flow is not available here to choose them")
-    known = getattr(flow, "document").experiments  # noqa: B009 - only declarative flows assign variants
+    assign = flow.assign_variants
+    known = flow.document.experiments
     for experiment, variant in variants.items():
         if experiment not in known or variant not in known[experiment].weights:
             raise DialogueFileError(

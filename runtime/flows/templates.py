@@ -191,6 +191,7 @@ TEMPLATE_NAMES = frozenset(
     }
 )
 DEFAULT_LOCALE = "en"
+_MAPPING_METHODS = frozenset({"items", "keys", "values", "get"})
 
 _LOOP_GUARD = "_confab_loop"
 _CONCAT = "_confab_concat"
@@ -578,7 +579,10 @@ def template_references(text: str) -> tuple[set[str], set[tuple[str, str]]]:
         if owner.name not in roots:  # a loop variable or {% set %} of that name, not the flow's
             continue
         if isinstance(node, nodes.Getattr):
-            fields.add((owner.name, node.attr))
+            if (
+                node.attr not in _MAPPING_METHODS
+            ):  # slots.items(): the mapping's own, when no slot has the name
+                fields.add((owner.name, node.attr))
         elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
             fields.add((owner.name, node.arg.value))
     return roots, fields
