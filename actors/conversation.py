@@ -20,6 +20,7 @@ reply it got the first time instead of being applied again.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -167,7 +168,9 @@ class ConversationActor:
             state_before=state_before,
         )
         packed_state = codec.pack_state(state)
-        return self._stage(command, packed_state, codec.pack_turn_reply(result, packed_state))
+        # What the store keeps of the user's words: with what the flow declares sensitive masked.
+        said = reply.recorded_input if reply.recorded_input is not None else command.said
+        return self._stage(command, packed_state, codec.pack_turn_reply(result, packed_state), said)
 
     def _switch_flow(
         self, state: ConversationState, flows: FlowRegistry, flow_id: str, now: float
@@ -204,11 +207,13 @@ class ConversationActor:
             raise ConversationNotFound(f"conversation {self.key} not found")
         return packed
 
-    def _stage(self, command: Command, state: bytes, reply: bytes) -> list[Any]:
+    def _stage(self, command: Command, state: bytes, reply: bytes, said: str | None = None) -> list[Any]:
         self._staged_state = state
         self._staged_seq += 1
+        recorded = command.said if said is None else said
+        fingerprint = _fingerprint(command) if command.message_id.startswith(CLIENT_KEY_PREFIX) else b""
         self._pending.append(
-            TurnRecord(self._staged_seq, command.message_id, int(command.kind), reply, command.said)
+            TurnRecord(self._staged_seq, command.message_id, int(command.kind), reply, recorded, fingerprint)
         )
         return [DONE, reply]
 
@@ -218,16 +223,19 @@ class ConversationActor:
     def _replay(self, command: Command, store: Store) -> list[Any]:
         for record in self._pending:
             if record.message_id == command.message_id:
-                return [REPLAYED, self._same_request(command, record.input, record.reply)]
+                return [REPLAYED, self._same_request(command, record.fingerprint, record.input, record.reply)]
         kept = store.load_turn(self.key, command.message_id)
         if kept is None:  # pruned between activation and now; cannot be told apart from new
             raise InternalError("message was already applied; its reply is no longer kept")
-        return [REPLAYED, self._same_request(command, kept.input, kept.reply)]
+        return [REPLAYED, self._same_request(command, kept.fingerprint, kept.input, kept.reply)]
 
-    def _same_request(self, command: Command, recorded_input: str, reply: bytes) -> bytes:
+    def _same_request(self, command: Command, fingerprint: bytes, recorded_input: str, reply: bytes) -> bytes:
         # A client that reuses its request id for another message has a bug it must hear about:
         # answering with the first message's reply would hide it.
-        if command.message_id.startswith(CLIENT_KEY_PREFIX) and recorded_input != command.said:
+        if not command.message_id.startswith(CLIENT_KEY_PREFIX):
+            return reply
+        same = fingerprint == _fingerprint(command) if fingerprint else recorded_input == command.said
+        if not same:
             raise InvalidArgument(
                 "this request_id was already used for a different message in this conversation",
                 field="metadata.request_id",
@@ -273,3 +281,7 @@ class ConversationActor:
         self._staged_seq = self.seq
         self._pending.clear()
         self._staged_state = None
+
+
+def _fingerprint(command: Command) -> bytes:
+    return hashlib.blake2b(command.said.encode("utf-8", "surrogatepass"), digest_size=16).digest()

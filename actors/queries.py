@@ -62,12 +62,16 @@ def _inspect(shard: Shard, key: ConversationKey, last_turns: int) -> list[Any] |
         packed = stored.state if stored is not None else None
     if packed is None:
         return None
+    # Operators see what the flow declares sensitive masked (the stored turns are masked already).
+    state = codec.unpack_state(packed)
+    flow = shard.flows.for_state(state)
+    packed = codec.pack_state(flow.redact_state(state))
     queued: list[tuple[str, int, str]] = []
     webhook = ""
     if conversation is not None:
         commands = [w.suspended.command for w in [conversation.waiting] if w is not None]
         commands += [command for _, command in conversation.mailbox]
-        queued = [(c.message_id, int(c.kind), c.said) for c in commands]
+        queued = [(c.message_id, int(c.kind), flow.redact_text(c.said)) for c in commands]
         if conversation.waiting is not None:
             webhook = conversation.waiting.suspended.call.name
     turns = [

@@ -110,8 +110,8 @@ class Shard:
         self.settings = settings
         self.store = store
         flows, problems = load_flows(settings.flow_dirs)
-        for problem in problems:  # the edge reported these at start too; the valid flows still run
-            log.error("shard %d: flow file skipped: %s", index, problem)
+        for problem in problems:  # the edge reported each at start already: once is enough
+            log.debug("shard %d: flow file skipped: %s", index, problem)
         self.flows = FlowRegistry(flows, settings.default_flow)
         self.webhooks = WebhookClient(settings.webhooks)
         # Called on a webhook thread when a call finishes: the owner schedules finish_webhooks().

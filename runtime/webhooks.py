@@ -5,12 +5,17 @@ take seconds. :class:`WebhookClient` runs each call on a small thread pool and
 hands back a future, so the shard keeps serving other conversations while that
 conversation's later messages wait, in order, for the answer.
 
-The request is ``POST <url>`` with a JSON body::
+The request is ``POST <url>`` with a JSON body (docs/flows.md, "Webhooks")::
 
-    {"webhook": "price", "flow": "pizza", "flow_version": "3",
+    {"webhook": "price", "idempotency_key": "9f2c...", "flow": "pizza", "flow_version": "3",
      "conversation": {"tenant_id": "acme", "conversation_id": "c-1"},
      "state": "pricing", "slots": {...}, "variables": {...}, "user_profile": {...},
-     "message": {"text": "...", "payload": "...", "channel": "web"}}
+     "message": {"text": "...", "payload": "...", "channel": "web", "language": "en"}}
+
+plus ``"slot"`` and ``"value"`` when the call checks a slot's value. The body's
+``idempotency_key`` is also sent as the ``Idempotency-Key`` header: every retry of a
+call carries the same key, so a service that remembers the keys it has acted on (a card
+blocked) can answer a retry without acting twice.
 
 A 2xx answer with a JSON body succeeds; anything else (timeout, connection error,
 other status, a body that is not JSON) is retried ``retries`` times, then fails.
@@ -29,6 +34,7 @@ from typing import Any
 # What a call produced: {"ok": True, "status": 200, "body": ...} or {"ok": False, "error": "..."}.
 WebhookResult = dict[str, Any]
 MAX_RESPONSE_BYTES = 1 << 20
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +65,13 @@ class WebhookClient:
 
 def _post_with_retries(target: WebhookTarget, body: dict[str, Any]) -> WebhookResult:
     data = json.dumps(body, default=str).encode()
+    headers = {"Content-Type": "application/json", **dict(target.headers)}
+    key = body.get("idempotency_key")
+    if isinstance(key, str) and key:
+        headers[IDEMPOTENCY_HEADER] = key
     error = ""
     for _ in range(target.retries + 1):
-        request = urllib.request.Request(
-            target.url,
-            data=data,
-            method="POST",
-            headers={"Content-Type": "application/json", **dict(target.headers)},
-        )
+        request = urllib.request.Request(target.url, data=data, method="POST", headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=target.timeout_s) as response:
                 payload = response.read(MAX_RESPONSE_BYTES + 1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 import socket
 import sys
@@ -12,8 +11,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from confab.runtime.flows.dialogues import LocalRunner
-from confab.runtime.model import ConversationKey
+from confab.runtime.flows.catalog import load_flows
+from confab.runtime.flows.dialogues import conversation_for_variants
 from confab.tools.price_service import PriceService
 
 from .support import ServerProcess, price_webhook_config
@@ -23,18 +22,11 @@ TIMEOUT = 15  # seconds for any one expected line; a turn takes milliseconds
 
 
 def plain_greeting_id(prefix: str) -> str:
-    """A conversation id that the pizza flow's greeting experiment puts in the plain variant.
-
-    The "friendly" variant greets without quick replies; the variant follows from a hash
-    of tenant and conversation id, so the id is chosen by playing the greeting in-process.
-    """
-    with LocalRunner() as runner:
-        for n in itertools.count():
-            candidate = f"{prefix}-{n}"
-            view = runner.send(ConversationKey("acme", candidate), "hi", "", "web", "pizza")
-            if view.quick_replies:
-                return candidate
-    raise AssertionError("unreachable")
+    """A conversation id that the pizza flow's greeting experiment puts in the plain variant
+    (the variant follows from a hash of tenant and conversation id)."""
+    flows, _ = load_flows()
+    pizza = next(f for f in flows if f.flow_id == "pizza")
+    return conversation_for_variants(pizza, "acme", {"greeting": "plain"}, prefix).conversation_id
 
 
 def spawn_chat(address: str, conversation: str, *extra: str) -> pexpect.spawn:

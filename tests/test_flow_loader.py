@@ -103,14 +103,17 @@ def test_the_docs_example_loads_into_the_documented_records(tmp_path: Path) -> N
     assert doc.slots["size"] == SlotSpec(
         name="size",
         type="enum",
-        prompt="Which size: small, medium or large?",
-        reprompts=("Sorry, small, medium or large?", "Please pick one size."),
+        prompt=ResponseSpec(text="Which size: small, medium or large?"),
+        reprompts=(
+            ResponseSpec(text="Sorry, small, medium or large?"),
+            ResponseSpec(text="Please pick one size."),
+        ),
         max_attempts=3,
         on_max_attempts="human",
         choices={"small": ("s", "little"), "medium": ("m", "regular"), "large": ("l", "big", "family")},
     )
     assert doc.slots["quantity"] == SlotSpec(
-        name="quantity", type="integer", prompt="How many?", minimum=1.0, maximum=20.0
+        name="quantity", type="integer", prompt=ResponseSpec(text="How many?"), minimum=1.0, maximum=20.0
     )
     assert doc.slots["email"].type == "email"
 
@@ -217,7 +220,9 @@ def test_anchors_and_merge_keys_work(tmp_path: Path) -> None:
         "  more: {<<: *base, maximum: 5}",
     )
     doc = load_flow_file(write(tmp_path, text))
-    assert doc.slots["more"] == SlotSpec("more", "integer", prompt="How many?", max_attempts=2, maximum=5.0)
+    assert doc.slots["more"] == SlotSpec(
+        "more", "integer", prompt=ResponseSpec(text="How many?"), max_attempts=2, maximum=5.0
+    )
 
 
 def test_choices_may_be_a_plain_list(tmp_path: Path) -> None:
@@ -404,6 +409,61 @@ ERRORS: dict[str, tuple[str, str, list[str]]] = {
     ),
     # The parser notices the unclosed list on the next line.
     "invalid YAML": ("  start: ask\nintents:", "  start: [ask\nintents:  # <-", ["invalid YAML"]),
+    "a misspelt slot in an expression": (
+        "{intent: go, to: done}",
+        "{intent: go, when: \"slots.nmae == 'x'\", to: done}  # <-",
+        ["when: unknown slot 'nmae'; did you mean 'name'?"],
+    ),
+    "a misspelt slot in filled()": (
+        "{intent: go, to: done}",
+        "{intent: go, when: \"filled('nam')\", to: done}  # <-",
+        ["unknown slot 'nam'; did you mean 'name'?"],
+    ),
+    "a variable nothing sets": (
+        "{intent: go, to: done}",
+        "{intent: go, when: 'variables.scroe > 3', to: done, actions: [{set: {variables.score: '1'}}]}  # <-",
+        ["variables.scroe is never set by a `set`, a webhook's store_as or a call; did you mean 'score'?"],
+    ),
+    "a misspelt slot in a template": (
+        "\n  done:\n",
+        "\n    on_enter: [{say: {text: 'Hi {{ slots.nmae }}'}}]  # <-\n  done:\n",
+        ["on_enter[0].say.text: unknown slot 'nmae'; did you mean 'name'?"],
+    ),
+    "an unknown name in a template": (
+        "\n  done:\n",
+        "\n    on_enter: [{say: {text: 'Hi {{ slot.name }}'}}]  # <-\n  done:\n",
+        ["unknown name 'slot' in the template; did you mean 'slots'?"],
+    ),
+    "value outside a slot's checks": (
+        "{intent: go, to: done}",
+        "{intent: go, when: 'value > 3', to: done}  # <-",
+        ["`value` (the value being checked) exists only in a slot's validate"],
+    ),
+    "=> for >=": (
+        "{intent: go, to: done}",
+        "{intent: go, when: 'slots.name => 4.5', to: done}  # <-",
+        ["'=>' is not an operator; did you mean '>='?"],
+    ),
+    "a date range on a text slot": (
+        'prompt: "Your name?"}',
+        'prompt: "Your name?", range: past}  # <-',
+        ["slots.name.range: does not apply to a text slot (only to: date)"],
+    ),
+    "an unknown mask": (
+        "  start: ask\n",
+        "  start: ask\n  mask: [credit_card]  # <-\n",
+        ["unknown mask 'credit_card'"],
+    ),
+    "a language the flow does not list": (
+        "\n  done:\n",
+        "\n    on_enter: [{say: {text: hi, languages: {de: {text: hallo}}}}]  # <-\n  done:\n",
+        ["'de' is not one of the flow's languages; list the flow's languages under settings.languages"],
+    ),
+    "a check with both kinds": (
+        'prompt: "Your name?"}',
+        'prompt: "Your name?", validate: [{when: "value != \'x\'", webhook: names}]}  # <-',
+        ["a check has either `when` (an expression) or `webhook`, not both"],
+    ),
 }
 
 
@@ -480,6 +540,11 @@ def test_warnings_do_not_stop_a_flow(tmp_path: Path) -> None:
         (6, "intents.idle: no payloads, keywords, patterns or examples: it can never match"),
         (16, "states.orphan: unreachable from the start state 'ask'"),
         (
+            16,
+            "states.orphan: says nothing when entered and waits for the next message before its "
+            "transitions are tried; to route at once, write them under decide:",
+        ),
+        (
             18,
             "states.gone: a terminal state ends the conversation, "
             "so its transitions and collect are never used",
@@ -499,7 +564,7 @@ def test_states_reached_by_routes_fallback_give_up_and_experiments_are_reachable
   routed: {}
   fallen: {}
   gave_up: {}
-  swapped: {transitions: [{to: after_swap}]}
+  swapped: {on_enter: [{say: {text: Hi}}], transitions: [{to: after_swap}]}
   after_swap: {}
 routes: [{intent: go, to: routed}]
 experiments:
@@ -521,15 +586,17 @@ def test_an_invalid_file_does_not_stop_the_others(tmp_path: Path) -> None:
     write(flows, "not: a flow\n", "notes.txt")  # not a flow file: ignored
     write(flows, "broken: [", ".#a.yaml")  # an editor's lock file: ignored
     (flows / "sub").mkdir()
-    write(flows / "sub", "broken: [", "d.yaml")  # not recursive
+    write(flows / "sub", MINIMAL.replace("flow: mini", "flow: deeper"), "d.yaml")  # below: loaded too
+    write(flows, "server:\n  listen: 127.0.0.1:50051\n", "confab.yaml")  # not a flow: skipped quietly
     result = load_flow_dirs([flows, tmp_path / "missing"])
-    assert [d.flow_id for d in result.flows] == ["mini", "other"]
+    assert [d.flow_id for d in result.flows] == ["mini", "other", "deeper"]
+    assert result.skipped == [str(flows / "confab.yaml")]
     assert [str(e) for e in result.errors] == [
         f"{tmp_path / 'missing'}: not a directory",
         f"{flows / 'b.yaml'}:12: states.ask.transitions[0].to: unknown state 'nowhere'; "
         "declare it under states: (declared: ask, done)",
     ]
-    assert result.files == [str(flows / n) for n in ("a.yaml", "b.yaml", "c.yml")]
+    assert result.files == [str(flows / n) for n in ("a.yaml", "b.yaml", "c.yml", "sub/d.yaml")]
 
 
 def test_a_second_flow_with_the_same_id_and_tenant_is_an_error(tmp_path: Path) -> None:
@@ -567,3 +634,27 @@ def test_paths_may_be_files(tmp_path: Path) -> None:
 def test_files_that_are_not_flows(tmp_path: Path, text: str, line: int, piece: str) -> None:
     error = check_flow_file(write(tmp_path, text)).errors[0]
     assert error.line == line and piece in error.message
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "hint"),
+    [
+        ("flow: x\nsettings:\n\tstart: a\n", 3, "this line has a tab; YAML is indented with spaces only"),
+        (
+            "flow: x\nsettings: {start: a}\nstates:\n  a:\n    on_enter: [{say: {text: Note: hi}}]\n",
+            5,
+            "inline {...} or [...] is not closed, or holds text with a comma or colon that needs quotes",
+        ),
+        (
+            "flow: x\ndescription: Note: this is it\n",
+            2,
+            "a colon inside unquoted text; put the text in quotes",
+        ),
+        ("flow: x\nsettings:\n  start: a\n states: {}\n", 4, "the indentation of this line does not match"),
+        ("flow: x\ndescription: `quoted`\n", 2, "text starting with ` must be in quotes"),
+    ],
+)
+def test_yaml_errors_say_what_is_likely_wrong(tmp_path: Path, text: str, line: int, hint: str) -> None:
+    (error,) = check_flow_file(write(tmp_path, text)).errors
+    assert error.line == line and hint in error.message, error.message
+    assert "the parser says:" in error.message  # the parser's own words stay, after the hint

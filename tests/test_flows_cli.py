@@ -44,6 +44,16 @@ def test_validate_prints_each_error_and_warning_then_exits_1(
     ]
 
 
+def test_validate_skips_yaml_that_is_not_a_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, MINIMAL, "a.yaml")
+    write(tmp_path, "server:\n  listen: 127.0.0.1:50051\n", "confab.yaml")
+    code, out, _ = run(capsys, "validate", str(tmp_path))
+    assert (code, out) == (
+        0,
+        "1 file: 1 valid, 0 errors, 0 warnings; 1 YAML file that is not a flow skipped\n",
+    )
+
+
 def test_validate_with_no_flow_files_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "validate", str(tmp_path))
     assert (code, out) == (1, "0 files: 0 valid, 0 errors, 0 warnings (no flow files found)\n")
@@ -147,3 +157,121 @@ def test_show_a_tenant_s_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     code, out, _ = run(capsys, "show", "cli_test_flow", "--dir", str(tmp_path), "--tenant", "acme")
     assert code == 0 and out.startswith("flow cli_test_flow (version ")
     assert ", tenant acme)" in out.splitlines()[0]
+
+
+LONG_CONDITIONS = """\
+flow: cli_conditions
+settings: {start: ask}
+slots: {score: {type: integer, prompt: "Score?"}}
+states:
+  ask:
+    collect: [score]
+    transitions:
+      - when: "slots.score >= 9 and slots.score <= 10 and filled('score') and slots.score != 0"
+        to: promoter
+        actions: [{webhook: {name: crm, store_as: crm, on_failure: offline}}]
+      - when: "slots.score >= 9 and slots.score <= 10 and filled('score') and slots.score != 1"
+        to: offline
+  promoter: {terminal: true}
+  offline: {terminal: true}
+experiments:
+  tone:
+    weights: {plain: 1, warm: 2}
+"""
+
+
+def test_show_prints_webhooks_failure_routes_and_whole_conditions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = LONG_CONDITIONS.replace(
+        "  promoter: {terminal: true}",
+        (
+            "  promoter:\n    terminal: true\n"
+            "    on_enter: [{say: {text: Thanks, variants: {warm: {text: Thanks a lot}}}}]"
+        ),
+    )
+    path = write(tmp_path, text, "conditions.yaml")
+    code, out, _ = run(capsys, "show", str(path))
+    assert code == 0
+    assert (
+        "when slots.score >= 9 and slots.score <= 10 and filled('score') and slots.score != 0 -> promoter"
+        "  [webhook crm -> variables.crm (fails -> offline)]"
+    ) in out
+    assert (
+        "when slots.score >= 9 and slots.score <= 10 and filled('score') and slots.score != 1 -> offline"
+        in out
+    )
+    assert "      webhook crm fails -> offline" in out
+    assert "handoff" not in out
+    assert "experiment tone: plain 1, warm 2\n  warm: says its own words in promoter" in out
+    code, dot, _ = run(capsys, "show", str(path), "--dot")
+    assert '"ask" -> "offline" [label="webhook crm fails", style=dotted, color=red];' in dot
+    assert '"__experiment_tone__" -> "promoter" [label="warm: own words", style=dashed];' in dot
+
+
+def test_show_prints_decisions_and_sub_flow_calls(capsys: pytest.CaptureFixture[str]) -> None:
+    examples = str(Path(__file__).parent / "dialogues" / "examples" / "flows")
+    code, out, _ = run(capsys, "show", "cards", "--dir", examples)
+    assert code == 0
+    assert "      calls flow identity (its outcome in variables.identity)" in out
+    assert "      decides at once:\n        when variables.identity.state == 'verified' -> details" in out
+
+
+PRICED = """\
+flow: cli_priced
+dialogues:
+  - name: priced by the service
+    turns:
+      - payload: ORDER
+        expect: {state: take_order}
+      - user: "2 large"
+        expect: {state: confirm, says: "24.00 EUR"}
+"""
+
+
+def test_test_takes_webhooks_from_a_server_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from confab.tools.price_service import PriceService
+
+    service = PriceService().start()
+    try:
+        config = write(
+            tmp_path, f"flows:\n  webhooks:\n    - {{name: price, url: '{service.url}'}}\n", "c.yaml"
+        )
+        dialogues = write(tmp_path, PRICED.replace("cli_priced", "pizza"), "d.yaml")
+        code, out, _ = run(capsys, "test", str(dialogues), "--config", str(config))
+        assert (code, out.splitlines()[-1]) == (0, "1 passed, 0 failed")
+        assert service.calls == 1
+    finally:
+        service.stop()
+
+
+def test_test_reports_every_failing_turn_and_prints_transcripts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dialogues = write(
+        tmp_path,
+        """\
+flow: pizza
+webhooks: {price: {total: 24}}
+dialogues:
+  - name: two wrong expectations
+    variants: {greeting: plain}
+    turns:
+      - user: hi
+        expect: {state: nowhere}
+      - payload: ORDER
+        expect: {says: "Which size"}
+      - user: "2 large"
+        expect: {says: "a million EUR"}
+""",
+        "d.yaml",
+    )
+    code, out, _ = run(capsys, "test", str(dialogues), "--transcript")
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0] == "FAIL d.yaml: two wrong expectations"
+    assert "turn 1 ('hi'): expected state 'nowhere', got 'greet'" in lines[1]
+    assert "turn 3 ('2 large'): expected the response to say 'a million EUR'" in lines[2]
+    assert "  you> hi" in lines and "  bot> Hi there! Would you like to order a pizza?" in lines
+    assert "       [Order a pizza]  [Talk to a person]" in lines
+    assert "  you>  [ORDER]" in lines and lines[-1] == "0 passed, 1 failed"

@@ -91,7 +91,7 @@ def test_payloads_first_and_exactly(text: str, payload: str, expected: str | Non
 
 def test_a_payload_two_intents_claim_goes_to_the_first_declared() -> None:
     specs = intents(IntentSpec("first", payloads=("GO",)), IntentSpec("second", payloads=("GO",)))
-    assert DefaultRecognizer(specs, 0.5).recognize("", "GO") == IntentMatch("first", 1.0)
+    assert DefaultRecognizer(specs, 0.5).recognize("", "GO") == IntentMatch("first", 1.0, exact=True)
 
 
 # Keywords and patterns ---------------------------------------------------------------------
@@ -251,7 +251,7 @@ def test_a_zero_score_never_wins_even_at_threshold_zero() -> None:
 
 def test_keywords_beat_examples_and_threshold_one_keeps_only_certain_hits() -> None:
     recognizer = DefaultRecognizer(PIZZA, 1.0)
-    assert recognizer.recognize("nope") == IntentMatch("no", 1.0)
+    assert recognizer.recognize("nope") == IntentMatch("no", 1.0, exact=True)  # the whole message
     assert recognizer.recognize("I want a big pizza") == IntentMatch("order", 1.0)  # the keyword
     assert recognizer.recognize("can I speak to a person") is None  # similarity < 1
 
@@ -272,7 +272,7 @@ def test_ties_go_to_the_intent_declared_first(order: tuple[str, str]) -> None:
     ]
     for specs, text in cases:
         match = DefaultRecognizer(specs, 0.5).recognize(text)
-        assert match == IntentMatch(order[0], 1.0), specs
+        assert match is not None and (match.name, match.confidence) == (order[0], 1.0), specs
 
 
 def test_scores_list_every_intent_in_declaration_order() -> None:
@@ -320,7 +320,7 @@ def test_folding() -> None:
 
 def test_default_recognizer_is_an_intent_recognizer() -> None:
     recognizer: IntentRecognizer = DefaultRecognizer(PIZZA, 0.5)  # checked by mypy
-    assert recognizer.recognize("", "NO") == IntentMatch("no", 1.0)
+    assert recognizer.recognize("", "NO") == IntentMatch("no", 1.0, exact=True)
 
 
 TEXT = st.text(alphabet=st.sampled_from("abcdeéiou xyzAB'-!?.,0123 "), max_size=40)
@@ -367,3 +367,52 @@ def test_many_intents_many_recognitions_sanity() -> None:
         assert match is not None and match.name == f"intent{i}"  # every example finds itself
         assert match.confidence == pytest.approx(1.0)
     assert results == [recognizer.recognize(m) for m in messages]
+
+
+CARDS = {
+    "lost_card": IntentSpec(
+        "lost_card", keywords=("lost", "stolen"), examples=("I lost my card", "block my card")
+    ),
+    "balance": IntentSpec("balance", keywords=("balance",), examples=("how much money do I have",)),
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("I lsot my crad", "lost_card"),  # two swapped letters: one edit each
+        ("my card was stolne", "lost_card"),
+        ("what's my balanse", "balance"),
+        ("I lost my card", "lost_card"),
+    ],
+)
+def test_typos_are_read_as_the_word_meant(text: str, intent: str) -> None:
+    match = DefaultRecognizer(CARDS, 0.5, typo_tolerance=True).recognize(text)
+    assert match is not None and match.name == intent
+
+
+def test_a_corrected_match_counts_less_and_typo_tolerance_can_be_off() -> None:
+    tolerant = DefaultRecognizer(CARDS, 0.5, typo_tolerance=True)
+    corrected = tolerant.recognize("I lsot my crad")
+    assert corrected is not None and corrected.confidence == pytest.approx(0.9)
+    assert DefaultRecognizer(CARDS, 0.5, typo_tolerance=False).recognize("lsot") is None
+    assert tolerant.recognize("lsot") is not None
+
+
+def test_short_and_unknown_words_are_not_corrected() -> None:
+    tolerant = DefaultRecognizer(CARDS, 0.5, typo_tolerance=True)
+    assert tolerant.corrected(["lsot", "my", "crad", "zzzzzz", "cat"]) == [
+        "lost",
+        "my",
+        "card",
+        "zzzzzz",
+        "cat",
+    ]
+
+
+def test_exact_means_a_payload_or_nothing_but_a_keyword() -> None:
+    recognizer = DefaultRecognizer(CARDS, 0.5)
+    whole = recognizer.recognize("Stolen!")
+    within = recognizer.recognize("my card was stolen")
+    assert whole is not None and whole.exact
+    assert within is not None and within.name == "lost_card" and not within.exact

@@ -463,3 +463,39 @@ def test_any_message_gives_well_formed_extractions(text: str, asking: str) -> No
         assert not (extraction.found and extraction.problem)
         assert extraction.found or extraction.value is None
         assert extraction.value is None or isinstance(extraction.value, str | int | float | bool)
+
+
+PAST = SlotSpec("lost_on", "date", range="past")
+FUTURE = SlotSpec("deliver_on", "date", range="future")
+DECEMBER = datetime.date(2026, 12, 1)  # a Tuesday
+RELATIVE_DATES: list[tuple[SlotSpec, str, str | Extraction]] = [
+    (DATE, "yesterday", "2026-11-30"),
+    (DATE, "the day before yesterday", "2026-11-29"),
+    (DATE, "I lost it two days ago", "2026-11-29"),
+    (DATE, "a week ago", "2026-11-24"),
+    (DATE, "in 2 weeks", "2026-12-15"),
+    (DATE, "in ten days", "2026-12-11"),
+    (DATE, "last friday", "2026-11-27"),  # the latest Friday before today, never the next one
+    (DATE, "next friday", "2026-12-04"),
+    (DATE, "friday", "2026-12-04"),
+    (DATE, "12 March", "2027-03-12"),  # no range: its next occurrence
+    (PAST, "12 March", "2026-03-12"),  # in the past: this year's, gone by
+    (PAST, "on friday", "2026-11-27"),
+    (PAST, "tomorrow", problem("must be today or a day before")),
+    (PAST, "in 2 weeks", problem("must be today or a day before")),
+    (PAST, "today", "2026-12-01"),  # today is in both ranges
+    (FUTURE, "today", "2026-12-01"),
+    (FUTURE, "yesterday", problem("must be today or a day to come")),
+    (FUTURE, "2026-11-03", problem("must be today or a day to come")),
+    (FUTURE, "12 March", "2027-03-12"),
+]
+
+
+@pytest.mark.parametrize(("spec", "text", "expected"), RELATIVE_DATES)
+def test_relative_dates_and_date_ranges(spec: SlotSpec, text: str, expected: str | Extraction) -> None:
+    got = extract(spec, text, asked=True, today=DECEMBER)
+    assert got == (Extraction.of(expected) if isinstance(expected, str) else expected)
+
+
+def test_relative_dates_are_not_numbers() -> None:
+    assert extract(QUANTITY, "3 days ago", asked=False, today=DECEMBER) == NOT_FOUND

@@ -1,6 +1,6 @@
 """Plays scripted dialogues against a running server, as a client would.
 
-The gRPC counterpart of ``runtime.flows.dialogues.LocalRunner``: each turn is one
+The gRPC counterpart of ``runtime.flows.dialogues.FlowRunner``: each turn is one
 ProcessMessage call (with ``force_flow`` naming the dialogue file's flow).
 """
 
@@ -15,11 +15,13 @@ from ..protos import common_pb2
 from ..protos import mcp_engine_pb2 as pb
 from ..protos import mcp_engine_pb2_grpc as pb_grpc
 from ..runtime.errors import error_from_reason
-from ..runtime.flows.dialogues import TurnView
+from ..runtime.flows.dialogues import TurnView, WebhookAnswers
 from ..runtime.model import ConversationKey
 
 
 class GrpcRunner:
+    pins_time = False  # the server's clock and webhooks are its own
+
     def __init__(self, target: str, *, metadata: tuple[tuple[str, str], ...] = ()) -> None:
         self._channel = grpc.insecure_channel(target)
         self._stub = pb_grpc.MCPEngineStub(self._channel)
@@ -35,13 +37,22 @@ class GrpcRunner:
         self.close()
 
     def send(
-        self, conversation: ConversationKey, text: str, payload: str, channel: str, flow: str
+        self,
+        conversation: ConversationKey,
+        text: str,
+        payload: str,
+        channel: str,
+        flow: str,
+        *,
+        language: str = "",
+        now: float | None = None,
+        webhooks: WebhookAnswers | None = None,
     ) -> TurnView:
         request = pb.ProcessMessageRequest(
             tenant_context={"tenant_id": conversation.tenant_id},
             conversation_id=conversation.conversation_id,
             user_id="dialogue",
-            content={"text": text, "payload": payload},
+            content={"text": text, "payload": payload, "language": language},
         )
         request.channel = _channel(channel)  # type: ignore[assignment]
         if flow:

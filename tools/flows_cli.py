@@ -1,13 +1,20 @@
-"""``confab flows``: check flow files and look at them.
+"""``confab flows``: check flow files, look at them, and play scripted dialogues through them.
 
     confab flows validate PATH...                   files or directories of *.yaml / *.yml
     confab flows show NAME|FILE [--dir DIR ...] [--tenant T] [--dot]
+    confab flows test PATH... [--dir DIR ...] [--config FILE] [--transcript]
+                              [--target HOST:PORT [--api-key KEY]]
 
 ``validate`` prints one line per error (``PATH:LINE: MESSAGE``) and per warning
 (``PATH:LINE: warning: MESSAGE``), then a summary; it exits 0 when every file is
 valid (warnings allowed), 1 otherwise. ``show`` finds the flow among the bundled
 flows and the ``--dir`` directories (or reads FILE) and prints its state graph as
 text, or as Graphviz DOT with ``--dot`` (``confab flows show pizza --dot | dot -Tsvg``).
+``test`` plays dialogue files (``runtime.flows.dialogues``) in-process, with the flow
+directories and webhooks of a server config (``--config``; without it, the defaults
+``confab serve`` has), or against a server with ``--target``; it prints PASS/FAIL/SKIP
+per dialogue (every failing turn of a failed one), the transcript of each with
+``--transcript``, then a summary.
 """
 
 from __future__ import annotations
@@ -19,14 +26,18 @@ from pathlib import Path
 from typing import TextIO
 
 from ..config import bundled_path
+from ..runtime.config import ConfigError, load_config
+from ..runtime.flows.catalog import load_flows
 from ..runtime.flows.dialogues import (
     DialogueFileError,
-    LocalRunner,
+    FlowRunner,
+    TurnRunner,
     dialogue_files,
     load_dialogues,
     run_dialogues,
+    transcript_lines,
 )
-from ..runtime.flows.document import ActionSpec, FlowDocument, ResponseSpec, TransitionSpec
+from ..runtime.flows.document import ActionSpec, FlowDocument, ResponseSpec, StateSpec, TransitionSpec
 from ..runtime.flows.loader import (
     FLOW_SUFFIXES,
     FlowFileError,
@@ -35,9 +46,11 @@ from ..runtime.flows.loader import (
     load_flow_dirs,
     load_flow_paths,
 )
+from ..runtime.webhooks import WebhookTarget
 from .dialogue_client import GrpcRunner
 
-# Texts longer than this are cut in `show` (a graph is for the shape, not the wording).
+# Texts said longer than this are cut in `show` (a graph is for the shape, not the wording);
+# conditions never are: two conditions cut to the same prefix would look like one.
 SHORT = 48
 
 
@@ -63,6 +76,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     test.add_argument("--target", metavar="HOST:PORT", help="play against this server instead of in-process")
     test.add_argument("--api-key", help="with --target: the API key to send")
+    test.add_argument(
+        "--config",
+        metavar="FILE",
+        help="in-process: the server config whose flow directories and webhooks to use (default: defaults)",
+    )
+    test.add_argument("--transcript", action="store_true", help="print every dialogue as it went")
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -71,20 +90,53 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     if args.flows_command == "validate":
         return validate([Path(p) for p in args.paths], out)
     if args.flows_command == "test":
-        return play([Path(p) for p in args.paths], args.dir, args.target, args.api_key, out, err)
+        return play(
+            [Path(p) for p in args.paths],
+            args.dir,
+            out,
+            err,
+            target=args.target,
+            api_key=args.api_key,
+            config=args.config,
+            transcript=args.transcript,
+        )
     return show(args.name, [Path(d) for d in args.dir], args.tenant, args.dot, out, err)
 
 
 def play(
-    paths: list[Path], flow_dirs: list[str], target: str | None, api_key: str | None, out: TextIO, err: TextIO
+    paths: list[Path],
+    flow_dirs: list[str],
+    out: TextIO,
+    err: TextIO,
+    *,
+    target: str | None = None,
+    api_key: str | None = None,
+    config: str | None = None,
+    transcript: bool = False,
 ) -> int:
     """Run every dialogue of every file; print one line per dialogue and a summary."""
-    runner: LocalRunner | GrpcRunner
+    # The server's config (without --config, its defaults, as `confab serve` has them): the
+    # same flow directories and webhooks a server would use.
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        print(f"confab: {config}: {exc}", file=err)
+        return 2
+    dirs = [*flow_dirs, *cfg.flows.dirs]  # relative to the working directory, as the server reads them
+    webhooks = tuple(
+        WebhookTarget(w.name, w.url, w.timeout_s, w.retries, tuple(w.headers.items()))
+        for w in cfg.flows.webhooks
+    )
+    flows, problems = load_flows(dirs)
+    for problem in problems:
+        print(f"confab: flow file skipped: {problem}", file=err)
+    local = FlowRunner(flows, webhooks=webhooks)
+    runner: TurnRunner = local
+    remote: GrpcRunner | None = None
     if target:
-        runner = GrpcRunner(target, metadata=(("x-api-key", api_key),) if api_key else ())
-    else:
-        runner = LocalRunner(flow_dirs)
-    passed = failed = 0
+        remote = GrpcRunner(target, metadata=(("x-api-key", api_key),) if api_key else ())
+        runner = remote
+    passed = failed = skipped = 0
     try:
         for path in dialogue_files(paths):
             try:
@@ -93,18 +145,27 @@ def play(
                 print(f"{exc}", file=err)
                 failed += 1
                 continue
-            for result in run_dialogues(dialogues, runner):
+            for result in run_dialogues(dialogues, runner, local.find_flow):
+                if result.skipped:
+                    skipped += 1
+                    print(f"SKIP {path.name}: {result.name} ({result.skipped})", file=out)
+                    continue
                 if result.passed:
                     passed += 1
                     print(f"PASS {path.name}: {result.name}", file=out)
                 else:
                     failed += 1
                     print(f"FAIL {path.name}: {result.name}", file=out)
-                    for problem in result.problems:
-                        print(f"     {problem}", file=out)
+                    for failure in result.problems:
+                        print(f"     {failure}", file=out)
+                if transcript:
+                    for line in transcript_lines(result):
+                        print(line, file=out)
     finally:
-        runner.close()
-    print(f"{passed} passed, {failed} failed", file=out)
+        local.close()
+        if remote is not None:
+            remote.close()
+    print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""), file=out)
     return 1 if failed or not passed else 0
 
 
@@ -119,6 +180,10 @@ def validate(paths: list[Path], out: TextIO) -> int:
     summary = f"{checked} file{'s' * (checked != 1)}: {checked - len(bad_files & set(flows.files))} valid"
     summary += f", {len(flows.errors)} error{'s' * (len(flows.errors) != 1)}"
     summary += f", {len(flows.warnings)} warning{'s' * (len(flows.warnings) != 1)}"
+    if flows.skipped:
+        skipped = len(flows.skipped)
+        what = "YAML file that is" if skipped == 1 else "YAML files that are"
+        summary += f"; {skipped} {what} not a flow skipped"
     if not flows.files:
         summary += " (no flow files found)"
     print(summary, file=out)
@@ -181,14 +246,65 @@ def to_text(document: FlowDocument) -> str:
             lines.append(f"      on enter: {describe_action(action)}")
         for slot_name in state.collect:
             lines.append(f"      collects: {slot_name}{_slot_detail(document, slot_name)}")
+        if state.call is not None:
+            lines.append(
+                f"      calls flow {state.call.flow} (its outcome in variables.{state.call.store_as})"
+            )
+        if state.fallback_response is not None:
+            lines.append(f"      fallback: say {_describe_response(state.fallback_response)}")
         lines += _transition_lines(state.transitions, "      ")
+        if state.decide:
+            lines.append("      decides at once:")
+            lines += _transition_lines(state.decide, "        ")
+        lines += [f"      {label} -> {to}" for label, to in _failure_edges(document, state)]
     for experiment in document.experiments.values():
         weights = ", ".join(f"{v} {w:g}" for v, w in experiment.weights.items())
         lines += ["", f"experiment {experiment.name}: {weights}"]
         for variant, swaps in experiment.states.items():
             for original, replacement in swaps.items():
                 lines.append(f"  {variant}: {original} is replaced by {replacement}")
+        for variant, states in _variant_responses(document, experiment.weights).items():
+            lines.append(f"  {variant}: says its own words in {', '.join(states)}")
     return "\n".join(lines) + "\n"
+
+
+def _failure_edges(document: FlowDocument, state: StateSpec) -> list[tuple[str, str]]:
+    """(label, target) of where a failing webhook or a failing slot check leads from ``state``."""
+    edges = []
+    for action in [*state.on_enter, *(a for t in (*state.transitions, *state.decide) for a in t.actions)]:
+        if action.webhook is not None and action.webhook.on_failure:
+            edges.append((f"webhook {action.webhook.name} fails", action.webhook.on_failure))
+    for slot_name in state.collect:
+        slot = document.slots.get(slot_name)
+        for check in slot.validate if slot else ():
+            if check.webhook and check.on_failure:
+                edges.append((f"webhook {check.webhook} (checking {slot_name}) fails", check.on_failure))
+    return edges
+
+
+def _responses(document: FlowDocument) -> list[tuple[str, ResponseSpec]]:
+    """(state, response) for every response a state can say."""
+    found: list[tuple[str, ResponseSpec]] = []
+    for name, state in document.states.items():
+        actions = [*state.on_enter, *(a for t in (*state.transitions, *state.decide) for a in t.actions)]
+        found += [(name, a.say) for a in actions if a.say is not None]
+        if state.fallback_response is not None:
+            found.append((name, state.fallback_response))
+        for slot_name in state.collect:
+            slot = document.slots.get(slot_name)
+            if slot is not None:
+                found += [(name, p) for p in (slot.prompt, *slot.reprompts) if p is not None]
+    return found
+
+
+def _variant_responses(document: FlowDocument, weights: dict[str, float]) -> dict[str, list[str]]:
+    """Per variant of an experiment, the states with a response of their own for it."""
+    by_variant: dict[str, list[str]] = {}
+    for state, response in _responses(document):
+        for variant in response.variants:
+            if variant in weights and state not in by_variant.setdefault(variant, []):
+                by_variant[variant].append(state)
+    return by_variant
 
 
 def _slot_detail(document: FlowDocument, name: str) -> str:
@@ -215,7 +331,7 @@ def describe_condition(transition: TransitionSpec) -> str:
     if transition.intent:
         parts.append(f"intent {transition.intent}")
     if transition.when:
-        parts.append(f"when {_short(transition.when)}")
+        parts.append(f"when {' '.join(transition.when.split())}")
     return " and ".join(parts) or "always"
 
 
@@ -227,6 +343,11 @@ def describe_action(action: ActionSpec) -> str:
         return "set " + ", ".join(f"{target} = {_short(value)}" for target, value in action.set.items())
     if kind == "clear":
         return f"clear {', '.join(action.clear)}"
+    if kind == "webhook" and action.webhook is not None:
+        hook = action.webhook
+        return f"webhook {hook.name} -> variables.{hook.store_as}" + (
+            f" (fails -> {hook.on_failure})" if hook.on_failure else ""
+        )
     return f'handoff "{_short(action.handoff)}"' if action.handoff else "handoff"
 
 
@@ -278,6 +399,8 @@ def to_dot(document: FlowDocument) -> str:
         rows = [name]
         if state.collect:
             rows.append(f"collects: {', '.join(state.collect)}")
+        if state.call is not None:
+            rows.append(f"calls flow {state.call.flow}")
         rows += [describe_action(a) for a in state.on_enter]
         attrs = [f"label={_quote(chr(10).join(rows))}"]
         if state.terminal:
@@ -288,6 +411,13 @@ def to_dot(document: FlowDocument) -> str:
     for name, state in document.states.items():
         for transition in state.transitions:
             lines.append(f"  {_quote(name)} -> {_quote(transition.to)} [label={_quote(_edge(transition))}];")
+        for choice in state.decide:
+            label = _quote("decides: " + _edge(choice))
+            lines.append(f"  {_quote(name)} -> {_quote(choice.to)} [label={label}];")
+        for label, target in _failure_edges(document, state):
+            lines.append(
+                f"  {_quote(name)} -> {_quote(target)} [label={_quote(label)}, style=dotted, color=red];"
+            )
         for slot_name in state.collect:
             slot = document.slots.get(slot_name)
             if slot is not None and slot.on_max_attempts:
@@ -311,6 +441,13 @@ def to_dot(document: FlowDocument) -> str:
                     f"  {_quote(original)} -> {_quote(replacement)} "
                     f"[label={_quote(label)}, style=dashed, arrowhead=empty];"
                 )
+        node = _quote(f"__experiment_{experiment.name}__")
+        weights = ", ".join(f"{v} {w:g}" for v, w in experiment.weights.items())
+        lines.append(f"  {node} [label={_quote(f'experiment {experiment.name}: {weights}')}, shape=note];")
+        for variant, states in _variant_responses(document, experiment.weights).items():
+            label = _quote(f"{variant}: own words")
+            for state_name in states:
+                lines.append(f"  {node} -> {_quote(state_name)} [label={label}, style=dashed];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

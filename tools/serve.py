@@ -46,9 +46,8 @@ def check_store(config: ConfabConfig) -> float:
 
 
 def check_flows(config: ConfabConfig) -> None:
-    flows, problems = load_flows(config.flows.dirs)
-    for problem in problems:
-        log.error("flow file skipped: %s", problem)
+    """Load the flows once, saying which loaded and which files were skipped (and why)."""
+    flows, _ = load_flows(config.flows.dirs, log=log)
     try:
         FlowRegistry(flows, config.flows.default)
     except UnknownFlow as exc:
@@ -77,12 +76,12 @@ async def run(config: ConfabConfig) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="confab-"))
     host: ActorHost | None = None
     try:
-        check_flows(config)
         # Reads key and certificate files: a bad one stops the start before the store is touched.
         security = EdgeSecurity.from_config(config)
         config.store_path.parent.mkdir(parents=True, exist_ok=True)
         seconds = check_store(config)
         log.info("store %s checked in %.3fs", config.store_path, seconds)
+        check_flows(config)
         # The first thing that starts a process: this one still has a single thread.
         host = ActorHost(shard_settings(config, run_dir), config.shard_count)
         server = ConfabServer(config, Engine(config, host), security)

@@ -11,6 +11,7 @@ in through the same interface.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,6 +27,9 @@ class FlowReply:
     context_updates: JsonDict = field(default_factory=dict)
     actions_performed: list[str] = field(default_factory=list)
     ab_variant: str = ""
+    # What the store may keep of the message's text (masked: docs/flows.md, "Masking");
+    # None when nothing needed masking, so the text may be kept as it came.
+    recorded_input: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,14 @@ class Flow(Protocol):
         """
         ...
 
+    def redact_text(self, text: str) -> str:
+        """``text`` with what the flow declares sensitive masked: for logs and stored text."""
+        ...
+
+    def redact_state(self, state: ConversationState) -> ConversationState:
+        """A copy of ``state`` fit for operators' eyes (sensitive slots masked); ``state`` is untouched."""
+        ...
+
 
 class EchoFlow:
     """Greets on the first message, then echoes each message back."""
@@ -103,6 +115,12 @@ class EchoFlow:
                 f"the echo flow has no state {name!r}; it has {self.START!r}, {self.CHATTING!r}"
             )
         _move(state, name)
+
+    def redact_text(self, text: str) -> str:
+        return text  # the echo flow declares nothing sensitive
+
+    def redact_state(self, state: ConversationState) -> ConversationState:
+        return copy.deepcopy(state)
 
     def start(self, now: float, key: ConversationKey) -> ConversationState:
         return ConversationState(

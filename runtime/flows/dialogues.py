@@ -4,16 +4,22 @@ A flow author's test file (``confab flows test FILE``)::
 
     flow: pizza                  # the flow each dialogue runs (processing hint force_flow)
     tenant: acme                 # optional
+    now: "2026-03-12T18:30:00"   # optional: the clock of every dialogue (in-process only)
+    webhooks:                    # optional: webhook answers instead of calls (in-process only)
+      price: {total: 24, currency: EUR}       # the JSON a successful call answers
+      stock: {fail: "HTTP 503"}               # or a call that fails
     dialogues:
       - name: two large pizzas
         channel: web             # optional (web)
+        variants: {greeting: friendly}        # optional: the A/B variant of each experiment
+        now: ...                 # optional: this dialogue's own clock; `webhooks:` likewise
         turns:
           - user: "hi"
             expect: {state: greet, says: "order a pizza"}
           - payload: ORDER
+            language: en         # optional: MessageContent.language
+            after: 3600          # optional: seconds of silence before this turn (in-process only)
             expect: {state: take_order, says: "Which size"}
-          - user: "2 large please"
-            expect: {state: confirm, slots: {size: large, quantity: 2}}
 
 A turn sends ``user`` (text) and/or ``payload``. Every key of ``expect`` is optional:
 ``says`` (a piece of the response text, or a list of pieces), ``says_not``,
@@ -21,30 +27,46 @@ A turn sends ``user`` (text) and/or ``payload``. Every key of ``expect`` is opti
 values), ``actions`` (these must be among actions_performed), ``quick_replies``
 and ``buttons`` (their titles, exactly), ``error_count``.
 
-Each dialogue runs on a fresh conversation, through a :class:`TurnRunner`: the
-local one here runs a real shard (conversation actors, flows, a throwaway store)
-in this process; ``tools.flows_cli`` also has one that talks to a server.
+Each dialogue runs on a fresh conversation whose id puts it in the ``variants`` asked
+for (the variant follows from a hash of the conversation's key, so the right id is
+searched for: this works against a server too). Every turn is played and checked, so
+one wrong answer does not hide the next; a dialogue that needs what its runner cannot
+do (a pinned clock, webhook answers) is skipped with the reason.
+
+Runners (:class:`TurnRunner`): :class:`FlowRunner` runs the flows themselves in this
+process, deterministically (its clock and webhook answers are the dialogue's, or real
+webhooks from a server config); ``tools.dialogue_client.GrpcRunner`` talks to a server.
 """
 
 from __future__ import annotations
 
-import tempfile
+import copy
+import datetime
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
-from ..errors import ConfabError, Unavailable
-from ..model import Content, ConversationKey, InboundMessage, ProcessingHints, TurnResult
-from ..protocol.records import Command, CommandBatch, CommandKind, decode_outcome, is_deferred
-from ..store import Retention, open_store
-from ..webhooks import WebhookTarget
+from ..errors import ConfabError, InvalidArgument, Unavailable
+from ..model import (
+    Content,
+    ConversationKey,
+    ConversationState,
+    InboundMessage,
+    JsonDict,
+    ProcessingHints,
+    TurnResult,
+)
+from ..webhooks import WebhookClient, WebhookTarget
+from . import Flow, FlowRegistry, NeedsWebhook, UnknownFlow
+from .interpreter import DeclarativeFlow
 
 WEBHOOK_WAIT_S = 30.0
+MAX_VARIANT_SEARCH = 100_000  # conversation ids tried to land in the asked-for variants
 EXPECT_KEYS = (
     "says",
     "says_not",
@@ -57,6 +79,12 @@ EXPECT_KEYS = (
     "buttons",
     "error_count",
 )
+FILE_KEYS = ("flow", "tenant", "now", "webhooks", "dialogues")
+DIALOGUE_KEYS = ("name", "channel", "variants", "now", "webhooks", "turns")
+TURN_KEYS = ("user", "payload", "language", "after", "expect")
+
+# A webhook answer as a dialogue gives it: the body of a success, or {"fail": reason}.
+WebhookAnswers = Mapping[str, Any]
 
 
 class DialogueFileError(ValueError):
@@ -68,6 +96,8 @@ class DialogueTurn:
     user: str
     payload: str
     expect: dict[str, Any]
+    language: str = ""
+    after_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +105,13 @@ class Dialogue:
     name: str
     channel: str
     turns: tuple[DialogueTurn, ...]
+    variants: dict[str, str] = field(default_factory=dict)
+    now: float | None = None
+    webhooks: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def needs_pinned_time(self) -> bool:
+        return self.now is not None or bool(self.webhooks) or any(t.after_s for t in self.turns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,20 +151,78 @@ class TurnView:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PlayedTurn:
+    """One turn of a transcript: what was sent and what came back (None: the turn failed)."""
+
+    sent: DialogueTurn
+    view: TurnView | None
+    problems: tuple[str, ...]
+
+
 @dataclass(slots=True)
 class DialogueResult:
     name: str
     problems: list[str] = field(default_factory=list)
+    transcript: list[PlayedTurn] = field(default_factory=list)
+    skipped: str = ""  # why it was not played
 
     @property
     def passed(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.skipped
 
 
 class TurnRunner(Protocol):
+    # Whether it can run a turn at a given time with given webhook answers (in-process only).
+    pins_time: bool
+
     def send(
-        self, conversation: ConversationKey, text: str, payload: str, channel: str, flow: str
+        self,
+        conversation: ConversationKey,
+        text: str,
+        payload: str,
+        channel: str,
+        flow: str,
+        *,
+        language: str = "",
+        now: float | None = None,
+        webhooks: WebhookAnswers | None = None,
     ) -> TurnView: ...
+
+
+# --- reading dialogue files ---------------------------------------------------------------------------
+
+
+def _keys(raw: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise DialogueFileError(f"{where}: unknown keys {unknown}; known: {list(allowed)}")
+
+
+def _instant(value: Any, where: str) -> float | None:
+    """``now:`` as Unix seconds: a number, or an ISO date or date-time (local time)."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    if isinstance(value, datetime.date):
+        return datetime.datetime.combine(value, datetime.time(12)).timestamp()
+    try:
+        return datetime.datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        raise DialogueFileError(
+            f"{where}: now must be Unix seconds or an ISO date-time, not {value!r}"
+        ) from None
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DialogueFileError(f"{where}: expected a mapping")
+    return {str(k): v for k, v in value.items()}
 
 
 def load_dialogues(path: Path) -> DialogueFile:
@@ -137,28 +232,54 @@ def load_dialogues(path: Path) -> DialogueFile:
         raise DialogueFileError(f"{path}: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("dialogues"), list):
         raise DialogueFileError(f"{path}: expected a mapping with a list of dialogues")
+    _keys(data, FILE_KEYS, str(path))
+    file_now = _instant(data.get("now"), str(path))
+    file_hooks = _mapping(data.get("webhooks"), f"{path}: webhooks")
     dialogues = []
     for i, raw in enumerate(data["dialogues"]):
         where = f"{path}: dialogues[{i}]"
         if not isinstance(raw, dict) or not isinstance(raw.get("turns"), list):
             raise DialogueFileError(f"{where}: expected a mapping with a list of turns")
+        _keys(raw, DIALOGUE_KEYS, where)
         turns = []
         for j, turn in enumerate(raw["turns"]):
+            twhere = f"{where}.turns[{j}]"
             if not isinstance(turn, dict) or not ("user" in turn or "payload" in turn):
-                raise DialogueFileError(f"{where}.turns[{j}]: a turn needs `user` or `payload`")
+                raise DialogueFileError(f"{twhere}: a turn needs `user` or `payload`")
+            _keys(turn, TURN_KEYS, twhere)
             expect = turn.get("expect") or {}
             unknown = sorted(set(expect) - set(EXPECT_KEYS))
             if unknown:
-                raise DialogueFileError(
-                    f"{where}.turns[{j}]: unknown expectations {unknown}; known: {EXPECT_KEYS}"
+                raise DialogueFileError(f"{twhere}: unknown expectations {unknown}; known: {EXPECT_KEYS}")
+            after = turn.get("after", 0)
+            if isinstance(after, bool) or not isinstance(after, int | float) or after < 0:
+                raise DialogueFileError(f"{twhere}.after: expected seconds (a number >= 0)")
+            turns.append(
+                DialogueTurn(
+                    str(turn.get("user", "")),
+                    str(turn.get("payload", "")),
+                    dict(expect),
+                    language=str(turn.get("language", "")),
+                    after_s=float(after),
                 )
-            turns.append(DialogueTurn(str(turn.get("user", "")), str(turn.get("payload", "")), dict(expect)))
+            )
+        now = _instant(raw.get("now"), where)
         dialogues.append(
-            Dialogue(str(raw.get("name", f"dialogue {i + 1}")), str(raw.get("channel", "web")), tuple(turns))
+            Dialogue(
+                str(raw.get("name", f"dialogue {i + 1}")),
+                str(raw.get("channel", "web")),
+                tuple(turns),
+                variants={k: str(v) for k, v in _mapping(raw.get("variants"), f"{where}.variants").items()},
+                now=now if now is not None else file_now,
+                webhooks={**file_hooks, **_mapping(raw.get("webhooks"), f"{where}.webhooks")},
+            )
         )
     return DialogueFile(
         str(data.get("flow", "")), str(data.get("tenant", "dialogue-tests")), tuple(dialogues)
     )
+
+
+# --- checking ------------------------------------------------------------------------------------------
 
 
 def check(expect: dict[str, Any], view: TurnView) -> list[str]:
@@ -189,89 +310,245 @@ def check(expect: dict[str, Any], view: TurnView) -> list[str]:
     return problems
 
 
-def run_dialogues(file: DialogueFile, runner: TurnRunner) -> list[DialogueResult]:
+FlowLookup = Callable[[str, str], Flow | None]  # (flow id, tenant) -> the flow, to choose variants
+
+
+def conversation_for_variants(
+    flow: Flow | None, tenant: str, variants: Mapping[str, str], prefix: str
+) -> ConversationKey:
+    """A conversation key whose A/B assignment is ``variants`` (a hash decides it: ids are tried)."""
+    if not variants:
+        return ConversationKey(tenant, prefix)
+    if not isinstance(flow, DeclarativeFlow):  # only flow files have experiments
+        raise DialogueFileError(f"variants {dict(variants)}: the flow is not available here to choose them")
+    assign = flow.assign_variants
+    known = flow.document.experiments
+    for experiment, variant in variants.items():
+        if experiment not in known or variant not in known[experiment].weights:
+            raise DialogueFileError(
+                f"variants: the flow has no experiment {experiment!r} with variant {variant!r}"
+            )
+    for n in range(MAX_VARIANT_SEARCH):
+        key = ConversationKey(tenant, f"{prefix}-{n}")
+        assigned = assign(key)
+        if all(assigned.get(e) == v for e, v in variants.items()):
+            return key
+    raise DialogueFileError(f"variants {dict(variants)}: no conversation id found for them")
+
+
+def run_dialogues(
+    file: DialogueFile, runner: TurnRunner, find_flow: FlowLookup | None = None
+) -> list[DialogueResult]:
     results = []
     for dialogue in file.dialogues:
         result = DialogueResult(dialogue.name)
-        key = ConversationKey(file.tenant, f"dialogue-{uuid.uuid4().hex[:12]}")
-        for n, turn in enumerate(dialogue.turns, start=1):
-            try:
-                view = runner.send(key, turn.user, turn.payload, dialogue.channel, file.flow)
-            except ConfabError as exc:
-                result.problems.append(f"turn {n} ({turn.user or turn.payload!r}): failed: {exc.message}")
-                break
-            problems = check(turn.expect, view)
-            if problems:
-                result.problems.extend(f"turn {n} ({turn.user or turn.payload!r}): {p}" for p in problems)
-                break
         results.append(result)
+        if dialogue.needs_pinned_time and not runner.pins_time:
+            result.skipped = "pins the clock or webhook answers, which only the in-process runner can"
+            continue
+        prefix = f"dialogue-{uuid.uuid4().hex[:12]}"
+        try:
+            flow = find_flow(file.flow, file.tenant) if find_flow and dialogue.variants else None
+            key = conversation_for_variants(flow, file.tenant, dialogue.variants, prefix)
+        except DialogueFileError as exc:
+            result.problems.append(str(exc))
+            continue
+        clock = dialogue.now
+        for n, turn in enumerate(dialogue.turns, start=1):
+            if clock is not None:
+                clock += turn.after_s
+            label = f"turn {n} ({turn.user or turn.payload!r})"
+            try:
+                view = runner.send(
+                    key,
+                    turn.user,
+                    turn.payload,
+                    dialogue.channel,
+                    file.flow,
+                    language=turn.language,
+                    now=clock,
+                    webhooks=dialogue.webhooks,
+                )
+            except ConfabError as exc:
+                problem = f"failed: {exc.message}"
+                result.problems.append(f"{label}: {problem}")
+                result.transcript.append(PlayedTurn(turn, None, (problem,)))
+                continue
+            problems = check(turn.expect, view)
+            result.problems.extend(f"{label}: {p}" for p in problems)
+            result.transcript.append(PlayedTurn(turn, view, tuple(problems)))
     return results
 
 
-class LocalRunner:
-    """Runs turns on a real shard in this process, with a throwaway store."""
+# --- runners --------------------------------------------------------------------------------------------
+
+
+class FlowRunner:
+    """Runs the flows themselves in this process, as a conversation actor does, deterministically.
+
+    The clock is the dialogue's ``now`` (else the real one), webhook calls are answered by
+    the dialogue's ``webhooks`` or made to ``webhooks`` targets (a server config's).
+    """
+
+    pins_time = True
 
     def __init__(
         self,
-        flow_dirs: Sequence[str] = (),
+        flows: Sequence[Flow],
         default_flow: str = "echo",
         webhooks: Sequence[WebhookTarget] = (),
     ) -> None:
-        from ...actors.messages import ShardSettings  # actors import flows: import at use
-        from ...actors.shard import Shard
-
-        self._directory = tempfile.TemporaryDirectory(prefix="confab-dialogues-")
-        settings = ShardSettings(
-            store_path=str(Path(self._directory.name) / "dialogues.sqlite3"),
-            synchronous="OFF",
-            resident_limit=10_000,
-            default_flow=default_flow,
-            retention=Retention(turns_kept=4, idempotency_window_s=60.0),
-            flow_dirs=tuple(flow_dirs),
-            webhooks=tuple(webhooks),
-        )
-        store = open_store(settings.store_path, synchronous="OFF", retention=settings.retention)
-        self.shard = Shard(0, 1, settings, store)
+        self.registry = FlowRegistry(list(flows), default_flow)
+        self._client = WebhookClient(webhooks) if webhooks else None
+        self._states: dict[ConversationKey, ConversationState] = {}
 
     def close(self) -> None:
-        self.shard.close()
-        self._directory.cleanup()
+        if self._client is not None:
+            self._client.close()
 
-    def __enter__(self) -> LocalRunner:
+    def __enter__(self) -> FlowRunner:
         return self
 
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    def find_flow(self, flow_id: str, tenant: str) -> Flow | None:
+        try:
+            return (
+                self.registry.by_id(flow_id, tenant)
+                if flow_id
+                else self.registry.for_new_conversation(tenant)
+            )
+        except UnknownFlow:
+            return None
+
     def send(
-        self, conversation: ConversationKey, text: str, payload: str, channel: str, flow: str
+        self,
+        conversation: ConversationKey,
+        text: str,
+        payload: str,
+        channel: str,
+        flow: str,
+        *,
+        language: str = "",
+        now: float | None = None,
+        webhooks: WebhookAnswers | None = None,
     ) -> TurnView:
+        at = time.time() if now is None else now
         message = InboundMessage(
             user_id="dialogue",
-            content=Content(text=text, payload=payload),
+            content=Content(text=text, payload=payload, language=language),
             channel=channel,
             hints=ProcessingHints(force_flow=flow),
         )
-        batch = CommandBatch(1, [Command(CommandKind.TURN, uuid.uuid4().hex, conversation, message)])
-        ((_, answer),) = self.shard.run_round([(None, batch)])
-        (wire,) = answer.outcomes
-        give_up = time.monotonic() + WEBHOOK_WAIT_S
-        while is_deferred(wire):  # the turn waits for a webhook: finish it once it answered
-            if time.monotonic() > give_up:
-                raise Unavailable("the turn's webhook did not answer")
-            time.sleep(0.005)
-            for _, (_, _, late) in self.shard.finish_webhooks():
-                wire = late
-        outcome = decode_outcome(wire)
-        if isinstance(outcome, ConfabError):
-            raise outcome
-        assert isinstance(outcome, TurnResult)
-        return TurnView.of(outcome)
+        stored = self._states.get(conversation)
+        state = self._turn_state(conversation, stored, flow, at)
+        results: dict[str, JsonDict] = {}
+        while True:
+            attempt = copy.deepcopy(state)  # a suspended turn runs again from the same state
+            try:
+                reply = self.registry.for_state(attempt).handle(attempt, message, at, results)
+                break
+            except NeedsWebhook as need:
+                results[need.call.key] = self._answer(need, webhooks or {}, conversation)
+        attempt.message_count += 1
+        attempt.last_activity = at
+        self._states[conversation] = attempt
+        response = reply.response
+        return TurnView(
+            text=response.text,
+            state=attempt.current_state,
+            intent=attempt.current_intent,
+            slots=dict(attempt.slots),
+            variables=dict(attempt.variables),
+            actions=list(reply.actions_performed),
+            quick_replies=[q.title for q in response.quick_replies],
+            buttons=[b.title for b in response.buttons],
+            error_count=attempt.error_count,
+        )
+
+    def _turn_state(
+        self, key: ConversationKey, stored: ConversationState | None, flow_id: str, now: float
+    ) -> ConversationState:
+        """As the conversation actor does: a new conversation starts, ``force_flow`` switches flows."""
+        state = (
+            stored
+            if stored is not None
+            else self.registry.for_new_conversation(key.tenant_id).start(now, key)
+        )
+        if flow_id and flow_id != state.flow_id:
+            try:
+                flow = self.registry.by_id(flow_id, key.tenant_id)
+            except UnknownFlow as exc:
+                raise InvalidArgument(str(exc), field="processing_hints.force_flow") from exc
+            fresh = flow.start(now, key)
+            fresh.created_at, fresh.message_count = state.created_at, state.message_count
+            fresh.user_profile = state.user_profile
+            state = fresh
+        return state
+
+    def _answer(self, need: NeedsWebhook, answers: WebhookAnswers, key: ConversationKey) -> JsonDict:
+        call = need.call
+        if call.name in answers:
+            given = answers[call.name]
+            if isinstance(given, Mapping) and "fail" in given:
+                return {"ok": False, "error": str(given["fail"])}
+            return {"ok": True, "status": 200, "body": copy.deepcopy(given)}
+        if self._client is None:
+            raise Unavailable(
+                f"the flow calls webhook {call.name!r}: give its answer under webhooks: in the dialogue "
+                "file, or a server config with --config"
+            )
+        body = {
+            **call.body,
+            "conversation": {"tenant_id": key.tenant_id, "conversation_id": key.conversation_id},
+        }
+        return self._client.call(call.name, body).result(timeout=WEBHOOK_WAIT_S)
 
 
 def dialogue_files(paths: Sequence[Path]) -> Iterator[Path]:
     for path in paths:
         if path.is_dir():
-            yield from sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+            yield from sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
         else:
             yield path
+
+
+def transcript_lines(result: DialogueResult) -> list[str]:
+    """A dialogue as it went: each line sent, what came back, the state it left, and what was wrong."""
+    lines = []
+    for played in result.transcript:
+        sent = played.sent
+        said = sent.user + (f" [{sent.payload}]" if sent.payload else "")
+        lines.append(f"  you> {said}")
+        view = played.view
+        if view is not None:
+            lines += [f"  bot> {line}" for line in (view.text.splitlines() or [""])]
+            choices = [*view.quick_replies, *view.buttons]
+            if choices:
+                lines.append("       " + "  ".join(f"[{c}]" for c in choices))
+            detail = f"state {view.state}" + (f", intent {view.intent}" if view.intent else "")
+            if view.slots:
+                detail += ", slots " + ", ".join(f"{k}={v!r}" for k, v in view.slots.items())
+            lines.append(f"       ({detail})")
+        lines += [f"    ! {problem}" for problem in played.problems]
+    return lines
+
+
+__all__ = [
+    "Dialogue",
+    "DialogueFile",
+    "DialogueFileError",
+    "DialogueResult",
+    "DialogueTurn",
+    "FlowRunner",
+    "PlayedTurn",
+    "TurnRunner",
+    "TurnView",
+    "check",
+    "conversation_for_variants",
+    "dialogue_files",
+    "load_dialogues",
+    "run_dialogues",
+    "transcript_lines",
+]

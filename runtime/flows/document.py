@@ -14,6 +14,9 @@ from typing import Any
 
 SLOT_TYPES = ("text", "integer", "number", "boolean", "enum", "email", "phone", "date", "regex")
 BUTTON_TYPES = ("postback", "url", "phone", "share", "login")
+DATE_RANGES = ("past", "future")  # a date slot's `range`: today counts as both
+# Built-in detectors of `settings.mask` (runtime.flows.masking).
+MASKS = ("card_number", "iban", "email", "phone")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,14 +30,30 @@ class IntentSpec:
     patterns: tuple[str, ...] = ()
     # Example utterances, matched by similarity.
     examples: tuple[str, ...] = ()
+    # Slots read from a message that means this intent, whatever the state collects
+    # ("I lost my visa card": lost_card, with card_type = visa).
+    slots: tuple[str, ...] = ()
+    # Per language (settings.languages): keywords, patterns and examples used instead for
+    # messages in that language; payloads and slots always come from the intent itself.
+    languages: dict[str, IntentSpec] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotCheckSpec:
+    """One check of ``validate``: an expression, or a webhook that judges the value."""
+
+    when: str = ""  # expression: the value (`value`) is accepted when it is true
+    message: ResponseSpec | None = None  # said when the check rejects the value (then the re-prompt)
+    webhook: str = ""  # a webhook answering {"valid": bool, "message": "...", "value": ...}
+    on_failure: str = ""  # webhook: state to go to when the call fails ("" = the value is rejected)
 
 
 @dataclass(frozen=True, slots=True)
 class SlotSpec:
     name: str
     type: str  # one of SLOT_TYPES
-    prompt: str = ""  # template: asked when the slot is missing
-    reprompts: tuple[str, ...] = ()  # templates: after the 1st, 2nd... failed answer; the last repeats
+    prompt: ResponseSpec | None = None  # asked when the slot is missing (None: "What is your NAME?")
+    reprompts: tuple[ResponseSpec, ...] = ()  # after the 1st, 2nd... failed answer; the last repeats
     max_attempts: int = 3  # failed answers before `on_max_attempts`
     on_max_attempts: str = ""  # state to go to then ("" = the flow's fallback state)
     # enum: canonical value -> synonyms (the value itself always matches)
@@ -42,6 +61,9 @@ class SlotSpec:
     minimum: float | None = None  # integer, number: inclusive bounds; text: length bounds
     maximum: float | None = None
     pattern: str = ""  # regex: the first match is the value; text: the answer must match it whole
+    range: str = ""  # date: "past" or "future" (DATE_RANGES); "" = any date
+    validate: tuple[SlotCheckSpec, ...] = ()  # checks a found value must pass, in order
+    sensitive: bool = False  # masked in stored turns, logs and operators' views
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +102,8 @@ class ResponseSpec:
     channels: dict[str, ResponseSpec] = field(default_factory=dict)
     # Per A/B variant name (see ExperimentSpec): used instead for conversations in that variant.
     variants: dict[str, ResponseSpec] = field(default_factory=dict)
+    # Per language (settings.languages): used instead for conversations in that language.
+    languages: dict[str, ResponseSpec] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +123,7 @@ class ActionSpec:
     # target ("slots.x" or "variables.y") -> expression giving the new value
     set: dict[str, str] = field(default_factory=dict)
     clear: tuple[str, ...] = ()  # targets ("slots.x", "variables.y", or "slots" for all slots)
-    handoff: str | None = None  # reason: the conversation enters human mode
+    handoff: str | None = None  # reason (template): the conversation enters human mode
     webhook: WebhookSpec | None = None
 
     @property
@@ -124,6 +148,15 @@ class TransitionSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class CallSpec:
+    """A sub-flow: another flow runs until it ends, then this state decides where to go."""
+
+    flow: str  # the flow called (the tenant's own, else the shared one)
+    store_as: str  # variables.<store_as> gets {"state": its end state, "slots": ..., "variables": ...}
+    inputs: dict[str, str] = field(default_factory=dict)  # callee target -> expression (here)
+
+
+@dataclass(frozen=True, slots=True)
 class StateSpec:
     name: str
     on_enter: tuple[ActionSpec, ...] = ()
@@ -132,6 +165,11 @@ class StateSpec:
     collect: tuple[str, ...] = ()
     transitions: tuple[TransitionSpec, ...] = ()
     terminal: bool = False  # the conversation ends here; the next message starts a new session
+    # A decision state: tried right after on_enter, without waiting for a message (no intents;
+    # the last one has no `when`, so one is always taken).
+    decide: tuple[TransitionSpec, ...] = ()
+    fallback_response: ResponseSpec | None = None  # said instead of the flow's in this state
+    call: CallSpec | None = None  # a sub-flow; `decide` is tried when it returns
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +197,25 @@ class FlowSettings:
     handoff_response: ResponseSpec = field(
         default_factory=lambda: ResponseSpec(text="A person will answer you shortly.")
     )
+    # Said before the start state's greeting when a session ran out (session_ttl_s); empty: nothing.
+    session_expired_response: ResponseSpec = field(
+        default_factory=lambda: ResponseSpec(
+            text="It's been a while, so we're starting over. (Our last conversation timed out.)"
+        )
+    )
+    languages: tuple[str, ...] = ()  # the languages it speaks; the first is the default
+    typo_tolerance: bool = True  # keywords and examples also match words with a typo or two
+    nlu: NluSpec | None = None  # a registered recognizer instead of the built-in one
+    mask: tuple[str, ...] = ()  # built-in detectors (MASKS) of data to mask in stored text
+    mask_patterns: tuple[str, ...] = ()  # regular expressions of more data to mask
+
+
+@dataclass(frozen=True, slots=True)
+class NluSpec:
+    """An intent recognizer registered with the server (runtime.flows.nlu), by name."""
+
+    recognizer: str
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,7 +100,10 @@ ROOT_NAMES = frozenset(
         "channel",
         "message_count",
         "error_count",
+        "fallback_count",
         "state",
+        "language",
+        "value",
     }
 )
 # Only these hold mappings, so only these may be followed by ".field".
@@ -241,6 +244,9 @@ def _tokenize(text: str) -> list[_Token]:
                 raise ExpressionError(_FOREIGN_OPERATORS[two], i, text)
             op = next((o for o in _OPERATORS if text.startswith(o, i)), None)
             if op is None:
+                if two in ("=>", "=<"):
+                    meant = ">=" if two == "=>" else "<="
+                    raise ExpressionError(f"'{two}' is not an operator; did you mean '{meant}'?", i, text)
                 if c == "=":
                     raise ExpressionError("use '==' to compare ('=' is not an operator)", i, text)
                 if c == "!":

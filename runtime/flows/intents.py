@@ -53,6 +53,15 @@ test) a lexical measure. The price: paraphrases sharing no word or stem with
 any example ("where's my package" vs "where is my parcel") are not recognised -- add
 examples, or keywords.
 
+Typos
+-----
+With ``typo_tolerance`` (on unless a flow turns it off), a message word of four or more
+letters that no keyword or example uses is read as the closest word they do use, when
+that is one edit away (two for words of eight or more letters; swapping two neighbours
+counts as one edit, as rapidfuzz's optimal string alignment distance counts them): "I
+lsot my crad" reads as "I lost my card". Scores of the corrected message count 0.9 of
+a faithful one, so a correctly typed match of another intent still wins.
+
 Speed: every example vector is built, weighted and L2-normalised at construction and
 kept in an inverted index (feature -> rows and weights), so ``recognize`` only builds
 the message's vector and walks the postings of the features it has: 0.2-0.4 ms for a
@@ -69,8 +78,11 @@ import operator
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
 
 from .document import IntentSpec
 
@@ -101,12 +113,20 @@ STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
 _WORD = re.compile(r"\w+")
 _INNER_APOSTROPHE = re.compile(r"(?<=\w)['\u2019\u02bc](?=\w)")
 _SCORE_DIGITS = 9
+TYPO_MIN_LENGTH = 4  # shorter words are too easily another word with one edit
+TYPO_LONG_WORD = 8  # from this length on, two edits
+TYPO_PENALTY = 0.9  # a corrected message's confidence counts this much
 
 
 @dataclass(frozen=True, slots=True)
 class IntentMatch:
     name: str
     confidence: float  # 0..1; 1.0 for a payload, keyword or pattern hit
+    # A payload, or a message that is nothing but one of the intent's keywords ("stop"):
+    # unmistakable, so it interrupts even a question's answer (docs/flows.md, precedence).
+    exact: bool = False
+    # Slot values a recognizer found in the message (a plug-in's entities), by slot name.
+    entities: Mapping[str, Any] = field(default_factory=dict)
 
 
 class IntentRecognizer(Protocol):
@@ -228,7 +248,9 @@ class _Space:
 class DefaultRecognizer:
     """Payloads, then keywords and patterns, then example similarity (see the module doc)."""
 
-    def __init__(self, intents: Mapping[str, IntentSpec], threshold: float) -> None:
+    def __init__(
+        self, intents: Mapping[str, IntentSpec], threshold: float, *, typo_tolerance: bool = False
+    ) -> None:
         self.threshold = threshold
         self._names: tuple[str, ...] = tuple(intents)  # declaration order breaks ties
         self._by_payload: dict[str, int] = {}
@@ -250,6 +272,25 @@ class DefaultRecognizer:
             if spec.patterns
         ]
         self._index_examples(intents.values())
+        # The words a typo is corrected towards: every keyword's and example's content words.
+        vocabulary = {w for p in self._keywords for w in p.split()}
+        vocabulary |= {w for spec in intents.values() for e in spec.examples for w in words(e)}
+        self._vocabulary = sorted(w for w in vocabulary if w not in STOP_WORDS and w.isalpha())
+        self._known = frozenset(self._vocabulary)
+        self._typo_tolerance = typo_tolerance and bool(self._vocabulary)
+
+    def corrected(self, tokens: Sequence[str]) -> list[str]:
+        """``tokens`` with each unknown word of 4+ letters replaced by the closest known one, if close."""
+        out = []
+        for token in tokens:
+            unknown = token not in self._known and token not in STOP_WORDS  # "would" is no typo of "world"
+            if len(token) >= TYPO_MIN_LENGTH and token.isalpha() and unknown:
+                limit = 2 if len(token) >= TYPO_LONG_WORD else 1
+                best = process.extractOne(token, self._vocabulary, scorer=OSA.distance, score_cutoff=limit)
+                if best is not None:
+                    token = best[0]
+            out.append(token)
+        return out
 
     def _index_examples(self, specs: Iterable[IntentSpec]) -> None:
         word_groups: list[list[dict[str, float]]] = []
@@ -274,9 +315,16 @@ class DefaultRecognizer:
         if payload:
             index = self._by_payload.get(payload)
             if index is not None:
-                return IntentMatch(self._names[index], 1.0)
+                return IntentMatch(self._names[index], 1.0, exact=True)
         # Calibration is monotonic: pick the best raw score, calibrate only that one.
-        raw = self._raw_scores(text)
+        tokens = words(text)
+        raw = self._raw_scores(tokens, text)
+        if self._typo_tolerance:
+            fixed = self.corrected(tokens)
+            if fixed != tokens:
+                penalty = TYPO_PENALTY * TYPO_PENALTY  # on the raw cosine: 0.9 once calibrated
+                again = self._raw_scores(fixed, " ".join(fixed))
+                raw = [max(a, penalty * b) for a, b in zip(raw, again, strict=True)]
         best, best_raw = -1, 0.0
         for index, score in enumerate(raw):
             if score > best_raw:  # strictly: an equal later intent never displaces an earlier one
@@ -286,16 +334,16 @@ class DefaultRecognizer:
         confidence = _calibrated(best_raw)
         if confidence < self.threshold:
             return None
-        return IntentMatch(self._names[best], confidence)
+        exact = best in self._keywords.get(" ".join(tokens), ())
+        return IntentMatch(self._names[best], confidence, exact=exact)
 
     def scores(self, text: str) -> list[float]:
         """Every intent's text score (confidence), in declaration order, for debugging and tuning."""
-        return [_calibrated(score) for score in self._raw_scores(text)]
+        return [_calibrated(score) for score in self._raw_scores(words(text), text)]
 
-    def _raw_scores(self, text: str) -> list[float]:
+    def _raw_scores(self, tokens: Sequence[str], text: str) -> list[float]:
         """Per intent: 1.0 for a keyword or pattern hit, else its best uncalibrated cosine."""
         scores = [0.0] * len(self._names)
-        tokens = words(text)
         if not tokens:
             return scores
         for start in range(len(tokens)):

@@ -1,35 +1,55 @@
 """Runs a flow file: one :class:`DeclarativeFlow` per loaded flow version.
 
-A turn, in order (see docs/flows.md for the format):
+A turn, in order (docs/flows.md, "How a turn runs", says the same for flow authors):
 
 1. A conversation that is new, ended (terminal state) or idle past the session TTL
-   starts a session: back to ``start`` (carry-over slots kept), start's on_enter run.
+   starts a session: back to ``start`` (carry-over slots kept), start's on_enter run;
+   after a TTL expiry ``session_expired_response`` is said first.
 2. In human handoff, automation stops: the message is recorded and answered with
    the holding response, until a system message with payload ``resume`` (then the
    conversation goes back to ``start``).
-3. The intent is recognised (payload first, then text); slots the current state
-   collects are extracted from the message, several at once.
-4. Global routes, then the state's transitions (in a collecting state, only once
-   every slot is filled); the first that matches is taken: its actions, then the
-   target's on_enter. A state whose slots are all filled on entry moves on at once.
-5. Otherwise: a missing slot is asked for (re-prompts after failed answers, then
-   ``on_max_attempts``), or the fallback answers (``error_count``; after
-   ``max_fallbacks`` in a row, ``fallback_state``).
+3. The language is chosen (``MessageContent.language`` when the flow speaks it, else the
+   conversation's last one, else the flow's first), the intent is recognised (payload
+   first, then text) and the intent's own slots read; slots the current state collects
+   are read from the message, several at once, each value through its slot's checks.
+4. An answer to the question just asked wins over intents read from the same words
+   (unless the intent is exact: a payload, or the message is only one of its keywords).
+   Then global routes, then the state's transitions (in a collecting state, only once
+   every collected slot is filled); the first that matches is taken: its actions, then
+   the target's on_enter. On the first message of a session, a transition back into the
+   start state is not taken (the greeting has just been said).
+5. Entering a state runs its on_enter, then: a decision state takes its first matching
+   choice at once; a state that calls a sub-flow starts it (its end comes back here and
+   decides); a collecting state asks for what is missing, or, when everything is known,
+   moves on at once -- unless it moved on with exactly these values before, which means
+   the conversation came back to change them: it asks for them again.
+6. Otherwise: a missing slot is asked for (re-prompts after failed answers, then
+   ``on_max_attempts``), or the fallback answers (``error_count`` and ``fallback_count``;
+   after ``max_fallbacks`` in a row, ``fallback_state``).
 
-The interpreter's own bookkeeping lives in ``ConversationState.flow_memory``.
+Everything said in the turn is joined; quick replies, buttons and cards are kept only
+from what was said in the state the turn ends in (choices of a state passed through
+would answer a question no longer asked).
+
+A turn is deterministic given (state, message, now, webhook results): the shard replays
+a turn suspended on a webhook (:class:`~runtime.flows.NeedsWebhook`) with the answer, and
+the replay takes exactly the same steps up to the call. The interpreter's own
+bookkeeping lives in ``ConversationState.flow_memory``.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InternalError
 from ..model import Content, ConversationKey, ConversationState, InboundMessage, JsonDict
-from . import FlowReply, NeedsWebhook, UnknownState, WebhookCall
+from . import HANDOFF, FlowReply, NeedsWebhook, UnknownState, WebhookCall
 from .document import (
     ActionSpec,
     FlowDocument,
@@ -40,13 +60,16 @@ from .document import (
     WebhookSpec,
 )
 from .expressions import ExpressionError, ExpressionEvalError, parse_expression
-from .intents import DefaultRecognizer, IntentMatch
+from .intents import IntentMatch, IntentRecognizer
+from .masking import Masker, mask_value
+from .nlu import make_recognizers
 from .slots import extract_all
 from .templates import TemplateError, render_response, render_text
 
 HISTORY_KEPT = 20  # intent_history and previous_states entries kept
 HANDOFF_LOG_KEPT = 50  # messages recorded while a human has the conversation
 MAX_HOPS = 10  # state changes in one turn: a guard against transitions that loop
+MAX_CALL_DEPTH = 5  # sub-flows inside sub-flows
 TEMPLATE_FAILED = "Sorry, something went wrong on our side."
 
 # Keys of flow_memory.
@@ -54,9 +77,24 @@ ASKING = "asking"  # the slot whose prompt was said last
 ATTEMPTS = "attempts"  # failed answers to it
 FALLBACKS = "fallbacks"  # unmatched messages in a row
 VARIANTS = "ab"  # experiment -> variant
-HANDOFF = "handoff"  # reason, while a human has the conversation
 HANDOFF_LOG = "handoff_log"
 REVIEW = "review_required"
+LANGUAGE = "language"  # the conversation's language, once a message named one the flow speaks
+CONVERSATION = "conversation"  # a fingerprint of the conversation's key (webhook idempotency keys)
+MOVED_ON = "moved_on"  # collecting state -> fingerprint of the values it last moved on with
+CALLS = "calls"  # sub-flow frames, outermost first
+# What a sub-flow shares with its caller; the rest of flow_memory is the caller's own, kept in the frame.
+_SHARED = frozenset({VARIANTS, HANDOFF, HANDOFF_LOG, REVIEW, LANGUAGE, CONVERSATION, CALLS})
+
+
+@dataclass(slots=True)
+class _Fill:
+    """What reading a state's slots from the message gave."""
+
+    problem: str = ""  # why the asked slot's answer could not be used
+    message: Content | None = None  # a check's own words about it (said before the re-prompt)
+    answered: bool = False  # the asked slot took a value from this message
+    moved: bool = False  # a failed check's webhook route took the conversation elsewhere
 
 
 @dataclass(slots=True)
@@ -65,23 +103,34 @@ class _Turn:
 
     state: ConversationState
     message: InboundMessage
+    now: float
+    root: DeclarativeFlow
+    language: str = ""
     match: IntentMatch | None = None
     webhook_results: Mapping[str, JsonDict] = field(default_factory=dict)
-    webhook_calls: int = 0  # webhook actions reached so far in this turn
+    webhook_calls: int = 0  # webhook calls reached so far in this turn
     said: list[Content] = field(default_factory=list)
+    entered_at: int = 0  # len(said) when the current state was entered
     actions: list[str] = field(default_factory=list)
     asked: set[str] = field(default_factory=set)  # slots prompted for in this turn
+    sensitive_values: list[Any] = field(default_factory=list)  # read from the message this turn
     hops: int = 0
 
 
 class DeclarativeFlow:
-    def __init__(self, document: FlowDocument) -> None:
+    def __init__(
+        self, document: FlowDocument, library: Mapping[tuple[str, str], DeclarativeFlow] | None = None
+    ) -> None:
+        """``library``: the flows loaded with this one, by (flow id, tenant), for sub-flow calls."""
         self.document = document
         self.flow_id = document.flow_id
         self.version = document.version
         self.tenant = document.tenant
         self.settings = document.settings
-        self.recognizer = DefaultRecognizer(document.intents, document.settings.intent_threshold)
+        self.library: Mapping[tuple[str, str], DeclarativeFlow] = library if library is not None else {}
+        self.recognizers: dict[str, IntentRecognizer] = make_recognizers(document.intents, document.settings)
+        self.masker = Masker.of(document.settings.mask, document.settings.mask_patterns)
+        self.sensitive_slots = frozenset(n for n, s in document.slots.items() if s.sensitive)
 
     # Flow interface -----------------------------------------------------------
 
@@ -93,7 +142,8 @@ class DeclarativeFlow:
             created_at=now,
             last_activity=now,
         )
-        state.flow_memory[VARIANTS] = self._assign_variants(key)
+        state.flow_memory[VARIANTS] = self.assign_variants(key)
+        state.flow_memory[CONVERSATION] = _fingerprint(key.tenant_id, key.conversation_id)
         return state
 
     def handle(
@@ -104,8 +154,9 @@ class DeclarativeFlow:
         webhook_results: Mapping[str, JsonDict] | None = None,
     ) -> FlowReply:
         before = _snapshot(state)
-        turn = _Turn(state, message, webhook_results=webhook_results or {})
+        turn = _Turn(state, message, now, self, webhook_results=webhook_results or {})
         memory = state.flow_memory
+        turn.language = self._language(turn)
         hints = message.hints
         if hints.require_human_review:
             memory[REVIEW] = True
@@ -116,14 +167,15 @@ class DeclarativeFlow:
         elif hints.bypass_automation:
             self._hand_off(turn, "bypass_automation")
         else:
-            starting = not state.current_state or self._session_over(state, now)
+            expired = bool(state.current_state) and self._expired(state, now)
+            starting = not state.current_state or expired or self._ended(state)
             if starting:
-                self._start_session(turn)
-            self._run(turn, first_of_session=starting)
+                self._start_session(turn, expired=expired)
+            self._active(state)._run(turn, first_of_session=starting)
 
         state.intent_history = state.intent_history[-HISTORY_KEPT:]
         state.previous_states = state.previous_states[-HISTORY_KEPT:]
-        response = _combine(turn.said)
+        response = _combine(turn.said, turn.entered_at)
         if memory.get(REVIEW):
             response.metadata["held_for_review"] = True
         return FlowReply(
@@ -131,6 +183,7 @@ class DeclarativeFlow:
             context_updates=_changes(before, _snapshot(state)),
             actions_performed=turn.actions,
             ab_variant=",".join(f"{k}:{v}" for k, v in sorted(memory.get(VARIANTS, {}).items())),
+            recorded_input=self._recorded_input(turn),
         )
 
     def force(self, state: ConversationState, name: str) -> None:
@@ -138,38 +191,113 @@ class DeclarativeFlow:
             raise UnknownState(
                 f"flow {self.flow_id} has no state {name!r}; it has {sorted(self.document.states)}"
             )
+        self._leave_sub_flows(state)
         if state.current_state and state.current_state != name:
             state.previous_states.append(state.current_state)
         state.current_state = name
         for key in (ASKING, ATTEMPTS, FALLBACKS):  # whatever it was asking no longer applies
             state.flow_memory.pop(key, None)
 
+    def assign_variants(self, key: ConversationKey) -> dict[str, str]:
+        """The A/B variant of each experiment for a conversation: a hash of its key, sticky."""
+        assigned = {}
+        for name, spec in self.document.experiments.items():
+            digest = hashlib.sha256(f"{key.tenant_id}\x00{key.conversation_id}\x00{name}".encode()).digest()
+            point = int.from_bytes(digest[:8], "big") / 2**64 * sum(spec.weights.values())
+            for variant, weight in spec.weights.items():
+                point -= weight
+                if point < 0:
+                    assigned[name] = variant
+                    break
+            else:
+                assigned[name] = next(reversed(spec.weights))
+        return assigned
+
+    # Masking -------------------------------------------------------------------
+
+    def redact_text(self, text: str) -> str:
+        """``text`` with what ``settings.mask``/``mask_patterns`` match masked (for logs and stores)."""
+        return self.masker.redact(text) if self.masker.active else text
+
+    def redact_state(self, state: ConversationState) -> ConversationState:
+        """A copy of ``state`` fit to show an operator: sensitive slots and masked text hidden."""
+        shown = copy.deepcopy(state)
+        shown.slots = self._redact_slots(shown.slots)
+        memory = shown.flow_memory
+        for entry in memory.get(HANDOFF_LOG, []):
+            entry["text"] = self.redact_text(str(entry.get("text", "")))
+        for frame in memory.get(CALLS, []):
+            frame["slots"] = self._redact_slots(frame.get("slots", {}))
+        return shown
+
+    def _redact_slots(self, slots: JsonDict) -> JsonDict:
+        return {
+            k: mask_value(json.dumps(v) if not isinstance(v, str) else v)
+            if k in self.sensitive_slots and v is not None
+            else v
+            for k, v in slots.items()
+        }
+
+    def _recorded_input(self, turn: _Turn) -> str | None:
+        """What the store may keep of the message: None when nothing needs masking."""
+        content = turn.message.content
+        text = content.text or content.payload
+        if not turn.sensitive_values and not self.masker.active:
+            return None
+        spans = []
+        for value in turn.sensitive_values:
+            needle = str(value)
+            at = text.find(needle) if needle else -1
+            if at < 0:  # read from a form the text does not hold verbatim (a phone number's digits)
+                return mask_value(text)
+            spans.append((at, at + len(needle)))
+        return self.masker.redact(text, spans)
+
     # Sessions ----------------------------------------------------------------
 
-    def _session_over(self, state: ConversationState, now: float) -> bool:
+    def _ended(self, state: ConversationState) -> bool:
+        if state.flow_memory.get(CALLS):
+            return False  # inside a sub-flow: its end returns to the caller, it never rests there
         current = self.document.states.get(state.current_state)
-        if current is not None and current.terminal:
-            return True
+        return current is not None and current.terminal
+
+    def _expired(self, state: ConversationState, now: float) -> bool:
         ttl = self.settings.session_ttl_s
         return bool(ttl) and now - state.last_activity > ttl
 
-    def _start_session(self, turn: _Turn) -> None:
+    def _start_session(self, turn: _Turn, *, expired: bool) -> None:
         state = turn.state
         if state.current_state:  # a conversation that had a session before
+            self._leave_sub_flows(state)
             kept = set(self.settings.carry_over_slots)
             state.slots = {k: v for k, v in state.slots.items() if k in kept}
             state.variables = {}
-            variants = state.flow_memory.get(VARIANTS, {})
-            state.flow_memory = {VARIANTS: variants}
+            state.flow_memory = {k: v for k, v in state.flow_memory.items() if k in _SHARED}
             turn.actions.append("session_restarted")
+            if expired:
+                turn.actions.append("session_expired")
+                if _says_anything(self.settings.session_expired_response):
+                    turn.said.append(self._render(turn, self.settings.session_expired_response))
         self._enter(turn, self.settings.start)
+
+    def _language(self, turn: _Turn) -> str:
+        languages = self.settings.languages
+        if not languages:
+            return ""
+        memory = turn.state.flow_memory
+        tag = turn.message.content.language.lower().replace("_", "-").split("-")[0]
+        if tag in languages:
+            memory[LANGUAGE] = tag
+            return tag
+        kept = memory.get(LANGUAGE)
+        return kept if isinstance(kept, str) and kept in languages else languages[0]
 
     # Handoff -----------------------------------------------------------------
 
     def _hand_off(self, turn: _Turn, reason: str) -> None:
         turn.state.flow_memory[HANDOFF] = reason
         turn.actions.append("handoff")
-        turn.said.append(self._render(turn, self.settings.handoff_response))
+        turn.said.append(self._render(turn, turn.root.settings.handoff_response))
 
     def _in_handoff(self, turn: _Turn) -> None:
         content = turn.message.content
@@ -177,10 +305,12 @@ class DeclarativeFlow:
         if content.type == "system" and content.payload == "resume":
             del memory[HANDOFF]
             turn.actions.append("handoff_resumed")
+            self._leave_sub_flows(turn.state)
             self._enter(turn, self.settings.start)  # the person dealt with it: automation starts afresh
             return
         log = memory.setdefault(HANDOFF_LOG, [])
-        log.append({"text": content.text, "payload": content.payload, "user_id": turn.message.user_id})
+        text = self.redact_text(content.text)
+        log.append({"text": text, "payload": content.payload, "user_id": turn.message.user_id})
         del log[:-HANDOFF_LOG_KEPT]
         turn.actions.append("handoff_hold")
         turn.said.append(self._render(turn, self.settings.handoff_response))
@@ -189,35 +319,57 @@ class DeclarativeFlow:
 
     def _run(self, turn: _Turn, *, first_of_session: bool) -> None:
         state, message = turn.state, turn.message
-        turn.match = self.recognizer.recognize(message.content.text, message.content.payload)
+        recognizer = self.recognizers.get(turn.language) or next(iter(self.recognizers.values()))
+        turn.match = recognizer.recognize(message.content.text, message.content.payload)
+        self._note_intent(turn)
         if turn.match is not None:
-            state.current_intent = turn.match.name
-            state.intent_confidence = turn.match.confidence
-            state.intent_history.append(turn.match.name)
-        else:
-            state.current_intent, state.intent_confidence = "", 0.0
+            self._fill_intent_slots(turn, turn.match)
 
         current = self._state(state.current_state)
-        problem = self._fill_slots(turn, current, answering=not first_of_session)
-        if self._follow(turn, current):
+        fill = self._fill_slots(turn, current, answering=not first_of_session)
+        if fill.moved:
+            return
+        if fill.answered and turn.match is not None and not turn.match.exact:
+            # The words answered the question just asked: they are not also an intent.
+            turn.actions.append(f"answer_over_intent:{turn.match.name}")
+            turn.match = None
+            self._note_intent(turn, record=False)
+        if self._follow(turn, current, first_of_session=first_of_session):
             state.flow_memory[FALLBACKS] = 0
             return
         missing = self._missing(turn, current)
         if missing is not None:
-            self._ask(turn, missing, failed=problem is not None or self._asked_and_unanswered(turn, missing))
+            failed = bool(fill.problem) or self._asked_and_unanswered(turn, missing)
+            self._ask(turn, missing, failed=failed, message=fill.message)
             return
         if first_of_session:  # the greeting was the answer; nothing to fall back from
             return
-        self._fall_back(turn)
+        self._fall_back(turn, current)
 
-    def _follow(self, turn: _Turn, current: StateSpec) -> bool:
+    def _note_intent(self, turn: _Turn, *, record: bool = True) -> None:
+        state, match = turn.state, turn.match
+        if match is not None:
+            state.current_intent = match.name
+            state.intent_confidence = match.confidence
+            state.intent_history.append(match.name)
+        else:
+            if not record and state.intent_history and state.current_intent:
+                state.intent_history.pop()
+            state.current_intent, state.intent_confidence = "", 0.0
+
+    def _follow(self, turn: _Turn, current: StateSpec, *, first_of_session: bool) -> bool:
         """Take the first matching global route or transition; False if none matched."""
-        candidates: list[TransitionSpec] = list(self.document.routes)
+        candidates: list[tuple[TransitionSpec, StateSpec | None]] = [(r, None) for r in self.document.routes]
         if self._missing(turn, current) is None:
-            candidates.extend(current.transitions)
-        for transition in candidates:
+            # Only the state's own transitions move on from it (a route is a detour, not a "done").
+            candidates += [(t, current) for t in current.transitions]
+        for transition, source in candidates:
             if self._matches(turn, transition):
-                self._take(turn, transition)
+                start = self._swap(turn.state, self.settings.start)
+                if first_of_session and self._swap(turn.state, transition.to) == start:
+                    turn.actions.append(f"already_in:{start}")  # the session has just begun there
+                    return True
+                self._take(turn, transition, source)
                 return True
         return False
 
@@ -226,7 +378,9 @@ class DeclarativeFlow:
             return False
         return not transition.when or bool(self._evaluate(turn, transition.when))
 
-    def _take(self, turn: _Turn, transition: TransitionSpec) -> None:
+    def _take(self, turn: _Turn, transition: TransitionSpec, source: StateSpec | None = None) -> None:
+        if source is not None and source.collect and self._missing(turn, source) is None:
+            turn.state.flow_memory.setdefault(MOVED_ON, {})[source.name] = self._values_of(turn, source)
         turn.actions.append(f"transition:{turn.state.current_state}->{transition.to}")
         if self._act(turn, transition.actions):
             self._enter(turn, transition.to)
@@ -240,48 +394,220 @@ class DeclarativeFlow:
         if state.current_state and state.current_state != target.name:
             state.previous_states.append(state.current_state)
         state.current_state = target.name
+        turn.entered_at = len(turn.said)
         memory = state.flow_memory
         memory.pop(ASKING, None)
         memory.pop(ATTEMPTS, None)
         turn.actions.append(f"enter:{target.name}")
-        if not self._act(turn, target.on_enter) or target.terminal:
+        if not self._act(turn, target.on_enter):
+            return
+        if target.terminal:
+            if memory.get(CALLS):
+                self._return(turn)
+            return
+        if target.call is not None:
+            self._call(turn, target)
+            return
+        if target.decide:
+            self._decide(turn, target)
             return
         if target.collect:
-            self._fill_slots(turn, target, answering=False)
+            self._ask_again_if_stale(turn, target)
+            if self._fill_slots(turn, target, answering=False).moved:
+                return
         missing = self._missing(turn, target)
         if missing is not None:
             self._ask(turn, missing, failed=False)
         elif target.collect:  # everything it collects is already known: move on now
             for transition in target.transitions:
                 if self._matches(turn, transition):
-                    self._take(turn, transition)
+                    self._take(turn, transition, target)
                     return
+
+    def _decide(self, turn: _Turn, spec: StateSpec) -> None:
+        for choice in spec.decide:
+            if self._matches(turn, choice):
+                turn.actions.append(f"decide:{spec.name}")
+                self._take(turn, choice)
+                return
+
+    # Sub-flows ---------------------------------------------------------------------
+
+    def _resolve(self, flow_id: str) -> DeclarativeFlow:
+        flow = self.library.get((flow_id, self.tenant)) or self.library.get((flow_id, ""))
+        if flow is None:
+            raise InternalError(f"flow {self.flow_id}: the flow {flow_id!r} it calls is not loaded")
+        return flow
+
+    def _active(self, state: ConversationState) -> DeclarativeFlow:
+        """The flow whose state the conversation is in: this one, or the sub-flow it called."""
+        flow = self
+        for frame in state.flow_memory.get(CALLS, []):
+            flow = flow._resolve(str(frame["flow"]))
+        return flow
+
+    def _call(self, turn: _Turn, spec: StateSpec) -> None:
+        assert spec.call is not None
+        state = turn.state
+        frames: list[JsonDict] = state.flow_memory.get(CALLS, [])
+        if len(frames) >= MAX_CALL_DEPTH:
+            raise InternalError(f"flow {self.flow_id}: sub-flows nested deeper than {MAX_CALL_DEPTH}")
+        callee = self._resolve(spec.call.flow)
+        inputs = {target.partition(".")[2]: self._evaluate(turn, e) for target, e in spec.call.inputs.items()}
+        memory = state.flow_memory
+        frames.append(
+            {
+                "flow": callee.flow_id,
+                "version": callee.version,
+                "state": spec.name,
+                "slots": state.slots,
+                "variables": state.variables,
+                "memory": {k: v for k, v in memory.items() if k not in _SHARED},
+            }
+        )
+        state.flow_memory = {k: v for k, v in memory.items() if k in _SHARED}
+        state.flow_memory[CALLS] = frames
+        state.slots, state.variables = inputs, {}
+        turn.actions.append(f"call:{callee.flow_id}")
+        callee._enter(turn, callee.settings.start)
+
+    def _return(self, turn: _Turn) -> None:
+        """The sub-flow ended: back to the calling state, with its outcome, which then decides."""
+        state = turn.state
+        frames: list[JsonDict] = state.flow_memory[CALLS]
+        frame = frames.pop()
+        outcome = {"state": state.current_state, "slots": state.slots, "variables": state.variables}
+        caller = turn.root
+        for outer in frames:
+            caller = caller._resolve(str(outer["flow"]))
+        shared = {k: v for k, v in state.flow_memory.items() if k in _SHARED and k != CALLS}
+        state.flow_memory = {**frame["memory"], **shared}
+        if frames:
+            state.flow_memory[CALLS] = frames
+        state.slots, state.variables = frame["slots"], frame["variables"]
+        calling = caller._state(str(frame["state"]))
+        assert calling.call is not None
+        state.variables[calling.call.store_as] = outcome
+        state.previous_states.append(state.current_state)
+        state.current_state = calling.name
+        turn.actions.append(f"return:{frame['flow']}->{calling.name}")
+        caller._decide(turn, calling)
+
+    def _leave_sub_flows(self, state: ConversationState) -> None:
+        """Back in this flow's own slots and variables, whatever sub-flows were running."""
+        frames = state.flow_memory.pop(CALLS, None)
+        if frames:
+            state.slots, state.variables = frames[0]["slots"], frames[0]["variables"]
+            state.flow_memory.update(frames[0]["memory"])
 
     # Slots -----------------------------------------------------------------------
 
-    def _fill_slots(self, turn: _Turn, spec: StateSpec, *, answering: bool) -> str | None:
-        """Fill what the message gives of the slots ``spec`` collects; the asked slot's problem.
+    def _values_of(self, turn: _Turn, spec: StateSpec) -> str:
+        values = {name: turn.state.slots.get(name) for name in spec.collect}
+        return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def _ask_again_if_stale(self, turn: _Turn, spec: StateSpec) -> None:
+        """Back in a collecting state with the very values it moved on with: the conversation came
+        back to change them, so they are asked again (rather than moving straight on once more)."""
+        moved_on = turn.state.flow_memory.get(MOVED_ON, {})
+        if self._missing(turn, spec) is None and moved_on.get(spec.name) == self._values_of(turn, spec):
+            for name in spec.collect:
+                turn.state.slots.pop(name, None)
+            del moved_on[spec.name]
+            turn.actions.append(f"ask_again:{spec.name}")
+
+    def _fill_slots(self, turn: _Turn, spec: StateSpec, *, answering: bool) -> _Fill:
+        """Fill what the message gives of the slots ``spec`` collects.
 
         ``answering``: the message answers the prompt said last, so the asked slot may take
         free text; a message that came before the prompt (the state was entered this turn)
-        may fill slots only with values it plainly contains.
+        may fill slots only with values it plainly contains. A payload that is an intent's
+        is a choice, not an answer to type: it fills nothing.
         """
+        fill = _Fill()
         wanted = [self.document.slots[n] for n in spec.collect if turn.state.slots.get(n) is None]
-        if not wanted:
-            return None
+        if not wanted or self._payload_is_intent(turn):
+            return fill
         asking = turn.state.flow_memory.get(ASKING, "") if answering else ""
-        found = extract_all(wanted, _text_of(turn.message), asking=asking, today=_today())
-        problem = None
+        found = extract_all(wanted, _text_of(turn.message), asking=asking, today=_today(turn.now))
         for name, extraction in found.items():
             value, reason = _value_and_problem(extraction)
+            message = None
+            if not reason and value is not None:
+                accepted, value, message, moved = self._check(turn, self.document.slots[name], value)
+                if moved:
+                    fill.moved = True
+                    return fill
+                if not accepted:
+                    reason = "was not accepted"
             if reason:
                 if name == asking:
-                    problem = reason
+                    fill.problem, fill.message = reason, message
                 continue
             if value is not None:
-                turn.state.slots[name] = value
-                turn.actions.append(f"fill:{name}")
-        return problem
+                self._set_slot(turn, name, value)
+                fill.answered = fill.answered or name == asking
+        return fill
+
+    def _payload_is_intent(self, turn: _Turn) -> bool:
+        return (
+            bool(turn.message.content.payload)
+            and turn.match is not None
+            and turn.match.exact
+            and (not turn.message.content.text)
+        )
+
+    def _fill_intent_slots(self, turn: _Turn, match: IntentMatch) -> None:
+        """An intent's own slots (``intents.X.slots``) and a recognizer's entities, when still empty."""
+        slots = self.document.slots
+        spec = self.document.intents.get(match.name)
+        names = [n for n in (spec.slots if spec else ()) if turn.state.slots.get(n) is None]
+        found: dict[str, Any] = {}
+        if names:
+            extracted = extract_all(
+                [slots[n] for n in names], _text_of(turn.message), asking="", today=_today(turn.now)
+            )
+            found = {n: e.value for n, e in extracted.items() if e.found}
+        for name, value in match.entities.items():
+            if name in slots and turn.state.slots.get(name) is None:
+                found.setdefault(name, value)
+        for name, value in found.items():
+            accepted, value, _message, _moved = self._check(turn, slots[name], value, may_move=False)
+            if accepted:
+                self._set_slot(turn, name, value)
+
+    def _set_slot(self, turn: _Turn, name: str, value: Any) -> None:
+        turn.state.slots[name] = value
+        turn.actions.append(f"fill:{name}")
+        if name in self.sensitive_slots:
+            turn.sensitive_values.append(value)
+
+    def _check(
+        self, turn: _Turn, slot: SlotSpec, value: Any, *, may_move: bool = True
+    ) -> tuple[bool, Any, Content | None, bool]:
+        """Run ``slot.validate`` on ``value``: (accepted, the value to keep, what to say, moved away)."""
+        for check in slot.validate:
+            if check.webhook:
+                body = {**self._webhook_body(turn, check.webhook), "slot": slot.name, "value": value}
+                result = self._webhook_result(turn, check.webhook, body)
+                answer = result.get("body") if result.get("ok") else None
+                if not isinstance(answer, Mapping):
+                    turn.actions.append(f"webhook_failed:{check.webhook}")
+                    if check.on_failure and may_move:
+                        self._enter(turn, check.on_failure)
+                        return False, None, None, True
+                    return False, None, None, False
+                turn.actions.append(f"webhook:{check.webhook}")
+                if not answer.get("valid", False):
+                    text = str(answer.get("message") or "")
+                    turn.actions.append(f"rejected:{slot.name}")
+                    return False, None, Content(text=text) if text else None, False
+                value = answer.get("value", value)
+            elif not self._evaluate(turn, check.when, value=value):
+                turn.actions.append(f"rejected:{slot.name}")
+                said = self._render(turn, check.message) if check.message is not None else None
+                return False, None, said, False
+        return True, value, None, False
 
     def _missing(self, turn: _Turn, spec: StateSpec) -> SlotSpec | None:
         """The first slot ``spec`` collects that is still empty."""
@@ -293,13 +619,15 @@ class DeclarativeFlow:
     def _asked_and_unanswered(self, turn: _Turn, slot: SlotSpec) -> bool:
         return turn.state.flow_memory.get(ASKING) == slot.name
 
-    def _ask(self, turn: _Turn, slot: SlotSpec, *, failed: bool) -> None:
+    def _ask(self, turn: _Turn, slot: SlotSpec, *, failed: bool, message: Content | None = None) -> None:
         if slot.name in turn.asked:  # entering the state asked already; this message came before
             return
         turn.asked.add(slot.name)
         memory = turn.state.flow_memory
         before = int(memory.get(ATTEMPTS, 0)) if memory.get(ASKING) == slot.name else 0
         attempts = before + (1 if failed else 0)
+        if message is not None:
+            turn.said.append(message)
         if failed and attempts >= slot.max_attempts:
             turn.actions.append(f"max_attempts:{slot.name}")
             target = slot.on_max_attempts or self.settings.fallback_state
@@ -308,17 +636,20 @@ class DeclarativeFlow:
                 return
             attempts = 0
         memory[ASKING], memory[ATTEMPTS] = slot.name, attempts
+        prompt: ResponseSpec | None
         if failed and slot.reprompts:
-            text = slot.reprompts[min(attempts, len(slot.reprompts)) - 1]
+            prompt = slot.reprompts[min(attempts, len(slot.reprompts)) - 1]
             turn.actions.append(f"reprompt:{slot.name}")
         else:
-            text = slot.prompt or f"What is your {slot.name.replace('_', ' ')}?"
+            prompt = slot.prompt
             turn.actions.append(f"prompt:{slot.name}")
-        turn.said.append(Content(text=self._text(turn, text)))
+        if prompt is None:
+            prompt = ResponseSpec(text=f"What is your {slot.name.replace('_', ' ')}?")
+        turn.said.append(self._render(turn, prompt))
 
     # Fallback --------------------------------------------------------------------
 
-    def _fall_back(self, turn: _Turn) -> None:
+    def _fall_back(self, turn: _Turn, current: StateSpec) -> None:
         state = turn.state
         state.error_count += 1
         fallbacks = int(state.flow_memory.get(FALLBACKS, 0)) + 1
@@ -329,7 +660,7 @@ class DeclarativeFlow:
             state.flow_memory[FALLBACKS] = 0
             self._enter(turn, target)
             return
-        turn.said.append(self._render(turn, self.settings.fallback_response))
+        turn.said.append(self._render(turn, current.fallback_response or self.settings.fallback_response))
 
     # Actions ------------------------------------------------------------------
 
@@ -355,16 +686,12 @@ class DeclarativeFlow:
                 if not self._call_webhook(turn, action.webhook):
                     return False
             else:
-                self._hand_off(turn, action.handoff or "")
+                self._hand_off(turn, self._text(turn, action.handoff or ""))
                 return False
         return True
 
     def _call_webhook(self, turn: _Turn, spec: WebhookSpec) -> bool:
-        key = str(turn.webhook_calls)
-        turn.webhook_calls += 1
-        result = turn.webhook_results.get(key)
-        if result is None:  # the actor calls it and runs this turn again with the answer
-            raise NeedsWebhook(WebhookCall(key, spec.name, self._webhook_body(turn, spec)))
+        result = self._webhook_result(turn, spec.name, self._webhook_body(turn, spec.name))
         if result.get("ok"):
             turn.state.variables[spec.store_as] = result.get("body")
             turn.actions.append(f"webhook:{spec.name}")
@@ -376,17 +703,32 @@ class DeclarativeFlow:
             return False
         return True
 
-    def _webhook_body(self, turn: _Turn, spec: WebhookSpec) -> JsonDict:
+    def _webhook_result(self, turn: _Turn, name: str, body: JsonDict) -> JsonDict:
+        """The answer to this turn's next webhook call; raises NeedsWebhook until the shard has it."""
+        key = str(turn.webhook_calls)
+        turn.webhook_calls += 1
+        result = turn.webhook_results.get(key)
+        if result is None:  # the actor calls it and runs this turn again with the answer
+            raise NeedsWebhook(WebhookCall(key, name, body))
+        return result
+
+    def _webhook_body(self, turn: _Turn, name: str) -> JsonDict:
         state, content = turn.state, turn.message.content
         return {
-            "webhook": spec.name,
+            "webhook": name,
+            "idempotency_key": idempotency_key(state, str(turn.webhook_calls), name),
             "flow": self.flow_id,
             "flow_version": self.version,
             "state": state.current_state,
             "slots": state.slots,
             "variables": state.variables,
             "user_profile": state.user_profile,
-            "message": {"text": content.text, "payload": content.payload, "channel": turn.message.channel},
+            "message": {
+                "text": content.text,
+                "payload": content.payload,
+                "channel": turn.message.channel,
+                "language": turn.language,
+            },
         }
 
     # Helpers -----------------------------------------------------------------
@@ -402,20 +744,6 @@ class DeclarativeFlow:
                 name = spec.states.get(variant, {}).get(name, name)
         return name
 
-    def _assign_variants(self, key: ConversationKey) -> dict[str, str]:
-        assigned = {}
-        for name, spec in self.document.experiments.items():
-            digest = hashlib.sha256(f"{key.tenant_id}\x00{key.conversation_id}\x00{name}".encode()).digest()
-            point = int.from_bytes(digest[:8], "big") / 2**64 * sum(spec.weights.values())
-            for variant, weight in spec.weights.items():
-                point -= weight
-                if point < 0:
-                    assigned[name] = variant
-                    break
-            else:
-                assigned[name] = next(reversed(spec.weights))
-        return assigned
-
     def _environment(self, turn: _Turn) -> dict[str, Any]:
         state, message = turn.state, turn.message
         return {
@@ -427,13 +755,15 @@ class DeclarativeFlow:
             "confidence": turn.match.confidence if turn.match else 0.0,
             "message": message.content.text,
             "channel": message.channel,
+            "language": turn.language,
             "message_count": state.message_count,
             "error_count": state.error_count,
+            "fallback_count": int(state.flow_memory.get(FALLBACKS, 0)),
         }
 
-    def _evaluate(self, turn: _Turn, expression: str) -> Any:
+    def _evaluate(self, turn: _Turn, expression: str, **extra: Any) -> Any:
         try:
-            return parse_expression(expression).evaluate(self._environment(turn))
+            return parse_expression(expression).evaluate({**self._environment(turn), **extra})
         except (ExpressionError, ExpressionEvalError) as exc:  # the loader checks syntax; be safe anyway
             turn.actions.append(f"expression_failed:{exc}")
             return None
@@ -445,7 +775,11 @@ class DeclarativeFlow:
     def _render(self, turn: _Turn, spec: ResponseSpec) -> Content:
         try:
             return render_response(
-                spec, self._environment(turn), channel=turn.message.channel, variant=self._variant(turn)
+                spec,
+                self._environment(turn),
+                channel=turn.message.channel,
+                variant=self._variant(turn),
+                language=turn.language,
             )
         except TemplateError as exc:
             turn.actions.append(f"template_failed:{exc.message}")
@@ -459,12 +793,34 @@ class DeclarativeFlow:
             return TEMPLATE_FAILED
 
 
+def idempotency_key(state: ConversationState, call: str, name: str) -> str:
+    """The key a webhook call carries (body ``idempotency_key``, header ``Idempotency-Key``).
+
+    The same for every retry of one call and for the replay of a turn after a restart
+    (the turn's inputs are the same), different for every other call: it is derived from
+    the conversation (its key's fingerprint and when it began), the turn (the number of
+    messages before it) and the call's place in the turn.
+    """
+    conversation = str(state.flow_memory.get(CONVERSATION, "")) or state.flow_id
+    parts = (conversation, repr(state.created_at), str(state.message_count), call, name)
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+
+
+def _fingerprint(tenant_id: str, conversation_id: str) -> str:
+    return hashlib.sha256(f"{tenant_id}\x00{conversation_id}".encode()).hexdigest()[:16]
+
+
+def _says_anything(spec: ResponseSpec) -> bool:
+    return bool(spec.text or spec.quick_replies or spec.buttons or spec.cards or spec.media or spec.location)
+
+
 def _text_of(message: InboundMessage) -> str:
     return message.content.text or message.content.payload
 
 
-def _today() -> datetime.date:
-    return datetime.date.today()
+def _today(now: float) -> datetime.date:
+    """The date of ``now`` on the server's clock: a turn's dates follow from its inputs alone."""
+    return datetime.datetime.fromtimestamp(now).date()
 
 
 def _value_and_problem(extraction: Any) -> tuple[Any, str]:
@@ -505,20 +861,22 @@ def _changes(before: dict[str, JsonDict], after: dict[str, JsonDict]) -> JsonDic
     return changed
 
 
-def _combine(said: list[Content]) -> Content:
-    """One response from everything said this turn: texts joined, rich parts kept."""
+def _combine(said: list[Content], final_from: int = 0) -> Content:
+    """One response from everything said this turn: texts joined; quick replies, buttons and
+    cards only from what was said from ``final_from`` on (in the state the turn ends in)."""
     if not said:
         return Content(text="")
-    if len(said) == 1:
+    if len(said) == 1 and final_from == 0:
         return said[0]
     combined = Content(
-        type=next((c.type for c in reversed(said) if c.type != "text"), "text"),
+        type=next((c.type for c in reversed(said[final_from:]) if c.type != "text"), "text"),
         text="\n".join(c.text for c in said if c.text),
     )
-    for content in said:
+    for content in said[final_from:]:
         combined.quick_replies.extend(content.quick_replies)
         combined.buttons.extend(content.buttons)
         combined.carousel.extend(content.carousel)
+    for content in said:
         combined.media = content.media or combined.media
         combined.location = content.location or combined.location
     return combined

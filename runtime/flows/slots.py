@@ -55,10 +55,15 @@ phone
 date
     The first of: ISO "2026-12-25"; day first "25/12/2026", "25.12.2026", "25-12-26"
     (a 2-digit year is 20yy); "25 december", "25th of dec", "december 25", "Dec 25,
-    2026" (a date without a year is its next occurrence, today included); "today",
-    "tonight", "tomorrow", "the day after tomorrow"; a weekday name ("friday", "next
-    friday"): the next such day, never today. Returns ISO. An impossible date
-    ("31/02/2026") is a problem.
+    2026"; "today", "tonight", "tomorrow", "the day after tomorrow", "yesterday", "the
+    day before yesterday"; "3 days ago", "a week ago", "in 2 weeks", "in ten days"; a
+    weekday name: "last friday" is the latest Friday before today, "next friday",
+    "this friday", "on friday" and "friday" the next one after today (never today).
+    The slot's ``range`` settles what is left open: with ``past``, a date without a
+    year is its latest occurrence on or before today and a bare weekday ("friday") the
+    latest one before today; otherwise the next occurrence on or after today. A date
+    outside the range ("tomorrow" for ``past``, a date gone by for ``future``; today is
+    in both) is a problem, as is an impossible date ("31/02/2026"). Returns ISO.
 regex
     The first match of ``pattern`` (searched as written), or of its group named
     ``value`` if it has one.
@@ -524,7 +529,15 @@ _MONTH = "|".join(sorted(_MONTHS, key=len, reverse=True))
 _WEEKDAYS = {
     d: i for i, d in enumerate(_wordlist("monday tuesday wednesday thursday friday saturday sunday"))
 }
-_RELATIVE = {"today": 0, "tonight": 0, "tomorrow": 1, "day after tomorrow": 2}
+_RELATIVE = {
+    "today": 0,
+    "tonight": 0,
+    "tomorrow": 1,
+    "day after tomorrow": 2,
+    "yesterday": -1,
+    "day before yesterday": -2,
+}
+_COUNT_WORDS = {"a": 1, "an": 1, "one": 1, **{w: n for w, n in _UNITS.items() if n > 1}}
 
 _ISO = re.compile(r"(?<![\d\-/.])(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})(?![\d\-/])")
 _DAY_FIRST = re.compile(
@@ -537,8 +550,14 @@ _MONTH_DAY = re.compile(
     rf"\b(?P<mon>{_MONTH})\b\.?\s+(?:the\s+)?(?P<d>\d{{1,2}})(?:st|nd|rd|th)?\b(?:,?\s+(?P<y>\d{{4}})\b)?"
 )
 _WORD_DATE = re.compile(
-    r"\b(?:(?:the\s+)?(?P<rel>day\s+after\s+tomorrow|today|tonight|tomorrow)"
-    r"|(?:(?:next|this|on)\s+)?(?P<wd>" + "|".join(_WEEKDAYS) + r"))\b"
+    r"\b(?:(?:the\s+)?(?P<rel>day\s+after\s+tomorrow|day\s+before\s+yesterday|today|tonight|tomorrow"
+    r"|yesterday)"
+    r"|(?:(?P<which>next|this|on|last)\s+)?(?P<wd>" + "|".join(_WEEKDAYS) + r"))\b"
+)
+_COUNT = r"(?P<n>\d{1,3}|" + "|".join(sorted(_COUNT_WORDS, key=len, reverse=True)) + r")"
+_OFFSET = re.compile(
+    rf"\b(?:(?P<in>in)\s+{_COUNT}\s+(?P<unit>days?|weeks?)|{_COUNT.replace('<n>', '<m>')}\s+"
+    r"(?P<unit2>days?|weeks?)\s+ago)\b"
 )
 
 
@@ -549,8 +568,11 @@ class _Date:
     value: datetime.date | None  # None: looked like a date but is not a real one
 
 
-def _dates(message: _Message, today: datetime.date) -> list[_Date]:
-    """Every date the message mentions, in order (the longest first where two start together)."""
+def _dates(message: _Message, today: datetime.date, range_: str = "") -> list[_Date]:
+    """Every date the message mentions, in order (the longest first where two start together).
+
+    ``range_`` ("past", "future" or "") decides the dates the message leaves open.
+    """
     text = message.folded
     found: list[_Date] = []
     for m in _ISO.finditer(text):
@@ -561,14 +583,26 @@ def _dates(message: _Message, today: datetime.date) -> list[_Date]:
     for pattern in (_DAY_MONTH, _MONTH_DAY):
         for m in pattern.finditer(text):
             month, day = _MONTHS[m["mon"]], int(m["d"])
-            value = _date(int(m["y"]), month, day) if m["y"] else _next_occurrence(month, day, today)
+            if m["y"]:
+                value = _date(int(m["y"]), month, day)
+            elif range_ == "past":
+                value = _last_occurrence(month, day, today)
+            else:
+                value = _next_occurrence(month, day, today)
             found.append(_Date(m.start(), m.end(), value))
     for m in _WORD_DATE.finditer(text):
         if m["rel"]:
             offset = _RELATIVE[" ".join(m["rel"].split())]
         else:
-            offset = (_WEEKDAYS[m["wd"]] - today.weekday() - 1) % 7 + 1  # 1..7: never today
+            ahead = (_WEEKDAYS[m["wd"]] - today.weekday() - 1) % 7 + 1  # 1..7: never today
+            backwards = m["which"] == "last" or (range_ == "past" and m["which"] in (None, "on"))
+            offset = ahead - 7 if backwards else ahead
         found.append(_Date(m.start(), m.end(), today + datetime.timedelta(days=offset)))
+    for m in _OFFSET.finditer(text):
+        count = m["n"] if m["in"] else m["m"]
+        number = int(count) if count.isdigit() else _COUNT_WORDS[count]
+        days = number * (7 if (m["unit"] or m["unit2"]).startswith("week") else 1)
+        found.append(_Date(m.start(), m.end(), today + datetime.timedelta(days=days if m["in"] else -days)))
     found.sort(key=lambda d: (d.start, -d.end))
     return found
 
@@ -591,14 +625,29 @@ def _next_occurrence(month: int, day: int, today: datetime.date) -> datetime.dat
     return None  # unreachable: a Feb 29 comes within 8 years
 
 
+def _last_occurrence(month: int, day: int, today: datetime.date) -> datetime.date | None:
+    """``day``/``month`` on or before ``today``: this year's, else an earlier year's (Feb 29)."""
+    if _date(2000, month, day) is None:
+        return None
+    for year in range(today.year, today.year - 9, -1):
+        candidate = _date(year, month, day)
+        if candidate is not None and candidate <= today:
+            return candidate
+    return None  # unreachable: a Feb 29 came within 8 years
+
+
 def _read_date(spec: SlotSpec, message: _Message, asked: bool, today: datetime.date) -> _Result:
-    dates = _dates(message, today)
+    dates = _dates(message, today, spec.range)
     if not dates:
         return _NOTHING
     first = dates[0]
     span = ((first.start, first.end),)
     if first.value is None:
         return Extraction.rejected("is not a real date"), span
+    if spec.range == "past" and first.value > today:
+        return Extraction.rejected("must be today or a day before"), span
+    if spec.range == "future" and first.value < today:
+        return Extraction.rejected("must be today or a day to come"), span
     return Extraction.of(first.value.isoformat()), span
 
 

@@ -1,7 +1,14 @@
 """Response templates: Jinja2 in a sandbox, turned into ``runtime.model.Content``.
 
 Templates see ``slots``, ``variables``, ``user_profile``, ``state``, ``intent``,
-``message``, ``channel`` (whatever mapping the interpreter passes). They render with
+``confidence``, ``message``, ``channel``, ``language``, ``message_count``,
+``error_count`` and ``fallback_count`` (whatever mapping the interpreter passes;
+:data:`TEMPLATE_NAMES`, which the loader checks names against). Besides Jinja's
+filters in :data:`FILTERS`, flows have ``money`` (an amount with its currency,
+``{{ variables.total | money('EUR') }}`` -> ``24.00 EUR``, in the conversation's
+language's number format; ``symbol=true`` for ``€24.00``), ``date`` (an ISO date as
+words, ``March 12, 2026``; a Babel/CLDR format name or pattern may be given) and
+``mask`` (all but the last four characters hidden), formatted with Babel. They render with
 :class:`jinja2.sandbox.ImmutableSandboxedEnvironment`, hardened further because a
 flow file can belong to a tenant, i.e. be written by someone we do not trust:
 
@@ -38,11 +45,15 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import datetime
 import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NoReturn
 
-from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, nodes
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date
+from babel.numbers import format_currency
+from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, meta, nodes, pass_context
 from jinja2.exceptions import SecurityError
 from jinja2.filters import FILTERS as JINJA_FILTERS
 from jinja2.runtime import Context, Undefined
@@ -52,6 +63,7 @@ from jinja2.visitor import NodeTransformer
 
 from ..model import Button, CarouselCard, Content, QuickReply
 from .document import ButtonSpec, ResponseSpec
+from .masking import mask_value
 
 __all__ = [
     "FILTERS",
@@ -60,12 +72,14 @@ __all__ = [
     "MAX_STEPS",
     "MAX_TEMPLATE_LENGTH",
     "STRING_METHODS",
+    "TEMPLATE_NAMES",
     "TemplateError",
     "compile_template",
     "is_template",
     "render_response",
     "render_text",
     "select_response",
+    "template_references",
 ]
 
 MAX_TEMPLATE_LENGTH = 10_000  # characters of source
@@ -154,6 +168,30 @@ FILTERS = frozenset(
         "wordcount",
     }
 )
+
+# The names a flow template can use: what the interpreter passes, and the globals below.
+TEMPLATE_NAMES = frozenset(
+    {
+        "slots",
+        "variables",
+        "user_profile",
+        "state",
+        "intent",
+        "message",
+        "channel",
+        "language",
+        "confidence",
+        "message_count",
+        "error_count",
+        "fallback_count",
+        "range",
+        "dict",
+        "cycler",
+        "joiner",
+    }
+)
+DEFAULT_LOCALE = "en"
+_MAPPING_METHODS = frozenset({"items", "keys", "values", "get"})
 
 _LOOP_GUARD = "_confab_loop"
 _CONCAT = "_confab_concat"
@@ -338,6 +376,51 @@ _PRECHECKS: dict[str, Callable[[int, tuple[Any, ...], dict[str, Any]], tuple[Any
 }
 
 
+# --------------------------------------------------------------------------- flow filters
+
+
+def _locale(context: Context) -> Locale:
+    language = context.get("language") or DEFAULT_LOCALE
+    try:
+        return Locale.parse(str(language))
+    except (UnknownLocaleError, ValueError):
+        return Locale.parse(DEFAULT_LOCALE)
+
+
+@pass_context
+def _money(context: Context, amount: Any, currency: str = "EUR", symbol: bool = False) -> str:
+    """``24.00 EUR`` (or ``€24.00`` with ``symbol``) in the conversation language's number format."""
+    if amount is None or isinstance(amount, Undefined):
+        return ""
+    if isinstance(amount, bool) or not isinstance(amount, int | float | str):
+        _limit(f"money() of a {type(amount).__name__}")
+    try:
+        value = float(amount)
+    except ValueError:
+        _limit(f"money() of {str(amount)[:40]!r}, which is not a number")
+    locale = _locale(context)
+    if symbol:
+        return str(format_currency(value, currency, locale=locale))
+    # The locale's grouping and decimal marks, the currency's own number of decimals, the ISO code.
+    return str(format_currency(value, currency, format="#,##0.00 ¤¤", locale=locale))
+
+
+@pass_context
+def _date(context: Context, value: Any, format: str = "long") -> str:
+    """An ISO date (a date slot's value) in words, in the conversation's language."""
+    if value is None or isinstance(value, Undefined) or value == "":
+        return ""
+    try:
+        day = value if isinstance(value, datetime.date) else datetime.date.fromisoformat(str(value))
+    except ValueError:
+        _limit(f"date() of {str(value)[:40]!r}, which is not an ISO date")
+    return str(format_date(day, format, locale=_locale(context)))
+
+
+def _mask(value: Any) -> str:
+    return "" if value is None or isinstance(value, Undefined) else mask_value(str(value))
+
+
 # --------------------------------------------------------------------------- environment
 
 
@@ -437,6 +520,7 @@ def _environment() -> _FlowEnvironment:
         cache_size=0,  # compile_template caches; Jinja's cache is for loaders we do not use
     )
     env.filters = {name: _guard_filter(name, JINJA_FILTERS[name]) for name in sorted(FILTERS)}
+    env.filters.update(money=_money, date=_date, mask=_mask)
     env.globals = {
         "range": _range,
         "dict": dict,
@@ -478,6 +562,30 @@ def _compile_cached(text: str) -> Template:
         raise TemplateError(exc.message or str(exc), exc.lineno) from None
     except RecursionError:  # absurdly nested source
         raise TemplateError("template too deeply nested", 1) from None
+
+
+def template_references(text: str) -> tuple[set[str], set[tuple[str, str]]]:
+    """The root names a (valid) template reads, and the ``slots.NAME``/``variables.NAME`` among them."""
+    if not is_template(text):
+        return set(), set()
+    tree = _ENV.parse(text)
+    roots = set(meta.find_undeclared_variables(tree))
+    fields: set[tuple[str, str]] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)
+        owner = node.node
+        if not (isinstance(owner, nodes.Name) and owner.name in ("slots", "variables")):
+            continue
+        if owner.name not in roots:  # a loop variable or {% set %} of that name, not the flow's
+            continue
+        if isinstance(node, nodes.Getattr):
+            if (
+                node.attr not in _MAPPING_METHODS
+            ):  # slots.items(): the mapping's own, when no slot has the name
+                fields.add((owner.name, node.attr))
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            fields.add((owner.name, node.arg.value))
+    return roots, fields
 
 
 def render_text(text: str, context: Mapping[str, Any]) -> str:
@@ -523,8 +631,11 @@ def _template_line(exc: BaseException) -> int | None:
     return lineno
 
 
-def select_response(spec: ResponseSpec, *, channel: str = "", variant: str = "") -> ResponseSpec:
+def select_response(
+    spec: ResponseSpec, *, channel: str = "", variant: str = "", language: str = ""
+) -> ResponseSpec:
     """Which response to render; see :func:`render_response`."""
+    spec = spec.languages.get(language, spec) if language else spec
     chosen = spec.variants.get(variant, spec) if variant else spec
     if channel:
         override = chosen.channels.get(channel)
@@ -536,14 +647,21 @@ def select_response(spec: ResponseSpec, *, channel: str = "", variant: str = "")
 
 
 def render_response(
-    spec: ResponseSpec, context: Mapping[str, Any], *, channel: str = "", variant: str = ""
+    spec: ResponseSpec,
+    context: Mapping[str, Any],
+    *,
+    channel: str = "",
+    variant: str = "",
+    language: str = "",
 ) -> Content:
     """Render ``spec`` into the :class:`~runtime.model.Content` to send.
 
-    Selection: the A/B ``variant`` first (``spec.variants[variant]`` when present, else
-    ``spec``), then the ``channel``: the chosen response's ``channels[channel]``, or, when
-    a variant was chosen and it has none for that channel, the base response's
-    ``channels[channel]``, else the chosen response itself. Only one level is looked at:
+    Selection: the ``language`` first (``spec.languages[language]`` when present, else
+    ``spec``; what follows looks only inside that choice), then the A/B ``variant``
+    (``spec.variants[variant]`` when present, else ``spec``), then the ``channel``: the
+    chosen response's ``channels[channel]``, or, when a variant was chosen and it has none
+    for that channel, the base response's ``channels[channel]``, else the chosen response
+    itself. Only one level is looked at:
     ``channels``/``variants`` inside an alternative are ignored. A channel override
     replaces the whole response (as ``docs/flows.md`` says), so on that channel the
     variant's wording is not used unless the variant has its own ``channels`` entry.
@@ -556,7 +674,7 @@ def render_response(
 
     Raises :class:`TemplateError` when any template fails.
     """
-    chosen = select_response(spec, channel=channel, variant=variant)
+    chosen = select_response(spec, channel=channel, variant=variant, language=language)
 
     def render(text: str) -> str:
         return render_text(text, context)

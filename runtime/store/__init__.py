@@ -38,7 +38,9 @@ class TurnRecord:
     message_id: str
     kind: int
     reply: bytes
-    input: str = ""  # what the user sent (or an operator's reason), for operators
+    input: str = ""  # what the user sent (or an operator's reason), for operators; maybe masked
+    # For a client's own request id: a digest of what it sent, to tell a repeat from a reuse.
+    fingerprint: bytes = b""
 
 
 @dataclass(slots=True)
@@ -61,6 +63,7 @@ class KeptTurn:
     reply: bytes
     created_at: float
     input: str
+    fingerprint: bytes = b""
 
 
 @dataclass(slots=True)

@@ -48,6 +48,11 @@ SQLITE: tuple[Migration, ...] = (
         "a row that health checks write to find out whether writes work",
         ("CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL)",),
     ),
+    Migration(
+        3,
+        "a fingerprint of what a client sent under its own request id (the kept input may be masked)",
+        ("ALTER TABLE turns ADD COLUMN fingerprint BLOB NOT NULL DEFAULT x''",),
+    ),
 )
 
 # Columns a version-1 store may lack: data dirs from before versions were recorded.

@@ -127,12 +127,14 @@ class SqliteStore:
     def load_turn(self, key: ConversationKey, message_id: str) -> KeptTurn | None:
         row = self._when_free(
             lambda: self._db.execute(
-                "SELECT seq, message_id, kind, reply, created_at, input FROM turns"
+                "SELECT seq, message_id, kind, reply, created_at, input, fingerprint FROM turns"
                 " WHERE tenant_id=? AND conversation_id=? AND message_id=? ORDER BY seq DESC LIMIT 1",
                 (key.tenant_id, key.conversation_id, message_id),
             ).fetchone()
         )
-        return None if row is None else KeptTurn(row[0], row[1], row[2], bytes(row[3]), row[4], row[5])
+        if row is None:
+            return None
+        return KeptTurn(row[0], row[1], row[2], bytes(row[3]), row[4], row[5], bytes(row[6]))
 
     def scan(
         self, after: ConversationKey | None, tenant_id: str, limit: int
@@ -189,10 +191,12 @@ class SqliteStore:
                 )
                 if w.turns:
                     db.executemany(
-                        "INSERT OR REPLACE INTO turns"
-                        " (tenant_id, conversation_id, seq, message_id, kind, reply, created_at, input)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        [(t, c, r.seq, r.message_id, r.kind, r.reply, now, r.input) for r in w.turns],
+                        "INSERT OR REPLACE INTO turns (tenant_id, conversation_id, seq, message_id, kind,"
+                        " reply, created_at, input, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            (t, c, r.seq, r.message_id, r.kind, r.reply, now, r.input, r.fingerprint)
+                            for r in w.turns
+                        ],
                     )
                 if w.prune_through > 0:
                     db.execute(

@@ -1,0 +1,94 @@
+"""A real shard in the test's own process, driven one turn at a time (no actors, no sockets).
+
+For dialogue tests that need what only a shard does: conversation actors, the store,
+webhooks answered off the shard's thread, flow reloads keeping running conversations
+on their version.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from confab.actors.messages import ShardSettings
+from confab.actors.shard import Shard
+from confab.runtime.errors import ConfabError, Unavailable
+from confab.runtime.flows.dialogues import TurnView, WebhookAnswers
+from confab.runtime.model import Content, ConversationKey, InboundMessage, ProcessingHints, TurnResult
+from confab.runtime.protocol.records import Command, CommandBatch, CommandKind, decode_outcome, is_deferred
+from confab.runtime.store import Retention, open_store
+from confab.runtime.webhooks import WebhookTarget
+
+WEBHOOK_WAIT_S = 30.0
+
+
+class LocalRunner:
+    """Runs turns on a real shard in this process, with a throwaway store."""
+
+    pins_time = False
+
+    def __init__(
+        self,
+        flow_dirs: Sequence[str] = (),
+        default_flow: str = "echo",
+        webhooks: Sequence[WebhookTarget] = (),
+    ) -> None:
+        self._directory = tempfile.TemporaryDirectory(prefix="confab-dialogues-")
+        settings = ShardSettings(
+            store_path=str(Path(self._directory.name) / "dialogues.sqlite3"),
+            synchronous="OFF",
+            resident_limit=10_000,
+            default_flow=default_flow,
+            retention=Retention(turns_kept=4, idempotency_window_s=60.0),
+            flow_dirs=tuple(flow_dirs),
+            webhooks=tuple(webhooks),
+        )
+        store = open_store(settings.store_path, synchronous="OFF", retention=settings.retention)
+        self.shard = Shard(0, 1, settings, store)
+
+    def close(self) -> None:
+        self.shard.close()
+        self._directory.cleanup()
+
+    def __enter__(self) -> LocalRunner:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def send(
+        self,
+        conversation: ConversationKey,
+        text: str,
+        payload: str,
+        channel: str,
+        flow: str,
+        *,
+        language: str = "",
+        now: float | None = None,
+        webhooks: WebhookAnswers | None = None,
+    ) -> TurnView:
+        message = InboundMessage(
+            user_id="dialogue",
+            content=Content(text=text, payload=payload, language=language),
+            channel=channel,
+            hints=ProcessingHints(force_flow=flow),
+        )
+        batch = CommandBatch(1, [Command(CommandKind.TURN, uuid.uuid4().hex, conversation, message)])
+        ((_, answer),) = self.shard.run_round([(None, batch)])
+        (wire,) = answer.outcomes
+        give_up = time.monotonic() + WEBHOOK_WAIT_S
+        while is_deferred(wire):  # the turn waits for a webhook: finish it once it answered
+            if time.monotonic() > give_up:
+                raise Unavailable("the turn's webhook did not answer")
+            time.sleep(0.005)
+            for _, (_, _, late) in self.shard.finish_webhooks():
+                wire = late
+        outcome = decode_outcome(wire)
+        if isinstance(outcome, ConfabError):
+            raise outcome
+        assert isinstance(outcome, TurnResult)
+        return TurnView.of(outcome)
