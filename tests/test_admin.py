@@ -17,7 +17,7 @@ from confab.protos import admin_pb2_grpc as admin_grpc
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.tools.price_service import PriceService
 
-from .support import ServerProcess, pizza, pizza_server
+from .support import ServerProcess, message, pizza, pizza_server
 
 ADMIN_KEY, PLAIN_KEY = "admin-key-for-tests-0123456789", "plain-key-for-tests-0123456789"
 
@@ -262,3 +262,22 @@ def test_tail_shows_activations_and_passivations(
     seen = [(e.type, e.conversation_id) for e in (next(events) for _ in range(3))]
     events.cancel()
     assert seen == [("activation", "woken"), ("passivation", "woken"), ("activation", "woken")]
+
+
+def test_a_card_number_typed_by_mistake_is_masked_in_what_is_kept_and_shown(
+    stubs: tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineStub],
+) -> None:
+    stub, engine = stubs
+    card = "4111 1111 1111 1111"  # passes the Luhn check: a real-looking card number
+    request = message("masked", f"my card {card} was stolen")
+    request.processing_hints.force_flow = "support"
+    request.metadata.request_id = "masked-1"
+    first = engine.ProcessMessage(request)
+    # The client's own retry of the very same message is a repeat, not a reuse of its id.
+    again = engine.ProcessMessage(request)
+    assert again.performance_metrics.cache_status == "replayed"
+    assert again.conversation_state.message_count == first.conversation_state.message_count == 1
+    detail = inspect(stub, "masked")
+    said = detail.last_turns[-1].input
+    assert card not in said and card.replace(" ", "") not in said and "stolen" in said
+    assert card not in str(detail.state)
