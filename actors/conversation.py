@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..runtime import telemetry
@@ -73,7 +73,7 @@ class ConversationActor:
         self._staged_seq = seq
         self._pending: list[TurnRecord] = []
         # While a turn waits for a webhook (``waiting``, managed by the shard), later
-        # commands wait in ``mailbox``, in arrival order.
+        # commands wait in ``mailbox`` (``shard.Queued``), in arrival order.
         self.waiting: Any = None
         self.mailbox: deque[Any] = deque()
 
@@ -101,13 +101,15 @@ class ConversationActor:
         store: Store,
         *,
         waited_ms: float = 0.0,
+        record: bool = False,
         resume: Suspended | None = None,
         webhook_result: JsonDict | None = None,
     ) -> list[Any] | Suspended:
         """Run one command against this conversation; return its outcome (``protocol.records``).
 
         Mutations stay staged. A turn that needs a webhook answer comes back
-        :class:`Suspended`; ``resume`` it later with the call's ``webhook_result``.
+        :class:`Suspended`; ``resume`` it later with the call's ``webhook_result``. With
+        ``record``, a turn keeps the message it answered for replays (the store's history).
         """
         try:
             if command.mutates and self._seen(command.message_id):
@@ -120,10 +122,10 @@ class ConversationActor:
                 return self._force_state(command, flows)
             assert isinstance(command.body, InboundMessage)
             if resume is None:
-                return self._turn(command, command.body, flows, time.time(), {}, waited_ms)
+                return self._turn(command, command.body, flows, time.time(), {}, waited_ms, record)
             assert webhook_result is not None
             results = {**resume.results, resume.call.key: webhook_result}
-            return self._turn(command, command.body, flows, resume.now, results, resume.waited_ms)
+            return self._turn(command, command.body, flows, resume.now, results, resume.waited_ms, record)
         except ConfabError as exc:
             return error_outcome(exc)
         except Exception as exc:  # a flow bug: the turn fails alone, the state is untouched
@@ -137,6 +139,7 @@ class ConversationActor:
         now: float,
         webhook_results: dict[str, JsonDict],
         waited_ms: float,
+        record: bool,
     ) -> list[Any] | Suspended:
         started = time.perf_counter()
         packed = self._current_state()
@@ -170,7 +173,11 @@ class ConversationActor:
         packed_state = codec.pack_state(state)
         # What the store keeps of the user's words: with what the flow declares sensitive masked.
         said = reply.recorded_input if reply.recorded_input is not None else command.said
-        return self._stage(command, packed_state, codec.pack_turn_reply(result, packed_state), said)
+        recorded = b""
+        if record:
+            kept = message if reply.recorded_input is None else _with_text(message, reply.recorded_input)
+            recorded = codec.pack_recorded(kept, now, webhook_results)
+        return self._stage(command, packed_state, codec.pack_turn_reply(result, packed_state), said, recorded)
 
     def _switch_flow(
         self, state: ConversationState, flows: FlowRegistry, flow_id: str, now: float
@@ -207,13 +214,22 @@ class ConversationActor:
             raise ConversationNotFound(f"conversation {self.key} not found")
         return packed
 
-    def _stage(self, command: Command, state: bytes, reply: bytes, said: str | None = None) -> list[Any]:
+    def _stage(
+        self, command: Command, state: bytes, reply: bytes, said: str | None = None, recorded: bytes = b""
+    ) -> list[Any]:
         self._staged_state = state
         self._staged_seq += 1
-        recorded = command.said if said is None else said
         fingerprint = _fingerprint(command) if command.message_id.startswith(CLIENT_KEY_PREFIX) else b""
         self._pending.append(
-            TurnRecord(self._staged_seq, command.message_id, int(command.kind), reply, recorded, fingerprint)
+            TurnRecord(
+                self._staged_seq,
+                command.message_id,
+                int(command.kind),
+                reply,
+                command.said if said is None else said,
+                fingerprint,
+                recorded,
+            )
         )
         return [DONE, reply]
 
@@ -245,17 +261,22 @@ class ConversationActor:
     # Staging ---------------------------------------------------------------
 
     def pending_write(self, retention: Retention, now: float) -> ConversationWrite:
-        """What the store must write, including which old turns may go (see :meth:`commit`)."""
+        """What the store must write, and which old turns it may let go.
+
+        Old turns are looked at once every ``turns_kept`` turns, not on every write: the
+        ones beyond the last ``turns_kept`` and older than the store keeps any turn go.
+        """
         assert self._staged_state is not None
-        prunable = self._prunable(retention, now)
-        kept_after = len(self.message_ids) - prunable + len(self._pending)
-        prune_through = self._staged_seq - kept_after if prunable else 0
-        return ConversationWrite(
-            self.key, self._staged_state, self._staged_seq, list(self._pending), prune_through
-        )
+        kept = retention.turns_kept
+        write = ConversationWrite(self.key, self._staged_state, self._staged_seq, list(self._pending))
+        if self._staged_seq // kept != self.seq // kept and self._staged_seq > kept:
+            write.prune_through = self._staged_seq - kept
+            write.prune_before = now - retention.kept_for_s
+        return write
 
     def _prunable(self, retention: Retention, now: float) -> int:
-        """How many of the oldest kept ids fall outside the retention once the pending ones are in."""
+        """How many of the oldest ids in memory fall outside what a conversation must recognise
+        (its last ``turns_kept``, and the idempotency window) once the pending ones are in."""
         beyond_count = len(self.message_ids) + len(self._pending) - retention.turns_kept
         if beyond_count <= 0:
             return 0
@@ -281,6 +302,11 @@ class ConversationActor:
         self._staged_seq = self.seq
         self._pending.clear()
         self._staged_state = None
+
+
+def _with_text(message: InboundMessage, text: str) -> InboundMessage:
+    content = replace(message.content, text=text)
+    return replace(message, content=content)
 
 
 def _fingerprint(command: Command) -> bytes:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any
 
@@ -81,10 +82,13 @@ class ShardServer:
     # The loop's work ----------------------------------------------------------------
 
     def _received(self, connection: transport.FrameConnection, frames: list[Any]) -> None:
+        now = time.perf_counter()
         for value in frames:
             kind = value[0]
             if kind == BATCH:
-                self._batches.append((connection, CommandBatch.from_frame(value)))
+                batch = CommandBatch.from_frame(value)
+                batch.received_at = now
+                self._batches.append((connection, batch))
             elif kind == QUERY:
                 self._queries.append((connection, Query.from_frame(value)))
             else:

@@ -70,7 +70,7 @@ def _inspect(shard: Shard, key: ConversationKey, last_turns: int) -> list[Any] |
     webhook = ""
     if conversation is not None:
         commands = [w.suspended.command for w in [conversation.waiting] if w is not None]
-        commands += [command for _, command in conversation.mailbox]
+        commands += [queued.command for queued in conversation.mailbox]
         queued = [(c.message_id, int(c.kind), flow.redact_text(c.said)) for c in commands]
         if conversation.waiting is not None:
             webhook = conversation.waiting.suspended.call.name

@@ -33,7 +33,7 @@ from typing import Any
 import psutil
 
 from ..runtime import telemetry
-from ..runtime.errors import InternalError, Unavailable
+from ..runtime.errors import DeadlineExceeded, InternalError, Unavailable
 from ..runtime.flows import FlowRegistry
 from ..runtime.flows.catalog import load_flows
 from ..runtime.inspection import FlowReload, ShardStatus
@@ -67,6 +67,15 @@ class Origin:
     sender: Any
     batch_id: int
     index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A command waiting in its conversation's mailbox, and when the shard got it."""
+
+    origin: Origin
+    command: Command
+    arrived: float
 
 
 @dataclass(slots=True)
@@ -127,6 +136,7 @@ class Shard:
         self.commands = 0
         self.rounds = 0
         self.last_write_error = ""
+        self._recording = store.retention.history_s > 0
         self._exit_after_commit = int(os.environ.get(EXIT_AFTER_COMMIT, "0")) if generation == 0 else 0
         self._process = psutil.Process()
 
@@ -144,8 +154,9 @@ class Shard:
         try:
             with telemetry.batch_span(self.index, [batch for _, batch in batches]):
                 for sender, batch in batches:
+                    arrived = batch.received_at or received
                     for i, command in enumerate(batch.commands):
-                        self._run_command(command, Origin(sender, batch.batch_id, i), received, done)
+                        self._run_command(command, Origin(sender, batch.batch_id, i), arrived, done)
                 self.commands += len(done.outcomes)
                 self.rounds += 1
                 if done.touched:
@@ -159,20 +170,30 @@ class Shard:
         self._passivate_beyond_limit()
         return self._answers(batches, done)
 
-    def _run_command(self, command: Command, origin: Origin, received: float, done: _Round) -> None:
+    def _run_command(self, command: Command, origin: Origin, arrived: float, done: _Round) -> None:
         conversation = self._activate(command.key)
         if conversation.waiting is not None:  # behind a webhook: wait in order
-            conversation.mailbox.append((origin, command))
+            conversation.mailbox.append(Queued(origin, command, arrived))
             done.add(origin, conversation, None)
             return
-        waited_ms = (time.perf_counter() - received) * 1000.0
-        with telemetry.turn_span(command) as span:
-            outcome = conversation.apply(command, self.flows, self.store, waited_ms=waited_ms)
-            if span is not None:
-                telemetry.note_outcome(span, outcome)
-        self._settle(conversation, outcome, origin, done)
+        self._settle(conversation, self._apply(conversation, command, arrived), origin, done)
         if not conversation.exists and conversation.waiting is None and not conversation.staged:
             del self.residents[command.key]  # e.g. a lookup of an unknown id: keep no trace
+
+    def _apply(
+        self, conversation: ConversationActor, command: Command, arrived: float
+    ) -> list[Any] | Suspended:
+        waited = time.perf_counter() - arrived
+        if command.budget_s is not None and waited > command.budget_s:
+            # The caller has given up by now: running it would apply what it was told failed.
+            return error_outcome(DeadlineExceeded("the deadline passed before its turn"))
+        with telemetry.turn_span(command) as span:
+            outcome = conversation.apply(
+                command, self.flows, self.store, waited_ms=waited * 1000.0, record=self._recording
+            )
+            if span is not None:
+                telemetry.note_outcome(span, outcome)
+        return outcome
 
     def _answers(
         self, batches: list[tuple[Any, CommandBatch]], done: _Round
@@ -265,13 +286,15 @@ class Shard:
                 suspended.command,
                 self.flows,
                 self.store,
+                record=self._recording,
                 resume=suspended,
                 webhook_result=waiting.future.result(),
             )
             self._settle(conversation, outcome, waiting.origin, done)
             while conversation.waiting is None and conversation.mailbox:
-                origin, command = conversation.mailbox.popleft()
-                self._settle(conversation, conversation.apply(command, self.flows, self.store), origin, done)
+                queued = conversation.mailbox.popleft()
+                applied = self._apply(conversation, queued.command, queued.arrived)
+                self._settle(conversation, applied, queued.origin, done)
         if done.touched:
             self._persist(done)
         return [

@@ -57,6 +57,9 @@ class EngineConfig:
     # repeats with the same metadata.request_id, within the window gets its first reply again.
     turns_kept: int = 32
     idempotency_window_s: float = 3600.0
+    # Each turn's message (masked as its flow says), time and webhook answers are kept this long,
+    # for replays of real traffic against a new version of a flow (`confab flows replay`); 0: off.
+    history_retention_s: float = 604800.0
 
 
 @dataclass(slots=True)
@@ -242,6 +245,7 @@ def _validate(config: ConfabConfig) -> None:
         (config.engine.max_queued_per_shard >= 1, "engine.max_queued_per_shard must be >= 1"),
         (config.engine.shard_timeout_s > 0, "engine.shard_timeout_s must be > 0"),
         (config.engine.turns_kept >= 1, "engine.turns_kept must be >= 1"),
+        (config.engine.history_retention_s >= 0, "engine.history_retention_s must be 0 (off) or more"),
         (config.engine.heartbeat_interval_s > 0, "engine.heartbeat_interval_s must be > 0"),
         (
             config.engine.heartbeat_timeout_s > config.engine.heartbeat_interval_s,

@@ -31,7 +31,7 @@ from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.config import ConfigError, load_config
 from confab.runtime.errors import InvalidArgument, RateLimited
 
-from .support import ServerProcess, message, state_request
+from .support import ServerProcess, message, pizza, pizza_server, state_request
 
 
 def new_id() -> str:
@@ -463,39 +463,27 @@ def test_tenant_rate_limit_in_a_stream_is_a_recoverable_error(stub: pb_grpc.MCPE
 # Deadlines ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def one_slow_shard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("slow-shard")
-    config = root / "confab.yaml"
-    # One command per edge->shard message, each committed with fsync: a long queue drains slowly.
-    config.write_text("engine:\n  max_commands_per_batch: 1\n", encoding="utf-8")
-    server = ServerProcess(root / "data", shards=1, extra=["--config", str(config)]).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def test_a_request_whose_deadline_passes_while_queued_is_never_processed(
-    one_slow_shard: ServerProcess,
+def test_a_request_whose_deadline_passes_while_it_waits_for_its_conversation_is_never_run(
+    tmp_path: Path,
 ) -> None:
-    with one_slow_shard.channel() as channel:
+    # The conversation's turn waits 1.5 s for the price webhook; messages for it meanwhile wait
+    # in its mailbox, with deadlines much shorter than that.
+    with pizza_server(tmp_path, timeout_s=5.0) as (server, prices), server.channel() as channel:
         stub = pb_grpc.MCPEngineStub(channel)
-        backlog, late = new_id(), new_id()
-        ahead = [stub.ProcessMessage.future(message(backlog, f"b{i}")) for i in range(300)]
-        time.sleep(0.05)  # the backlog is queued at the shard link
-        behind = [stub.ProcessMessage.future(message(late, f"l{i}"), timeout=0.03) for i in range(30)]
-        outcomes = []
+        stub.ProcessMessage(pizza("queued", "hi"))
+        prices.delay_s = 1.5
+        pricing = stub.ProcessMessage.future(pizza("queued", "2 large pizzas"))
+        time.sleep(0.2)  # the turn is waiting for its webhook now
+        behind = [stub.ProcessMessage.future(pizza("queued", "yes"), timeout=0.3) for _ in range(5)]
+        codes = []
         for future in behind:
             try:
                 future.result()
-                outcomes.append("OK")
+                codes.append("OK")
             except grpc.RpcError as exc:
-                outcomes.append(exc.code().name)
-        assert all(f.result().status.success for f in ahead)
-        assert set(outcomes) <= {"OK", "DEADLINE_EXCEEDED"}
-        assert "DEADLINE_EXCEEDED" in outcomes, "the backlog drained too fast to test anything"
-        time.sleep(0.2)  # anything still queued would have run by now
-        # Every expired request was dropped before the shard took it: none ran late.
-        assert message_count(stub, late) == outcomes.count("OK")
-        assert message_count(stub, backlog) == 300
+                codes.append(exc.code().name)
+        assert codes == ["DEADLINE_EXCEEDED"] * 5
+        assert pricing.result().current_state == "confirm"
+        time.sleep(0.3)  # the mailbox has drained by now
+        # None of the five ran late: the conversation counts "hi" and the order only.
+        assert message_count(stub, "queued") == 2

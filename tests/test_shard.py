@@ -25,6 +25,7 @@ from confab.runtime.model import (
     StateResult,
     TurnResult,
 )
+from confab.runtime.protocol import codec
 from confab.runtime.protocol.records import Command, CommandBatch, CommandKind, Outcome, decode_outcome
 from confab.runtime.store import ConversationWrite, Retention, open_store
 
@@ -97,13 +98,14 @@ def make_shard(db_path: Path) -> Iterator[Callable[..., Shard]]:
         index: int = 0,
         generation: int = 1,
         window_s: float = 3600.0,
+        history_s: float = 0.0,
     ) -> Shard:
         settings = ShardSettings(
             store_path=str(db_path),
             synchronous="NORMAL",
             resident_limit=resident_limit,
             default_flow="echo",
-            retention=Retention(turns_kept, window_s),
+            retention=Retention(turns_kept, window_s, history_s),
         )
         store = open_store(settings.store_path, synchronous="NORMAL", retention=settings.retention)
         shard = Shard(index, generation, settings, store)
@@ -353,6 +355,24 @@ def test_a_client_key_reused_for_another_message_is_refused(shard: Shard) -> Non
     reused = run_one(shard, turn("c", "pay 99 EUR", "c:key-1"))
     assert isinstance(reused, InvalidArgument) and reused.field == "metadata.request_id"
     assert count_of(shard, "c") == first.state.message_count == 1
+
+
+def test_with_history_on_each_turn_keeps_its_message_and_time_for_replays(
+    make_shard: Callable[..., Shard],
+) -> None:
+    shard = make_shard(history_s=3600.0)
+    run(shard, turn("c", "first"), reset("c"), turn("c", "second"))
+    recorded = shard.store.recorded_turns(key("c"))
+    assert [t.seq for t in recorded] == [1, 3]  # turns only: a reset answers no message
+    message, at, webhooks = codec.unpack_recorded(recorded[1].recorded)
+    assert message.content.text == "second" and at > 0 and webhooks == {}
+    assert make_shard().store.recorded_turns(key("c"))  # kept in the store, whoever reads it
+
+
+def test_with_history_off_nothing_is_recorded(make_shard: Callable[..., Shard]) -> None:
+    shard = make_shard(history_s=0.0)
+    run(shard, turn("c", "first"))
+    assert shard.store.recorded_turns(key("c")) == []
 
 
 # Flow failures --------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -10,7 +11,7 @@ from typing import Any, cast
 import pytest
 
 from confab.runtime.model import ConversationKey
-from confab.runtime.store import ConversationWrite, StoredConversation, StoreError, TurnRecord
+from confab.runtime.store import ConversationWrite, Retention, StoredConversation, StoreError, TurnRecord
 from confab.runtime.store.migrations import SQLITE_VERSION
 from confab.runtime.store.sqlite import SqliteStore as Store
 
@@ -161,7 +162,9 @@ def test_write_failure_in_later_turn_rolls_back_earlier_conversation(store: Stor
 
 def test_a_write_deletes_the_turns_its_writer_says_are_beyond_retention(store: Store, db_path: Path) -> None:
     store.write([ConversationWrite(KEY, b"s", 5, [turn(s) for s in range(1, 6)])])
-    store.write([ConversationWrite(KEY, b"s", 6, [turn(6)], prune_through=3)])
+    store.write([ConversationWrite(KEY, b"s", 6, [turn(6)], prune_through=3, prune_before=time.time() - 60)])
+    assert turn_rows(db_path, KEY) == [1, 2, 3, 4, 5, 6]  # young enough to stay
+    store.write([ConversationWrite(KEY, b"s", 6, [turn(6)], prune_through=3, prune_before=time.time() + 1)])
     assert turn_rows(db_path, KEY) == [4, 5, 6]
     loaded = store.load(KEY)
     assert loaded is not None and ids(loaded) == ["m-4", "m-5", "m-6"]
@@ -173,7 +176,13 @@ def test_a_write_deletes_the_turns_its_writer_says_are_beyond_retention(store: S
 def test_pruning_is_per_conversation(store: Store, db_path: Path) -> None:
     for seq in range(1, 3):
         write_one(store, OTHER, seq)
-    store.write([ConversationWrite(KEY, b"s", 19, [turn(s) for s in range(1, 20)], prune_through=15)])
+    store.write(
+        [
+            ConversationWrite(
+                KEY, b"s", 19, [turn(s) for s in range(1, 20)], prune_through=15, prune_before=time.time() + 1
+            )
+        ]
+    )
     assert turn_rows(db_path, OTHER) == [1, 2]
     assert turn_rows(db_path, KEY) == [16, 17, 18, 19]
 
@@ -332,3 +341,32 @@ def test_a_truncated_database_fails_its_integrity_check(db_path: Path) -> None:
         finally:
             damaged.close()
     assert str(db_path) in str(caught.value)
+
+
+def test_load_knows_the_last_turns_kept_and_the_windows_ids_only(db_path: Path) -> None:
+    store = Store(db_path, synchronous="NORMAL", retention=Retention(turns_kept=2, idempotency_window_s=60.0))
+    try:
+        store.write([ConversationWrite(KEY, b"s", 5, [turn(s) for s in range(1, 6)])])
+        with sqlite3.connect(db_path) as db:  # turns 1..3 were written two minutes ago
+            db.execute("UPDATE turns SET created_at = created_at - 120 WHERE seq <= 3")
+        loaded = store.load(KEY)
+        assert loaded is not None and ids(loaded) == ["m-4", "m-5"]
+        assert store.load_turn(KEY, "m-1") is not None  # still kept (history), just not recognised
+    finally:
+        store.close()
+
+
+def test_recorded_turns_and_the_conversations_that_have_them(store: Store) -> None:
+    store.write(
+        [
+            ConversationWrite(
+                KEY, b"s", 2, [TurnRecord(1, "a", 1, b"r1", recorded=b"m1"), TurnRecord(2, "b", 3, b"r2")]
+            ),
+            ConversationWrite(OTHER, b"s", 1, [TurnRecord(1, "c", 1, b"r", recorded=b"m")]),
+            ConversationWrite(ConversationKey("tenant-b", "x"), b"s", 1, [turn(1)]),
+        ]
+    )
+    assert [(t.seq, t.recorded) for t in store.recorded_turns(KEY)] == [(1, b"m1")]
+    assert store.recorded_conversations("", 0.0, None, 10) == [KEY, OTHER]
+    assert store.recorded_conversations("tenant-a", 0.0, KEY, 10) == [OTHER]
+    assert store.recorded_conversations("", time.time() + 60, None, 10) == []

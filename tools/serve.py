@@ -60,7 +60,9 @@ def shard_settings(config: ConfabConfig, run_dir: Path) -> ShardSettings:
         synchronous=config.store.synchronous,
         resident_limit=config.engine.resident_conversations_per_shard,
         default_flow=config.flows.default,
-        retention=Retention(config.engine.turns_kept, config.engine.idempotency_window_s),
+        retention=Retention(
+            config.engine.turns_kept, config.engine.idempotency_window_s, config.engine.history_retention_s
+        ),
         flow_dirs=tuple(str(Path(d).resolve()) for d in config.flows.dirs),
         webhooks=tuple(
             WebhookTarget(w.name, w.url, w.timeout_s, w.retries, tuple(w.headers.items()))

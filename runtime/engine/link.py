@@ -188,10 +188,14 @@ class ShardLink:
                 pending = self._queue.popleft()
                 if pending.future.done():  # the caller gave up (cancelled) meanwhile
                     continue
-                if pending.deadline is not None and pending.deadline <= now:
-                    self._expired += 1
-                    _settle(pending.future, DeadlineExceeded("the deadline passed before the shard took it"))
-                    continue
+                if pending.deadline is not None:
+                    if pending.deadline <= now:
+                        self._expired += 1
+                        _settle(
+                            pending.future, DeadlineExceeded("the deadline passed before the shard took it")
+                        )
+                        continue
+                    pending.command.budget_s = pending.deadline - now  # the shard honours it too
                 taken.append(pending)
             if not taken:
                 continue

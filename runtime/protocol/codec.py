@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-from ..model import Content, ConversationState, ResetResult, StateResult, TurnResult
+from ..model import Content, ConversationState, InboundMessage, JsonDict, ResetResult, StateResult, TurnResult
 
 # Reply tags. 1..3 are the replies stored before replies embedded packed state:
 # still read, so a re-sent command is answered after an upgrade too.
@@ -106,6 +106,19 @@ def reply_state(data: bytes) -> bytes | None:
     if w[0] == STATE_REPLY:
         return w[1]
     return None
+
+
+# Recorded turns ---------------------------------------------------------------------------
+
+
+def pack_recorded(message: InboundMessage, now: float, webhook_results: dict[str, JsonDict]) -> bytes:
+    """What a turn answered, as kept for replays: the message, its time, its webhook answers."""
+    return pack([message.to_wire(), now, webhook_results])
+
+
+def unpack_recorded(data: bytes) -> tuple[InboundMessage, float, dict[str, JsonDict]]:
+    w = unpack(data)
+    return InboundMessage.from_wire(w[0]), w[1], w[2]
 
 
 # Frames ----------------------------------------------------------------------------------

@@ -68,6 +68,9 @@ class Command:
     body: InboundMessage | str | None = None
     # W3C traceparent of the edge span that sent it; None unless tracing is on (runtime.telemetry).
     trace: str | None = None
+    # Seconds the caller's deadline left when the edge sent it; a shard that gets to it later
+    # answers DEADLINE_EXCEEDED instead of running it. None: no deadline.
+    budget_s: float | None = None
 
     @property
     def mutates(self) -> bool:
@@ -84,15 +87,20 @@ class Command:
     def to_wire(self) -> list[Any]:
         body: Any = self.body.to_wire() if isinstance(self.body, InboundMessage) else self.body
         wire = [int(self.kind), self.message_id, self.key.tenant_id, self.key.conversation_id, body]
-        if self.trace is not None:  # appended, and only when set: untraced commands stay as before
+        # Appended, and only when set: a plain command stays five items long.
+        if self.trace is not None or self.budget_s is not None:
             wire.append(self.trace)
+        if self.budget_s is not None:
+            wire.append(self.budget_s)
         return wire
 
     @classmethod
     def from_wire(cls, w: list[Any]) -> Command:
         kind = CommandKind(w[0])
         body = InboundMessage.from_wire(w[4]) if kind is CommandKind.TURN else w[4]
-        return cls(kind, w[1], ConversationKey(w[2], w[3]), body, w[5] if len(w) > 5 else None)
+        trace = w[5] if len(w) > 5 else None
+        budget = w[6] if len(w) > 6 else None
+        return cls(kind, w[1], ConversationKey(w[2], w[3]), body, trace, budget)
 
 
 # What a command produced, once decoded at the edge: a result, or the error that stopped it.
@@ -122,6 +130,8 @@ class CommandBatch:
     commands: list[Command]
     # An operator is watching (Admin.TailEvents): report activations and passivations.
     want_lifecycle: bool = False
+    # When the shard read it (time.perf_counter(), not on the wire): commands' budgets count from it.
+    received_at: float = 0.0
 
     def to_frame(self) -> list[Any]:
         return [BATCH, self.batch_id, [c.to_wire() for c in self.commands], self.want_lifecycle]

@@ -10,7 +10,10 @@ What a store keeps of each conversation:
 - its turns (message id, the reply that was sent, what the user said) while they
   are among the last ``turns_kept`` or younger than ``idempotency_window_s``
   (:class:`Retention`): every message id the edge may re-send and every request id
-  a client may repeat within the window is still known, with its reply.
+  a client may repeat within the window is still known, with its reply;
+- and, for ``history_s``, the message each turn answered (masked as its flow says),
+  its time and its webhook answers: what a flow author replays against a new version
+  of a flow (``confab flows replay``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ class StoreError(Exception):
 class Retention:
     turns_kept: int = 32
     idempotency_window_s: float = 3600.0
+    history_s: float = 0.0  # how long a turn's message is kept for replays; 0: not recorded
+
+    @property
+    def kept_for_s(self) -> float:
+        """How long a turn beyond the last ``turns_kept`` stays in the store."""
+        return max(self.idempotency_window_s, self.history_s)
 
 
 @dataclass(slots=True)
@@ -41,6 +50,8 @@ class TurnRecord:
     input: str = ""  # what the user sent (or an operator's reason), for operators; maybe masked
     # For a client's own request id: a digest of what it sent, to tell a repeat from a reuse.
     fingerprint: bytes = b""
+    # With history on: the message the turn answered, its time and its webhook answers (codec).
+    recorded: bytes = b""
 
 
 @dataclass(slots=True)
@@ -51,8 +62,9 @@ class ConversationWrite:
     state: bytes
     seq: int
     turns: list[TurnRecord] = field(default_factory=list)
-    # Turns with seq <= this are beyond the retention now and may be deleted (0: none).
+    # Turns with seq <= prune_through written before prune_before may be deleted (0: look at none).
     prune_through: int = 0
+    prune_before: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +76,7 @@ class KeptTurn:
     created_at: float
     input: str
     fingerprint: bytes = b""
+    recorded: bytes = b""
 
 
 @dataclass(slots=True)
@@ -93,6 +106,17 @@ class Store(Protocol):
 
     def recent_turns(self, key: ConversationKey, count: int) -> list[KeptTurn]:
         """The last ``count`` turns kept, oldest first."""
+        ...
+
+    def recorded_turns(self, key: ConversationKey) -> list[KeptTurn]:
+        """Every kept turn of the conversation with its recorded message, oldest first."""
+        ...
+
+    def recorded_conversations(
+        self, tenant_id: str, since: float, after: ConversationKey | None, limit: int
+    ) -> list[ConversationKey]:
+        """Up to ``limit`` conversations, in key order after ``after``, with a turn recorded since
+        ``since`` (Unix seconds), of ``tenant_id`` ("" for every tenant)."""
         ...
 
     def count_conversations(self) -> int: ...

@@ -53,6 +53,11 @@ SQLITE: tuple[Migration, ...] = (
         "a fingerprint of what a client sent under its own request id (the kept input may be masked)",
         ("ALTER TABLE turns ADD COLUMN fingerprint BLOB NOT NULL DEFAULT x''",),
     ),
+    Migration(
+        4,
+        "the message each turn answered, for replays of recorded traffic against new flow versions",
+        ("ALTER TABLE turns ADD COLUMN recorded BLOB NOT NULL DEFAULT x''",),
+    ),
 )
 
 # Columns a version-1 store may lack: data dirs from before versions were recorded.

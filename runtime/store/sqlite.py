@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..model import ConversationKey
 from . import ConversationWrite, KeptTurn, Retention, StoredConversation, StoreError
@@ -115,11 +115,13 @@ class SqliteStore:
         )
         if row is None:
             return None
+        # The ids a conversation must recognise: its last turns_kept, and the idempotency window's.
+        since = time.time() - self.retention.idempotency_window_s
         ids = self._when_free(
             lambda: self._db.execute(
                 "SELECT message_id, created_at FROM turns WHERE tenant_id=? AND conversation_id=?"
-                " ORDER BY seq",
-                (key.tenant_id, key.conversation_id),
+                " AND (seq > ? OR created_at >= ?) ORDER BY seq",
+                (key.tenant_id, key.conversation_id, row[1] - self.retention.turns_kept, since),
             ).fetchall()
         )
         return StoredConversation(state=row[0], seq=row[1], message_ids=[(r[0], r[1]) for r in ids])
@@ -127,14 +129,14 @@ class SqliteStore:
     def load_turn(self, key: ConversationKey, message_id: str) -> KeptTurn | None:
         row = self._when_free(
             lambda: self._db.execute(
-                "SELECT seq, message_id, kind, reply, created_at, input, fingerprint FROM turns"
+                f"SELECT {_TURN_COLUMNS} FROM turns"
                 " WHERE tenant_id=? AND conversation_id=? AND message_id=? ORDER BY seq DESC LIMIT 1",
                 (key.tenant_id, key.conversation_id, message_id),
             ).fetchone()
         )
         if row is None:
             return None
-        return KeptTurn(row[0], row[1], row[2], bytes(row[3]), row[4], row[5], bytes(row[6]))
+        return _kept(row)
 
     def scan(
         self, after: ConversationKey | None, tenant_id: str, limit: int
@@ -156,12 +158,40 @@ class SqliteStore:
     def recent_turns(self, key: ConversationKey, count: int) -> list[KeptTurn]:
         rows = self._when_free(
             lambda: self._db.execute(
-                "SELECT seq, message_id, kind, reply, created_at, input FROM turns"
+                f"SELECT {_TURN_COLUMNS} FROM turns"
                 " WHERE tenant_id=? AND conversation_id=? ORDER BY seq DESC LIMIT ?",
                 (key.tenant_id, key.conversation_id, count),
             ).fetchall()
         )
-        return [KeptTurn(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in reversed(rows)]
+        return [_kept(r) for r in reversed(rows)]
+
+    def recorded_turns(self, key: ConversationKey) -> list[KeptTurn]:
+        rows = self._when_free(
+            lambda: self._db.execute(
+                f"SELECT {_TURN_COLUMNS} FROM turns"
+                " WHERE tenant_id=? AND conversation_id=? AND recorded != x'' ORDER BY seq",
+                (key.tenant_id, key.conversation_id),
+            ).fetchall()
+        )
+        return [_kept(r) for r in rows]
+
+    def recorded_conversations(
+        self, tenant_id: str, since: float, after: ConversationKey | None, limit: int
+    ) -> list[ConversationKey]:
+        where: list[str] = ["recorded != x''", "created_at >= ?"]
+        args: list[object] = [since]
+        if tenant_id:
+            where.append("tenant_id = ?")
+            args.append(tenant_id)
+        if after is not None:
+            where.append("(tenant_id, conversation_id) > (?, ?)")
+            args += [after.tenant_id, after.conversation_id]
+        sql = (
+            "SELECT DISTINCT tenant_id, conversation_id FROM turns"
+            f" WHERE {' AND '.join(where)} ORDER BY tenant_id, conversation_id LIMIT ?"
+        )
+        rows = self._when_free(lambda: self._db.execute(sql, (*args, limit)).fetchall())
+        return [ConversationKey(r[0], r[1]) for r in rows]
 
     def count_conversations(self) -> int:
         return int(
@@ -192,16 +222,29 @@ class SqliteStore:
                 if w.turns:
                     db.executemany(
                         "INSERT OR REPLACE INTO turns (tenant_id, conversation_id, seq, message_id, kind,"
-                        " reply, created_at, input, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " reply, created_at, input, fingerprint, recorded)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [
-                            (t, c, r.seq, r.message_id, r.kind, r.reply, now, r.input, r.fingerprint)
+                            (
+                                t,
+                                c,
+                                r.seq,
+                                r.message_id,
+                                r.kind,
+                                r.reply,
+                                now,
+                                r.input,
+                                r.fingerprint,
+                                r.recorded,
+                            )
                             for r in w.turns
                         ],
                     )
                 if w.prune_through > 0:
                     db.execute(
-                        "DELETE FROM turns WHERE tenant_id=? AND conversation_id=? AND seq<=?",
-                        (t, c, w.prune_through),
+                        "DELETE FROM turns"
+                        " WHERE tenant_id=? AND conversation_id=? AND seq<=? AND created_at<?",
+                        (t, c, w.prune_through, w.prune_before),
                     )
             self._when_free(lambda: db.execute("COMMIT"))
         except BaseException:
@@ -219,6 +262,13 @@ class SqliteStore:
             _roll_back(db)
             raise
         return time.perf_counter() - started
+
+
+_TURN_COLUMNS = "seq, message_id, kind, reply, created_at, input, fingerprint, recorded"
+
+
+def _kept(row: tuple[Any, ...]) -> KeptTurn:
+    return KeptTurn(row[0], row[1], row[2], bytes(row[3]), row[4], row[5], bytes(row[6]), bytes(row[7]))
 
 
 def _roll_back(db: sqlite3.Connection) -> None:
