@@ -29,6 +29,10 @@ from .shard import Shard
 
 log = logging.getLogger(__name__)
 
+# A round that follows the last one within GROUP_WINDOW_S waits GROUP_DELAY_S for company.
+GROUP_WINDOW_S = 0.002
+GROUP_DELAY_S = 0.0005
+
 
 class ShardServer:
     def __init__(self, shard: Shard, address: str) -> None:
@@ -42,6 +46,7 @@ class ShardServer:
         self._batches: list[tuple[transport.FrameConnection, CommandBatch]] = []
         self._queries: list[tuple[transport.FrameConnection, Query]] = []
         self._scheduled = False
+        self._last_round_end = 0.0
         shard.on_webhook_done = self._webhook_done
 
     def start(self, timeout: float = 10.0) -> str:
@@ -96,10 +101,16 @@ class ShardServer:
         self._schedule()
 
     def _schedule(self) -> None:
-        # Everything that arrives before the loop gets to the round rides in it.
+        # Everything that arrives before the loop gets to the round rides in it. Under load
+        # (the last round ended a moment ago) the round waits a little longer for more: a
+        # commit costs about as much CPU for one command as for fifty, and on a busy host
+        # that CPU is what the edge needs. An idle shard answers at once.
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._run_round)
+            if time.perf_counter() - self._last_round_end < GROUP_WINDOW_S:
+                self._loop.call_later(GROUP_DELAY_S, self._run_round)
+            else:
+                self._loop.call_soon(self._run_round)
 
     def _run_round(self) -> None:
         self._scheduled = False
@@ -114,6 +125,7 @@ class ShardServer:
                 out.setdefault(connection, []).append(queries.answer(self.shard, query).to_frame())
         for connection, frames in out.items():
             connection.send_many(frames)
+        self._last_round_end = time.perf_counter()
 
     def _webhook_done(self) -> None:
         """Called on a webhook thread."""

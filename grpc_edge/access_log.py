@@ -106,7 +106,7 @@ class AccessLog:
     """One INFO line per call, written when it ends, whichever way it ends.
 
     The tenant and conversation come from what the service noted on the CallInfo;
-    the line is written by :class:`~.observe.ObserverInterceptor`.
+    the line is written by :class:`~.observe.ObserverGuard`.
     """
 
     def __init__(self, *, log_message_text: bool = False) -> None:
@@ -115,7 +115,7 @@ class AccessLog:
     def enabled(self) -> bool:
         return log.isEnabledFor(logging.INFO)
 
-    def write(self, call: CallInfo, code: str, seconds: float, trace: str, request: Any) -> None:
+    def write(self, call: CallInfo, code: str, seconds: float, trace: str) -> None:
         fields: dict[str, Any] = {
             "method": call.method,
             "code": code,
@@ -126,9 +126,6 @@ class AccessLog:
             "trace_id": trace,
             "peer": call.peer,
         }
-        if self.log_message_text:
-            content = getattr(request, "content", None)  # ProcessMessage; batches and streams are not
-            text = getattr(content, "text", "")
-            if text:
-                fields["text"] = text
+        if self.log_message_text and call.text:  # ProcessMessage's; batches and streams have none
+            fields["text"] = call.text
         log.info("rpc", extra={"fields": fields})

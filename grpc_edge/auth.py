@@ -1,7 +1,7 @@
 """Who is calling, and which tenant they may act on.
 
-:class:`AuthInterceptor` (right after the metrics interceptor) turns the call's
-credentials into a :class:`Principal` and puts it into the current
+:class:`AuthGuard` (a call guard, ``grpc_edge.guards``) turns the call's credentials
+into a :class:`Principal` and puts it into the call's
 :class:`~confab.grpc_edge.call.CallInfo`, or fails the call with UNAUTHENTICATED.
 Two kinds of credentials are accepted:
 
@@ -18,13 +18,12 @@ Services then call :func:`authorize_tenant` wherever a request names a tenant
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..runtime.config import AuthConfig, ConfigError, JwtConfig
 from ..runtime.errors import InternalError, PermissionDenied, Unauthenticated
-from . import errors
-from .call import current_call, request_id
-from .interceptors import CallGuard, HandlerInterceptor, guard_handler
+from .call import CallInfo, current_call
+from .guards import CallGuard, Context
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +248,7 @@ class Authenticator:
         )
         return cls(api_keys, _JwtVerifier.from_config(config.jwt))
 
-    def authenticate(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal:
+    def authenticate(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Principal:
         api_keys = _values(metadata, API_KEY_HEADER)
         authorizations = _values(metadata, AUTHORIZATION_HEADER)
         if len(api_keys) + len(authorizations) > 1:
@@ -268,7 +266,7 @@ class Authenticator:
         raise Unauthenticated(f"credentials required: {API_KEY_HEADER} or {AUTHORIZATION_HEADER}: Bearer")
 
 
-def _values(metadata: Sequence[tuple[str, str | bytes]] | None, header: str) -> list[str]:
+def _values(metadata: Iterable[tuple[str, str | bytes]] | None, header: str) -> list[str]:
     values = []
     for key, value in metadata or ():
         if key == header:
@@ -276,41 +274,24 @@ def _values(metadata: Sequence[tuple[str, str | bytes]] | None, header: str) -> 
     return values
 
 
-class AuthInterceptor(HandlerInterceptor):
+class AuthGuard(CallGuard):
     """Authenticates every call but health and reflection; ``None`` (auth off) lets all through."""
 
     def __init__(self, authenticator: Authenticator | None) -> None:
         self.authenticator = authenticator
 
-    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        method = details.method
-        if self.authenticator is None or is_open(method):
-            return handler
+    def covers(self, method: str, handler: grpc.RpcMethodHandler) -> bool:
+        return self.authenticator is not None and not is_open(method)
+
+    def enter(self, call: CallInfo, request: Any, context: Context) -> None:
+        assert self.authenticator is not None
         try:
-            admitted: Principal | Unauthenticated = self.authenticator.authenticate(
-                details.invocation_metadata
-            )
+            call.principal = self.authenticator.authenticate(context.invocation_metadata())
         except Unauthenticated as exc:
-            log.debug("unauthenticated call to %s: %s", method, exc.message)  # the access log has the code
-            admitted = exc
-        return guard_handler(handler, _admitting(admitted))
-
-
-def _admitting(admitted: Principal | Unauthenticated) -> CallGuard:
-    """A guard that records the principal in the call, or fails the call with the error."""
-
-    @contextlib.asynccontextmanager
-    async def admit(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        call = current_call()
-        if isinstance(admitted, Unauthenticated):
-            await errors.abort(context, admitted, request_id())
-        if call is None:
-            # Without a CallInfo the principal would be lost and every tenant check would pass.
-            await errors.abort(context, InternalError("no CallInfo: ObserverInterceptor must run first"), "")
-        call.principal = admitted
-        yield
-
-    return admit
+            log.debug(
+                "unauthenticated call to %s: %s", call.method, exc.message
+            )  # the access log has the code
+            raise
 
 
 # Authorization ----------------------------------------------------------------

@@ -1,11 +1,10 @@
 """What the edge knows about the call being served, for every layer of it.
 
-:class:`~.observe.ObserverInterceptor` (the first of Confab's interceptors) creates
-one :class:`CallInfo` per call and makes it current for everything that runs inside
-the call: later interceptors (authentication fills ``principal``) and the services
-(which name the request id in their responses and note the tenant and conversation
-they found in the request); when the call ends it is what the access line and the
-metrics are written from.
+The guards (``grpc_edge.guards``) create one :class:`CallInfo` per call and make it
+current for everything that runs inside the call: the guards themselves
+(authentication fills ``principal``) and the services (which name the request id in
+their responses and note the tenant and conversation they found in the request);
+when the call ends it is what the access line and the metrics are written from.
 """
 
 from __future__ import annotations
@@ -30,6 +29,9 @@ class CallInfo:
     principal: Any = None
     tenant_id: str = ""
     conversation_id: str = ""
+    # For the access line: the trace the call started in, and its text when logging text is on.
+    trace_id: str = ""
+    text: str = ""
 
 
 _current: ContextVar[CallInfo | None] = ContextVar("confab_call", default=None)

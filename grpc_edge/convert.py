@@ -97,29 +97,29 @@ def inbound_message(
     """Validate a ProcessMessageRequest; ``prefix`` locates it inside a batch or stream."""
     limits = limits or DEFAULT_LIMITS
     key = conversation_key(request.tenant_context, request.conversation_id, prefix, limits)
-    identifier(request.user_id, f"{prefix}user_id", limits)
-    identifier(request.session_id, f"{prefix}session_id", limits, required=False)
+    user_id = identifier(request.user_id, f"{prefix}user_id", limits)
+    session_id = identifier(request.session_id, f"{prefix}session_id", limits, required=False)
     content = request.content
-    if not content.text and not content.payload:
+    text, payload = content.text, content.payload
+    if not text and not payload:
         raise InvalidArgument("content needs text or payload", field=f"{prefix}content")
     # The message names sizes only, never the content: error texts reach logs.
     for name, value, most in (
-        ("text", content.text, limits.max_text_chars),
-        ("payload", content.payload, limits.max_payload_chars),
+        ("text", text, limits.max_text_chars),
+        ("payload", payload, limits.max_payload_chars),
     ):
         if len(value) > most:
             raise InvalidArgument(
                 f"{prefix}content.{name} has {len(value)} characters; at most {most} are allowed",
                 field=f"{prefix}content.{name}",
             )
-    message = InboundMessage(
-        user_id=request.user_id,
-        content=inbound_content(content, prefix),
-        channel=known(request.channel, CHANNELS, f"{prefix}channel"),
-        session_id=request.session_id,
-        hints=processing_hints(request.processing_hints, prefix),
+    channel = CHANNELS.get(request.channel) or known(request.channel, CHANNELS, f"{prefix}channel")
+    hints = (
+        processing_hints(request.processing_hints, prefix)
+        if request.HasField("processing_hints")
+        else ProcessingHints()
     )
-    return key, message
+    return key, InboundMessage(user_id, inbound_content(content, prefix), channel, session_id, hints)
 
 
 def turn_request(
@@ -131,21 +131,30 @@ def turn_request(
     """A validated message for the engine; ``metadata.request_id`` is the client's idempotency key."""
     limits = limits or DEFAULT_LIMITS
     key, message = inbound_message(request, prefix, limits)
-    idempotency_key = identifier(
-        request.metadata.request_id, f"{prefix}metadata.request_id", limits, required=False
+    idempotency_key = (
+        identifier(request.metadata.request_id, f"{prefix}metadata.request_id", limits, required=False)
+        if request.HasField("metadata")
+        else ""
     )
     return TurnRequest(key, message, message_id, idempotency_key)
 
 
 def inbound_content(content: engine.MessageContent, prefix: str = "") -> Content:
-    return Content(
-        type=known(content.type, MESSAGE_TYPES, f"{prefix}content.type"),
-        text=content.text,
-        payload=content.payload,
-        language=content.language,
-        quick_replies=[QuickReply(q.title, q.payload, q.content_type) for q in content.quick_replies],
-        buttons=[_button(b, f"{prefix}content.buttons[{i}].type") for i, b in enumerate(content.buttons)],
-        carousel=[
+    # Most messages are a text or a payload alone: every part they do not have is skipped.
+    result = Content(
+        MESSAGE_TYPES.get(content.type) or known(content.type, MESSAGE_TYPES, f"{prefix}content.type"),
+        content.text,
+        content.payload,
+        content.language,
+    )
+    if content.quick_replies:
+        result.quick_replies = [QuickReply(q.title, q.payload, q.content_type) for q in content.quick_replies]
+    if content.buttons:
+        result.buttons = [
+            _button(b, f"{prefix}content.buttons[{i}].type") for i, b in enumerate(content.buttons)
+        ]
+    if content.carousel:
+        result.carousel = [
             CarouselCard(
                 c.title,
                 c.subtitle,
@@ -156,12 +165,16 @@ def inbound_content(content: engine.MessageContent, prefix: str = "") -> Content
                 ],
             )
             for i, c in enumerate(content.carousel)
-        ],
-        media=_as_dict(content.media) if content.HasField("media") else None,
-        location=_as_dict(content.location) if content.HasField("location") else None,
-        form=_as_dict(content.form) if content.HasField("form") else None,
-        metadata=struct_to_dict(content.metadata, f"{prefix}content.metadata"),
-    )
+        ]
+    if content.HasField("media"):
+        result.media = _as_dict(content.media)
+    if content.HasField("location"):
+        result.location = _as_dict(content.location)
+    if content.HasField("form"):
+        result.form = _as_dict(content.form)
+    if content.HasField("metadata"):
+        result.metadata = struct_to_dict(content.metadata, f"{prefix}content.metadata")
+    return result
 
 
 def processing_hints(hints: engine.ProcessingHints, prefix: str = "") -> ProcessingHints:
@@ -201,9 +214,15 @@ def struct_to_dict(struct: Struct, field: str = "") -> dict[str, Any]:
 
 def timestamp(seconds: float) -> Timestamp:
     ts = Timestamp()
-    whole = int(seconds)
-    ts.seconds, ts.nanos = whole, int((seconds - whole) * 1e9)
+    set_timestamp(ts, seconds)
     return ts
+
+
+def set_timestamp(ts: Timestamp, seconds: float) -> None:
+    """Fill ``ts`` in place (cheaper than building one and copying it in)."""
+    whole = int(seconds)
+    ts.seconds = whole
+    ts.nanos = int((seconds - whole) * 1e9)
 
 
 def fill_struct(struct: Struct, values: dict[str, Any]) -> None:
@@ -249,8 +268,8 @@ def conversation_state(state: ConversationState, out: engine.ConversationState) 
     out.intent_history.extend(state.intent_history)
     out.current_intent = state.current_intent
     out.intent_confidence = state.intent_confidence
-    out.created_at.CopyFrom(timestamp(state.created_at))
-    out.last_activity.CopyFrom(timestamp(state.last_activity))
+    set_timestamp(out.created_at, state.created_at)
+    set_timestamp(out.last_activity, state.last_activity)
     out.message_count = state.message_count
     out.error_count = state.error_count
 
@@ -258,7 +277,7 @@ def conversation_state(state: ConversationState, out: engine.ConversationState) 
 def metadata(out: common.Metadata, request_id: str, started: float, version: str) -> None:
     """Fill response metadata; ``started`` is the request's ``time.perf_counter()``."""
     out.request_id = request_id
-    out.timestamp.CopyFrom(timestamp(time.time()))
+    set_timestamp(out.timestamp, time.time())
     out.version = version
     out.processing_time_ms = int((time.perf_counter() - started) * 1000)
 
@@ -291,10 +310,16 @@ def process_message_response(
 
 
 def error_response(
-    conversation_id: str, error: ConfabError, request_id: str, started: float, version: str
+    conversation_id: str,
+    error: ConfabError,
+    request_id: str,
+    started: float,
+    version: str,
+    out: engine.ProcessMessageResponse | None = None,
 ) -> engine.ProcessMessageResponse:
-    """An item of a batch that failed alone; it keeps its conversation_id."""
-    response = engine.ProcessMessageResponse(conversation_id=conversation_id)
+    """An item of a batch that failed alone; it keeps its conversation_id. Built in ``out`` if given."""
+    response = out if out is not None else engine.ProcessMessageResponse()
+    response.conversation_id = conversation_id
     response.status.success = False
     response.status.error_code = error.reason
     response.status.message = error.message

@@ -140,7 +140,7 @@ class EngineService(pb_grpc.MCPEngineServicer):
             await batch.run_parallel(self.engine, request.max_concurrency or DEFAULT_BATCH_CONCURRENCY)
         else:
             await batch.run_sequential(self.engine)
-        response = pb.BatchProcessMessagesResponse(responses=batch.responses)
+        response = batch.response
         response.successful_count = sum(1 for r in batch.responses if r.status.success)
         response.failed_count = len(batch.responses) - response.successful_count
         response.status.success = response.failed_count == 0
@@ -193,9 +193,9 @@ class _Batch:
     ) -> None:
         self.started = started
         self.deadline = deadline
-        self.responses: list[pb.ProcessMessageResponse] = [pb.ProcessMessageResponse()] * len(
-            request.messages
-        )
+        # The answer is built in place: responses[i] is the reply's own i-th item (no copies).
+        self.response = pb.BatchProcessMessagesResponse()
+        self.responses = [self.response.responses.add() for _ in request.messages]
         self.turns: list[tuple[int, TurnRequest]] = []
         for i, item in enumerate(request.messages):
             message_id = new_id()
@@ -237,13 +237,18 @@ class _Batch:
         outcomes: list[Any] = await asyncio.gather(*futures, return_exceptions=True)
         for (i, turn), outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, TurnResult):
-                self.responses[i] = convert.process_message_response(
-                    turn.key, outcome, turn.message_id, self.started, VERSION
+                convert.process_message_response(
+                    turn.key, outcome, turn.message_id, self.started, VERSION, out=self.responses[i]
                 )
             else:
                 self._fail(i, turn.key.conversation_id, outcome, turn.message_id)
 
     def _fail(self, i: int, conversation_id: str, error: BaseException, message_id: str) -> None:
-        self.responses[i] = convert.error_response(
-            conversation_id, errors.as_confab_error(error, message_id), message_id, self.started, VERSION
+        convert.error_response(
+            conversation_id,
+            errors.as_confab_error(error, message_id),
+            message_id,
+            self.started,
+            VERSION,
+            out=self.responses[i],
         )

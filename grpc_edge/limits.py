@@ -1,6 +1,6 @@
 """Limits that keep one caller from taking the edge down for everyone.
 
-- :class:`LimitsInterceptor` caps concurrent unary calls and open streams. A call
+- :class:`LimitsGuard` caps concurrent unary calls and open streams. A call
   over a cap gets RESOURCE_EXHAUSTED at once: grpc.aio would otherwise accept
   every call and let them all queue on the event loop and the shard links, so an
   overload would show up as ever longer latencies instead of a clear answer.
@@ -16,10 +16,9 @@ where requests are validated, in :func:`grpc_edge.convert.inbound_message`.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +26,8 @@ import grpc
 
 from ..runtime.config import LimitsConfig
 from ..runtime.errors import InvalidArgument, Overloaded, RateLimited
-from . import errors
-from .call import request_id
-from .interceptors import HandlerInterceptor, guard_handler
+from .call import CallInfo
+from .guards import CallGuard, Context
 
 # Calls never limited: health must answer under load, reflection is tooling.
 EXEMPT_SERVICES = (
@@ -57,20 +55,16 @@ class _Slots:
         self.used = 0
         self.what = what
 
-    @contextlib.asynccontextmanager
-    async def hold(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    def take(self) -> None:
         if self.used >= self.limit:
-            await errors.abort(
-                context, Overloaded(f"too many {self.what} (limit {self.limit}); retry later"), request_id()
-            )
+            raise Overloaded(f"too many {self.what} (limit {self.limit}); retry later")
         self.used += 1
-        try:
-            yield
-        finally:
-            self.used -= 1
+
+    def give_back(self) -> None:
+        self.used -= 1
 
 
-class LimitsInterceptor(HandlerInterceptor):
+class LimitsGuard(CallGuard):
     """Caps unary calls in flight and open streaming calls, separately.
 
     Streams are counted apart because they live long: a few hundred idle streams
@@ -80,19 +74,27 @@ class LimitsInterceptor(HandlerInterceptor):
     def __init__(self, *, max_in_flight_rpcs: int, max_concurrent_streams: int) -> None:
         self.calls = _Slots(max_in_flight_rpcs, "calls in flight")
         self.streams = _Slots(max_concurrent_streams, "open streams")
+        self._pool: dict[str, _Slots] = {}  # by method, chosen at registration
 
     @classmethod
-    def from_config(cls, limits: LimitsConfig) -> LimitsInterceptor:
+    def from_config(cls, limits: LimitsConfig) -> LimitsGuard:
         return cls(
             max_in_flight_rpcs=limits.max_in_flight_rpcs,
             max_concurrent_streams=limits.max_concurrent_streams,
         )
 
-    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        if is_exempt(details.method):
-            return handler
+    def covers(self, method: str, handler: grpc.RpcMethodHandler) -> bool:
+        if is_exempt(method):
+            return False
         streaming = handler.request_streaming or handler.response_streaming
-        return guard_handler(handler, (self.streams if streaming else self.calls).hold)
+        self._pool[method] = self.streams if streaming else self.calls
+        return True
+
+    def enter(self, call: CallInfo, request: Any, context: Context) -> None:
+        self._pool[call.method].take()
+
+    def exit(self, call: CallInfo, error: BaseException | None, context: Context) -> None:
+        self._pool[call.method].give_back()
 
 
 @dataclass(slots=True)

@@ -83,13 +83,15 @@ class MetricsReport:
                 out.append(_series(name, kind, points, value_of))
         live = [n for n in names if n in LIVE]
         if live and start <= now < end:
-            out.extend(self._live(live, now))
+            out.extend(await self._live(live, now))
         return out
 
-    def _live(self, names: list[str], now: float) -> list[pb.MetricData]:
-        """One point each, from what the edge knows now (the shards' last heartbeats)."""
+    async def _live(self, names: list[str], now: float) -> list[pb.MetricData]:
+        """One point each; shard figures fresh from every shard that answers within a second."""
         stats = self.engine.statistics()
-        shards: list[ShardStatus] = [v.status for v in self.engine.cluster().shards if v.status is not None]
+        wants_shards = any(n.startswith("engine.shard.") and n != "engine.shard.restarts" for n in names)
+        cluster = await self.engine.refresh_cluster(1.0) if wants_shards else self.engine.cluster()
+        shards: list[ShardStatus] = [v.status for v in cluster.shards if v.status is not None]
         values: dict[str, tuple[str, list[tuple[float, dict[str, Any]]]]] = {
             "rpc.in_flight": ("gauge", [(float(self.metrics.in_flight), {})]),
             "engine.shard.resident_conversations": (

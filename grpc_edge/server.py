@@ -1,4 +1,4 @@
-"""The gRPC server: services, interceptors and health around an engine, started and stopped in order.
+"""The gRPC server: services, guards and health around an engine, started and stopped in order.
 
 Start: the engine first (the actor processes are forked before gRPC starts any
 thread), then the services. Stop: health says NOT_SERVING, open streams end
@@ -12,32 +12,27 @@ import logging
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health_pb2 as std_health_pb2
 from grpc_health.v1 import health_pb2_grpc as std_health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from ..protos import (
-    admin_pb2,
     admin_pb2_grpc,
-    health_pb2,
     health_pb2_grpc,
-    mcp_engine_pb2,
     mcp_engine_pb2_grpc,
 )
 from ..runtime.config import ConfabConfig
 from ..runtime.engine import Engine
-from . import tls
+from . import reflection_service, tls
 from .access_log import AccessLog
 from .admin_service import AdminService
-from .auth import Authenticator, AuthInterceptor
-from .decoding import DecodeGuardInterceptor
+from .auth import Authenticator, AuthGuard
+from .decoding import DecodeGuard
 from .engine_service import EngineService
+from .guards import GuardedRegistry
 from .health import HealthMonitor, HealthService
-from .interceptors import ErrorInterceptor
-from .limits import LimitsInterceptor, TenantRateLimiter
+from .limits import LimitsGuard, TenantRateLimiter
 from .metrics import RpcMetrics
 from .metrics_service import MetricsReport
-from .observe import ObserverInterceptor
+from .observe import ObserverGuard
 from .streams import StreamSettings
 from .telemetry import EdgeTelemetry
 
@@ -80,28 +75,27 @@ class ConfabServer:
             # After engine.start: exporter threads must not exist when Thespian forks.
             self.telemetry = EdgeTelemetry(self.config, self.engine, self.metrics, self.health)
             server = grpc.aio.server(
-                # Outermost first.
-                interceptors=[
-                    *self.telemetry.interceptors(),  # OpenTelemetry server spans, only when tracing is on
-                    # The CallInfo every later layer uses, metrics and one access line for every
-                    # call, including those the layers below reject (undecodable, unauthenticated,
-                    # over a limit).
-                    ObserverInterceptor(
-                        self.metrics, AccessLog(log_message_text=self.config.logging.log_message_text)
-                    ),
-                    DecodeGuardInterceptor(),
-                    AuthInterceptor(authenticator),
-                    # After auth: unauthenticated callers are turned away before they hold a slot.
-                    LimitsInterceptor.from_config(self.config.limits),
-                    # Innermost, around the service alone: a bug's exception becomes INTERNAL with
-                    # only the request id before any outer layer (logging, metrics) records the call.
-                    ErrorInterceptor(),
-                ],
+                # OpenTelemetry's server spans, only when tracing is on: outside everything else.
+                interceptors=self.telemetry.interceptors(),
                 options=[
                     # Never share the port with another process (gRPC's default on Linux).
                     ("grpc.so_reuseport", 0),
                     ("grpc.max_receive_message_length", cfg.max_message_bytes),
                     ("grpc.max_send_message_length", cfg.max_message_bytes),
+                ],
+            )
+            # Every method of every service goes through these, outermost first (grpc_edge.guards).
+            services = GuardedRegistry(
+                server,
+                [
+                    # Metrics and one access line for every call, those refused inside included.
+                    ObserverGuard(
+                        self.metrics, AccessLog(log_message_text=self.config.logging.log_message_text)
+                    ),
+                    DecodeGuard(),
+                    AuthGuard(authenticator),
+                    # After auth: unauthenticated callers are turned away before they hold a slot.
+                    LimitsGuard.from_config(self.config.limits),
                 ],
             )
             mcp_engine_pb2_grpc.add_MCPEngineServicer_to_server(
@@ -114,21 +108,12 @@ class ConfabServer:
                     limits=self.config.limits,
                     rate_limiter=TenantRateLimiter.from_config(self.config.limits),
                 ),
-                server,
+                services,
             )
-            admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self.engine, self.health), server)
-            health_pb2_grpc.add_HealthServicer_to_server(HealthService(self.health), server)
-            std_health_pb2_grpc.add_HealthServicer_to_server(self.health.std_servicer, server)
-            reflection.enable_server_reflection(
-                (
-                    mcp_engine_pb2.DESCRIPTOR.services_by_name["MCPEngine"].full_name,
-                    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
-                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                    std_health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                    reflection.SERVICE_NAME,
-                ),
-                server,
-            )
+            admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self.engine, self.health), services)
+            health_pb2_grpc.add_HealthServicer_to_server(HealthService(self.health), services)
+            std_health_pb2_grpc.add_HealthServicer_to_server(self.health.std_servicer, services)
+            reflection_service.add(services)
             self.port = tls.add_port(server, cfg.listen, credentials)
             if self.port == 0:
                 raise OSError(f"cannot listen on {cfg.listen}")

@@ -11,8 +11,8 @@ new fields are appended at the end so older readers keep working.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +20,8 @@ JsonDict = dict[str, Any]
 
 
 def new_id() -> str:
-    """A fresh id for a request, a message or a stream: 32 hex digits."""
-    return uuid.uuid4().hex
+    """A fresh id for a request, a message or a stream: 32 random hex digits (128 bits)."""
+    return os.urandom(16).hex()
 
 
 @dataclass(frozen=True, slots=True)

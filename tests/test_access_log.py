@@ -31,9 +31,9 @@ from confab.grpc_edge.access_log import (
     resolve_format,
 )
 from confab.grpc_edge.call import note_target, request_id
-from confab.grpc_edge.interceptors import ErrorInterceptor
+from confab.grpc_edge.guards import CallGuard, guarded
 from confab.grpc_edge.metrics import RpcMetrics
-from confab.grpc_edge.observe import ObserverInterceptor
+from confab.grpc_edge.observe import ObserverGuard
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.config import ConfigError, LoggingConfig, load_config
@@ -149,12 +149,12 @@ class Status(grpc.Status):
     trailing_metadata: tuple[Any, ...] = ()
 
 
-def _observer(*, log_message_text: bool = False) -> ObserverInterceptor:
-    return ObserverInterceptor(RpcMetrics(), AccessLog(log_message_text=log_message_text))
+def _observer(*, log_message_text: bool = False) -> ObserverGuard:
+    return ObserverGuard(RpcMetrics(), AccessLog(log_message_text=log_message_text))
 
 
 class FakeContext:
-    """Just what the interceptors use of a grpc.aio.ServicerContext."""
+    """Just what the guards use of a grpc.aio.ServicerContext."""
 
     def __init__(self) -> None:
         self.status: grpc.Status | None = None
@@ -175,35 +175,13 @@ class FakeContext:
 
 
 @dataclass
-class Details:
-    method: str
-    invocation_metadata: tuple[Any, ...] = ()
-
-
-@dataclass
 class Seen:
     request_ids: list[str] = field(default_factory=list)
 
 
-async def _chain(handler: grpc.RpcMethodHandler, *interceptors: Any) -> Any:
-    """What grpc.aio does with a handler and its interceptors (outermost first); Any: fake contexts."""
-
-    async def innermost(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        return handler
-
-    continuation: Any = innermost
-    for interceptor in reversed(interceptors):
-
-        def make(outer: Any, inner: Any) -> Any:
-            async def call(details: grpc.HandlerCallDetails) -> Any:
-                return await outer.intercept_service(inner, details)
-
-            return call
-
-        continuation = make(interceptor, continuation)
-    wrapped = await continuation(Details("/test.Svc/Method"))
-    assert wrapped is not None
-    return wrapped
+def _chain(handler: grpc.RpcMethodHandler, *guards: CallGuard) -> Any:
+    """The handler as the server registers it, guarded (outermost first); Any: fake contexts."""
+    return guarded("/test.Svc/Method", handler, guards)
 
 
 def test_an_exception_escaping_a_method_becomes_internal_with_only_the_request_id(
@@ -216,7 +194,7 @@ def test_an_exception_escaping_a_method_becomes_internal_with_only_the_request_i
         raise RuntimeError("secret internals /etc/passwd")
 
     async def run() -> FakeContext:
-        handler = await _chain(grpc.unary_unary_rpc_method_handler(broken), _observer(), ErrorInterceptor())
+        handler = _chain(grpc.unary_unary_rpc_method_handler(broken), _observer())
         context = FakeContext()
         with pytest.raises(grpc.aio.AbortError):
             await handler.unary_unary(b"", context)
@@ -249,7 +227,7 @@ def test_the_error_layer_covers_streams_and_keeps_deliberate_statuses(
         raise asyncio.CancelledError
 
     async def run() -> None:
-        stream = await _chain(grpc.unary_stream_rpc_method_handler(breaks_midway), ErrorInterceptor())
+        stream = _chain(grpc.unary_stream_rpc_method_handler(breaks_midway))
         context = FakeContext()
         received = []
         with pytest.raises(grpc.aio.AbortError):
@@ -263,14 +241,14 @@ def test_the_error_layer_covers_streams_and_keeps_deliberate_statuses(
             (not_found, grpc.StatusCode.NOT_FOUND, "no conversation c-1"),
             (aborts, grpc.StatusCode.PERMISSION_DENIED, "mine"),
         ]:
-            unary = await _chain(grpc.unary_unary_rpc_method_handler(behaviour), ErrorInterceptor())
+            unary = _chain(grpc.unary_unary_rpc_method_handler(behaviour))
             context = FakeContext()
             with pytest.raises(grpc.aio.AbortError):
                 await unary.unary_unary(b"", context)
             assert context.status is not None
             assert (context.status.code, context.status.details) == (code, details)
 
-        unary = await _chain(grpc.unary_unary_rpc_method_handler(cancelled), ErrorInterceptor())
+        unary = _chain(grpc.unary_unary_rpc_method_handler(cancelled))
         context = FakeContext()
         with pytest.raises(asyncio.CancelledError):  # cancellation is not an error to report
             await unary.unary_unary(b"", context)
@@ -292,7 +270,7 @@ def test_access_line_has_the_trace_id_of_the_current_span_and_text_only_when_ask
         return b""
 
     async def call(log_message_text: bool) -> None:
-        handler = await _chain(
+        handler = _chain(
             grpc.unary_unary_rpc_method_handler(served),
             _observer(log_message_text=log_message_text),
         )

@@ -1,7 +1,7 @@
 """Limits of the gRPC edge: content sizes, concurrency caps, per-tenant rates, deadlines, message size.
 
 Over any limit a request gets a clear status and changes no conversation. The
-token bucket and the interceptor are tested in-process (deterministic); the
+token bucket and the guard are tested in-process (deterministic); the
 wiring through config, services, batches and streams against real servers.
 """
 
@@ -22,10 +22,10 @@ from grpc_status import rpc_status
 
 from confab.grpc_edge import limits as limits_module
 from confab.grpc_edge.access_log import AccessLog
-from confab.grpc_edge.interceptors import ErrorInterceptor
-from confab.grpc_edge.limits import LimitsInterceptor, TenantRateLimiter
+from confab.grpc_edge.guards import GuardedRegistry
+from confab.grpc_edge.limits import LimitsGuard, TenantRateLimiter
 from confab.grpc_edge.metrics import RpcMetrics
-from confab.grpc_edge.observe import ObserverInterceptor
+from confab.grpc_edge.observe import ObserverGuard
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.config import ConfigError, load_config
@@ -177,7 +177,7 @@ def test_limits_config_is_validated(tmp_path: Path) -> None:
             load_config(None, **overrides)
 
 
-# The interceptor, in-process with a real grpc.aio server -----------------------------
+# The guard, in-process with a real grpc.aio server -----------------------------
 
 
 LimitTest = Callable[[grpc.aio.Channel, asyncio.Event], Awaitable[None]]
@@ -197,26 +197,23 @@ async def _with_limited_server(test: LimitTest) -> None:
         yield b"open"
         await release.wait()
 
-    server = grpc.aio.server(
-        interceptors=[
-            ObserverInterceptor(RpcMetrics(), AccessLog()),
-            LimitsInterceptor(max_in_flight_rpcs=2, max_concurrent_streams=1),
-            ErrorInterceptor(),
-        ]
-    )
-    server.add_generic_rpc_handlers(
+    server = grpc.aio.server()
+    services = GuardedRegistry(
+        server,
         [
-            grpc.method_handlers_generic_handler(
-                "test.Slow",
-                {
-                    "Call": grpc.unary_unary_rpc_method_handler(slow),
-                    "Stream": grpc.stream_stream_rpc_method_handler(stream),
-                },
-            ),
-            grpc.method_handlers_generic_handler(
-                "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(slow)}
-            ),
-        ]
+            ObserverGuard(RpcMetrics(), AccessLog()),
+            LimitsGuard(max_in_flight_rpcs=2, max_concurrent_streams=1),
+        ],
+    )
+    services.add_registered_method_handlers(
+        "test.Slow",
+        {
+            "Call": grpc.unary_unary_rpc_method_handler(slow),
+            "Stream": grpc.stream_stream_rpc_method_handler(stream),
+        },
+    )
+    services.add_registered_method_handlers(
+        "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(slow)}
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -228,7 +225,7 @@ async def _with_limited_server(test: LimitTest) -> None:
         await server.stop(None)
 
 
-def test_interceptor_rejects_calls_and_streams_over_the_caps_at_once() -> None:
+def test_the_guard_rejects_calls_and_streams_over_the_caps_at_once() -> None:
     async def test(channel: grpc.aio.Channel, release: asyncio.Event) -> None:
         call: Any = channel.unary_unary("/test.Slow/Call")
         stream: Any = channel.stream_stream("/test.Slow/Stream")

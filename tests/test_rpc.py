@@ -325,6 +325,28 @@ def test_reflection_lists_every_service(server: ServerProcess) -> None:
         assert answer.file_descriptor_response.file_descriptor_proto
 
 
+def test_reflection_v1_is_served_too(server: ServerProcess) -> None:
+    # Tools that speak only grpc.reflection.v1 call it by that name; its messages are v1alpha's.
+    with server.channel() as channel:
+        call = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        requests = [
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(
+                file_containing_symbol="grpc.reflection.v1.ServerReflection"
+            ),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="confab.admin.v1.Admin"),
+        ]
+        listed, itself, admin = list(call(iter(requests), timeout=10))
+        names = {s.name for s in listed.list_services_response.service}
+        assert {"grpc.reflection.v1.ServerReflection", "mcp.engine.v2.MCPEngine"} <= names
+        assert itself.file_descriptor_response.file_descriptor_proto
+        assert admin.file_descriptor_response.file_descriptor_proto
+
+
 def test_standard_and_v2_health(server: ServerProcess) -> None:
     with server.channel() as channel:
         standard = std_health_pb2_grpc.HealthStub(channel)
