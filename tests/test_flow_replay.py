@@ -344,6 +344,42 @@ def test_a_card_number_typed_is_not_recorded_and_the_replay_still_runs(
     assert CARD not in out and CARD.replace(" ", "") not in out
 
 
+GIFT = """\
+flow: gift
+settings: {start: ask, mask: [card_number]}
+intents:
+  "yes": {payloads: [YES], keywords: ["yes"]}
+slots:
+  wrap: {type: boolean, prompt: "Gift wrap?"}
+states:
+  ask:
+    collect: [wrap]
+    transitions: [{to: done}]
+  done:
+    terminal: true
+    on_enter: [{say: {text: "Wrapped: {{ slots.wrap }}"}}]
+"""
+
+
+def test_a_button_pressed_in_a_masking_flow_is_recorded_and_replayed_as_pressed(
+    tmp_path: Path, prices: PriceService
+) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "gift.yaml").write_text(GIFT)
+    store = tmp_path / "store.sqlite3"
+    with recording_shard(store, [flows], prices) as shard:
+        # A button's payload is a choice, not a typed "yes": it fills no slot, the question stays.
+        assert chat(shard, "press", "hi", "[YES]", flow="gift") == ["ask", "ask"]
+    history = open_history(store)
+    conversation = read_conversation(history, ConversationKey(TENANT, "press"))
+    history.close()
+    pressed = conversation.steps[1]
+    assert isinstance(pressed, RecordedTurn)
+    assert (pressed.message.content.text, pressed.message.content.payload) == ("", "YES")
+    assert replay_all(store, [flows], flow_id="gift").outcomes == {"press": "same"}
+
+
 # --- operators' resets and forced states ---------------------------------------------------------------
 
 

@@ -252,7 +252,13 @@ class DeclarativeFlow:
             if at < 0:  # read from a form the text does not hold verbatim (a phone number's digits)
                 return mask_value(text)
             spans.append((at, at + len(needle)))
-        return self.masker.redact(text, spans)
+        redacted = self.masker.redact(text, spans)
+        if not content.text and redacted == content.payload:
+            # A payload alone with nothing to mask (a button): the message is kept as it came.
+            # The text the store keeps replaces the message's text, and a payload kept as
+            # text reads otherwise when replayed (a payload that is an intent's fills no slot).
+            return None
+        return redacted
 
     # Sessions ----------------------------------------------------------------
 
