@@ -133,23 +133,25 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except StoreError as exc:
         print(f"confab: {exc}{_target_hint(args.store)}", file=err)
         return 2
-    # A tenant's own flow is only ever run by that tenant's conversations.
-    tenant = chosen.tenant or args.tenant
+    # A tenant's own flow is only ever run by that tenant's conversations (the report says so too).
+    args.tenant = chosen.tenant or args.tenant
     replayer = Replayer(flows, new, default_flow=config.flows.default, answers=answers)
     replays: list[ConversationReplay] = []
     more = False
     try:
-        for key in recorded_keys(store, tenant, args.since):
+        for key in recorded_keys(store, args.tenant, args.since):
+            unreadable = None
+            try:
+                conversation = read_conversation(store, key)
+            except UnreadableTurn as exc:  # which flow it ran cannot be told: reported
+                unreadable = ConversationReplay(key, error=str(exc))
+            else:
+                if not replayer.concerns(conversation):
+                    continue
             if len(replays) == args.limit:
                 more = True
                 break
-            try:
-                conversation = read_conversation(store, key)
-            except UnreadableTurn as exc:
-                replays.append(ConversationReplay(key, error=str(exc)))
-                continue
-            if replayer.concerns(conversation):
-                replays.append(replayer.replay(conversation))
+            replays.append(unreadable or replayer.replay(conversation))
     finally:
         store.close()
     summary = summarize(new, replays)
