@@ -2,7 +2,7 @@
 
 For dialogue tests that need what only a shard does: conversation actors, the store,
 webhooks answered off the shard's thread, flow reloads keeping running conversations
-on their version.
+on their version, the history a shard records for replays.
 """
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ from confab.actors.messages import ShardSettings
 from confab.actors.shard import Shard
 from confab.runtime.errors import ConfabError, Unavailable
 from confab.runtime.flows.dialogues import TurnView, WebhookAnswers
-from confab.runtime.model import Content, ConversationKey, InboundMessage, ProcessingHints, TurnResult
+from confab.runtime.model import (
+    Content,
+    ConversationKey,
+    InboundMessage,
+    ProcessingHints,
+    ResetResult,
+    StateResult,
+    TurnResult,
+)
 from confab.runtime.protocol.records import Command, CommandBatch, CommandKind, decode_outcome, is_deferred
 from confab.runtime.store import Retention, open_store
 from confab.runtime.webhooks import WebhookTarget
@@ -35,14 +43,20 @@ class LocalRunner:
         flow_dirs: Sequence[str] = (),
         default_flow: str = "echo",
         webhooks: Sequence[WebhookTarget] = (),
+        *,
+        history_s: float = 0.0,
+        store_path: Path | None = None,
     ) -> None:
+        """``history_s``: how long each turn's message is kept for replays (0: not recorded);
+        ``store_path``: the store file (default: one in a directory removed on close)."""
         self._directory = tempfile.TemporaryDirectory(prefix="confab-dialogues-")
+        self.store_path = store_path or Path(self._directory.name) / "dialogues.sqlite3"
         settings = ShardSettings(
-            store_path=str(Path(self._directory.name) / "dialogues.sqlite3"),
+            store_path=str(self.store_path),
             synchronous="OFF",
             resident_limit=10_000,
             default_flow=default_flow,
-            retention=Retention(turns_kept=4, idempotency_window_s=60.0),
+            retention=Retention(turns_kept=4, idempotency_window_s=60.0, history_s=history_s),
             flow_dirs=tuple(flow_dirs),
             webhooks=tuple(webhooks),
         )
@@ -92,3 +106,22 @@ class LocalRunner:
             raise outcome
         assert isinstance(outcome, TurnResult)
         return TurnView.of(outcome)
+
+    def reset(self, conversation: ConversationKey) -> str:
+        """Reset the conversation, as ResetConversation does; the state it was in."""
+        outcome = self._run(Command(CommandKind.RESET, uuid.uuid4().hex, conversation, "test reset"))
+        assert isinstance(outcome, ResetResult), outcome
+        return outcome.previous_state
+
+    def force_state(self, conversation: ConversationKey, state: str) -> None:
+        """Move the conversation to ``state``, as an operator does (Admin.ForceState)."""
+        outcome = self._run(Command(CommandKind.FORCE_STATE, uuid.uuid4().hex, conversation, state))
+        assert isinstance(outcome, StateResult), outcome
+
+    def _run(self, command: Command) -> object:
+        ((_, answer),) = self.shard.run_round([(None, CommandBatch(1, [command]))])
+        (wire,) = answer.outcomes
+        outcome = decode_outcome(wire)
+        if isinstance(outcome, ConfabError):
+            raise outcome
+        return outcome

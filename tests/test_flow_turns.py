@@ -311,6 +311,17 @@ def test_a_turn_inside_a_sub_flow_replays_the_same(cards: DeclarativeFlow) -> No
     assert outcomes[0] == outcomes[1]
 
 
+def test_a_sub_flow_s_sensitive_slots_are_masked_as_it_declares_them(cards: DeclarativeFlow) -> None:
+    # The conversation's flow (cards) declares nothing sensitive; the identity flow it calls does.
+    chat = Conversation(cards)
+    chat.send("I lost my visa card")
+    chat.send("1990-03-12")
+    shown = cards.redact_state(chat.state)
+    assert chat.state.slots == {"birth_date": "1990-03-12"}
+    assert shown.slots == {"birth_date": "****"}
+    assert shown.flow_memory["calls"][0]["slots"] == {"card_type": "visa"}  # the caller's: not sensitive
+
+
 def test_forcing_a_state_leaves_the_sub_flow(cards: DeclarativeFlow) -> None:
     chat = Conversation(cards)
     chat.send("I lost my mastercard")

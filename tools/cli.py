@@ -7,6 +7,7 @@
     confab keys hash [KEY]      (without KEY, the key is read from stdin)
     confab price-service [--listen HOST:PORT] [--delay S] [--fail]
     confab flows validate PATH...  |  confab flows show NAME [--dir DIR ...] [--dot]
+    confab flows test PATH... | confab flows replay --flow NAME --from STORE ...  (see tools/flows_cli.py)
     confab chat --target HOST:PORT --tenant T [--conversation ID] [--flow NAME] ...  (see tools/chat.py)
     confab shell [--target HOST:PORT] [-c COMMAND] [--json] ...  (operator shell; see tools/shell.py)
 

@@ -1,9 +1,10 @@
-"""``confab flows``: check flow files, look at them, and play scripted dialogues through them.
+"""``confab flows``: check flow files, look at them, play dialogues and recorded traffic through them.
 
     confab flows validate PATH...                   files or directories of *.yaml / *.yml
     confab flows show NAME|FILE [--dir DIR ...] [--tenant T] [--dot]
     confab flows test PATH... [--dir DIR ...] [--config FILE] [--transcript]
                               [--target HOST:PORT [--api-key KEY]]
+    confab flows replay --flow NAME[@VERSION] --from STORE [...]   (see tools/flows_replay.py)
 
 ``validate`` prints one line per error (``PATH:LINE: MESSAGE``) and per warning
 (``PATH:LINE: warning: MESSAGE``), then a summary; it exits 0 when every file is
@@ -14,7 +15,8 @@ text, or as Graphviz DOT with ``--dot`` (``confab flows show pizza --dot | dot -
 directories and webhooks of a server config (``--config``; without it, the defaults
 ``confab serve`` has), or against a server with ``--target``; it prints PASS/FAIL/SKIP
 per dialogue (every failing turn of a failed one), the transcript of each with
-``--transcript``, then a summary.
+``--transcript``, then a summary. ``replay`` (``tools.flows_replay``) replays the conversations
+a server recorded against a new version of a flow and reports where it does otherwise.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from ..runtime.flows.loader import (
     load_flow_paths,
 )
 from ..runtime.webhooks import WebhookTarget
+from . import flows_replay
 from .dialogue_client import GrpcRunner
 
 # Texts said longer than this are cut in `show` (a graph is for the shape, not the wording);
@@ -56,7 +59,9 @@ SHORT = 48
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``flows`` subcommand group, added to ``confab``'s subcommands."""
-    flows = commands.add_parser("flows", help="validate flow files, show a flow's state graph")
+    flows = commands.add_parser(
+        "flows", help="validate, show and test flows; replay recorded conversations against a new version"
+    )
     flow_commands = flows.add_subparsers(dest="flows_command", required=True)
     validate = flow_commands.add_parser("validate", help="check flow files; exit 1 if any is invalid")
     validate.add_argument("paths", nargs="+", metavar="PATH", help="a flow file or a directory of them")
@@ -82,6 +87,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="in-process: the server config whose flow directories and webhooks to use (default: defaults)",
     )
     test.add_argument("--transcript", action="store_true", help="print every dialogue as it went")
+    flows_replay.add_parser(flow_commands)
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -89,6 +95,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     err = err or sys.stderr
     if args.flows_command == "validate":
         return validate([Path(p) for p in args.paths], out)
+    if args.flows_command == "replay":
+        return flows_replay.run(args, out, err)
     if args.flows_command == "test":
         return play(
             [Path(p) for p in args.paths],

@@ -10,7 +10,7 @@ from ...config import bundled_path
 from . import Flow, builtin_flows
 from .document import FlowDocument
 from .interpreter import DeclarativeFlow
-from .loader import FlowFileError, load_flow_dirs
+from .loader import FlowFileError, FlowSet, load_flow_dirs, load_flow_paths
 
 
 def bundled_flow_dir() -> Path:
@@ -43,6 +43,26 @@ def load_flows(
         for path in flow_set.skipped:
             log.debug("not a flow file, skipped: %s", path)
     return flows, list(flow_set.errors)
+
+
+def flow_set_over(new_dirs: Sequence[str | Path], base_dirs: Sequence[str | Path]) -> FlowSet:
+    """The flow files of ``base_dirs``, those of ``new_dirs`` in place of the ones they redefine.
+
+    A flow directory may not define one (flow id, tenant) twice, so a new version of a flow
+    lives in a directory of its own; this is the set a server would load once that file
+    replaced the old one (``confab flows replay``). The new files are loaded with the base
+    files they do not replace, so a new version can call the sub-flows the server has.
+    """
+    if not new_dirs:
+        return load_flow_dirs([Path(d) for d in base_dirs])
+    replaced = {(d.flow_id, d.tenant) for d in load_flow_dirs([Path(d) for d in new_dirs]).flows}
+    base = load_flow_dirs([Path(d) for d in base_dirs])
+    kept = [Path(d.source) for d in base.flows if (d.flow_id, d.tenant) not in replaced]
+    combined = load_flow_paths([*(Path(d) for d in new_dirs), *kept])
+    # The base files that failed alone, or are not flows, are not in the combined load.
+    combined.errors[:0] = base.errors
+    combined.skipped[:0] = base.skipped
+    return combined
 
 
 def summary(flows: Sequence[Flow]) -> str:

@@ -36,6 +36,7 @@ do (a pinned clock, webhook answers) is skipped with the reason.
 Runners (:class:`TurnRunner`): :class:`FlowRunner` runs the flows themselves in this
 process, deterministically (its clock and webhook answers are the dialogue's, or real
 webhooks from a server config); ``tools.dialogue_client.GrpcRunner`` talks to a server.
+``runtime.flows.replay`` plays recorded conversations through a :class:`FlowRunner` too.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from ..errors import ConfabError, InvalidArgument, Unavailable
+from ..errors import ConfabError, ConversationNotFound, InvalidArgument, Unavailable
 from ..model import (
     Content,
     ConversationKey,
@@ -62,7 +63,7 @@ from ..model import (
     TurnResult,
 )
 from ..webhooks import WebhookClient, WebhookTarget
-from . import Flow, FlowRegistry, NeedsWebhook, UnknownFlow
+from . import Flow, FlowRegistry, FlowReply, NeedsWebhook, UnknownFlow, WebhookCall
 from .interpreter import DeclarativeFlow
 
 WEBHOOK_WAIT_S = 30.0
@@ -434,38 +435,95 @@ class FlowRunner:
         now: float | None = None,
         webhooks: WebhookAnswers | None = None,
     ) -> TurnView:
-        at = time.time() if now is None else now
         message = InboundMessage(
             user_id="dialogue",
             content=Content(text=text, payload=payload, language=language),
             channel=channel,
             hints=ProcessingHints(force_flow=flow),
         )
-        stored = self._states.get(conversation)
-        state = self._turn_state(conversation, stored, flow, at)
+        answers = webhooks or {}
+        state, reply = self.play(
+            conversation,
+            message,
+            time.time() if now is None else now,
+            lambda call: self._answer(call, answers, conversation),
+        )
+        response = reply.response
+        return TurnView(
+            text=response.text,
+            state=state.current_state,
+            intent=state.current_intent,
+            slots=dict(state.slots),
+            variables=dict(state.variables),
+            actions=list(reply.actions_performed),
+            quick_replies=[q.title for q in response.quick_replies],
+            buttons=[b.title for b in response.buttons],
+            error_count=state.error_count,
+        )
+
+    def play(
+        self,
+        key: ConversationKey,
+        message: InboundMessage,
+        now: float,
+        answer: Callable[[WebhookCall], JsonDict],
+    ) -> tuple[ConversationState, FlowReply]:
+        """One turn of ``key``, as a conversation actor runs it: the conversation's state after
+        it (the runner's own: read it, do not change it) and the flow's reply.
+
+        A new conversation starts, ``force_flow`` switches flows, a turn that reaches a webhook
+        runs again from the same state with ``answer``'s result for that call. The state is
+        kept only when the whole turn succeeds: a turn that raises leaves it as it was.
+        """
+        state = self._turn_state(key, self._states.get(key), message.hints.force_flow, now)
         results: dict[str, JsonDict] = {}
         while True:
             attempt = copy.deepcopy(state)  # a suspended turn runs again from the same state
             try:
-                reply = self.registry.for_state(attempt).handle(attempt, message, at, results)
+                reply = self.registry.for_state(attempt).handle(attempt, message, now, results)
                 break
             except NeedsWebhook as need:
-                results[need.call.key] = self._answer(need, webhooks or {}, conversation)
+                results[need.call.key] = answer(need.call)
         attempt.message_count += 1
-        attempt.last_activity = at
-        self._states[conversation] = attempt
-        response = reply.response
-        return TurnView(
-            text=response.text,
-            state=attempt.current_state,
-            intent=attempt.current_intent,
-            slots=dict(attempt.slots),
-            variables=dict(attempt.variables),
-            actions=list(reply.actions_performed),
-            quick_replies=[q.title for q in response.quick_replies],
-            buttons=[b.title for b in response.buttons],
-            error_count=attempt.error_count,
-        )
+        attempt.last_activity = now
+        self._states[key] = attempt
+        return attempt, reply
+
+    def reset(self, key: ConversationKey, now: float, flow_id: str = "") -> ConversationState:
+        """An operator's reset, as a conversation actor does it: the conversation's flow starts over.
+
+        ``flow_id`` names that flow for a conversation this runner has not seen (one played
+        from a reset on); otherwise the runner's own state says which flow it is on.
+        """
+        previous = self._states.get(key)
+        if previous is not None:
+            flow = self.registry.for_state(previous)
+        else:
+            try:
+                flow = self.registry.by_id(flow_id, key.tenant_id)
+            except UnknownFlow as exc:
+                raise InvalidArgument(str(exc), field="flow") from exc
+        state = flow.start(now, key)
+        self._states[key] = state
+        return state
+
+    def force(self, key: ConversationKey, name: str) -> ConversationState:
+        """An operator moving the conversation to state ``name`` (UnknownState if its flow has none)."""
+        stored = self._states.get(key)
+        if stored is None:
+            raise ConversationNotFound(f"conversation {key} not found")
+        state = copy.deepcopy(stored)
+        self.registry.for_state(state).force(state, name)
+        self._states[key] = state
+        return state
+
+    def state_of(self, key: ConversationKey) -> ConversationState | None:
+        """Conversation ``key``'s state (the runner's own: read it, do not change it), if it began."""
+        return self._states.get(key)
+
+    def forget(self, key: ConversationKey) -> None:
+        """Drop what the runner keeps of conversation ``key``."""
+        self._states.pop(key, None)
 
     def _turn_state(
         self, key: ConversationKey, stored: ConversationState | None, flow_id: str, now: float
@@ -487,13 +545,9 @@ class FlowRunner:
             state = fresh
         return state
 
-    def _answer(self, need: NeedsWebhook, answers: WebhookAnswers, key: ConversationKey) -> JsonDict:
-        call = need.call
+    def _answer(self, call: WebhookCall, answers: WebhookAnswers, key: ConversationKey) -> JsonDict:
         if call.name in answers:
-            given = answers[call.name]
-            if isinstance(given, Mapping) and "fail" in given:
-                return {"ok": False, "error": str(given["fail"])}
-            return {"ok": True, "status": 200, "body": copy.deepcopy(given)}
+            return webhook_result(answers[call.name])
         if self._client is None:
             raise Unavailable(
                 f"the flow calls webhook {call.name!r}: give its answer under webhooks: in the dialogue "
@@ -504,6 +558,14 @@ class FlowRunner:
             "conversation": {"tenant_id": key.tenant_id, "conversation_id": key.conversation_id},
         }
         return self._client.call(call.name, body).result(timeout=WEBHOOK_WAIT_S)
+
+
+def webhook_result(given: Any) -> JsonDict:
+    """A webhook answer as a dialogue file gives it (a success's JSON, or ``{"fail": reason}``),
+    as the result of the call that a flow sees."""
+    if isinstance(given, Mapping) and "fail" in given:
+        return {"ok": False, "error": str(given["fail"])}
+    return {"ok": True, "status": 200, "body": copy.deepcopy(given)}
 
 
 def dialogue_files(paths: Sequence[Path]) -> Iterator[Path]:
@@ -551,4 +613,5 @@ __all__ = [
     "load_dialogues",
     "run_dialogues",
     "transcript_lines",
+    "webhook_result",
 ]

@@ -220,23 +220,24 @@ class DeclarativeFlow:
         return self.masker.redact(text) if self.masker.active else text
 
     def redact_state(self, state: ConversationState) -> ConversationState:
-        """A copy of ``state`` fit to show an operator: sensitive slots and masked text hidden."""
+        """A copy of ``state`` fit to show an operator: sensitive slots and masked text hidden.
+
+        Slots are masked as the flow that declares them says: while a sub-flow runs, the
+        slots are the sub-flow's, and each call frame keeps its caller's.
+        """
         shown = copy.deepcopy(state)
-        shown.slots = self._redact_slots(shown.slots)
         memory = shown.flow_memory
         for entry in memory.get(HANDOFF_LOG, []):
             entry["text"] = self.redact_text(str(entry.get("text", "")))
+        owner: DeclarativeFlow | None = self
         for frame in memory.get(CALLS, []):
-            frame["slots"] = self._redact_slots(frame.get("slots", {}))
+            frame["slots"] = _redact_slots(owner, frame.get("slots", {}))
+            owner = owner._callee(str(frame["flow"])) if owner is not None else None
+        shown.slots = _redact_slots(owner, shown.slots)
         return shown
 
-    def _redact_slots(self, slots: JsonDict) -> JsonDict:
-        return {
-            k: mask_value(json.dumps(v) if not isinstance(v, str) else v)
-            if k in self.sensitive_slots and v is not None
-            else v
-            for k, v in slots.items()
-        }
+    def _callee(self, flow_id: str) -> DeclarativeFlow | None:
+        return self.library.get((flow_id, self.tenant)) or self.library.get((flow_id, ""))
 
     def _recorded_input(self, turn: _Turn) -> str | None:
         """What the store may keep of the message: None when nothing needs masking."""
@@ -251,7 +252,13 @@ class DeclarativeFlow:
             if at < 0:  # read from a form the text does not hold verbatim (a phone number's digits)
                 return mask_value(text)
             spans.append((at, at + len(needle)))
-        return self.masker.redact(text, spans)
+        redacted = self.masker.redact(text, spans)
+        if not content.text and redacted == content.payload:
+            # A payload alone with nothing to mask (a button): the message is kept as it came.
+            # The text the store keeps replaces the message's text, and a payload kept as
+            # text reads otherwise when replayed (a payload that is an intent's fills no slot).
+            return None
+        return redacted
 
     # Sessions ----------------------------------------------------------------
 
@@ -434,7 +441,7 @@ class DeclarativeFlow:
     # Sub-flows ---------------------------------------------------------------------
 
     def _resolve(self, flow_id: str) -> DeclarativeFlow:
-        flow = self.library.get((flow_id, self.tenant)) or self.library.get((flow_id, ""))
+        flow = self._callee(flow_id)
         if flow is None:
             raise InternalError(f"flow {self.flow_id}: the flow {flow_id!r} it calls is not loaded")
         return flow
@@ -804,6 +811,17 @@ def idempotency_key(state: ConversationState, call: str, name: str) -> str:
     conversation = str(state.flow_memory.get(CONVERSATION, "")) or state.flow_id
     parts = (conversation, repr(state.created_at), str(state.message_count), call, name)
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+
+
+def _redact_slots(owner: DeclarativeFlow | None, slots: JsonDict) -> JsonDict:
+    """``slots`` with the values ``owner`` declares sensitive masked; every value, when the
+    flow they belong to is not loaded (what it declares cannot be known)."""
+    return {
+        k: mask_value(json.dumps(v) if not isinstance(v, str) else v)
+        if v is not None and (owner is None or k in owner.sensitive_slots)
+        else v
+        for k, v in slots.items()
+    }
 
 
 def _fingerprint(tenant_id: str, conversation_id: str) -> str:
