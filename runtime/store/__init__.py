@@ -14,11 +14,22 @@ What a store keeps of each conversation:
 - and, for ``history_s``, the message each turn answered (masked as its flow says),
   its time and its webhook answers: what a flow author replays against a new version
   of a flow (``confab flows replay``).
+
+Single activation. Conversations are grouped into a fixed number of *virtual shards*
+(``runtime.protocol.directory.vshard_of``); the store keeps, for each, its owner (a
+shard process's id), an *epoch* bumped on every change of hands, and a lease that
+ends at a time on the store's own clock. A shard :meth:`~Store.claim`\ s virtual shards,
+:meth:`~Store.renew`\ s them well within the lease and :meth:`~Store.release`\ s them on a
+hand-off; every :meth:`~Store.write` names the epochs it writes under (a
+:class:`Fence`) and is refused whole (:class:`FencedOut`) unless the writer still
+holds each of them with a lease that has not run out. A writer that was paused or cut
+off while another took over can therefore never write again: never two writers of
+one conversation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,6 +38,32 @@ from ..model import ConversationKey
 
 class StoreError(Exception):
     """The store cannot be used: it cannot be opened, or it failed its integrity check."""
+
+
+class FencedOut(Exception):
+    """A write was refused: its writer no longer holds these virtual shards (at its epoch)."""
+
+    def __init__(self, lost: frozenset[int]) -> None:
+        super().__init__(f"no longer the owner of virtual shard(s) {sorted(lost)}")
+        self.lost = lost
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Who writes, and the epoch it holds of each virtual shard its write touches."""
+
+    owner: str
+    epochs: Mapping[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A virtual shard's row in the store, as read."""
+
+    vshard: int
+    owner: str  # "" while nobody holds it
+    epoch: int  # bumped on every claim
+    remaining_s: float  # until the lease runs out, by the store's clock; <= 0: it has run out
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +131,30 @@ class Store(Protocol):
 
     def load_turn(self, key: ConversationKey, message_id: str) -> KeptTurn | None: ...
 
-    def write(self, writes: Sequence[ConversationWrite]) -> None:
-        """Every write in one transaction: all or nothing."""
+    def write(self, writes: Sequence[ConversationWrite], fence: Fence | None = None) -> None:
+        """Every write in one transaction: all or nothing. With a ``fence``, nothing is written
+        (:class:`FencedOut`) unless ``fence.owner`` holds each of its virtual shards at its epoch
+        with a lease still running; a change of hands waits for this write or refuses it."""
+        ...
+
+    def claim(self, vshards: Sequence[int], owner: str, lease_s: float) -> dict[int, int]:
+        """Take each of ``vshards`` that nobody holds, whose lease has run out, or that ``owner``
+        holds already (a shard process replacing its dead predecessor, which has the same id):
+        its epoch goes up by one and its lease runs ``lease_s`` from now. {vshard: new epoch}
+        of those taken; the rest are left as they are."""
+        ...
+
+    def renew(self, owner: str, epochs: Mapping[int, int], lease_s: float) -> set[int]:
+        """Extend to ``lease_s`` from now each lease ``owner`` still holds at the given epoch;
+        the virtual shards renewed (any other was taken over meanwhile)."""
+        ...
+
+    def release(self, owner: str, epochs: Mapping[int, int]) -> None:
+        """Give up the virtual shards ``owner`` holds at these epochs (the next claim takes them at once)."""
+        ...
+
+    def leases(self) -> list[Lease]:
+        """Every virtual shard ever claimed, in order."""
         ...
 
     def scan(

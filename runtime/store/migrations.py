@@ -58,6 +58,18 @@ SQLITE: tuple[Migration, ...] = (
         "the message each turn answered, for replays of recorded traffic against new flow versions",
         ("ALTER TABLE turns ADD COLUMN recorded BLOB NOT NULL DEFAULT x''",),
     ),
+    Migration(
+        5,
+        "virtual shards: who holds each, at which epoch, and until when (single activation)",
+        (
+            """CREATE TABLE IF NOT EXISTS vshards (
+                vshard      INTEGER PRIMARY KEY,
+                owner       TEXT NOT NULL DEFAULT '',
+                epoch       INTEGER NOT NULL DEFAULT 0,
+                lease_until REAL NOT NULL DEFAULT 0
+            )""",
+        ),
+    ),
 )
 
 # Columns a version-1 store may lack: data dirs from before versions were recorded.

@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..model import ConversationKey
-from . import ConversationWrite, KeptTurn, Retention, StoredConversation, StoreError
+from . import (
+    ConversationWrite,
+    Fence,
+    FencedOut,
+    KeptTurn,
+    Lease,
+    Retention,
+    StoredConversation,
+    StoreError,
+)
 from .migrations import SQLITE, SQLITE_V1_COLUMNS, SQLITE_VERSION
 
 T = TypeVar("T")
@@ -205,11 +214,14 @@ class SqliteStore:
 
     # Writes ---------------------------------------------------------------------------
 
-    def write(self, writes: Sequence[ConversationWrite]) -> None:
+    def write(self, writes: Sequence[ConversationWrite], fence: Fence | None = None) -> None:
         now = time.time()
         db = self._db
         self._when_free(lambda: db.execute("BEGIN IMMEDIATE"))
         try:
+            if fence is not None:
+                # Inside the write lock: no claim can change hands until this commits.
+                self._check_fence(fence)
             for w in writes:
                 t, c = w.key.tenant_id, w.key.conversation_id
                 db.execute(
@@ -251,6 +263,100 @@ class SqliteStore:
             _roll_back(db)
             raise
 
+    def _check_fence(self, fence: Fence) -> None:
+        held = {
+            row[0]
+            for row in self._db.execute(
+                f"SELECT vshard, epoch FROM vshards WHERE owner = ? AND lease_until > {_NOW}",
+                (fence.owner,),
+            )
+            if fence.epochs.get(row[0]) == row[1]
+        }
+        lost = frozenset(fence.epochs) - held
+        if lost:
+            raise FencedOut(lost)
+
+    # Virtual shards ---------------------------------------------------------------------
+
+    def claim(self, vshards: Sequence[int], owner: str, lease_s: float) -> dict[int, int]:
+        if not vshards:
+            return {}
+
+        def claim() -> dict[int, int]:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT OR IGNORE INTO vshards (vshard) VALUES (?)", [(v,) for v in vshards])
+                taken: dict[int, int] = {}
+                for v in vshards:
+                    row = db.execute(
+                        f"UPDATE vshards SET owner = ?, epoch = epoch + 1, lease_until = {_NOW} + ?"
+                        f" WHERE vshard = ? AND (owner = '' OR owner = ? OR lease_until <= {_NOW})"
+                        " RETURNING epoch",
+                        (owner, lease_s, v, owner),
+                    ).fetchone()
+                    if row is not None:
+                        taken[v] = row[0]
+                db.execute("COMMIT")
+            except BaseException:
+                _roll_back(db)
+                raise
+            return taken
+
+        return self._when_free(claim)
+
+    def renew(self, owner: str, epochs: Mapping[int, int], lease_s: float) -> set[int]:
+        if not epochs:
+            return set()
+
+        def renew() -> set[int]:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                renewed = {
+                    v
+                    for v, epoch in epochs.items()
+                    if db.execute(
+                        f"UPDATE vshards SET lease_until = {_NOW} + ? WHERE vshard = ? AND owner = ?"
+                        " AND epoch = ? RETURNING vshard",
+                        (lease_s, v, owner, epoch),
+                    ).fetchone()
+                }
+                db.execute("COMMIT")
+            except BaseException:
+                _roll_back(db)
+                raise
+            return renewed
+
+        return self._when_free(renew)
+
+    def release(self, owner: str, epochs: Mapping[int, int]) -> None:
+        if not epochs:
+            return
+
+        def release() -> None:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "UPDATE vshards SET owner = '', lease_until = 0 WHERE vshard = ? AND owner = ? AND epoch = ?",
+                    [(v, owner, epoch) for v, epoch in epochs.items()],
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                _roll_back(db)
+                raise
+
+        self._when_free(release)
+
+    def leases(self) -> list[Lease]:
+        rows = self._when_free(
+            lambda: self._db.execute(
+                f"SELECT vshard, owner, epoch, lease_until - {_NOW} FROM vshards ORDER BY vshard"
+            ).fetchall()
+        )
+        return [Lease(r[0], r[1], r[2], r[3]) for r in rows]
+
     def probe_write(self) -> float:
         started = time.perf_counter()
         db = self._db
@@ -263,6 +369,9 @@ class SqliteStore:
             raise
         return time.perf_counter() - started
 
+
+# The store's clock (Unix seconds): leases are judged by it, whichever process asks.
+_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
 _TURN_COLUMNS = "seq, message_id, kind, reply, created_at, input, fingerprint, recorded"
 
