@@ -32,16 +32,18 @@ log = logging.getLogger(__name__)
 # A round that follows the last one within GROUP_WINDOW_S waits GROUP_DELAY_S for company.
 GROUP_WINDOW_S = 0.002
 GROUP_DELAY_S = 0.0005
+OWNERSHIP_TICK_S = 0.1  # how often virtual shards are claimed, renewed and released
 
 
 class ShardServer:
-    def __init__(self, shard: Shard, address: str) -> None:
+    def __init__(self, shard: Shard, addresses: list[str]) -> None:
         self.shard = shard
-        self.address = address
+        self.addresses = addresses
         self._loop = eventloop.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name=f"confab-shard-{shard.index}", daemon=True)
-        self._started: Future[str] = Future()
-        self._server: asyncio.Server | None = None
+        self._started: Future[list[str]] = Future()
+        self._servers: list[asyncio.Server] = []
+        self._holdings: tuple[int, dict[int, int]] = (0, {})
         self._connections: set[transport.FrameConnection] = set()
         self._batches: list[tuple[transport.FrameConnection, CommandBatch]] = []
         self._queries: list[tuple[transport.FrameConnection, Query]] = []
@@ -49,10 +51,23 @@ class ShardServer:
         self._last_round_end = 0.0
         shard.on_webhook_done = self._webhook_done
 
-    def start(self, timeout: float = 10.0) -> str:
-        """Listen; return the address the shard really listens on (the edge connects there)."""
+    def start(self, timeout: float = 10.0) -> list[str]:
+        """Listen; return the addresses the shard really listens on (edges connect there)."""
         self._thread.start()
         return self._started.result(timeout)
+
+    @property
+    def holdings(self) -> tuple[int, dict[int, int]]:
+        """(version, {vshard: epoch}) as of the last change; safe to read from any thread."""
+        return self._holdings
+
+    def want(self, vshards: frozenset[int]) -> None:
+        """The virtual shards this shard should hold now (called on the actor's thread)."""
+        self._loop.call_soon_threadsafe(self._want, vshards)
+
+    def _want(self, vshards: frozenset[int]) -> None:
+        self.shard.ownership.want(vshards)
+        self._tick_ownership()
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._thread.is_alive():
@@ -61,16 +76,24 @@ class ShardServer:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
+        bound: list[str] = []
         try:
-            self._server, bound = self._loop.run_until_complete(transport.serve(self.address, self._accept))
+            for address in self.addresses:
+                server, where = self._loop.run_until_complete(transport.serve(address, self._accept))
+                self._servers.append(server)
+                bound.append(where)
         except BaseException as exc:
+            for server in self._servers:
+                server.close()
             self._started.set_exception(exc)
             return
         self._started.set_result(bound)
+        self._loop.call_soon(self._keep_ownership)
         try:
             self._loop.run_forever()
         finally:
-            self._server.close()
+            for server in self._servers:
+                server.close()
             for connection in list(self._connections):
                 connection.close()
             self._loop.run_until_complete(asyncio.sleep(0))
@@ -125,7 +148,35 @@ class ShardServer:
                 out.setdefault(connection, []).append(queries.answer(self.shard, query).to_frame())
         for connection, frames in out.items():
             connection.send_many(frames)
+        if self.shard.moved_late:  # a fenced-out write gave deferred commands back
+            self._send_moved()
+        self._note_holdings()
         self._last_round_end = time.perf_counter()
+
+    def _keep_ownership(self) -> None:
+        self._tick_ownership()
+        self._loop.call_later(OWNERSHIP_TICK_S, self._keep_ownership)
+
+    def _tick_ownership(self) -> None:
+        try:
+            self.shard.tick_ownership()
+        except Exception:  # the next tick tries again; trust runs out on its own
+            log.exception("shard %d: keeping its virtual shards failed", self.shard.index)
+        self._note_holdings()
+        self._send_moved()
+
+    def _note_holdings(self) -> None:
+        ownership = self.shard.ownership
+        if ownership.version != self._holdings[0]:
+            self._holdings = (ownership.version, dict(ownership.held))  # one reference, swapped whole
+
+    def _send_moved(self) -> None:
+        by_connection: dict[Any, list[tuple[int, int, list[Any]]]] = {}
+        for connection, entry in self.shard.take_moved():
+            by_connection.setdefault(connection, []).append(entry)
+        for connection, entries in by_connection.items():
+            if connection in self._connections:
+                connection.send(LateOutcomes(entries).to_frame())
 
     def _webhook_done(self) -> None:
         """Called on a webhook thread."""
@@ -143,3 +194,4 @@ class ShardServer:
         for connection, entries in by_connection.items():
             if connection in self._connections:  # an edge that went away gets nothing
                 connection.send(LateOutcomes(entries).to_frame())
+        self._send_moved()

@@ -34,14 +34,25 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from thespian.actors import ActorSystem
 
 from ..runtime.protocol.directory import ShardDirectory
 from . import lifecycle, network
+from .coordinator import LEADER_CAPABILITY
 from .launcher import SystemLauncher
-from .messages import GetDirectory, RestartShard, ShardSettings, StartShards
+from .messages import (
+    ClusterProblem,
+    ClusterSettings,
+    GetDirectory,
+    HostIdentity,
+    LeaveCluster,
+    RestartShard,
+    ShardSettings,
+    StartShards,
+)
 from .supervisor import SupervisorActor
 
 log = logging.getLogger(__name__)
@@ -54,6 +65,19 @@ class HostError(Exception):
     """The shards could not be started."""
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterPlace:
+    """Where this host's actor system stands in the cluster."""
+
+    advertise: str = "127.0.0.1"  # the address every Thespian socket binds and advertises
+    leader: tuple[str, int] | None = None  # the leader's actor system; None: this host leads alone
+    admin_port: int = 0  # this system's admin port; 0: any free one (the leader's is fixed)
+
+    @property
+    def leads(self) -> bool:
+        return self.leader is None or self.leader[0] == self.advertise
+
+
 class ActorHost:
     """Make it while the process still has one thread (before the gRPC server starts)."""
 
@@ -62,13 +86,18 @@ class ActorHost:
         settings: ShardSettings,
         shard_count: int,
         *,
-        advertise: str = "127.0.0.1",
+        identity: HostIdentity,
+        cluster: ClusterSettings | None = None,
+        place: ClusterPlace | None = None,
         start_timeout_s: float = 30.0,
         hung_after_s: float = 10.0,
     ) -> None:
         self.settings = settings
         self.shard_count = shard_count
-        self.advertise = advertise
+        self.identity = identity
+        self.cluster = cluster or ClusterSettings()
+        self.place = place or ClusterPlace()
+        self.advertise = self.place.advertise
         self.start_timeout_s = start_timeout_s
         self.hung_after_s = hung_after_s
         self.recoveries = 0
@@ -81,7 +110,7 @@ class ActorHost:
         self._latest: ShardDirectory | None = None
         self._problem = ""
         lifecycle.tie_actor_processes_to_this_one()
-        network.bind_thespian_to(advertise)
+        network.bind_thespian_to(self.advertise)
         self._launcher = SystemLauncher()
 
     # Called by the engine --------------------------------------------------------------
@@ -91,7 +120,7 @@ class ActorHost:
         self._on_directory = on_directory
         self._thread.start()
         directory = self._started.result(self.start_timeout_s + 5.0)
-        failed = [s for s in directory.shards if s.error]
+        failed = [s for s in directory.shards if s.error and s.host == self.identity.host]
         if failed:
             self.close()
             reasons = "; ".join(f"shard {s.index}: {s.error}" for s in failed)
@@ -101,6 +130,10 @@ class ActorHost:
     def restart_shard(self, index: int) -> None:
         """Ask the supervisor to replace shard ``index`` (the new directory follows)."""
         self._requests.put(RestartShard(index))
+
+    def leave(self) -> None:
+        """Hand this host's virtual shards to the other hosts (the directories that follow show it)."""
+        self._requests.put(LeaveCluster())
 
     def problem(self) -> str:
         return self._problem
@@ -124,8 +157,19 @@ class ActorHost:
                 log.exception("the actor system failed; starting it again")
                 time.sleep(1.0)
 
+    def _capabilities(self) -> dict[str, Any]:
+        place = self.place
+        if place.leads:
+            port = place.leader[1] if place.leader else place.admin_port or _free_port(self.advertise)
+            return {"Admin Port": port, LEADER_CAPABILITY: True}
+        assert place.leader is not None
+        return {
+            "Admin Port": place.admin_port or _free_port(self.advertise),
+            "Convention Address.IPv4": place.leader,
+        }
+
     def _host_one_system(self) -> None:
-        capabilities = {"Admin Port": _free_port(self.advertise)}
+        capabilities = self._capabilities()
         self._launcher.start_system(capabilities, _thespian_logging(), self.start_timeout_s)
         # The admin runs: this attaches to it (and forks nothing).
         system = ActorSystem(
@@ -135,7 +179,9 @@ class ActorHost:
         watched: _Watched | None = None
         try:
             supervisor = system.createActor(SupervisorActor)
-            system.tell(supervisor, StartShards(self.shard_count, self.settings))
+            system.tell(
+                supervisor, StartShards(self.shard_count, self.settings, self.identity, self.cluster)
+            )
             started = time.monotonic()
             last_heard = last_ping = time.monotonic()
             while not self._closing.is_set():
@@ -147,6 +193,12 @@ class ActorHost:
                         watched = _Watched(message)
                         self._problem = ""
                     self._accept(message)
+                elif isinstance(message, ClusterProblem):
+                    if message.fatal:
+                        self._problem = message.reason
+                        if not self._started.done():
+                            self._started.set_exception(HostError(message.reason))
+                            return
                 elif not self._started.done() and now - started > self.start_timeout_s:
                     raise HostError(f"the shards did not start within {self.start_timeout_s:.0f}s")
                 if watched is not None and watched.supervisor_exited():
@@ -180,16 +232,16 @@ class ActorHost:
 
     def _accept(self, directory: ShardDirectory) -> None:
         latest = self._latest
-        # Directories of one supervisor only grow in version; a new supervisor starts over.
-        if (
-            latest is not None
-            and latest.supervisor_pid == directory.supervisor_pid
-            and directory.version <= latest.version
-        ):
+        # The coordinator's versions only grow; the supervisor may send one version again with
+        # its own shards' news (a new address, a holding).
+        if latest is not None and directory.version < latest.version:
             return
         self._latest = directory
         if not self._started.done():
-            if directory.settled:
+            mine = [s for s in directory.shards if s.host == self.identity.host]
+            settled = all(s.serving or s.error for s in mine)
+            # Serving starts once this host's shards are up and every conversation has a holder.
+            if settled and (directory.complete or any(s.error for s in mine)):
                 self._started.set_result(directory)
             return
         self._on_directory(directory)

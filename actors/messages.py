@@ -7,8 +7,10 @@ Thespian pickles; the directory they carry is ``runtime.protocol.directory``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..runtime.protocol.directory import ShardDirectory, ShardEndpoint
 from ..runtime.store import Retention
 from ..runtime.webhooks import WebhookTarget
 
@@ -22,12 +24,42 @@ class ShardSettings:
     retention: Retention = field(default_factory=Retention)
     flow_dirs: tuple[str, ...] = ()  # loaded after the bundled flows
     webhooks: tuple[WebhookTarget, ...] = ()  # what flows' webhook actions may call
-    # Where shard N of generation G listens: "unix:<dir>/s{index}.{generation}.sock" on one
-    # host, "tcp:<host>:0" between hosts (the port is the kernel's choice).
+    # Where shard N of generation G listens for its own host's edge:
+    # "unix:<dir>/s{index}.{generation}.sock".
     data_address: str = ""
+    # And for the edges of other hosts, in a cluster: "tcp:<advertised address>:0" (the port
+    # is the kernel's choice); "" on a single host.
+    cluster_data_address: str = ""
+    host: str = "local"  # this host's id in the cluster (shard ids are "<host>/<index>")
+    vshards: int = 256
+    lease_s: float = 4.0  # how long a claimed or renewed virtual shard is held without renewal
+    renew_every_s: float = 1.0
 
-    def address_of(self, index: int, generation: int) -> str:
-        return self.data_address.format(index=index, generation=generation)
+    def addresses_of(self, index: int, generation: int) -> list[str]:
+        addresses = [self.data_address.format(index=index, generation=generation)]
+        if self.cluster_data_address:
+            addresses.append(self.cluster_data_address)
+        return addresses
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """What every host of a cluster must agree on, and how the coordinator judges hosts."""
+
+    vshards: int = 256
+    heartbeat_every_s: float = 1.0
+    lost_after_s: float = 3.0  # a host silent this long is lost: its virtual shards move
+    forget_after_s: float = 600.0  # a lost host stays in the operators' view this long
+
+
+@dataclass(frozen=True, slots=True)
+class HostIdentity:
+    """Who a host is, as the coordinator shows it."""
+
+    host: str
+    edge: str = ""  # its gRPC listen address
+    pid: int = 0  # its edge process
+    leader: bool = False  # it runs the coordinator
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +68,8 @@ class StartShards:
 
     count: int
     settings: ShardSettings
+    identity: HostIdentity = field(default_factory=lambda: HostIdentity("local"))
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +79,24 @@ class ShardInit:
     index: int
     generation: int
     settings: ShardSettings
+    wanted: frozenset[int] = frozenset()  # the virtual shards it should hold from the start
+
+
+@dataclass(frozen=True, slots=True)
+class ShardAssign:
+    """Supervisor → shard: the virtual shards it should hold now (it claims and releases)."""
+
+    vshards: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class ShardHoldings:
+    """Shard → supervisor: the virtual shards it holds now, at their epochs."""
+
+    index: int
+    generation: int
+    version: int
+    held: Mapping[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +105,9 @@ class ShardReady:
 
     index: int
     generation: int
-    address: str
+    address: str  # for other hosts' edges (its own host's when there are no others)
     pid: int
+    local_address: str = ""  # for its own host's edge
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +129,48 @@ class RestartShard:
     """Host → supervisor: stop shard ``index`` so that a new one takes its place (a drill)."""
 
     index: int
+
+
+# The cluster protocol: every host's supervisor and the coordinator ----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HostHeartbeat:
+    """Supervisor → coordinator, every ``heartbeat_every_s`` and whenever something changed."""
+
+    identity: HostIdentity
+    seq: int
+    vshards: int  # the host's setting: a host that disagrees with the cluster is refused
+    shards: tuple[ShardEndpoint, ...]
+    held: Mapping[str, Mapping[int, int]]  # shard id -> {vshard: epoch}
+    wanted: Mapping[str, frozenset[int]]  # shard id -> the virtual shards it was told to hold
+    leaving: bool  # handing its virtual shards off before it stops
+    seen_version: int  # the newest directory it has
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatReply:
+    """Coordinator → supervisor: ``seq`` heard; the directory when the host's is older."""
+
+    seq: int
+    directory: ShardDirectory | None
+
+
+@dataclass(frozen=True, slots=True)
+class HostRefused:
+    """Coordinator → supervisor: this host cannot be part of the cluster, and why."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveCluster:
+    """Host → supervisor: hand every virtual shard off (the host is stopping)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterProblem:
+    """Supervisor → host: the cluster refused this host, or its coordinator is out of reach."""
+
+    reason: str
+    fatal: bool

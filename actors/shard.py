@@ -11,6 +11,12 @@ one transaction, and only then answers. Under load many batches share one commit
 Resident conversations are bounded: the least recently used are passivated
 (dropped from memory; their state is already in the store).
 
+A shard runs only the commands of the virtual shards it holds, at the epoch the
+edge routed each by (``actors.ownership``); any other comes back MOVED, unrun. Its
+writes are fenced by those epochs: if the store finds that another shard took one
+over meanwhile, nothing of that virtual shard is written, its commands come back
+MOVED and its conversations leave memory.
+
 A turn that reaches a webhook is suspended: the call runs on a thread, the batch
 is answered with the command marked deferred, and the conversation's later commands
 wait in its mailbox while other conversations carry on. When the call answers, the
@@ -38,6 +44,7 @@ from ..runtime.flows import FlowRegistry
 from ..runtime.flows.catalog import load_flows
 from ..runtime.inspection import FlowReload, ShardStatus
 from ..runtime.model import ConversationKey
+from ..runtime.protocol.directory import shard_id, vshard_of
 from ..runtime.protocol.records import (
     DEFERRED_OUTCOME,
     ERROR,
@@ -45,11 +52,13 @@ from ..runtime.protocol.records import (
     CommandBatch,
     OutcomeBatch,
     error_outcome,
+    moved_outcome,
 )
-from ..runtime.store import Store
+from ..runtime.store import FencedOut, Store
 from ..runtime.webhooks import WebhookClient, WebhookResult
 from .conversation import ConversationActor, Suspended
 from .messages import ShardSettings
+from .ownership import OwnershipChange, VshardOwnership
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +98,15 @@ class _Round:
     first_staged: dict[ConversationKey, int] = field(default_factory=dict)
 
     def add(self, origin: Origin, conversation: ConversationActor, outcome: list[Any] | None) -> None:
-        self.origins.append(origin)
-        self.keys.append(conversation.key)
-        self.outcomes.append(outcome)
+        self.answer(origin, conversation.key, outcome)
         if conversation.staged:
             self.touched[conversation.key] = conversation
             self.first_staged.setdefault(conversation.key, len(self.outcomes) - 1)
+
+    def answer(self, origin: Origin, key: ConversationKey, outcome: list[Any] | None) -> None:
+        self.origins.append(origin)
+        self.keys.append(key)
+        self.outcomes.append(outcome)
 
 
 @dataclass(slots=True)
@@ -126,6 +138,8 @@ class Shard:
         # Called on a webhook thread when a call finishes: the owner schedules finish_webhooks().
         self.on_webhook_done = on_webhook_done
         self.waiting: set[ConversationActor] = set()  # turns suspended on a webhook
+        # Late MOVED outcomes of deferred commands whose virtual shard this shard let go.
+        self.moved_late: list[tuple[Any, tuple[int, int, list[Any]]]] = []
         # Activations and passivations since the last round, kept only while the edge asks.
         self.lifecycle: list[list[str]] = []
         self._lifecycle_wanted = False
@@ -137,6 +151,12 @@ class Shard:
         self.rounds = 0
         self.last_write_error = ""
         self._recording = store.retention.history_s > 0
+        self.ownership = VshardOwnership(
+            shard_id(settings.host, index),
+            store,
+            lease_s=settings.lease_s,
+            renew_every_s=settings.renew_every_s,
+        )
         self._exit_after_commit = int(os.environ.get(EXIT_AFTER_COMMIT, "0")) if generation == 0 else 0
         self._process = psutil.Process()
 
@@ -149,14 +169,21 @@ class Shard:
     def run_round(self, batches: list[tuple[Any, CommandBatch]]) -> list[tuple[Any, OutcomeBatch]]:
         """Run the batches that arrived, (sender, batch) in arrival order; answer each."""
         received = time.perf_counter()
+        now = time.monotonic()
         self._lifecycle_wanted = any(batch.want_lifecycle for _, batch in batches)
         done = _Round()
+        vshards, ownership = self.settings.vshards, self.ownership
         try:
             with telemetry.batch_span(self.index, [batch for _, batch in batches]):
                 for sender, batch in batches:
                     arrived = batch.received_at or received
                     for i, command in enumerate(batch.commands):
-                        self._run_command(command, Origin(sender, batch.batch_id, i), arrived, done)
+                        origin = Origin(sender, batch.batch_id, i)
+                        vshard = vshard_of(command.key, vshards)
+                        if ownership.accepts(vshard, command.epoch, now):
+                            self._run_command(command, origin, arrived, done)
+                        else:
+                            done.answer(origin, command.key, moved_outcome(vshard))
                 self.commands += len(done.outcomes)
                 self.rounds += 1
                 if done.touched:
@@ -226,9 +253,16 @@ class Shard:
         """Write what the round staged; on failure withdraw the answers that showed it."""
         now = time.time()
         retention = self.store.retention
+        vshards = self.settings.vshards
         try:
             with telemetry.store_span(len(done.touched)):
-                self.store.write([c.pending_write(retention, now) for c in done.touched.values()])
+                fence = self.ownership.fence({vshard_of(key, vshards) for key in done.touched})
+                self.store.write([c.pending_write(retention, now) for c in done.touched.values()], fence)
+        except FencedOut as exc:
+            self._fenced_out(done, exc.lost)
+            if done.touched:
+                self._persist(done)  # what the other virtual shards staged still stands
+            return
         except Exception as exc:
             log.exception("shard %d: store write failed", self.index)
             self.last_write_error = f"{type(exc).__name__}: {exc}"
@@ -250,6 +284,54 @@ class Shard:
             conversation.commit(retention, now)
         if self._exit_after_commit and len(done.outcomes) >= self._exit_after_commit:
             os._exit(70)  # committed, not answered: the edge must re-send and nothing may apply twice
+
+    def _fenced_out(self, done: _Round, lost: frozenset[int]) -> None:
+        """Another shard holds ``lost`` now: nothing of them was written; their commands go back."""
+        log.warning("shard %d: a write was fenced out of virtual shards %s", self.index, sorted(lost))
+        self.ownership.drop(lost)
+        vshards = self.settings.vshards
+        for key in [k for k in done.touched if vshard_of(k, vshards) in lost]:
+            done.touched.pop(key).rollback()
+            done.first_staged.pop(key, None)
+        for i, key in enumerate(done.keys):
+            vshard = vshard_of(key, vshards)
+            if vshard in lost and done.outcomes[i] is not None:
+                done.outcomes[i] = moved_outcome(vshard)
+        self.evict(lost)
+
+    # Virtual shards --------------------------------------------------------------
+
+    def tick_ownership(self) -> OwnershipChange:
+        """Claim, renew and release virtual shards (between rounds)."""
+        change = self.ownership.tick()
+        if change.dropped:
+            self.evict(change.dropped)
+        return change
+
+    def evict(self, vshards: set[int] | frozenset[int]) -> None:
+        """Drop the conversations of ``vshards`` from memory (their state is in the store).
+        Commands suspended behind a webhook or queued behind one are answered MOVED, late
+        (``take_moved``): their next holder runs them."""
+        count = self.settings.vshards
+        late = self.moved_late
+        for key in [k for k in self.residents if vshard_of(k, count) in vshards]:
+            conversation = self.residents.pop(key)
+            moved = moved_outcome(vshard_of(key, count))
+            if conversation.waiting is not None:
+                origin = conversation.waiting.origin
+                late.append((origin.sender, (origin.batch_id, origin.index, moved)))
+                self.waiting.discard(conversation)
+                conversation.waiting = None
+            for queued in conversation.mailbox:
+                late.append((queued.origin.sender, (queued.origin.batch_id, queued.origin.index, moved)))
+            conversation.mailbox.clear()
+            self.passivations += 1
+            self._note("passivation", key)
+
+    def take_moved(self) -> list[tuple[Any, tuple[int, int, list[Any]]]]:
+        """(sender, late outcome) of every deferred command given back since the last call."""
+        late, self.moved_late = self.moved_late, []
+        return late
 
     # Webhooks ------------------------------------------------------------------
 

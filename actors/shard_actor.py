@@ -1,35 +1,44 @@
-"""Thespian's view of a shard: it is created, told who it is, and told to stop.
+"""Thespian's view of a shard: it is created, told who it is, told what to hold, and told to stop.
 
 On ``ShardInit`` it opens the store, builds the :class:`~.shard.Shard` and starts its
 data-plane server (``actors.data_server``), then tells the supervisor where it
 listens, or why it could not start. From then on the shard's work never passes
-through this actor: Thespian's thread here only waits for ``ActorExitRequest``.
+through this actor: Thespian's thread here hands on the virtual shards the shard
+should hold (``ShardAssign``), reports those it holds (``ShardHoldings``, looked at
+every ``REPORT_EVERY_S``), and waits for ``ActorExitRequest``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from datetime import timedelta
 from typing import Any
 
-from thespian.actors import Actor, ActorExitRequest
+from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
 from ..runtime import telemetry
 from ..runtime.store import open_store
 from .data_server import ShardServer
-from .messages import ShardFailed, ShardInit, ShardReady
+from .messages import ShardAssign, ShardFailed, ShardHoldings, ShardInit, ShardReady
 from .shard import Shard
 
 log = logging.getLogger(__name__)
+
+REPORT_EVERY_S = 0.05
 
 
 class ShardActor(Actor):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.server: ShardServer | None = None
+        self.supervisor: Any = None
+        self.init: ShardInit | None = None
+        self.reported = -1
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         if isinstance(message, ShardInit) and self.server is None:
+            self.supervisor, self.init = sender, message
             try:
                 self.server = self._start(message)
             except Exception as exc:  # reported; the supervisor tries again later
@@ -38,12 +47,29 @@ class ShardActor(Actor):
                     sender, ShardFailed(message.index, message.generation, f"{type(exc).__name__}: {exc}")
                 )
                 return
-            self.send(sender, ShardReady(message.index, message.generation, self.server.address, os.getpid()))
+            local, *remote = self.server.addresses
+            self.send(
+                sender,
+                ShardReady(message.index, message.generation, remote[0] if remote else local, os.getpid(), local),
+            )
+            self.wakeupAfter(timedelta(seconds=REPORT_EVERY_S))
+        elif isinstance(message, ShardAssign) and self.server is not None:
+            self.server.want(message.vshards)
+        elif isinstance(message, WakeupMessage) and self.server is not None:
+            self._report()
+            self.wakeupAfter(timedelta(seconds=REPORT_EVERY_S))
         elif isinstance(message, ActorExitRequest) and self.server is not None:
             self.server.stop()
             self.server.shard.close()
             telemetry.shutdown()  # flush the spans still queued for export
             self.server = None
+
+    def _report(self) -> None:
+        assert self.server is not None and self.init is not None
+        version, held = self.server.holdings
+        if version != self.reported:
+            self.reported = version
+            self.send(self.supervisor, ShardHoldings(self.init.index, self.init.generation, version, held))
 
     def _start(self, init: ShardInit) -> ShardServer:
         settings = init.settings
@@ -54,8 +80,9 @@ class ShardActor(Actor):
         )
         try:
             shard = Shard(init.index, init.generation, settings, store)
-            server = ShardServer(shard, settings.address_of(init.index, init.generation))
-            server.address = server.start()
+            shard.ownership.want(init.wanted)
+            server = ShardServer(shard, settings.addresses_of(init.index, init.generation))
+            server.addresses = server.start()
         except BaseException:
             store.close()
             raise

@@ -71,6 +71,39 @@ class StoreConfig:
 
 
 @dataclass(slots=True)
+class ClusterConfig:
+    # HOST:PORT of the leader's actor system. "" (the default): this host is a cluster of its own.
+    # Every host names the same leader; the host whose advertise address is HOST leads.
+    leader: str = ""
+    # The address this host's actor system and shards listen on and give to the others
+    # ("" = 127.0.0.1, which only a single host can use).
+    advertise: str = ""
+    host_id: str = ""  # this host's name in the cluster ("" = the advertise address)
+    port: int = 0  # a member's actor system port (0 = any free one; the leader's is the leader's)
+    vshards: int = 256  # virtual shards conversations are hashed onto; the same on every host, forever
+    heartbeat_every_s: float = 1.0  # hosts to the coordinator
+    lost_after_s: float = 3.0  # a host silent this long is lost: its virtual shards move
+    lease_s: float = 4.0  # a virtual shard is held this long without renewal (the store's clock)
+    renew_every_s: float = 1.0
+    handoff_timeout_s: float = 20.0  # on SIGTERM, how long to wait for the other hosts to take over
+
+    @property
+    def leader_address(self) -> tuple[str, int] | None:
+        if not self.leader:
+            return None
+        host, _, port = self.leader.rpartition(":")
+        return host, int(port)
+
+    @property
+    def advertised(self) -> str:
+        return self.advertise or "127.0.0.1"
+
+    @property
+    def host_name(self) -> str:
+        return self.host_id or self.advertised
+
+
+@dataclass(slots=True)
 class WebhookConfig:
     """A webhook flows may call by name (the URL lives here, not in flow files)."""
 
@@ -185,6 +218,7 @@ class ConfabConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     flows: FlowsConfig = field(default_factory=FlowsConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -283,6 +317,37 @@ def _validate(config: ConfabConfig) -> None:
             raise ConfigError(message)
     _validate_auth(config.auth)
     _validate_tls(config.tls)
+    _validate_cluster(config.cluster)
+
+
+def _validate_cluster(cluster: ClusterConfig) -> None:
+    if cluster.leader:
+        host, _, port = cluster.leader.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"cluster.leader must be HOST:PORT, got {cluster.leader!r}")
+        if not cluster.advertise or cluster.advertise in ("0.0.0.0", "::"):
+            raise ConfigError(
+                "cluster.advertise (--advertise) is required in a cluster: the one address of this host"
+                " the other hosts reach it at (never all interfaces)"
+            )
+    checks = [
+        (1 <= cluster.vshards <= 65536, "cluster.vshards must be 1..65536"),
+        (0 <= cluster.port < 65536, "cluster.port must be 0..65535"),
+        (cluster.heartbeat_every_s > 0, "cluster.heartbeat_every_s must be > 0"),
+        (
+            cluster.lost_after_s > 2 * cluster.heartbeat_every_s,
+            "cluster.lost_after_s must be more than twice cluster.heartbeat_every_s",
+        ),
+        (
+            cluster.lease_s > 2 * cluster.renew_every_s > 0,
+            "cluster.lease_s must be more than twice cluster.renew_every_s (and both > 0)",
+        ),
+        (cluster.handoff_timeout_s >= 0, "cluster.handoff_timeout_s must be >= 0"),
+        ("/" not in cluster.host_id, "cluster.host_id must not contain '/'"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def _validate_auth(auth: AuthConfig) -> None:

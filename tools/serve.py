@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -18,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..actors.host import ActorHost, HostError
-from ..actors.messages import ShardSettings
+from ..actors.host import ActorHost, ClusterPlace, HostError
+from ..actors.messages import ClusterSettings, HostIdentity, ShardSettings
 from ..grpc_edge.server import ConfabServer, EdgeSecurity
 from ..runtime import VERSION
 from ..runtime.config import ConfabConfig, ConfigError
@@ -69,6 +70,27 @@ def shard_settings(config: ConfabConfig, run_dir: Path) -> ShardSettings:
             for w in config.flows.webhooks
         ),
         data_address=f"unix:{run_dir}/s{{index}}.{{generation}}.sock",
+        cluster_data_address=f"tcp:{config.cluster.advertised}:0" if config.cluster.leader else "",
+        host=config.cluster.host_name,
+        vshards=config.cluster.vshards,
+        lease_s=config.cluster.lease_s,
+        renew_every_s=config.cluster.renew_every_s,
+    )
+
+
+def actor_host(config: ConfabConfig, run_dir: Path) -> ActorHost:
+    cluster = config.cluster
+    place = ClusterPlace(cluster.advertised, cluster.leader_address, cluster.port)
+    return ActorHost(
+        shard_settings(config, run_dir),
+        config.shard_count,
+        identity=HostIdentity(cluster.host_name, config.server.listen, os.getpid(), place.leads),
+        cluster=ClusterSettings(
+            vshards=cluster.vshards,
+            heartbeat_every_s=cluster.heartbeat_every_s,
+            lost_after_s=cluster.lost_after_s,
+        ),
+        place=place,
     )
 
 
@@ -85,7 +107,7 @@ async def run(config: ConfabConfig) -> int:
         log.info("store %s checked in %.3fs", config.store_path, seconds)
         check_flows(config)
         # The first thing that starts a process: this one still has a single thread.
-        host = ActorHost(shard_settings(config, run_dir), config.shard_count)
+        host = actor_host(config, run_dir)
         server = ConfabServer(config, Engine(config, host), security)
     except (StoreError, ConfigError, OSError) as exc:
         print(f"confab: {exc}", file=sys.stderr)

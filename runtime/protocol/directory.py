@@ -1,37 +1,115 @@
-"""Where the shards are: the supervisor's directory, as the engine's client side keeps it.
+"""Where conversations live: virtual shards, the shard processes that hold them, and the hosts.
 
-Each shard index has an endpoint: the generation of the process serving it (bumped
-whenever a shard is replaced), the data-plane address to connect to, and, while it
-cannot serve, why. ``version`` only grows: of two directories, the newer wins.
+A conversation belongs to one of a fixed number of *virtual shards* by a stable hash
+of its key (:func:`vshard_of`); the number is a setting of the whole cluster and never
+changes while it runs. Virtual shards are what moves: each is held by one shard
+process at a time, under an epoch the store bumps whenever it changes hands (see
+``runtime.store``). The coordinator (``actors.coordinator``) decides which shard
+should hold each (``placement``) and publishes a :class:`ShardDirectory` whenever
+anything changes; every edge keeps the latest and routes by ``owners``: what the
+shards report they really hold, at which epoch.
+
+``version`` only grows, across coordinator restarts too: of two directories, the
+one with the higher version wins.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+
+from ..model import ConversationKey
+
+
+def vshard_of(key: ConversationKey, vshards: int) -> int:
+    """The virtual shard of a conversation (the same on every host and in every version)."""
+    return zlib.crc32(f"{key.tenant_id}\x00{key.conversation_id}".encode()) % vshards
+
+
+def shard_id(host: str, index: int) -> str:
+    """A shard's name in the cluster and its owner name in the store: the same across restarts."""
+    return f"{host}/{index}"
 
 
 @dataclass(frozen=True, slots=True)
 class ShardEndpoint:
     index: int
-    generation: int
-    address: str  # "" while the shard is starting
+    generation: int  # bumped whenever the shard's process is replaced
+    address: str  # data plane for other hosts ("tcp:HOST:PORT"), "" while the shard is starting
     pid: int = 0
     error: str = ""  # why it is not serving (it could not start), "" when it is
+    host: str = ""
+    local_address: str = ""  # data plane for the edge of its own host ("unix:PATH"), if any
 
     @property
     def serving(self) -> bool:
         return bool(self.address) and not self.error
 
+    @property
+    def shard_id(self) -> str:
+        return shard_id(self.host, self.index)
+
+    def address_for(self, host: str) -> str:
+        """Where an edge on ``host`` connects."""
+        return self.local_address if host == self.host and self.local_address else self.address
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who holds a virtual shard now: a shard id and the epoch it holds it at ("" and 0: nobody)."""
+
+    shard: str = ""
+    epoch: int = 0
+
+
+NOBODY = Owner()
+
+
+@dataclass(frozen=True, slots=True)
+class HostView:
+    """A host as the coordinator sees it."""
+
+    host: str
+    state: str  # "up", "leaving" (handing its virtual shards off), "lost" (no heartbeat)
+    heartbeat_age_s: float  # when the directory was made
+    edge: str = ""  # the host's gRPC listen address
+    leader: bool = False
+    pid: int = 0  # of the host's edge process
+    shards: int = 0
+
 
 @dataclass(frozen=True, slots=True)
 class ShardDirectory:
     version: int
-    shards: tuple[ShardEndpoint, ...]
-    restarts: int = 0  # shard processes replaced since the service started
-    supervisor_pid: int = 0
-    admin_pid: int = 0  # the Thespian admin process the supervisor runs under
+    shards: tuple[ShardEndpoint, ...]  # every shard of every host that is up or leaving
+    owners: tuple[Owner, ...] = ()  # per virtual shard
+    placement: tuple[str, ...] = ()  # per virtual shard: the shard id that should hold it
+    hosts: tuple[HostView, ...] = ()
+    restarts: int = 0  # shard processes replaced since the service started (this host's)
+    supervisor_pid: int = 0  # of this host's supervisor
+    admin_pid: int = 0  # the Thespian admin process this host's supervisor runs under
+
+    @property
+    def vshards(self) -> int:
+        return len(self.owners)
 
     @property
     def settled(self) -> bool:
         """Every shard is serving or has said why it cannot."""
         return all(s.serving or s.error for s in self.shards)
+
+    @property
+    def complete(self) -> bool:
+        """Every virtual shard is held by a shard of this directory: every conversation can be served."""
+        live = {s.shard_id for s in self.shards if s.serving}
+        return bool(self.owners) and all(owner.shard in live for owner in self.owners)
+
+    def unowned(self) -> list[int]:
+        live = {s.shard_id for s in self.shards if s.serving}
+        return [v for v, owner in enumerate(self.owners) if owner.shard not in live]
+
+    def shard(self, shard: str) -> ShardEndpoint | None:
+        for endpoint in self.shards:
+            if endpoint.shard_id == shard:
+                return endpoint
+        return None

@@ -16,10 +16,16 @@ shard keeps each conversation's commands in order. An outcome is one of::
     [DONE, reply]                     a reply (codec), applied now
     [REPLAYED, reply]                 the reply it got the first time: it was applied before
     [DEFERRED]                        waiting behind a webhook; its outcome comes in a LATE frame
+    [MOVED, vshard]                   not run: this shard does not hold the command's virtual
+                                      shard at the epoch the edge sent it for (it moved, or is moving)
 
 Every command carries a message id; a shard remembers the ids it applied (for the
 idempotency window), so a command re-sent after a shard was replaced, or repeated by
-a client with the same request id, is answered, not applied again.
+a client with the same request id, is answered, not applied again. Every command
+also names the epoch of its virtual shard the edge routed it by, and runs only on
+the shard that holds that virtual shard at that very epoch: a command that reaches a
+shard after its virtual shard changed hands comes back MOVED, and the edge sends it
+again, in order, once it knows the new holder.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from . import codec
 from .codec import Result
 
 BATCH, OUTCOMES, LATE, QUERY, ANSWER = 1, 2, 3, 4, 5
-ERROR, DONE, REPLAYED, DEFERRED = 0, 1, 2, 3
+ERROR, DONE, REPLAYED, DEFERRED, MOVED = 0, 1, 2, 3, 4
 
 DEFERRED_OUTCOME: list[Any] = [DEFERRED]
 
@@ -71,6 +77,8 @@ class Command:
     # Seconds the caller's deadline left when the edge sent it; a shard that gets to it later
     # answers DEADLINE_EXCEEDED instead of running it. None: no deadline.
     budget_s: float | None = None
+    # The epoch of the command's virtual shard the edge routed it by (see runtime.protocol.directory).
+    epoch: int = 0
 
     @property
     def mutates(self) -> bool:
@@ -86,21 +94,22 @@ class Command:
 
     def to_wire(self) -> list[Any]:
         body: Any = self.body.to_wire() if isinstance(self.body, InboundMessage) else self.body
-        wire = [int(self.kind), self.message_id, self.key.tenant_id, self.key.conversation_id, body]
-        # Appended, and only when set: a plain command stays five items long.
-        if self.trace is not None or self.budget_s is not None:
-            wire.append(self.trace)
-        if self.budget_s is not None:
-            wire.append(self.budget_s)
-        return wire
+        return [
+            int(self.kind),
+            self.message_id,
+            self.key.tenant_id,
+            self.key.conversation_id,
+            body,
+            self.epoch,
+            self.trace,
+            self.budget_s,
+        ]
 
     @classmethod
     def from_wire(cls, w: list[Any]) -> Command:
         kind = CommandKind(w[0])
         body = InboundMessage.from_wire(w[4]) if kind is CommandKind.TURN else w[4]
-        trace = w[5] if len(w) > 5 else None
-        budget = w[6] if len(w) > 6 else None
-        return cls(kind, w[1], ConversationKey(w[2], w[3]), body, trace, budget)
+        return cls(kind, w[1], ConversationKey(w[2], w[3]), body, w[6], w[7], w[5])
 
 
 # What a command produced, once decoded at the edge: a result, or the error that stopped it.
@@ -122,6 +131,14 @@ def decode_outcome(w: list[Any]) -> Outcome:
 
 def is_deferred(w: list[Any]) -> bool:
     return w[0] == DEFERRED
+
+
+def moved_outcome(vshard: int) -> list[Any]:
+    return [MOVED, vshard]
+
+
+def is_moved(w: list[Any]) -> bool:
+    return w[0] == MOVED
 
 
 @dataclass(slots=True)

@@ -64,6 +64,7 @@ class Lease:
     owner: str  # "" while nobody holds it
     epoch: int  # bumped on every claim
     remaining_s: float  # until the lease runs out, by the store's clock; <= 0: it has run out
+    wanted_by: str = ""  # a shard that tried to claim it while it was held ("" for none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,13 +141,15 @@ class Store(Protocol):
     def claim(self, vshards: Sequence[int], owner: str, lease_s: float) -> dict[int, int]:
         """Take each of ``vshards`` that nobody holds, whose lease has run out, or that ``owner``
         holds already (a shard process replacing its dead predecessor, which has the same id):
-        its epoch goes up by one and its lease runs ``lease_s`` from now. {vshard: new epoch}
-        of those taken; the rest are left as they are."""
+        its epoch goes up by one, its lease runs ``lease_s`` from now and nobody wants it.
+        {vshard: new epoch} of those taken. Each of the rest is marked wanted by ``owner``:
+        its holder's next renewal of it fails, so it lets go even if it cannot hear the
+        coordinator that moved it."""
         ...
 
     def renew(self, owner: str, epochs: Mapping[int, int], lease_s: float) -> set[int]:
-        """Extend to ``lease_s`` from now each lease ``owner`` still holds at the given epoch;
-        the virtual shards renewed (any other was taken over meanwhile)."""
+        """Extend to ``lease_s`` from now each lease ``owner`` still holds at the given epoch and
+        nobody else wants; the virtual shards renewed (the holder stops serving the others)."""
         ...
 
     def release(self, owner: str, epochs: Mapping[int, int]) -> None:

@@ -66,7 +66,8 @@ SQLITE: tuple[Migration, ...] = (
                 vshard      INTEGER PRIMARY KEY,
                 owner       TEXT NOT NULL DEFAULT '',
                 epoch       INTEGER NOT NULL DEFAULT 0,
-                lease_until REAL NOT NULL DEFAULT 0
+                lease_until REAL NOT NULL DEFAULT 0,
+                wanted_by   TEXT NOT NULL DEFAULT ''
             )""",
         ),
     ),

@@ -290,13 +290,16 @@ class SqliteStore:
                 taken: dict[int, int] = {}
                 for v in vshards:
                     row = db.execute(
-                        f"UPDATE vshards SET owner = ?, epoch = epoch + 1, lease_until = {_NOW} + ?"
+                        f"UPDATE vshards SET owner = ?, epoch = epoch + 1, lease_until = {_NOW} + ?,"
+                        " wanted_by = ''"
                         f" WHERE vshard = ? AND (owner = '' OR owner = ? OR lease_until <= {_NOW})"
                         " RETURNING epoch",
                         (owner, lease_s, v, owner),
                     ).fetchone()
                     if row is not None:
                         taken[v] = row[0]
+                    else:
+                        db.execute("UPDATE vshards SET wanted_by = ? WHERE vshard = ?", (owner, v))
                 db.execute("COMMIT")
             except BaseException:
                 _roll_back(db)
@@ -318,8 +321,8 @@ class SqliteStore:
                     for v, epoch in epochs.items()
                     if db.execute(
                         f"UPDATE vshards SET lease_until = {_NOW} + ? WHERE vshard = ? AND owner = ?"
-                        " AND epoch = ? RETURNING vshard",
-                        (lease_s, v, owner, epoch),
+                        " AND epoch = ? AND wanted_by IN ('', ?) RETURNING vshard",
+                        (lease_s, v, owner, epoch, owner),
                     ).fetchone()
                 }
                 db.execute("COMMIT")
@@ -339,7 +342,8 @@ class SqliteStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.executemany(
-                    "UPDATE vshards SET owner = '', lease_until = 0 WHERE vshard = ? AND owner = ? AND epoch = ?",
+                    "UPDATE vshards SET owner = '', lease_until = 0"
+                    " WHERE vshard = ? AND owner = ? AND epoch = ?",
                     [(v, owner, epoch) for v, epoch in epochs.items()],
                 )
                 db.execute("COMMIT")
@@ -352,10 +356,10 @@ class SqliteStore:
     def leases(self) -> list[Lease]:
         rows = self._when_free(
             lambda: self._db.execute(
-                f"SELECT vshard, owner, epoch, lease_until - {_NOW} FROM vshards ORDER BY vshard"
+                f"SELECT vshard, owner, epoch, lease_until - {_NOW}, wanted_by FROM vshards ORDER BY vshard"
             ).fetchall()
         )
-        return [Lease(r[0], r[1], r[2], r[3]) for r in rows]
+        return [Lease(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def probe_write(self) -> float:
         started = time.perf_counter()

@@ -1,0 +1,164 @@
+"""The virtual shards one shard process holds, and how long it may trust that it does.
+
+The coordinator says which virtual shards a shard *should* hold (:meth:`want`); the
+store says which it *does* (``runtime.store``: claim, renew, release). Each
+:meth:`tick` brings the two together: it releases what is no longer wanted, claims
+what is wanted and not held (a claim succeeds once nobody else holds it or its lease
+ran out), and renews the rest well within the lease.
+
+The shard trusts a virtual shard until ``lease_s`` after the moment it *sent* the claim
+or renewal that the store granted: the store's lease cannot end before that, so by
+the time another shard may claim it, this one has stopped serving it, reads from
+memory included. A shard that cannot reach the store (cut off, paused) simply stops
+trusting its virtual shards when that time passes. Writes are fenced too (every
+write names the epochs it writes under), which covers a process paused between
+checking and writing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ..runtime.store import Fence, Store
+
+log = logging.getLogger(__name__)
+
+# Trust ends this much before the lease could, for clocks that run at slightly different rates.
+TRUST_MARGIN_S = 0.25
+CLAIM_RETRY_S = 0.25  # how often a wanted virtual shard that another still holds is tried again
+
+
+@dataclass(slots=True)
+class OwnershipChange:
+    """What one tick changed."""
+
+    gained: set[int] = field(default_factory=set)
+    dropped: set[int] = field(default_factory=set)  # released, taken over, or no longer trusted
+
+    def __bool__(self) -> bool:
+        return bool(self.gained or self.dropped)
+
+
+class VshardOwnership:
+    def __init__(
+        self,
+        owner: str,
+        store: Store,
+        *,
+        lease_s: float,
+        renew_every_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.owner = owner
+        self.store = store
+        self.lease_s = lease_s
+        self.renew_every_s = renew_every_s
+        self.clock = clock
+        self.wanted: frozenset[int] = frozenset()
+        self.held: dict[int, int] = {}  # vshard -> epoch
+        self.trusted_until: dict[int, float] = {}  # vshard -> clock() value
+        self.version = 0  # bumped whenever ``held`` changes (the shard's actor reports it)
+        self.last_error = ""
+        self._last_renewal = 0.0
+        self._next_claim = 0.0
+
+    def want(self, vshards: Iterable[int]) -> None:
+        self.wanted = frozenset(vshards)
+        self._next_claim = 0.0  # try the new ones at the next tick
+
+    def accepts(self, vshard: int, epoch: int, now: float) -> bool:
+        """Whether a command routed at ``epoch`` may run here now."""
+        return self.held.get(vshard) == epoch and self.trusted_until[vshard] > now
+
+    def trusts(self, vshard: int, now: float) -> bool:
+        return vshard in self.held and self.trusted_until[vshard] > now
+
+    def fence(self, vshards: Iterable[int]) -> Fence:
+        return Fence(self.owner, {v: self.held[v] for v in vshards if v in self.held})
+
+    def drop(self, vshards: Iterable[int]) -> set[int]:
+        """Stop holding ``vshards`` (a fenced write found them taken over); those that were held."""
+        dropped = {v for v in vshards if v in self.held}
+        for v in dropped:
+            del self.held[v]
+            del self.trusted_until[v]
+        if dropped:
+            self.version += 1
+        return dropped
+
+    def tick(self) -> OwnershipChange:
+        change = OwnershipChange()
+        now = self.clock()
+        change.dropped |= self.drop([v for v, until in self.trusted_until.items() if until <= now])
+        self._release(change)
+        if self.held and now - self._last_renewal >= self.renew_every_s:
+            self._renew(now, change)
+        missing = self.wanted - self.held.keys()
+        if missing and now >= self._next_claim:
+            self._claim(sorted(missing), now, change)
+        if change.dropped:
+            log.info("%s: stopped holding virtual shards %s", self.owner, _ranges(change.dropped))
+        if change.gained:
+            log.info("%s: now holds virtual shards %s", self.owner, _ranges(change.gained))
+        return change
+
+    def _release(self, change: OwnershipChange) -> None:
+        unwanted = {v: e for v, e in self.held.items() if v not in self.wanted}
+        if not unwanted:
+            return
+        change.dropped |= self.drop(unwanted)  # stop serving first: the release only tells others
+        try:
+            self.store.release(self.owner, unwanted)
+        except Exception as exc:  # its leases run out by themselves; nobody waits longer than that
+            self._failed("release", exc)
+
+    def _renew(self, now: float, change: OwnershipChange) -> None:
+        self._last_renewal = now
+        try:
+            renewed = self.store.renew(self.owner, dict(self.held), self.lease_s)
+        except Exception as exc:  # keep trusting until the last granted lease says otherwise
+            self._failed("renew", exc)
+            return
+        self.last_error = ""
+        change.dropped |= self.drop([v for v in self.held if v not in renewed])
+        until = now + self.lease_s - TRUST_MARGIN_S
+        for v in renewed:
+            if v in self.trusted_until:
+                self.trusted_until[v] = until
+
+    def _claim(self, vshards: list[int], now: float, change: OwnershipChange) -> None:
+        self._next_claim = now + CLAIM_RETRY_S
+        try:
+            taken = self.store.claim(vshards, self.owner, self.lease_s)
+        except Exception as exc:
+            self._failed("claim", exc)
+            return
+        self.last_error = ""
+        until = now + self.lease_s - TRUST_MARGIN_S
+        for v, epoch in taken.items():
+            self.held[v] = epoch
+            self.trusted_until[v] = until
+        if taken:
+            self.version += 1
+            change.gained |= set(taken)
+            change.dropped -= set(taken)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        problem = f"{what} of virtual shards failed: {type(exc).__name__}: {exc}"
+        if problem != self.last_error:
+            log.warning("%s: %s", self.owner, problem)
+        self.last_error = problem
+
+
+def _ranges(vshards: Iterable[int]) -> str:
+    """1,2,3,7 -> "1-3,7": what a log line can hold of 256 numbers."""
+    runs: list[list[int]] = []
+    for v in sorted(vshards):
+        if runs and v == runs[-1][-1] + 1:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    return ",".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
