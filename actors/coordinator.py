@@ -101,8 +101,15 @@ class CoordinatorActor(Actor):
         name = beat.identity.host
         host = self.hosts.get(name)
         now = time.monotonic()
-        if host is not None and host.address != sender and not host.lost and host.identity.pid != beat.identity.pid:
-            self.send(sender, HostRefused(f"another host already calls itself {name!r}: host ids must be unique"))
+        if (
+            host is not None
+            and host.address != sender
+            and not host.lost
+            and host.identity.pid != beat.identity.pid
+        ):
+            self.send(
+                sender, HostRefused(f"another host already calls itself {name!r}: host ids must be unique")
+            )
             return
         if host is None or host.address != sender:
             if host is None:

@@ -179,9 +179,7 @@ class ActorHost:
         watched: _Watched | None = None
         try:
             supervisor = system.createActor(SupervisorActor)
-            system.tell(
-                supervisor, StartShards(self.shard_count, self.settings, self.identity, self.cluster)
-            )
+            system.tell(supervisor, StartShards(self.shard_count, self.settings, self.identity, self.cluster))
             started = time.monotonic()
             last_heard = last_ping = time.monotonic()
             while not self._closing.is_set():

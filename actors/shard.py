@@ -169,7 +169,7 @@ class Shard:
     def run_round(self, batches: list[tuple[Any, CommandBatch]]) -> list[tuple[Any, OutcomeBatch]]:
         """Run the batches that arrived, (sender, batch) in arrival order; answer each."""
         received = time.perf_counter()
-        now = time.monotonic()
+        now = self.ownership.clock()
         self._lifecycle_wanted = any(batch.want_lifecycle for _, batch in batches)
         done = _Round()
         vshards, ownership = self.settings.vshards, self.ownership
@@ -469,4 +469,7 @@ class Shard:
             rss_bytes=rss,
             cpu_seconds=cpu.user + cpu.system,
             waiting_on_webhooks=len(self.waiting),
+            host=self.settings.host,
+            held=tuple(sorted(self.ownership.held.items())),
+            ownership_error=self.ownership.last_error,
         )

@@ -50,7 +50,9 @@ class ShardActor(Actor):
             local, *remote = self.server.addresses
             self.send(
                 sender,
-                ShardReady(message.index, message.generation, remote[0] if remote else local, os.getpid(), local),
+                ShardReady(
+                    message.index, message.generation, remote[0] if remote else local, os.getpid(), local
+                ),
             )
             self.wakeupAfter(timedelta(seconds=REPORT_EVERY_S))
         elif isinstance(message, ShardAssign) and self.server is not None:

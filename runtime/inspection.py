@@ -33,6 +33,9 @@ class ShardStatus:
     rss_bytes: int
     cpu_seconds: float
     waiting_on_webhooks: int = 0
+    host: str = ""
+    held: tuple[tuple[int, int], ...] = ()  # (virtual shard, epoch) of each it holds now
+    ownership_error: str = ""  # why its last claim or renewal failed, "" if it did not
 
     def to_wire(self) -> list[Any]:
         return [
@@ -52,11 +55,41 @@ class ShardStatus:
             self.rss_bytes,
             self.cpu_seconds,
             self.waiting_on_webhooks,
+            self.host,
+            [list(h) for h in self.held],
+            self.ownership_error,
         ]
 
     @classmethod
     def from_wire(cls, w: list[Any]) -> ShardStatus:
-        return cls(*w)
+        fields = list(w)
+        if len(fields) > 17:  # msgpack gives lists back: the held pairs become tuples again
+            fields[17] = tuple((v, epoch) for v, epoch in fields[17])
+        return cls(*fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who holds a virtual shard now: a shard id and the epoch it holds it at ("" and 0: nobody)."""
+
+    shard: str = ""
+    epoch: int = 0
+
+
+NOBODY = Owner()
+
+
+@dataclass(frozen=True, slots=True)
+class HostView:
+    """A host of the cluster as its coordinator sees it."""
+
+    host: str
+    state: str  # "up", "leaving" (handing its virtual shards off), "lost" (no heartbeat)
+    heartbeat_age_s: float  # when the directory was made
+    edge: str = ""  # the host's gRPC listen address
+    leader: bool = False
+    pid: int = 0  # of the host's edge process
+    shards: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +187,12 @@ class ShardView:
     queued: int  # commands waiting at the edge to be sent
     in_flight: int  # commands sent and not answered yet
     status: ShardStatus | None = None
+    host: str = ""
+    vshards: int = 0  # virtual shards it holds, as the directory says
+
+    @property
+    def shard_id(self) -> str:
+        return f"{self.host}/{self.index}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,3 +205,17 @@ class ClusterView:
     store_latency_ms: float
     store_error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    hosts: tuple[HostView, ...] = ()
+    owners: tuple[Owner, ...] = ()  # per virtual shard, as this edge routes
+    held_commands: int = 0  # commands waiting at this edge for their virtual shard to have a holder
+    this_host: str = ""
+
+    @property
+    def unowned(self) -> list[int]:
+        live = {s.shard_id for s in self.shards}
+        return [v for v, owner in enumerate(self.owners) if owner.shard not in live]
+
+    @property
+    def complete(self) -> bool:
+        """Every virtual shard has a holder this edge can reach: every conversation can be served."""
+        return bool(self.owners) and not self.unowned

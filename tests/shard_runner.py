@@ -26,11 +26,26 @@ from confab.runtime.model import (
     StateResult,
     TurnResult,
 )
+from confab.runtime.protocol.directory import vshard_of
 from confab.runtime.protocol.records import Command, CommandBatch, CommandKind, decode_outcome, is_deferred
 from confab.runtime.store import Retention, open_store
 from confab.runtime.webhooks import WebhookTarget
 
 WEBHOOK_WAIT_S = 30.0
+
+
+def hold_every_vshard(shard: Shard) -> None:
+    """Make ``shard`` hold every virtual shard, as the placement of a one-shard cluster would."""
+    shard.ownership.want(range(shard.settings.vshards))
+    shard.tick_ownership()
+
+
+def routed(shard: Shard, commands: Sequence[Command]) -> list[Command]:
+    """``commands`` stamped with the epochs ``shard`` holds their virtual shards at, as the
+    edge's router stamps them (a command for a virtual shard it does not hold keeps epoch 0)."""
+    for command in commands:
+        command.epoch = shard.ownership.held.get(vshard_of(command.key, shard.settings.vshards), 0)
+    return list(commands)
 
 
 class LocalRunner:
@@ -62,6 +77,7 @@ class LocalRunner:
         )
         store = open_store(settings.store_path, synchronous="OFF", retention=settings.retention)
         self.shard = Shard(0, 1, settings, store)
+        hold_every_vshard(self.shard)
 
     def close(self) -> None:
         self.shard.close()
@@ -91,7 +107,8 @@ class LocalRunner:
             channel=channel,
             hints=ProcessingHints(force_flow=flow),
         )
-        batch = CommandBatch(1, [Command(CommandKind.TURN, uuid.uuid4().hex, conversation, message)])
+        command = Command(CommandKind.TURN, uuid.uuid4().hex, conversation, message)
+        batch = CommandBatch(1, routed(self.shard, [command]))
         ((_, answer),) = self.shard.run_round([(None, batch)])
         (wire,) = answer.outcomes
         give_up = time.monotonic() + WEBHOOK_WAIT_S
@@ -119,7 +136,7 @@ class LocalRunner:
         assert isinstance(outcome, StateResult), outcome
 
     def _run(self, command: Command) -> object:
-        ((_, answer),) = self.shard.run_round([(None, CommandBatch(1, [command]))])
+        ((_, answer),) = self.shard.run_round([(None, CommandBatch(1, routed(self.shard, [command])))])
         (wire,) = answer.outcomes
         outcome = decode_outcome(wire)
         if isinstance(outcome, ConfabError):

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from confab.runtime import eventloop
-from confab.runtime.engine.link import LinkSettings, ShardLink
-from confab.runtime.errors import DeadlineExceeded, Overloaded, Unavailable
+from confab.runtime.engine.link import LinkSettings, Pending, ShardLink
+from confab.runtime.errors import DeadlineExceeded, Unavailable
 from confab.runtime.model import Content, ConversationKey, ConversationState, InboundMessage, StateResult
 from confab.runtime.protocol import codec, queries, transport
 from confab.runtime.protocol.directory import ShardEndpoint
@@ -33,11 +33,14 @@ from confab.runtime.protocol.records import (
     CommandBatch,
     CommandKind,
     LateOutcomes,
+    Outcome,
     OutcomeBatch,
     Query,
+    moved_outcome,
 )
 
 _ids = itertools.count(1)
+_seqs = itertools.count(1)
 
 
 def command(conversation: str = "c") -> Command:
@@ -64,6 +67,7 @@ class ScriptedShard:
         self.hold = False  # keep batches unanswered
         self.defer = False  # answer with DEFERRED
         self.silent = False  # answer nothing at all, as a stopped process would
+        self.moved: set[str] = set()  # conversations whose commands are answered MOVED
         self.connections: list[transport.FrameConnection] = []
         self.server: asyncio.Server | None = None
         self.status_wire = [0, 0, 1, 0.0, 0, 10, 0, 0, 0, 0, True, 0.1, "", 1, 0.0, 0]
@@ -86,7 +90,14 @@ class ScriptedShard:
                 self.batches.append(batch)
                 if self.hold:
                     continue
-                outcomes = [DEFERRED_OUTCOME if self.defer else reply_naming(c) for c in batch.commands]
+                outcomes = [
+                    moved_outcome(7)
+                    if c.key.conversation_id in self.moved
+                    else DEFERRED_OUTCOME
+                    if self.defer
+                    else reply_naming(c)
+                    for c in batch.commands
+                ]
                 connection.send(OutcomeBatch(batch.batch_id, outcomes).to_frame())
             elif value[0] == QUERY:
                 query = Query.from_frame(value)
@@ -106,9 +117,21 @@ def run(test: Callable[[Path], Any], tmp_path: Path) -> None:
 
 
 def new_link(address: str, generation: int = 0, **settings: Any) -> ShardLink:
-    link = ShardLink(ShardEndpoint(0, generation, address), LinkSettings(**settings))
+    link = ShardLink(ShardEndpoint(0, generation, address), address, LinkSettings(**settings))
     link.start()
     return link
+
+
+def submit(
+    link: ShardLink, commands: list[Command], deadline: float | None = None, vshard: int = 7
+) -> list[asyncio.Future[Outcome]]:
+    """Queue ``commands`` on the link as the router does; their futures."""
+    loop = asyncio.get_running_loop()
+    pending = [
+        Pending(c, loop.create_future(), deadline, time.monotonic(), vshard, next(_seqs)) for c in commands
+    ]
+    link.submit(pending)
+    return [p.future for p in pending]
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -128,7 +151,7 @@ def test_commands_submitted_together_share_a_frame_and_keep_their_order(tmp_path
         link = new_link(shard.address)
         await until(lambda: link.connected)
         commands = [command(f"c{i % 3}") for i in range(50)]
-        futures = link.submit(commands, None)
+        futures = submit(link, commands)
         outcomes = await asyncio.gather(*futures)
         assert [named(o) for o in outcomes] == [c.message_id for c in commands]
         assert len(shard.batches) == 1 and len(shard.batches[0].commands) == 50
@@ -144,14 +167,14 @@ def test_a_lost_connection_resends_what_was_unanswered_in_order_to_the_new_addre
         old.hold = True
         link = new_link(old.address)
         await until(lambda: link.connected)
-        first = link.submit([command("a"), command("b")], None)
+        first = submit(link, [command("a"), command("b")])
         await until(lambda: len(old.batches) == 1)
-        second = link.submit([command("a")], None)
+        second = submit(link, [command("a")])
         await until(lambda: len(old.batches) == 2)
         sent = [c.message_id for b in old.batches for c in b.commands]
         await old.stop()  # dies with three commands unanswered
         new = await ScriptedShard(f"unix:{tmp}/new.sock").start()
-        link.update_endpoint(ShardEndpoint(0, 1, new.address))
+        link.update_endpoint(ShardEndpoint(0, 1, new.address), new.address)
         outcomes = await asyncio.gather(*first, *second)
         assert [named(o) for o in outcomes] == sent
         assert [c.message_id for b in new.batches for c in b.commands] == sent  # same ids, same order
@@ -168,7 +191,7 @@ def test_deferred_commands_are_answered_by_late_outcomes(tmp_path: Path) -> None
         shard.defer = True
         link = new_link(shard.address)
         await until(lambda: link.connected)
-        pending = link.submit([command(), command()], None)
+        pending = submit(link, [command(), command()])
         await until(lambda: len(shard.batches) == 1)
         await asyncio.sleep(0.05)
         assert not any(f.done() for f in pending)
@@ -191,7 +214,7 @@ def test_a_shard_that_never_answers_fails_the_commands_after_the_shard_timeout(t
         shard.hold = True
         link = new_link(shard.address, shard_timeout_s=0.3)
         await until(lambda: link.connected)
-        (future,) = link.submit([command()], None)
+        (future,) = submit(link, [command()])
         with pytest.raises(Unavailable, match="did not answer"):
             await asyncio.wait_for(future, 5.0)
         await link.close(0.1)
@@ -203,7 +226,7 @@ def test_a_shard_that_never_answers_fails_the_commands_after_the_shard_timeout(t
 def test_a_command_whose_deadline_passed_while_queued_is_not_sent(tmp_path: Path) -> None:
     async def test(tmp: Path) -> None:
         link = new_link(f"unix:{tmp}/nobody.sock")  # nothing listens: commands stay queued
-        (future,) = link.submit([command()], deadline=time.monotonic() + 0.1)
+        (future,) = submit(link, [command()], deadline=time.monotonic() + 0.1)
         with pytest.raises(DeadlineExceeded):
             await asyncio.wait_for(future, 5.0)
         await link.close(0.1)
@@ -211,12 +234,54 @@ def test_a_command_whose_deadline_passed_while_queued_is_not_sent(tmp_path: Path
     run(test, tmp_path)
 
 
-def test_a_full_queue_refuses_at_once(tmp_path: Path) -> None:
+def test_room_counts_what_is_queued_and_in_flight(tmp_path: Path) -> None:
     async def test(tmp: Path) -> None:
         link = new_link(f"unix:{tmp}/nobody.sock", max_queued=3)
-        link.submit([command(), command()], None)
-        with pytest.raises(Overloaded):
-            link.submit([command(), command()], None)
+        assert link.room() == 3
+        submit(link, [command(), command()])
+        assert link.room() == 1
+        await link.close(0.1)
+
+    run(test, tmp_path)
+
+
+def test_a_moved_command_goes_back_to_the_router_unsettled_and_drains_its_vshard(tmp_path: Path) -> None:
+    async def test(tmp: Path) -> None:
+        shard = await ScriptedShard(f"unix:{tmp}/s.sock").start()
+        shard.moved = {"gone"}
+        shard.hold = False
+        link = new_link(shard.address)
+        returned: list[Pending] = []
+        drained: list[int] = []
+        link.on_moved = lambda _, p: returned.append(p)
+        link.on_drained = lambda _, v: drained.append(v)
+        await until(lambda: link.connected)
+        stays, goes = submit(link, [command("stays"), command("gone")])
+        assert not link.drain(7)  # two outstanding
+        assert named(await stays) == shard.batches[0].commands[0].message_id
+        await until(lambda: bool(returned))
+        assert [p.future for p in returned] == [goes] and not goes.done()
+        assert drained == [7] and link.outstanding == {}
+        assert link.drain(7)
+        await link.close(0.1)
+        await shard.stop()
+
+    run(test, tmp_path)
+
+
+def test_take_back_returns_everything_unsettled_in_submission_order(tmp_path: Path) -> None:
+    async def test(tmp: Path) -> None:
+        shard = await ScriptedShard(f"unix:{tmp}/s.sock").start()
+        shard.hold = True
+        link = new_link(shard.address)
+        await until(lambda: link.connected)
+        first = submit(link, [command("a"), command("b")])
+        await until(lambda: len(shard.batches) == 1)
+        await shard.stop()
+        second = submit(link, [command("c")])
+        taken = link.take_back()
+        assert [p.future for p in taken] == first + second
+        assert link.outstanding == {} and not any(f.done() for f in first + second)
         await link.close(0.1)
 
     run(test, tmp_path)

@@ -265,7 +265,7 @@ def test_late_outcomes_frame_round_trip() -> None:
 
 def test_frames_are_msgpack_lists_tagged_by_kind() -> None:
     batch = CommandBatch(3, [Command(CommandKind.GET_STATE, "id", KEY)])
-    assert unpack(pack(batch.to_frame())) == [BATCH, 3, [[2, "id", "tenant-a", "conv-1", None]], False]
+    assert unpack(pack(batch.to_frame())) == [BATCH, 3, [[2, "id", "tenant-a", "conv-1", None, 0]], False]
 
 
 # Frames on a byte stream --------------------------------------------------------------

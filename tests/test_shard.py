@@ -28,6 +28,7 @@ from confab.runtime.model import (
 from confab.runtime.protocol import codec
 from confab.runtime.protocol.records import Command, CommandBatch, CommandKind, Outcome, decode_outcome
 from confab.runtime.store import ConversationWrite, Retention, open_store
+from tests.shard_runner import hold_every_vshard, routed
 
 TENANT = "tenant-a"
 _ids = itertools.count(1)
@@ -57,7 +58,7 @@ def reset(conversation_id: str, message_id: str | None = None, tenant: str = TEN
 
 def run(shard: Shard, *commands: Command) -> list[Outcome]:
     batch_id = next(_batch_ids)
-    ((sender, answer),) = shard.run_round([("edge", CommandBatch(batch_id, list(commands)))])
+    ((sender, answer),) = shard.run_round([("edge", CommandBatch(batch_id, routed(shard, commands)))])
     assert sender == "edge" and answer.batch_id == batch_id
     assert len(answer.outcomes) == len(commands)
     return [decode_outcome(w) for w in answer.outcomes]
@@ -109,6 +110,7 @@ def make_shard(db_path: Path) -> Iterator[Callable[..., Shard]]:
         )
         store = open_store(settings.store_path, synchronous="NORMAL", retention=settings.retention)
         shard = Shard(index, generation, settings, store)
+        hold_every_vshard(shard)
         opened.append(shard)
         return shard
 
@@ -452,8 +454,8 @@ def test_flow_failure_on_first_message_creates_nothing(shard: Shard) -> None:
 # Store failures -------------------------------------------------------------------------
 
 
-def failing_write(calls: list[int]) -> Callable[[Any], None]:
-    def write(writes: Any) -> None:
+def failing_write(calls: list[int]) -> Callable[..., None]:
+    def write(writes: Any, fence: Any = None) -> None:
         calls.append(len(list(writes)))
         raise sqlite3.OperationalError("disk I/O error")
 
@@ -490,8 +492,9 @@ def test_store_write_failure_answers_unavailable_and_rolls_back(
     assert state_of(restarted, "old") == before
     assert isinstance(run_one(restarted, get_state("fresh")), ConversationNotFound)
 
-    # A later successful batch continues from the old count; the failed ids can be retried.
-    outcomes = run(shard, turn("old", "c", "m-c"), turn("fresh", "hello", "m-fresh"))
+    # A later successful batch continues from the old count; the failed ids can be retried (on the
+    # replacement: it took the virtual shards over, so the old shard could no longer write).
+    outcomes = run(restarted, turn("old", "c", "m-c"), turn("fresh", "hello", "m-fresh"))
     retried = as_turn(outcomes[0])
     assert not retried.replayed
     assert retried.state.message_count == 3
@@ -653,10 +656,10 @@ def test_one_store_write_per_batch(shard: Shard, monkeypatch: pytest.MonkeyPatch
     writes: list[list[ConversationWrite]] = []
     original = shard.store.write
 
-    def spy(batch: Any) -> None:
+    def spy(batch: Any, fence: Any = None) -> None:
         batch = list(batch)
         writes.append(batch)
-        original(batch)
+        original(batch, fence)
 
     monkeypatch.setattr(shard.store, "write", spy)
     run(shard, turn("c1", "a"), turn("c2", "a"), turn("c1", "b"), get_state("c1"))

@@ -28,6 +28,7 @@ from confab.runtime import telemetry
 from confab.runtime.model import Content, ConversationKey, InboundMessage
 from confab.runtime.protocol.records import Command, CommandBatch, CommandKind
 from confab.runtime.store import open_store
+from tests.shard_runner import hold_every_vshard, routed
 
 from .support import ServerProcess, message, state_request
 
@@ -199,19 +200,20 @@ def turn_command(conversation_id: str, trace: str | None) -> Command:
 def test_traceparent_rides_at_the_end_of_the_wire_form() -> None:
     traced = turn_command("c", traceparent("ab" * 16))
     wire = traced.to_wire()
-    assert wire[-1] == traced.trace and len(wire) == 6
+    assert wire[-1] == traced.trace and len(wire) == 7
     assert Command.from_wire(wire) == traced
-    assert len(turn_command("c", None).to_wire()) == 5  # untraced: exactly the old form
+    assert len(turn_command("c", None).to_wire()) == 6  # untraced: nothing for it
 
 
 def test_a_batch_of_several_traces_links_them(tmp_path: Path, recorded: InMemorySpanExporter) -> None:
     settings = ShardSettings(str(tmp_path / "s.sqlite3"), "NORMAL", 100, "echo")
     shard = Shard(3, 1, settings, open_store(settings.store_path, synchronous="NORMAL"))
+    hold_every_vshard(shard)
     try:
         first, second = "1" * 32, "2" * 32
         commands = [turn_command("a", traceparent(first)), turn_command("b", traceparent(second))]
         commands.append(turn_command("c", None))  # an untraced command gets no span of its own
-        shard.run_round([(None, CommandBatch(1, commands))])
+        shard.run_round([(None, CommandBatch(1, routed(shard, commands)))])
     finally:
         shard.close()
     spans = recorded.get_finished_spans()

@@ -1,21 +1,24 @@
 """The engine: everything the edge asks of the runtime, as typed async methods.
 
-A conversation always lands on the same shard (a stable hash of tenant and
-conversation id), so its commands stay in order. Each shard is reached through a
-:class:`~.link.ShardLink` on the event loop; where the shards are comes from the
-host (:class:`ShardHost`), which starts them and says whenever one is replaced.
-Every method returns domain records (``runtime.model``, ``runtime.inspection``) or
-raises a ``runtime.errors`` error; nothing here knows protobuf or Thespian.
+A conversation belongs to a virtual shard (a stable hash of tenant and conversation
+id), and each virtual shard is held by one shard process at a time, on this host
+or another: the :class:`~.router.Router` sends every command to its holder, over a
+:class:`~.link.ShardLink` per shard, on the event loop, so a conversation's
+commands stay in order wherever it lives. Where the shards are and what each holds
+comes from the host (:class:`ShardHost`), which starts this host's shards and
+passes on every directory the cluster's coordinator publishes. Every method returns
+domain records (``runtime.model``, ``runtime.inspection``) or raises a
+``runtime.errors`` error; nothing here knows protobuf or Thespian.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import logging
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -44,10 +47,11 @@ from ..model import (
     new_id,
 )
 from ..protocol import codec, queries
-from ..protocol.directory import ShardDirectory
+from ..protocol.directory import ShardDirectory, vshard_of
 from ..protocol.records import Command, CommandKind, Outcome, client_message_id
 from .events import EventHub
 from .link import LinkSettings, LinkStatistics, ShardLink
+from .router import Router
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +68,13 @@ class ShardHost(Protocol):
         """Start the shards (blocking); ``on_directory`` hears of every later change, from any thread."""
         ...
 
-    def restart_shard(self, index: int) -> None: ...
+    def restart_shard(self, index: int) -> None:
+        """Replace this host's shard ``index`` with a new process."""
+        ...
+
+    def leave(self) -> None:
+        """Hand this host's virtual shards to the other hosts (later directories show it)."""
+        ...
 
     def problem(self) -> str:
         """Why the shards cannot be reached as a whole now (say, the actor system is being
@@ -98,6 +108,9 @@ class EngineStatistics:
     shard_restarts: int
     started_at: float
     links: tuple[LinkStatistics, ...]
+    held: int = 0  # commands waiting for their virtual shard to have a holder
+    moved: int = 0  # commands a shard answered MOVED, placed again
+    taken_back: int = 0  # commands handed back by shards that left the directory
 
 
 class Engine:
@@ -107,8 +120,23 @@ class Engine:
         self.started_at = time.time()
         self.events = EventHub()
         self.directory: ShardDirectory | None = None
-        self._links: list[ShardLink] = []
+        self.directory_at = 0.0  # time.monotonic() when it came
+        engine = config.engine
+        self._router = Router(
+            config.cluster.host_name,
+            LinkSettings(
+                max_batch=engine.max_commands_per_batch,
+                max_queued=engine.max_queued_per_shard,
+                shard_timeout_s=engine.shard_timeout_s,
+                heartbeat_interval_s=engine.heartbeat_interval_s,
+                heartbeat_timeout_s=engine.heartbeat_timeout_s,
+            ),
+            max_held=engine.max_queued_per_shard,
+            new_link=self._wire,
+        )
+        self._running = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._ticker: asyncio.Task[None] | None = None
         # Called (on the loop) when a shard is reached or lost, or the directory changes.
         self.on_change: Callable[[], None] = lambda: None
 
@@ -117,53 +145,94 @@ class Engine:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         directory = await asyncio.to_thread(self.host.start, self._directory_from_any_thread)
-        engine = self.config.engine
-        settings = LinkSettings(
-            max_batch=engine.max_commands_per_batch,
-            max_queued=engine.max_queued_per_shard,
-            shard_timeout_s=engine.shard_timeout_s,
-            heartbeat_interval_s=engine.heartbeat_interval_s,
-            heartbeat_timeout_s=engine.heartbeat_timeout_s,
-        )
-        self._links = [ShardLink(endpoint, settings) for endpoint in directory.shards]
-        for link in self._links:
-            link.want_lifecycle = lambda: self.events.active
-            link.on_lifecycle = self.events.publish_lifecycle
-            link.on_connection_change = lambda: self.on_change()
-            link.start()
-        self.directory = directory
+        self._directory_changed(directory)
+        self._running = True
+        self._ticker = asyncio.create_task(self._expire_held(), name="confab-router-timeouts")
         give_up = time.monotonic() + START_CONNECT_TIMEOUT_S
-        # Serving starts once every shard has answered a heartbeat: health is true from the start.
-        while not all(link.connected and link.status is not None for link in self._links):
+        # Serving starts once this host's shards have answered a heartbeat: health is true from the start.
+        while not all(link.connected and link.status is not None for link in self.local_links):
             if time.monotonic() > give_up:
                 await self.close()
                 raise Unavailable("the shards started but the edge could not connect to them")
             await asyncio.sleep(0.01)
 
+    async def leave(self, timeout_s: float) -> bool:
+        """Hand this host's virtual shards to the other hosts; whether they took them all in time.
+        Requests keep being served meanwhile (by whichever shard holds each conversation)."""
+        host = self.config.cluster.host_name
+        await asyncio.to_thread(self.host.leave)
+        give_up = time.monotonic() + timeout_s
+        while time.monotonic() < give_up:
+            directory = self.directory
+            if (
+                directory is not None
+                and not any(owner.shard.startswith(f"{host}/") for owner in directory.owners)
+                and directory.complete
+            ):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
     async def close(self) -> None:
         """Let queued commands finish, then stop every shard."""
+        self._running = False
         timeout = self.config.engine.shard_timeout_s
-        await asyncio.gather(*(link.close(timeout) for link in self._links))
+        links = list(self._router.links.values())
+        await asyncio.gather(*(link.close(timeout) for link in links))
+        self._router.fail_held(Unavailable("the engine stopped before the conversation's shard was known"))
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
         await asyncio.to_thread(self.host.close)
+
+    def _wire(self, link: ShardLink) -> None:
+        link.want_lifecycle = lambda: self.events.active
+        link.on_lifecycle = self.events.publish_lifecycle
+        link.on_connection_change = lambda: self.on_change()
+        link.start()
 
     def _directory_from_any_thread(self, directory: ShardDirectory) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._directory_changed, directory)
 
     def _directory_changed(self, directory: ShardDirectory) -> None:
+        if self.directory is not None and directory.version < self.directory.version:
+            return
         self.directory = directory
-        for link, endpoint in zip(self._links, directory.shards, strict=True):
-            link.update_endpoint(endpoint)
+        self.directory_at = time.monotonic()
+        for link in self._router.update(directory):
+            asyncio.get_running_loop().create_task(link.close(0.0))  # its commands were taken back
         self.on_change()
+
+    async def _expire_held(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            self._router.expire(time.monotonic())
 
     @property
     def running(self) -> bool:
-        return bool(self._links)
+        return self._running
+
+    @property
+    def local_links(self) -> list[ShardLink]:
+        host = self.config.cluster.host_name
+        return [link for link in self._router.links.values() if link.endpoint.host == host]
+
+    @property
+    def links(self) -> list[ShardLink]:
+        return sorted(self._router.links.values(), key=lambda link: (link.endpoint.host, link.index))
 
     # Commands ---------------------------------------------------------------------------
 
-    def shard_for(self, key: ConversationKey) -> int:
-        return zlib.crc32(f"{key.tenant_id}\x00{key.conversation_id}".encode()) % len(self._links)
+    def vshard_for(self, key: ConversationKey) -> int:
+        return vshard_of(key, self._router.vshards)
+
+    def _holder(self, key: ConversationKey) -> ShardLink:
+        link = self._router.holder(self.vshard_for(key))
+        if link is None:
+            raise Unavailable(f"conversation {key}: its shard is moving to another host; try again shortly")
+        return link
 
     def _submit(
         self, commands: list[Command], deadline: float | None = None
@@ -173,33 +242,23 @@ class Engine:
         ``deadline`` is a ``time.monotonic()`` value: a command still queued then is
         not run (it fails with DEADLINE_EXCEEDED).
         """
-        if not self._links:
+        if not self._running:
             raise Unavailable("the engine is not running")
         traceparent = telemetry.current_traceparent()  # None (and cheap) unless tracing is on
         if traceparent is not None:
             for command in commands:
                 command.trace = traceparent
-        if len(commands) == 1:  # the common case, without the grouping
-            shard = self.shard_for(commands[0].key)
-            futures = self._links[shard].submit(commands, deadline)
-            if self.events.active:
-                futures[0].add_done_callback(functools.partial(self._publish, commands[0], shard))
-            return futures
-        by_shard: dict[int, list[int]] = {}
-        for i, command in enumerate(commands):
-            by_shard.setdefault(self.shard_for(command.key), []).append(i)
-        placed: list[asyncio.Future[Outcome] | None] = [None] * len(commands)
-        for shard, positions in by_shard.items():
-            submitted = self._links[shard].submit([commands[i] for i in positions], deadline)
-            for i, future in zip(positions, submitted, strict=True):
-                placed[i] = future
-                if self.events.active:  # an operator is watching (Admin.TailEvents)
-                    future.add_done_callback(functools.partial(self._publish, commands[i], shard))
-        return [f for f in placed if f is not None]
+        futures = self._router.submit(commands, deadline)
+        if self.events.active:  # an operator is watching (Admin.TailEvents)
+            for command, future in zip(commands, futures, strict=True):
+                future.add_done_callback(functools.partial(self._publish, command))
+        return futures
 
-    def _publish(self, command: Command, shard: int, future: asyncio.Future[Outcome]) -> None:
+    def _publish(self, command: Command, future: asyncio.Future[Outcome]) -> None:
         if not future.cancelled():
             error = future.exception()
+            link = self._router.holder(self.vshard_for(command.key))
+            shard = link.index if link is not None else -1
             self.events.publish_outcome(command, shard, error if error is not None else future.result())
 
     async def _run(self, command: Command, deadline: float | None) -> Outcome:
@@ -243,17 +302,15 @@ class Engine:
     # What operators see -------------------------------------------------------------------
 
     async def inspect(self, key: ConversationKey, last_turns: int) -> ConversationInspection:
-        shard = self.shard_for(key)
+        link = self._holder(key)
         args = [key.tenant_id, key.conversation_id, last_turns]
-        found = await self._query(shard, queries.INSPECT, args)
+        found = await self._query(link, queries.INSPECT, args)
         if found is None:
             raise ConversationNotFound(f"conversation {key} not found")
-        return queries.inspection_from_wire(found, key, shard)
+        return queries.inspection_from_wire(found, key, link.index)
 
     async def passivate(self, key: ConversationKey) -> Passivation:
-        answer = await self._query(
-            self.shard_for(key), queries.PASSIVATE, [key.tenant_id, key.conversation_id]
-        )
+        answer = await self._query(self._holder(key), queries.PASSIVATE, [key.tenant_id, key.conversation_id])
         return queries.passivation_from_wire(answer)
 
     async def list_conversations(
@@ -265,9 +322,12 @@ class Engine:
         after = _cursor_key(cursor)
         if after is not None and wanted.tenant_id and after.tenant_id != wanted.tenant_id:
             raise InvalidArgument("page_token is not one this server gave out", field="page_token")
-        # Every shard opens the same store: any one of them can read it (shard 0 does).
+        # Every shard opens the same store: any one of them can read it (a local one does).
+        readers = [link for link in self.local_links if link.responsive] or self.local_links
+        if not readers:
+            raise Unavailable("no shard of this host is running")
         rows, last = await self._query(
-            0,
+            readers[0],
             queries.LIST,
             [
                 queries.filter_to_wire(wanted),
@@ -278,51 +338,78 @@ class Engine:
         summaries = [queries.summary_from_wire(w) for w in rows]
         resident = await self._resident_among([s.key for s in summaries])
         page = [
-            _with_placement(s, s.key in resident, self.shard_for(s.key))
+            _with_placement(s, s.key in resident, self._shard_index(s.key))
             for s in summaries
             if s.key in resident or not wanted.resident_only
         ]
         next_cursor = _encode_cursor(ConversationKey(last[0], last[1])) if last else ""
         return ConversationPage(tuple(page), next_cursor)
 
-    async def _resident_among(self, keys: list[ConversationKey]) -> set[ConversationKey]:
-        by_shard: dict[int, list[list[str]]] = {}
-        for key in keys:
-            by_shard.setdefault(self.shard_for(key), []).append([key.tenant_id, key.conversation_id])
-        answers = await asyncio.gather(*(self._query(i, queries.RESIDENT, [k]) for i, k in by_shard.items()))
-        return {ConversationKey(k[0], k[1]) for answer in answers for k in answer}
+    def _shard_index(self, key: ConversationKey) -> int:
+        link = self._router.holder(self.vshard_for(key))
+        return link.index if link is not None else -1
 
-    async def _query(self, shard: int, name: str, args: list[Any], timeout_s: float = QUERY_TIMEOUT_S) -> Any:
-        if not self._links:
+    async def _resident_among(self, keys: list[ConversationKey]) -> set[ConversationKey]:
+        by_link: dict[ShardLink, list[list[str]]] = {}
+        for key in keys:
+            link = self._router.holder(self.vshard_for(key))
+            if link is not None:  # moving: not resident anywhere for now
+                by_link.setdefault(link, []).append([key.tenant_id, key.conversation_id])
+        answers = await asyncio.gather(
+            *(self._query(link, queries.RESIDENT, [k]) for link, k in by_link.items()), return_exceptions=True
+        )
+        return {
+            ConversationKey(k[0], k[1])
+            for answer in answers
+            if not isinstance(answer, BaseException)
+            for k in answer
+        }
+
+    async def _query(
+        self, link: ShardLink, name: str, args: list[Any], timeout_s: float = QUERY_TIMEOUT_S
+    ) -> Any:
+        if not self._running:
             raise Unavailable("the engine is not running")
-        return await self._links[shard].query(name, args, timeout_s)
+        return await link.query(name, args, timeout_s)
 
     async def refresh_cluster(self, timeout_s: float) -> ClusterView:
         """:meth:`cluster` with every shard asked for its figures first, waiting ``timeout_s`` at most:
         a shard that does not answer in time is shown with its last figures and as unresponsive."""
-        await asyncio.gather(*(link.refresh_status(timeout_s) for link in self._links))
+        await asyncio.gather(*(link.refresh_status(timeout_s) for link in self.links))
         return self.cluster()
 
     def cluster(self) -> ClusterView:
         """The shards as the edge sees them now, from their last heartbeats: it never waits on a shard."""
         now = time.monotonic()
         directory = self.directory
+        owners = self._router.owners
+        held = {shard: 0 for shard in self._router.links}
+        for owner in owners:
+            if owner.shard in held:
+                held[owner.shard] += 1
         shards = []
-        for link in self._links:
+        for link in self.links:
             stats = link.statistics()
             shards.append(
                 ShardView(
                     index=link.index,
                     generation=link.endpoint.generation,
-                    address=link.endpoint.address,
+                    address=link.address,
                     responsive=link.responsive,
                     last_heard_s=now - link.last_heard if link.last_heard else -1.0,
                     error="" if link.responsive else (link.last_error or "no answer yet"),
                     queued=stats.queued,
                     in_flight=stats.in_flight,
                     status=link.status,
+                    host=link.endpoint.host,
+                    vshards=held[link.shard_id],
                 )
             )
+        age = now - self.directory_at
+        hosts = tuple(
+            replace(h, heartbeat_age_s=h.heartbeat_age_s + age)
+            for h in (directory.hosts if directory else ())
+        )
         statuses = [s.status for s in shards if s.status is not None and s.responsive]
         store_errors = sorted({s.store_error for s in statuses if not s.store_ok})
         return ClusterView(
@@ -333,26 +420,35 @@ class Engine:
             store_ok=bool(statuses) and not store_errors,
             store_latency_ms=max((s.store_latency_ms for s in statuses), default=0.0),
             store_error="; ".join(store_errors) if statuses else "no shard can reach the store",
+            hosts=hosts,
+            owners=owners,
+            held_commands=self._router.held(),
+            this_host=self.config.cluster.host_name,
         )
 
     # The whole runtime --------------------------------------------------------------------
 
     async def restart_shard(self, index: int) -> None:
-        """Replace shard ``index`` with a new process (an operator's drill)."""
-        if not 0 <= index < len(self._links):
-            raise InvalidArgument(
-                f"there is no shard {index}; shards are 0..{len(self._links) - 1}", field="shard"
-            )
+        """Replace this host's shard ``index`` with a new process (an operator's drill)."""
+        count = len(self.local_links)
+        if not 0 <= index < count:
+            raise InvalidArgument(f"there is no shard {index}; shards are 0..{count - 1}", field="shard")
         await asyncio.to_thread(self.host.restart_shard, index)
 
     async def reload_flows(self) -> FlowReload:
-        """Every shard loads the flow files again (running conversations keep their version)."""
+        """Every shard of this host loads the flow files again (running conversations keep their
+        version); each host reloads its own (SIGHUP or this call on each)."""
+        links = self.local_links
         answers = await asyncio.gather(
-            *(self._query(link.index, queries.RELOAD, [], RELOAD_TIMEOUT_S) for link in self._links),
+            *(self._query(link, queries.RELOAD, [], RELOAD_TIMEOUT_S) for link in links),
             return_exceptions=True,
         )
         reloads = [queries.reload_from_wire(a) for a in answers if not isinstance(a, BaseException)]
-        failed = [f"shard {i}: {a}" for i, a in enumerate(answers) if isinstance(a, BaseException)]
+        failed = [
+            f"shard {link.index}: {a}"
+            for link, a in zip(links, answers, strict=True)
+            if isinstance(a, BaseException)
+        ]
         return FlowReload(
             loaded=sorted({flow for r in reloads for flow in r.loaded}),
             skipped=sorted({problem for r in reloads for problem in r.skipped}),
@@ -361,11 +457,15 @@ class Engine:
 
     def statistics(self) -> EngineStatistics:
         directory = self.directory
+        router = self._router
         return EngineStatistics(
-            shards=len(self._links),
+            shards=len(router.links),
             shard_restarts=directory.restarts if directory else 0,
             started_at=self.started_at,
-            links=tuple(link.statistics() for link in self._links),
+            links=tuple(link.statistics() for link in self.links),
+            held=router.held(),
+            moved=router.moved,
+            taken_back=router.taken_back,
         )
 
 

@@ -13,6 +13,13 @@ still queued; once the directory names the shard's new address the link connects
 there and sends them again. The message ids they carry make that safe: a command
 the old shard had already applied is answered from its stored reply.
 
+A command the shard answers MOVED (it does not hold the command's virtual shard at
+the epoch it was routed by) is not settled here: it goes back to the router
+(``on_moved``), which sends it again once it knows the new holder. The link counts
+what it has outstanding per virtual shard, so that the router can wait for a virtual
+shard's commands to be done here before it sends later ones elsewhere
+(``drain``/``on_drained``): one conversation's commands never overtake each other.
+
 A heartbeat (a status query) runs every ``heartbeat_interval_s``: a shard that has
 answered nothing for ``heartbeat_timeout_s`` is reported unresponsive, and its latest
 figures are what health checks and the cluster view show without asking again.
@@ -30,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfabError, DeadlineExceeded, Overloaded, Unavailable
+from ..errors import ConfabError, DeadlineExceeded, Unavailable
 from ..inspection import ShardStatus
 from ..protocol import queries, transport
 from ..protocol.directory import ShardEndpoint
@@ -47,6 +54,7 @@ from ..protocol.records import (
     Query,
     decode_outcome,
     is_deferred,
+    is_moved,
 )
 
 log = logging.getLogger(__name__)
@@ -59,11 +67,15 @@ TICK_S = 0.25  # how often deadlines and timeouts are looked at
 
 
 @dataclass(slots=True)
-class _Pending:
+class Pending:
+    """A command on its way: where its outcome goes, and what the router needs to place it again."""
+
     command: Command
     future: asyncio.Future[Outcome]
     deadline: float | None  # time.monotonic() after which the command must not start
     queued_at: float
+    vshard: int
+    seq: int  # submission order across the engine: re-placed commands keep their place
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +90,7 @@ class LinkSettings:
 @dataclass(frozen=True, slots=True)
 class LinkStatistics:
     shard: int
+    host: str
     connected: bool
     responsive: bool
     queued: int
@@ -90,10 +103,17 @@ class LinkStatistics:
 
 
 class ShardLink:
-    def __init__(self, endpoint: ShardEndpoint, settings: LinkSettings) -> None:
+    def __init__(self, endpoint: ShardEndpoint, address: str, settings: LinkSettings) -> None:
         self.index = endpoint.index
+        self.shard_id = endpoint.shard_id
         self.endpoint = endpoint
+        self.address = address  # where this edge connects (a Unix socket on the shard's own host)
         self.settings = settings
+        # Set by the router: a command answered MOVED, and a virtual shard with nothing left here.
+        self.on_moved: Callable[[ShardLink, Pending], None] = lambda link, pending: None
+        self.on_drained: Callable[[ShardLink, int], None] = lambda link, vshard: None
+        self.outstanding: dict[int, int] = {}  # vshard -> commands here not yet done
+        self._draining: set[int] = set()
         # Set by the engine: whether to ask for activations and passivations, and who hears of them.
         self.want_lifecycle: Callable[[], bool] = lambda: False
         self.on_lifecycle: Callable[[int, list[list[str]]], None] | None = None
@@ -103,9 +123,9 @@ class ShardLink:
         self.last_heard = 0.0  # time.monotonic() of the last frame from the shard; 0: never
         self.last_error = ""
         self._connection: transport.FrameConnection | None = None
-        self._queue: deque[_Pending] = deque()
-        self._in_flight: dict[int, tuple[list[_Pending], float]] = {}
-        self._deferred: dict[tuple[int, int], tuple[_Pending, float]] = {}
+        self._queue: deque[Pending] = deque()
+        self._in_flight: dict[int, tuple[list[Pending], float]] = {}
+        self._deferred: dict[tuple[int, int], tuple[Pending, float]] = {}
         self._queries: dict[int, asyncio.Future[Any]] = {}
         self._unsent_queries: list[Query] = []
         self._batch_ids = itertools.count(1)
@@ -125,11 +145,12 @@ class ShardLink:
             asyncio.create_task(self._tick(), name=f"confab-link-timeouts-{self.index}"),
         ]
 
-    def update_endpoint(self, endpoint: ShardEndpoint) -> None:
+    def update_endpoint(self, endpoint: ShardEndpoint, address: str) -> None:
         """The directory changed: connect to the shard's new address if it has one."""
-        if (endpoint.generation, endpoint.address) == (self.endpoint.generation, self.endpoint.address):
+        if (endpoint.generation, address) == (self.endpoint.generation, self.address):
             return
         self.endpoint = endpoint
+        self.address = address
         if self._connection is not None:
             self._connection.close()  # the old process is gone or going: its answers will not come
         self._endpoint_changed.set()
@@ -151,22 +172,60 @@ class ShardLink:
 
     # Commands --------------------------------------------------------------------------
 
-    def submit(self, commands: list[Command], deadline: float | None) -> list[asyncio.Future[Outcome]]:
-        """Queue commands (kept in this order); each future resolves to its outcome."""
+    def room(self) -> int:
+        """How many more commands may be queued here now."""
+        return self.settings.max_queued - len(self._queue) - sum(len(p) for p, _ in self._in_flight.values())
+
+    def submit(self, pending: list[Pending]) -> None:
+        """Queue commands (sent in this order); each one's future gets its outcome."""
         if self._closing:
             raise Unavailable("the server is shutting down")
-        waiting = len(self._queue) + sum(len(p) for p, _ in self._in_flight.values())
-        if waiting + len(commands) > self.settings.max_queued:
-            raise Overloaded(f"shard {self.index} has {waiting} commands waiting")
-        loop = asyncio.get_running_loop()
-        now = time.monotonic()
-        futures: list[asyncio.Future[Outcome]] = []
-        for command in commands:
-            future: asyncio.Future[Outcome] = loop.create_future()
-            self._queue.append(_Pending(command, future, deadline, now))
-            futures.append(future)
+        outstanding = self.outstanding
+        for p in pending:
+            outstanding[p.vshard] = outstanding.get(p.vshard, 0) + 1
+        self._queue.extend(pending)
         self._schedule_flush()
-        return futures
+
+    def drain(self, vshard: int) -> bool:
+        """Whether nothing of ``vshard`` is outstanding here; if something is, ``on_drained``
+        hears when it is all done (answered, failed or handed back)."""
+        if not self.outstanding.get(vshard):
+            return True
+        self._draining.add(vshard)
+        return False
+
+    def take_back(self) -> list[Pending]:
+        """Everything not yet done, oldest first, for the router to place elsewhere (the shard is gone)."""
+        taken = [p for p in self._queue if not p.future.done()]
+        taken += [p for ps, _ in self._in_flight.values() for p in ps if not p.future.done()]
+        taken += [p for p, _ in self._deferred.values() if not p.future.done()]
+        self._queue.clear()
+        self._in_flight.clear()
+        self._deferred.clear()
+        self.outstanding.clear()
+        self._draining.clear()
+        taken.sort(key=lambda p: p.seq)
+        return taken
+
+    def _done(self, p: Pending) -> None:
+        """``p`` is settled, or handed back: it is no longer outstanding here."""
+        left = self.outstanding.get(p.vshard, 0) - 1
+        if left > 0:
+            self.outstanding[p.vshard] = left
+            return
+        self.outstanding.pop(p.vshard, None)
+        if p.vshard in self._draining:
+            self._draining.discard(p.vshard)
+            self.on_drained(self, p.vshard)
+
+    def _finish(self, p: Pending, outcome: Outcome) -> None:
+        _settle(p.future, outcome)
+        self._done(p)
+
+    def _moved(self, p: Pending) -> None:
+        self._done(p)
+        if not p.future.done():
+            self.on_moved(self, p)
 
     def _schedule_flush(self) -> None:
         # Everything submitted before the loop gets to the flush rides in the same frame.
@@ -183,16 +242,17 @@ class ShardLink:
         self._unsent_queries.clear()
         now = time.monotonic()
         while self._queue and connection.writable:
-            taken: list[_Pending] = []
+            taken: list[Pending] = []
             while self._queue and len(taken) < self.settings.max_batch:
                 pending = self._queue.popleft()
                 if pending.future.done():  # the caller gave up (cancelled) meanwhile
+                    self._done(pending)
                     continue
                 if pending.deadline is not None:
                     if pending.deadline <= now:
                         self._expired += 1
-                        _settle(
-                            pending.future, DeadlineExceeded("the deadline passed before the shard took it")
+                        self._finish(
+                            pending, DeadlineExceeded("the deadline passed before the shard took it")
                         )
                         continue
                     pending.command.budget_s = pending.deadline - now  # the shard honours it too
@@ -256,8 +316,10 @@ class ShardLink:
         for i, (p, outcome) in enumerate(zip(pending, answer.outcomes, strict=True)):
             if is_deferred(outcome):  # behind a webhook: a LATE frame answers it
                 self._deferred[(answer.batch_id, i)] = (p, now)
+            elif is_moved(outcome):
+                self._moved(p)
             else:
-                _settle(p.future, decode_outcome(outcome))
+                self._finish(p, decode_outcome(outcome))
         if answer.lifecycle and self.on_lifecycle is not None:
             self.on_lifecycle(self.index, answer.lifecycle)
 
@@ -265,7 +327,10 @@ class ShardLink:
         for batch_id, position, outcome in late.entries:
             entry = self._deferred.pop((batch_id, position), None)
             if entry is not None:
-                _settle(entry[0].future, decode_outcome(outcome))
+                if is_moved(outcome):
+                    self._moved(entry[0])
+                else:
+                    self._finish(entry[0], decode_outcome(outcome))
 
     # Connection ------------------------------------------------------------------------
 
@@ -280,9 +345,9 @@ class ShardLink:
             if endpoint.serving:
                 try:
                     connection = transport.FrameConnection(self._received, self._lost, self._schedule_flush)
-                    await transport.connect(endpoint.address, connection, CONNECT_TIMEOUT_S)
+                    await transport.connect(self.address, connection, CONNECT_TIMEOUT_S)
                 except (OSError, TimeoutError) as exc:
-                    self.last_error = f"cannot connect to {endpoint.address}: {exc}"
+                    self.last_error = f"cannot connect to {self.address}: {exc}"
                 else:
                     self._connected(connection)
                     pause = RECONNECT_FIRST_S
@@ -314,7 +379,12 @@ class ShardLink:
         unanswered.sort(key=lambda entry: (entry[0], entry[1]))
         self._in_flight.clear()
         self._deferred.clear()
-        resent = [p for _, _, p in unanswered if not p.future.done()]
+        resent = []
+        for _, _, p in unanswered:
+            if p.future.done():
+                self._done(p)
+            else:
+                resent.append(p)
         self._resends += len(resent)
         self._queue.extendleft(reversed(resent))
         for future in self._queries.values():
@@ -371,15 +441,15 @@ class ShardLink:
         """Fail what waited too long: queued past its deadline or the shard timeout, sent and unanswered."""
         timeout = self.settings.shard_timeout_s
         if self._queue:
-            kept: deque[_Pending] = deque()
+            kept: deque[Pending] = deque()
             for p in self._queue:
                 if p.future.done():
-                    continue
-                if p.deadline is not None and p.deadline <= now:
+                    self._done(p)
+                elif p.deadline is not None and p.deadline <= now:
                     self._expired += 1
-                    _settle(p.future, DeadlineExceeded("the deadline passed before the shard took it"))
+                    self._finish(p, DeadlineExceeded("the deadline passed before the shard took it"))
                 elif now - p.queued_at > timeout:
-                    _settle(p.future, Unavailable(f"shard {self.index} is unreachable: {self.last_error}"))
+                    self._finish(p, Unavailable(f"shard {self.shard_id} is unreachable: {self.last_error}"))
                 else:
                     kept.append(p)
             self._queue = kept
@@ -387,27 +457,20 @@ class ShardLink:
             if now - sent_at > timeout:
                 del self._in_flight[batch_id]
                 for p in pending:
-                    _settle(p.future, Unavailable(f"shard {self.index} did not answer in {timeout:g}s"))
+                    self._finish(p, Unavailable(f"shard {self.shard_id} did not answer in {timeout:g}s"))
         for key, (p, since) in list(self._deferred.items()):
             if now - since > DEFERRED_TIMEOUT_S:
                 del self._deferred[key]
-                _settle(p.future, Unavailable("the shard did not finish the request (webhook)"))
+                self._finish(p, Unavailable("the shard did not finish the request (webhook)"))
 
     def _fail_everything(self, error: ConfabError) -> None:
-        for p in self._queue:
+        for p in self.take_back():
             _settle(p.future, error)
-        self._queue.clear()
-        for pending, _ in self._in_flight.values():
-            for p in pending:
-                _settle(p.future, error)
-        self._in_flight.clear()
-        for p, _ in self._deferred.values():
-            _settle(p.future, error)
-        self._deferred.clear()
 
     def statistics(self) -> LinkStatistics:
         return LinkStatistics(
             shard=self.index,
+            host=self.endpoint.host,
             connected=self.connected,
             responsive=self.responsive,
             queued=len(self._queue),

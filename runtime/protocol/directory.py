@@ -18,7 +18,10 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from ..inspection import NOBODY, HostView, Owner
 from ..model import ConversationKey
+
+__all__ = ["NOBODY", "HostView", "Owner", "ShardDirectory", "ShardEndpoint", "shard_id", "vshard_of"]
 
 
 def vshard_of(key: ConversationKey, vshards: int) -> int:
@@ -52,30 +55,6 @@ class ShardEndpoint:
     def address_for(self, host: str) -> str:
         """Where an edge on ``host`` connects."""
         return self.local_address if host == self.host and self.local_address else self.address
-
-
-@dataclass(frozen=True, slots=True)
-class Owner:
-    """Who holds a virtual shard now: a shard id and the epoch it holds it at ("" and 0: nobody)."""
-
-    shard: str = ""
-    epoch: int = 0
-
-
-NOBODY = Owner()
-
-
-@dataclass(frozen=True, slots=True)
-class HostView:
-    """A host as the coordinator sees it."""
-
-    host: str
-    state: str  # "up", "leaving" (handing its virtual shards off), "lost" (no heartbeat)
-    heartbeat_age_s: float  # when the directory was made
-    edge: str = ""  # the host's gRPC listen address
-    leader: bool = False
-    pid: int = 0  # of the host's edge process
-    shards: int = 0
 
 
 @dataclass(frozen=True, slots=True)

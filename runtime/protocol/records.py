@@ -94,22 +94,28 @@ class Command:
 
     def to_wire(self) -> list[Any]:
         body: Any = self.body.to_wire() if isinstance(self.body, InboundMessage) else self.body
-        return [
+        wire = [
             int(self.kind),
             self.message_id,
             self.key.tenant_id,
             self.key.conversation_id,
             body,
             self.epoch,
-            self.trace,
-            self.budget_s,
         ]
+        # Appended, and only when set: a plain command stays six items long.
+        if self.trace is not None or self.budget_s is not None:
+            wire.append(self.trace)
+        if self.budget_s is not None:
+            wire.append(self.budget_s)
+        return wire
 
     @classmethod
     def from_wire(cls, w: list[Any]) -> Command:
         kind = CommandKind(w[0])
         body = InboundMessage.from_wire(w[4]) if kind is CommandKind.TURN else w[4]
-        return cls(kind, w[1], ConversationKey(w[2], w[3]), body, w[6], w[7], w[5])
+        trace = w[6] if len(w) > 6 else None
+        budget = w[7] if len(w) > 7 else None
+        return cls(kind, w[1], ConversationKey(w[2], w[3]), body, trace, budget, w[5])
 
 
 # What a command produced, once decoded at the edge: a result, or the error that stopped it.

@@ -18,11 +18,11 @@ What a store keeps of each conversation:
 Single activation. Conversations are grouped into a fixed number of *virtual shards*
 (``runtime.protocol.directory.vshard_of``); the store keeps, for each, its owner (a
 shard process's id), an *epoch* bumped on every change of hands, and a lease that
-ends at a time on the store's own clock. A shard :meth:`~Store.claim`\ s virtual shards,
-:meth:`~Store.renew`\ s them well within the lease and :meth:`~Store.release`\ s them on a
-hand-off; every :meth:`~Store.write` names the epochs it writes under (a
-:class:`Fence`) and is refused whole (:class:`FencedOut`) unless the writer still
-holds each of them with a lease that has not run out. A writer that was paused or cut
+ends at a time on the store's own clock. A shard claims virtual shards, renews them
+well within the lease and releases them on a hand-off; every :meth:`~Store.write`
+names the epochs it writes under (a :class:`Fence`) and is refused whole
+(:class:`FencedOut`) unless the writer still holds each of them with a lease that
+has not run out. A writer that was paused or cut
 off while another took over can therefore never write again: never two writers of
 one conversation.
 """
@@ -140,8 +140,9 @@ class Store(Protocol):
 
     def claim(self, vshards: Sequence[int], owner: str, lease_s: float) -> dict[int, int]:
         """Take each of ``vshards`` that nobody holds, whose lease has run out, or that ``owner``
-        holds already (a shard process replacing its dead predecessor, which has the same id):
-        its epoch goes up by one, its lease runs ``lease_s`` from now and nobody wants it.
+        holds already and nobody else wants (a shard process replacing its dead predecessor,
+        which had the same id): its epoch goes up by one, its lease runs ``lease_s`` from now
+        and nobody wants it.
         {vshard: new epoch} of those taken. Each of the rest is marked wanted by ``owner``:
         its holder's next renewal of it fails, so it lets go even if it cannot hear the
         coordinator that moved it."""

@@ -292,9 +292,10 @@ class SqliteStore:
                     row = db.execute(
                         f"UPDATE vshards SET owner = ?, epoch = epoch + 1, lease_until = {_NOW} + ?,"
                         " wanted_by = ''"
-                        f" WHERE vshard = ? AND (owner = '' OR owner = ? OR lease_until <= {_NOW})"
+                        " WHERE vshard = ? AND (owner = ''"
+                        f" OR lease_until <= {_NOW} OR (owner = ? AND wanted_by IN ('', ?)))"
                         " RETURNING epoch",
-                        (owner, lease_s, v, owner),
+                        (owner, lease_s, v, owner, owner),
                     ).fetchone()
                     if row is not None:
                         taken[v] = row[0]
