@@ -264,13 +264,17 @@ class SqliteStore:
             raise
 
     def _check_fence(self, fence: Fence) -> None:
+        if not fence.epochs:
+            return
+        marks = ",".join("?" * len(fence.epochs))
         held = {
             row[0]
             for row in self._db.execute(
-                f"SELECT vshard, epoch FROM vshards WHERE owner = ? AND lease_until > {_NOW}",
-                (fence.owner,),
+                f"SELECT vshard, epoch FROM vshards WHERE vshard IN ({marks}) AND owner = ?"
+                f" AND lease_until > {_NOW}",
+                (*fence.epochs, fence.owner),
             )
-            if fence.epochs.get(row[0]) == row[1]
+            if fence.epochs[row[0]] == row[1]
         }
         lost = frozenset(fence.epochs) - held
         if lost:
