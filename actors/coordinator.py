@@ -144,7 +144,11 @@ class CoordinatorActor(Actor):
         changed = False
         for name, host in list(self.hosts.items()):
             silent = now - host.last_heard
-            if not host.lost and silent > self.settings.lost_after_s:
+            if host.leaving and silent > self.settings.lost_after_s:
+                log.info("host %s left", name)  # it handed its share off and stopped
+                del self.hosts[name]
+                changed = True
+            elif not host.lost and silent > self.settings.lost_after_s:
                 log.error("host %s lost: no heartbeat for %.1fs; its virtual shards move", name, silent)
                 host.lost = True
                 changed = True

@@ -61,12 +61,12 @@ class ShardServer:
         """(version, {vshard: epoch}) as of the last change; safe to read from any thread."""
         return self._holdings
 
-    def want(self, vshards: frozenset[int]) -> None:
+    def want(self, vshards: frozenset[int], claim: bool) -> None:
         """The virtual shards this shard should hold now (called on the actor's thread)."""
-        self._loop.call_soon_threadsafe(self._want, vshards)
+        self._loop.call_soon_threadsafe(self._want, vshards, claim)
 
-    def _want(self, vshards: frozenset[int]) -> None:
-        self.shard.ownership.want(vshards)
+    def _want(self, vshards: frozenset[int], claim: bool) -> None:
+        self.shard.ownership.want(vshards, claim=claim)
         self._tick_ownership()
 
     def stop(self, timeout: float = 5.0) -> None:

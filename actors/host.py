@@ -37,7 +37,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from thespian.actors import ActorSystem
+from thespian.actors import ActorExitRequest, ActorSystem
 
 from ..runtime.protocol.directory import ShardDirectory
 from . import lifecycle, network
@@ -177,6 +177,7 @@ class ActorHost:
         )
         self._system = system
         watched: _Watched | None = None
+        supervisor: Any = None
         try:
             supervisor = system.createActor(SupervisorActor)
             system.tell(supervisor, StartShards(self.shard_count, self.settings, self.identity, self.cluster))
@@ -219,7 +220,7 @@ class ActorHost:
                     last_ping = now
         finally:
             if self._closing.is_set():
-                _shut_down(system)
+                _shut_down(system, supervisor)
             else:
                 self.recoveries += 1
                 if watched is not None:
@@ -279,8 +280,10 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
-def _shut_down(system: Any) -> None:
+def _shut_down(system: Any, supervisor: Any) -> None:
     try:
+        if supervisor is not None:  # first, so that it does not replace the shards the shutdown stops
+            system.tell(supervisor, ActorExitRequest())
         system.shutdown()
     except Exception:  # a system whose admin is gone already: nothing left to stop
         log.debug("actor system shutdown failed", exc_info=True)

@@ -2,11 +2,21 @@
 
 The supervisor reports to the coordinator (``actors.coordinator``) with a heartbeat
 built here, every ``heartbeat_every_s`` and at once when its shards or their
-holdings change; it learns the directory from the replies. At most
-``MAX_UNANSWERED`` heartbeats are in flight: toward a coordinator that cannot be
-reached, more would only pile up in Thespian's transmit queue (and stall the
-supervisor's other sends). A coordinator silent for ``SILENT_AFTER_S`` is looked up
-again (a new leader system has a new coordinator).
+holdings change; it learns the directory from the replies, and the coordinator's
+address from who sends them.
+
+At most ``MAX_UNANSWERED`` heartbeats are in flight; past that, one probe goes every
+``PROBE_EVERY_S``. Toward a coordinator that cannot be reached (a cut link), more
+would only pile up in Thespian's transmit queue and stall the supervisor's other
+sends; the probe is what gets through first once the link is back. A coordinator
+silent for ``LOOKUP_AFTER_S`` is also looked up again by its global name (a leader
+whose actor system was started again has a new one); whichever answers is used.
+
+A host that has not heard the coordinator for ``lost_after_s`` knows the cluster
+counts it lost and is moving its share elsewhere: it keeps what it holds (until its
+leases say otherwise, or the new holders want them) but claims nothing
+(:attr:`out_of_touch`), so that a stale placement never has it take virtual shards
+back from their new holders.
 """
 
 from __future__ import annotations
@@ -18,14 +28,17 @@ from ..runtime.protocol.directory import ShardDirectory, ShardEndpoint, shard_id
 from .messages import HostHeartbeat, HostIdentity
 
 MAX_UNANSWERED = 3
-SILENT_AFTER_S = 5.0
+PROBE_EVERY_S = 2.0
+LOOKUP_AFTER_S = 10.0
 
 
 class HostMembership:
-    def __init__(self, identity: HostIdentity, vshards: int) -> None:
+    def __init__(self, identity: HostIdentity, vshards: int, lost_after_s: float) -> None:
         self.identity = identity
         self.vshards = vshards
-        self.coordinator: object | None = None
+        self.lost_after_s = lost_after_s
+        self.coordinator: object | None = None  # the address that answered last
+        self.candidate: object | None = None  # a fresh lookup's address, until one answers
         self.directory: ShardDirectory | None = None
         self.held: dict[int, Mapping[int, int]] = {}  # shard index -> {vshard: epoch}
         self.wanted: dict[int, frozenset[int]] = {}  # shard index -> what it was told to hold
@@ -34,20 +47,27 @@ class HostMembership:
         self._answered = 0
         self._last_answer = time.monotonic()
         self._last_sent = 0.0
+        self._last_lookup = time.monotonic()
 
-    def found(self, coordinator: object) -> None:
-        self.coordinator = coordinator
-        self._answered = self._seq
-        self._last_answer = time.monotonic()
+    def looked_up(self, address: object) -> None:
+        """A lookup by global name gave ``address`` (it may not resolve until the leader answers)."""
+        self._last_lookup = time.monotonic()
+        if self.coordinator is None:
+            self.coordinator = address
+        else:
+            self.candidate = address
 
-    def heartbeat(self, shards: tuple[ShardEndpoint, ...]) -> HostHeartbeat | None:
-        """The next heartbeat, or None while too many are unanswered."""
-        if self.coordinator is None or self._seq - self._answered >= MAX_UNANSWERED:
+    def heartbeat(self, shards: tuple[ShardEndpoint, ...]) -> tuple[HostHeartbeat, list[object]] | None:
+        """The next heartbeat and where to send it, or None while too many are unanswered."""
+        if self.coordinator is None:
+            return None
+        now = time.monotonic()
+        if self._seq - self._answered >= MAX_UNANSWERED and now - self._last_sent < PROBE_EVERY_S:
             return None
         self._seq += 1
-        self._last_sent = time.monotonic()
+        self._last_sent = now
         host = self.identity.host
-        return HostHeartbeat(
+        beat = HostHeartbeat(
             identity=self.identity,
             seq=self._seq,
             vshards=self.vshards,
@@ -57,9 +77,12 @@ class HostMembership:
             leaving=self.leaving,
             seen_version=self.directory.version if self.directory else 0,
         )
+        targets = [self.coordinator] + ([self.candidate] if self.candidate is not None else [])
+        return beat, targets
 
-    def answered(self, seq: int) -> None:
+    def answered(self, seq: int, sender: object) -> None:
         self._last_answer = time.monotonic()
+        self.coordinator, self.candidate = sender, None
         if seq > 0:
             self._answered = max(self._answered, seq)
         else:  # a push: whatever was sent before it has been heard or is lost
@@ -77,6 +100,15 @@ class HostMembership:
         if self._seq == self._answered:
             return 0.0
         return time.monotonic() - self._last_answer
+
+    def wants_lookup(self) -> bool:
+        now = time.monotonic()
+        return self.silent_for() > LOOKUP_AFTER_S and now - self._last_lookup > LOOKUP_AFTER_S
+
+    @property
+    def out_of_touch(self) -> bool:
+        """Silent long enough that the coordinator counts this host lost."""
+        return self.silent_for() > self.lost_after_s
 
     def wanted_by_placement(self, index: int) -> frozenset[int]:
         """The virtual shards the latest placement gives shard ``index`` of this host."""

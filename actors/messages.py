@@ -80,6 +80,7 @@ class ShardInit:
     generation: int
     settings: ShardSettings
     wanted: frozenset[int] = frozenset()  # the virtual shards it should hold from the start
+    claim: bool = True  # see ShardAssign
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,8 @@ class ShardAssign:
     """Supervisor → shard: the virtual shards it should hold now (it claims and releases)."""
 
     vshards: frozenset[int]
+    # False while the host is out of touch with the coordinator: keep what is held, claim nothing.
+    claim: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,15 +58,22 @@ class VshardOwnership:
         self.renew_every_s = renew_every_s
         self.clock = clock
         self.wanted: frozenset[int] = frozenset()
+        self.claiming = True
         self.held: dict[int, int] = {}  # vshard -> epoch
         self.trusted_until: dict[int, float] = {}  # vshard -> clock() value
         self.version = 0  # bumped whenever ``held`` changes (the shard's actor reports it)
         self.last_error = ""
         self._last_renewal = 0.0
         self._next_claim = 0.0
+        # Let go because another shard wanted them: not claimed back until the next assignment
+        # (this shard's placement is older than the other's).
+        self._yielded: set[int] = set()
 
-    def want(self, vshards: Iterable[int]) -> None:
+    def want(self, vshards: Iterable[int], *, claim: bool = True) -> None:
+        """Hold ``vshards`` (release the others); ``claim`` False: keep those held, take none."""
         self.wanted = frozenset(vshards)
+        self.claiming = claim
+        self._yielded.clear()
         self._next_claim = 0.0  # try the new ones at the next tick
 
     def accepts(self, vshard: int, epoch: int, now: float) -> bool:
@@ -96,8 +103,8 @@ class VshardOwnership:
         self._release(change)
         if self.held and now - self._last_renewal >= self.renew_every_s:
             self._renew(now, change)
-        missing = self.wanted - self.held.keys()
-        if missing and now >= self._next_claim:
+        missing = self.wanted - self.held.keys() - self._yielded
+        if missing and self.claiming and now >= self._next_claim:
             self._claim(sorted(missing), now, change)
         if change.dropped:
             log.info("%s: stopped holding virtual shards %s", self.owner, _ranges(change.dropped))
@@ -123,7 +130,16 @@ class VshardOwnership:
             self._failed("renew", exc)
             return
         self.last_error = ""
-        change.dropped |= self.drop([v for v in self.held if v not in renewed])
+        # Not renewed: taken over, or wanted by the shard the coordinator moved it to. Let go now
+        # (a release at this epoch does nothing to one that was taken over), not at lease end.
+        lost = {v: e for v, e in self.held.items() if v not in renewed}
+        if lost:
+            change.dropped |= self.drop(lost)
+            self._yielded |= lost.keys()
+            try:
+                self.store.release(self.owner, lost)
+            except Exception as exc:
+                self._failed("release", exc)
         until = now + self.lease_s - TRUST_MARGIN_S
         for v in renewed:
             if v in self.trusted_until:

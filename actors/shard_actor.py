@@ -56,7 +56,7 @@ class ShardActor(Actor):
             )
             self.wakeupAfter(timedelta(seconds=REPORT_EVERY_S))
         elif isinstance(message, ShardAssign) and self.server is not None:
-            self.server.want(message.vshards)
+            self.server.want(message.vshards, message.claim)
         elif isinstance(message, WakeupMessage) and self.server is not None:
             self._report()
             self.wakeupAfter(timedelta(seconds=REPORT_EVERY_S))
@@ -82,7 +82,7 @@ class ShardActor(Actor):
         )
         try:
             shard = Shard(init.index, init.generation, settings, store)
-            shard.ownership.want(init.wanted)
+            shard.ownership.want(init.wanted, claim=init.claim)
             server = ShardServer(shard, settings.addresses_of(init.index, init.generation))
             server.addresses = server.start()
         except BaseException:

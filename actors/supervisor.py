@@ -28,7 +28,7 @@ from thespian.actors import Actor, ActorExitRequest, ChildActorExited, PoisonMes
 
 from ..runtime.protocol.directory import Owner, ShardDirectory, ShardEndpoint
 from .coordinator import COORDINATOR_NAME, CoordinatorActor
-from .membership import SILENT_AFTER_S, HostMembership
+from .membership import HostMembership
 from .messages import (
     ClusterProblem,
     ClusterSettings,
@@ -66,6 +66,8 @@ class SupervisorActor(Actor):
         self.restarts = 0
         self.stopping = False
         self.refused = ""
+        self.frozen = False  # out of touch with the coordinator: no new claims
+        self.assigned: dict[int, ShardAssign] = {}  # what each shard was last told
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         if isinstance(message, StartShards):
@@ -92,7 +94,7 @@ class SupervisorActor(Actor):
                 self.membership.held[message.index] = message.held
                 self._changed()
         elif isinstance(message, HeartbeatReply):
-            self._answered(message)
+            self._answered(message, sender)
         elif isinstance(message, HostRefused):
             self.refused = message.reason
             log.error("the cluster refused this host: %s", message.reason)
@@ -121,7 +123,7 @@ class SupervisorActor(Actor):
     def _start_all(self, start: StartShards) -> None:
         self.settings = start.settings
         self.cluster = start.cluster
-        self.membership = HostMembership(start.identity, start.cluster.vshards)
+        self.membership = HostMembership(start.identity, start.cluster.vshards, start.cluster.lost_after_s)
         for index in range(start.count):
             self.addresses.append(None)
             self.endpoints.append(ShardEndpoint(index, 0, "", host=start.identity.host))
@@ -140,7 +142,11 @@ class SupervisorActor(Actor):
         wanted = self.membership.wanted_by_placement(index)
         self.membership.wanted[index] = wanted
         self.membership.held[index] = {}
-        self.send(address, ShardInit(index, self.endpoints[index].generation, self.settings, wanted))
+        self.assigned[index] = ShardAssign(wanted, claim=not self.frozen)
+        self.send(
+            address,
+            ShardInit(index, self.endpoints[index].generation, self.settings, wanted, claim=not self.frozen),
+        )
 
     def _failed(self, failure: ShardFailed) -> None:
         index = failure.index
@@ -170,7 +176,7 @@ class SupervisorActor(Actor):
         """Look the coordinator up by its global name (on the leader, this creates it)."""
         assert self.membership is not None
         coordinator = self.createActor(CoordinatorActor, globalName=COORDINATOR_NAME)
-        self.membership.found(coordinator)
+        self.membership.looked_up(coordinator)
         if self.membership.identity.leader:
             self.send(coordinator, self.cluster)
         self._beat()
@@ -179,10 +185,14 @@ class SupervisorActor(Actor):
         if payload == BEAT:
             membership = self.membership
             if membership is not None and not self.refused:
-                if membership.silent_for() > SILENT_AFTER_S:
+                if membership.out_of_touch and not self.frozen:
+                    self.frozen = True
                     problem = f"the coordinator has not answered for {membership.silent_for():.0f}s"
-                    log.warning("%s; looking it up again", problem)
+                    log.warning("%s: claiming no virtual shard until it does", problem)
                     self.send(self.watcher, ClusterProblem(problem, fatal=False))
+                    self._assign()
+                if membership.wants_lookup():
+                    log.warning("looking the coordinator up again")
                     self._find_coordinator()
                 else:
                     self._beat()
@@ -197,21 +207,35 @@ class SupervisorActor(Actor):
             return
         beat = self.membership.heartbeat(tuple(self.endpoints))
         if beat is not None:
-            self.send(self.membership.coordinator, beat)
+            message, targets = beat
+            for target in targets:
+                self.send(target, message)
 
-    def _answered(self, reply: HeartbeatReply) -> None:
+    def _answered(self, reply: HeartbeatReply, sender: Any) -> None:
         membership = self.membership
         if membership is None:
             return
-        membership.answered(reply.seq)
-        if reply.directory is None or not membership.accept(reply.directory):
-            return
+        membership.answered(reply.seq, sender)
+        thawed = self.frozen
+        if thawed:
+            self.frozen = False
+            log.info("the coordinator answers again")
+        newer = reply.directory is not None and membership.accept(reply.directory)
+        if newer or thawed:
+            self._assign()
+        if newer:
+            self._relay()
+
+    def _assign(self) -> None:
+        """Tell each shard what it should hold now, if that changed."""
+        assert self.membership is not None
+        membership = self.membership
         for index, address in enumerate(self.addresses):
-            wanted = membership.wanted_by_placement(index)
-            if wanted != membership.wanted.get(index):
-                membership.wanted[index] = wanted
-                self.send(address, ShardAssign(wanted))
-        self._relay()
+            assign = ShardAssign(membership.wanted_by_placement(index), claim=not self.frozen)
+            if assign != self.assigned.get(index):
+                membership.wanted[index] = assign.vshards
+                self.assigned[index] = assign
+                self.send(address, assign)
 
     def _changed(self) -> None:
         """This host's shards changed: tell the coordinator, and this host's edge at once."""

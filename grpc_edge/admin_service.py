@@ -70,7 +70,7 @@ class AdminService(pb_grpc.AdminServicer):
         self.engine = engine
         self.health = health
         # (pid, when, commands) per shard at the previous GetCluster: the rate is measured between calls.
-        self._last_counts: dict[int, tuple[int, float, int]] = {}
+        self._last_counts: dict[str, tuple[int, float, int]] = {}
 
     async def GetCluster(
         self, request: pb.GetClusterRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -80,7 +80,25 @@ class AdminService(pb_grpc.AdminServicer):
         remaining = context.time_remaining()
         wait = CLUSTER_WAIT_S if remaining is None else max(0.0, min(CLUSTER_WAIT_S, remaining * 0.5))
         view = await self.engine.refresh_cluster(wait)
-        cluster = pb.Cluster(version=VERSION, shard_restarts=view.shard_restarts)
+        cluster = pb.Cluster(
+            version=VERSION,
+            shard_restarts=view.shard_restarts,
+            complete=view.complete,
+            this_host=view.this_host,
+            held_commands=view.held_commands,
+        )
+        for host in view.hosts:
+            cluster.hosts.add(
+                host=host.host,
+                state=host.state,
+                heartbeat_age_s=host.heartbeat_age_s,
+                edge=host.edge,
+                leader=host.leader,
+                pid=host.pid,
+                shards=host.shards,
+            )
+        for v, owner in enumerate(view.owners):
+            cluster.vshards.add(vshard=v, shard_id=owner.shard, epoch=owner.epoch)
         cluster.started_at.CopyFrom(convert.timestamp(view.started_at))
         now = time.time()
         for shard in view.shards:
@@ -92,17 +110,23 @@ class AdminService(pb_grpc.AdminServicer):
                 healthy=shard.responsive,
                 error=shard.error,
                 last_heard_s=shard.last_heard_s,
+                host=shard.host,
+                shard_id=shard.shard_id,
+                vshards=shard.vshards,
             )
             status = shard.status
             if status is None:
                 continue
+            for v, epoch in status.held:
+                info.held.add(vshard=v, epoch=epoch)
             info.pid = status.pid
             info.uptime_s = now - status.started_at
-            pid, since, commands = self._last_counts.get(shard.index, (status.pid, status.started_at, 0))
+            counted = shard.shard_id
+            pid, since, commands = self._last_counts.get(counted, (status.pid, status.started_at, 0))
             if pid != status.pid:  # a new shard process: count from its start
                 since, commands = status.started_at, 0
             info.messages_per_s = (status.commands - commands) / max(now - since, 1e-3)
-            self._last_counts[shard.index] = (status.pid, now, status.commands)
+            self._last_counts[counted] = (status.pid, now, status.commands)
             info.resident_conversations = status.resident_conversations
             info.waiting_on_webhooks = status.waiting_on_webhooks
             info.commands, info.rss_bytes = status.commands, status.rss_bytes
@@ -233,8 +257,8 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.ShardAction, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ActionResult:
         auth.require_role(auth.OPERATOR_ROLE)
-        _audit("restart_shard", shard=request.shard, reason=request.reason)
-        await self.engine.restart_shard(request.shard)
+        _audit("restart_shard", shard=request.shard, host=request.host, reason=request.reason)
+        await self.engine.restart_shard(request.shard, request.host)
         return _done(f"shard {request.shard} is being replaced; its conversations come back from the store")
 
 

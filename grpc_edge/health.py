@@ -34,13 +34,17 @@ from ..protos import health_pb2 as pb
 from ..protos import health_pb2_grpc as pb_grpc
 from ..runtime import VERSION
 from ..runtime.engine import Engine
-from ..runtime.inspection import ShardStatus
+from ..runtime.inspection import ClusterView, ShardStatus
 from . import convert
 from .metrics import RpcMetrics
 
 log = logging.getLogger(__name__)
 
 SERVICES = ("", "mcp.engine.v2.MCPEngine", "mcp.health.v2.Health")
+# grpc.health.v1 service name that says whether every virtual shard has a holder this edge
+# reaches. Not part of the overall status: while a host's share moves, this edge still serves
+# every other conversation (and holds the moving ones' requests until they have a holder).
+CLUSTER_SERVICE = "confab.cluster"
 FRESH_WAIT_S = 1.0  # longest a detailed health check waits for a shard's own answer
 SERVING, NOT_SERVING = common.HEALTH_SERVING, common.HEALTH_NOT_SERVING
 
@@ -53,6 +57,7 @@ class DependencyCheck:
     latency_ms: float
     error: str
     checked_at: float
+    required: bool = True  # part of the overall status (the cluster's completeness is not)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +130,8 @@ class HealthMonitor:
         checks = [DependencyCheck("actor_system", "thespian", not host_problem, 0.0, host_problem, now)]
         shards: list[ShardStatus] = []
         for view in cluster.shards:
+            if view.host != cluster.this_host:
+                continue  # another host's: its edge reports it; here it counts toward the cluster
             latency = view.status.store_latency_ms if view.status is not None else 0.0
             checks.append(
                 DependencyCheck(f"shard-{view.index}", "shard", view.responsive, latency, view.error, now)
@@ -136,7 +143,8 @@ class HealthMonitor:
                 "store", "sqlite", cluster.store_ok, cluster.store_latency_ms, cluster.store_error, now
             )
         )
-        healthy = all(c.ok for c in checks) and not self._draining
+        checks.append(_cluster_check(cluster, now))
+        healthy = all(c.ok for c in checks if c.required) and not self._draining
         report = HealthReport(
             SERVING if healthy else NOT_SERVING, now, tuple(checks), tuple(shards), self._draining
         )
@@ -145,6 +153,20 @@ class HealthMonitor:
 
     async def _publish(self, report: HealthReport) -> None:
         changed = report.status != self.latest.status
+        cluster_ok = all(d.ok for d in report.dependencies if d.name == "cluster")
+        if cluster_ok != all(d.ok for d in self.latest.dependencies if d.name == "cluster") or changed:
+            complete = cluster_ok and not report.draining
+            problem = next((d.error for d in report.dependencies if d.name == "cluster" and not d.ok), "")
+            if problem:
+                log.warning("cluster incomplete: %s", problem)
+            elif self.latest.dependencies:
+                log.info("cluster complete")
+            await self.std_servicer.set(
+                CLUSTER_SERVICE,
+                std_health_pb2.HealthCheckResponse.SERVING
+                if complete
+                else std_health_pb2.HealthCheckResponse.NOT_SERVING,
+            )
         self.latest = report
         if not changed:
             return
@@ -192,6 +214,17 @@ class HealthMonitor:
         disk = psutil.disk_usage(str(self.engine.config.store_path.parent))
         usage.disk_usage.update({"total_bytes": disk.total, "used_bytes": disk.used, "percent": disk.percent})
         return usage
+
+
+def _cluster_check(cluster: ClusterView, now: float) -> DependencyCheck:
+    unowned = cluster.unowned
+    problem = ""
+    if unowned:
+        lost = [h.host for h in cluster.hosts if h.state == "lost"]
+        problem = f"{len(unowned)} of {len(cluster.owners)} virtual shards have no holder this edge reaches"
+        if lost:
+            problem += f"; lost: {', '.join(lost)}"
+    return DependencyCheck("cluster", "cluster", not unowned, 0.0, problem, now, required=False)
 
 
 class HealthService(pb_grpc.HealthServicer):

@@ -15,7 +15,7 @@ class GetClusterRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardInfo(_message.Message):
-    __slots__ = ("index", "generation", "pid", "uptime_s", "resident_conversations", "mailbox_depth", "waiting_on_webhooks", "commands", "rss_bytes", "healthy", "error", "address", "messages_per_s", "last_heard_s")
+    __slots__ = ("index", "generation", "pid", "uptime_s", "resident_conversations", "mailbox_depth", "waiting_on_webhooks", "commands", "rss_bytes", "healthy", "error", "address", "messages_per_s", "last_heard_s", "host", "shard_id", "vshards", "held")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,10 @@ class ShardInfo(_message.Message):
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_PER_S_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARD_S_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    VSHARDS_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     index: int
     generation: int
     pid: int
@@ -44,7 +48,47 @@ class ShardInfo(_message.Message):
     address: str
     messages_per_s: float
     last_heard_s: float
-    def __init__(self, index: _Optional[int] = ..., generation: _Optional[int] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., resident_conversations: _Optional[int] = ..., mailbox_depth: _Optional[int] = ..., waiting_on_webhooks: _Optional[int] = ..., commands: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., healthy: _Optional[bool] = ..., error: _Optional[str] = ..., address: _Optional[str] = ..., messages_per_s: _Optional[float] = ..., last_heard_s: _Optional[float] = ...) -> None: ...
+    host: str
+    shard_id: str
+    vshards: int
+    held: _containers.RepeatedCompositeFieldContainer[VshardHolding]
+    def __init__(self, index: _Optional[int] = ..., generation: _Optional[int] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., resident_conversations: _Optional[int] = ..., mailbox_depth: _Optional[int] = ..., waiting_on_webhooks: _Optional[int] = ..., commands: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., healthy: _Optional[bool] = ..., error: _Optional[str] = ..., address: _Optional[str] = ..., messages_per_s: _Optional[float] = ..., last_heard_s: _Optional[float] = ..., host: _Optional[str] = ..., shard_id: _Optional[str] = ..., vshards: _Optional[int] = ..., held: _Optional[_Iterable[_Union[VshardHolding, _Mapping]]] = ...) -> None: ...
+
+class VshardHolding(_message.Message):
+    __slots__ = ("vshard", "epoch")
+    VSHARD_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    vshard: int
+    epoch: int
+    def __init__(self, vshard: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class HostInfo(_message.Message):
+    __slots__ = ("host", "state", "heartbeat_age_s", "edge", "leader", "pid", "shards")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    EDGE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    state: str
+    heartbeat_age_s: float
+    edge: str
+    leader: bool
+    pid: int
+    shards: int
+    def __init__(self, host: _Optional[str] = ..., state: _Optional[str] = ..., heartbeat_age_s: _Optional[float] = ..., edge: _Optional[str] = ..., leader: _Optional[bool] = ..., pid: _Optional[int] = ..., shards: _Optional[int] = ...) -> None: ...
+
+class VshardOwner(_message.Message):
+    __slots__ = ("vshard", "shard_id", "epoch")
+    VSHARD_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    vshard: int
+    shard_id: str
+    epoch: int
+    def __init__(self, vshard: _Optional[int] = ..., shard_id: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class StoreInfo(_message.Message):
     __slots__ = ("path", "ok", "latency_ms")
@@ -57,18 +101,28 @@ class StoreInfo(_message.Message):
     def __init__(self, path: _Optional[str] = ..., ok: _Optional[bool] = ..., latency_ms: _Optional[float] = ...) -> None: ...
 
 class Cluster(_message.Message):
-    __slots__ = ("version", "started_at", "shards", "store", "shard_restarts")
+    __slots__ = ("version", "started_at", "shards", "store", "shard_restarts", "hosts", "vshards", "complete", "this_host", "held_commands")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
     SHARD_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    VSHARDS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    THIS_HOST_FIELD_NUMBER: _ClassVar[int]
+    HELD_COMMANDS_FIELD_NUMBER: _ClassVar[int]
     version: str
     started_at: _timestamp_pb2.Timestamp
     shards: _containers.RepeatedCompositeFieldContainer[ShardInfo]
     store: StoreInfo
     shard_restarts: int
-    def __init__(self, version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., store: _Optional[_Union[StoreInfo, _Mapping]] = ..., shard_restarts: _Optional[int] = ...) -> None: ...
+    hosts: _containers.RepeatedCompositeFieldContainer[HostInfo]
+    vshards: _containers.RepeatedCompositeFieldContainer[VshardOwner]
+    complete: bool
+    this_host: str
+    held_commands: int
+    def __init__(self, version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., store: _Optional[_Union[StoreInfo, _Mapping]] = ..., shard_restarts: _Optional[int] = ..., hosts: _Optional[_Iterable[_Union[HostInfo, _Mapping]]] = ..., vshards: _Optional[_Iterable[_Union[VshardOwner, _Mapping]]] = ..., complete: _Optional[bool] = ..., this_host: _Optional[str] = ..., held_commands: _Optional[int] = ...) -> None: ...
 
 class InspectConversationRequest(_message.Message):
     __slots__ = ("tenant_id", "conversation_id", "last_turns")
@@ -165,12 +219,14 @@ class ReloadFlowsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardAction(_message.Message):
-    __slots__ = ("shard", "reason")
+    __slots__ = ("shard", "reason", "host")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
     shard: int
     reason: str
-    def __init__(self, shard: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    host: str
+    def __init__(self, shard: _Optional[int] = ..., reason: _Optional[str] = ..., host: _Optional[str] = ...) -> None: ...
 
 class ActionResult(_message.Message):
     __slots__ = ("ok", "message", "details")

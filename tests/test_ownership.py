@@ -121,6 +121,11 @@ def test_a_virtual_shard_another_holds_is_taken_only_once_its_holder_lets_go(
     change = first.tick_ownership()  # its renewal finds 3 wanted by another: it lets go
     assert 3 in change.dropped and 3 not in first.ownership.held
     assert first.ownership.held.keys() == set(range(VSHARDS)) - {3}
+    clock.now += 0.5  # long before the first one's lease would have run out
+    second.tick_ownership()
+    assert 3 in second.ownership.held  # it let go in the store, not only in memory
+    first.tick_ownership()
+    assert 3 not in first.ownership.held  # and it does not take it back on its older placement
 
 
 def test_a_released_virtual_shard_is_claimed_at_once_with_a_new_epoch(

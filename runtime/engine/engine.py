@@ -160,6 +160,10 @@ class Engine:
         """Hand this host's virtual shards to the other hosts; whether they took them all in time.
         Requests keep being served meanwhile (by whichever shard holds each conversation)."""
         host = self.config.cluster.host_name
+        directory = self.directory
+        if directory is None or not any(h.host != host and h.state == "up" for h in directory.hosts):
+            log.warning("no other host is up to take this host's virtual shards")
+            return False
         await asyncio.to_thread(self.host.leave)
         give_up = time.monotonic() + timeout_s
         while time.monotonic() < give_up:
@@ -428,8 +432,14 @@ class Engine:
 
     # The whole runtime --------------------------------------------------------------------
 
-    async def restart_shard(self, index: int) -> None:
+    async def restart_shard(self, index: int, host: str = "") -> None:
         """Replace this host's shard ``index`` with a new process (an operator's drill)."""
+        if host and host != self.config.cluster.host_name:
+            edges = [h.edge for h in (self.directory.hosts if self.directory else ()) if h.host == host]
+            where = f" (its edge: {edges[0]})" if edges and edges[0] else ""
+            raise InvalidArgument(
+                f"shard {index} of host {host}: only that host's edge can restart it{where}", field="host"
+            )
         count = len(self.local_links)
         if not 0 <= index < count:
             raise InvalidArgument(f"there is no shard {index}; shards are 0..{count - 1}", field="shard")
