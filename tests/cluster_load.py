@@ -276,6 +276,13 @@ def applied_counts(edge: str, conversations: Iterable[str], tenant: str = "acme"
 # The generator as a process of its own --------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Progress:
+    acknowledged: int
+    failed: int
+    attempts: int
+
+
 class LoadProcess:
     """``python -m tests.cluster_load`` in the root namespace, off the test process's CPU.
 
@@ -322,21 +329,26 @@ class LoadProcess:
         except FileNotFoundError:
             return ""
 
-    def acknowledged(self) -> int:
-        """Messages acknowledged so far, as of the generator's latest progress line."""
+    def progress(self) -> Progress:
+        """How far the load got, as of the generator's latest progress line."""
         lines = [line for line in self.output.splitlines() if line.startswith("progress ")]
         if not lines:
-            return 0
+            return Progress(0, 0, 0)
         fields = dict(part.split("=", 1) for part in lines[-1].split()[1:])
-        return int(fields["acknowledged"])
+        return Progress(int(fields["acknowledged"]), int(fields["failed"]), int(fields["attempts"]))
 
-    def wait_for_acknowledged(self, count: int, timeout: float = 30.0) -> None:
-        """Return once ``count`` messages were acknowledged (RuntimeError if the generator ends or stalls)."""
+    def wait_for_progress(self, *, acknowledged: int = 0, failed: int = 0, timeout: float = 30.0) -> Progress:
+        """Return once at least so many were acknowledged and failed (RuntimeError if the load ends first)."""
         deadline = time.monotonic() + timeout
-        while self.acknowledged() < count:
-            assert self.process is not None
+        while True:
+            progress = self.progress()
+            if progress.acknowledged >= acknowledged and progress.failed >= failed:
+                return progress
+            assert self.process is not None, "not started"
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the load did not reach {count} acknowledged:\n{self.output}")
+                raise RuntimeError(
+                    f"the load did not reach {acknowledged} acknowledged and {failed} failed:\n{self.output}"
+                )
             time.sleep(0.05)
 
     def stop(self) -> None:

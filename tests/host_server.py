@@ -43,6 +43,7 @@ class HostServer:
         self.log_level = log_level
         self.log_path = data_dir.parent / f"confab-serve-host{host}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
 
     @property
     def address(self) -> str:
@@ -51,8 +52,11 @@ class HostServer:
 
     @property
     def output(self) -> str:
+        """What the server wrote since its latest start (a restart appends to the same log)."""
         try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_start)
+                return log.read().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return ""
 
@@ -75,6 +79,7 @@ class HostServer:
             *self.extra,
         ]
         env = {**self.env, "PYTHONUNBUFFERED": "1"}
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.process = self.hosts.spawn(self.host, argv, log=self.log_path, env=env, cwd=REPOSITORY)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
