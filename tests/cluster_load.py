@@ -101,6 +101,7 @@ class ConversationLoad:
     failed: int = 0  # requests given up, or refused with a code not retried
     retries: int = 0  # attempts beyond each request's first
     ack_times: list[float] = field(default_factory=list)
+    acks_by_edge: dict[str, int] = field(default_factory=dict)  # which edge answered, HOST:PORT
     failures: list[tuple[float, str]] = field(default_factory=list)  # (when, "CODE: details")
 
 
@@ -170,9 +171,10 @@ class LoadResult:
 
 
 class _Generator:
-    def __init__(self, plan: LoadPlan, stop: asyncio.Event) -> None:
+    def __init__(self, plan: LoadPlan, stop: asyncio.Event, report_progress: bool) -> None:
         self.plan = plan
         self.stop = stop
+        self.report_progress = report_progress
         self.records = {c: ConversationLoad() for c in plan.conversations}
         self.attempts = 0
         self.channels = [grpc.aio.insecure_channel(edge, options=CHANNEL_OPTIONS) for edge in plan.edges]
@@ -183,7 +185,7 @@ class _Generator:
         started = time.monotonic()
         stop_at = started + self.plan.duration_s
         workers = [asyncio.create_task(self._worker(w, own)) for w, own in enumerate(self.plan.assignments())]
-        progress = asyncio.create_task(self._report_progress())
+        progress = asyncio.create_task(self._report_progress()) if self.report_progress else None
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=max(stop_at - time.monotonic(), 0))
@@ -191,9 +193,8 @@ class _Generator:
             stopped = time.monotonic()
             await asyncio.gather(*workers)
         finally:
-            progress.cancel()
-            for worker in workers:
-                worker.cancel()
+            for task in [*workers, *([progress] if progress else [])]:
+                task.cancel()
             for channel in self.channels:
                 await channel.close()
         return LoadResult(
@@ -243,6 +244,8 @@ class _Generator:
                 continue
             record.acknowledged += 1
             record.ack_times.append(time.monotonic())
+            answered_by = plan.edges[edge]
+            record.acks_by_edge[answered_by] = record.acks_by_edge.get(answered_by, 0) + 1
             if reply.performance_metrics.cache_status == "replayed":
                 record.replayed += 1
             return edge
@@ -257,19 +260,30 @@ class _Generator:
             await asyncio.sleep(PROGRESS_EVERY_S)
 
 
-async def generate(plan: LoadPlan, stop: asyncio.Event | None = None) -> LoadResult:
-    """Run ``plan`` in this event loop until its duration passes or ``stop`` is set."""
-    return await _Generator(plan, stop or asyncio.Event()).run()
+async def generate(
+    plan: LoadPlan, stop: asyncio.Event | None = None, *, report_progress: bool = False
+) -> LoadResult:
+    """Run ``plan`` in this event loop until its duration passes or ``stop`` is set.
+
+    ``report_progress`` prints a line on stdout every half second (what :class:`LoadProcess` reads).
+    """
+    return await _Generator(plan, stop or asyncio.Event(), report_progress).run()
 
 
 def applied_counts(edge: str, conversations: Iterable[str], tenant: str = "acme") -> dict[str, int]:
-    """Each conversation's message count as the server behind ``edge`` has it."""
+    """Each conversation's message count as the server behind ``edge`` has it (0: it has none)."""
     with grpc.insecure_channel(edge) as channel:
         stub = pb_grpc.MCPEngineStub(channel)
         counts = {}
         for conversation in conversations:
-            reply = stub.GetConversationState(state_request(conversation, tenant), timeout=20)
-            counts[conversation] = reply.conversation_state.message_count
+            try:
+                reply = stub.GetConversationState(state_request(conversation, tenant), timeout=20)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                counts[conversation] = 0
+            else:
+                counts[conversation] = reply.conversation_state.message_count
         return counts
 
 
@@ -400,7 +414,7 @@ async def _run_until_signalled(plan: LoadPlan) -> LoadResult:
     loop = asyncio.get_running_loop()
     for number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(number, stop.set)
-    return await generate(plan, stop)
+    return await generate(plan, stop, report_progress=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -85,11 +85,11 @@ def _ip(*args: str) -> str:
     return done.stdout
 
 
-def _link_names() -> set[str]:
+def link_names() -> set[str]:
     return {link["ifname"] for link in json.loads(_ip("-j", "link", "show") or "[]")}
 
 
-def _namespace_names() -> set[str]:
+def namespace_names() -> set[str]:
     return set(os.listdir(NETNS_DIR)) if NETNS_DIR.is_dir() else set()
 
 
@@ -186,7 +186,7 @@ class Hosts:
 
     def _claim_names_and_subnet(self) -> None:
         """Pick names and a /24 nobody uses and create the bridge with its address, so later runs see them."""
-        links, namespaces, networks = _link_names(), _namespace_names(), _networks_in_use()
+        links, namespaces, networks = link_names(), namespace_names(), _networks_in_use()
         for _ in range(100):
             token = secrets.token_hex(3)[:5]
             names = {f"cfb{token}", *(f"cfv{token}{i}" for i in range(self.count))}
@@ -313,6 +313,18 @@ class Hosts:
                 process.wait(max(0.1, deadline - time.monotonic()))  # reap: no zombie of ours stays
         return sorted(set(killed))
 
+    def listening(self, i: int) -> list[tuple[str, int]]:
+        """Every TCP listener on host ``i``, as (address, port); ``*`` or ``0.0.0.0`` is every interface."""
+        listed = self.run(i, ["ss", "-Hltn"])
+        if listed.returncode != 0:
+            raise HostsError(f"ss on host {i}: {listed.stderr.strip()}")
+        sockets = []
+        for line in listed.stdout.splitlines():
+            address, port = line.split()[3].rsplit(":", 1)
+            address = address.strip("[]").removeprefix("::ffff:")  # gRPC listens IPv4-mapped
+            sockets.append((address, int(port)))
+        return sockets
+
     # The network --------------------------------------------------------------------------
 
     def cut(self, i: int) -> None:
@@ -346,8 +358,8 @@ class Hosts:
 
     def leftovers(self) -> list[str]:
         """What of this run still exists: namespaces, links and processes."""
-        left = [f"namespace {n}" for n in sorted(set(self._created_namespaces) & _namespace_names())]
-        left += [f"link {n}" for n in sorted(set(self._created_links) & _link_names())]
+        left = [f"namespace {n}" for n in sorted(set(self._created_namespaces) & namespace_names())]
+        left += [f"link {n}" for n in sorted(set(self._created_links) & link_names())]
         for host in self._hosts:
             if host.identity != (0, 0):
                 left += [f"process {pid} on {host.namespace}" for pid in processes_in(host.identity)]
@@ -369,9 +381,9 @@ class Hosts:
         veths = [name for name in self._created_links if name != self.bridge]
         bridges = [name for name in self._created_links if name == self.bridge]
         for command, names, existing in (
-            (("link", "del"), veths, _link_names),
-            (("netns", "del"), self._created_namespaces, _namespace_names),
-            (("link", "del"), bridges, _link_names),
+            (("link", "del"), veths, link_names),
+            (("netns", "del"), self._created_namespaces, namespace_names),
+            (("link", "del"), bridges, link_names),
         ):
             for name in sorted(set(names) & existing()):
                 try:
