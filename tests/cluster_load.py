@@ -1,6 +1,6 @@
 """Load on several edges at once, counted so a test can check what its faults cost.
 
-    python -m tests.cluster_load --edge 10.130.7.2:50051 --edge 10.130.7.3:50051 \\
+    python -m tests.cluster_load --edge 10.161.7.2:50051 --edge 10.161.7.3:50051 \\
         --workers 8 --conversations 32 --duration 30 --out results.json
 
 Each worker owns some conversations and sends them ProcessMessage calls in turn, one
@@ -9,9 +9,10 @@ at a time, so a conversation's messages never overlap. Every request carries a
 in UNAVAILABLE or DEADLINE_EXCEEDED (a dead, cut or dropped edge), the same request,
 same key, goes to the next edge after a short backoff, until it is answered or
 ``give_up_s`` has passed (then it counts as failed). A request that timed out may
-still have been applied, so per conversation the server's applied count lies between
-``acknowledged`` and ``acknowledged + failed``; with the key honoured across edges,
-a retry of an applied request is acknowledged as a replay and not applied twice.
+still have been applied. So where every edge honours the key (one store behind them),
+each conversation's applied count lies between ``acknowledged`` and ``acknowledged +
+failed``: a retry of an applied request is answered as a replay (counted in
+``replayed``) and not applied again.
 
 Times are ``time.monotonic()`` readings, the clock every process on the machine shares,
 so a test compares them with its own readings (e.g. when it killed a host).

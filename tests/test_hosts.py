@@ -46,19 +46,30 @@ time.sleep(600)
 """
 
 
-def wait_for_text(path: Path, text: str, timeout: float = 10.0) -> str:
+def wait_for_text(path: Path, *texts: str, timeout: float = 10.0) -> str:
+    """The file's content once every one of ``texts`` is in it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists() and text in (content := path.read_text()):
+        content = path.read_text() if path.exists() else ""
+        if all(text in content for text in texts):
             return content
         time.sleep(0.02)
-    raise AssertionError(f"{text!r} never appeared in {path}")
+    raise AssertionError(f"not all of {texts} appeared in {path}")
 
 
 def start_listener(network: Hosts, i: int, log: Path) -> subprocess.Popen[bytes]:
     process = network.spawn(i, [sys.executable, "-c", LISTENER, network.address(i), str(PORT)], log=log)
     wait_for_text(log, "listening")
     return process
+
+
+def start_daemonizer(network: Hosts, i: int, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The process started and the pid of the daemon it forked, once both run."""
+    process = network.spawn(i, [sys.executable, "-c", DAEMONIZER], log=log)
+    content = wait_for_text(log, "parent", "daemon")
+    pids = {line.split()[0]: int(line.split()[1]) for line in content.splitlines()}
+    assert pids["parent"] == process.pid
+    return process, pids["daemon"]
 
 
 def alive(pid: int) -> bool:
@@ -120,19 +131,16 @@ def test_kill_ends_every_process_of_the_host_even_a_daemon_in_its_own_session_an
     make_hosts: MakeHosts, tmp_path: Path
 ) -> None:
     network = make_hosts(2)
-    log = tmp_path / "daemonizer.log"
-    network.spawn(0, [sys.executable, "-c", DAEMONIZER], log=log)
-    content = wait_for_text(log, "parent")
-    pids = {line.split()[0]: int(line.split()[1]) for line in content.splitlines()}
-    assert os.getsid(pids["daemon"]) != os.getsid(pids["parent"])  # a process-group kill would miss it
-    assert sorted(pids.values()) == network.pids(0)
+    parent, daemon = start_daemonizer(network, 0, tmp_path / "daemonizer.log")
+    assert os.getsid(daemon) != os.getsid(parent.pid)  # a process-group kill would miss it
+    assert network.pids(0) == sorted([parent.pid, daemon])
     other = start_listener(network, 1, tmp_path / "listener.log")
 
     killed = network.kill(0)
 
-    assert killed == sorted(pids.values())
+    assert killed == sorted([parent.pid, daemon])
     assert network.pids(0) == []
-    assert not any(alive(pid) for pid in pids.values())
+    assert not alive(parent.pid) and not alive(daemon)
     assert network.pids(1) == [other.pid]
 
 
@@ -140,9 +148,7 @@ def test_terminate_signals_only_the_process_spawned_and_not_what_it_forked(
     make_hosts: MakeHosts, tmp_path: Path
 ) -> None:
     network = make_hosts(1)
-    log = tmp_path / "daemonizer.log"
-    spawned = network.spawn(0, [sys.executable, "-c", DAEMONIZER], log=log)
-    daemon = int(wait_for_text(log, "parent").split("daemon ")[1].split()[0])
+    spawned, daemon = start_daemonizer(network, 0, tmp_path / "daemonizer.log")
     assert network.terminate(0) == [spawned]
     spawned.wait(10)
     assert network.pids(0) == [daemon]  # what the cluster test must clean up after a SIGTERM: kill()
@@ -151,9 +157,7 @@ def test_terminate_signals_only_the_process_spawned_and_not_what_it_forked(
 def test_nothing_of_a_run_is_left_after_its_context_exits_even_on_an_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="the test failed here"), Hosts(2) as network:
         for i in range(2):
-            network.spawn(i, [sys.executable, "-c", DAEMONIZER], log=tmp_path / f"host{i}.log")
-        for i in range(2):
-            wait_for_text(tmp_path / f"host{i}.log", "parent")
+            start_daemonizer(network, i, tmp_path / f"host{i}.log")
         pids = network.pids(0) + network.pids(1)
         assert len(pids) == 4
         assert everything_of(network) == (
