@@ -20,7 +20,8 @@ from .cluster_load import LoadPlan, LoadProcess, LoadResult, applied_counts, con
 from .host_server import HostServer
 from .hosts import Hosts, link_names, namespace_names, unavailable_reason
 
-pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+UNAVAILABLE = unavailable_reason()
+pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
 
 MakeHosts = Callable[[int], Hosts]
 PORT = 7000
