@@ -256,8 +256,9 @@ class _Generator:
         while True:
             acknowledged = sum(r.acknowledged for r in self.records.values())
             failed = sum(r.failed for r in self.records.values())
-            line = f"progress acknowledged={acknowledged} failed={failed} attempts={self.attempts}"
-            print(line, flush=True)
+            line = f"progress acknowledged={acknowledged} failed={failed} attempts={self.attempts}\n"
+            sys.stdout.write(line)  # one write: a reader never sees the line without its end
+            sys.stdout.flush()
             await asyncio.sleep(PROGRESS_EVERY_S)
 
 
@@ -346,7 +347,8 @@ class LoadProcess:
 
     def progress(self) -> Progress:
         """How far the load got, as of the generator's latest progress line."""
-        lines = [line for line in self.output.splitlines() if line.startswith("progress ")]
+        complete = self.output.split("\n")[:-1]  # the last may still be being written
+        lines = [line for line in complete if line.startswith("progress ")]
         if not lines:
             return Progress(0, 0, 0)
         fields = dict(part.split("=", 1) for part in lines[-1].split()[1:])

@@ -32,17 +32,18 @@ print("listening", flush=True)
 while True:
     server.accept()[0].close()
 """
-# Forks a daemon into a session of its own, as Thespian's admin does, then waits.
+# Forks a daemon into a session of its own, as Thespian's admin does, then waits. Each line
+# is one write: the two processes share the log, and print() may write a line in pieces.
 DAEMONIZER = """
 import os, time
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
-        print("daemon", os.getpid(), flush=True)
+        os.write(1, f"daemon {os.getpid()}\\n".encode())
         time.sleep(600)
     os._exit(0)
 os.wait()
-print("parent", os.getpid(), flush=True)
+os.write(1, f"parent {os.getpid()}\\n".encode())
 time.sleep(600)
 """
 
