@@ -1,12 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 
+from .hosts import Hosts, unavailable_reason
 from .support import ServerProcess, wait_until_gone
 
 
@@ -36,3 +38,13 @@ def own_server(tmp_path: Path) -> Iterator[ServerProcess]:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def make_hosts() -> Iterator[Callable[[int], Hosts]]:
+    """``network = make_hosts(3)``: hosts of the test's own, all removed after it (skipped if none can be)."""
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with contextlib.ExitStack() as created:
+        yield lambda count: created.enter_context(Hosts(count))
