@@ -399,6 +399,7 @@ def logged_run(tmp_path_factory: pytest.TempPathFactory) -> LoggedRun:
     return LoggedRun(server.output, secret, calls)
 
 
+@pytest.mark.integration
 def test_one_json_access_line_per_rpc_with_every_field(logged_run: LoggedRun) -> None:
     lines = logged_run.access_lines()
     assert [(e["method"], e["code"]) for e in lines] == [(m, c) for m, c, _ in logged_run.calls]
@@ -420,6 +421,7 @@ def test_one_json_access_line_per_rpc_with_every_field(logged_run: LoggedRun) ->
     assert len(others) == 1 and "serving on" in others[0]
 
 
+@pytest.mark.integration
 def test_message_text_never_appears_in_the_logs(logged_run: LoggedRun) -> None:
     assert logged_run.secret not in "".join(logged_run.output)
     assert all("text" not in entry for entry in logged_run.access_lines())

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +16,12 @@ from confab.protos import admin_pb2 as admin
 from confab.protos import admin_pb2_grpc as admin_grpc
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 
-from .support import ServerProcess, pizza, pizza_server
+from .support import ServerProcess, exit_status, pizza, pizza_server, run_confab, spawn_confab, type_line
+
+pytestmark = pytest.mark.integration  # every test here starts a server or a process
 
 # prompt_toolkit draws "confab> " as "confab>" and a cursor move, so the space is not in the output.
 PROMPT = "confab>"
-TIMEOUT = 15  # seconds for any one expected line; a command takes milliseconds
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +43,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def shell_c(address: str, command: str, *extra: str, home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "confab.tools.cli", "shell", "--target", address, *extra, "-c", command],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "HOME": str(home)},
-    )
+    return run_confab("shell", "--target", address, *extra, "-c", command, env={"HOME": str(home)})
 
 
 def ls_works(address: str) -> bool:
@@ -120,20 +113,13 @@ def test_errors_exit_with_their_status(server: ServerProcess, home: Path) -> Non
 
 def spawn_shell(address: str, home: Path) -> pexpect.spawn:
     env = {
-        **os.environ,
         "HOME": str(home),
         "TERM": "xterm",
         # pexpect answers no cursor-position request; without this prompt_toolkit waits and warns.
         "PROMPT_TOOLKIT_NO_CPR": "1",
     }
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "confab.tools.cli", "shell", "--target", address],
-        encoding="utf-8",
-        timeout=TIMEOUT,
-        dimensions=(50, 220),  # wide: no table row wraps
-        env=env,
-    )
+    # Wide: no table row wraps.
+    child = spawn_confab("shell", "--target", address, env=env, dimensions=(50, 220))
     child.expect_exact(f"confab shell on {address}")
     child.expect_exact(PROMPT)
     return child
@@ -141,10 +127,7 @@ def spawn_shell(address: str, home: Path) -> pexpect.spawn:
 
 def run_line(child: pexpect.spawn, line: str, *expected: str) -> None:
     """Type ``line``; expect each of ``expected`` in order, then the prompt again."""
-    child.sendline(line)
-    for text in expected:
-        child.expect_exact(text)
-    child.expect_exact(PROMPT)
+    type_line(child, line, *expected, prompt=PROMPT)
 
 
 def test_interactive_shell(server: ServerProcess, engine: pb_grpc.MCPEngineStub, home: Path) -> None:
@@ -180,8 +163,54 @@ def test_interactive_shell(server: ServerProcess, engine: pb_grpc.MCPEngineStub,
         child.expect_exact(PROMPT)
         run_line(child, "shards", "HEALTHY")  # the shell goes on after the tail
         child.sendline("quit")
-        child.expect(pexpect.EOF)
-        child.close()
-        assert child.exitstatus == 0
+        assert exit_status(child) == 0
     finally:
         child.close(force=True)
+
+
+def follow(address: str, home: Path, command: str, *extra: str) -> pexpect.spawn:
+    """``confab shell -c "tail ..."`` in a terminal, once the server has registered the tail."""
+    child = spawn_confab("shell", "--target", address, *extra, "-c", command, env={"HOME": str(home)})
+    # Nothing tells when the server has the tail registered; give it that moment.
+    time.sleep(1.0)
+    return child
+
+
+def test_json_answers_carry_integers_as_integers(
+    server: ServerProcess, engine: pb_grpc.MCPEngineStub, home: Path
+) -> None:
+    tail = follow(server.address, home, "tail --conversation shell-types --type turn", "--json")
+    try:
+        engine.ProcessMessage(pizza("shell-types", "hi"))
+        tail.expect(r"\{.*\}\r\n")
+        event = json.loads(str(tail.after))
+        tail.sendintr()
+        assert exit_status(tail) == 0
+    finally:
+        tail.close(force=True)
+    assert event["type"] == "turn" and event["data"]["message_count"] == 1
+    assert type(event["data"]["message_count"]) is int  # not 1.0
+
+    shown = shell_c(server.address, "inspect acme shell-types --json", home=home)
+    (turn,) = json.loads(shown.stdout)["last_turns"]
+    assert turn["seq"] == 1 and type(turn["seq"]) is int  # not "1"
+    assert turn["duration_ms"] == round(turn["duration_ms"], 3)
+    assert type(json.loads(shown.stdout)["state"]["message_count"]) is int
+
+
+def test_the_text_tail_writes_values_as_json(
+    server: ServerProcess, engine: pb_grpc.MCPEngineStub, home: Path
+) -> None:
+    tail = follow(server.address, home, "tail --conversation shell-tail-text --type turn")
+    try:
+        tail.expect_exact("-- following events")
+        engine.ProcessMessage(pizza("shell-tail-text", "I want to order"))
+        tail.expect(r"turn .*\r\n")
+        line = str(tail.after)
+        tail.sendintr()
+        tail.expect_exact("-- tail stopped")
+        assert exit_status(tail) == 0
+    finally:
+        tail.close(force=True)
+    assert "acme/shell-tail-text" in line and 'intent="order"' in line and "message_count=1" in line
+    assert not any(f"{key}='" in line for key in ("input", "intent", "response"))  # no Python repr

@@ -70,6 +70,7 @@ def metrics_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, int]]:
         process.stop()
 
 
+@pytest.mark.integration
 def test_prometheus_endpoint_serves_rpc_and_shard_metrics(metrics_server: tuple[ServerProcess, int]) -> None:
     server, port = metrics_server
     with server.channel() as channel:
@@ -128,6 +129,7 @@ def spans_of(directory: Path, trace_id: str) -> list[dict[str, Any]]:
     return found
 
 
+@pytest.mark.integration
 def test_one_trace_spans_the_edge_and_the_shard(tmp_path: Path) -> None:
     trace_dir = tmp_path / "spans"
     env = {**QUIET, "CONFAB_TRACE_DIR": str(trace_dir), "OTEL_PYTHON_GRPC_EXCLUDED_SERVICES": HEALTH}
