@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,8 @@ import psutil
 
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
+from confab.runtime.flows.catalog import load_flows
+from confab.runtime.flows.dialogues import conversation_for_variants
 from confab.tools.price_service import PriceService
 
 SERVING_LINE = re.compile(r"serving on (\S+):(\d+)")
@@ -89,6 +92,13 @@ def exit_status(child: pexpect.spawn) -> int | None:
 
 
 # Servers -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a server a test restarts where clients expect it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def processes_marked(marker: str) -> list[psutil.Process]:
@@ -261,6 +271,14 @@ def pizza_server(directory: Path, *, timeout_s: float = 3.0) -> Iterator[tuple[S
     finally:
         server.stop()
         prices.stop()
+
+
+def plain_greeting_id(prefix: str) -> str:
+    """A conversation id that the pizza flow's greeting experiment puts in the plain variant
+    (the variant follows from a hash of tenant and conversation id)."""
+    flows, _ = load_flows()
+    pizza_flow = next(f for f in flows if f.flow_id == "pizza")
+    return conversation_for_variants(pizza_flow, "acme", {"greeting": "plain"}, prefix).conversation_id
 
 
 def pizza(conversation: str, text: str = "", payload: str = "") -> pb.ProcessMessageRequest:

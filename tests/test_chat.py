@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
 
-from confab.runtime.flows.catalog import load_flows
-from confab.runtime.flows.dialogues import conversation_for_variants
 from confab.tools.price_service import PriceService
 
-from .support import ServerProcess, exit_status, price_webhook_config, spawn_confab, type_line
+from .support import (
+    ServerProcess,
+    exit_status,
+    free_port,
+    plain_greeting_id,
+    price_webhook_config,
+    spawn_confab,
+    type_line,
+)
 
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
 
 PROMPT = "you> "
-
-
-def plain_greeting_id(prefix: str) -> str:
-    """A conversation id that the pizza flow's greeting experiment puts in the plain variant
-    (the variant follows from a hash of tenant and conversation id)."""
-    flows, _ = load_flows()
-    pizza = next(f for f in flows if f.flow_id == "pizza")
-    return conversation_for_variants(pizza, "acme", {"greeting": "plain"}, prefix).conversation_id
 
 
 def spawn_chat(address: str, conversation: str, *extra: str) -> pexpect.spawn:
@@ -121,12 +118,6 @@ def test_handoff_reset_and_ctrl_c(server: ServerProcess) -> None:
         assert exit_status(child) == 0
     finally:
         child.close(force=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_reconnects_and_resumes_the_conversation(tmp_path: Path, prices: PriceService) -> None:

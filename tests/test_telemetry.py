@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.request
 import uuid
@@ -29,20 +28,13 @@ from confab.runtime.model import Content, ConversationKey, InboundMessage
 from confab.runtime.protocol.records import Command, CommandBatch, CommandKind
 from confab.runtime.store import open_store
 
-from .support import ServerProcess, message, state_request
+from .support import ServerProcess, free_port, message, state_request
 
 PROCESS = "/mcp.engine.v2.MCPEngine/ProcessMessage"
 GET_STATE = "/mcp.engine.v2.MCPEngine/GetConversationState"
 HEALTH = "grpc.health.v1.Health"
 # Every exporter off unless a test turns one on: the developer's own OTEL_* must not leak in.
 QUIET = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_SDK_DISABLED": "false"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:

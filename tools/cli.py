@@ -7,8 +7,8 @@
     confab keys hash [KEY]      (without KEY, the key is read from stdin)
     confab price-service [--listen HOST:PORT] [--delay S] [--fail]
     confab flows validate PATH...  |  confab flows show NAME [--dir DIR ...] [--dot]
-    confab chat --target HOST:PORT --tenant T [--conversation ID] [--flow NAME] ...  (see tools/chat.py)
-    confab shell [--target HOST:PORT] [-c COMMAND] [--json] ...  (operator shell; see tools/shell.py)
+    confab chat --target HOST:PORT --tenant T [--conversation ID] [--flow NAME] ...  (see tools/chat/)
+    confab shell [--target HOST:PORT] [-c COMMAND] [--json] ...  (operator shell; see tools/shell/)
 
 ``serve`` prints one line once it is serving. SIGTERM or SIGINT drains it: health
 turns NOT_SERVING, in-flight calls finish (bounded by ``server.shutdown_grace_s``),
