@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -235,3 +236,15 @@ def test_bad_tls_settings_stop_the_server_at_start(pki: Pki, tmp_path: Path) -> 
     missing = run_serve("--tls-cert", cert, "--tls-key", str(tmp_path / "none.key"), data_dir=data)
     assert missing.returncode == 1 and "none.key" in missing.stderr
     assert not (tmp_path / "data").exists()  # refused before any actor process started
+
+
+def test_the_command_line_clients_speak_tls_with_tls_ca(tls_server: ServerProcess, pki: Pki) -> None:
+    ca = pki.file("ca.pem", pki.ca.cert_pem)
+    health = run_confab("call", "--target", tls_server.address, "--tls-ca", ca, "grpc.health.v1.Health/Check")
+    assert health.returncode == 0, health.stderr
+    assert json.loads(health.stdout) == {"status": "SERVING"}
+    shards = run_confab("shell", "--target", tls_server.address, "--tls-ca", ca, "-c", "shards --json")
+    assert shards.returncode == 0 and json.loads(shards.stdout)["store"]["ok"]
+    untrusted = pki.file("rogue-ca.pem", pki.rogue_ca.cert_pem)
+    refused = run_confab("call", "--target", tls_server.address, "--tls-ca", untrusted, "Admin/GetCluster")
+    assert refused.returncode == 3 and "error: UNAVAILABLE" in refused.stderr  # gRPC logs the handshake too

@@ -9,6 +9,8 @@
     confab flows validate PATH...  |  confab flows show NAME [--dir DIR ...] [--dot]
     confab chat --target HOST:PORT --tenant T [--conversation ID] [--flow NAME] ...  (see tools/chat/)
     confab shell [--target HOST:PORT] [-c COMMAND] [--json] ...  (operator shell; see tools/shell/)
+    confab call [--target HOST:PORT] [-H 'KEY: VALUE'] METHOD [JSON | -]  (any RPC, JSON in and out;
+                see tools/call.py)  |  confab call --list
 
 ``serve`` prints one line once it is serving. SIGTERM or SIGINT drains it: health
 turns NOT_SERVING, in-flight calls finish (bounded by ``server.shutdown_grace_s``),
@@ -26,7 +28,7 @@ import yaml
 
 from ..runtime import VERSION
 from ..runtime.config import ConfigError, load_config
-from . import chat, flows_cli, price_service, shell
+from . import call, chat, flows_cli, price_service, shell
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     flows_cli.add_parser(commands)
     chat.add_parser(commands)
     shell.add_parser(commands)
+    call.add_parser(commands)
     prices = commands.add_parser("price-service", help="run the pizza flow's local price webhook")
     prices.add_argument("--listen", default="127.0.0.1:8099")
     prices.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
@@ -83,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return chat.run(args)
     if args.command == "shell":
         return shell.run(args)
+    if args.command == "call":
+        return call.run(args)
     if args.command == "price-service":
         return price_service.main(
             ["--listen", args.listen, "--delay", str(args.delay), *(["--fail"] if args.fail else [])]
