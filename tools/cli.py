@@ -117,8 +117,10 @@ def _serve(args: argparse.Namespace) -> int:
     from ..grpc_edge.access_log import configure_logging  # grpc is imported only when serving
     from ..runtime import eventloop
     from . import serve
+    from .thespian_log import demote_thespian_chatter
 
     configure_logging(config.logging, args.log_level)
+    demote_thespian_chatter()  # before any actor process is forked: they keep these handlers
     return eventloop.run(serve.run(config))
 
 
