@@ -23,6 +23,8 @@ from pathlib import Path
 import grpc
 import pexpect
 import psutil
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
@@ -231,6 +233,22 @@ class ServerProcess:
                 self.kill()
         for process in wait_until_gone(self.marker, 10.0):
             process.kill()  # a leak: the test that owns this server will fail on it
+
+
+def status_details(error: grpc.RpcError) -> tuple[str, list[str]]:
+    """The ErrorInfo reason of a failed call, and the fields its BadRequest names."""
+    status = rpc_status.from_call(error)
+    reason, fields = "", []
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields += [v.field for v in bad.field_violations]
+    return reason, fields
 
 
 def message(
