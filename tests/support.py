@@ -64,7 +64,7 @@ def run_confab(
 
 def spawn_confab(
     *args: str, env: Mapping[str, str] | None = None, dimensions: tuple[int, int] = (40, 200)
-) -> pexpect.spawn:
+) -> pexpect.spawn[str]:
     """``confab ARGS`` in a pseudo-terminal, as a person would run it; wide, so no line wraps."""
     program, *argv = confab_argv(*args)
     return pexpect.spawn(
@@ -77,7 +77,7 @@ def spawn_confab(
     )
 
 
-def type_line(child: pexpect.spawn, line: str, *expected: str, prompt: str) -> str:
+def type_line(child: pexpect.spawn[str], line: str, *expected: str, prompt: str) -> str:
     """Type ``line``; expect each of ``expected`` in order, then ``prompt``; return what came last."""
     child.sendline(line)
     for text in expected:
@@ -86,7 +86,7 @@ def type_line(child: pexpect.spawn, line: str, *expected: str, prompt: str) -> s
     return str(child.before)
 
 
-def exit_status(child: pexpect.spawn) -> int | None:
+def exit_status(child: pexpect.spawn[str]) -> int | None:
     """Wait for the program in ``child`` to end; its exit status."""
     child.expect(pexpect.EOF)
     child.close()

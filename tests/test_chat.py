@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration  # every test here starts a server or a pro
 PROMPT = "you> "
 
 
-def spawn_chat(address: str, conversation: str, *extra: str) -> pexpect.spawn:
+def spawn_chat(address: str, conversation: str, *extra: str) -> pexpect.spawn[str]:
     args = ["chat", "--target", address, "--tenant", "acme", "--conversation", conversation]
     child = spawn_confab(*args, "--flow", "pizza", *extra)
     child.expect(f"connected to {re.escape(address)}; conversation {conversation}")
@@ -34,7 +34,7 @@ def spawn_chat(address: str, conversation: str, *extra: str) -> pexpect.spawn:
     return child
 
 
-def say(child: pexpect.spawn, line: str, *expected: str) -> str:
+def say(child: pexpect.spawn[str], line: str, *expected: str) -> str:
     """Type ``line``; expect each of ``expected`` in order, then the prompt; return what came."""
     return type_line(child, line, *expected, prompt=PROMPT)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,3 +162,12 @@ def test_a_refused_stream_fails_the_client(tmp_path: Path, prices: PriceService)
         assert recorder.kinds() == ["failed"]
     finally:
         server.stop()
+
+
+def test_the_client_library_loads_no_terminal_code() -> None:
+    probe = "import sys, confab.tools.chat; print(sorted(m for m in sys.modules if m in WATCHED))"
+    watched = "WATCHED = {'readline', 'prompt_toolkit', 'confab.tools.chat.terminal'}; "
+    loaded = subprocess.run(
+        [sys.executable, "-c", watched + probe], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert loaded.stdout.strip() == "[]"

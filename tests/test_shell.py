@@ -111,7 +111,7 @@ def test_errors_exit_with_their_status(server: ServerProcess, home: Path) -> Non
     assert shell_c("127.0.0.1:1", "shards", home=home).returncode == 3
 
 
-def spawn_shell(address: str, home: Path) -> pexpect.spawn:
+def spawn_shell(address: str, home: Path) -> pexpect.spawn[str]:
     env = {
         "HOME": str(home),
         "TERM": "xterm",
@@ -125,7 +125,7 @@ def spawn_shell(address: str, home: Path) -> pexpect.spawn:
     return child
 
 
-def run_line(child: pexpect.spawn, line: str, *expected: str) -> None:
+def run_line(child: pexpect.spawn[str], line: str, *expected: str) -> None:
     """Type ``line``; expect each of ``expected`` in order, then the prompt again."""
     type_line(child, line, *expected, prompt=PROMPT)
 
@@ -168,7 +168,7 @@ def test_interactive_shell(server: ServerProcess, engine: pb_grpc.MCPEngineStub,
         child.close(force=True)
 
 
-def follow(address: str, home: Path, command: str, *extra: str) -> pexpect.spawn:
+def follow(address: str, home: Path, command: str, *extra: str) -> pexpect.spawn[str]:
     """``confab shell -c "tail ..."`` in a terminal, once the server has registered the tail."""
     child = spawn_confab("shell", "--target", address, *extra, "-c", command, env={"HOME": str(home)})
     # Nothing tells when the server has the tail registered; give it that moment.

@@ -28,7 +28,8 @@ import yaml
 
 from ..runtime import VERSION
 from ..runtime.config import ConfigError, load_config
-from . import call, chat, flows_cli, price_service, shell
+from . import call, flows_cli, price_service, shell
+from .chat import command_line as chat
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,7 @@ Ctrl-D, Ctrl-C and ``/quit`` exit 0; a credential or argument the server refuses
 server that stays unreachable, exits 1.
 """
 
+# The library only: importing it loads no terminal code (``confab`` itself uses command_line).
 from .client import ChatClient, ChatFailed, ChatListener, ChatOptions, Turn
-from .command_line import add_parser, run
 
-__all__ = ["ChatClient", "ChatFailed", "ChatListener", "ChatOptions", "Turn", "add_parser", "run"]
+__all__ = ["ChatClient", "ChatFailed", "ChatListener", "ChatOptions", "Turn"]
