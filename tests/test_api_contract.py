@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -101,3 +104,22 @@ def test_admin_arguments_out_of_range_are_invalid(server: ServerProcess, stub: p
         assert operator.PassivateConversation(action).ok
         again = operator.PassivateConversation(action)
         assert not again.ok and again.message == "not resident"
+
+
+def test_the_confab_call_examples_of_the_docs_run_as_written(server: ServerProcess, tmp_path: Path) -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text(encoding="utf-8")
+    section = docs.split("## Calling it by hand", 1)[1]
+    examples = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    assert examples.count("confab call") >= 5
+    script = tmp_path / "examples.sh"
+    # `confab` as the docs write it, pointed at this test's server instead of the default port.
+    script.write_text(
+        "set -euo pipefail\n"
+        f'confab() {{ "{sys.executable}" -m confab.tools.cli "$1" --target {server.address} "${{@:2}}"; }}\n'
+        "KEY=any-key-for-a-server-without-authentication\n" + examples,
+        encoding="utf-8",
+    )
+    ran = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert "mcp.engine.v2.MCPEngine/ProcessMessage" in ran.stdout  # --list
+    assert '"status": "SERVING"' in ran.stdout and '"stream_closed"' in ran.stdout
