@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -160,3 +161,22 @@ def test_health_needs_no_credential_and_usage_errors_exit_2(server: ServerProces
     assert call(server, "-H", "no-colon", "Health.Check").returncode == 2
     assert call(server, "--tls-ca", str(tmp_path / "absent.pem"), "Admin/GetCluster").returncode == 2
     assert run_confab("call", "--target", "127.0.0.1:1", "grpc.health.v1.Health/Check").returncode == 3
+
+
+def test_a_reader_that_stops_early_ends_the_call_quietly(server: ServerProcess) -> None:
+    # More answers than a pipe holds, to a reader that takes one byte and leaves.
+    stream = [{"init": {"tenant_context": {"tenant_id": "acme"}, "conversation_id": new_id()}}]
+    stream += [{"heartbeat": {}}] * 1500
+    command = shlex.join(
+        confab_argv(
+            "call", "--target", server.address, "-H", f"x-api-key: {KEY}", "MCPEngine/StreamConversation", "-"
+        )
+    )
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{command} | head -c 1 > /dev/null"],
+        input=json.dumps(stream),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -268,5 +269,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None, stdin: TextIO | Non
                 print(line, file=sys.stderr)
             return UNREACHABLE if exc.code() == grpc.StatusCode.UNAVAILABLE else FAILED
         except KeyboardInterrupt:  # a stream (a Watch, a tail) followed until Ctrl-C
+            return OK
+        except BrokenPipeError:  # the reader went away (`| head`): what it wanted, it has
+            if out is sys.stdout:
+                # Python flushes stdout once more at exit, and would complain of the same pipe.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return OK
     return OK
