@@ -14,6 +14,7 @@ import pytest
 
 from confab.protos import admin_pb2 as admin
 from confab.protos import admin_pb2_grpc as admin_grpc
+from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 
 from .support import ServerProcess, exit_status, pizza, pizza_server, run_confab, spawn_confab, type_line
@@ -153,8 +154,7 @@ def test_interactive_shell(server: ServerProcess, engine: pb_grpc.MCPEngineStub,
         run_line(child, "ls --tenant acme", "TENANT  CONVERSATION", "shell-pty")
         child.sendline("tail --tenant acme")
         child.expect_exact("-- following events")
-        # The line is printed before the server has registered the tail; give it that moment.
-        time.sleep(0.5)
+        tail_started(engine)  # the line is printed before the call reaches the server
         engine.ProcessMessage(pizza("shell-pty", "2 large"))
         child.expect_exact("turn")
         child.expect_exact("acme/shell-pty")
@@ -168,18 +168,31 @@ def test_interactive_shell(server: ServerProcess, engine: pb_grpc.MCPEngineStub,
         child.close(force=True)
 
 
-def follow(address: str, home: Path, command: str, *extra: str) -> pexpect.spawn[str]:
-    """``confab shell -c "tail ..."`` in a terminal, once the server has registered the tail."""
+def tail_started(engine: pb_grpc.MCPEngineStub) -> None:
+    """Return once the server serves a call besides the one asking: the tail a test just started
+    (tests here run one at a time, so nothing else is in flight)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        in_flight = engine.GetMetrics(pb.GetMetricsRequest(metric_names=["rpc.in_flight"])).metrics[0]
+        if in_flight.points and in_flight.points[0].value >= 2:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the tail never reached the server")
+
+
+def follow(
+    address: str, engine: pb_grpc.MCPEngineStub, home: Path, command: str, *extra: str
+) -> pexpect.spawn[str]:
+    """``confab shell -c "tail ..."`` in a terminal, once the server serves the tail."""
     child = spawn_confab("shell", "--target", address, *extra, "-c", command, env={"HOME": str(home)})
-    # Nothing tells when the server has the tail registered; give it that moment.
-    time.sleep(1.0)
+    tail_started(engine)
     return child
 
 
 def test_json_answers_carry_integers_as_integers(
     server: ServerProcess, engine: pb_grpc.MCPEngineStub, home: Path
 ) -> None:
-    tail = follow(server.address, home, "tail --conversation shell-types --type turn", "--json")
+    tail = follow(server.address, engine, home, "tail --conversation shell-types --type turn", "--json")
     try:
         engine.ProcessMessage(pizza("shell-types", "hi"))
         tail.expect(r"\{.*\}\r\n")
@@ -201,7 +214,7 @@ def test_json_answers_carry_integers_as_integers(
 def test_the_text_tail_writes_values_as_json(
     server: ServerProcess, engine: pb_grpc.MCPEngineStub, home: Path
 ) -> None:
-    tail = follow(server.address, home, "tail --conversation shell-tail-text --type turn")
+    tail = follow(server.address, engine, home, "tail --conversation shell-tail-text --type turn")
     try:
         tail.expect_exact("-- following events")
         engine.ProcessMessage(pizza("shell-tail-text", "I want to order"))
@@ -214,3 +227,24 @@ def test_the_text_tail_writes_values_as_json(
         tail.close(force=True)
     assert "acme/shell-tail-text" in line and 'intent="order"' in line and "message_count=1" in line
     assert not any(f"{key}='" in line for key in ("input", "intent", "response"))  # no Python repr
+
+
+def test_tab_completes_commands_and_the_names_seen(
+    server: ServerProcess, engine: pb_grpc.MCPEngineStub, home: Path
+) -> None:
+    # A prefix no other conversation of this module's server has: Tab completes it at once.
+    engine.ProcessMessage(pizza("tab-completed", "hi"))
+    child = spawn_shell(server.address, home)
+    try:
+        run_line(child, "ls --tenant acme", "tab-completed")  # the shell learns the names it is shown
+        child.send("ins\t")
+        child.expect_exact("inspect")
+        child.send(" ac\t")
+        child.expect_exact("acme")
+        child.send(" tab-\t")
+        child.expect_exact("tab-completed")
+        run_line(child, "", "acme/tab-completed  shard 0", "state: greet")
+        child.sendline("quit")
+        assert exit_status(child) == 0
+    finally:
+        child.close(force=True)
