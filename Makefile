@@ -2,7 +2,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install dev serve test lint proto bench clean
+.PHONY: install dev serve test test-fast lint proto bench clean
 
 # `make serve` needs only what Confab runs on; `make test` adds the development tools.
 install: $(VENV)/.installed
@@ -24,6 +24,10 @@ serve: install
 test: dev lint
 	$(PY) -m confab.tools.codegen --check
 	$(PY) -m pytest -q
+
+# The unit tests alone (no server, actor system or other process): seconds, not minutes.
+test-fast: dev
+	$(PY) -m pytest -q -m "not integration"
 
 lint: dev
 	$(VENV)/bin/ruff check .

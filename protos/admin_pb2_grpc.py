@@ -90,7 +90,7 @@ class AdminServicer:
     """Missing associated documentation comment in .proto file."""
 
     def GetCluster(self, request, context):
-        """The shards, the store and the version.
+        """The shards, the store and the version. Operator only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,13 +105,15 @@ class AdminServicer:
 
     def InspectConversation(self, request, context):
         """One conversation, live from its shard: state, mailbox, webhook in flight, last turns.
+        NOT_FOUND if it was never created.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def TailEvents(self, request, context):
-        """What happens now: turns, transitions, handoffs, errors, activations and passivations.
+        """What happens now: turns, transitions, handoffs, errors, activations and passivations,
+        until the client cancels. A tail that falls behind loses its oldest events.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -119,38 +121,44 @@ class AdminServicer:
 
     def ResetConversation(self, request, context):
         """Actions on one conversation. Each is ordered with the conversation's messages.
+        Start it over on its flow (NOT_FOUND if it was never created).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ForceState(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Put it in a state of its flow (an unknown state is INVALID_ARGUMENT).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResumeConversation(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Hand a conversation that was handed to a person back to its flow.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PassivateConversation(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Store it and stop its actor (ok false when it is not resident or has work waiting).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReloadFlows(self, request, context):
-        """Actions on the whole runtime.
+        """Actions on the whole runtime. Operator only.
+        Every shard loads the flow files again; running conversations keep their version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RestartShard(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Replace one shard process; its conversations come back from the store.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

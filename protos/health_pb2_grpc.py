@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class HealthStub:
-    """Health check service
+    """Health check service. Open to every caller (no credentials) and never limited, like the
+    standard grpc.health.v1.Health served beside it from the same report. The server is
+    HEALTH_NOT_SERVING while a shard is unresponsive, the store fails, the supervisor is being
+    replaced or the server drains; it turns HEALTH_SERVING again by itself.
     """
 
     def __init__(self, channel):
@@ -53,7 +56,10 @@ class HealthStub:
 
 
 class HealthServicer:
-    """Health check service
+    """Health check service. Open to every caller (no credentials) and never limited, like the
+    standard grpc.health.v1.Health served beside it from the same report. The server is
+    HEALTH_NOT_SERVING while a shard is unresponsive, the store fails, the supervisor is being
+    replaced or the server drains; it turns HEALTH_SERVING again by itself.
     """
 
     def Check(self, request, context):
@@ -64,14 +70,14 @@ class HealthServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
-        """Watch health status changes
+        """Watch health status changes: the current status, then each change, until cancelled.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetDetailedHealth(self, request, context):
-        """Get detailed health information
+        """Get detailed health information, every shard asked afresh (waiting a second at most).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,7 +110,10 @@ def add_HealthServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Health:
-    """Health check service
+    """Health check service. Open to every caller (no credentials) and never limited, like the
+    standard grpc.health.v1.Health served beside it from the same report. The server is
+    HEALTH_NOT_SERVING while a shard is unresponsive, the store fails, the supervisor is being
+    replaced or the server drains; it turns HEALTH_SERVING again by itself.
     """
 
     @staticmethod

@@ -78,49 +78,57 @@ class MCPEngineServicer:
     """
 
     def ProcessMessage(self, request, context):
-        """Process a conversation message
+        """Process a conversation message: one turn of the conversation's flow. Messages to one
+        conversation are applied one at a time, in arrival order; the reply is sent once the turn
+        is stored. The first message creates the conversation. `metadata.request_id` is an
+        idempotency key (a repeat within engine.idempotency_window_s gets the first reply).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetConversationState(self, request, context):
-        """Get conversation state
+        """Get conversation state. NOT_FOUND (reason CONVERSATION_NOT_FOUND) if it was never created.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResetConversation(self, request, context):
-        """Reset conversation
+        """Reset conversation: it starts over on its flow, ordered with its messages. NOT_FOUND if it
+        was never created.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StreamConversation(self, request_iterator, context):
-        """Stream conversation events (bi-directional)
+        """Stream conversation events (bi-directional): a stream bound to one conversation by its first
+        request (init); messages may be pipelined; answers come in request order. docs/streaming.md.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def BatchProcessMessages(self, request, context):
-        """Batch process multiple messages
+        """Batch process multiple messages: responses[i] answers messages[i], and an item that fails,
+        fails alone (in its own status). At most server.max_batch_messages (1000) items.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def HealthCheck(self, request, context):
-        """Health check
+        """Health check of the engine (needs a credential when authentication is on; probes without
+        one use grpc.health.v1.Health or mcp.health.v2.Health). Never rate- or concurrency-limited.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetMetrics(self, request, context):
-        """Get service metrics
+        """Get service metrics: the calls served and the engine's live figures, for the whole server.
+        The metric names are listed in grpc_edge/metrics_service.py.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

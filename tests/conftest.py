@@ -1,8 +1,21 @@
+"""Shared fixtures, and the rule that keeps ``make test-fast`` fast.
+
+A test that starts a server, an actor system or any other process is an *integration*
+test and says so with ``@pytest.mark.integration`` (or a module's ``pytestmark``);
+``make test-fast`` (``pytest -m "not integration"``) leaves those out. The rule is
+enforced, not just hoped for: while an unmarked test (or a fixture it asks for) is set
+up or runs, starting a process fails that test, so a server fixture cannot slip into
+the fast subset unnoticed.
+"""
+
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,6 +23,53 @@ from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 
 from .hosts import Hosts, unavailable_reason
 from .support import ServerProcess, wait_until_gone
+
+INTEGRATION = "integration"
+
+# The test being set up or run now, while it is not marked integration; None otherwise.
+_unmarked_test: pytest.Item | None = None
+
+
+def _refusing(name: str, start: Callable[..., Any]) -> Callable[..., Any]:
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if _unmarked_test is not None:
+            raise AssertionError(
+                f"{_unmarked_test.nodeid} starts a process ({name}): mark it @pytest.mark.{INTEGRATION}"
+            )
+        return start(*args, **kwargs)
+
+    return guarded
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every way a test could start a process goes through one of these: subprocess (and so
+    # pexpect's spawn via its fork), multiprocessing and Thespian (os.fork), ptys (os.forkpty).
+    subprocess.Popen._execute_child = _refusing(  # type: ignore[attr-defined]
+        "subprocess",
+        subprocess.Popen._execute_child,  # type: ignore[attr-defined]
+    )
+    os.fork = _refusing("os.fork", os.fork)
+    os.forkpty = _refusing("os.forkpty", os.forkpty)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    yield from _watching(item)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    yield from _watching(item)
+
+
+def _watching(item: pytest.Item) -> Iterator[None]:
+    # Teardown is not watched: stopping a shared server may fall to whichever test ran last.
+    global _unmarked_test
+    _unmarked_test = None if item.get_closest_marker(INTEGRATION) else item
+    try:
+        yield
+    finally:
+        _unmarked_test = None
 
 
 @pytest.fixture(scope="session")

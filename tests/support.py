@@ -1,4 +1,5 @@
-"""A real ``confab serve`` process for tests, and the means to find every process it started.
+"""A real ``confab serve`` process for tests, the means to find every process it started,
+and the one way tests run the ``confab`` command (to its end, or in a pseudo-terminal).
 
 Each server runs with a unique ``CONFAB_TEST_RUN`` environment variable, inherited
 by every process Thespian forks (even the Admin, which detaches into its own
@@ -11,6 +12,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,13 +21,86 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import grpc
+import pexpect
 import psutil
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
+from confab.runtime.flows.catalog import load_flows
+from confab.runtime.flows.dialogues import conversation_for_variants
 from confab.tools.price_service import PriceService
 
 SERVING_LINE = re.compile(r"serving on (\S+):(\d+)")
+EXPECT_TIMEOUT_S = 15  # for any one expected piece of a terminal program's output
+
+
+# The confab command ------------------------------------------------------------------
+
+
+def confab_argv(*args: str) -> list[str]:
+    """``confab ARGS`` as this test run's interpreter runs it (no installed script needed)."""
+    return [sys.executable, "-m", "confab.tools.cli", *args]
+
+
+def serve_args(*args: str, data_dir: Path | str, listen: str = "127.0.0.1:0") -> list[str]:
+    """The arguments of ``confab serve`` on ``listen`` with its store in ``data_dir``, then ``args``."""
+    return ["serve", "--listen", listen, "--data-dir", str(data_dir), *args]
+
+
+def run_confab(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``confab ARGS`` to its end; its output as text. ``env`` adds to os.environ."""
+    return subprocess.run(
+        confab_argv(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def spawn_confab(
+    *args: str, env: Mapping[str, str] | None = None, dimensions: tuple[int, int] = (40, 200)
+) -> pexpect.spawn[str]:
+    """``confab ARGS`` in a pseudo-terminal, as a person would run it; wide, so no line wraps."""
+    program, *argv = confab_argv(*args)
+    return pexpect.spawn(
+        program,
+        argv,
+        encoding="utf-8",
+        timeout=EXPECT_TIMEOUT_S,
+        dimensions=dimensions,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def type_line(child: pexpect.spawn[str], line: str, *expected: str, prompt: str) -> str:
+    """Type ``line``; expect each of ``expected`` in order, then ``prompt``; return what came last."""
+    child.sendline(line)
+    for text in expected:
+        child.expect_exact(text)
+    child.expect_exact(prompt)
+    return str(child.before)
+
+
+def exit_status(child: pexpect.spawn[str]) -> int | None:
+    """Wait for the program in ``child`` to end; its exit status."""
+    child.expect(pexpect.EOF)
+    child.close()
+    return child.exitstatus
+
+
+# Servers -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a server a test restarts where clients expect it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def processes_marked(marker: str) -> list[psutil.Process]:
@@ -92,21 +167,17 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "confab.tools.cli",
-                    "serve",
-                    "--listen",
-                    self.listen,
-                    "--data-dir",
-                    str(self.data_dir),
-                    "--shards",
-                    str(self.shards),
-                    "--log-level",
-                    self.log_level,
-                    *self.extra,
-                ],
+                confab_argv(
+                    *serve_args(
+                        "--shards",
+                        str(self.shards),
+                        "--log-level",
+                        self.log_level,
+                        *self.extra,
+                        data_dir=self.data_dir,
+                        listen=self.listen,
+                    )
+                ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -164,6 +235,22 @@ class ServerProcess:
             process.kill()  # a leak: the test that owns this server will fail on it
 
 
+def status_details(error: grpc.RpcError) -> tuple[str, list[str]]:
+    """The ErrorInfo reason of a failed call, and the fields its BadRequest names."""
+    status = rpc_status.from_call(error)
+    reason, fields = "", []
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields += [v.field for v in bad.field_violations]
+    return reason, fields
+
+
 def message(
     conversation_id: str, text: str, *, tenant: str = "acme", user: str = "user-1"
 ) -> pb.ProcessMessageRequest:
@@ -202,6 +289,14 @@ def pizza_server(directory: Path, *, timeout_s: float = 3.0) -> Iterator[tuple[S
     finally:
         server.stop()
         prices.stop()
+
+
+def plain_greeting_id(prefix: str) -> str:
+    """A conversation id that the pizza flow's greeting experiment puts in the plain variant
+    (the variant follows from a hash of tenant and conversation id)."""
+    flows, _ = load_flows()
+    pizza_flow = next(f for f in flows if f.flow_id == "pizza")
+    return conversation_for_variants(pizza_flow, "acme", {"greeting": "plain"}, prefix).conversation_id
 
 
 def pizza(conversation: str, text: str = "", payload: str = "") -> pb.ProcessMessageRequest:

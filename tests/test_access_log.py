@@ -377,6 +377,7 @@ def logged_run(tmp_path_factory: pytest.TempPathFactory) -> LoggedRun:
     return LoggedRun(server.output, secret, calls)
 
 
+@pytest.mark.integration
 def test_one_json_access_line_per_rpc_with_every_field(logged_run: LoggedRun) -> None:
     lines = logged_run.access_lines()
     assert [(e["method"], e["code"]) for e in lines] == [(m, c) for m, c, _ in logged_run.calls]
@@ -398,6 +399,22 @@ def test_one_json_access_line_per_rpc_with_every_field(logged_run: LoggedRun) ->
     assert len(others) == 1 and "serving on" in others[0]
 
 
+@pytest.mark.integration
 def test_message_text_never_appears_in_the_logs(logged_run: LoggedRun) -> None:
     assert logged_run.secret not in "".join(logged_run.output)
     assert all("text" not in entry for entry in logged_run.access_lines())
+
+
+@pytest.mark.integration
+def test_a_stream_s_access_line_names_its_tenant_and_conversation(logged_run: LoggedRun) -> None:
+    streams = [e for e in logged_run.access_lines() if e["method"] == ENGINE + "StreamConversation"]
+    (stream,) = streams
+    processed = next(e for e in logged_run.access_lines() if e["method"] == ENGINE + "ProcessMessage")
+    assert stream["tenant"] == "acme" and stream["conversation"] == processed["conversation"] != ""
+
+
+@pytest.mark.integration
+def test_thespian_s_start_up_line_stays_out_of_the_log(logged_run: LoggedRun) -> None:
+    # The server logs at INFO: Thespian's "++++ Actor System gen ... started" would show at INFO.
+    lines = logged_run.json_lines()
+    assert lines and not [e for e in lines if "Actor System" in e["msg"] or e["logger"] == "root"]

@@ -19,6 +19,8 @@ from confab.tools.price_service import PriceService
 
 from .support import ServerProcess, message, pizza, pizza_server
 
+pytestmark = pytest.mark.integration  # every test here starts a server or a process
+
 ADMIN_KEY, PLAIN_KEY = "admin-key-for-tests-0123456789", "plain-key-for-tests-0123456789"
 
 

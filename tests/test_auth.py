@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import io
 import json
-import subprocess
 import sys
 import time
 import uuid
@@ -47,7 +46,7 @@ from confab.runtime.config import ConfigError, load_config
 from confab.runtime.errors import PermissionDenied, Unauthenticated
 from confab.tools import cli
 
-from .support import ServerProcess, message, state_request
+from .support import ServerProcess, message, run_confab, serve_args, state_request
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "confab-test"
@@ -173,6 +172,7 @@ def unauthenticated(stub: pb_grpc.MCPEngineStub, metadata: Metadata | None) -> s
 # Authentication -------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_every_engine_rpc_needs_credentials(auth_server: AuthServer) -> None:
     stub = auth_server.stub
     calls = [
@@ -194,6 +194,7 @@ def test_every_engine_rpc_needs_credentials(auth_server: AuthServer) -> None:
         assert "credentials required" in (error.details() or "")
 
 
+@pytest.mark.integration
 def test_wrong_or_malformed_credentials_are_unauthenticated(auth_server: AuthServer) -> None:
     stub = auth_server.stub
     assert "invalid API key" in unauthenticated(stub, api_key("cfb_not-a-key"))
@@ -203,6 +204,7 @@ def test_wrong_or_malformed_credentials_are_unauthenticated(auth_server: AuthSer
     assert "exactly one" in unauthenticated(stub, [*api_key(KEY_A), *bearer(token())])
 
 
+@pytest.mark.integration
 def test_valid_api_key_works_and_metrics_need_any_tenant(auth_server: AuthServer) -> None:
     stub = auth_server.stub
     reply = stub.ProcessMessage(message(new_id(), "hello", tenant="tenant-a"), metadata=api_key(KEY_A))
@@ -217,6 +219,7 @@ def test_valid_api_key_works_and_metrics_need_any_tenant(auth_server: AuthServer
     assert stub.HealthCheck(empty_pb2.Empty(), metadata=api_key(KEY_B)).status == common.HEALTH_SERVING
 
 
+@pytest.mark.integration
 def test_jwt_hs256(auth_server: AuthServer) -> None:
     stub = auth_server.stub
     reply = stub.ProcessMessage(message(new_id(), "hi", tenant="tenant-a"), metadata=bearer(token()))
@@ -239,6 +242,7 @@ def test_jwt_hs256(auth_server: AuthServer) -> None:
         assert expected in unauthenticated(stub, bearer(bad)), expected
 
 
+@pytest.mark.integration
 def test_jwt_rs256_and_es256(auth_server: AuthServer) -> None:
     stub = auth_server.stub
     for key, algorithm in ((auth_server.rsa_key, "RS256"), (auth_server.ec_key, "ES256")):
@@ -273,6 +277,7 @@ def hs256_by_hand(secret: bytes) -> str:
     return f"{signing_input}.{b64(signature)}"
 
 
+@pytest.mark.integration
 def test_health_and_reflection_are_open(auth_server: AuthServer) -> None:
     channel = auth_server.channel
     standard = std_health_pb2_grpc.HealthStub(channel)
@@ -293,6 +298,7 @@ def test_health_and_reflection_are_open(auth_server: AuthServer) -> None:
 # Tenant isolation ---------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_one_tenant_cannot_touch_another_tenants_conversation(auth_server: AuthServer) -> None:
     stub = auth_server.stub
     conversation = new_id()
@@ -452,6 +458,7 @@ def test_bad_auth_config_is_refused(tmp_path: Path, auth: dict[str, Any], compla
         load_config(write_config(tmp_path, auth))
 
 
+@pytest.mark.integration
 def test_unloadable_key_file_stops_the_server_before_it_starts(tmp_path: Path) -> None:
     config = write_config(
         tmp_path,
@@ -464,23 +471,7 @@ def test_unloadable_key_file_stops_the_server_before_it_starts(tmp_path: Path) -
             },
         },
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "confab.tools.cli",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--config",
-            str(config),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_confab(*serve_args("--config", str(config), data_dir=tmp_path / "data"))
     assert result.returncode == 1
     assert "missing.pem" in result.stderr
     assert not (tmp_path / "data").exists()  # nothing was started
@@ -517,5 +508,6 @@ def test_keys_hash_from_argument_or_stdin(
     assert capsys.readouterr().out.strip() == hash_api_key(KEY_B)
 
 
+@pytest.mark.integration
 def test_auth_off_warns_at_start(server: ServerProcess) -> None:
     assert any("WARNING" in line and "authentication is off" in line for line in server.output)

@@ -18,6 +18,8 @@ from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 
 from .support import ServerProcess, message, state_request
 
+pytestmark = pytest.mark.integration  # every test here starts a server or a process
+
 ENGINE = "/mcp.engine.v2.MCPEngine/"
 UNARY_METHODS = [
     ENGINE + "ProcessMessage",

@@ -28,6 +28,8 @@ from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 
 from .support import ServerProcess, message
 
+pytestmark = pytest.mark.integration  # every test here starts a server or a process
+
 KEY = "storm-key-for-tests-0123456789abcdef"
 CREDENTIALS = (("x-api-key", KEY),)
 ROUNDS = 200

@@ -3,60 +3,40 @@
 from __future__ import annotations
 
 import re
-import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
 
-from confab.runtime.flows.catalog import load_flows
-from confab.runtime.flows.dialogues import conversation_for_variants
 from confab.tools.price_service import PriceService
 
-from .support import ServerProcess, price_webhook_config
+from .support import (
+    ServerProcess,
+    exit_status,
+    free_port,
+    plain_greeting_id,
+    price_webhook_config,
+    spawn_confab,
+    type_line,
+)
+
+pytestmark = pytest.mark.integration  # every test here starts a server or a process
 
 PROMPT = "you> "
-TIMEOUT = 15  # seconds for any one expected line; a turn takes milliseconds
 
 
-def plain_greeting_id(prefix: str) -> str:
-    """A conversation id that the pizza flow's greeting experiment puts in the plain variant
-    (the variant follows from a hash of tenant and conversation id)."""
-    flows, _ = load_flows()
-    pizza = next(f for f in flows if f.flow_id == "pizza")
-    return conversation_for_variants(pizza, "acme", {"greeting": "plain"}, prefix).conversation_id
-
-
-def spawn_chat(address: str, conversation: str, *extra: str) -> pexpect.spawn:
-    args = ["-m", "confab.tools.cli", "chat", "--target", address, "--tenant", "acme"]
-    args += ["--conversation", conversation, "--flow", "pizza", *extra]
-    child = pexpect.spawn(
-        sys.executable,
-        args,
-        encoding="utf-8",
-        timeout=TIMEOUT,
-        dimensions=(40, 200),  # wide: no line of the transcript wraps
-    )
+def spawn_chat(address: str, conversation: str, *extra: str) -> pexpect.spawn[str]:
+    args = ["chat", "--target", address, "--tenant", "acme", "--conversation", conversation]
+    child = spawn_confab(*args, "--flow", "pizza", *extra)
     child.expect(f"connected to {re.escape(address)}; conversation {conversation}")
     child.expect_exact(PROMPT)
     return child
 
 
-def say(child: pexpect.spawn, line: str, *expected: str) -> str:
+def say(child: pexpect.spawn[str], line: str, *expected: str) -> str:
     """Type ``line``; expect each of ``expected`` in order, then the prompt; return what came."""
-    child.sendline(line)
-    for text in expected:
-        child.expect_exact(text)
-    child.expect_exact(PROMPT)
-    return str(child.before)
-
-
-def finish(child: pexpect.spawn) -> int | None:
-    child.expect(pexpect.EOF)
-    child.close()
-    return child.exitstatus
+    return type_line(child, line, *expected, prompt=PROMPT)
 
 
 def server_config(path: Path, prices: PriceService) -> Path:
@@ -113,7 +93,7 @@ def test_pizza_dialogue(server: ServerProcess) -> None:
         say(child, "/state", "-- state ordered | flow pizza@", "| 4 messages |")
         say(child, "/help", "/reset", "/quit")
         child.sendline("/quit")
-        assert finish(child) == 0
+        assert exit_status(child) == 0
     finally:
         child.close(force=True)
 
@@ -135,15 +115,9 @@ def test_handoff_reset_and_ctrl_c(server: ServerProcess) -> None:
         say(child, "7", "[1] Order a pizza", "-- state: (new) -> greet")
         say(child, "/nonsense", "unknown command /nonsense")
         child.sendintr()
-        assert finish(child) == 0
+        assert exit_status(child) == 0
     finally:
         child.close(force=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_reconnects_and_resumes_the_conversation(tmp_path: Path, prices: PriceService) -> None:
@@ -179,7 +153,7 @@ def test_reconnects_and_resumes_the_conversation(tmp_path: Path, prices: PriceSe
         say(child, "/state", "-- state confirm", "| 3 messages |", "slots: quantity=2 size=large")
         say(child, "1", "on its way", "-- state: confirm -> ordered")
         child.sendeof()
-        assert finish(child) == 0
+        assert exit_status(child) == 0
     finally:
         child.close(force=True)
         first.stop()

@@ -172,6 +172,7 @@ def test_a_result_survives_its_json() -> None:
     assert LoadResult.from_json(json.loads(json.dumps(result.to_json()))) == result
 
 
+@pytest.mark.integration
 def test_the_command_line_loads_a_server_and_writes_counts_the_server_agrees_with(
     server: ServerProcess, tmp_path: Path
 ) -> None:

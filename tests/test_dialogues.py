@@ -224,6 +224,7 @@ def priced_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Se
         yield running
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("path", list(dialogue_files([DIALOGUES])), ids=lambda p: p.stem)
 def test_bundled_dialogues_through_the_real_server(
     priced_server: tuple[ServerProcess, PriceService], path: Path
@@ -235,6 +236,7 @@ def test_bundled_dialogues_through_the_real_server(
     assert any(r.passed for r in results)
 
 
+@pytest.mark.integration
 def test_a_slow_webhook_holds_its_conversation_only(
     priced_server: tuple[ServerProcess, PriceService],
 ) -> None:
@@ -260,6 +262,7 @@ def test_a_slow_webhook_holds_its_conversation_only(
     assert second.conversation_state.message_count == first.conversation_state.message_count + 1
 
 
+@pytest.mark.integration
 def test_a_failing_or_timed_out_webhook_takes_the_failure_route(
     priced_server: tuple[ServerProcess, PriceService],
 ) -> None:
@@ -281,6 +284,7 @@ def test_a_failing_or_timed_out_webhook_takes_the_failure_route(
         assert "error" in reply.conversation_state.variables["quote"]
 
 
+@pytest.mark.integration
 def test_sighup_reloads_flows_without_dropping_traffic(tmp_path: Path) -> None:
     flows = tmp_path / "flows"
     flows.mkdir()

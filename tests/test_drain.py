@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2 as std_health_pb2
 from grpc_health.v1 import health_pb2_grpc as std_health_pb2_grpc
 
@@ -20,6 +21,8 @@ from confab.protos import mcp_engine_pb2 as pb
 from confab.tools.price_service import PriceService
 
 from .support import ServerProcess, pizza, price_webhook_config, processes_marked, wait_until_gone
+
+pytestmark = pytest.mark.integration  # every test here starts a server or a process
 
 
 def requests(

@@ -19,7 +19,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -42,7 +41,9 @@ from confab.runtime.model import ConversationKey
 from confab.runtime.store import ConversationWrite, TurnRecord
 from confab.runtime.store.sqlite import SqliteStore
 
-from .support import ServerProcess, message, processes_marked, state_request
+from .support import ServerProcess, message, processes_marked, run_confab, serve_args, state_request
+
+pytestmark = pytest.mark.integration  # every test here starts a server or a process
 
 EXIT_AFTER_COMMIT = "CONFAB_TEST_EXIT_AFTER_COMMIT"
 
@@ -275,21 +276,7 @@ def test_a_full_disk_fails_writes_clearly_and_health_names_the_store_until_space
 
 
 def serve_once(data_dir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "confab.tools.cli",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            str(data_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return run_confab(*serve_args(data_dir=data_dir))
 
 
 def test_a_store_that_is_not_a_database_stops_the_start(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from .host_server import HostServer
 from .hosts import Hosts, link_names, namespace_names, unavailable_reason
 
 UNAVAILABLE = unavailable_reason()
-pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))]
 
 MakeHosts = Callable[[int], Hosts]
 PORT = 7000

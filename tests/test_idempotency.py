@@ -19,6 +19,8 @@ from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 
 from .support import ServerProcess, message, state_request
 
+pytestmark = pytest.mark.integration  # every test here starts a server or a process
+
 # What the README tells clients to use: retry UNAVAILABLE and DEADLINE_EXCEEDED, keys on every message.
 RETRY_SERVICE_CONFIG = {
     "methodConfig": [

@@ -9,10 +9,13 @@ import time
 
 import grpc
 import psutil
+import pytest
 
 from confab.protos import health_pb2, health_pb2_grpc
 
 from .support import ServerProcess, message, processes_marked, state_request, wait_until_gone
+
+pytestmark = pytest.mark.integration  # every test here starts a server or a process
 
 
 def shard_pids(server: ServerProcess) -> list[int]:

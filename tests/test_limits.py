@@ -296,6 +296,7 @@ def stub(limited: ServerProcess) -> Iterator[pb_grpc.MCPEngineStub]:
         yield pb_grpc.MCPEngineStub(channel)
 
 
+@pytest.mark.integration
 def test_text_and_payload_lengths_are_limited_and_name_the_field(stub: pb_grpc.MCPEngineStub) -> None:
     conversation = new_id()
     too_long = [({"text": "x" * 101}, "content.text"), ({"payload": "p" * 201}, "content.payload")]
@@ -313,6 +314,7 @@ def test_text_and_payload_lengths_are_limited_and_name_the_field(stub: pb_grpc.M
     assert message_count(stub, conversation) == 1
 
 
+@pytest.mark.integration
 def test_length_limits_apply_to_batch_items_and_stream_messages(stub: pb_grpc.MCPEngineStub) -> None:
     conversation = new_id()
     batch = stub.BatchProcessMessages(
@@ -341,6 +343,7 @@ def test_length_limits_apply_to_batch_items_and_stream_messages(stub: pb_grpc.MC
     assert message_count(stub, conversation, "acme-lengths") == 2
 
 
+@pytest.mark.integration
 def test_oversized_message_is_resource_exhausted_and_the_server_keeps_serving(
     stub: pb_grpc.MCPEngineStub,
 ) -> None:
@@ -351,6 +354,7 @@ def test_oversized_message_is_resource_exhausted_and_the_server_keeps_serving(
     assert stub.ProcessMessage(message(conversation, "small")).conversation_state.message_count == 1
 
 
+@pytest.mark.integration
 def test_too_many_calls_in_flight_are_rejected_and_change_nothing(stub: pb_grpc.MCPEngineStub) -> None:
     rejected = 0
     for _ in range(5):  # a burst nearly always overlaps; a few rounds make it certain
@@ -374,6 +378,7 @@ def test_too_many_calls_in_flight_are_rejected_and_change_nothing(stub: pb_grpc.
     assert rejected
 
 
+@pytest.mark.integration
 def test_streams_over_the_cap_are_rejected_until_one_closes(limited: ServerProcess) -> None:
     with limited.channel() as channel:
         stub = pb_grpc.MCPEngineStub(channel)
@@ -398,6 +403,7 @@ def test_streams_over_the_cap_are_rejected_until_one_closes(limited: ServerProce
         assert list(open_streams[1]) == []
 
 
+@pytest.mark.integration
 def test_tenant_rate_limit_per_message_unary(stub: pb_grpc.MCPEngineStub) -> None:
     conversation, tenant = new_id(), f"rate-{uuid.uuid4().hex[:8]}"
     ok = 0
@@ -416,6 +422,7 @@ def test_tenant_rate_limit_per_message_unary(stub: pb_grpc.MCPEngineStub) -> Non
     assert stub.ProcessMessage(message(new_id(), "hi", tenant=other)).status.success
 
 
+@pytest.mark.integration
 def test_tenant_rate_limit_rejects_a_batch_that_does_not_fit_whole(stub: pb_grpc.MCPEngineStub) -> None:
     conversation, tenant = new_id(), f"rate-{uuid.uuid4().hex[:8]}"
 
@@ -439,6 +446,7 @@ def test_tenant_rate_limit_rejects_a_batch_that_does_not_fit_whole(stub: pb_grpc
     assert message_count(stub, conversation, tenant) == 8  # nothing of the rejected batch ran
 
 
+@pytest.mark.integration
 def test_tenant_rate_limit_in_a_stream_is_a_recoverable_error(stub: pb_grpc.MCPEngineStub) -> None:
     conversation, tenant = new_id(), f"rate-{uuid.uuid4().hex[:8]}"
     requests = [
@@ -460,6 +468,7 @@ def test_tenant_rate_limit_in_a_stream_is_a_recoverable_error(stub: pb_grpc.MCPE
 # Deadlines ---------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_a_request_whose_deadline_passes_while_it_waits_for_its_conversation_is_never_run(
     tmp_path: Path,
 ) -> None:

@@ -10,9 +10,12 @@ import uuid
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .support import SERVING_LINE, wait_until_gone
+from .support import SERVING_LINE, confab_argv, serve_args, wait_until_gone
+
+pytestmark = pytest.mark.integration  # every test here starts a server or a process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -81,18 +84,7 @@ def test_pip_install_then_serve(tmp_path: Path) -> None:
     ).stdout
     assert where.startswith(str(target)), where  # the installed copy, not this checkout
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "confab.tools.cli",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            "data",
-            "--shards",
-            "1",
-        ],
+        confab_argv(*serve_args("--shards", "1", data_dir="data")),
         cwd=workdir,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

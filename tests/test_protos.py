@@ -17,6 +17,7 @@ MCP_ENGINE_METHODS = {
 }
 
 
+@pytest.mark.integration
 def test_generated_code_is_current() -> None:
     stale = codegen.stale_files(codegen.DEFAULT_PROTO_DIR)
     assert stale == [], f"stale generated files (run `make proto`): {stale}"

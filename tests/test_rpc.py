@@ -22,6 +22,8 @@ from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 
 from .support import ServerProcess, message, state_request
 
+pytestmark = pytest.mark.integration  # every test here starts a server or a process
+
 
 def new_id() -> str:
     return f"conv-{uuid.uuid4().hex[:12]}"
@@ -370,7 +372,7 @@ def test_standard_and_v2_health(server: ServerProcess) -> None:
         )
         assert detailed.status == common.HEALTH_SERVING
         names = [d.name for d in detailed.dependencies]
-        assert names == ["actor_system", "shard-0", "shard-1", "store"]
+        assert names == ["actor_system", "shard-0", "shard-1", "store", "cluster"]
         assert all(d.status == common.HEALTH_SERVING and d.last_check.seconds for d in detailed.dependencies)
         usage = detailed.resource_usage
         assert usage.memory_used_bytes > 10_000_000 and usage.memory_total_bytes > usage.memory_used_bytes

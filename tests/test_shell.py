@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +14,15 @@ import pytest
 
 from confab.protos import admin_pb2 as admin
 from confab.protos import admin_pb2_grpc as admin_grpc
+from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 
-from .support import ServerProcess, pizza, pizza_server
+from .support import ServerProcess, exit_status, pizza, pizza_server, run_confab, spawn_confab, type_line
+
+pytestmark = pytest.mark.integration  # every test here starts a server or a process
 
 # prompt_toolkit draws "confab> " as "confab>" and a cursor move, so the space is not in the output.
 PROMPT = "confab>"
-TIMEOUT = 15  # seconds for any one expected line; a command takes milliseconds
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +44,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def shell_c(address: str, command: str, *extra: str, home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "confab.tools.cli", "shell", "--target", address, *extra, "-c", command],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "HOME": str(home)},
-    )
+    return run_confab("shell", "--target", address, *extra, "-c", command, env={"HOME": str(home)})
 
 
 def ls_works(address: str) -> bool:
@@ -118,33 +112,23 @@ def test_errors_exit_with_their_status(server: ServerProcess, home: Path) -> Non
     assert shell_c("127.0.0.1:1", "shards", home=home).returncode == 3
 
 
-def spawn_shell(address: str, home: Path) -> pexpect.spawn:
+def spawn_shell(address: str, home: Path) -> pexpect.spawn[str]:
     env = {
-        **os.environ,
         "HOME": str(home),
         "TERM": "xterm",
         # pexpect answers no cursor-position request; without this prompt_toolkit waits and warns.
         "PROMPT_TOOLKIT_NO_CPR": "1",
     }
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "confab.tools.cli", "shell", "--target", address],
-        encoding="utf-8",
-        timeout=TIMEOUT,
-        dimensions=(50, 220),  # wide: no table row wraps
-        env=env,
-    )
+    # Wide: no table row wraps.
+    child = spawn_confab("shell", "--target", address, env=env, dimensions=(50, 220))
     child.expect_exact(f"confab shell on {address}")
     child.expect_exact(PROMPT)
     return child
 
 
-def run_line(child: pexpect.spawn, line: str, *expected: str) -> None:
+def run_line(child: pexpect.spawn[str], line: str, *expected: str) -> None:
     """Type ``line``; expect each of ``expected`` in order, then the prompt again."""
-    child.sendline(line)
-    for text in expected:
-        child.expect_exact(text)
-    child.expect_exact(PROMPT)
+    type_line(child, line, *expected, prompt=PROMPT)
 
 
 def test_interactive_shell(server: ServerProcess, engine: pb_grpc.MCPEngineStub, home: Path) -> None:
@@ -170,8 +154,7 @@ def test_interactive_shell(server: ServerProcess, engine: pb_grpc.MCPEngineStub,
         run_line(child, "ls --tenant acme", "TENANT  CONVERSATION", "shell-pty")
         child.sendline("tail --tenant acme")
         child.expect_exact("-- following events")
-        # The line is printed before the server has registered the tail; give it that moment.
-        time.sleep(0.5)
+        tail_started(engine)  # the line is printed before the call reaches the server
         engine.ProcessMessage(pizza("shell-pty", "2 large"))
         child.expect_exact("turn")
         child.expect_exact("acme/shell-pty")
@@ -180,8 +163,88 @@ def test_interactive_shell(server: ServerProcess, engine: pb_grpc.MCPEngineStub,
         child.expect_exact(PROMPT)
         run_line(child, "shards", "HEALTHY")  # the shell goes on after the tail
         child.sendline("quit")
-        child.expect(pexpect.EOF)
-        child.close()
-        assert child.exitstatus == 0
+        assert exit_status(child) == 0
+    finally:
+        child.close(force=True)
+
+
+def tail_started(engine: pb_grpc.MCPEngineStub) -> None:
+    """Return once the server serves a call besides the one asking: the tail a test just started
+    (tests here run one at a time, so nothing else is in flight)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        in_flight = engine.GetMetrics(pb.GetMetricsRequest(metric_names=["rpc.in_flight"])).metrics[0]
+        if in_flight.points and in_flight.points[0].value >= 2:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the tail never reached the server")
+
+
+def follow(
+    address: str, engine: pb_grpc.MCPEngineStub, home: Path, command: str, *extra: str
+) -> pexpect.spawn[str]:
+    """``confab shell -c "tail ..."`` in a terminal, once the server serves the tail."""
+    child = spawn_confab("shell", "--target", address, *extra, "-c", command, env={"HOME": str(home)})
+    tail_started(engine)
+    return child
+
+
+def test_json_answers_carry_integers_as_integers(
+    server: ServerProcess, engine: pb_grpc.MCPEngineStub, home: Path
+) -> None:
+    tail = follow(server.address, engine, home, "tail --conversation shell-types --type turn", "--json")
+    try:
+        engine.ProcessMessage(pizza("shell-types", "hi"))
+        tail.expect(r"\{.*\}\r\n")
+        event = json.loads(str(tail.after))
+        tail.sendintr()
+        assert exit_status(tail) == 0
+    finally:
+        tail.close(force=True)
+    assert event["type"] == "turn" and event["data"]["message_count"] == 1
+    assert type(event["data"]["message_count"]) is int  # not 1.0
+
+    shown = shell_c(server.address, "inspect acme shell-types --json", home=home)
+    (turn,) = json.loads(shown.stdout)["last_turns"]
+    assert turn["seq"] == 1 and type(turn["seq"]) is int  # not "1"
+    assert turn["duration_ms"] == round(turn["duration_ms"], 3)
+    assert type(json.loads(shown.stdout)["state"]["message_count"]) is int
+
+
+def test_the_text_tail_writes_values_as_json(
+    server: ServerProcess, engine: pb_grpc.MCPEngineStub, home: Path
+) -> None:
+    tail = follow(server.address, engine, home, "tail --conversation shell-tail-text --type turn")
+    try:
+        tail.expect_exact("-- following events")
+        engine.ProcessMessage(pizza("shell-tail-text", "I want to order"))
+        tail.expect(r"turn .*\r\n")
+        line = str(tail.after)
+        tail.sendintr()
+        tail.expect_exact("-- tail stopped")
+        assert exit_status(tail) == 0
+    finally:
+        tail.close(force=True)
+    assert "acme/shell-tail-text" in line and 'intent="order"' in line and "message_count=1" in line
+    assert not any(f"{key}='" in line for key in ("input", "intent", "response"))  # no Python repr
+
+
+def test_tab_completes_commands_and_the_names_seen(
+    server: ServerProcess, engine: pb_grpc.MCPEngineStub, home: Path
+) -> None:
+    # A prefix no other conversation of this module's server has: Tab completes it at once.
+    engine.ProcessMessage(pizza("tab-completed", "hi"))
+    child = spawn_shell(server.address, home)
+    try:
+        run_line(child, "ls --tenant acme", "tab-completed")  # the shell learns the names it is shown
+        child.send("ins\t")
+        child.expect_exact("inspect")
+        child.send(" ac\t")
+        child.expect_exact("acme")
+        child.send(" tab-\t")
+        child.expect_exact("tab-completed")
+        run_line(child, "", "acme/tab-completed  shard 0", "state: greet")
+        child.sendline("quit")
+        assert exit_status(child) == 0
     finally:
         child.close(force=True)

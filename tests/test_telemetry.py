@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.request
 import uuid
@@ -30,20 +29,13 @@ from confab.runtime.protocol.records import Command, CommandBatch, CommandKind
 from confab.runtime.store import open_store
 from tests.shard_runner import hold_every_vshard, routed
 
-from .support import ServerProcess, message, state_request
+from .support import ServerProcess, free_port, message, state_request
 
 PROCESS = "/mcp.engine.v2.MCPEngine/ProcessMessage"
 GET_STATE = "/mcp.engine.v2.MCPEngine/GetConversationState"
 HEALTH = "grpc.health.v1.Health"
 # Every exporter off unless a test turns one on: the developer's own OTEL_* must not leak in.
 QUIET = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_SDK_DISABLED": "false"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -71,6 +63,7 @@ def metrics_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, int]]:
         process.stop()
 
 
+@pytest.mark.integration
 def test_prometheus_endpoint_serves_rpc_and_shard_metrics(metrics_server: tuple[ServerProcess, int]) -> None:
     server, port = metrics_server
     with server.channel() as channel:
@@ -129,6 +122,7 @@ def spans_of(directory: Path, trace_id: str) -> list[dict[str, Any]]:
     return found
 
 
+@pytest.mark.integration
 def test_one_trace_spans_the_edge_and_the_shard(tmp_path: Path) -> None:
     trace_dir = tmp_path / "spans"
     env = {**QUIET, "CONFAB_TRACE_DIR": str(trace_dir), "OTEL_PYTHON_GRPC_EXCLUDED_SERVICES": HEALTH}

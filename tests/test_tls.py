@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +22,9 @@ from grpc_health.v1 import health_pb2_grpc as std_health_pb2_grpc
 
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 
-from .support import ServerProcess, message
+from .support import ServerProcess, message, run_confab, serve_args
+
+pytestmark = pytest.mark.integration  # every test here starts a server or a process
 
 TIMEOUT_S = 5.0
 
@@ -219,22 +221,30 @@ def test_mtls_requires_a_client_certificate_signed_by_the_ca(mtls_server: Server
     assert fails(grpc.insecure_channel(mtls_server.address)) == grpc.StatusCode.UNAVAILABLE
 
 
-def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "confab.tools.cli", "serve", "--listen", "127.0.0.1:0", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+def run_serve(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return run_confab(*serve_args(*args, data_dir=data_dir))
 
 
 def test_bad_tls_settings_stop_the_server_at_start(pki: Pki, tmp_path: Path) -> None:
-    data = ["--data-dir", str(tmp_path / "data")]
+    data = tmp_path / "data"
     cert = pki.file("server.pem", pki.server.cert_pem)
-    alone = run_serve(*data, "--tls-cert", cert)
+    alone = run_serve("--tls-cert", cert, data_dir=data)
     assert alone.returncode == 2 and "go together" in alone.stderr
-    mismatched = run_serve(*data, "--tls-cert", cert, "--tls-key", pki.file("client.key", pki.client.key_pem))
+    client_key = pki.file("client.key", pki.client.key_pem)
+    mismatched = run_serve("--tls-cert", cert, "--tls-key", client_key, data_dir=data)
     assert mismatched.returncode == 1 and "is not the key of" in mismatched.stderr
-    missing = run_serve(*data, "--tls-cert", cert, "--tls-key", str(tmp_path / "none.key"))
+    missing = run_serve("--tls-cert", cert, "--tls-key", str(tmp_path / "none.key"), data_dir=data)
     assert missing.returncode == 1 and "none.key" in missing.stderr
     assert not (tmp_path / "data").exists()  # refused before any actor process started
+
+
+def test_the_command_line_clients_speak_tls_with_tls_ca(tls_server: ServerProcess, pki: Pki) -> None:
+    ca = pki.file("ca.pem", pki.ca.cert_pem)
+    health = run_confab("call", "--target", tls_server.address, "--tls-ca", ca, "grpc.health.v1.Health/Check")
+    assert health.returncode == 0, health.stderr
+    assert json.loads(health.stdout) == {"status": "SERVING"}
+    shards = run_confab("shell", "--target", tls_server.address, "--tls-ca", ca, "-c", "shards --json")
+    assert shards.returncode == 0 and json.loads(shards.stdout)["store"]["ok"]
+    untrusted = pki.file("rogue-ca.pem", pki.rogue_ca.cert_pem)
+    refused = run_confab("call", "--target", tls_server.address, "--tls-ca", untrusted, "Admin/GetCluster")
+    assert refused.returncode == 3 and "error: UNAVAILABLE" in refused.stderr  # gRPC logs the handshake too

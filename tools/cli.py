@@ -8,8 +8,10 @@
     confab price-service [--listen HOST:PORT] [--delay S] [--fail]
     confab flows validate PATH...  |  confab flows show NAME [--dir DIR ...] [--dot]
     confab flows test PATH... | confab flows replay --flow NAME --from STORE ...  (see tools/flows_cli.py)
-    confab chat --target HOST:PORT --tenant T [--conversation ID] [--flow NAME] ...  (see tools/chat.py)
-    confab shell [--target HOST:PORT] [-c COMMAND] [--json] ...  (operator shell; see tools/shell.py)
+    confab chat --target HOST:PORT --tenant T [--conversation ID] [--flow NAME] ...  (see tools/chat/)
+    confab shell [--target HOST:PORT] [-c COMMAND] [--json] ...  (operator shell; see tools/shell/)
+    confab call [--target HOST:PORT] [-H 'KEY: VALUE'] METHOD [JSON | -]  (any RPC, JSON in and out;
+                see tools/call.py)  |  confab call --list
 
 ``serve`` prints one line once it is serving. SIGTERM or SIGINT drains it: health
 turns NOT_SERVING, in-flight calls finish (bounded by ``server.shutdown_grace_s``),
@@ -27,7 +29,8 @@ import yaml
 
 from ..runtime import VERSION
 from ..runtime.config import ConfigError, load_config
-from . import chat, flows_cli, price_service, shell
+from . import call, flows_cli, price_service, shell
+from .chat import command_line as chat
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     flows_cli.add_parser(commands)
     chat.add_parser(commands)
     shell.add_parser(commands)
+    call.add_parser(commands)
     prices = commands.add_parser("price-service", help="run the pizza flow's local price webhook")
     prices.add_argument("--listen", default="127.0.0.1:8099")
     prices.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
@@ -97,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return chat.run(args)
     if args.command == "shell":
         return shell.run(args)
+    if args.command == "call":
+        return call.run(args)
     if args.command == "price-service":
         return price_service.main(
             ["--listen", args.listen, "--delay", str(args.delay), *(["--fail"] if args.fail else [])]
@@ -132,8 +138,10 @@ def _serve(args: argparse.Namespace) -> int:
     from ..grpc_edge.access_log import configure_logging  # grpc is imported only when serving
     from ..runtime import eventloop
     from . import serve
+    from .thespian_log import demote_thespian_chatter
 
     configure_logging(config.logging, args.log_level)
+    demote_thespian_chatter()  # before any actor process is forked: they keep these handlers
     return eventloop.run(serve.run(config))
 
 

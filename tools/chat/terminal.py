@@ -1,0 +1,219 @@
+"""``confab chat``'s terminal: a prompt, the bot's answers and the link's news, on top of :class:`ChatClient`.
+
+The bot's quick replies, buttons and carousel buttons are numbered; typing the number
+sends that choice (its payload, its title as text). ``/state``, ``/reset``, ``/help`` and
+``/quit`` are the chat's own commands; ``//text`` sends ``/text``. News from the link
+(a reply, a lost connection) may arrive while the user types: :class:`Console` writes it
+above the prompt and draws the prompt and the typed text again.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import TextIO
+
+import grpc
+
+from ...protos import mcp_engine_pb2 as pb
+from .client import ChatClient, ChatFailed, ChatListener, ChatOptions, Turn
+from .render import Choice, as_dict, describe_state, render
+
+try:  # line editing and history for input(); absent on some platforms, and not needed there
+    import readline
+except ImportError:  # pragma: no cover
+    readline = None  # type: ignore[assignment]
+
+PROMPT = "you> "
+HELP = """\
+Type a message and press Enter. A number picks the choice shown as [number].
+  /state   the conversation's state (GetConversationState)
+  /reset   start the conversation over (ResetConversation)
+  /help    this text
+  /quit    leave (so do Ctrl-D and Ctrl-C)
+  //text   sends "/text" as a message"""
+
+
+class Console:
+    """Output that may arrive while the user is typing: it keeps the prompt and typed text intact."""
+
+    def __init__(self, out: TextIO, interactive: bool) -> None:
+        self.out = out
+        self.interactive = interactive
+        self.prompt = PROMPT if interactive else ""  # a pipe gets no prompts in its output
+        self._lock = threading.RLock()
+        self._prompting = False
+        self._interrupted = False
+
+    def interrupt(self) -> None:
+        """Get the main thread out of ``read`` (now or at its next call) with KeyboardInterrupt."""
+        with self._lock:
+            self._interrupted = True
+            if self._prompting:
+                # Blocked in input(): only a signal aimed at the main thread gets it out.
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    def say(self, *lines: str) -> None:
+        with self._lock:
+            redraw = self._prompting and self.interactive
+            if redraw:
+                self.out.write("\r\x1b[K")  # the prompt line goes; it is drawn again below the news
+            for line in lines:
+                self.out.write(line + "\n")
+            if redraw:
+                typed = readline.get_line_buffer() if readline is not None else ""
+                self.out.write(self.prompt + typed)
+            self.out.flush()
+
+    def read(self) -> str:
+        with self._lock:
+            if self._interrupted:  # checked under the lock interrupt() takes: no window between
+                raise KeyboardInterrupt
+            self._prompting = True
+        try:
+            return input(self.prompt)
+        finally:
+            with self._lock:
+                self._prompting = False
+
+
+class TerminalListener(ChatListener):
+    """The link's news as lines on the console; remembers the choices the last reply numbered."""
+
+    def __init__(self, options: ChatOptions, console: Console) -> None:
+        self.options = options
+        self.console = console
+        self._lock = threading.Lock()
+        self._choices: list[Choice] = []
+
+    def choice_for(self, line: str) -> Choice | None:
+        with self._lock:
+            choices = list(self._choices)
+        if line.isdigit() and 1 <= int(line) <= len(choices):
+            return choices[int(line) - 1]
+        return None
+
+    def forget_choices(self) -> None:
+        with self._lock:
+            self._choices = []
+
+    def connected(self, state: pb.ConversationState | None, reconnected_after_s: float | None) -> None:
+        o = self.options
+        where = (
+            f"continues in state {state.current_state} ({state.message_count} messages so far)"
+            if state is not None
+            else "is new"
+        )
+        if reconnected_after_s is not None:
+            self.console.say(
+                f"-- reconnected after {reconnected_after_s:.1f} s; conversation {o.conversation_id} {where}"
+            )
+        else:
+            self.console.say(f"-- connected to {o.target}; conversation {o.conversation_id} {where}")
+
+    def unreachable(self, reason: str, retrying_for_s: float) -> None:
+        self.console.say(
+            f"-- cannot reach {self.options.target} ({reason}); retrying for up to"
+            f" {retrying_for_s:.0f} s (Ctrl-C to quit)"
+        )
+
+    def disconnected(self, reason: str, unconfirmed: list[Turn]) -> None:
+        self.console.say(f"!! connection lost ({reason}); reconnecting...")
+        for turn in unconfirmed:
+            self.console.say(
+                f"!! not confirmed: {turn.text!r} may not have reached the bot;"
+                " /state shows whether it counted, send it again if not"
+            )
+
+    def held(self, turn: Turn) -> None:
+        self.console.say("-- not connected: the message will be sent once the stream is back")
+
+    def replied(self, turn: Turn | None, reply: pb.ProcessMessageResponse) -> None:
+        lines, choices = render(reply.response)
+        if "handoff" in reply.actions_performed:
+            lines.append("== handed over to a person: someone will answer you here ==")
+        with self._lock:
+            self._choices = choices
+        self.console.say(*lines)
+
+    def state_changed(self, before: str, after: str) -> None:
+        self.console.say(f"-- state: {before or '(new)'} -> {after}")
+
+    def stream_error(self, turn: Turn | None, error: pb.StreamError) -> None:
+        tail = "" if error.recoverable else " (the server closes the stream)"
+        self.console.say(f"!! error {error.error_code}: {error.message}{tail}")
+
+    def event(self, event: pb.StreamEvent) -> None:
+        self.console.say(f"-- event {event.event_type}: {as_dict(event.event_data)}")
+
+    def failed(self, message: str) -> None:
+        self.console.say(f"!! {message}")
+        self.console.interrupt()
+
+
+def chat(options: ChatOptions, console: Console) -> int:
+    """The chat loop: read a line, send it, show the answer; 0 when the user leaves, 1 on failure."""
+    if threading.current_thread() is threading.main_thread():
+        # Started with SIGINT ignored (a shell's background job, some runners), Python installs no
+        # KeyboardInterrupt handler; Ctrl-C, and the link thread's way out of input(), need it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    listener = TerminalListener(options, console)
+    client = ChatClient(options, listener)
+    try:
+        client.start()
+        client.wait_connected()
+        console.say("-- type /help for commands; Ctrl-D or /quit leaves")
+        while client.fatal is None:
+            try:
+                line = console.read().strip()
+            except EOFError:
+                break
+            if not line:
+                continue
+            if line.startswith("/") and not line.startswith("//"):
+                if not _command(client, listener, console, line):
+                    break
+                continue
+            line = line[1:] if line.startswith("//") else line
+            choice = listener.choice_for(line)
+            if choice is not None and not choice.payload and choice.url:
+                console.say(f"-- a link, nothing to send: {choice.url}")
+                continue
+            if choice is not None:
+                turn = client.send(choice.title, choice.payload, choice.quick_reply)
+            else:
+                turn = client.send(line)
+            if not client.wait(turn):
+                console.say(f"-- no reply after {options.reply_timeout_s:.0f} s; it is shown when it comes")
+    except (KeyboardInterrupt, ChatFailed):
+        pass  # Ctrl-C is a normal way out; a failed link was already reported
+    finally:
+        client.close()
+        if console.interactive:
+            console.out.write("\n")
+            console.out.flush()
+    return 1 if client.fatal is not None else 0
+
+
+def _command(client: ChatClient, listener: TerminalListener, console: Console, line: str) -> bool:
+    """Run a /command; False when the chat should end."""
+    name = line.split()[0].lower()
+    if name in ("/quit", "/exit"):
+        return False
+    if name == "/help":
+        console.say(*HELP.splitlines())
+        return True
+    if name not in ("/state", "/reset"):
+        console.say(f"-- unknown command {name}; /help lists them")
+        return True
+    try:
+        if name == "/state":
+            state = client.get_state()
+            console.say(*(describe_state(state) if state is not None else ["-- no state yet: say something"]))
+        else:
+            previous = client.reset("confab chat /reset")
+            listener.forget_choices()
+            console.say(f"-- reset (it was in state {previous or '(none)'}); the next message starts over")
+    except grpc.RpcError as exc:
+        console.say(f"!! {name[1:]} failed: {exc.code().name}: {exc.details()}")
+    return True
