@@ -1,0 +1,105 @@
+"""A Confab cluster for tests: ``confab serve`` on several network-namespace hosts, one store.
+
+Host 0 leads (its actor system is the convention's leader and runs the coordinator);
+every host names it with ``--cluster-leader`` and advertises its own address. The
+store is shared: a PostgreSQL URL, or an SQLite file (namespaces share the
+filesystem, so a file is shared too; only PostgreSQL is cut off with its host).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+
+from confab.protos import admin_pb2 as admin_pb
+from confab.protos import admin_pb2_grpc as admin_grpc
+
+from .host_server import HostServer
+from .hosts import Hosts
+
+LEADER_PORT = 1950  # the leader's actor system; each host has ports of its own, so it is free
+
+
+class Cluster:
+    def __init__(
+        self, hosts: Hosts, root: Path, store: str, *, shards: int = 1, extra: tuple[str, ...] = ()
+    ) -> None:
+        self.hosts = hosts
+        self.root = root
+        config = root / "cluster.yaml"
+        config.write_text(f"store:\n  path: {store}\n  synchronous: NORMAL\n", encoding="utf-8")
+        leader = f"{hosts.address(0)}:{LEADER_PORT}"
+        self.servers = [
+            HostServer(
+                hosts,
+                i,
+                root / f"host{i}",
+                shards=shards,
+                log_level="INFO",
+                extra=(
+                    "--config",
+                    str(config),
+                    "--cluster-leader",
+                    leader,
+                    "--advertise",
+                    hosts.address(i),
+                    *extra,
+                ),
+            )
+            for i in range(hosts.count)
+        ]
+
+    @property
+    def edges(self) -> list[str]:
+        return [server.address for server in self.servers]
+
+    def start(self) -> Cluster:
+        for server in self.servers:  # the leader first: the others join its convention
+            server.start(timeout=60.0)
+        self.wait_complete(self.hosts.count)
+        return self
+
+    def stop(self) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+
+    def cluster_view(self, edge: int = 0, timeout: float = 5.0) -> admin_pb.Cluster:
+        with grpc.insecure_channel(self.servers[edge].address) as channel:
+            stub = admin_grpc.AdminStub(channel)
+            view: admin_pb.Cluster = stub.GetCluster(admin_pb.GetClusterRequest(), timeout=timeout)
+            return view
+
+    def wait_complete(self, up: int, edge: int = 0, timeout: float = 60.0) -> admin_pb.Cluster:
+        """Wait until edge ``edge`` sees ``up`` hosts up and every virtual shard held."""
+        deadline = time.monotonic() + timeout
+        view: admin_pb.Cluster | None = None
+        while time.monotonic() < deadline:
+            try:
+                view = self.cluster_view(edge)
+            except grpc.RpcError:
+                view = None
+            if view is not None and view.complete and sum(h.state == "up" for h in view.hosts) == up:
+                return view
+            time.sleep(0.2)
+        raise AssertionError(f"the cluster did not settle with {up} hosts up: {view}")
+
+    def holders(self, edge: int = 0) -> dict[str, int]:
+        """Virtual shards held per host, as edge ``edge`` routes."""
+        counts: dict[str, int] = {}
+        for owner in self.cluster_view(edge).vshards:
+            host = owner.shard_id.rpartition("/")[0]
+            counts[host] = counts.get(host, 0) + 1
+        return counts
+
+
+@contextmanager
+def running_cluster(hosts: Hosts, root: Path, store: str, **options: object) -> Iterator[Cluster]:
+    cluster = Cluster(hosts, root, store, **options)  # type: ignore[arg-type]
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
