@@ -136,7 +136,7 @@ class CoordinatorActor(Actor):
         newer = directory if directory is not None and host.seen_version < directory.version else None
         if newer is not None:
             host.seen_version = newer.version
-        self.send(sender, HeartbeatReply(beat.seq, newer))
+        self.send(sender, HeartbeatReply(beat.seq, newer, self._host_views(time.monotonic())))
 
     def _tick(self) -> None:
         assert self.settings is not None
@@ -181,18 +181,7 @@ class CoordinatorActor(Actor):
             shards=tuple(endpoint for h in live for endpoint in h.shards),
             owners=owners,
             placement=placement,
-            hosts=tuple(
-                HostView(
-                    host=h.identity.host,
-                    state=h.state,
-                    heartbeat_age_s=now - h.last_heard,
-                    edge=h.identity.edge,
-                    leader=h.identity.leader,
-                    pid=h.identity.pid,
-                    shards=len(h.shards),
-                )
-                for h in sorted(self.hosts.values(), key=lambda h: h.identity.host)
-            ),
+            hosts=self._host_views(now),
         )
         previous = self.directory
         if previous is not None and _same(previous, directory):
@@ -205,7 +194,21 @@ class CoordinatorActor(Actor):
         for host in live:
             if host is not reply_to:  # that one gets it in its heartbeat's reply
                 host.seen_version = directory.version
-                self.send(host.address, HeartbeatReply(-1, directory))
+                self.send(host.address, HeartbeatReply(-1, directory, directory.hosts))
+
+    def _host_views(self, now: float) -> tuple[HostView, ...]:
+        return tuple(
+            HostView(
+                host=h.identity.host,
+                state=h.state,
+                heartbeat_age_s=now - h.last_heard,
+                edge=h.identity.edge,
+                leader=h.identity.leader,
+                pid=h.identity.pid,
+                shards=len(h.shards),
+            )
+            for h in sorted(self.hosts.values(), key=lambda h: h.identity.host)
+        )
 
     @staticmethod
     def _owners(live: list[_Host], count: int) -> tuple[Owner, ...]:

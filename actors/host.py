@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from thespian.actors import ActorExitRequest, ActorSystem
@@ -46,6 +46,7 @@ from .launcher import SystemLauncher
 from .messages import (
     ClusterProblem,
     ClusterSettings,
+    EdgeServing,
     GetDirectory,
     HostIdentity,
     LeaveCluster,
@@ -134,6 +135,10 @@ class ActorHost:
     def leave(self) -> None:
         """Hand this host's virtual shards to the other hosts (the directories that follow show it)."""
         self._requests.put(LeaveCluster())
+
+    def edge_serving(self, address: str) -> None:
+        self.identity = replace(self.identity, edge=address)  # for an actor system started later
+        self._requests.put(EdgeServing(address))
 
     def problem(self) -> str:
         return self._problem

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from ..runtime.protocol.directory import ShardDirectory, ShardEndpoint, shard_id
+from ..runtime.protocol.directory import HostView, ShardDirectory, ShardEndpoint, shard_id
 from .messages import HostHeartbeat, HostIdentity
 
 MAX_UNANSWERED = 3
@@ -40,6 +40,7 @@ class HostMembership:
         self.coordinator: object | None = None  # the address that answered last
         self.candidate: object | None = None  # a fresh lookup's address, until one answers
         self.directory: ShardDirectory | None = None
+        self.hosts: tuple[HostView, ...] = ()  # as of the coordinator's latest reply
         self.held: dict[int, Mapping[int, int]] = {}  # shard index -> {vshard: epoch}
         self.wanted: dict[int, frozenset[int]] = {}  # shard index -> what it was told to hold
         self.leaving = False

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..runtime.protocol.directory import ShardDirectory, ShardEndpoint
+from ..runtime.protocol.directory import HostView, ShardDirectory, ShardEndpoint
 from ..runtime.store import Retention
 from ..runtime.webhooks import WebhookTarget
 
@@ -153,10 +153,12 @@ class HostHeartbeat:
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatReply:
-    """Coordinator → supervisor: ``seq`` heard; the directory when the host's is older."""
+    """Coordinator → supervisor: ``seq`` heard; the directory when the host's is older, and
+    every host as of now (their heartbeats' ages change with every beat, the directory not)."""
 
     seq: int
     directory: ShardDirectory | None
+    hosts: tuple[HostView, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +171,13 @@ class HostRefused:
 @dataclass(frozen=True, slots=True)
 class LeaveCluster:
     """Host → supervisor: hand every virtual shard off (the host is stopping)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeServing:
+    """Host → supervisor: the host's edge serves at ``address`` (known once it has bound its port)."""
+
+    address: str
 
 
 @dataclass(frozen=True, slots=True)

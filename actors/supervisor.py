@@ -32,6 +32,7 @@ from .membership import HostMembership
 from .messages import (
     ClusterProblem,
     ClusterSettings,
+    EdgeServing,
     GetDirectory,
     HeartbeatReply,
     HostRefused,
@@ -99,6 +100,10 @@ class SupervisorActor(Actor):
             self.refused = message.reason
             log.error("the cluster refused this host: %s", message.reason)
             self.send(self.watcher, ClusterProblem(message.reason, fatal=True))
+        elif isinstance(message, EdgeServing):
+            if self.membership is not None:
+                self.membership.identity = replace(self.membership.identity, edge=message.address)
+                self._beat()
         elif isinstance(message, LeaveCluster):
             if self.membership is not None and not self.membership.leaving:
                 self.membership.leaving = True
@@ -221,10 +226,11 @@ class SupervisorActor(Actor):
             self.frozen = False
             log.info("the coordinator answers again")
         newer = reply.directory is not None and membership.accept(reply.directory)
+        if reply.hosts:
+            membership.hosts = reply.hosts
         if newer or thawed:
             self._assign()
-        if newer:
-            self._relay()
+        self._relay()  # the hosts' heartbeat ages, at least, are new
 
     def _assign(self) -> None:
         """Tell each shard what it should hold now, if that changed."""
@@ -263,6 +269,7 @@ class SupervisorActor(Actor):
             base,
             shards=shards,
             owners=tuple(owners),
+            hosts=membership.hosts or base.hosts,
             restarts=self.restarts,
             supervisor_pid=os.getpid(),
             admin_pid=os.getppid(),

@@ -121,6 +121,7 @@ class ConfabServer:
             await self.health.start()
             await server.start()
             self._server = server
+            self.engine.host.edge_serving(self.address)  # the other hosts' operators see it
         except BaseException:
             if self.telemetry is not None:
                 self.telemetry.close()

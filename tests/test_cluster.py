@@ -25,7 +25,7 @@ from confab.runtime.protocol.directory import vshard_of
 from .cluster import Cluster, running_cluster
 from .cluster_load import LoadPlan, LoadProcess, LoadResult, applied_counts, conversation_names
 from .hosts import Hosts
-from .support import message
+from .support import message, run_confab
 
 pytestmark = pytest.mark.integration
 
@@ -79,6 +79,12 @@ def test_every_edge_serves_every_conversation_and_each_host_holds_a_share(
         assert [(o.shard_id, o.epoch) for o in cluster.cluster_view(edge).vshards] == [
             (o.shard_id, o.epoch) for o in view.vshards
         ]
+    shown = run_confab("shell", "--target", cluster.edges[1], "-c", "hosts", env={"HOME": str(tmp_path)})
+    assert shown.returncode == 0, shown.stderr
+    rows = shown.stdout.splitlines()[1:-1]
+    assert sorted(r.split()[0] for r in rows) == sorted(cluster.hosts.address(i) for i in range(HOSTS))
+    assert all(" up" in r for r in rows) and sum("(leader)" in r for r in rows) == 1
+    assert all(server.address in shown.stdout for server in cluster.servers)  # each host's edge
     with LoadProcess(load_plan(cluster, cluster.edges, 4.0, "all-"), tmp_path / "load") as load:
         result = load.start().wait()
     print(result.summary())

@@ -61,8 +61,8 @@ def test_shards_as_table_and_json(server: ServerProcess, home: Path) -> None:
     shown = shell_c(server.address, "shards", home=home)
     assert shown.returncode == 0, shown.stderr
     header, row, *rest = shown.stdout.splitlines()
-    assert header.split()[:4] == ["SHARD", "PID", "GEN", "UPTIME"] and "HEALTHY" in header
-    assert row.split()[0] == "0" and row.split()[-1] == "yes"
+    assert header.split()[:6] == ["HOST", "SHARD", "PID", "GEN", "VSHARDS", "UPTIME"] and "HEALTHY" in header
+    assert row.split()[:2] == ["127.0.0.1", "0"] and row.split()[4] == "256" and row.split()[-1] == "yes"
     assert any(line.startswith("store: ") and "confab.sqlite3" in line for line in rest)
     assert any(line.startswith("version: ") for line in rest)
 
@@ -74,6 +74,22 @@ def test_shards_as_table_and_json(server: ServerProcess, home: Path) -> None:
     # A trailing --json on the command does the same as the option before -c.
     trailing = shell_c(server.address, "shards --json", home=home)
     assert json.loads(trailing.stdout)["version"] == cluster["version"]
+
+
+def test_hosts_as_table_and_json(server: ServerProcess, home: Path) -> None:
+    shown = shell_c(server.address, "hosts", home=home)
+    assert shown.returncode == 0, shown.stderr
+    header, row, summary = shown.stdout.splitlines()
+    assert header.split() == ["HOST", "STATE", "HEARTBEAT", "EDGE", "SHARDS", "VSHARDS", "TOP", "EPOCH"]
+    assert row.split()[:4] == ["127.0.0.1", "*", "up", "(leader)"] and server.address in row
+    assert summary.startswith("256 virtual shards, all held")
+
+    as_json = json.loads(shell_c(server.address, "hosts", "--json", home=home).stdout)
+    assert set(as_json) == {"hosts", "vshards", "complete", "this_host"} and as_json["complete"]
+    (host,) = as_json["hosts"]
+    assert host["leader"] and host["state"] == "up" and 0 <= host["heartbeat_age_s"] < 3
+    assert [v["vshard"] for v in as_json["vshards"]] == list(range(256))
+    assert {v["shard_id"] for v in as_json["vshards"]} == {"127.0.0.1/0"}
 
 
 def test_inspect_force_reset_and_their_exit_codes(

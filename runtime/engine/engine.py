@@ -76,6 +76,10 @@ class ShardHost(Protocol):
         """Hand this host's virtual shards to the other hosts (later directories show it)."""
         ...
 
+    def edge_serving(self, address: str) -> None:
+        """This host's edge serves at ``address`` now (what the cluster shows for the host)."""
+        ...
+
     def problem(self) -> str:
         """Why the shards cannot be reached as a whole now (say, the actor system is being
         started again), or "" when nothing is wrong."""

@@ -107,6 +107,7 @@ def command_table() -> dict[str, ShellCommand]:
     table: dict[str, ShellCommand] = {}
     on_conversation = (Operand.TENANT, Operand.CONVERSATION)
     _command(table, "shards", "the shards, the store and the version (GetCluster)")
+    _command(table, "hosts", "the cluster's hosts, their heartbeats and virtual shards (GetCluster)")
 
     ls = _command(
         table,

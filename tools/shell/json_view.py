@@ -41,12 +41,14 @@ def to_dict(message: Message) -> dict[str, Any]:
     return _typed(data, message.DESCRIPTOR)
 
 
-def to_json(message: Message, *, indent: int | None = 2) -> str:
-    """``message`` as JSON text: indented for a person, or on one line (``indent=None``)."""
+def to_json(message: Message, *, indent: int | None = 2, only: tuple[str, ...] = ()) -> str:
+    """``message`` as JSON text: indented for a person, or on one line (``indent=None``);
+    with ``only``, just those fields."""
     separators = None if indent is not None else (",", ":")
-    return json.dumps(
-        to_dict(message), indent=indent, separators=separators, sort_keys=True, ensure_ascii=False
-    )
+    data = to_dict(message)
+    if only:
+        data = {name: value for name, value in data.items() if name in only}
+    return json.dumps(data, indent=indent, separators=separators, sort_keys=True, ensure_ascii=False)
 
 
 def _typed(data: dict[str, Any], descriptor: Descriptor | Any) -> dict[str, Any]:

@@ -54,6 +54,7 @@ class Shell:
         self._next_token = ""
         self._runs: dict[str, Callable[[argparse.Namespace], int]] = {
             "shards": self.shards,
+            "hosts": self.hosts,
             "ls": self.ls,
             "inspect": self.inspect,
             "tail": self.tail,
@@ -110,6 +111,14 @@ class Shell:
     def shards(self, args: argparse.Namespace) -> int:
         cluster = self.verbs.cluster()
         self.say(json_view.to_json(cluster) if args.json else text_view.cluster_text(cluster))
+        return OK
+
+    def hosts(self, args: argparse.Namespace) -> int:
+        cluster = self.verbs.cluster()
+        if args.json:
+            self.say(json_view.to_json(cluster, only=("hosts", "vshards", "complete", "this_host")))
+        else:
+            self.say(text_view.hosts_text(cluster))
         return OK
 
     def ls(self, args: argparse.Namespace) -> int:

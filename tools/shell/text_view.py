@@ -93,9 +93,11 @@ def plural(count: int, noun: str) -> str:
 def cluster_text(cluster: admin.Cluster) -> str:
     rows = [
         (
+            s.host or "-",
             s.index,
             s.pid or "-",
             s.generation,
+            s.vshards,
             duration(s.uptime_s),
             s.resident_conversations,
             s.mailbox_depth,
@@ -107,9 +109,11 @@ def cluster_text(cluster: admin.Cluster) -> str:
         for s in cluster.shards
     ]
     headers = (
+        "HOST",
         "SHARD",
         "PID",
         "GEN",
+        "VSHARDS",
         "UPTIME",
         "RESIDENT",
         "MAILBOX",
@@ -122,10 +126,42 @@ def cluster_text(cluster: admin.Cluster) -> str:
     started = clock(cluster.started_at.seconds) if cluster.HasField("started_at") else "-"
     return "\n".join(
         [
-            table(headers, rows, right=range(1, 9)),
+            table(headers, rows, right=range(1, 11)),
             f"store: {store.path}  {'ok' if store.ok else 'NOT OK'}  {store.latency_ms:.1f} ms",
             f"version: {cluster.version}  started {started}  shard restarts {cluster.shard_restarts}",
         ]
+    )
+
+
+def hosts_text(cluster: admin.Cluster) -> str:
+    """Each host: its state, its heartbeat's age, its edge, and the virtual shards it holds."""
+    held: dict[str, list[int]] = {}
+    epochs: dict[str, int] = {}
+    for owner in cluster.vshards:
+        host = owner.shard_id.rpartition("/")[0]
+        held.setdefault(host, []).append(owner.vshard)
+        epochs[host] = max(epochs.get(host, 0), owner.epoch)
+    rows = [
+        (
+            h.host + (" *" if h.host == cluster.this_host else ""),
+            h.state + (" (leader)" if h.leader else ""),
+            f"{h.heartbeat_age_s:.1f}s",
+            h.edge or "-",
+            h.shards,
+            len(held.get(h.host, [])),
+            epochs.get(h.host, "-"),
+        )
+        for h in cluster.hosts
+    ]
+    headers = ("HOST", "STATE", "HEARTBEAT", "EDGE", "SHARDS", "VSHARDS", "TOP EPOCH")
+    unheld = [o.vshard for o in cluster.vshards if not o.shard_id]
+    summary = (
+        f"{len(cluster.vshards)} virtual shards, all held"
+        if not unheld
+        else f"{len(unheld)} of {len(cluster.vshards)} virtual shards without a holder now"
+    )
+    return "\n".join(
+        [table(headers, rows, right=(2, 4, 5, 6)), f"{summary}  (* the host whose edge answered)"]
     )
 
 
