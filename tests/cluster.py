@@ -30,6 +30,7 @@ class Cluster:
     ) -> None:
         self.hosts = hosts
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         config = root / "cluster.yaml"
         config.write_text(f"store:\n  path: {store}\n  synchronous: NORMAL\n", encoding="utf-8")
         leader = f"{hosts.address(0)}:{LEADER_PORT}"
@@ -50,7 +51,7 @@ class Cluster:
                     *extra,
                 ),
             )
-            for i in range(hosts.count)
+            for i in range(self.count)
         ]
 
     @property
@@ -58,9 +59,10 @@ class Cluster:
         return [server.address for server in self.servers]
 
     def start(self) -> Cluster:
+        self.root.mkdir(parents=True, exist_ok=True)
         for server in self.servers:  # the leader first: the others join its convention
             server.start(timeout=60.0)
-        self.wait_complete(self.hosts.count)
+        self.wait_complete(self.count)
         return self
 
     def stop(self) -> None:
