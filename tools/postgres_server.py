@@ -187,11 +187,15 @@ class PostgresServer:
         """A superuser connection (autocommit), for setting things up."""
         return psycopg.connect(self.url(dbname), autocommit=True)
 
-    def create_database(self, name: str = "") -> str:
-        """A new empty database (a copy of template0); its URL."""
+    def create_database(self, name: str = "", *, icu_locale: str = "") -> str:
+        """A new empty database (a copy of template0); its URL. With ``icu_locale`` (e.g.
+        "en-US"), text compares by that language's rules unless a column says otherwise."""
         name = name or f"db_{uuid.uuid4().hex[:12]}"
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
+        if icu_locale:
+            statement += sql.SQL(" LOCALE_PROVIDER icu ICU_LOCALE {}").format(sql.Literal(icu_locale))
         with self.connect() as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+            admin.execute(statement)
         return self.url(name)
 
     def drop_database(self, name: str) -> None:

@@ -1,4 +1,4 @@
-r"""Durable conversation state: the interface every store offers, and how to open one.
+"""Durable conversation state: the interface every store offers, and how to open one.
 
 A shard writes a whole round of turns in one transaction and answers only after
 the commit, so an acknowledged message survives ``kill -9`` of every process, and

@@ -323,7 +323,8 @@ class PostgresStore:
             # holds is waited for, then taken (nobody else holds it any more) or marked wanted.
             rows = db.execute(
                 "WITH asked AS (SELECT vshard,"
-                " (owner = '' OR owner = %(owner)s OR lease_until <= clock_timestamp()) AS free"
+                " (owner = '' OR lease_until <= clock_timestamp()"
+                " OR (owner = %(owner)s AND wanted_by IN ('', %(owner)s))) AS free"
                 " FROM vshards WHERE vshard = ANY(%(wanted)s::integer[]) ORDER BY vshard FOR UPDATE)"
                 " UPDATE vshards SET"
                 " owner = CASE WHEN asked.free THEN %(owner)s ELSE vshards.owner END,"
