@@ -132,7 +132,7 @@ class PostgresBackend(Backend):
 
     def rows(self, query: str, *args: object) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.location, autocommit=True) as db:
-            cursor = db.execute(query.replace("?", "%s"), args)  # type: ignore[arg-type]
+            cursor = db.execute(query.replace("?", "%s"), args)
             return cursor.fetchall() if cursor.description else []
 
     @contextlib.contextmanager

@@ -5,6 +5,8 @@ real ``confab serve`` on it.
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -33,7 +35,7 @@ KEY = ConversationKey("tenant-a", "conv-1")
 
 def rows(url: str, query: str, *args: object) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, autocommit=True) as db:
-        cursor = db.execute(query, args)  # type: ignore[arg-type]
+        cursor = db.execute(query, args)
         return cursor.fetchall() if cursor.description else []
 
 
@@ -120,7 +122,7 @@ def test_a_database_at_an_older_version_gets_the_steps_after_it_and_keeps_its_da
         db.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, what TEXT NOT NULL)")
         for migration in POSTGRES[:2]:
             for statement in migration.statements:
-                db.execute(statement)  # type: ignore[arg-type]
+                db.execute(statement)
             db.execute("INSERT INTO schema_version VALUES (%s, %s)", (migration.version, migration.what))
         db.execute("INSERT INTO conversations VALUES ('tenant-a', 'conv-1', '\\x93', 4, 1.0)")
         db.execute("INSERT INTO turns VALUES ('tenant-a', 'conv-1', 4, 'old', 1, '\\x01', 1.0, 'hi')")
@@ -354,3 +356,20 @@ def test_confab_serve_on_postgresql_answers_unavailable_while_it_is_down_and_rec
     output = "".join(server.output)
     assert "erins-secret" not in output
     assert own_postgres.url(database_name(url), user=erin, password="***") in output
+
+
+def test_confab_serve_refuses_to_start_on_a_store_it_cannot_reach(tmp_path: Path) -> None:
+    url = f"postgresql://confab:hunter2@127.0.0.1:{free_port('127.0.0.1')}/confab"
+    done = subprocess.run(
+        [sys.executable, "-m", "confab.tools.cli", "serve", "--data-dir", str(tmp_path), "--store", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"confab: {url.replace(':hunter2@', ':***@')}: connection to server at")
+    )
+    assert "hunter2" not in done.stderr + done.stdout
