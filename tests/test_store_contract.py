@@ -317,6 +317,21 @@ def test_the_same_message_id_twice_finds_the_later_turn(store: Store) -> None:
     assert kept is not None and (kept.seq, kept.reply) == (2, b"later")
 
 
+def test_a_write_that_names_a_conversation_or_a_turn_twice_keeps_the_last(store: Store) -> None:
+    store.write(
+        [
+            ConversationWrite(KEY, b"first", 1, [turn(1, "a"), TurnRecord(1, "a2", 1, b"second reply")]),
+            ConversationWrite(OTHER, b"other", 1, [turn(1)]),
+            ConversationWrite(KEY, b"second", 2, [turn(2, "b")]),
+        ]
+    )
+    loaded = store.load(KEY)
+    assert loaded is not None and (loaded.state, loaded.seq, ids(loaded)) == (b"second", 2, ["a2", "b"])
+    kept = store.load_turn(KEY, "a2")
+    assert kept is not None and kept.reply == b"second reply"
+    assert store.count_conversations() == 2
+
+
 def test_keys_are_per_tenant(store: Store) -> None:
     write_one(store, ConversationKey("t1", "same"), 1, "m")
     assert store.load(ConversationKey("t2", "same")) is None

@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
+import psutil
 import psycopg
 from psycopg import sql
 
@@ -169,6 +170,20 @@ class PostgresServer:
         self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
     ) -> None:
         self.close()
+
+    def processes(self) -> list[psutil.Process]:
+        """The server's processes now: the postmaster and every process it started."""
+        try:
+            match = re.match(r"\s*(\d+)", (self.data_dir / "postmaster.pid").read_text())
+            postmaster = psutil.Process(int(match.group(1))) if match else None
+        except (OSError, AssertionError, psutil.NoSuchProcess):
+            return []
+        if postmaster is None:
+            return []
+        try:
+            return [postmaster, *postmaster.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
 
     def log_tail(self, lines: int = 20) -> str:
         try:

@@ -233,53 +233,66 @@ class PostgresStore:
 
     def write(self, writes: Sequence[ConversationWrite], fence: Fence | None = None) -> None:
         now = time.time()
-        states = [(w.key.tenant_id, w.key.conversation_id, w.state, w.seq, now) for w in writes]
-        turns = [
-            (
-                w.key.tenant_id,
-                w.key.conversation_id,
-                r.seq,
-                r.message_id,
-                r.kind,
-                r.reply,
-                now,
-                r.input,
-                r.fingerprint,
-                r.recorded,
-            )
-            for w in writes
-            for r in w.turns
-        ]
+        # One row per conversation and per turn, the last given winning as if each were written
+        # in turn: a single statement may not change one row twice.
+        states = {(w.key.tenant_id, w.key.conversation_id): w for w in writes}
+        turns = {(w.key.tenant_id, w.key.conversation_id, r.seq): r for w in writes for r in w.turns}
         prunes = [
             (w.key.tenant_id, w.key.conversation_id, w.prune_through, w.prune_before)
             for w in writes
             if w.prune_through > 0
         ]
+        # The rows go as columns, one array each in binary (%b): a statement per table whatever
+        # the round's size, which costs the shard far less than one statement per row.
         with self._pool.connection() as db, db.pipeline(), db.transaction():
             if fence is not None:
                 self._check_fence(db, fence)
-            cursor = db.cursor()
             if states:
-                cursor.executemany(
+                db.execute(
                     "INSERT INTO conversations (tenant_id, conversation_id, state, seq, updated_at)"
-                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant_id, conversation_id)"
-                    " DO UPDATE SET state = excluded.state, seq = excluded.seq,"
-                    " updated_at = excluded.updated_at",
-                    states,
+                    " SELECT tenant_id, conversation_id, state, seq, %b"
+                    " FROM unnest(%b::text[], %b::text[], %b::bytea[], %b::bigint[])"
+                    " AS w (tenant_id, conversation_id, state, seq)"
+                    " ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET state = excluded.state,"
+                    " seq = excluded.seq, updated_at = excluded.updated_at",
+                    (
+                        now,
+                        [t for t, _ in states],
+                        [c for _, c in states],
+                        [w.state for w in states.values()],
+                        [w.seq for w in states.values()],
+                    ),
                 )
             if turns:
-                cursor.executemany(
+                db.execute(
                     "INSERT INTO turns (tenant_id, conversation_id, seq, message_id, kind, reply,"
                     " created_at, input, fingerprint, recorded)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " SELECT tenant_id, conversation_id, seq, message_id, kind, reply, %b, input,"
+                    " fingerprint, recorded FROM unnest(%b::text[], %b::text[], %b::bigint[],"
+                    " %b::text[], %b::integer[], %b::bytea[], %b::text[], %b::bytea[], %b::bytea[])"
+                    " AS r (tenant_id, conversation_id, seq, message_id, kind, reply, input, fingerprint,"
+                    " recorded)"
                     " ON CONFLICT (tenant_id, conversation_id, seq) DO UPDATE SET"
                     " message_id = excluded.message_id, kind = excluded.kind, reply = excluded.reply,"
                     " created_at = excluded.created_at, input = excluded.input,"
                     " fingerprint = excluded.fingerprint, recorded = excluded.recorded",
-                    turns,
+                    (
+                        now,
+                        [t for t, _, _ in turns],
+                        [c for _, c, _ in turns],
+                        [seq for _, _, seq in turns],
+                        [r.message_id for r in turns.values()],
+                        [r.kind for r in turns.values()],
+                        [r.reply for r in turns.values()],
+                        [r.input for r in turns.values()],
+                        [r.fingerprint for r in turns.values()],
+                        [r.recorded for r in turns.values()],
+                    ),
                 )
             if prunes:
-                cursor.executemany(
+                # One statement per conversation, each on the turns' primary key: rare (once every
+                # turns_kept turns of a conversation) and never a plan that could scan every turn.
+                db.cursor().executemany(
                     "DELETE FROM turns WHERE tenant_id = %s AND conversation_id = %s"
                     " AND seq <= %s AND created_at < %s",
                     prunes,
@@ -310,6 +323,11 @@ class PostgresStore:
         return time.perf_counter() - started
 
     # Virtual shards ---------------------------------------------------------------------
+    #
+    # Claims, renewals and releases are planned afresh each time (prepare=False): they run about
+    # once a second, and a plan kept for any number of virtual shards (the generic plan a
+    # prepared statement falls back to) joins their list with the table row by row, 10x slower
+    # for a few hundred.
 
     def claim(self, vshards: Sequence[int], owner: str, lease_s: float) -> dict[int, int]:
         if not vshards:
@@ -335,6 +353,7 @@ class PostgresStore:
                 " FROM asked WHERE vshards.vshard = asked.vshard"
                 " RETURNING vshards.vshard, vshards.epoch, asked.free",
                 {"wanted": wanted, "owner": owner, "lease_s": float(lease_s)},
+                prepare=False,
             ).fetchall()
         return {vshard: epoch for vshard, epoch, taken in rows if taken}
 
@@ -349,6 +368,7 @@ class PostgresStore:
                 " WHERE vshards.vshard = held.vshard AND vshards.epoch = held.epoch AND vshards.owner = %s"
                 " AND vshards.wanted_by IN ('', %s) RETURNING vshards.vshard",
                 (float(lease_s), [v for v, _ in held], [e for _, e in held], owner, owner),
+                prepare=False,
             ).fetchall()
         return {row[0] for row in rows}
 
@@ -362,6 +382,7 @@ class PostgresStore:
                 " FROM unnest(%s::integer[], %s::bigint[]) AS held (vshard, epoch)"
                 " WHERE vshards.vshard = held.vshard AND vshards.epoch = held.epoch AND vshards.owner = %s",
                 ([v for v, _ in held], [e for _, e in held], owner),
+                prepare=False,
             )
 
     def leases(self) -> list[Lease]:
