@@ -27,6 +27,7 @@ from confab.runtime.store.postgres import PostgresStore
 from confab.runtime.store.sqlite import SqliteStore
 from confab.tools.postgres_server import PostgresServer, free_port
 
+from .hosts import Hosts
 from .postgres import database_name, start_server
 from .support import ServerProcess, message
 
@@ -373,3 +374,58 @@ def test_confab_serve_refuses_to_start_on_a_store_it_cannot_reach(tmp_path: Path
         .startswith(f"confab: {url.replace(':hunter2@', ':***@')}: connection to server at")
     )
     assert "hunter2" not in done.stderr + done.stdout
+
+
+# A store shared by hosts ----------------------------------------------------------------
+
+# Runs on a host: writes a conversation every 0.2 s, saying how each write went.
+HOST_WRITER = """
+import sys, time
+from confab.runtime.model import ConversationKey
+from confab.runtime.store import ConversationWrite, open_store
+store = open_store(sys.argv[1])
+for seq in range(1, 1000):
+    started = time.monotonic()
+    try:
+        store.write([ConversationWrite(ConversationKey("t", "from-host"), b"s", seq)])
+        print(f"ok {seq}", flush=True)
+    except Exception as exc:
+        print(f"failed after {time.monotonic() - started:.1f}s: {type(exc).__name__}", flush=True)
+    time.sleep(0.2)
+"""
+
+
+def test_a_host_cut_off_from_the_store_fails_its_writes_within_seconds_and_writes_again_once_healed(
+    make_hosts: Callable[[int], Hosts], tmp_path: Path
+) -> None:
+    network = make_hosts(1)
+    postgres = start_server(listen=network.bridge_address)
+    try:
+        url = postgres.create_database()
+        log = tmp_path / "writer.log"
+        network.spawn(0, [sys.executable, "-c", HOST_WRITER, url], log=log)
+
+        def lines() -> list[str]:
+            return log.read_text().splitlines() if log.exists() else []
+
+        def wait_for_line(start: int, prefix: str, timeout: float) -> str:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                found = [line for line in lines()[start:] if line.startswith(prefix)]
+                if found:
+                    return found[0]
+                time.sleep(0.1)
+            raise AssertionError(f"no {prefix!r} line in {timeout:.0f}s:\n" + "\n".join(lines()))
+
+        wait_for_line(0, "ok", 30)
+        network.cut(0)
+        cut_at = len(lines())
+        failure = wait_for_line(cut_at, "failed", 60)
+        # Not the kernel's quarter of an hour: keepalives and the TCP user timeout end the write.
+        assert float(failure.split()[2].rstrip("s:")) < 20.0, failure
+        network.heal(0)
+        wait_for_line(len(lines()), "ok", 60)
+        assert rows(url, "SELECT seq > 1 FROM conversations WHERE conversation_id = 'from-host'") == [(True,)]
+    finally:
+        network.close()
+        postgres.close()
