@@ -34,7 +34,10 @@ log = logging.getLogger("confab.serve")
 
 
 def check_store(config: ConfabConfig) -> float:
-    """Open the store and check its integrity; the seconds it took (StoreError names the problem)."""
+    """Open the store and check its integrity; the seconds it took (StoreError names the problem).
+
+    SQLite's check reads every page; for PostgreSQL, opening is the check there is: the
+    server is reached, the credentials work and the schema is at a version this Confab knows."""
     started = time.perf_counter()
     store = open_store(config.store_location, synchronous=config.store.synchronous)
     try:

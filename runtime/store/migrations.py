@@ -1,5 +1,8 @@
 """Versioned schemas: each store records the version it is at and applies the steps after it.
 
+SQLite keeps the version in ``PRAGMA user_version``; PostgreSQL in a ``schema_version``
+table, one row per step applied.
+
 A step is applied inside the same transaction that records its version, so a store is
 never left between two versions. A store at a version newer than this code knows is
 refused: it was written by a newer Confab, and an older one must not guess.
