@@ -199,7 +199,7 @@ def wait_for(
         time.sleep(0.01)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     chosen: Backend
     if request.param == "sqlite":

@@ -31,6 +31,8 @@ from .hosts import Hosts
 from .postgres import database_name, start_server
 from .support import ServerProcess, message
 
+pytestmark = pytest.mark.integration  # every test here runs a PostgreSQL server or confab serve
+
 KEY = ConversationKey("tenant-a", "conv-1")
 
 
