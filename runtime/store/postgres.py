@@ -5,8 +5,9 @@ through a pool of one connection (two while a broken one is being replaced): the
 reconnects in the background once the server is back, while a call that finds no
 working connection fails within ``pool_timeout_s`` (the shard answers UNAVAILABLE).
 
-A :meth:`~PostgresStore.write` is one transaction sent as one pipeline: the statements of
-a whole round go out together and cost a single round trip, plus one for the fence.
+A :meth:`~PostgresStore.write` is one transaction sent as one pipeline: one statement per
+table, carrying the whole round's rows as arrays, all sent together: one round trip, plus
+one for the fence.
 Leases are judged by the server's clock (``clock_timestamp()``, which keeps running
 inside a transaction, unlike ``now()``), so the hosts' clocks never matter. A fenced
 write share-locks the rows of its virtual shards until it commits: a claim that would
