@@ -211,7 +211,7 @@ class HealthMonitor:
             active_connections=self.metrics.in_flight,
             goroutines=threads,
         )
-        disk = psutil.disk_usage(str(self.engine.config.store_path.parent))
+        disk = psutil.disk_usage(str(self.engine.config.store_dir))
         usage.disk_usage.update({"total_bytes": disk.total, "used_bytes": disk.used, "percent": disk.percent})
         return usage
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,27 @@ class ConfigError(ValueError):
 
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+# A store.path that starts with one of these is a PostgreSQL database, not an SQLite file.
+DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_database_url(location: str) -> bool:
+    return location.startswith(DATABASE_URL_SCHEMES)
+
+
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&]*")
+
+
+def without_password(url: str) -> str:
+    """``url`` fit to be shown: a password in its user part or its query reads ``***``."""
+    scheme, _, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    user, at, hosts = authority.rpartition("@")
+    if at and ":" in user:
+        authority = f"{user.split(':', 1)[0]}:***@{hosts}"
+    tail = _PASSWORD_PARAMETER.sub(r"\1***", tail)
+    return f"{scheme}://{authority}{slash}{tail}"
 
 
 @dataclass(slots=True)
@@ -64,9 +86,11 @@ class EngineConfig:
 
 @dataclass(slots=True)
 class StoreConfig:
-    # Relative paths are under --data-dir.
+    # An SQLite file (relative paths are under --data-dir), or a PostgreSQL URL
+    # (postgresql://USER@HOST:PORT/DB; the password may come from PGPASSWORD or ~/.pgpass).
     path: str = "confab.sqlite3"
-    # FULL: a commit survives power loss; NORMAL: it survives any process crash.
+    # SQLite only. FULL: a commit survives power loss; NORMAL: it survives any process crash.
+    # PostgreSQL commits as the server's synchronous_commit says.
     synchronous: str = "FULL"
 
 
@@ -231,9 +255,30 @@ class ConfabConfig:
         return self.engine.shards or os.cpu_count() or 1
 
     @property
+    def store_is_database(self) -> bool:
+        """Whether the store is a PostgreSQL database (store.path is its URL)."""
+        return is_database_url(self.store.path)
+
+    @property
     def store_path(self) -> Path:
+        """The SQLite file (a relative store.path is under data_dir)."""
         path = Path(self.store.path)
         return path if path.is_absolute() else Path(self.data_dir) / path
+
+    @property
+    def store_location(self) -> str:
+        """What every shard opens: the database URL as given, or the SQLite file's absolute path."""
+        return self.store.path if self.store_is_database else str(self.store_path.resolve())
+
+    @property
+    def store_shown(self) -> str:
+        """The store as logs and operators see it: the URL without its password, or the file."""
+        return without_password(self.store.path) if self.store_is_database else str(self.store_path)
+
+    @property
+    def store_dir(self) -> Path:
+        """The local directory the store's disk is measured by: the file's, or data_dir for a database."""
+        return Path(self.data_dir) if self.store_is_database else self.store_path.parent
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> ConfabConfig:

@@ -20,8 +20,10 @@ from typing import Any
 import pytest
 
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
+from confab.tools.postgres_server import PostgresServer
 
 from .hosts import Hosts, unavailable_reason
+from .postgres import database_name, start_server
 from .support import ServerProcess, wait_until_gone
 
 INTEGRATION = "integration"
@@ -108,3 +110,26 @@ def make_hosts() -> Iterator[Callable[[int], Hosts]]:
         pytest.skip(reason)
     with contextlib.ExitStack() as created:
         yield lambda count: created.enter_context(Hosts(count))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session (started by the first test that asks for it)."""
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> Iterator[str]:
+    """A database of the test's own on the session's server; dropped afterwards.
+
+    Its text compares as English does ("a" < "B"), as many a production database's does,
+    not byte by byte like the server's own: nothing may depend on a database's collation."""
+    url = postgres.create_database(icu_locale="en-US")
+    try:
+        yield url
+    finally:
+        postgres.drop_database(database_name(url))

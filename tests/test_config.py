@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from confab.config import bundled_path
-from confab.runtime.config import ConfabConfig, ConfigError, load_config
+from confab.runtime.config import ConfabConfig, ConfigError, load_config, without_password
 
 
 def overridden(overrides: dict[str, Any], path: Path | None = None) -> ConfabConfig:
@@ -232,3 +232,38 @@ def test_store_path_absolute_ignores_data_dir(tmp_path: Path) -> None:
     absolute = tmp_path / "abs.sqlite3"
     config = overridden({"data_dir": "/elsewhere", "store.path": str(absolute)})
     assert config.store_path == absolute
+
+
+def test_a_postgresql_url_is_the_store_as_given_not_a_file_under_data_dir() -> None:
+    url = "postgresql://confab:s3cret@db.internal:5432/confab?sslmode=require"
+    config = overridden({"data_dir": "/data/confab", "store.path": url})
+    assert config.store_is_database
+    assert config.store_location == url
+    assert config.store_shown == "postgresql://confab:***@db.internal:5432/confab?sslmode=require"
+    assert config.store_dir == Path("/data/confab")
+    assert overridden({"store.path": "postgres://db/confab"}).store_location == "postgres://db/confab"
+
+
+def test_an_sqlite_store_is_located_by_its_absolute_path(tmp_path: Path) -> None:
+    config = overridden({"data_dir": str(tmp_path), "store.path": "db/c.sqlite3"})
+    assert not config.store_is_database
+    assert config.store_location == str((tmp_path / "db" / "c.sqlite3").resolve())
+    assert config.store_shown == str(tmp_path / "db" / "c.sqlite3")
+    assert config.store_dir == tmp_path / "db"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:p%40ss@h:5/db", "postgresql://u:***@h:5/db"),
+        (
+            "postgresql://u@h/db?password=x&sslmode=require",
+            "postgresql://u@h/db?password=***&sslmode=require",
+        ),
+        ("postgresql:///db?host=/run/pg&password=x", "postgresql:///db?host=/run/pg&password=***"),
+        ("postgresql://u:pw@h1:1,h2:2", "postgresql://u:***@h1:1,h2:2"),
+        ("postgres://h/db", "postgres://h/db"),
+    ],
+)
+def test_a_database_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert without_password(url) == shown

@@ -1,6 +1,6 @@
 """The ``confab`` command.
 
-    confab serve [--listen HOST:PORT] [--data-dir DIR] [--config FILE] [--shards N]
+    confab serve [--listen HOST:PORT] [--data-dir DIR] [--store URL_OR_FILE] [--config FILE] [--shards N]
                  [--metrics-listen HOST:PORT]
                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
     confab keys new --tenant T [--name NAME] [--role admin] | confab keys new --role operator [--name NAME]
@@ -41,6 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the gRPC server")
     serve.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:50051)")
     serve.add_argument("--data-dir", metavar="DIR", help="where the SQLite store lives (default ./var)")
+    serve.add_argument(
+        "--store",
+        metavar="URL_OR_FILE",
+        help="store.path: a postgresql:// URL (a cluster's shared store) or an SQLite file under --data-dir",
+    )
     serve.add_argument("--config", metavar="FILE", help="YAML file over the bundled defaults")
     serve.add_argument("--shards", type=int, metavar="N", help="shard processes (default: one per CPU)")
     serve.add_argument(
@@ -119,6 +124,7 @@ def _serve(args: argparse.Namespace) -> int:
         config = load_config(
             args.config,
             **{"server.listen": args.listen, "data_dir": args.data_dir, "engine.shards": args.shards},
+            **{"store.path": args.store},
             **{"telemetry.metrics_listen": args.metrics_listen},
             **{
                 "cluster.leader": args.cluster_leader,

@@ -34,9 +34,12 @@ log = logging.getLogger("confab.serve")
 
 
 def check_store(config: ConfabConfig) -> float:
-    """Open the store and check its integrity; the seconds it took (StoreError names the problem)."""
+    """Open the store and check its integrity; the seconds it took (StoreError names the problem).
+
+    SQLite's check reads every page; for PostgreSQL, opening is the check there is: the
+    server is reached, the credentials work and the schema is at a version this Confab knows."""
     started = time.perf_counter()
-    store = open_store(str(config.store_path), synchronous=config.store.synchronous)
+    store = open_store(config.store_location, synchronous=config.store.synchronous)
     try:
         check = getattr(store, "check_integrity", None)
         if check is not None:
@@ -57,7 +60,7 @@ def check_flows(config: ConfabConfig) -> None:
 
 def shard_settings(config: ConfabConfig, run_dir: Path) -> ShardSettings:
     return ShardSettings(
-        store_path=str(config.store_path.resolve()),
+        store_path=config.store_location,
         synchronous=config.store.synchronous,
         resident_limit=config.engine.resident_conversations_per_shard,
         default_flow=config.flows.default,
@@ -102,9 +105,9 @@ async def run(config: ConfabConfig) -> int:
     try:
         # Reads key and certificate files: a bad one stops the start before the store is touched.
         security = EdgeSecurity.from_config(config)
-        config.store_path.parent.mkdir(parents=True, exist_ok=True)
+        config.store_dir.mkdir(parents=True, exist_ok=True)
         seconds = check_store(config)
-        log.info("store %s checked in %.3fs", config.store_path, seconds)
+        log.info("store %s checked in %.3fs", config.store_shown, seconds)
         check_flows(config)
         # The first thing that starts a process: this one still has a single thread.
         host = actor_host(config, run_dir)

@@ -424,7 +424,7 @@ class Engine:
             started_at=self.started_at,
             shard_restarts=directory.restarts if directory else 0,
             shards=tuple(shards),
-            store=str(self.config.store_path),
+            store=self.config.store_shown,
             store_ok=bool(statuses) and not store_errors,
             store_latency_ms=max((s.store_latency_ms for s in statuses), default=0.0),
             store_error="; ".join(store_errors) if statuses else "no shard can reach the store",

@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..config import is_database_url
 from ..model import ConversationKey
 
 
@@ -196,7 +197,16 @@ class Store(Protocol):
 
 
 def open_store(path: str, *, synchronous: str = "FULL", retention: Retention | None = None) -> Store:
-    """The store at ``path`` (an SQLite file), its schema brought up to date (StoreError if it cannot be)."""
+    """The store at ``path``, its schema brought up to date (StoreError if it cannot be).
+
+    ``path`` is a PostgreSQL URL (``postgresql://`` or ``postgres://``) or an SQLite file.
+    ``synchronous`` is SQLite's: a PostgreSQL commit is as durable as the server's
+    ``synchronous_commit`` makes it.
+    """
+    if is_database_url(path):
+        from .postgres import PostgresStore
+
+        return PostgresStore(path, retention=retention)
     from .sqlite import SqliteStore
 
     return SqliteStore(path, synchronous=synchronous, retention=retention)

@@ -1,5 +1,8 @@
 """Versioned schemas: each store records the version it is at and applies the steps after it.
 
+SQLite keeps the version in ``PRAGMA user_version``; PostgreSQL in a ``schema_version``
+table, one row per step applied.
+
 A step is applied inside the same transaction that records its version, so a store is
 never left between two versions. A store at a version newer than this code knows is
 refused: it was written by a newer Confab, and an older one must not guess.
@@ -77,3 +80,70 @@ SQLITE: tuple[Migration, ...] = (
 SQLITE_V1_COLUMNS = {"turns": [("input", "TEXT NOT NULL DEFAULT ''")]}
 
 SQLITE_VERSION = SQLITE[-1].version
+
+
+# PostgreSQL: the same tables at the same versions. Keys compare byte by byte (COLLATE "C"),
+# as SQLite's do, so that paging through conversations sees one order whichever store it is;
+# times the writer stamps stay Unix seconds, and a lease ends at a time of the server's clock.
+POSTGRES: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "conversations and their recent turns",
+        (
+            """CREATE TABLE conversations (
+                tenant_id       TEXT COLLATE "C" NOT NULL,
+                conversation_id TEXT COLLATE "C" NOT NULL,
+                state           BYTEA NOT NULL,
+                seq             BIGINT NOT NULL,
+                updated_at      DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (tenant_id, conversation_id)
+            )""",
+            """CREATE TABLE turns (
+                tenant_id       TEXT COLLATE "C" NOT NULL,
+                conversation_id TEXT COLLATE "C" NOT NULL,
+                seq             BIGINT NOT NULL,
+                message_id      TEXT NOT NULL,
+                kind            INTEGER NOT NULL,
+                reply           BYTEA NOT NULL,
+                created_at      DOUBLE PRECISION NOT NULL,
+                input           TEXT NOT NULL DEFAULT '',
+                PRIMARY KEY (tenant_id, conversation_id, seq)
+            )""",
+        ),
+    ),
+    Migration(
+        2,
+        "a row that health checks write to find out whether writes work",
+        (
+            """CREATE TABLE write_probe (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                at DOUBLE PRECISION NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
+        3,
+        "a fingerprint of what a client sent under its own request id (the kept input may be masked)",
+        ("ALTER TABLE turns ADD COLUMN fingerprint BYTEA NOT NULL DEFAULT ''",),
+    ),
+    Migration(
+        4,
+        "the message each turn answered, for replays of recorded traffic against new flow versions",
+        ("ALTER TABLE turns ADD COLUMN recorded BYTEA NOT NULL DEFAULT ''",),
+    ),
+    Migration(
+        5,
+        "virtual shards: who holds each, at which epoch, and until when (single activation)",
+        (
+            """CREATE TABLE vshards (
+                vshard      INTEGER PRIMARY KEY,
+                owner       TEXT NOT NULL DEFAULT '',
+                epoch       BIGINT NOT NULL DEFAULT 0,
+                lease_until TIMESTAMPTZ NOT NULL DEFAULT 'epoch',
+                wanted_by   TEXT NOT NULL DEFAULT ''
+            )""",
+        ),
+    ),
+)
+
+POSTGRES_VERSION = POSTGRES[-1].version

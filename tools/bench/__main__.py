@@ -1,6 +1,6 @@
 """Benchmark Confab against baselines measured in the same run.
 
-    python -m confab.tools.bench [--servers bare,direct,confab] [--scenarios ...]
+    python -m confab.tools.bench [--servers bare,direct,confab[,confab-pg]] [--scenarios ...]
                                  [--duration S] [--scale F] [--shards N] [--json FILE]
 
 Each server runs in its own process group with a marker in its environment, so
@@ -10,6 +10,11 @@ rate, p50, p99, peak RSS of the server processes and CPU per message (Confab: th
 edge's and each shard's) per scenario, and ratios of Confab against the bare gRPC
 baseline (on asyncio's own loop) and the direct (no actors) baseline, followed by
 the targets and whether this run met them.
+
+``confab-pg`` (only when named) is the same single-host server on a PostgreSQL store:
+a server of its own is started for the run, with fsync on, as durable as the SQLite
+store's synchronous=FULL; its processes' CPU per message is noted apart, and a last
+table sets its rates against ``confab``'s.
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ import grpc
 import psutil
 
 from ...protos import health_pb2, health_pb2_grpc
+from ..postgres_server import PostgresServer, PostgresUnavailable
 from .load import SCENARIOS
 
 SERVERS = ("bare", "direct", "confab")
+ON_REQUEST = ("confab-pg",)  # measured only when --servers names it
 # Conversations Confab keeps in memory per shard during the benchmark: small enough that
 # the cold scenario passes it, so the table shows RSS flattening once the cap is reached.
 BENCH_RESIDENT_CAP = 50_000
@@ -62,9 +69,18 @@ class Server:
     def __init__(self, kind: str, workdir: Path, shards: int) -> None:
         self.kind = kind
         self.marker = uuid.uuid4().hex
+        self.postgres: PostgresServer | None = None
         data = workdir / kind
         data.mkdir(parents=True)
-        if kind == "confab":
+        store: list[str] = []
+        if kind == "confab-pg":
+            self.postgres = PostgresServer(fsync=True).start()
+            try:
+                store = ["--store", self.postgres.create_database("confab_bench")]
+            except BaseException:
+                self.postgres.close()
+                raise
+        if kind.startswith("confab"):
             config = workdir / "confab-bench.yaml"
             config.write_text(f"engine:\n  resident_conversations_per_shard: {BENCH_RESIDENT_CAP}\n")
             command = [
@@ -82,6 +98,7 @@ class Server:
                 str(config),
                 "--log-level",
                 "WARNING",
+                *store,
             ]
         else:
             command = [
@@ -94,14 +111,19 @@ class Server:
                 "--data-dir",
                 str(data),
             ]
-        self.process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "CONFAB_BENCH_RUN": self.marker},
-            start_new_session=True,
-        )
+        try:
+            self.process = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, "CONFAB_BENCH_RUN": self.marker},
+                start_new_session=True,
+            )
+        except BaseException:
+            if self.postgres is not None:
+                self.postgres.close()
+            raise
         assert self.process.stdout is not None
         self.target = ""
         for line in self.process.stdout:
@@ -138,14 +160,16 @@ class Server:
             return health_pb2_grpc.HealthStub(channel).GetDetailedHealth(health_pb2.DetailedHealthRequest())
 
     def resident_conversations(self) -> int | None:
-        if self.kind != "confab":
+        if not self.kind.startswith("confab"):
             return None
         return int(self._health().details["resident_conversations"])
 
     def cpu_seconds(self) -> tuple[float, list[float]]:
         """CPU time so far of the serving process, and of each shard process (Confab)."""
         shards = (
-            [int(s["pid"]) for s in self._health().details["shard_detail"]] if self.kind == "confab" else []
+            [int(s["pid"]) for s in self._health().details["shard_detail"]]
+            if self.kind.startswith("confab")
+            else []
         )
 
         def used(pid: int) -> float:
@@ -157,7 +181,27 @@ class Server:
 
         return used(self.process.pid), [used(pid) for pid in shards]
 
+    def database_cpu_seconds(self) -> float:
+        """CPU time so far of the PostgreSQL server's processes (0 without one)."""
+        if self.postgres is None:
+            return 0.0
+        total = 0.0
+        for process in self.postgres.processes():
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
     def stop(self) -> None:
+        try:
+            self._stop_server()
+        finally:
+            if self.postgres is not None:
+                self.postgres.close()
+
+    def _stop_server(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -196,6 +240,7 @@ class RssSampler(threading.Thread):
 def run_scenario(server: Server, scenario: str, duration: float, scale: float) -> Measurement:
     before = server.rss()
     edge_before, shards_before = server.cpu_seconds()
+    database_before = server.database_cpu_seconds()
     resident_before = server.resident_conversations() if scenario == "cold" else None
     sampler = RssSampler(server)
     sampler.start()
@@ -219,6 +264,7 @@ def run_scenario(server: Server, scenario: str, duration: float, scale: float) -
     ).stdout
     samples = sampler.finish()
     edge_after, shards_after = server.cpu_seconds()
+    database_used = server.database_cpu_seconds() - database_before
     result = json.loads(output)
     messages = max(1, int(result["messages"]))
     measurement = Measurement(
@@ -236,6 +282,8 @@ def run_scenario(server: Server, scenario: str, duration: float, scale: float) -
             for earlier, after in zip(shards_before, shards_after, strict=False)
         ],
     )
+    if server.postgres is not None:
+        measurement.checks["postgres_cpu_us"] = round(database_used / messages * 1e6)
     if scenario == "cold" and server.kind != "bare":  # the bare server keeps no conversations
         resident = server.resident_conversations()
         after = server.rss()
@@ -271,7 +319,7 @@ def print_table(measurements: list[Measurement]) -> None:
         bare = by.get(("bare", m.scenario))
         direct = by.get(("direct", m.scenario))
         over_bare = ratio(m.rate, bare.rate) if bare and m.server != "bare" else ""
-        over_direct = ratio(m.rate, direct.rate) if direct and m.server == "confab" else ""
+        over_direct = ratio(m.rate, direct.rate) if direct and m.server.startswith("confab") else ""
         notes = ", ".join(f"{k}={v}" for k, v in m.checks.items())
         if m.errors:
             notes = f"errors={m.errors} " + notes
@@ -335,9 +383,34 @@ def print_targets(measurements: list[Measurement]) -> None:
         print(f"{name:<44} {measured:>9}  {'yes' if met else 'NO'}")
 
 
+def print_store_comparison(measurements: list[Measurement]) -> None:
+    """Confab on PostgreSQL against Confab on SQLite, scenario by scenario."""
+    by = {(m.server, m.scenario): m for m in measurements}
+    rows = [
+        (scenario, by[("confab", scenario)], by[("confab-pg", scenario)])
+        for scenario in dict.fromkeys(m.scenario for m in measurements)
+        if ("confab", scenario) in by and ("confab-pg", scenario) in by
+    ]
+    if not rows:
+        return
+    print()
+    print(
+        f"{'store':<10} {'sqlite msg/s':>12} {'postgres msg/s':>14} {'pg/sqlite':>9} {'p50 ms sqlite/pg':>17}"
+    )
+    for scenario, sqlite, postgres in rows:
+        print(
+            f"{scenario:<10} {sqlite.rate:>12.0f} {postgres.rate:>14.0f}"
+            f" {ratio(postgres.rate, sqlite.rate):>9} {sqlite.p50_ms:>8.2f}/{postgres.p50_ms:<8.2f}"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="Confab benchmarks against same-run baselines")
-    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"comma-separated, of {', '.join(SERVERS + ON_REQUEST)} (confab-pg: on a PostgreSQL store)",
+    )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per timed scenario")
     parser.add_argument("--scale", type=float, default=1.0, help="size multiplier for stream and cold")
@@ -347,8 +420,8 @@ def main() -> int:
     servers = [s for s in args.servers.split(",") if s]
     scenarios = [s for s in args.scenarios.split(",") if s]
     for name in servers:
-        if name not in SERVERS:
-            parser.error(f"unknown server {name!r}; known: {SERVERS}")
+        if name not in SERVERS + ON_REQUEST:
+            parser.error(f"unknown server {name!r}; known: {SERVERS + ON_REQUEST}")
     for name in scenarios:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}; known: {SCENARIOS}")
@@ -356,7 +429,10 @@ def main() -> int:
     measurements: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="confab-bench-") as workdir:
         for kind in servers:
-            server = Server(kind, Path(workdir), args.shards)
+            try:
+                server = Server(kind, Path(workdir), args.shards)
+            except PostgresUnavailable as exc:
+                parser.error(f"{kind}: {exc}")
             try:
                 for scenario in scenarios:
                     print(f"  {kind:<7} {scenario} ...", file=sys.stderr, flush=True)
@@ -369,6 +445,7 @@ def main() -> int:
     )
     print_table(measurements)
     print_targets(measurements)
+    print_store_comparison(measurements)
     if args.json:
         Path(args.json).write_text(json.dumps([m.__dict__ for m in measurements], indent=2))
     return 0

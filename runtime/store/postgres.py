@@ -1,0 +1,430 @@
+"""The shared store: one PostgreSQL database for the shards of every host of a cluster.
+
+Each shard process opens its own :class:`PostgresStore` and uses it from one thread,
+through a pool of one connection (two while a broken one is being replaced): the pool
+reconnects in the background once the server is back, while a call that finds no
+working connection fails within ``pool_timeout_s`` (the shard answers UNAVAILABLE).
+
+A :meth:`~PostgresStore.write` is one transaction sent as one pipeline: one statement per
+table, carrying the whole round's rows as arrays, all sent together: one round trip, plus
+one for the fence.
+Leases are judged by the server's clock (``clock_timestamp()``, which keeps running
+inside a transaction, unlike ``now()``), so the hosts' clocks never matter. A fenced
+write share-locks the rows of its virtual shards until it commits: a claim that would
+take one of them waits for the write, so a write of the old owner is either wholly
+before the new owner's claim or refused.
+
+Durability is the server's: a commit returns once the server's ``synchronous_commit``
+says it is safe (``store.synchronous`` is for SQLite only).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool
+
+from ..config import without_password
+from ..model import ConversationKey
+from . import (
+    ConversationWrite,
+    Fence,
+    FencedOut,
+    KeptTurn,
+    Lease,
+    Retention,
+    StoredConversation,
+    StoreError,
+)
+from .migrations import POSTGRES, POSTGRES_VERSION
+
+# Connection settings a URL may set itself; these are used where it does not. Keepalives and
+# the TCP user timeout turn a server that went silent (a cut network) into an error within
+# seconds instead of the kernel's quarter of an hour.
+CONNECTION_DEFAULTS: dict[str, str | int] = {
+    "application_name": "confab",
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,  # ms
+}
+# A transaction left open by a client that vanished (its host cut off between the fence and
+# the commit) would hold its virtual shards' rows and stall their next claim; the server
+# ends it after this long. Confab's own transactions never idle between two statements.
+IDLE_IN_TRANSACTION = "5s"
+# One key for every Confab store: schema changes of one database are applied one at a time.
+MIGRATION_LOCK = 0x436F_6E66_6162  # "Confab"
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        url: str,
+        *,
+        retention: Retention | None = None,
+        connect_timeout_s: int = 5,
+        pool_timeout_s: float = 5.0,
+    ) -> None:
+        self.url = without_password(url)  # the only form of the URL ever shown
+        self.retention = retention or Retention()
+        password = _password_in(url)
+        try:
+            given = conninfo_to_dict(url)
+            missing = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in given}
+            if "connect_timeout" not in given:
+                missing["connect_timeout"] = connect_timeout_s
+            conninfo = make_conninfo(url, **missing)
+            with psycopg.connect(conninfo, autocommit=True) as db:
+                _configure(db)
+                self._migrate(db)
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.url}: {_reason(exc, password)}") from exc
+        self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=2,
+            kwargs={"autocommit": True},
+            configure=_configure,
+            timeout=pool_timeout_s,
+            # Give up a reconnection soon: the next call then starts a new one at once, instead
+            # of waiting out a back-off that doubles up to minutes while the server is away.
+            reconnect_timeout=pool_timeout_s,
+            name="confab-store",
+            open=False,
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout_s + pool_timeout_s)
+        except psycopg.Error as exc:
+            self._pool.close()
+            raise StoreError(f"{self.url}: {_reason(exc, password)}") from exc
+
+    # Opening --------------------------------------------------------------------------
+
+    def _migrate(self, db: psycopg.Connection[tuple[Any, ...]]) -> None:
+        with db.transaction():
+            # Held to the end of this transaction: shards opening at once migrate one by one.
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            # Checked before creating it: a user allowed only to read and write rows may open
+            # a database an administrator has brought up to date.
+            if _one(db, "SELECT to_regclass('schema_version') IS NULL"):
+                db.execute(
+                    "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, what TEXT NOT NULL,"
+                    " applied_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())"
+                )
+            version = int(_one(db, "SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+            if version > POSTGRES_VERSION:
+                raise StoreError(
+                    f"{self.url}: written by a newer Confab (schema {version}; this one knows up to"
+                    f" {POSTGRES_VERSION})"
+                )
+            for migration in POSTGRES:
+                if migration.version <= version:
+                    continue
+                for statement in migration.statements:
+                    db.execute(statement)
+                db.execute(
+                    "INSERT INTO schema_version (version, what) VALUES (%s, %s)",
+                    (migration.version, migration.what),
+                )
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # Reads ----------------------------------------------------------------------------
+
+    def load(self, key: ConversationKey) -> StoredConversation | None:
+        # The ids a conversation must recognise: its last turns_kept, and the idempotency window's.
+        since = time.time() - self.retention.idempotency_window_s
+        with self._pool.connection() as db:
+            row = db.execute(
+                "SELECT c.state, c.seq, k.ids, k.ats FROM conversations c LEFT JOIN LATERAL ("
+                " SELECT array_agg(t.message_id ORDER BY t.seq) AS ids,"
+                " array_agg(t.created_at ORDER BY t.seq) AS ats FROM turns t"
+                " WHERE t.tenant_id = c.tenant_id AND t.conversation_id = c.conversation_id"
+                " AND (t.seq > c.seq - %s OR t.created_at >= %s)) k ON TRUE"
+                " WHERE c.tenant_id = %s AND c.conversation_id = %s",
+                (self.retention.turns_kept, since, key.tenant_id, key.conversation_id),
+            ).fetchone()
+        if row is None:
+            return None
+        return StoredConversation(
+            state=row[0], seq=row[1], message_ids=list(zip(row[2] or [], row[3] or [], strict=True))
+        )
+
+    def load_turn(self, key: ConversationKey, message_id: str) -> KeptTurn | None:
+        with self._pool.connection() as db:
+            row = db.execute(
+                f"SELECT {_TURN_COLUMNS} FROM turns WHERE tenant_id = %s AND conversation_id = %s"
+                " AND message_id = %s ORDER BY seq DESC LIMIT 1",
+                (key.tenant_id, key.conversation_id, message_id),
+            ).fetchone()
+        return None if row is None else _kept(row)
+
+    def scan(
+        self, after: ConversationKey | None, tenant_id: str, limit: int
+    ) -> list[tuple[ConversationKey, bytes, float]]:
+        where, args = ["TRUE"], []
+        if tenant_id:
+            where.append("tenant_id = %s")
+            args.append(tenant_id)
+        if after is not None:
+            where.append("(tenant_id, conversation_id) > (%s, %s)")
+            args += [after.tenant_id, after.conversation_id]
+        query = (
+            "SELECT tenant_id, conversation_id, state, updated_at FROM conversations"
+            f" WHERE {' AND '.join(where)} ORDER BY tenant_id, conversation_id LIMIT %s"
+        )
+        with self._pool.connection() as db:
+            rows = db.execute(query, (*args, limit)).fetchall()
+        return [(ConversationKey(r[0], r[1]), r[2], r[3]) for r in rows]
+
+    def recent_turns(self, key: ConversationKey, count: int) -> list[KeptTurn]:
+        with self._pool.connection() as db:
+            rows = db.execute(
+                f"SELECT {_TURN_COLUMNS} FROM turns WHERE tenant_id = %s AND conversation_id = %s"
+                " ORDER BY seq DESC LIMIT %s",
+                (key.tenant_id, key.conversation_id, count),
+            ).fetchall()
+        return [_kept(r) for r in reversed(rows)]
+
+    def recorded_turns(self, key: ConversationKey) -> list[KeptTurn]:
+        with self._pool.connection() as db:
+            rows = db.execute(
+                f"SELECT {_TURN_COLUMNS} FROM turns WHERE tenant_id = %s AND conversation_id = %s"
+                " AND recorded <> ''::bytea ORDER BY seq",
+                (key.tenant_id, key.conversation_id),
+            ).fetchall()
+        return [_kept(r) for r in rows]
+
+    def recorded_conversations(
+        self, tenant_id: str, since: float, after: ConversationKey | None, limit: int
+    ) -> list[ConversationKey]:
+        where: list[str] = ["recorded <> ''::bytea", "created_at >= %s"]
+        args: list[object] = [since]
+        if tenant_id:
+            where.append("tenant_id = %s")
+            args.append(tenant_id)
+        if after is not None:
+            where.append("(tenant_id, conversation_id) > (%s, %s)")
+            args += [after.tenant_id, after.conversation_id]
+        query = (
+            "SELECT DISTINCT tenant_id, conversation_id FROM turns"
+            f" WHERE {' AND '.join(where)} ORDER BY tenant_id, conversation_id LIMIT %s"
+        )
+        with self._pool.connection() as db:
+            rows = db.execute(query, (*args, limit)).fetchall()
+        return [ConversationKey(r[0], r[1]) for r in rows]
+
+    def count_conversations(self) -> int:
+        with self._pool.connection() as db:
+            return int(_one(db, "SELECT COUNT(*) FROM conversations"))
+
+    def ping(self) -> float:
+        started = time.perf_counter()
+        with self._pool.connection() as db:
+            db.execute("SELECT 1 FROM conversations LIMIT 1").fetchall()
+        return time.perf_counter() - started
+
+    # Writes ---------------------------------------------------------------------------
+
+    def write(self, writes: Sequence[ConversationWrite], fence: Fence | None = None) -> None:
+        now = time.time()
+        # One row per conversation and per turn, the last given winning as if each were written
+        # in turn: a single statement may not change one row twice.
+        states = {(w.key.tenant_id, w.key.conversation_id): w for w in writes}
+        turns = {(w.key.tenant_id, w.key.conversation_id, r.seq): r for w in writes for r in w.turns}
+        prunes = [
+            (w.key.tenant_id, w.key.conversation_id, w.prune_through, w.prune_before)
+            for w in writes
+            if w.prune_through > 0
+        ]
+        # The rows go as columns, one array each in binary (%b): a statement per table whatever
+        # the round's size, which costs the shard far less than one statement per row.
+        with self._pool.connection() as db, db.pipeline(), db.transaction():
+            if fence is not None:
+                self._check_fence(db, fence)
+            if states:
+                db.execute(
+                    "INSERT INTO conversations (tenant_id, conversation_id, state, seq, updated_at)"
+                    " SELECT tenant_id, conversation_id, state, seq, %b"
+                    " FROM unnest(%b::text[], %b::text[], %b::bytea[], %b::bigint[])"
+                    " AS w (tenant_id, conversation_id, state, seq)"
+                    " ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET state = excluded.state,"
+                    " seq = excluded.seq, updated_at = excluded.updated_at",
+                    (
+                        now,
+                        [t for t, _ in states],
+                        [c for _, c in states],
+                        [w.state for w in states.values()],
+                        [w.seq for w in states.values()],
+                    ),
+                )
+            if turns:
+                db.execute(
+                    "INSERT INTO turns (tenant_id, conversation_id, seq, message_id, kind, reply,"
+                    " created_at, input, fingerprint, recorded)"
+                    " SELECT tenant_id, conversation_id, seq, message_id, kind, reply, %b, input,"
+                    " fingerprint, recorded FROM unnest(%b::text[], %b::text[], %b::bigint[],"
+                    " %b::text[], %b::integer[], %b::bytea[], %b::text[], %b::bytea[], %b::bytea[])"
+                    " AS r (tenant_id, conversation_id, seq, message_id, kind, reply, input, fingerprint,"
+                    " recorded)"
+                    " ON CONFLICT (tenant_id, conversation_id, seq) DO UPDATE SET"
+                    " message_id = excluded.message_id, kind = excluded.kind, reply = excluded.reply,"
+                    " created_at = excluded.created_at, input = excluded.input,"
+                    " fingerprint = excluded.fingerprint, recorded = excluded.recorded",
+                    (
+                        now,
+                        [t for t, _, _ in turns],
+                        [c for _, c, _ in turns],
+                        [seq for _, _, seq in turns],
+                        [r.message_id for r in turns.values()],
+                        [r.kind for r in turns.values()],
+                        [r.reply for r in turns.values()],
+                        [r.input for r in turns.values()],
+                        [r.fingerprint for r in turns.values()],
+                        [r.recorded for r in turns.values()],
+                    ),
+                )
+            if prunes:
+                # One statement per conversation, each on the turns' primary key: rare (once every
+                # turns_kept turns of a conversation) and never a plan that could scan every turn.
+                db.cursor().executemany(
+                    "DELETE FROM turns WHERE tenant_id = %s AND conversation_id = %s"
+                    " AND seq <= %s AND created_at < %s",
+                    prunes,
+                )
+
+    def _check_fence(self, db: psycopg.Connection[tuple[Any, ...]], fence: Fence) -> None:
+        # FOR SHARE, to the end of the write: a claim of any of these rows waits for the commit,
+        # and a claim already made is seen here (it changed the owner or the epoch). In order,
+        # as claims lock them, so that a claim and a write never wait for each other.
+        rows = db.execute(
+            "SELECT vshard, epoch FROM vshards WHERE vshard = ANY(%s::integer[]) AND owner = %s"
+            " AND lease_until > clock_timestamp() ORDER BY vshard FOR SHARE",
+            (sorted(fence.epochs), fence.owner),
+        ).fetchall()
+        held = {vshard for vshard, epoch in rows if fence.epochs.get(vshard) == epoch}
+        lost = frozenset(fence.epochs) - held
+        if lost:
+            raise FencedOut(lost)
+
+    def probe_write(self) -> float:
+        started = time.perf_counter()
+        with self._pool.connection() as db:
+            db.execute(
+                "INSERT INTO write_probe (id, at) VALUES (1, %s)"
+                " ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                (time.time(),),
+            )
+        return time.perf_counter() - started
+
+    # Virtual shards ---------------------------------------------------------------------
+    #
+    # Claims, renewals and releases are planned afresh each time (prepare=False): they run about
+    # once a second, and a plan kept for any number of virtual shards (the generic plan a
+    # prepared statement falls back to) joins their list with the table row by row, 10x slower
+    # for a few hundred.
+
+    def claim(self, vshards: Sequence[int], owner: str, lease_s: float) -> dict[int, int]:
+        if not vshards:
+            return {}
+        wanted = sorted(set(vshards))
+        with self._pool.connection() as db, db.pipeline(), db.transaction():
+            db.execute(
+                "INSERT INTO vshards (vshard) SELECT unnest(%s::integer[]) ON CONFLICT DO NOTHING", (wanted,)
+            )
+            # One statement, its rows locked in order as fenced writes lock them: a row a write
+            # holds is waited for, then taken (nobody else holds it any more) or marked wanted.
+            rows = db.execute(
+                "WITH asked AS (SELECT vshard,"
+                " (owner = '' OR lease_until <= clock_timestamp()"
+                " OR (owner = %(owner)s AND wanted_by IN ('', %(owner)s))) AS free"
+                " FROM vshards WHERE vshard = ANY(%(wanted)s::integer[]) ORDER BY vshard FOR UPDATE)"
+                " UPDATE vshards SET"
+                " owner = CASE WHEN asked.free THEN %(owner)s ELSE vshards.owner END,"
+                " epoch = CASE WHEN asked.free THEN vshards.epoch + 1 ELSE vshards.epoch END,"
+                " lease_until = CASE WHEN asked.free"
+                " THEN clock_timestamp() + make_interval(secs => %(lease_s)s) ELSE vshards.lease_until END,"
+                " wanted_by = CASE WHEN asked.free THEN '' ELSE %(owner)s END"
+                " FROM asked WHERE vshards.vshard = asked.vshard"
+                " RETURNING vshards.vshard, vshards.epoch, asked.free",
+                {"wanted": wanted, "owner": owner, "lease_s": float(lease_s)},
+                prepare=False,
+            ).fetchall()
+        return {vshard: epoch for vshard, epoch, taken in rows if taken}
+
+    def renew(self, owner: str, epochs: Mapping[int, int], lease_s: float) -> set[int]:
+        if not epochs:
+            return set()
+        held = sorted(epochs.items())
+        with self._pool.connection() as db:
+            rows = db.execute(
+                "UPDATE vshards SET lease_until = clock_timestamp() + make_interval(secs => %s)"
+                " FROM unnest(%s::integer[], %s::bigint[]) AS held (vshard, epoch)"
+                " WHERE vshards.vshard = held.vshard AND vshards.epoch = held.epoch AND vshards.owner = %s"
+                " AND vshards.wanted_by IN ('', %s) RETURNING vshards.vshard",
+                (float(lease_s), [v for v, _ in held], [e for _, e in held], owner, owner),
+                prepare=False,
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def release(self, owner: str, epochs: Mapping[int, int]) -> None:
+        if not epochs:
+            return
+        held = sorted(epochs.items())
+        with self._pool.connection() as db:
+            db.execute(
+                "UPDATE vshards SET owner = '', lease_until = 'epoch'"
+                " FROM unnest(%s::integer[], %s::bigint[]) AS held (vshard, epoch)"
+                " WHERE vshards.vshard = held.vshard AND vshards.epoch = held.epoch AND vshards.owner = %s",
+                ([v for v, _ in held], [e for _, e in held], owner),
+                prepare=False,
+            )
+
+    def leases(self) -> list[Lease]:
+        with self._pool.connection() as db:
+            rows = db.execute(
+                "SELECT vshard, owner, epoch,"
+                " EXTRACT(EPOCH FROM lease_until - clock_timestamp())::double precision, wanted_by"
+                " FROM vshards ORDER BY vshard"
+            ).fetchall()
+        return [Lease(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+_TURN_COLUMNS = "seq, message_id, kind, reply, created_at, input, fingerprint, recorded"
+
+
+def _kept(row: tuple[Any, ...]) -> KeptTurn:
+    return KeptTurn(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+
+
+def _one(db: psycopg.Connection[tuple[Any, ...]], query: str) -> Any:
+    row = db.execute(query).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _configure(db: psycopg.Connection[tuple[Any, ...]]) -> None:
+    db.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'")
+
+
+def _password_in(url: str) -> str:
+    try:
+        return str(conninfo_to_dict(url).get("password") or "")
+    except psycopg.Error:
+        return ""
+
+
+def _reason(error: psycopg.Error, password: str) -> str:
+    """The server's or libpq's complaint on one line, never with the password in it."""
+    text = "; ".join(" ".join(line.split()) for line in str(error).splitlines() if line.strip())
+    if text.startswith("connection failed: "):
+        text = text.removeprefix("connection failed: ")
+    if password:
+        text = text.replace(password, "***")
+    return text or type(error).__name__
