@@ -5,12 +5,13 @@ built here, every ``heartbeat_every_s`` and at once when its shards or their
 holdings change; it learns the directory from the replies, and the coordinator's
 address from who sends them.
 
-At most ``MAX_UNANSWERED`` heartbeats are in flight; past that, one probe goes every
-``PROBE_EVERY_S``. Toward a coordinator that cannot be reached (a cut link), more
-would only pile up in Thespian's transmit queue and stall the supervisor's other
-sends; the probe is what gets through first once the link is back. A coordinator
-silent for ``LOOKUP_AFTER_S`` is also looked up again by its global name (a leader
-whose actor system was started again has a new one); whichever answers is used.
+At most ``MAX_UNANSWERED`` heartbeats are in flight. Toward a coordinator that cannot
+be reached (a cut link) Thespian holds a send for minutes, and twenty held sends stall
+every other send of the supervisor, its answers to its own host included; the held
+heartbeats are delivered once the link is back, and their answers resume the beat. A
+coordinator silent for ``LOOKUP_AFTER_S`` is also looked up again by its global name,
+once per silence (a leader whose actor system was started again has a new
+coordinator); whichever answers is used.
 
 A host that has not heard the coordinator for ``lost_after_s`` knows the cluster
 counts it lost and is moving its share elsewhere: it keeps what it holds (until its
@@ -28,7 +29,6 @@ from ..runtime.protocol.directory import HostView, ShardDirectory, ShardEndpoint
 from .messages import HostHeartbeat, HostIdentity
 
 MAX_UNANSWERED = 3
-PROBE_EVERY_S = 2.0
 LOOKUP_AFTER_S = 10.0
 
 
@@ -47,12 +47,12 @@ class HostMembership:
         self._seq = 0
         self._answered = 0
         self._last_answer = time.monotonic()
-        self._last_sent = 0.0
-        self._last_lookup = time.monotonic()
+        self._looked_up_in_silence = False
 
     def looked_up(self, address: object) -> None:
         """A lookup by global name gave ``address`` (it may not resolve until the leader answers)."""
-        self._last_lookup = time.monotonic()
+        if self.coordinator is not None:
+            self._looked_up_in_silence = True
         if self.coordinator is None:
             self.coordinator = address
         else:
@@ -62,11 +62,15 @@ class HostMembership:
         """The next heartbeat and where to send it, or None while too many are unanswered."""
         if self.coordinator is None:
             return None
-        now = time.monotonic()
-        if self._seq - self._answered >= MAX_UNANSWERED and now - self._last_sent < PROBE_EVERY_S:
-            return None
+        targets = [self.coordinator]
+        if self._seq - self._answered >= MAX_UNANSWERED:
+            if self.candidate is None:
+                return None
+            targets = []  # the window is full: only the fresh lookup gets one
+        if self.candidate is not None:  # once: a send to an address being resolved is held too
+            targets.append(self.candidate)
+            self.candidate = None
         self._seq += 1
-        self._last_sent = now
         host = self.identity.host
         beat = HostHeartbeat(
             identity=self.identity,
@@ -78,11 +82,11 @@ class HostMembership:
             leaving=self.leaving,
             seen_version=self.directory.version if self.directory else 0,
         )
-        targets = [self.coordinator] + ([self.candidate] if self.candidate is not None else [])
         return beat, targets
 
     def answered(self, seq: int, sender: object) -> None:
         self._last_answer = time.monotonic()
+        self._looked_up_in_silence = False
         self.coordinator, self.candidate = sender, None
         if seq > 0:
             self._answered = max(self._answered, seq)
@@ -103,8 +107,7 @@ class HostMembership:
         return time.monotonic() - self._last_answer
 
     def wants_lookup(self) -> bool:
-        now = time.monotonic()
-        return self.silent_for() > LOOKUP_AFTER_S and now - self._last_lookup > LOOKUP_AFTER_S
+        return self.silent_for() > LOOKUP_AFTER_S and not self._looked_up_in_silence
 
     @property
     def out_of_touch(self) -> bool:

@@ -26,9 +26,18 @@ LEADER_PORT = 1950  # the leader's actor system; each host has ports of its own,
 
 class Cluster:
     def __init__(
-        self, hosts: Hosts, root: Path, store: str, *, shards: int = 1, extra: tuple[str, ...] = ()
+        self,
+        hosts: Hosts,
+        root: Path,
+        store: str,
+        *,
+        count: int = 0,
+        shards: int = 1,
+        extra: tuple[str, ...] = (),
     ) -> None:
+        """A cluster on the first ``count`` hosts of ``hosts`` (0: all of them)."""
         self.hosts = hosts
+        self.count = count or hosts.count
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         config = root / "cluster.yaml"

@@ -81,7 +81,10 @@ def failovers(hosts: Hosts, root: Path, store: str, kills: int, duration_s: floa
                     "exact": exact(result, cluster.edges[0]),
                 }
             )
-            print(f"kill {kill + 1}: host {victim}, service back after {runs[-1]['max_silence_s']:.2f}s", flush=True)
+            print(
+                f"kill {kill + 1}: host {victim}, service back after {runs[-1]['max_silence_s']:.2f}s",
+                flush=True,
+            )
             cluster.servers[victim].start(timeout=60.0)
             cluster.wait_complete(hosts.count)
     finally:
@@ -95,7 +98,9 @@ def throughput(hosts: Hosts, root: Path, store: str, count: int, duration_s: flo
     cluster = Cluster(hosts, root / f"hosts{count}", store, count=count, shards=os.cpu_count() or 1).start()
     try:
         before = [namespace_cpu_s(hosts, i) for i in range(count)]
-        with LoadProcess(plan(cluster.edges, duration_s, f"t{count}-", workers=64), root / f"load-t{count}") as load:
+        with LoadProcess(
+            plan(cluster.edges, duration_s, f"t{count}-", workers=64), root / f"load-t{count}"
+        ) as load:
             result = load.start().wait()
         used = [namespace_cpu_s(hosts, i) - b for i, b in zip(range(count), before, strict=True)]
         per_host_messages = result.acknowledged / count
@@ -119,16 +124,15 @@ def main() -> int:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="confab-cluster-bench-"))
     with Hosts(3) as hosts:
-        postgres = PostgresServer(listen=hosts.bridge_address, fsync=True, root=root / "pg")
-        postgres.start()
+        postgres = PostgresServer(listen=hosts.bridge_address, fsync=True).start()
         try:
-            report = {
-                "failover": failovers(hosts, root, postgres.url(postgres.create_database()), args.kills, args.duration),
-                "one_host": throughput(hosts, root, postgres.url(postgres.create_database()), 1, args.duration),
-                "three_hosts": throughput(hosts, root, postgres.url(postgres.create_database()), 3, args.duration),
-            }
+            database = postgres.create_database()
+            report = {"failover": failovers(hosts, root, database, args.kills, args.duration)}
+            for count in (1, hosts.count):
+                database = postgres.create_database()
+                report[f"hosts_{count}"] = throughput(hosts, root, database, count, args.duration)
         finally:
-            postgres.stop()
+            postgres.close()
     print(json.dumps(report, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -44,7 +44,9 @@ from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from .support import message, state_request
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-RETRYABLE_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+# As docs/api.md's retry policy: CANCELLED too, which a stopping server answers to calls it had
+# received but not started (grpc/grpc#41785).
+RETRYABLE_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")
 # A restarted edge is tried again within a second, not after gRPC's default backoff of up to 2 minutes.
 CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),

@@ -1,4 +1,4 @@
-"""A cluster of real hosts (network namespaces), one shared store, load through every edge, faults.
+"""A cluster of real hosts (network namespaces), one PostgreSQL store, load through every edge, faults.
 
 Each case runs a load generator in its own process against the edges of every host
 that stays up; a request an edge cannot answer is retried on the next edge with its
@@ -11,6 +11,7 @@ targets live in the benchmark.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from confab.runtime.protocol.directory import vshard_of
 from .cluster import Cluster, running_cluster
 from .cluster_load import LoadPlan, LoadProcess, LoadResult, applied_counts, conversation_names
 from .hosts import Hosts
+from .postgres import start_server
 from .support import message, run_confab
 
 pytestmark = pytest.mark.integration
@@ -33,14 +35,16 @@ HOSTS = 3
 
 
 @pytest.fixture
-def cluster(make_hosts: Callable[[int], Hosts], tmp_path: Path, cluster_store: str) -> Iterator[Cluster]:
-    with running_cluster(make_hosts(HOSTS), tmp_path, cluster_store) as running:
-        yield running
-
-
-@pytest.fixture
-def cluster_store(tmp_path: Path) -> str:
-    return str(tmp_path / "shared.sqlite3")
+def cluster(make_hosts: Callable[[int], Hosts], tmp_path: Path) -> Iterator[Cluster]:
+    hosts = make_hosts(HOSTS)
+    # The store the hosts share, on the bridge between them: a host cut off loses it too.
+    postgres = start_server(hosts.bridge_address)
+    try:
+        with running_cluster(hosts, tmp_path, postgres.create_database()) as running:
+            yield running
+    finally:
+        shutil.copy(postgres.log_path, tmp_path / "postgresql.log")  # beside the hosts' logs
+        postgres.close()
 
 
 def load_plan(cluster: Cluster, edges: list[str], duration_s: float, prefix: str) -> LoadPlan:

@@ -54,9 +54,22 @@ CONNECTION_DEFAULTS: dict[str, str | int] = {
     "tcp_user_timeout": 10_000,  # ms
 }
 # A transaction left open by a client that vanished (its host cut off between the fence and
-# the commit) would hold its virtual shards' rows and stall their next claim; the server
-# ends it after this long. Confab's own transactions never idle between two statements.
+# the commit) would hold its virtual shards' rows and stall their next claim. The server ends
+# it after IDLE_IN_TRANSACTION if it idles, and its own keepalives on the connection find a
+# client gone in the middle of a pipeline (the session is "active" then, waiting for the rest
+# of it, which no timeout of the transaction's covers) within seconds instead of two hours.
+# Confab's own transactions never idle between two statements.
 IDLE_IN_TRANSACTION = "5s"
+SERVER_SIDE_SETTINGS = (
+    f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'",
+    "SET tcp_keepalives_idle = 2",
+    "SET tcp_keepalives_interval = 1",
+    "SET tcp_keepalives_count = 3",
+    "SET tcp_user_timeout = 5000",
+    # Never wait long for a row another session holds: a shard's loop waits on its store,
+    # and a claim or write that cannot get its rows soon fails and is tried again.
+    "SET lock_timeout = '2s'",
+)
 # One key for every Confab store: schema changes of one database are applied one at a time.
 MIGRATION_LOCK = 0x436F_6E66_6162  # "Confab"
 
@@ -410,7 +423,8 @@ def _one(db: psycopg.Connection[tuple[Any, ...]], query: str) -> Any:
 
 
 def _configure(db: psycopg.Connection[tuple[Any, ...]]) -> None:
-    db.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'")
+    for setting in SERVER_SIDE_SETTINGS:
+        db.execute(setting)
 
 
 def _password_in(url: str) -> str:
