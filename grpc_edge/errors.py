@@ -9,7 +9,7 @@ logged with the request id and the client sees only INTERNAL and that id.
 from __future__ import annotations
 
 import logging
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
@@ -72,10 +72,14 @@ def rich_status(error: ConfabError) -> grpc.Status:
         retry.retry_delay.FromNanoseconds(int(error.retry_after_s * 1e9))
         details.append(_pack(retry))
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=details)
-    return rpc_status.to_status(status)
+    # grpc_status has no type information: this is where its grpc.Status gets its type.
+    converted: grpc.Status = rpc_status.to_status(status)
+    return converted
 
 
-async def abort(context: grpc.aio.ServicerContext, error: BaseException, request_id: str) -> NoReturn:
+async def abort(
+    context: grpc.aio.ServicerContext[Any, Any], error: BaseException, request_id: str
+) -> NoReturn:
     if isinstance(error, grpc.aio.AbortError):  # aborted deeper down already: let it through
         raise error
     await context.abort_with_status(rich_status(as_confab_error(error, request_id)))

@@ -31,7 +31,7 @@ from confab.grpc_edge.access_log import (
     resolve_format,
 )
 from confab.grpc_edge.call import note_target, request_id
-from confab.grpc_edge.guards import CallGuard, guarded
+from confab.grpc_edge.guards import CallGuard, Handler, guarded
 from confab.grpc_edge.metrics import RpcMetrics
 from confab.grpc_edge.observe import ObserverGuard
 from confab.protos import mcp_engine_pb2 as pb
@@ -179,7 +179,7 @@ class Seen:
     request_ids: list[str] = field(default_factory=list)
 
 
-def _chain(handler: grpc.RpcMethodHandler, *guards: CallGuard) -> Any:
+def _chain(handler: Handler, *guards: CallGuard) -> Any:
     """The handler as the server registers it, guarded (outermost first); Any: fake contexts."""
     return guarded("/test.Svc/Method", handler, guards)
 

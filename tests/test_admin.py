@@ -44,9 +44,10 @@ def action(conversation: str) -> admin.ConversationAction:
 
 
 def inspect(stub: admin_grpc.AdminStub, conversation: str, turns: int = 10) -> admin.ConversationDetail:
-    return stub.InspectConversation(
+    detail: admin.ConversationDetail = stub.InspectConversation(
         admin.InspectConversationRequest(tenant_id="acme", conversation_id=conversation, last_turns=turns)
     )
+    return detail
 
 
 def state_of(detail: admin.ConversationDetail) -> dict[str, Any]:

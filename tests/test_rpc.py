@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -78,7 +79,9 @@ def test_process_message_answers_with_everything(stub: pb_grpc.MCPEngineStub) ->
         (lambda r: setattr(r, "channel", 99), "channel"),
     ],
 )
-def test_invalid_process_message_names_the_field(stub: pb_grpc.MCPEngineStub, mutate, field: str) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_process_message_names_the_field(
+    stub: pb_grpc.MCPEngineStub, mutate: Callable[[pb.ProcessMessageRequest], object], field: str
+) -> None:
     request = message(new_id(), "hi")
     mutate(request)
     with pytest.raises(grpc.RpcError) as caught:
@@ -104,12 +107,13 @@ def test_payload_alone_is_enough(stub: pb_grpc.MCPEngineStub) -> None:
 
 def test_get_and_reset_unknown_conversation_is_not_found(stub: pb_grpc.MCPEngineStub) -> None:
     conversation = new_id()
-    for call in (
+    lookups: list[Callable[[], object]] = [
         lambda: stub.GetConversationState(state_request(conversation)),
         lambda: stub.ResetConversation(
             pb.ResetConversationRequest(tenant_context={"tenant_id": "acme"}, conversation_id=conversation)
         ),
-    ):
+    ]
+    for call in lookups:
         with pytest.raises(grpc.RpcError) as caught:
             call()
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
@@ -254,7 +258,7 @@ def test_stream_cancelled_by_the_client_leaves_the_server_serving(stub: pb_grpc.
     conversation = new_id()
     release = threading.Event()
 
-    def requests():  # type: ignore[no-untyped-def]
+    def requests() -> Iterator[pb.ConversationStreamRequest]:
         yield stream_request(
             init=pb.StreamInit(tenant_context={"tenant_id": "acme"}, conversation_id=conversation)
         )
