@@ -21,7 +21,7 @@ from confab.protos import health_pb2, health_pb2_grpc
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 
-from .support import ServerProcess, message, state_request
+from .support import ServerProcess, message, state_request, status_details
 
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
 
@@ -386,6 +386,21 @@ def test_standard_and_v2_health(server: ServerProcess) -> None:
         assert len(pids) == 2 and server.pid not in pids
         bare = v2.GetDetailedHealth(health_pb2.DetailedHealthRequest())
         assert not bare.dependencies and not bare.metrics.fields
+
+
+def test_a_method_a_service_leaves_out_is_unimplemented(server: ServerProcess) -> None:
+    # grpcio-health-checking's servicer leaves List to its generated base, which raises
+    # NotImplementedError: that is a method this server does not serve, not a bug in it.
+    with server.channel() as channel:
+        standard = std_health_pb2_grpc.HealthStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            standard.List(std_health_pb2.HealthListRequest())
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert status_details(caught.value) == ("UNIMPLEMENTED", [])
+        assert "request_id" not in (caught.value.details() or "")  # not the opaque INTERNAL of a bug
+        reply = standard.Check(std_health_pb2.HealthCheckRequest(service=""))
+        assert reply.status == std_health_pb2.HealthCheckResponse.SERVING
+    assert not [line for line in server.output if "NotImplementedError" in line]  # nothing logged as a bug
 
 
 def test_coalesced_requests_get_their_own_replies(stub: pb_grpc.MCPEngineStub) -> None:
