@@ -29,6 +29,7 @@ test: dev lint
 test-fast: dev
 	$(PY) -m pytest -q -m "not integration"
 
+# mypy runs strict on both (`strict = true` and its few exceptions are in pyproject.toml).
 lint: dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

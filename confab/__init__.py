@@ -22,6 +22,7 @@ from .runtime.errors import (
     RateLimited,
     Unauthenticated,
     Unavailable,
+    Unimplemented,
 )
 from .runtime.model import (
     Content,
@@ -53,6 +54,7 @@ __all__ = [
     "TurnResult",
     "Unauthenticated",
     "Unavailable",
+    "Unimplemented",
     "__version__",
     "load_config",
 ]

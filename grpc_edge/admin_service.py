@@ -29,6 +29,7 @@ import grpc
 from ..protos import admin_pb2 as pb
 from ..protos import admin_pb2_grpc as pb_grpc
 from ..runtime import VERSION
+from ..runtime.config import LimitsConfig
 from ..runtime.engine import Engine
 from ..runtime.engine.events import TAIL_EVENT_TYPES
 from ..runtime.errors import InvalidArgument
@@ -50,11 +51,11 @@ def _operator() -> str:
     return principal.subject if principal is not None else "anonymous (authentication is off)"
 
 
-def _key(tenant_id: str, conversation_id: str) -> ConversationKey:
+def _key(tenant_id: str, conversation_id: str, limits: LimitsConfig) -> ConversationKey:
     """The conversation an action names, once the caller may administer its tenant."""
     key = ConversationKey(
-        convert.identifier(tenant_id, "tenant_id", convert.DEFAULT_LIMITS),
-        convert.identifier(conversation_id, "conversation_id", convert.DEFAULT_LIMITS),
+        convert.identifier(tenant_id, "tenant_id", limits),
+        convert.identifier(conversation_id, "conversation_id", limits),
     )
     note_target(tenant_id, conversation_id)
     auth.authorize_admin_of(key.tenant_id)
@@ -66,9 +67,11 @@ def _audit(action: str, **details: Any) -> None:
 
 
 class AdminService(pb_grpc.AdminServicer):
-    def __init__(self, engine: Engine, health: HealthMonitor) -> None:
+    def __init__(self, engine: Engine, health: HealthMonitor, *, limits: LimitsConfig | None = None) -> None:
         self.engine = engine
         self.health = health
+        # The ids it is given are held to the limits the MCPEngine service holds them to.
+        self.limits = limits or convert.DEFAULT_LIMITS
         # (pid, when, commands) per shard at the previous GetCluster: the rate is measured between calls.
         self._last_counts: dict[str, tuple[int, float, int]] = {}
 
@@ -138,8 +141,9 @@ class AdminService(pb_grpc.AdminServicer):
     async def ListConversations(
         self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListConversationsResponse:
+        tenant_id = convert.identifier(request.tenant_id, "tenant_id", self.limits, required=False)
         wanted = ConversationFilter(
-            tenant_id=auth.admin_tenant_scope(request.tenant_id),
+            tenant_id=auth.admin_tenant_scope(tenant_id),
             state=request.state,
             flow_id=request.flow_id,
             idle_longer_than_s=request.idle_longer_than_s,
@@ -168,7 +172,12 @@ class AdminService(pb_grpc.AdminServicer):
     async def TailEvents(
         self, request: pb.TailEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.Event]:
-        tenant_id = auth.admin_tenant_scope(request.tenant_id)
+        tenant_id = auth.admin_tenant_scope(
+            convert.identifier(request.tenant_id, "tenant_id", self.limits, required=False)
+        )
+        conversation_id = convert.identifier(
+            request.conversation_id, "conversation_id", self.limits, required=False
+        )
         unknown = set(request.event_types) - set(TAIL_EVENT_TYPES)
         if unknown:
             raise InvalidArgument(
@@ -183,7 +192,7 @@ class AdminService(pb_grpc.AdminServicer):
                     continue
                 if tenant_id and event.key.tenant_id != tenant_id:
                     continue
-                if request.conversation_id and event.key.conversation_id != request.conversation_id:
+                if conversation_id and event.key.conversation_id != conversation_id:
                     continue
                 out = pb.Event(
                     type=event.type,
@@ -200,13 +209,13 @@ class AdminService(pb_grpc.AdminServicer):
     async def InspectConversation(
         self, request: pb.InspectConversationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ConversationDetail:
-        key = _key(request.tenant_id, request.conversation_id)
+        key = _key(request.tenant_id, request.conversation_id, self.limits)
         return _detail(await self.engine.inspect(key, request.last_turns or DEFAULT_LAST_TURNS))
 
     async def ResetConversation(
         self, request: pb.ConversationAction, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ActionResult:
-        key = _key(request.tenant_id, request.conversation_id)
+        key = _key(request.tenant_id, request.conversation_id, self.limits)
         _audit("reset", conversation=str(key), reason=request.reason)
         result = await self.engine.reset(
             key, request.reason or "operator reset", message_id=current_request_id()
@@ -216,7 +225,7 @@ class AdminService(pb_grpc.AdminServicer):
     async def ForceState(
         self, request: pb.ForceStateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ActionResult:
-        key = _key(request.tenant_id, request.conversation_id)
+        key = _key(request.tenant_id, request.conversation_id, self.limits)
         if not request.state:
             raise InvalidArgument("state is required", field="state")
         _audit("force_state", conversation=str(key), state=request.state, reason=request.reason)
@@ -226,7 +235,7 @@ class AdminService(pb_grpc.AdminServicer):
     async def ResumeConversation(
         self, request: pb.ConversationAction, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ActionResult:
-        key = _key(request.tenant_id, request.conversation_id)
+        key = _key(request.tenant_id, request.conversation_id, self.limits)
         _audit("resume", conversation=str(key), reason=request.reason)
         result = await self.engine.resume(key, _operator(), message_id=current_request_id())
         resumed = "handoff_resumed" in result.actions_performed
@@ -236,7 +245,7 @@ class AdminService(pb_grpc.AdminServicer):
     async def PassivateConversation(
         self, request: pb.ConversationAction, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ActionResult:
-        key = _key(request.tenant_id, request.conversation_id)
+        key = _key(request.tenant_id, request.conversation_id, self.limits)
         _audit("passivate", conversation=str(key), reason=request.reason)
         answer = await self.engine.passivate(key)
         return pb.ActionResult(ok=answer.done, message=answer.reason)

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -36,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from ..runtime.config import AuthConfig, ConfigError, JwtConfig
 from ..runtime.errors import InternalError, PermissionDenied, Unauthenticated
 from .call import CallInfo, current_call
-from .guards import CallGuard, Context
+from .guards import CallGuard, Context, Handler
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +279,7 @@ class AuthGuard(CallGuard):
     def __init__(self, authenticator: Authenticator | None) -> None:
         self.authenticator = authenticator
 
-    def covers(self, method: str, handler: grpc.RpcMethodHandler) -> bool:
+    def covers(self, method: str, handler: Handler) -> bool:
         return self.authenticator is not None and not is_open(method)
 
     def enter(self, call: CallInfo, request: Any, context: Context) -> None:

@@ -14,12 +14,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 from google.protobuf.message import DecodeError
 
 from ..runtime.errors import InvalidArgument
 from .call import CallInfo
-from .guards import CallGuard, Context
+from .guards import CallGuard, Context, Handler, handler_like
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +53,12 @@ async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 
 class DecodeGuard(CallGuard):
-    def adapt(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        lenient = _lenient(handler.request_deserializer)
-        return handler._replace(request_deserializer=lenient)  # type: ignore[attr-defined]
+    def adapt(self, handler: Handler) -> Handler:
+        behavior = (
+            handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+        )
+        assert behavior is not None  # a handler has one behaviour, whichever its kind
+        return handler_like(handler, behavior, _lenient(handler.request_deserializer))
 
     def requests(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         return _checked(requests)

@@ -3,13 +3,17 @@
 Every status carries a ``google.rpc.ErrorInfo`` with Confab's stable reason code
 (domain ``confab``), and an ``InvalidArgument`` also a ``google.rpc.BadRequest``
 naming the field. Anything that is not a :class:`ConfabError` is a bug: it is
-logged with the request id and the client sees only INTERNAL and that id.
+logged with the request id and the client sees only INTERNAL and that id. The one
+exception is the ``NotImplementedError`` of a generated servicer base (``*_pb2_grpc``),
+which is what a method the service does not override raises: that method is
+UNIMPLEMENTED, as a method the server does not know at all is.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import NoReturn
+from types import TracebackType
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
@@ -27,6 +31,7 @@ from ..runtime.errors import (
     RateLimited,
     Unauthenticated,
     Unavailable,
+    Unimplemented,
 )
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,7 @@ STATUS_CODES: dict[type[ConfabError], grpc.StatusCode] = {
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     InternalError: grpc.StatusCode.INTERNAL,
 }
 
@@ -51,9 +57,14 @@ def status_code(error: ConfabError) -> grpc.StatusCode:
 
 
 def as_confab_error(error: BaseException, request_id: str) -> ConfabError:
-    """Confab errors pass through; anything else is logged and becomes an opaque INTERNAL."""
+    """Confab errors pass through; anything else is logged and becomes an opaque INTERNAL.
+
+    But for a method a service leaves to its generated base: that is UNIMPLEMENTED, not a bug.
+    """
     if isinstance(error, ConfabError):
         return error
+    if isinstance(error, NotImplementedError) and _raised_by_generated_servicer(error):
+        return Unimplemented("this server does not implement the method")
     log.error("internal error (request_id=%s)", request_id, exc_info=error)
     return InternalError(f"internal error; request_id={request_id}")
 
@@ -72,14 +83,32 @@ def rich_status(error: ConfabError) -> grpc.Status:
         retry.retry_delay.FromNanoseconds(int(error.retry_after_s * 1e9))
         details.append(_pack(retry))
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=details)
-    return rpc_status.to_status(status)
+    # grpc_status has no type information: this is where its grpc.Status gets its type.
+    converted: grpc.Status = rpc_status.to_status(status)
+    return converted
 
 
-async def abort(context: grpc.aio.ServicerContext, error: BaseException, request_id: str) -> NoReturn:
+async def abort(
+    context: grpc.aio.ServicerContext[Any, Any], error: BaseException, request_id: str
+) -> NoReturn:
     if isinstance(error, grpc.aio.AbortError):  # aborted deeper down already: let it through
         raise error
     await context.abort_with_status(rich_status(as_confab_error(error, request_id)))
     raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+def _raised_by_generated_servicer(error: NotImplementedError) -> bool:
+    """Whether ``error`` came from a method of a generated servicer base, not from Confab's code.
+
+    Judged by where it was raised (the innermost frame), so a NotImplementedError that
+    Confab's own code raises, or lets through from a library, is still a bug.
+    """
+    innermost: TracebackType | None = error.__traceback__
+    if innermost is None:
+        return False
+    while innermost.tb_next is not None:
+        innermost = innermost.tb_next
+    return str(innermost.tb_frame.f_globals.get("__name__", "")).endswith("_pb2_grpc")
 
 
 def _pack(message: object) -> any_pb2.Any:

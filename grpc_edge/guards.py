@@ -20,8 +20,8 @@ Order, outermost first (a guard sees the calls the ones inside it refuse): obser
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -29,16 +29,19 @@ from . import errors
 from .call import CallInfo, enter_call
 
 Context = grpc.aio.ServicerContext[Any, Any]
+# A method handler of any service: the guards serve every method, whatever its messages.
+# Quoted: grpc's RpcMethodHandler is generic in its type stubs only, not at run time.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 class CallGuard:
     """A concern around every call. Each hook does nothing unless a guard overrides it."""
 
-    def covers(self, method: str, handler: grpc.RpcMethodHandler) -> bool:
+    def covers(self, method: str, handler: Handler) -> bool:
         """Whether this guard applies to ``method`` at all (decided once, at registration)."""
         return True
 
-    def adapt(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def adapt(self, handler: Handler) -> Handler:
         """The handler this guard needs (say, another request deserializer), at registration."""
         return handler
 
@@ -77,9 +80,30 @@ def _peer(context: Context) -> str:
         return ""
 
 
-def guarded(
-    method: str, handler: grpc.RpcMethodHandler, guards: Iterable[CallGuard]
-) -> grpc.RpcMethodHandler:
+def handler_like(
+    handler: Handler, behavior: Callable[..., Any], request_deserializer: Callable[[bytes], Any] | None
+) -> Handler:
+    """A handler of ``handler``'s kind (which sides stream) and serializer, with ``behavior``."""
+    if handler.request_streaming:
+        factory = (
+            grpc.stream_stream_rpc_method_handler
+            if handler.response_streaming
+            else grpc.stream_unary_rpc_method_handler
+        )
+    else:
+        factory = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.response_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+    return factory(
+        behavior,
+        request_deserializer=request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def guarded(method: str, handler: Handler, guards: Iterable[CallGuard]) -> Handler:
     """``handler`` with every call run through the ``guards`` that cover ``method``."""
     active = tuple(g for g in guards if g.covers(method, handler))
     for guard in reversed(active):
@@ -121,16 +145,7 @@ def guarded(
             finally:
                 finish(call, entered, error, context)
 
-        factory = (
-            grpc.unary_unary_rpc_method_handler
-            if handler.unary_unary
-            else grpc.stream_unary_rpc_method_handler
-        )
-        return factory(
-            unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return handler_like(handler, unary, handler.request_deserializer)
 
     inner_stream: Any = handler.unary_stream or handler.stream_stream
 
@@ -158,16 +173,7 @@ def guarded(
         finally:
             finish(call, entered, error, context)
 
-    factory = (
-        grpc.unary_stream_rpc_method_handler
-        if handler.unary_stream
-        else grpc.stream_stream_rpc_method_handler
-    )
-    return factory(
-        stream,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return handler_like(handler, stream, handler.request_deserializer)
 
 
 class GuardedRegistry:
@@ -183,9 +189,7 @@ class GuardedRegistry:
         self.guards = tuple(guards)
         self.services: list[str] = []
 
-    def add_registered_method_handlers(
-        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
-    ) -> None:
+    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Handler]) -> None:
         wrapped = {name: guarded(f"/{service}/{name}", h, self.guards) for name, h in handlers.items()}
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
         self.server.add_registered_method_handlers(service, wrapped)

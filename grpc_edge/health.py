@@ -243,18 +243,18 @@ class HealthService(pb_grpc.HealthServicer):
         return response
 
     async def Check(
-        self, request: pb.HealthCheckRequest, context: grpc.aio.ServicerContext
+        self, request: pb.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.HealthCheckResponse:
         return self._response(request.service, self.monitor.latest)
 
     async def Watch(
-        self, request: pb.HealthCheckRequest, context: grpc.aio.ServicerContext
+        self, request: pb.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.HealthCheckResponse]:
         async for report in self.monitor.changes():
             yield self._response(request.service, report)
 
     async def GetDetailedHealth(
-        self, request: pb.DetailedHealthRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DetailedHealthRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DetailedHealthResponse:
         report = await self.monitor.check(fresh=True)
         response = pb.DetailedHealthResponse(

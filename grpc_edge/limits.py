@@ -22,12 +22,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
 from ..runtime.config import LimitsConfig
 from ..runtime.errors import InvalidArgument, Overloaded, RateLimited
 from .call import CallInfo
-from .guards import CallGuard, Context
+from .guards import CallGuard, Context, Handler
 
 # Calls never limited: health must answer under load, reflection is tooling.
 EXEMPT_SERVICES = (
@@ -83,7 +81,7 @@ class LimitsGuard(CallGuard):
             max_concurrent_streams=limits.max_concurrent_streams,
         )
 
-    def covers(self, method: str, handler: grpc.RpcMethodHandler) -> bool:
+    def covers(self, method: str, handler: Handler) -> bool:
         if is_exempt(method):
             return False
         streaming = handler.request_streaming or handler.response_streaming

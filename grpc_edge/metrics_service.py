@@ -27,6 +27,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from google.protobuf import timestamp_pb2
+
 from ..protos import mcp_engine_pb2 as pb
 from ..runtime.engine import Engine
 from ..runtime.errors import InvalidArgument
@@ -137,5 +139,5 @@ def _series(name: str, kind: str, points: list[RpcPoint], value_of: Any) -> pb.M
     return data
 
 
-def _seconds(ts: Any) -> float:
-    return float(ts.seconds) + ts.nanos / 1e9
+def _seconds(ts: timestamp_pb2.Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9

@@ -110,7 +110,9 @@ class ConfabServer:
                 ),
                 services,
             )
-            admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self.engine, self.health), services)
+            admin_pb2_grpc.add_AdminServicer_to_server(
+                AdminService(self.engine, self.health, limits=self.config.limits), services
+            )
             health_pb2_grpc.add_HealthServicer_to_server(HealthService(self.health), services)
             std_health_pb2_grpc.add_HealthServicer_to_server(self.health.std_servicer, services)
             reflection_service.add(services)

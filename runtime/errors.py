@@ -14,6 +14,7 @@ travels between processes) and maps to exactly one gRPC status at the edge
     │   └── RateLimited        the tenant's request rate is exceeded    (RESOURCE_EXHAUSTED + RetryInfo)
     ├── DeadlineExceeded       the caller's deadline passed first       (DEADLINE_EXCEEDED)
     ├── Unavailable            a shard or the store cannot answer now   (UNAVAILABLE)
+    ├── Unimplemented          an API method this server leaves out     (UNIMPLEMENTED)
     └── InternalError          a bug; details are logged, not returned  (INTERNAL)
 """
 
@@ -74,6 +75,10 @@ class Unavailable(ConfabError):
     reason = "UNAVAILABLE"
 
 
+class Unimplemented(ConfabError):
+    reason = "UNIMPLEMENTED"
+
+
 class InternalError(ConfabError):
     reason = "INTERNAL"
 
@@ -89,6 +94,7 @@ ERRORS_BY_REASON: dict[str, type[ConfabError]] = {
         RateLimited,
         DeadlineExceeded,
         Unavailable,
+        Unimplemented,
         InternalError,
     )
 }

@@ -12,7 +12,7 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from confab.grpc_edge.access_log import (
     resolve_format,
 )
 from confab.grpc_edge.call import note_target, request_id
-from confab.grpc_edge.guards import CallGuard, guarded
+from confab.grpc_edge.guards import CallGuard, Handler, guarded
 from confab.grpc_edge.metrics import RpcMetrics
 from confab.grpc_edge.observe import ObserverGuard
 from confab.protos import mcp_engine_pb2 as pb
@@ -165,6 +165,13 @@ class FakeContext:
         self.status = status
         raise grpc.aio.AbortError()
 
+    # What a generated servicer base's unimplemented method calls before it raises.
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code_set = code
+
+    def set_details(self, details: str) -> None:
+        self.details_set = details
+
     def code(self) -> grpc.StatusCode | None:
         return self.status.code if self.status is not None else None
 
@@ -179,7 +186,7 @@ class Seen:
     request_ids: list[str] = field(default_factory=list)
 
 
-def _chain(handler: grpc.RpcMethodHandler, *guards: CallGuard) -> Any:
+def _chain(handler: Handler, *guards: CallGuard) -> Any:
     """The handler as the server registers it, guarded (outermost first); Any: fake contexts."""
     return guarded("/test.Svc/Method", handler, guards)
 
@@ -257,6 +264,31 @@ def test_the_error_layer_covers_streams_and_keeps_deliberate_statuses(
     with caplog.at_level(logging.ERROR):
         asyncio.run(run())
     assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1  # only the KeyError
+
+
+def test_a_method_left_to_the_generated_base_is_unimplemented_but_our_own_is_a_bug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    left_out = std_health_pb2_grpc.HealthServicer().List  # grpcio-health-checking does not implement it
+
+    async def ours(request: Any, context: Any) -> Any:
+        raise NotImplementedError("a branch nobody wrote")
+
+    async def answer(behaviour: Callable[[Any, Any], Any]) -> grpc.Status:
+        handler = _chain(grpc.unary_unary_rpc_method_handler(behaviour), _observer())
+        context = FakeContext()
+        with pytest.raises(grpc.aio.AbortError):
+            await handler.unary_unary(b"", context)
+        assert context.status is not None
+        return context.status
+
+    with caplog.at_level(logging.ERROR):
+        generated, own = asyncio.run(answer(left_out)), asyncio.run(answer(ours))
+    assert generated.code == grpc.StatusCode.UNIMPLEMENTED
+    assert "request_id" not in generated.details
+    assert own.code == grpc.StatusCode.INTERNAL
+    (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]  # only ours is logged as a bug
+    assert record.exc_info is not None and "a branch nobody wrote" in str(record.exc_info[1])
 
 
 def test_access_line_has_the_trace_id_of_the_current_span_and_text_only_when_asked(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from confab.protos import admin_pb2_grpc as admin_grpc
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.tools.price_service import PriceService
 
-from .support import ServerProcess, message, pizza, pizza_server
+from .support import ServerProcess, message, pizza, pizza_server, status_details
 
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
 
@@ -44,9 +44,10 @@ def action(conversation: str) -> admin.ConversationAction:
 
 
 def inspect(stub: admin_grpc.AdminStub, conversation: str, turns: int = 10) -> admin.ConversationDetail:
-    return stub.InspectConversation(
+    detail: admin.ConversationDetail = stub.InspectConversation(
         admin.InspectConversationRequest(tenant_id="acme", conversation_id=conversation, last_turns=turns)
     )
+    return detail
 
 
 def state_of(detail: admin.ConversationDetail) -> dict[str, Any]:
@@ -194,6 +195,58 @@ def test_admin_calls_need_an_admin_role(tmp_path: Path) -> None:
         server.stop()
     audit = [line for line in server.output if "admin action reload_flows" in line]
     assert len(audit) == 1 and "ops" in audit[0]  # every action is logged with who asked
+
+
+def test_admin_ids_are_held_to_the_configured_limit(tmp_path: Path) -> None:
+    config = tmp_path / "confab.yaml"
+    config.write_text("limits:\n  max_id_chars: 12\n")
+    at_limit, over, long_tenant = "c" * 12, "c" * 13, "t" * 13  # 13 is well within the default, 128
+    server = ServerProcess(tmp_path / "data", shards=1, extra=["--config", str(config)]).start()
+    try:
+        with server.channel() as channel:
+            stub, engine = admin_grpc.AdminStub(channel), pb_grpc.MCPEngineStub(channel)
+            assert engine.ProcessMessage(message(at_limit, "hi")).status.success
+            detail = inspect(stub, at_limit)
+            assert detail.state["message_count"] == 1
+            refused: list[tuple[Callable[[], object], str]] = [
+                (lambda: inspect(stub, over), "conversation_id"),
+                (
+                    lambda: stub.ResetConversation(
+                        admin.ConversationAction(tenant_id=long_tenant, conversation_id=at_limit)
+                    ),
+                    "tenant_id",
+                ),
+                (
+                    lambda: stub.ForceState(
+                        admin.ForceStateRequest(tenant_id="acme", conversation_id=over, state="chatting")
+                    ),
+                    "conversation_id",
+                ),
+                (lambda: stub.ResumeConversation(action(over)), "conversation_id"),
+                (lambda: stub.PassivateConversation(action(over)), "conversation_id"),
+                (
+                    lambda: stub.ListConversations(admin.ListConversationsRequest(tenant_id=long_tenant)),
+                    "tenant_id",
+                ),
+                (lambda: next(stub.TailEvents(admin.TailEventsRequest(tenant_id=long_tenant))), "tenant_id"),
+                (
+                    lambda: next(stub.TailEvents(admin.TailEventsRequest(conversation_id=over))),
+                    "conversation_id",
+                ),
+            ]
+            for call, field in refused:
+                with pytest.raises(grpc.RpcError) as caught:
+                    call()
+                assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+                assert status_details(caught.value) == ("INVALID_ARGUMENT", [field])
+                assert "at most 12" in (caught.value.details() or "")
+            # Nothing changed: the one conversation is as it was, and no other was made.
+            listed = stub.ListConversations(admin.ListConversationsRequest()).conversations
+            assert [(c.conversation_id, c.message_count, c.current_state) for c in listed] == [
+                (at_limit, 1, "chatting")
+            ]
+    finally:
+        server.stop()
 
 
 def test_list_conversations_with_filters_and_paging(

@@ -148,7 +148,8 @@ def reason_of(error: grpc.RpcError) -> str:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            return info.reason
+            reason: str = info.reason  # google.rpc has no type information: the field's type, from its proto
+            return reason
     return ""
 
 
@@ -306,7 +307,9 @@ def test_one_tenant_cannot_touch_another_tenants_conversation(auth_server: AuthS
         stub.ProcessMessage(message(conversation, text, tenant="tenant-a"), metadata=api_key(KEY_A))
 
     def count() -> int:
-        state = stub.GetConversationState(state_request(conversation, "tenant-a"), metadata=api_key(KEY_A))
+        state: pb.GetConversationStateResponse = stub.GetConversationState(
+            state_request(conversation, "tenant-a"), metadata=api_key(KEY_A)
+        )
         return state.conversation_state.message_count
 
     assert count() == 2

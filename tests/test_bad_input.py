@@ -54,7 +54,8 @@ def victim(channel: grpc.Channel) -> pb.ConversationState:
     """A conversation that every rejected request below aims at and must leave as it was."""
     stub = pb_grpc.MCPEngineStub(channel)
     stub.ProcessMessage(message(VICTIM, "original"))
-    return stub.GetConversationState(state_request(VICTIM)).conversation_state
+    reply: pb.GetConversationStateResponse = stub.GetConversationState(state_request(VICTIM))
+    return reply.conversation_state
 
 
 def assert_clear(error: grpc.RpcError) -> None:

@@ -49,7 +49,10 @@ EXIT_AFTER_COMMIT = "CONFAB_TEST_EXIT_AFTER_COMMIT"
 
 
 def count_of(stub: pb_grpc.MCPEngineStub, conversation: str) -> int:
-    return stub.GetConversationState(state_request(conversation), timeout=20).conversation_state.message_count
+    reply: pb.GetConversationStateResponse = stub.GetConversationState(
+        state_request(conversation), timeout=20
+    )
+    return reply.conversation_state.message_count
 
 
 def shard_pids(channel: grpc.Channel) -> list[int]:
@@ -60,14 +63,17 @@ def shard_pids(channel: grpc.Channel) -> list[int]:
 
 
 def std_health(channel: grpc.Channel) -> int:
-    return (
-        std_health_pb2_grpc.HealthStub(channel).Check(std_health_pb2.HealthCheckRequest(), timeout=5).status
-    )
+    reply = std_health_pb2_grpc.HealthStub(channel).Check(std_health_pb2.HealthCheckRequest(), timeout=5)
+    status: int = reply.status  # grpc_health has no type information: a ServingStatus is an int
+    return status
 
 
 def detailed(channel: grpc.Channel) -> health_pb2.DetailedHealthResponse:
     request = health_pb2.DetailedHealthRequest(include_dependencies=True)
-    return health_pb2_grpc.HealthStub(channel).GetDetailedHealth(request, timeout=10)
+    reply: health_pb2.DetailedHealthResponse = health_pb2_grpc.HealthStub(channel).GetDetailedHealth(
+        request, timeout=10
+    )
+    return reply
 
 
 def wait_for(condition: object, timeout: float, every: float = 0.05) -> float:

@@ -45,7 +45,8 @@ def keyed(conversation: str, text: str, key: str) -> pb.ProcessMessageRequest:
 
 
 def count_of(stub: pb_grpc.MCPEngineStub, conversation: str) -> int:
-    return stub.GetConversationState(state_request(conversation)).conversation_state.message_count
+    reply: pb.GetConversationStateResponse = stub.GetConversationState(state_request(conversation))
+    return reply.conversation_state.message_count
 
 
 def comparable(reply: pb.ProcessMessageResponse) -> pb.ProcessMessageResponse:

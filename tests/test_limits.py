@@ -52,7 +52,9 @@ def details_of(error: grpc.RpcError) -> list[object]:
 
 
 def reason_of(error: grpc.RpcError) -> str:
-    return next(d.reason for d in details_of(error) if isinstance(d, error_details_pb2.ErrorInfo))
+    info = next(d for d in details_of(error) if isinstance(d, error_details_pb2.ErrorInfo))
+    reason: str = info.reason  # google.rpc has no type information: the field's type, from its proto
+    return reason
 
 
 def bad_fields(error: grpc.RpcError) -> list[str]:
@@ -187,12 +189,12 @@ async def _with_limited_server(test: LimitTest) -> None:
     """Run ``test(channel, release)`` against a server whose methods wait for ``release``."""
     release = asyncio.Event()
 
-    async def slow(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def slow(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         await release.wait()
         return b"done"
 
     async def stream(
-        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> AsyncIterator[bytes]:
         yield b"open"
         await release.wait()

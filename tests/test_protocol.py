@@ -18,6 +18,7 @@ from confab.runtime.errors import (
     RateLimited,
     Unauthenticated,
     Unavailable,
+    Unimplemented,
 )
 from confab.runtime.model import (
     Button,
@@ -335,6 +336,7 @@ ERROR_CLASSES: list[type[ConfabError]] = [
     RateLimited,
     DeadlineExceeded,
     Unavailable,
+    Unimplemented,
     InternalError,
 ]
 

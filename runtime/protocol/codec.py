@@ -29,7 +29,9 @@ Result = TurnResult | ResetResult | StateResult
 
 
 def pack(value: Any) -> bytes:
-    return msgpack.packb(value)
+    # msgpack has no type information: this is where what packb returns gets its type.
+    packed: bytes = msgpack.packb(value)
+    return packed
 
 
 def unpack(data: bytes) -> Any:
@@ -99,13 +101,14 @@ def unpack_reply(data: bytes, *, replayed: bool = False) -> Result:
 def reply_state(data: bytes) -> bytes | None:
     """The packed state a reply carries (None for a legacy reply), without decoding it."""
     w = unpack(data)
-    if w[0] == TURN_REPLY:
-        return w[2]
-    if w[0] == RESET_REPLY:
-        return w[2]
-    if w[0] == STATE_REPLY:
-        return w[1]
-    return None
+    state: bytes
+    if w[0] in (TURN_REPLY, RESET_REPLY):
+        state = w[2]
+    elif w[0] == STATE_REPLY:
+        state = w[1]
+    else:
+        return None
+    return state
 
 
 # Recorded turns ---------------------------------------------------------------------------
@@ -135,7 +138,7 @@ class FrameError(ValueError):
 
 
 def frame(value: Any) -> bytes:
-    body = msgpack.packb(value)
+    body: bytes = msgpack.packb(value)
     return _LENGTH.pack(len(body)) + body
 
 

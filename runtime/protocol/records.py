@@ -136,7 +136,8 @@ def decode_outcome(w: list[Any]) -> Outcome:
 
 
 def is_deferred(w: list[Any]) -> bool:
-    return w[0] == DEFERRED
+    tag: int = w[0]
+    return tag == DEFERRED
 
 
 def moved_outcome(vshard: int) -> list[Any]:
@@ -144,7 +145,8 @@ def moved_outcome(vshard: int) -> list[Any]:
 
 
 def is_moved(w: list[Any]) -> bool:
-    return w[0] == MOVED
+    tag: int = w[0]
+    return tag == MOVED
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -59,18 +60,20 @@ class BareService(pb_grpc.MCPEngineServicer):
         self.canned = canned_response()
 
     async def ProcessMessage(
-        self, request: pb.ProcessMessageRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ProcessMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ProcessMessageResponse:
         return self.canned
 
     async def BatchProcessMessages(
-        self, request: pb.BatchProcessMessagesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.BatchProcessMessagesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.BatchProcessMessagesResponse:
         count = len(request.messages)
         return pb.BatchProcessMessagesResponse(responses=[self.canned] * count, successful_count=count)
 
     async def StreamConversation(
-        self, request_iterator: AsyncIterator[pb.ConversationStreamRequest], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[pb.ConversationStreamRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.ConversationStreamResponse]:
         async for request in request_iterator:
             kind = request.WhichOneof("request_type")
@@ -124,12 +127,12 @@ class DirectService(pb_grpc.MCPEngineServicer):
         return convert.process_message_response(key, result, message_id, started, VERSION)
 
     async def ProcessMessage(
-        self, request: pb.ProcessMessageRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ProcessMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ProcessMessageResponse:
         return await self._answer(request)
 
     async def BatchProcessMessages(
-        self, request: pb.BatchProcessMessagesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.BatchProcessMessagesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.BatchProcessMessagesResponse:
         limit = asyncio.Semaphore(request.max_concurrency or 16)
         for item in request.messages:
@@ -144,7 +147,9 @@ class DirectService(pb_grpc.MCPEngineServicer):
         return pb.BatchProcessMessagesResponse(responses=responses, successful_count=len(responses))
 
     async def StreamConversation(
-        self, request_iterator: AsyncIterator[pb.ConversationStreamRequest], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[pb.ConversationStreamRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.ConversationStreamResponse]:
         async for request in request_iterator:
             kind = request.WhichOneof("request_type")

@@ -128,7 +128,7 @@ async def batch(stub: pb_grpc.MCPEngineStub, run: str, duration: float) -> Scena
 
     async def call(w: int, i: int) -> int:
         items = [request("", f"b{w}-{i}-{n % 50}", f"m{n}") for n in range(500)]
-        reply = await stub.BatchProcessMessages(
+        reply: pb.BatchProcessMessagesResponse = await stub.BatchProcessMessages(
             pb.BatchProcessMessagesRequest(
                 tenant_context={"tenant_id": run},
                 messages=items,
@@ -198,7 +198,7 @@ async def cold(
                 return
             items = [request("", f"k{n}", "hello") for n in range(first, min(first + 500, conversations))]
             t = time.perf_counter()
-            reply = await stub.BatchProcessMessages(
+            reply: pb.BatchProcessMessagesResponse = await stub.BatchProcessMessages(
                 pb.BatchProcessMessagesRequest(
                     tenant_context={"tenant_id": run},
                     messages=items,
