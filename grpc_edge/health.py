@@ -33,6 +33,7 @@ from ..protos import common_pb2 as common
 from ..protos import health_pb2 as pb
 from ..protos import health_pb2_grpc as pb_grpc
 from ..runtime import VERSION
+from ..runtime.config import is_database_url
 from ..runtime.engine import Engine
 from ..runtime.inspection import ClusterView, ShardStatus
 from . import convert
@@ -140,7 +141,12 @@ class HealthMonitor:
                 shards.append(view.status)
         checks.append(
             DependencyCheck(
-                "store", "sqlite", cluster.store_ok, cluster.store_latency_ms, cluster.store_error, now
+                "store",
+                _store_kind(cluster.store),
+                cluster.store_ok,
+                cluster.store_latency_ms,
+                cluster.store_error,
+                now,
             )
         )
         checks.append(_cluster_check(cluster, now))
@@ -214,6 +220,10 @@ class HealthMonitor:
         disk = psutil.disk_usage(str(self.engine.config.store_dir))
         usage.disk_usage.update({"total_bytes": disk.total, "used_bytes": disk.used, "percent": disk.percent})
         return usage
+
+
+def _store_kind(store: str) -> str:
+    return "postgresql" if is_database_url(store) else "sqlite"
 
 
 def _cluster_check(cluster: ClusterView, now: float) -> DependencyCheck:

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from confab.protos import health_pb2, health_pb2_grpc
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.model import ConversationKey
 from confab.runtime.store import ConversationWrite, StoreError, TurnRecord, open_store
@@ -337,6 +338,10 @@ def test_confab_serve_on_postgresql_answers_unavailable_while_it_is_down_and_rec
             assert (
                 stub.ProcessMessage(message("c-1", "hello"), timeout=20).conversation_state.message_count == 1
             )
+            health = health_pb2_grpc.HealthStub(channel).GetDetailedHealth(
+                health_pb2.DetailedHealthRequest(include_dependencies=True), timeout=10
+            )
+            assert [d.type for d in health.dependencies if d.name == "store"] == ["postgresql"]
             own_postgres.stop()
             with pytest.raises(grpc.RpcError) as caught:
                 stub.ProcessMessage(message("c-1", "again"), timeout=20)
