@@ -164,9 +164,13 @@ class Engine:
         """Hand this host's virtual shards to the other hosts; whether they took them all in time.
         Requests keep being served meanwhile (by whichever shard holds each conversation)."""
         host = self.config.cluster.host_name
-        directory = self.directory
-        if directory is None or not any(h.host != host and h.state == "up" for h in directory.hosts):
-            log.warning("no other host is up to take this host's virtual shards")
+
+        def others_up() -> bool:
+            directory = self.directory
+            return directory is not None and any(h.host != host and h.state == "up" for h in directory.hosts)
+
+        if not others_up():
+            log.warning("hand-off not done: no other host is up to take this host's virtual shards")
             return False
         await asyncio.to_thread(self.host.leave)
         give_up = time.monotonic() + timeout_s
@@ -177,8 +181,13 @@ class Engine:
                 and not any(owner.shard.startswith(f"{host}/") for owner in directory.owners)
                 and directory.complete
             ):
+                log.info("hand-off done: the other hosts hold every virtual shard")
                 return True
+            if not others_up():  # every other host left (or is leaving) too: nobody will take it
+                log.warning("hand-off not done: every other host left or is leaving; stopping anyway")
+                return False
             await asyncio.sleep(0.05)
+        log.warning("hand-off not done within %.0fs: stopping anyway", timeout_s)
         return False
 
     async def close(self) -> None:
