@@ -66,6 +66,7 @@ class EngineConfig:
     resident_conversations_per_shard: int = 100_000
     # Most commands carried by one edge→shard message.
     max_commands_per_batch: int = 512
+    max_batches_in_flight: int = 2
     # Most commands waiting per shard before new requests get RESOURCE_EXHAUSTED.
     max_queued_per_shard: int = 20_000
     # How long the edge waits for a shard before declaring it unavailable.
@@ -321,6 +322,7 @@ def _validate(config: ConfabConfig) -> None:
             "engine.resident_conversations_per_shard must be >= 1",
         ),
         (config.engine.max_commands_per_batch >= 1, "engine.max_commands_per_batch must be >= 1"),
+        (config.engine.max_batches_in_flight >= 1, "engine.max_batches_in_flight must be >= 1"),
         (config.engine.max_queued_per_shard >= 1, "engine.max_queued_per_shard must be >= 1"),
         (config.engine.shard_timeout_s > 0, "engine.shard_timeout_s must be > 0"),
         (config.engine.turns_kept >= 1, "engine.turns_kept must be >= 1"),

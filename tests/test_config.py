@@ -37,6 +37,7 @@ def test_defaults_come_from_bundled_yaml() -> None:
     assert config.engine.shards == 0
     assert config.engine.resident_conversations_per_shard == 100_000
     assert config.engine.max_commands_per_batch == 512
+    assert config.engine.max_batches_in_flight == 2
     assert config.engine.max_queued_per_shard == 20_000
     assert config.engine.shard_timeout_s == 30.0
     assert config.engine.turns_kept == 32

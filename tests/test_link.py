@@ -161,6 +161,36 @@ def test_commands_submitted_together_share_a_frame_and_keep_their_order(tmp_path
     run(test, tmp_path)
 
 
+def test_what_queues_while_batches_are_in_flight_rides_one_batch_once_one_is_answered(
+    tmp_path: Path,
+) -> None:
+    async def test(tmp: Path) -> None:
+        shard = await ScriptedShard(f"unix:{tmp}/s.sock").start()
+        shard.hold = True
+        link = new_link(shard.address, max_batches_in_flight=2)
+        await until(lambda: link.connected)
+        first = submit(link, [command("a")])
+        await until(lambda: len(shard.batches) == 1)
+        second = submit(link, [command("b")])
+        await until(lambda: len(shard.batches) == 2)
+        later = [command(f"c{i}") for i in range(10)]
+        waiting = []
+        for c in later:  # one by one, as separate calls arrive
+            waiting += submit(link, [c])
+            await asyncio.sleep(0.005)
+        assert len(shard.batches) == 2  # two are out: the rest waits
+        held = shard.batches[0]
+        shard.connections[-1].send(OutcomeBatch(held.batch_id, [reply_naming(held.commands[0])]).to_frame())
+        await until(lambda: len(shard.batches) == 3)
+        assert [c.message_id for c in shard.batches[2].commands] == [c.message_id for c in later]
+        assert named(await first[0]) == held.commands[0].message_id
+        assert not second[0].done() and not any(f.done() for f in waiting)
+        await link.close(0.1)
+        await shard.stop()
+
+    run(test, tmp_path)
+
+
 def test_a_lost_connection_resends_what_was_unanswered_in_order_to_the_new_address(tmp_path: Path) -> None:
     async def test(tmp: Path) -> None:
         old = await ScriptedShard(f"unix:{tmp}/old.sock").start()

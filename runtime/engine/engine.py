@@ -130,6 +130,7 @@ class Engine:
             config.cluster.host_name,
             LinkSettings(
                 max_batch=engine.max_commands_per_batch,
+                max_batches_in_flight=engine.max_batches_in_flight,
                 max_queued=engine.max_queued_per_shard,
                 shard_timeout_s=engine.shard_timeout_s,
                 heartbeat_interval_s=engine.heartbeat_interval_s,
