@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 LISTEN_S = 0.1  # how long the host thread waits for a message before looking at its other duties
 PING_EVERY_S = 2.0
+SLOW_SHUTDOWN_S = 3.0  # a shutdown longer than this is logged, with how long it took
 
 
 class HostError(Exception):
@@ -106,7 +107,7 @@ class ActorHost:
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._started: Future[ShardDirectory] = Future()
         self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="confab-actor-host", daemon=True)
+        self._thread = threading.Thread(target=self._keep_hosting, name="confab-actor-host", daemon=True)
         self._system: Any = None
         self._latest: ShardDirectory | None = None
         self._problem = ""
@@ -151,7 +152,7 @@ class ActorHost:
 
     # The host's thread -------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _keep_hosting(self) -> None:
         while not self._closing.is_set():
             try:
                 self._host_one_system()
@@ -286,12 +287,16 @@ def _pidfd(pid: int) -> int | None:
 
 
 def _shut_down(system: Any, supervisor: Any) -> None:
+    started = time.monotonic()
     try:
         if supervisor is not None:  # first, so that it does not replace the shards the shutdown stops
             system.tell(supervisor, ActorExitRequest())
         system.shutdown()
     except Exception:  # a system whose admin is gone already: nothing left to stop
         log.debug("actor system shutdown failed", exc_info=True)
+    took = time.monotonic() - started
+    if took > SLOW_SHUTDOWN_S:  # Thespian gives up on a blocked actor after 10 s
+        log.warning("the actor system took %.1fs to stop", took)
 
 
 def _free_port(host: str) -> int:

@@ -219,15 +219,15 @@ class _Batch:
 
         async def run_group(group: list[tuple[int, TurnRequest]]) -> None:
             async with limit:
-                await self._run(engine, group)
+                await self._answer_group(engine, group)
 
         await asyncio.gather(*(run_group(g) for g in groups.values()))
 
     async def run_sequential(self, engine: Engine) -> None:
         for item in self.turns:
-            await self._run(engine, [item])
+            await self._answer_group(engine, [item])
 
-    async def _run(self, engine: Engine, group: list[tuple[int, TurnRequest]]) -> None:
+    async def _answer_group(self, engine: Engine, group: list[tuple[int, TurnRequest]]) -> None:
         try:
             futures = engine.process_many([turn for _, turn in group], self.deadline)
         except ConfabError as exc:

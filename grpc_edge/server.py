@@ -9,6 +9,7 @@ finish, then the engine stops every shard.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -156,11 +157,15 @@ class ConfabServer:
             # Hand this host's share to the others first, serving on meanwhile: calls in flight
             # here, and calls at other edges for conversations held here, go to the new holders.
             await self.engine.leave(self.config.cluster.handoff_timeout_s)  # it logs how it went
+        started = time.monotonic()
         if self._server is not None:
             await self._server.stop(self.config.server.shutdown_grace_s)
             self._server = None
+        log.info("calls finished in %.1fs; stopping the shards", time.monotonic() - started)
         if self.health is not None:
             await self.health.stop()
+        started = time.monotonic()
         await self.engine.close()
+        log.info("shards and actor system stopped in %.1fs", time.monotonic() - started)
         if self.telemetry is not None:
             self.telemetry.close()  # last: flushes the spans of the calls that just finished

@@ -75,6 +75,7 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "confab shell --target 127.0.0.1:50051": "interactive: test_shell.py drives it in a terminal",
     "confab serve --listen 10.0.0.11:50051": "test_cluster.py, the same flags on network-namespace hosts",
     "ip netns exec": "the one-machine cluster: test_cluster.py runs the same on namespace hosts",
+    "until ip netns exec": "the one-machine cluster waiting for each host's health",
 }
 
 

@@ -279,11 +279,11 @@ class Engine:
             shard = link.index if link is not None else -1
             self.events.publish_outcome(command, shard, error if error is not None else future.result())
 
-    async def _run(self, command: Command, deadline: float | None) -> Outcome:
+    async def _one(self, command: Command, deadline: float | None) -> Outcome:
         return await self._submit([command], deadline)[0]
 
     async def process(self, request: TurnRequest, *, deadline: float | None = None) -> TurnResult:
-        result = await self._run(request.command(), deadline)
+        result = await self._one(request.command(), deadline)
         assert isinstance(result, TurnResult)
         return result
 
@@ -295,20 +295,20 @@ class Engine:
         return self._submit([r.command() for r in requests], deadline)
 
     async def get_state(self, key: ConversationKey, *, deadline: float | None = None) -> ConversationState:
-        result = await self._run(Command(CommandKind.GET_STATE, new_id(), key), deadline)
+        result = await self._one(Command(CommandKind.GET_STATE, new_id(), key), deadline)
         assert isinstance(result, StateResult)
         return result.state
 
     async def reset(
         self, key: ConversationKey, reason: str, *, message_id: str, deadline: float | None = None
     ) -> ResetResult:
-        result = await self._run(Command(CommandKind.RESET, message_id, key, reason), deadline)
+        result = await self._one(Command(CommandKind.RESET, message_id, key, reason), deadline)
         assert isinstance(result, ResetResult)
         return result
 
     async def force_state(self, key: ConversationKey, state: str, *, message_id: str) -> ConversationState:
         """Move a conversation to ``state``, ordered with its messages (an operator's action)."""
-        result = await self._run(Command(CommandKind.FORCE_STATE, message_id, key, state), None)
+        result = await self._one(Command(CommandKind.FORCE_STATE, message_id, key, state), None)
         assert isinstance(result, StateResult)
         return result.state
 

@@ -171,7 +171,7 @@ class DeclarativeFlow:
             starting = not state.current_state or expired or self._ended(state)
             if starting:
                 self._start_session(turn, expired=expired)
-            self._active(state)._run(turn, first_of_session=starting)
+            self._active(state)._take_turn(turn, first_of_session=starting)
 
         state.intent_history = state.intent_history[-HISTORY_KEPT:]
         state.previous_states = state.previous_states[-HISTORY_KEPT:]
@@ -324,7 +324,7 @@ class DeclarativeFlow:
 
     # The turn ------------------------------------------------------------------
 
-    def _run(self, turn: _Turn, *, first_of_session: bool) -> None:
+    def _take_turn(self, turn: _Turn, *, first_of_session: bool) -> None:
         state, message = turn.state, turn.message
         recognizer = self.recognizers.get(turn.language) or next(iter(self.recognizers.values()))
         turn.match = recognizer.recognize(message.content.text, message.content.payload)
