@@ -17,6 +17,7 @@ checking and writing.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -170,9 +171,14 @@ class VshardOwnership:
 
 
 def _ranges(vshards: Iterable[int]) -> str:
-    """1,2,3,7 -> "1-3,7": what a log line can hold of 256 numbers."""
+    """1,2,3,7 -> "1-3,7", and 0,2,...,254 -> "0-254 step 2": what a log line can hold of
+    256 numbers (a host's shards share its virtual shards out in turn)."""
+    ordered = sorted(vshards)
+    steps = {b - a for a, b in itertools.pairwise(ordered)}
+    if len(ordered) > 2 and len(steps) == 1 and (step := steps.pop()) > 1:
+        return f"{ordered[0]}-{ordered[-1]} step {step}"
     runs: list[list[int]] = []
-    for v in sorted(vshards):
+    for v in ordered:
         if runs and v == runs[-1][-1] + 1:
             runs[-1].append(v)
         else:

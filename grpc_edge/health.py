@@ -160,12 +160,13 @@ class HealthMonitor:
     async def _publish(self, report: HealthReport) -> None:
         changed = report.status != self.latest.status
         cluster_ok = all(d.ok for d in report.dependencies if d.name == "cluster")
-        if cluster_ok != all(d.ok for d in self.latest.dependencies if d.name == "cluster") or changed:
+        cluster_changed = cluster_ok != all(d.ok for d in self.latest.dependencies if d.name == "cluster")
+        if cluster_changed or changed:
             complete = cluster_ok and not report.draining
             problem = next((d.error for d in report.dependencies if d.name == "cluster" and not d.ok), "")
-            if problem:
+            if problem and cluster_changed:
                 log.warning("cluster incomplete: %s", problem)
-            elif self.latest.dependencies:
+            elif cluster_changed and self.latest.dependencies:
                 log.info("cluster complete")
             await self.std_servicer.set(
                 CLUSTER_SERVICE,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from confab.actors.messages import ShardSettings
+from confab.actors.ownership import _ranges
 from confab.actors.shard import Shard
 from confab.runtime.model import Content, ConversationKey, InboundMessage, StateResult, TurnResult
 from confab.runtime.protocol.directory import vshard_of
@@ -197,3 +198,17 @@ def _expire_in_store(tmp_path: Path, owner: str) -> None:
     db.execute("UPDATE vshards SET lease_until = 0 WHERE owner = ?", (owner,))
     db.commit()
     db.close()
+
+
+@pytest.mark.parametrize(
+    ("vshards", "shown"),
+    [
+        ([1, 2, 3, 7], "1-3,7"),
+        (range(0, 256, 2), "0-254 step 2"),  # one of a host's two shards
+        ([4, 6], "4,6"),
+        ([5], "5"),
+        ([], ""),
+    ],
+)
+def test_the_log_names_virtual_shards_in_ranges(vshards: list[int], shown: str) -> None:
+    assert _ranges(vshards) == shown
