@@ -273,4 +273,5 @@ class SupervisorActor(Actor):
             restarts=self.restarts,
             supervisor_pid=os.getpid(),
             admin_pid=os.getppid(),
+            in_touch=not self.frozen,
         )

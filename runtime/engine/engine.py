@@ -170,6 +170,12 @@ class Engine:
             directory = self.directory
             return directory is not None and any(h.host != host and h.state == "up" for h in directory.hosts)
 
+        def in_touch() -> bool:  # else no placement moves this host's share: nobody will take it
+            return self.directory is not None and self.directory.in_touch
+
+        if not in_touch():
+            log.warning("hand-off not done: this host does not hear the coordinator; stopping anyway")
+            return False
         if not others_up():
             log.warning("hand-off not done: no other host is up to take this host's virtual shards")
             return False
@@ -186,6 +192,9 @@ class Engine:
                 return True
             if not others_up():  # every other host left (or is leaving) too: nobody will take it
                 log.warning("hand-off not done: every other host left or is leaving; stopping anyway")
+                return False
+            if not in_touch():
+                log.warning("hand-off not done: this host lost touch with the coordinator; stopping anyway")
                 return False
             await asyncio.sleep(0.05)
         log.warning("hand-off not done within %.0fs: stopping anyway", timeout_s)

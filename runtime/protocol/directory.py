@@ -67,6 +67,9 @@ class ShardDirectory:
     restarts: int = 0  # shard processes replaced since the service started (this host's)
     supervisor_pid: int = 0  # of this host's supervisor
     admin_pid: int = 0  # the Thespian admin process this host's supervisor runs under
+    # Whether this host hears the coordinator: False once it has been silent for lost_after_s
+    # (the rest of the directory is then as the coordinator last said, and may be stale).
+    in_touch: bool = True
 
     @property
     def vshards(self) -> int:
