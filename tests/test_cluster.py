@@ -157,11 +157,12 @@ def test_when_the_leader_is_lost_the_other_hosts_keep_serving_what_they_hold(clu
     served, waiting = [], []
     with grpc.insecure_channel(cluster.edges[1]) as channel:
         stub = pb_grpc.MCPEngineStub(channel)
-        for i in range(60):
-            name = f"leaderless-{i}"
+        names = [f"leaderless-{i}" for i in range(60)]
+        calls = [stub.ProcessMessage.future(message(name, "hi"), timeout=2.0) for name in names]  # at once
+        for name, call in zip(names, calls, strict=True):
             on_leader = held_by[vshard_of(ConversationKey("acme", name), len(held_by))] == leader
             try:
-                stub.ProcessMessage(message(name, "hi"), timeout=2.0)
+                call.result()
                 served.append(on_leader)
             except grpc.RpcError as error:
                 assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
