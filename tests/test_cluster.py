@@ -79,6 +79,9 @@ def test_every_edge_serves_every_conversation_and_each_host_holds_a_share(
     assert len(held) == HOSTS and sum(held.values()) == len(view.vshards) == 256
     assert max(held.values()) - min(held.values()) <= 1  # a balanced share each
     assert all(owner.epoch >= 1 for owner in view.vshards)
+    for i in range(HOSTS):  # edge, actor systems and data plane: all on the advertised address only
+        listeners = cluster.hosts.listening(i)
+        assert listeners and {address for address, _ in listeners} == {cluster.hosts.address(i)}, listeners
     for edge in range(1, HOSTS):  # every edge routes alike
         assert [(o.shard_id, o.epoch) for o in cluster.cluster_view(edge).vshards] == [
             (o.shard_id, o.epoch) for o in view.vshards
