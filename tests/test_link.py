@@ -253,6 +253,26 @@ def test_a_shard_that_never_answers_fails_the_commands_after_the_shard_timeout(t
     run(test, tmp_path)
 
 
+def test_a_batch_that_timed_out_in_flight_makes_room_for_what_is_queued(tmp_path: Path) -> None:
+    async def test(tmp: Path) -> None:
+        shard = await ScriptedShard(f"unix:{tmp}/s.sock").start()
+        shard.hold = True
+        link = new_link(shard.address, shard_timeout_s=1.0, max_batches_in_flight=1)
+        await until(lambda: link.connected)
+        (lost,) = submit(link, [command("a")])
+        await until(lambda: len(shard.batches) == 1)
+        await asyncio.sleep(0.5)
+        (queued,) = submit(link, [command("b")])  # waits: one batch is out
+        shard.hold = False  # the shard answers again, but the first batch's answer never comes
+        with pytest.raises(Unavailable, match="did not answer"):
+            await lost
+        assert named(await queued) == shard.batches[1].commands[0].message_id  # else: failed, unsent
+        await link.close(0.1)
+        await shard.stop()
+
+    run(test, tmp_path)
+
+
 def test_a_command_whose_deadline_passed_while_queued_is_not_sent(tmp_path: Path) -> None:
     async def test(tmp: Path) -> None:
         link = new_link(f"unix:{tmp}/nobody.sock")  # nothing listens: commands stay queued

@@ -466,6 +466,8 @@ class ShardLink:
                 del self._in_flight[batch_id]
                 for p in pending:
                     self._finish(p, Unavailable(f"shard {self.shard_id} did not answer in {timeout:g}s"))
+                if self._queue:  # room for another batch in flight
+                    self._schedule_flush()
         for key, (p, since) in list(self._deferred.items()):
             if now - since > DEFERRED_TIMEOUT_S:
                 del self._deferred[key]
