@@ -161,7 +161,7 @@ class HealthMonitor:
         changed = report.status != self.latest.status
         cluster_ok = all(d.ok for d in report.dependencies if d.name == "cluster")
         cluster_changed = cluster_ok != all(d.ok for d in self.latest.dependencies if d.name == "cluster")
-        if cluster_changed or changed:
+        if cluster_changed or changed or report.draining != self.latest.draining:
             complete = cluster_ok and not report.draining
             problem = next((d.error for d in report.dependencies if d.name == "cluster" and not d.ok), "")
             if problem and cluster_changed:

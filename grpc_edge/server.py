@@ -161,7 +161,7 @@ class ConfabServer:
         if self._server is not None:
             await self._server.stop(self.config.server.shutdown_grace_s)
             self._server = None
-        log.info("calls finished in %.1fs; stopping the shards", time.monotonic() - started)
+        log.info("gRPC server stopped in %.1fs; stopping the shards", time.monotonic() - started)
         if self.health is not None:
             await self.health.stop()
         started = time.monotonic()

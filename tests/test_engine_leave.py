@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -98,7 +99,24 @@ def test_every_other_host_leaving_too_ends_the_hand_off(caplog: pytest.LogCaptur
     host.after_leave = lambda: setattr(engine, "directory", directory(others="leaving"))
     assert leave(engine) is False
     assert host.left
-    assert "every other host left or is leaving" in caplog.text
+    assert "no other host is up (leaving, lost or gone)" in caplog.text
+
+
+def test_a_directory_that_lists_no_other_host_for_a_moment_does_not_end_the_hand_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A coordinator started again lists the hosts as their heartbeats come in."""
+    host = ScriptedHost()
+    engine = engine_with(host, directory())
+
+    def coordinator_restarts() -> None:  # only this host at first, the rest half a second later
+        engine.directory = replace(directory(), hosts=(HostView("h1", "leaving", 0.1),))
+        threading.Timer(0.5, setattr, (engine, "directory", directory(holder="h2/0"))).start()
+
+    host.after_leave = coordinator_restarts
+    with caplog.at_level(logging.INFO):
+        assert leave(engine) is True
+    assert "hand-off done" in caplog.text
 
 
 def test_a_host_out_of_touch_with_the_coordinator_does_not_wait_for_a_hand_off(
@@ -106,6 +124,7 @@ def test_a_host_out_of_touch_with_the_coordinator_does_not_wait_for_a_hand_off(
 ) -> None:
     host = ScriptedHost()
     assert leave(engine_with(host, directory(in_touch=False))) is False
+    assert not host.left
     assert "does not hear the coordinator" in caplog.text
 
 

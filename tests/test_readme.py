@@ -11,6 +11,7 @@ service; ``[--dot]`` runs without and with ``--dot``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -191,8 +192,7 @@ def test_every_readme_command_runs_as_written(readme_server: ServerProcess, tmp_
                 assert run.says in done.stdout, f"{variant}\nsaid:\n{done.stdout}\n{done.stderr}"
     finally:
         for process in background:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(10)
+            _stop(process)
 
 
 def _start(command: str, env: dict[str, str], address: str) -> subprocess.Popen[str]:
@@ -207,6 +207,26 @@ def _start(command: str, env: dict[str, str], address: str) -> subprocess.Popen[
             socket.create_connection((host, int(port)), timeout=1).close()
             return process
         except OSError:
-            assert process.poll() is None, f"{command} exited {process.returncode}"
-            assert time.monotonic() < deadline, f"{command} never listened on {address}"
+            failed = (
+                f"{command} exited {process.returncode}"
+                if process.poll() is not None
+                else f"{command} never listened on {address}"
+                if time.monotonic() > deadline
+                else ""
+            )
+            if failed:
+                _stop(process)
+                raise AssertionError(failed) from None
             time.sleep(0.1)
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    """Its whole process group, SIGKILL if SIGTERM is not enough; never hiding a test's failure."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)

@@ -181,6 +181,10 @@ class Engine:
             return False
         await asyncio.to_thread(self.host.leave)
         give_up = time.monotonic() + timeout_s
+        # Nobody else up for a few heartbeats, not for one directory: a coordinator started
+        # again lists the hosts only as their heartbeats come in.
+        nobody_for_s = 3 * self.config.cluster.heartbeat_every_s
+        nobody_since: float | None = None
         while time.monotonic() < give_up:
             directory = self.directory
             if (
@@ -190,8 +194,12 @@ class Engine:
             ):
                 log.info("hand-off done: the other hosts hold every virtual shard")
                 return True
-            if not others_up():  # every other host left (or is leaving) too: nobody will take it
-                log.warning("hand-off not done: every other host left or is leaving; stopping anyway")
+            if others_up():
+                nobody_since = None
+            elif nobody_since is None:
+                nobody_since = time.monotonic()
+            elif time.monotonic() - nobody_since >= nobody_for_s:  # nobody will take it
+                log.warning("hand-off not done: no other host is up (leaving, lost or gone); stopping anyway")
                 return False
             if not in_touch():
                 log.warning("hand-off not done: this host lost touch with the coordinator; stopping anyway")

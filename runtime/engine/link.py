@@ -315,6 +315,8 @@ class ShardLink:
 
     def _settle_batch(self, answer: OutcomeBatch) -> None:
         entry = self._in_flight.pop(answer.batch_id, None)
+        if self._queue:  # a batch fewer in flight: what waits behind the bound may go
+            self._schedule_flush()
         if entry is None:
             return  # timed out already
         pending, _ = entry
@@ -328,8 +330,6 @@ class ShardLink:
                 self._finish(p, decode_outcome(outcome))
         if answer.lifecycle and self.on_lifecycle is not None:
             self.on_lifecycle(self.index, answer.lifecycle)
-        if self._queue:
-            self._schedule_flush()
 
     def _settle_late(self, late: LateOutcomes) -> None:
         for batch_id, position, outcome in late.entries:
@@ -457,7 +457,10 @@ class ShardLink:
                     self._expired += 1
                     self._finish(p, DeadlineExceeded("the deadline passed before the shard took it"))
                 elif now - p.queued_at > timeout:
-                    self._finish(p, Unavailable(f"shard {self.shard_id} is unreachable: {self.last_error}"))
+                    why = "connected, busy" if self._connection else self.last_error or "unreachable"
+                    self._finish(
+                        p, Unavailable(f"shard {self.shard_id} did not take it in {timeout:g}s ({why})")
+                    )
                 else:
                     kept.append(p)
             self._queue = kept
