@@ -21,6 +21,7 @@ import pytest
 
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.tools.postgres_server import PostgresServer
+from confab.tools.price_service import PriceService
 
 from .hosts import Hosts, unavailable_reason
 from .postgres import database_name, start_server
@@ -110,6 +111,16 @@ def make_hosts() -> Iterator[Callable[[int], Hosts]]:
         pytest.skip(reason)
     with contextlib.ExitStack() as created:
         yield lambda count: created.enter_context(Hosts(count))
+
+
+@pytest.fixture(scope="module")
+def prices() -> Iterator[PriceService]:
+    """The pizza flow's price webhook, answering at once (a thread, not a process), per module."""
+    service = PriceService().start()
+    try:
+        yield service
+    finally:
+        service.stop()
 
 
 @pytest.fixture(scope="session")

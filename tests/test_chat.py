@@ -48,15 +48,6 @@ def server_config(path: Path, prices: PriceService) -> Path:
 
 
 @pytest.fixture(scope="module")
-def prices() -> Iterator[PriceService]:
-    service = PriceService().start()
-    try:
-        yield service
-    finally:
-        service.stop()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, prices: PriceService) -> Iterator[ServerProcess]:
     directory = tmp_path_factory.mktemp("chat")
     config = server_config(directory / "confab.yaml", prices)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +58,6 @@ class Recorder(ChatListener):
 
     def failed(self, message: str) -> None:
         self._note("failed", message)
-
-
-@pytest.fixture(scope="module")
-def prices() -> Iterator[PriceService]:
-    service = PriceService().start()
-    try:
-        yield service
-    finally:
-        service.stop()
 
 
 def pizza_server(directory: Path, prices: PriceService, listen: str = "127.0.0.1:0") -> ServerProcess:

@@ -34,13 +34,6 @@ DIALOGUES = Path(__file__).parent / "dialogues"
 KEY = ConversationKey("acme", "c-1")
 
 
-@pytest.fixture(scope="module")
-def prices() -> Iterator[PriceService]:
-    service = PriceService().start()
-    yield service
-    service.stop()
-
-
 def price_webhook(url: str, timeout_s: float = 2.0) -> tuple[WebhookTarget, ...]:
     return (WebhookTarget("price", url, timeout_s, 0),)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -97,13 +96,6 @@ def shop_version(directory: Path, version: str, *edits: tuple[str, str]) -> Path
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "shop.yaml").write_text(text)
     return directory
-
-
-@pytest.fixture(scope="module")
-def prices() -> Iterator[PriceService]:
-    service = PriceService().start()
-    yield service
-    service.stop()
 
 
 def recording_shard(store: Path, flow_dirs: list[Path], prices: PriceService) -> LocalRunner:

@@ -427,7 +427,9 @@ def test_a_reopened_store_keeps_what_was_written(backend: Backend) -> None:
 
 
 def test_count_conversations(store: Store) -> None:
+    assert store.count_conversations() == 0
     write_one(store, KEY, 1)
+    assert store.count_conversations() == 1
     write_one(store, KEY, 2)
     assert store.count_conversations() == 1
     store.write([ConversationWrite(OTHER, b"s", 1, [turn(1)]), ConversationWrite(ELSEWHERE, b"s", 1)])

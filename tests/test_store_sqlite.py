@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -11,7 +10,7 @@ from typing import Any, cast
 import pytest
 
 from confab.runtime.model import ConversationKey
-from confab.runtime.store import ConversationWrite, Retention, StoredConversation, StoreError, TurnRecord
+from confab.runtime.store import ConversationWrite, StoredConversation, StoreError, TurnRecord
 from confab.runtime.store.migrations import SQLITE_VERSION
 from confab.runtime.store.sqlite import SqliteStore as Store
 
@@ -43,15 +42,6 @@ def ids(stored: StoredConversation) -> list[str]:
     return [message_id for message_id, _ in stored.message_ids]
 
 
-def turn_rows(path: Path, key: ConversationKey) -> list[int]:
-    with sqlite3.connect(path) as db:
-        rows = db.execute(
-            "SELECT seq FROM turns WHERE tenant_id=? AND conversation_id=? ORDER BY seq",
-            (key.tenant_id, key.conversation_id),
-        ).fetchall()
-    return [r[0] for r in rows]
-
-
 def test_creates_parent_directory(db_path: Path, store: Store) -> None:
     assert db_path.parent.is_dir()
     assert db_path.exists()
@@ -60,19 +50,6 @@ def test_creates_parent_directory(db_path: Path, store: Store) -> None:
 def test_load_unknown_is_none(store: Store) -> None:
     assert store.load(KEY) is None
     assert store.load_turn(KEY, "m-1") is None
-
-
-def test_write_then_load(store: Store) -> None:
-    store.write(
-        [ConversationWrite(KEY, b"\x93state", 3, [turn(1, "first"), turn(2, "second"), turn(3, "third")])]
-    )
-    loaded = store.load(KEY)
-    assert loaded is not None
-    assert (loaded.state, loaded.seq) == (b"\x93state", 3)
-    assert ids(loaded) == ["first", "second", "third"]
-    assert isinstance(loaded.state, bytes)
-    assert all(written_at > 0 for _, written_at in loaded.message_ids)
-    assert store.load(OTHER) is None
 
 
 def test_recent_ids_in_seq_order_across_writes(store: Store) -> None:
@@ -118,12 +95,6 @@ def test_load_turn(store: Store) -> None:
     assert store.load_turn(KEY, "c") is None
 
 
-def test_keys_are_per_tenant(store: Store) -> None:
-    write_one(store, ConversationKey("t1", "same"), 1, "m")
-    assert store.load(ConversationKey("t2", "same")) is None
-    assert store.load_turn(ConversationKey("t2", "same"), "m") is None
-
-
 def test_write_of_several_conversations_is_atomic(store: Store) -> None:
     write_one(store, OTHER, 1)  # a prior state of a conversation also in the failing write
     bad_state = cast(Any, object())  # sqlite3 cannot bind this
@@ -160,33 +131,6 @@ def test_write_failure_in_later_turn_rolls_back_earlier_conversation(store: Stor
     assert store.count_conversations() == 0
 
 
-def test_a_write_deletes_the_turns_its_writer_says_are_beyond_retention(store: Store, db_path: Path) -> None:
-    store.write([ConversationWrite(KEY, b"s", 5, [turn(s) for s in range(1, 6)])])
-    store.write([ConversationWrite(KEY, b"s", 6, [turn(6)], prune_through=3, prune_before=time.time() - 60)])
-    assert turn_rows(db_path, KEY) == [1, 2, 3, 4, 5, 6]  # young enough to stay
-    store.write([ConversationWrite(KEY, b"s", 6, [turn(6)], prune_through=3, prune_before=time.time() + 1)])
-    assert turn_rows(db_path, KEY) == [4, 5, 6]
-    loaded = store.load(KEY)
-    assert loaded is not None and ids(loaded) == ["m-4", "m-5", "m-6"]
-    assert store.load_turn(KEY, "m-3") is None
-    store.write([ConversationWrite(KEY, b"s", 6)])  # no prune_through: nothing goes
-    assert turn_rows(db_path, KEY) == [4, 5, 6]
-
-
-def test_pruning_is_per_conversation(store: Store, db_path: Path) -> None:
-    for seq in range(1, 3):
-        write_one(store, OTHER, seq)
-    store.write(
-        [
-            ConversationWrite(
-                KEY, b"s", 19, [turn(s) for s in range(1, 20)], prune_through=15, prune_before=time.time() + 1
-            )
-        ]
-    )
-    assert turn_rows(db_path, OTHER) == [1, 2]
-    assert turn_rows(db_path, KEY) == [16, 17, 18, 19]
-
-
 def test_second_store_on_same_file_sees_writes(db_path: Path) -> None:
     first = Store(db_path, synchronous="NORMAL")
     second = Store(db_path, synchronous="NORMAL")
@@ -221,21 +165,6 @@ def test_reopen_keeps_data(db_path: Path) -> None:
         assert loaded.seq == 1
     finally:
         reopened.close()
-
-
-def test_count_conversations(store: Store) -> None:
-    assert store.count_conversations() == 0
-    write_one(store, KEY, 1)
-    assert store.count_conversations() == 1
-    write_one(store, KEY, 2)
-    assert store.count_conversations() == 1
-    store.write(
-        [
-            ConversationWrite(OTHER, b"s", 1, [turn(1)]),
-            ConversationWrite(ConversationKey("tenant-b", "conv-1"), b"s", 1, [turn(1)]),
-        ]
-    )
-    assert store.count_conversations() == 3
 
 
 def test_ping(store: Store, db_path: Path) -> None:
@@ -341,32 +270,3 @@ def test_a_truncated_database_fails_its_integrity_check(db_path: Path) -> None:
         finally:
             damaged.close()
     assert str(db_path) in str(caught.value)
-
-
-def test_load_knows_the_last_turns_kept_and_the_windows_ids_only(db_path: Path) -> None:
-    store = Store(db_path, synchronous="NORMAL", retention=Retention(turns_kept=2, idempotency_window_s=60.0))
-    try:
-        store.write([ConversationWrite(KEY, b"s", 5, [turn(s) for s in range(1, 6)])])
-        with sqlite3.connect(db_path) as db:  # turns 1..3 were written two minutes ago
-            db.execute("UPDATE turns SET created_at = created_at - 120 WHERE seq <= 3")
-        loaded = store.load(KEY)
-        assert loaded is not None and ids(loaded) == ["m-4", "m-5"]
-        assert store.load_turn(KEY, "m-1") is not None  # still kept (history), just not recognised
-    finally:
-        store.close()
-
-
-def test_recorded_turns_and_the_conversations_that_have_them(store: Store) -> None:
-    store.write(
-        [
-            ConversationWrite(
-                KEY, b"s", 2, [TurnRecord(1, "a", 1, b"r1", recorded=b"m1"), TurnRecord(2, "b", 3, b"r2")]
-            ),
-            ConversationWrite(OTHER, b"s", 1, [TurnRecord(1, "c", 1, b"r", recorded=b"m")]),
-            ConversationWrite(ConversationKey("tenant-b", "x"), b"s", 1, [turn(1)]),
-        ]
-    )
-    assert [(t.seq, t.recorded) for t in store.recorded_turns(KEY)] == [(1, b"m1")]
-    assert store.recorded_conversations("", 0.0, None, 10) == [KEY, OTHER]
-    assert store.recorded_conversations("tenant-a", 0.0, KEY, 10) == [OTHER]
-    assert store.recorded_conversations("", time.time() + 60, None, 10) == []

@@ -41,6 +41,7 @@ from . import (
     StoreError,
 )
 from .migrations import POSTGRES, POSTGRES_VERSION
+from .paging import key_page
 
 # Connection settings a URL may set itself; these are used where it does not. Keepalives and
 # the TCP user timeout turn a server that went silent (a cut network) into an error within
@@ -181,19 +182,10 @@ class PostgresStore:
     def scan(
         self, after: ConversationKey | None, tenant_id: str, limit: int
     ) -> list[tuple[ConversationKey, bytes, float]]:
-        where, args = ["TRUE"], []
-        if tenant_id:
-            where.append("tenant_id = %s")
-            args.append(tenant_id)
-        if after is not None:
-            where.append("(tenant_id, conversation_id) > (%s, %s)")
-            args += [after.tenant_id, after.conversation_id]
-        query = (
-            "SELECT tenant_id, conversation_id, state, updated_at FROM conversations"
-            f" WHERE {' AND '.join(where)} ORDER BY tenant_id, conversation_id LIMIT %s"
-        )
+        page, args = key_page([], [], tenant_id=tenant_id, after=after, limit=limit, mark="%s")
+        query = "SELECT tenant_id, conversation_id, state, updated_at FROM conversations" + page
         with self._pool.connection() as db:
-            rows = db.execute(query, (*args, limit)).fetchall()
+            rows = db.execute(query, args).fetchall()
         return [(ConversationKey(r[0], r[1]), r[2], r[3]) for r in rows]
 
     def recent_turns(self, key: ConversationKey, count: int) -> list[KeptTurn]:
@@ -217,20 +209,17 @@ class PostgresStore:
     def recorded_conversations(
         self, tenant_id: str, since: float, after: ConversationKey | None, limit: int
     ) -> list[ConversationKey]:
-        where: list[str] = ["recorded <> ''::bytea", "created_at >= %s"]
-        args: list[object] = [since]
-        if tenant_id:
-            where.append("tenant_id = %s")
-            args.append(tenant_id)
-        if after is not None:
-            where.append("(tenant_id, conversation_id) > (%s, %s)")
-            args += [after.tenant_id, after.conversation_id]
-        query = (
-            "SELECT DISTINCT tenant_id, conversation_id FROM turns"
-            f" WHERE {' AND '.join(where)} ORDER BY tenant_id, conversation_id LIMIT %s"
+        page, args = key_page(
+            ["recorded <> ''::bytea", "created_at >= %s"],
+            [since],
+            tenant_id=tenant_id,
+            after=after,
+            limit=limit,
+            mark="%s",
         )
+        query = "SELECT DISTINCT tenant_id, conversation_id FROM turns" + page
         with self._pool.connection() as db:
-            rows = db.execute(query, (*args, limit)).fetchall()
+            rows = db.execute(query, args).fetchall()
         return [ConversationKey(r[0], r[1]) for r in rows]
 
     def count_conversations(self) -> int:

@@ -28,6 +28,7 @@ from . import (
     StoreError,
 )
 from .migrations import SQLITE, SQLITE_V1_COLUMNS, SQLITE_VERSION
+from .paging import key_page
 
 T = TypeVar("T")
 
@@ -150,18 +151,9 @@ class SqliteStore:
     def scan(
         self, after: ConversationKey | None, tenant_id: str, limit: int
     ) -> list[tuple[ConversationKey, bytes, float]]:
-        where, args = ["1"], []
-        if tenant_id:
-            where.append("tenant_id = ?")
-            args.append(tenant_id)
-        if after is not None:
-            where.append("(tenant_id, conversation_id) > (?, ?)")
-            args += [after.tenant_id, after.conversation_id]
-        sql = (
-            "SELECT tenant_id, conversation_id, state, updated_at FROM conversations"
-            f" WHERE {' AND '.join(where)} ORDER BY tenant_id, conversation_id LIMIT ?"
-        )
-        rows = self._when_free(lambda: self._db.execute(sql, (*args, limit)).fetchall())
+        page, args = key_page([], [], tenant_id=tenant_id, after=after, limit=limit, mark="?")
+        sql = "SELECT tenant_id, conversation_id, state, updated_at FROM conversations" + page
+        rows = self._when_free(lambda: self._db.execute(sql, args).fetchall())
         return [(ConversationKey(r[0], r[1]), bytes(r[2]), r[3]) for r in rows]
 
     def recent_turns(self, key: ConversationKey, count: int) -> list[KeptTurn]:
@@ -187,19 +179,16 @@ class SqliteStore:
     def recorded_conversations(
         self, tenant_id: str, since: float, after: ConversationKey | None, limit: int
     ) -> list[ConversationKey]:
-        where: list[str] = ["recorded != x''", "created_at >= ?"]
-        args: list[object] = [since]
-        if tenant_id:
-            where.append("tenant_id = ?")
-            args.append(tenant_id)
-        if after is not None:
-            where.append("(tenant_id, conversation_id) > (?, ?)")
-            args += [after.tenant_id, after.conversation_id]
-        sql = (
-            "SELECT DISTINCT tenant_id, conversation_id FROM turns"
-            f" WHERE {' AND '.join(where)} ORDER BY tenant_id, conversation_id LIMIT ?"
+        page, args = key_page(
+            ["recorded != x''", "created_at >= ?"],
+            [since],
+            tenant_id=tenant_id,
+            after=after,
+            limit=limit,
+            mark="?",
         )
-        rows = self._when_free(lambda: self._db.execute(sql, (*args, limit)).fetchall())
+        sql = "SELECT DISTINCT tenant_id, conversation_id FROM turns" + page
+        rows = self._when_free(lambda: self._db.execute(sql, args).fetchall())
         return [ConversationKey(r[0], r[1]) for r in rows]
 
     def count_conversations(self) -> int:
