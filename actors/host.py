@@ -4,7 +4,14 @@
 ``runtime.engine.ShardHost``). One thread of its own does all of its Thespian work
 (Thespian contexts must not be shared between threads): it starts a Thespian
 system, the supervisor and the shards, then listens for the directories the
-supervisor sends whenever a shard is replaced and hands each to the engine.
+supervisor sends whenever a shard is replaced or its holdings change. Each is merged
+with the cluster's view (``actors.cluster``: the member table, the placement, the
+leases), which a thread of its own keeps, and the result goes to the engine; what
+the placement says this host's shards should hold goes to the supervisor.
+
+The actor system is this host's alone: every Thespian socket binds loopback
+(``actors.network``), and nothing Thespian-framed ever crosses hosts. Hosts meet in
+the store's member table and talk over the data plane only.
 
 Every actor system is started by a launcher process (``actors.launcher``) that
 the host forks when it is made, while the process has a single thread: the edge
@@ -34,22 +41,19 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from thespian.actors import ActorExitRequest, ActorSystem
 
 from ..runtime.protocol.directory import ShardDirectory
 from . import lifecycle, network
-from .coordinator import LEADER_CAPABILITY
+from .cluster import ClusterMembership, ClusterSettings, MemberTable, SoloTable
 from .launcher import SystemLauncher
 from .messages import (
-    ClusterProblem,
-    ClusterSettings,
-    EdgeServing,
+    AssignShards,
     GetDirectory,
     HostIdentity,
-    LeaveCluster,
     RestartShard,
     ShardSettings,
     StartShards,
@@ -61,23 +65,11 @@ log = logging.getLogger(__name__)
 LISTEN_S = 0.1  # how long the host thread waits for a message before looking at its other duties
 PING_EVERY_S = 2.0
 SLOW_SHUTDOWN_S = 3.0  # a shutdown longer than this is logged, with how long it took
+LOOPBACK = "127.0.0.1"  # every Thespian socket of every host: Thespian never crosses hosts
 
 
 class HostError(Exception):
     """The shards could not be started."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterPlace:
-    """Where this host's actor system stands in the cluster."""
-
-    advertise: str = "127.0.0.1"  # the address every Thespian socket binds and advertises
-    leader: tuple[str, int] | None = None  # the leader's actor system; None: this host leads alone
-    admin_port: int = 0  # this system's admin port; 0: any free one (the leader's is fixed)
-
-    @property
-    def leads(self) -> bool:
-        return self.leader is None or self.leader[0] == self.advertise
 
 
 class ActorHost:
@@ -90,16 +82,26 @@ class ActorHost:
         *,
         identity: HostIdentity,
         cluster: ClusterSettings | None = None,
-        place: ClusterPlace | None = None,
+        members: MemberTable | None = None,
+        reach: Callable[[str], str] | None = None,
         start_timeout_s: float = 30.0,
         hung_after_s: float = 10.0,
     ) -> None:
+        """``members``: the store's member table (None: this host is alone); ``reach``: a probe of
+        another host's data plane ("" when it answers)."""
         self.settings = settings
         self.shard_count = shard_count
         self.identity = identity
-        self.cluster = cluster or ClusterSettings()
-        self.place = place or ClusterPlace()
-        self.advertise = self.place.advertise
+        self.cluster = cluster or ClusterSettings(vshards=settings.vshards)
+        self.membership = ClusterMembership(
+            identity,
+            self.cluster,
+            shard_count,
+            members or SoloTable(),
+            publish=self._publish,
+            assign=self._assign,
+            reach=reach,
+        )
         self.start_timeout_s = start_timeout_s
         self.hung_after_s = hung_after_s
         self.recoveries = 0
@@ -111,8 +113,10 @@ class ActorHost:
         self._system: Any = None
         self._latest: ShardDirectory | None = None
         self._problem = ""
+        self._publishing = threading.Lock()
+        self._assignment: AssignShards | None = None
         lifecycle.tie_actor_processes_to_this_one()
-        network.bind_thespian_to(self.advertise)
+        network.bind_thespian_to(LOOPBACK)
         self._launcher = SystemLauncher()
 
     # Called by the engine --------------------------------------------------------------
@@ -121,6 +125,7 @@ class ActorHost:
         """Start the shards (blocking); ``on_directory`` then hears of every change, on the host's thread."""
         self._on_directory = on_directory
         self._thread.start()
+        self.membership.start()
         directory = self._started.result(self.start_timeout_s + 5.0)
         failed = [s for s in directory.shards if s.error and s.host == self.identity.host]
         if failed:
@@ -135,17 +140,18 @@ class ActorHost:
 
     def leave(self) -> None:
         """Hand this host's virtual shards to the other hosts (the directories that follow show it)."""
-        self._requests.put(LeaveCluster())
+        self.membership.leave()
 
     def edge_serving(self, address: str) -> None:
-        self.identity = replace(self.identity, edge=address)  # for an actor system started later
-        self._requests.put(EdgeServing(address))
+        self.identity = replace(self.identity, edge=address)
+        self.membership.edge_serving(address)
 
     def problem(self) -> str:
         return self._problem
 
     def close(self) -> None:
         self._closing.set()
+        self.membership.close()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(30.0)
         self._launcher.close()
@@ -163,19 +169,8 @@ class ActorHost:
                 log.exception("the actor system failed; starting it again")
                 time.sleep(1.0)
 
-    def _capabilities(self) -> dict[str, Any]:
-        place = self.place
-        if place.leads:
-            port = place.leader[1] if place.leader else place.admin_port or _free_port(self.advertise)
-            return {"Admin Port": port, LEADER_CAPABILITY: True}
-        assert place.leader is not None
-        return {
-            "Admin Port": place.admin_port or _free_port(self.advertise),
-            "Convention Address.IPv4": place.leader,
-        }
-
     def _host_one_system(self) -> None:
-        capabilities = self._capabilities()
+        capabilities = {"Admin Port": _free_port(LOOPBACK)}
         self._launcher.start_system(capabilities, _thespian_logging(), self.start_timeout_s)
         # The admin runs: this attaches to it (and forks nothing).
         system = ActorSystem(
@@ -186,7 +181,9 @@ class ActorHost:
         supervisor: Any = None
         try:
             supervisor = system.createActor(SupervisorActor)
-            system.tell(supervisor, StartShards(self.shard_count, self.settings, self.identity, self.cluster))
+            system.tell(supervisor, StartShards(self.shard_count, self.settings))
+            if self._assignment is not None:  # a new supervisor (the old one died): what its shards hold
+                system.tell(supervisor, self._assignment)
             started = time.monotonic()
             last_heard = last_ping = time.monotonic()
             while not self._closing.is_set():
@@ -198,13 +195,10 @@ class ActorHost:
                         watched = _Watched(message)
                         self._problem = ""
                     self._accept(message)
-                elif isinstance(message, ClusterProblem):
-                    if message.fatal:
-                        self._problem = message.reason
-                        if not self._started.done():
-                            self._started.set_exception(HostError(message.reason))
-                            return
-                elif not self._started.done() and now - started > self.start_timeout_s:
+                if self.membership.fatal and not self._started.done():
+                    self._started.set_exception(HostError(self.membership.fatal))
+                    return
+                if not self._started.done() and now - started > self.start_timeout_s:
                     raise HostError(f"the shards did not start within {self.start_timeout_s:.0f}s")
                 if watched is not None and watched.supervisor_exited():
                     self._problem = (
@@ -235,21 +229,30 @@ class ActorHost:
                 watched.close()
             self._system = None
 
-    def _accept(self, directory: ShardDirectory) -> None:
-        latest = self._latest
-        # The coordinator's versions only grow; the supervisor may send one version again with
-        # its own shards' news (a new address, a holding).
-        if latest is not None and directory.version < latest.version:
-            return
-        self._latest = directory
-        if not self._started.done():
-            mine = [s for s in directory.shards if s.host == self.identity.host]
-            settled = all(s.serving or s.error for s in mine)
-            # Serving starts once this host's shards are up and every conversation has a holder.
-            if settled and (directory.complete or any(s.error for s in mine)):
-                self._started.set_result(directory)
-            return
+    def _accept(self, local: ShardDirectory) -> None:
+        """The supervisor's directory of this host's shards: merged with the cluster's, published."""
+        self._publish(self.membership.local(local))
+
+    def _publish(self, directory: ShardDirectory) -> None:
+        """A directory for the engine (from the host's thread or the membership's)."""
+        with self._publishing:
+            latest = self._latest
+            if latest is not None and directory.version < latest.version:
+                return
+            self._latest = directory
+            if not self._started.done():
+                mine = [s for s in directory.shards if s.host == self.identity.host]
+                settled = bool(mine) and all(s.serving or s.error for s in mine)
+                # Serving starts once this host's shards are up and every conversation has a holder.
+                if settled and (directory.complete or any(s.error for s in mine)):
+                    self._started.set_result(directory)
+                return
         self._on_directory(directory)
+
+    def _assign(self, assignment: AssignShards) -> None:
+        """What this host's shards should hold now (from the membership's thread)."""
+        self._assignment = assignment
+        self._requests.put(assignment)
 
 
 class _Watched:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..runtime.protocol.directory import HostView, ShardDirectory, ShardEndpoint
 from ..runtime.store import Retention
 from ..runtime.webhooks import WebhookTarget
 
@@ -43,23 +42,14 @@ class ShardSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class ClusterSettings:
-    """What every host of a cluster must agree on, and how the coordinator judges hosts."""
-
-    vshards: int = 256
-    heartbeat_every_s: float = 1.0
-    lost_after_s: float = 3.0  # a host silent this long is lost: its virtual shards move
-    forget_after_s: float = 600.0  # a lost host stays in the operators' view this long
-
-
-@dataclass(frozen=True, slots=True)
 class HostIdentity:
-    """Who a host is, as the coordinator shows it."""
+    """Who a host is, as the other hosts see it in the store's member table."""
 
     host: str
     edge: str = ""  # its gRPC listen address
     pid: int = 0  # its edge process
-    leader: bool = False  # it runs the coordinator
+    # Tells this run of the host from an earlier one under the same name (a restart).
+    incarnation: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +58,6 @@ class StartShards:
 
     count: int
     settings: ShardSettings
-    identity: HostIdentity = field(default_factory=lambda: HostIdentity("local"))
-    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,55 +122,15 @@ class RestartShard:
     index: int
 
 
-# The cluster protocol: every host's supervisor and the coordinator ----------------------
-
-
 @dataclass(frozen=True, slots=True)
-class HostHeartbeat:
-    """Supervisor → coordinator, every ``heartbeat_every_s`` and whenever something changed."""
+class AssignShards:
+    """Host → supervisor: the virtual shards each of its shards should hold now.
 
-    identity: HostIdentity
-    seq: int
-    vshards: int  # the host's setting: a host that disagrees with the cluster is refused
-    shards: tuple[ShardEndpoint, ...]
-    held: Mapping[str, Mapping[int, int]]  # shard id -> {vshard: epoch}
-    wanted: Mapping[str, frozenset[int]]  # shard id -> the virtual shards it was told to hold
-    leaving: bool  # handing its virtual shards off before it stops
-    seen_version: int  # the newest directory it has
+    The host computes them from the cluster's live members (``actors.cluster``); the
+    supervisor hands each shard its own (``ShardAssign``), now and to every replacement.
+    """
 
-
-@dataclass(frozen=True, slots=True)
-class HeartbeatReply:
-    """Coordinator → supervisor: ``seq`` heard; the directory when the host's is older, and
-    every host as of now (their heartbeats' ages change with every beat, the directory not)."""
-
-    seq: int
-    directory: ShardDirectory | None
-    hosts: tuple[HostView, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class HostRefused:
-    """Coordinator → supervisor: this host cannot be part of the cluster, and why."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class LeaveCluster:
-    """Host → supervisor: hand every virtual shard off (the host is stopping)."""
-
-
-@dataclass(frozen=True, slots=True)
-class EdgeServing:
-    """Host → supervisor: the host's edge serves at ``address`` (known once it has bound its port)."""
-
-    address: str
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterProblem:
-    """Supervisor → host: the cluster refused this host, or its coordinator is out of reach."""
-
-    reason: str
-    fatal: bool
+    wanted: tuple[frozenset[int], ...]  # per shard index
+    # False while the host is out of touch with the store's member table, excluded by the
+    # other hosts, or leaving: keep what is held, claim nothing.
+    claim: bool = True

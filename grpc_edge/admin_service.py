@@ -96,9 +96,10 @@ class AdminService(pb_grpc.AdminServicer):
                 state=host.state,
                 heartbeat_age_s=host.heartbeat_age_s,
                 edge=host.edge,
-                leader=host.leader,
                 pid=host.pid,
                 shards=host.shards,
+                incarnation=host.incarnation,
+                vshards=host.vshards,
             )
         for v, owner in enumerate(view.owners):
             cluster.vshards.add(vshard=v, shard_id=owner.shard, epoch=owner.epoch)

@@ -229,13 +229,19 @@ def _store_kind(store: str) -> str:
 
 def _cluster_check(cluster: ClusterView, now: float) -> DependencyCheck:
     unowned = cluster.unowned
-    problem = ""
+    problems = []
     if unowned:
-        lost = [h.host for h in cluster.hosts if h.state == "lost"]
-        problem = f"{len(unowned)} of {len(cluster.owners)} virtual shards have no holder this edge reaches"
-        if lost:
-            problem += f"; lost: {', '.join(lost)}"
-    return DependencyCheck("cluster", "cluster", not unowned, 0.0, problem, now, required=False)
+        problems.append(
+            f"{len(unowned)} of {len(cluster.owners)} virtual shards have no holder this edge reaches"
+        )
+    if not cluster.in_touch:
+        problems.append("this host cannot write its heartbeat to the store's member table")
+    for state in ("lost", "unreachable"):
+        hosts = [h.host for h in cluster.hosts if h.state == state]
+        if hosts and problems:
+            problems.append(f"{state}: {', '.join(hosts)}")
+    ok = cluster.complete
+    return DependencyCheck("cluster", "cluster", ok, 0.0, "; ".join(problems), now, required=False)
 
 
 class HealthService(pb_grpc.HealthServicer):

@@ -153,7 +153,7 @@ class ConfabServer:
         if self.health is not None:
             await self.health.drain()
         self.streams.registry.drain()
-        if self.config.cluster.leader:
+        if self.config.cluster.enabled:
             # Hand this host's share to the others first, serving on meanwhile: calls in flight
             # here, and calls at other edges for conversations held here, go to the new holders.
             await self.engine.leave(self.config.cluster.handoff_timeout_s)  # it logs how it went

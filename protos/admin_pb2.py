@@ -26,55 +26,57 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x61\x64min.proto\x12\x0f\x63onfab.admin.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11GetClusterRequest\"\x84\x03\n\tShardInfo\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x12\n\ngeneration\x18\x02 \x01(\x05\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x10\n\x08uptime_s\x18\x04 \x01(\x01\x12\x1e\n\x16resident_conversations\x18\x05 \x01(\x03\x12\x15\n\rmailbox_depth\x18\x06 \x01(\x03\x12\x1b\n\x13waiting_on_webhooks\x18\x07 \x01(\x03\x12\x10\n\x08\x63ommands\x18\x08 \x01(\x03\x12\x11\n\trss_bytes\x18\t \x01(\x03\x12\x0f\n\x07healthy\x18\n \x01(\x08\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x0c \x01(\t\x12\x16\n\x0emessages_per_s\x18\r \x01(\x01\x12\x14\n\x0clast_heard_s\x18\x0e \x01(\x01\x12\x0c\n\x04host\x18\x0f \x01(\t\x12\x10\n\x08shard_id\x18\x10 \x01(\t\x12\x0f\n\x07vshards\x18\x11 \x01(\x05\x12,\n\x04held\x18\x12 \x03(\x0b\x32\x1e.confab.admin.v1.VshardHolding\".\n\rVshardHolding\x12\x0e\n\x06vshard\x18\x01 \x01(\x05\x12\r\n\x05\x65poch\x18\x02 \x01(\x03\"{\n\x08HostInfo\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x17\n\x0fheartbeat_age_s\x18\x03 \x01(\x01\x12\x0c\n\x04\x65\x64ge\x18\x04 \x01(\t\x12\x0e\n\x06leader\x18\x05 \x01(\x08\x12\x0b\n\x03pid\x18\x06 \x01(\x05\x12\x0e\n\x06shards\x18\x07 \x01(\x05\">\n\x0bVshardOwner\x12\x0e\n\x06vshard\x18\x01 \x01(\x05\x12\x10\n\x08shard_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\"9\n\tStoreInfo\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\"\xce\x02\n\x07\x43luster\x12\x0f\n\x07version\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06shards\x18\x03 \x03(\x0b\x32\x1a.confab.admin.v1.ShardInfo\x12)\n\x05store\x18\x04 \x01(\x0b\x32\x1a.confab.admin.v1.StoreInfo\x12\x16\n\x0eshard_restarts\x18\x05 \x01(\x05\x12(\n\x05hosts\x18\x06 \x03(\x0b\x32\x19.confab.admin.v1.HostInfo\x12-\n\x07vshards\x18\x07 \x03(\x0b\x32\x1c.confab.admin.v1.VshardOwner\x12\x10\n\x08\x63omplete\x18\x08 \x01(\x08\x12\x11\n\tthis_host\x18\t \x01(\t\x12\x15\n\rheld_commands\x18\n \x01(\x03\"\\\n\x1aInspectConversationRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nlast_turns\x18\x03 \x01(\x05\"<\n\nQueuedItem\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xe6\x01\n\x0bTurnSummary\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06intent\x18\x04 \x01(\t\x12\x14\n\x0cstate_before\x18\x05 \x01(\t\x12\x13\n\x0bstate_after\x18\x06 \x01(\t\x12\x10\n\x08response\x18\x07 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x01\x12&\n\x02\x61t\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61\x63tions\x18\n \x03(\t\x12\r\n\x05input\x18\x0b \x01(\t\"\x9a\x02\n\x12\x43onversationDetail\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\r\n\x05shard\x18\x03 \x01(\x05\x12\x10\n\x08resident\x18\x04 \x01(\x08\x12&\n\x05state\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rmailbox_depth\x18\x06 \x01(\x05\x12+\n\x06queued\x18\x07 \x03(\x0b\x32\x1b.confab.admin.v1.QueuedItem\x12\x19\n\x11webhook_in_flight\x18\x08 \x01(\t\x12\x30\n\nlast_turns\x18\t \x03(\x0b\x32\x1c.confab.admin.v1.TurnSummary\"P\n\x12\x43onversationAction\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"^\n\x11\x46orceStateRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x14\n\x12ReloadFlowsRequest\":\n\x0bShardAction\x12\r\n\x05shard\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\"U\n\x0c\x41\x63tionResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x64\x65tails\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xbb\x01\n\x18ListConversationsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x03 \x01(\t\x12\x1a\n\x12idle_longer_than_s\x18\x04 \x01(\x01\x12\x12\n\nin_handoff\x18\x05 \x01(\x08\x12\x15\n\rresident_only\x18\x06 \x01(\x08\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"\xfe\x01\n\x13\x43onversationSummary\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x15\n\rcurrent_state\x18\x03 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x04 \x01(\t\x12\x14\n\x0c\x66low_version\x18\x05 \x01(\t\x12\x15\n\rmessage_count\x18\x06 \x01(\x05\x12\x31\n\rlast_activity\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08resident\x18\x08 \x01(\x08\x12\x12\n\nin_handoff\x18\t \x01(\x08\x12\r\n\x05shard\x18\n \x01(\x05\"q\n\x19ListConversationsResponse\x12;\n\rconversations\x18\x01 \x03(\x0b\x32$.confab.admin.v1.ConversationSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x11TailEventsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x03 \x03(\t\"\x9f\x01\n\x05\x45vent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\r\n\x05shard\x18\x04 \x01(\x05\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct2\xf5\x06\n\x05\x41\x64min\x12J\n\nGetCluster\x12\".confab.admin.v1.GetClusterRequest\x1a\x18.confab.admin.v1.Cluster\x12j\n\x11ListConversations\x12).confab.admin.v1.ListConversationsRequest\x1a*.confab.admin.v1.ListConversationsResponse\x12g\n\x13InspectConversation\x12+.confab.admin.v1.InspectConversationRequest\x1a#.confab.admin.v1.ConversationDetail\x12J\n\nTailEvents\x12\".confab.admin.v1.TailEventsRequest\x1a\x16.confab.admin.v1.Event0\x01\x12W\n\x11ResetConversation\x12#.confab.admin.v1.ConversationAction\x1a\x1d.confab.admin.v1.ActionResult\x12O\n\nForceState\x12\".confab.admin.v1.ForceStateRequest\x1a\x1d.confab.admin.v1.ActionResult\x12X\n\x12ResumeConversation\x12#.confab.admin.v1.ConversationAction\x1a\x1d.confab.admin.v1.ActionResult\x12[\n\x15PassivateConversation\x12#.confab.admin.v1.ConversationAction\x1a\x1d.confab.admin.v1.ActionResult\x12Q\n\x0bReloadFlows\x12#.confab.admin.v1.ReloadFlowsRequest\x1a\x1d.confab.admin.v1.ActionResult\x12K\n\x0cRestartShard\x12\x1c.confab.admin.v1.ShardAction\x1a\x1d.confab.admin.v1.ActionResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x61\x64min.proto\x12\x0f\x63onfab.admin.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11GetClusterRequest\"\x84\x03\n\tShardInfo\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x12\n\ngeneration\x18\x02 \x01(\x05\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x10\n\x08uptime_s\x18\x04 \x01(\x01\x12\x1e\n\x16resident_conversations\x18\x05 \x01(\x03\x12\x15\n\rmailbox_depth\x18\x06 \x01(\x03\x12\x1b\n\x13waiting_on_webhooks\x18\x07 \x01(\x03\x12\x10\n\x08\x63ommands\x18\x08 \x01(\x03\x12\x11\n\trss_bytes\x18\t \x01(\x03\x12\x0f\n\x07healthy\x18\n \x01(\x08\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x0c \x01(\t\x12\x16\n\x0emessages_per_s\x18\r \x01(\x01\x12\x14\n\x0clast_heard_s\x18\x0e \x01(\x01\x12\x0c\n\x04host\x18\x0f \x01(\t\x12\x10\n\x08shard_id\x18\x10 \x01(\t\x12\x0f\n\x07vshards\x18\x11 \x01(\x05\x12,\n\x04held\x18\x12 \x03(\x0b\x32\x1e.confab.admin.v1.VshardHolding\".\n\rVshardHolding\x12\x0e\n\x06vshard\x18\x01 \x01(\x05\x12\r\n\x05\x65poch\x18\x02 \x01(\x03\"\xa5\x01\n\x08HostInfo\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x17\n\x0fheartbeat_age_s\x18\x03 \x01(\x01\x12\x0c\n\x04\x65\x64ge\x18\x04 \x01(\t\x12\x12\n\x06leader\x18\x05 \x01(\x08\x42\x02\x18\x01\x12\x0b\n\x03pid\x18\x06 \x01(\x05\x12\x0e\n\x06shards\x18\x07 \x01(\x05\x12\x13\n\x0bincarnation\x18\x08 \x01(\x03\x12\x0f\n\x07vshards\x18\t \x01(\x05\">\n\x0bVshardOwner\x12\x0e\n\x06vshard\x18\x01 \x01(\x05\x12\x10\n\x08shard_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\"9\n\tStoreInfo\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\"\xce\x02\n\x07\x43luster\x12\x0f\n\x07version\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06shards\x18\x03 \x03(\x0b\x32\x1a.confab.admin.v1.ShardInfo\x12)\n\x05store\x18\x04 \x01(\x0b\x32\x1a.confab.admin.v1.StoreInfo\x12\x16\n\x0eshard_restarts\x18\x05 \x01(\x05\x12(\n\x05hosts\x18\x06 \x03(\x0b\x32\x19.confab.admin.v1.HostInfo\x12-\n\x07vshards\x18\x07 \x03(\x0b\x32\x1c.confab.admin.v1.VshardOwner\x12\x10\n\x08\x63omplete\x18\x08 \x01(\x08\x12\x11\n\tthis_host\x18\t \x01(\t\x12\x15\n\rheld_commands\x18\n \x01(\x03\"\\\n\x1aInspectConversationRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nlast_turns\x18\x03 \x01(\x05\"<\n\nQueuedItem\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xe6\x01\n\x0bTurnSummary\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06intent\x18\x04 \x01(\t\x12\x14\n\x0cstate_before\x18\x05 \x01(\t\x12\x13\n\x0bstate_after\x18\x06 \x01(\t\x12\x10\n\x08response\x18\x07 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x01\x12&\n\x02\x61t\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61\x63tions\x18\n \x03(\t\x12\r\n\x05input\x18\x0b \x01(\t\"\x9a\x02\n\x12\x43onversationDetail\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\r\n\x05shard\x18\x03 \x01(\x05\x12\x10\n\x08resident\x18\x04 \x01(\x08\x12&\n\x05state\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rmailbox_depth\x18\x06 \x01(\x05\x12+\n\x06queued\x18\x07 \x03(\x0b\x32\x1b.confab.admin.v1.QueuedItem\x12\x19\n\x11webhook_in_flight\x18\x08 \x01(\t\x12\x30\n\nlast_turns\x18\t \x03(\x0b\x32\x1c.confab.admin.v1.TurnSummary\"P\n\x12\x43onversationAction\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"^\n\x11\x46orceStateRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x14\n\x12ReloadFlowsRequest\":\n\x0bShardAction\x12\r\n\x05shard\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\"U\n\x0c\x41\x63tionResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x64\x65tails\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xbb\x01\n\x18ListConversationsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x03 \x01(\t\x12\x1a\n\x12idle_longer_than_s\x18\x04 \x01(\x01\x12\x12\n\nin_handoff\x18\x05 \x01(\x08\x12\x15\n\rresident_only\x18\x06 \x01(\x08\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"\xfe\x01\n\x13\x43onversationSummary\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x15\n\rcurrent_state\x18\x03 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x04 \x01(\t\x12\x14\n\x0c\x66low_version\x18\x05 \x01(\t\x12\x15\n\rmessage_count\x18\x06 \x01(\x05\x12\x31\n\rlast_activity\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08resident\x18\x08 \x01(\x08\x12\x12\n\nin_handoff\x18\t \x01(\x08\x12\r\n\x05shard\x18\n \x01(\x05\"q\n\x19ListConversationsResponse\x12;\n\rconversations\x18\x01 \x03(\x0b\x32$.confab.admin.v1.ConversationSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x11TailEventsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x03 \x03(\t\"\x9f\x01\n\x05\x45vent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\r\n\x05shard\x18\x04 \x01(\x05\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct2\xf5\x06\n\x05\x41\x64min\x12J\n\nGetCluster\x12\".confab.admin.v1.GetClusterRequest\x1a\x18.confab.admin.v1.Cluster\x12j\n\x11ListConversations\x12).confab.admin.v1.ListConversationsRequest\x1a*.confab.admin.v1.ListConversationsResponse\x12g\n\x13InspectConversation\x12+.confab.admin.v1.InspectConversationRequest\x1a#.confab.admin.v1.ConversationDetail\x12J\n\nTailEvents\x12\".confab.admin.v1.TailEventsRequest\x1a\x16.confab.admin.v1.Event0\x01\x12W\n\x11ResetConversation\x12#.confab.admin.v1.ConversationAction\x1a\x1d.confab.admin.v1.ActionResult\x12O\n\nForceState\x12\".confab.admin.v1.ForceStateRequest\x1a\x1d.confab.admin.v1.ActionResult\x12X\n\x12ResumeConversation\x12#.confab.admin.v1.ConversationAction\x1a\x1d.confab.admin.v1.ActionResult\x12[\n\x15PassivateConversation\x12#.confab.admin.v1.ConversationAction\x1a\x1d.confab.admin.v1.ActionResult\x12Q\n\x0bReloadFlows\x12#.confab.admin.v1.ReloadFlowsRequest\x1a\x1d.confab.admin.v1.ActionResult\x12K\n\x0cRestartShard\x12\x1c.confab.admin.v1.ShardAction\x1a\x1d.confab.admin.v1.ActionResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_HOSTINFO'].fields_by_name['leader']._loaded_options = None
+  _globals['_HOSTINFO'].fields_by_name['leader']._serialized_options = b'\030\001'
   _globals['_GETCLUSTERREQUEST']._serialized_start=95
   _globals['_GETCLUSTERREQUEST']._serialized_end=114
   _globals['_SHARDINFO']._serialized_start=117
   _globals['_SHARDINFO']._serialized_end=505
   _globals['_VSHARDHOLDING']._serialized_start=507
   _globals['_VSHARDHOLDING']._serialized_end=553
-  _globals['_HOSTINFO']._serialized_start=555
-  _globals['_HOSTINFO']._serialized_end=678
-  _globals['_VSHARDOWNER']._serialized_start=680
-  _globals['_VSHARDOWNER']._serialized_end=742
-  _globals['_STOREINFO']._serialized_start=744
-  _globals['_STOREINFO']._serialized_end=801
-  _globals['_CLUSTER']._serialized_start=804
-  _globals['_CLUSTER']._serialized_end=1138
-  _globals['_INSPECTCONVERSATIONREQUEST']._serialized_start=1140
-  _globals['_INSPECTCONVERSATIONREQUEST']._serialized_end=1232
-  _globals['_QUEUEDITEM']._serialized_start=1234
-  _globals['_QUEUEDITEM']._serialized_end=1294
-  _globals['_TURNSUMMARY']._serialized_start=1297
-  _globals['_TURNSUMMARY']._serialized_end=1527
-  _globals['_CONVERSATIONDETAIL']._serialized_start=1530
-  _globals['_CONVERSATIONDETAIL']._serialized_end=1812
-  _globals['_CONVERSATIONACTION']._serialized_start=1814
-  _globals['_CONVERSATIONACTION']._serialized_end=1894
-  _globals['_FORCESTATEREQUEST']._serialized_start=1896
-  _globals['_FORCESTATEREQUEST']._serialized_end=1990
-  _globals['_RELOADFLOWSREQUEST']._serialized_start=1992
-  _globals['_RELOADFLOWSREQUEST']._serialized_end=2012
-  _globals['_SHARDACTION']._serialized_start=2014
-  _globals['_SHARDACTION']._serialized_end=2072
-  _globals['_ACTIONRESULT']._serialized_start=2074
-  _globals['_ACTIONRESULT']._serialized_end=2159
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=2162
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=2349
-  _globals['_CONVERSATIONSUMMARY']._serialized_start=2352
-  _globals['_CONVERSATIONSUMMARY']._serialized_end=2606
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=2608
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=2721
-  _globals['_TAILEVENTSREQUEST']._serialized_start=2723
-  _globals['_TAILEVENTSREQUEST']._serialized_end=2807
-  _globals['_EVENT']._serialized_start=2810
-  _globals['_EVENT']._serialized_end=2969
-  _globals['_ADMIN']._serialized_start=2972
-  _globals['_ADMIN']._serialized_end=3857
+  _globals['_HOSTINFO']._serialized_start=556
+  _globals['_HOSTINFO']._serialized_end=721
+  _globals['_VSHARDOWNER']._serialized_start=723
+  _globals['_VSHARDOWNER']._serialized_end=785
+  _globals['_STOREINFO']._serialized_start=787
+  _globals['_STOREINFO']._serialized_end=844
+  _globals['_CLUSTER']._serialized_start=847
+  _globals['_CLUSTER']._serialized_end=1181
+  _globals['_INSPECTCONVERSATIONREQUEST']._serialized_start=1183
+  _globals['_INSPECTCONVERSATIONREQUEST']._serialized_end=1275
+  _globals['_QUEUEDITEM']._serialized_start=1277
+  _globals['_QUEUEDITEM']._serialized_end=1337
+  _globals['_TURNSUMMARY']._serialized_start=1340
+  _globals['_TURNSUMMARY']._serialized_end=1570
+  _globals['_CONVERSATIONDETAIL']._serialized_start=1573
+  _globals['_CONVERSATIONDETAIL']._serialized_end=1855
+  _globals['_CONVERSATIONACTION']._serialized_start=1857
+  _globals['_CONVERSATIONACTION']._serialized_end=1937
+  _globals['_FORCESTATEREQUEST']._serialized_start=1939
+  _globals['_FORCESTATEREQUEST']._serialized_end=2033
+  _globals['_RELOADFLOWSREQUEST']._serialized_start=2035
+  _globals['_RELOADFLOWSREQUEST']._serialized_end=2055
+  _globals['_SHARDACTION']._serialized_start=2057
+  _globals['_SHARDACTION']._serialized_end=2115
+  _globals['_ACTIONRESULT']._serialized_start=2117
+  _globals['_ACTIONRESULT']._serialized_end=2202
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=2205
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=2392
+  _globals['_CONVERSATIONSUMMARY']._serialized_start=2395
+  _globals['_CONVERSATIONSUMMARY']._serialized_end=2649
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=2651
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=2764
+  _globals['_TAILEVENTSREQUEST']._serialized_start=2766
+  _globals['_TAILEVENTSREQUEST']._serialized_end=2850
+  _globals['_EVENT']._serialized_start=2853
+  _globals['_EVENT']._serialized_end=3012
+  _globals['_ADMIN']._serialized_start=3015
+  _globals['_ADMIN']._serialized_end=3900
 # @@protoc_insertion_point(module_scope)

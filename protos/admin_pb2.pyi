@@ -63,7 +63,7 @@ class VshardHolding(_message.Message):
     def __init__(self, vshard: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class HostInfo(_message.Message):
-    __slots__ = ("host", "state", "heartbeat_age_s", "edge", "leader", "pid", "shards")
+    __slots__ = ("host", "state", "heartbeat_age_s", "edge", "leader", "pid", "shards", "incarnation", "vshards")
     HOST_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_AGE_S_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,8 @@ class HostInfo(_message.Message):
     LEADER_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    VSHARDS_FIELD_NUMBER: _ClassVar[int]
     host: str
     state: str
     heartbeat_age_s: float
@@ -78,7 +80,9 @@ class HostInfo(_message.Message):
     leader: bool
     pid: int
     shards: int
-    def __init__(self, host: _Optional[str] = ..., state: _Optional[str] = ..., heartbeat_age_s: _Optional[float] = ..., edge: _Optional[str] = ..., leader: _Optional[bool] = ..., pid: _Optional[int] = ..., shards: _Optional[int] = ...) -> None: ...
+    incarnation: int
+    vshards: int
+    def __init__(self, host: _Optional[str] = ..., state: _Optional[str] = ..., heartbeat_age_s: _Optional[float] = ..., edge: _Optional[str] = ..., leader: _Optional[bool] = ..., pid: _Optional[int] = ..., shards: _Optional[int] = ..., incarnation: _Optional[int] = ..., vshards: _Optional[int] = ...) -> None: ...
 
 class VshardOwner(_message.Message):
     __slots__ = ("vshard", "shard_id", "epoch")

@@ -97,27 +97,23 @@ class StoreConfig:
 
 @dataclass(slots=True)
 class ClusterConfig:
-    # HOST:PORT of the leader's actor system. "" (the default): this host is a cluster of its own.
-    # Every host names the same leader; the host whose advertise address is HOST leads.
-    leader: str = ""
-    # The address this host's actor system and shards listen on and give to the others
-    # ("" = 127.0.0.1, which only a single host can use).
+    # The address this host's shards listen on for the other hosts' edges. "" (the default):
+    # this host is alone. Set, this host is a member of the cluster that shares its store
+    # (a PostgreSQL URL): hosts find each other in the store's member table.
     advertise: str = ""
+    name: str = "confab"  # the cluster's name: hosts of another cluster are refused on the data plane
     host_id: str = ""  # this host's name in the cluster ("" = the advertise address)
-    port: int = 0  # a member's actor system port (0 = any free one; the leader's is the leader's)
     vshards: int = 256  # virtual shards conversations are hashed onto; the same on every host, forever
-    heartbeat_every_s: float = 1.0  # hosts to the coordinator
+    heartbeat_every_s: float = 1.0  # each host writes its row of the member table this often
     lost_after_s: float = 3.0  # a host silent this long is lost: its virtual shards move
     lease_s: float = 4.0  # a virtual shard is held this long without renewal (the store's clock)
     renew_every_s: float = 1.0
     handoff_timeout_s: float = 20.0  # on SIGTERM, how long to wait for the other hosts to take over
 
     @property
-    def leader_address(self) -> tuple[str, int] | None:
-        if not self.leader:
-            return None
-        host, _, port = self.leader.rpartition(":")
-        return host, int(port)
+    def enabled(self) -> bool:
+        """This host is a member of a cluster (it advertises an address to the others)."""
+        return bool(self.advertise)
 
     @property
     def advertised(self) -> str:
@@ -364,22 +360,27 @@ def _validate(config: ConfabConfig) -> None:
             raise ConfigError(message)
     _validate_auth(config.auth)
     _validate_tls(config.tls)
-    _validate_cluster(config.cluster)
+    _validate_cluster(config.cluster, config.store.path)
 
 
-def _validate_cluster(cluster: ClusterConfig) -> None:
-    if cluster.leader:
-        host, _, port = cluster.leader.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"cluster.leader must be HOST:PORT, got {cluster.leader!r}")
-        if not cluster.advertise or cluster.advertise in ("0.0.0.0", "::"):
+def _validate_cluster(cluster: ClusterConfig, store_path: str) -> None:
+    if cluster.enabled:
+        if cluster.advertise in ("0.0.0.0", "::", "*"):
             raise ConfigError(
-                "cluster.advertise (--advertise) is required in a cluster: the one address of this host"
-                " the other hosts reach it at (never all interfaces)"
+                "cluster.advertise (--advertise) must be the one address of this host the other hosts"
+                " reach it at, never all interfaces"
+            )
+        if not is_database_url(store_path):
+            raise ConfigError(
+                "a cluster's hosts share one PostgreSQL store: with cluster.advertise (--advertise),"
+                " store.path (--store) must be a postgresql:// URL"
             )
     checks = [
         (1 <= cluster.vshards <= 65536, "cluster.vshards must be 1..65536"),
-        (0 <= cluster.port < 65536, "cluster.port must be 0..65535"),
+        (
+            bool(re.fullmatch(r"[A-Za-z0-9._-]{1,64}", cluster.name)),
+            "cluster.name must be 1-64 characters of A-Z a-z 0-9 . _ -",
+        ),
         (cluster.heartbeat_every_s > 0, "cluster.heartbeat_every_s must be > 0"),
         (
             cluster.lost_after_s > 2 * cluster.heartbeat_every_s,

@@ -81,15 +81,18 @@ NOBODY = Owner()
 
 @dataclass(frozen=True, slots=True)
 class HostView:
-    """A host of the cluster as its coordinator sees it."""
+    """A host of the cluster as the member table shows it (``actors.cluster``)."""
 
     host: str
-    state: str  # "up", "leaving" (handing its virtual shards off), "lost" (no heartbeat)
-    heartbeat_age_s: float  # when the directory was made
+    # "up"; "leaving" (handing its virtual shards off); "lost" (no heartbeat for lost_after_s);
+    # "unreachable" (its heartbeat is young, but most other hosts cannot reach it: it holds nothing)
+    state: str
+    heartbeat_age_s: float  # by the store's clock, when the directory was made
     edge: str = ""  # the host's gRPC listen address
-    leader: bool = False
     pid: int = 0  # of the host's edge process
     shards: int = 0
+    incarnation: int = 0  # this run of the host (a restart has a new one)
+    vshards: int = 0  # the virtual shards its shards hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,13 +212,17 @@ class ClusterView:
     owners: tuple[Owner, ...] = ()  # per virtual shard, as this edge routes
     held_commands: int = 0  # commands waiting at this edge for their virtual shard to have a holder
     this_host: str = ""
+    # Whether this host's heartbeat reaches the member table (else the owners may be stale).
+    in_touch: bool = True
 
     @property
     def unowned(self) -> list[int]:
-        live = {s.shard_id for s in self.shards}
+        """Virtual shards this edge cannot route now: nobody holds them, or their holder does not
+        answer this edge (a host cut off from this one)."""
+        live = {s.shard_id for s in self.shards if s.responsive}
         return [v for v, owner in enumerate(self.owners) if owner.shard not in live]
 
     @property
     def complete(self) -> bool:
-        """Every virtual shard has a holder this edge can reach: every conversation can be served."""
-        return bool(self.owners) and not self.unowned
+        """Every virtual shard has a holder this edge reaches: every conversation can be served."""
+        return bool(self.owners) and self.in_touch and not self.unowned

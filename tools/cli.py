@@ -52,18 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides logging.level"
     )
     serve.add_argument(
-        "--cluster-leader",
-        metavar="HOST:PORT",
-        help="join a cluster whose leader's actor system is at HOST:PORT (cluster.leader);"
-        " the host advertising HOST leads it",
+        "--advertise",
+        metavar="ADDR",
+        help="this host's address for the other hosts (cluster.advertise): be a member of the cluster"
+        " that shares --store (PostgreSQL)",
     )
-    serve.add_argument(
-        "--advertise", metavar="ADDR", help="this host's address for the other hosts (cluster.advertise)"
-    )
+    serve.add_argument("--cluster", metavar="NAME", help="the cluster's name (cluster.name, default confab)")
     serve.add_argument("--host-id", metavar="NAME", help="this host's name in the cluster (cluster.host_id)")
-    serve.add_argument(
-        "--cluster-port", type=int, metavar="PORT", help="a member's actor-system port (cluster.port)"
-    )
     serve.add_argument(
         "--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics (telemetry.metrics_listen)"
     )
@@ -127,10 +122,9 @@ def _serve(args: argparse.Namespace) -> int:
             **{"store.path": args.store},
             **{"telemetry.metrics_listen": args.metrics_listen},
             **{
-                "cluster.leader": args.cluster_leader,
                 "cluster.advertise": args.advertise,
+                "cluster.name": args.cluster,
                 "cluster.host_id": args.host_id,
-                "cluster.port": args.cluster_port,
             },
             **{
                 "tls.cert_file": args.tls_cert,

@@ -14,20 +14,24 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from ..actors.host import ActorHost, ClusterPlace, HostError
-from ..actors.messages import ClusterSettings, HostIdentity, ShardSettings
+from ..actors.cluster import PROBE_TIMEOUT_S, ClusterSettings
+from ..actors.host import ActorHost, HostError
+from ..actors.messages import HostIdentity, ShardSettings
 from ..grpc_edge.server import ConfabServer, EdgeSecurity
 from ..runtime import VERSION
 from ..runtime.config import ConfabConfig, ConfigError
 from ..runtime.engine import Engine
 from ..runtime.flows import FlowRegistry, UnknownFlow
 from ..runtime.flows.catalog import load_flows
+from ..runtime.protocol import transport
 from ..runtime.store import Retention, StoreError, open_store
+from ..runtime.store.postgres import PostgresStore
 from ..runtime.webhooks import WebhookTarget
 
 log = logging.getLogger("confab.serve")
@@ -73,7 +77,7 @@ def shard_settings(config: ConfabConfig, run_dir: Path) -> ShardSettings:
             for w in config.flows.webhooks
         ),
         data_address=f"unix:{run_dir}/s{{index}}.{{generation}}.sock",
-        cluster_data_address=f"tcp:{config.cluster.advertised}:0" if config.cluster.leader else "",
+        cluster_data_address=f"tcp:{config.cluster.advertise}:0" if config.cluster.enabled else "",
         host=config.cluster.host_name,
         vshards=config.cluster.vshards,
         lease_s=config.cluster.lease_s,
@@ -82,19 +86,36 @@ def shard_settings(config: ConfabConfig, run_dir: Path) -> ShardSettings:
 
 
 def actor_host(config: ConfabConfig, run_dir: Path) -> ActorHost:
+    """The host of this process's shards; in a cluster, a member of the store's member table."""
     cluster = config.cluster
-    place = ClusterPlace(cluster.advertised, cluster.leader_address, cluster.port)
+    members: PostgresStore | None = None
+    if cluster.enabled:
+        # Its own small pool, failing fast: a heartbeat that cannot be written within a second is
+        # a heartbeat missed, and the next one is due anyway.
+        members = PostgresStore(config.store_location, connect_timeout_s=2, pool_timeout_s=1.0)
     return ActorHost(
         shard_settings(config, run_dir),
         config.shard_count,
-        identity=HostIdentity(cluster.host_name, config.server.listen, os.getpid(), place.leads),
+        identity=HostIdentity(cluster.host_name, config.server.listen, os.getpid(), time.time_ns()),
         cluster=ClusterSettings(
+            name=cluster.name,
             vshards=cluster.vshards,
             heartbeat_every_s=cluster.heartbeat_every_s,
             lost_after_s=cluster.lost_after_s,
         ),
-        place=place,
+        members=members,
+        reach=_reachable if cluster.enabled else None,
     )
+
+
+def _reachable(address: str) -> str:
+    """Whether another host's data plane accepts a connection ("" when it does)."""
+    _, host, port = transport.parse_address(address)
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            return ""
+    except OSError as exc:
+        return str(exc)
 
 
 async def run(config: ConfabConfig) -> int:

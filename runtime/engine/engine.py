@@ -6,7 +6,7 @@ or another: the :class:`~.router.Router` sends every command to its holder, over
 :class:`~.link.ShardLink` per shard, on the event loop, so a conversation's
 commands stay in order wherever it lives. Where the shards are and what each holds
 comes from the host (:class:`ShardHost`), which starts this host's shards and
-passes on every directory the cluster's coordinator publishes. Every method returns
+passes on every directory of the cluster (``actors.cluster``). Every method returns
 domain records (``runtime.model``, ``runtime.inspection``) or raises a
 ``runtime.errors`` error; nothing here knows protobuf or Thespian.
 """
@@ -174,15 +174,15 @@ class Engine:
             return self.directory is not None and self.directory.in_touch
 
         if not in_touch():
-            log.warning("hand-off not done: this host does not hear the coordinator; stopping anyway")
+            log.warning("hand-off not done: this host cannot reach the member table; stopping anyway")
             return False
         if not others_up():
             log.warning("hand-off not done: no other host is up to take this host's virtual shards")
             return False
         await asyncio.to_thread(self.host.leave)
         give_up = time.monotonic() + timeout_s
-        # Nobody else up for a few heartbeats, not for one directory: a coordinator started
-        # again lists the hosts only as their heartbeats come in.
+        # Nobody else up for a few heartbeats, not for one directory: a host starting up lists
+        # the others only once it has read the member table.
         nobody_for_s = 3 * self.config.cluster.heartbeat_every_s
         nobody_since: float | None = None
         while time.monotonic() < give_up:
@@ -202,7 +202,7 @@ class Engine:
                 log.warning("hand-off not done: no other host is up (leaving, lost or gone); stopping anyway")
                 return False
             if not in_touch():
-                log.warning("hand-off not done: this host lost touch with the coordinator; stopping anyway")
+                log.warning("hand-off not done: this host lost touch with the member table; stopping anyway")
                 return False
             await asyncio.sleep(0.05)
         log.warning("hand-off not done within %.0fs: stopping anyway", timeout_s)
@@ -459,6 +459,7 @@ class Engine:
             owners=owners,
             held_commands=self._router.held(),
             this_host=self.config.cluster.host_name,
+            in_touch=directory.in_touch if directory else True,
         )
 
     # The whole runtime --------------------------------------------------------------------

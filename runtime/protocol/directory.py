@@ -4,12 +4,12 @@ A conversation belongs to one of a fixed number of *virtual shards* by a stable 
 of its key (:func:`vshard_of`); the number is a setting of the whole cluster and never
 changes while it runs. Virtual shards are what moves: each is held by one shard
 process at a time, under an epoch the store bumps whenever it changes hands (see
-``runtime.store``). The coordinator (``actors.coordinator``) decides which shard
-should hold each (``placement``) and publishes a :class:`ShardDirectory` whenever
-anything changes; every edge keeps the latest and routes by ``owners``: what the
-shards report they really hold, at which epoch.
+``runtime.store``). Every host computes which shard should hold each from the
+cluster's live members (``actors.cluster``) and makes a :class:`ShardDirectory`
+whenever anything changes; its edge routes by ``owners``: what the lease table and
+this host's own shards say is really held, at which epoch.
 
-``version`` only grows, across coordinator restarts too: of two directories, the
+``version`` only grows, across restarts of the host too: of two directories, the
 one with the higher version wins.
 """
 
@@ -67,8 +67,8 @@ class ShardDirectory:
     restarts: int = 0  # shard processes replaced since the service started (this host's)
     supervisor_pid: int = 0  # of this host's supervisor
     admin_pid: int = 0  # the Thespian admin process this host's supervisor runs under
-    # Whether this host hears the coordinator: False once it has been silent for lost_after_s
-    # (the rest of the directory is then as the coordinator last said, and may be stale).
+    # Whether this host's heartbeat reaches the member table: False once it has failed for
+    # lost_after_s (the rest of the directory is then as last read, and may be stale).
     in_touch: bool = True
 
     @property

@@ -68,6 +68,36 @@ class Lease:
     wanted_by: str = ""  # a shard that tried to claim it while it was held ("" for none)
 
 
+class MemberConflict(StoreError):
+    """Another live host of the cluster already goes by this host's id."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberBeat:
+    """What a host writes of itself in the member table every heartbeat."""
+
+    host: str
+    cluster: str
+    incarnation: int  # this run of the host; a restart has a new one
+    state: str  # "up" | "leaving"
+    edge: str  # its gRPC address
+    detail: str  # JSON the host writes and every host reads: its shards, whom it cannot reach
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A host's row in the member table, as read; ages by the store's clock."""
+
+    host: str
+    cluster: str
+    incarnation: int
+    state: str
+    edge: str
+    detail: str
+    heartbeat_age_s: float  # since its last heartbeat
+    started_at: float  # when this incarnation first beat (Unix seconds, the store's clock)
+
+
 @dataclass(frozen=True, slots=True)
 class Retention:
     turns_kept: int = 32

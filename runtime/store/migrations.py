@@ -146,4 +146,23 @@ POSTGRES: tuple[Migration, ...] = (
     ),
 )
 
+POSTGRES += (
+    Migration(
+        6,
+        "the cluster's members: every host's heartbeat by the server's clock (no host leads)",
+        (
+            """CREATE TABLE members (
+                host         TEXT PRIMARY KEY,
+                cluster      TEXT NOT NULL,
+                incarnation  BIGINT NOT NULL,
+                state        TEXT NOT NULL,
+                edge         TEXT NOT NULL DEFAULT '',
+                detail       TEXT NOT NULL DEFAULT '',
+                started_at   TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+                heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+            )""",
+        ),
+    ),
+)
+
 POSTGRES_VERSION = POSTGRES[-1].version

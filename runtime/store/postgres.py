@@ -36,6 +36,9 @@ from . import (
     FencedOut,
     KeptTurn,
     Lease,
+    Member,
+    MemberBeat,
+    MemberConflict,
     Retention,
     StoredConversation,
     StoreError,
@@ -396,6 +399,64 @@ class PostgresStore:
                 " FROM vshards ORDER BY vshard"
             ).fetchall()
         return [Lease(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    # The cluster's members ----------------------------------------------------------------
+    #
+    # Short autocommit statements, one pipeline per heartbeat, nothing bound to a session:
+    # a host is alive while its row's heartbeat is young by the server's clock, whichever
+    # connection wrote it (a pooler or a reconnection changes nothing).
+
+    def beat(self, beat: MemberBeat, stale_after_s: float, forget_after_s: float) -> list[Member]:
+        """Write this host's heartbeat; every member's row of its cluster, this one's included.
+
+        The row of a host id is taken over by a new incarnation only once the old one's
+        heartbeat is ``stale_after_s`` old: MemberConflict while another live host has it.
+        Rows silent for ``forget_after_s`` are removed."""
+        with self._pool.connection() as db, db.pipeline():
+            claimed = db.execute(
+                "INSERT INTO members AS m (host, cluster, incarnation, state, edge, detail)"
+                " VALUES (%(host)s, %(cluster)s, %(incarnation)s, %(state)s, %(edge)s, %(detail)s)"
+                " ON CONFLICT (host) DO UPDATE SET cluster = excluded.cluster,"
+                " incarnation = excluded.incarnation, state = excluded.state, edge = excluded.edge,"
+                " detail = excluded.detail, heartbeat_at = clock_timestamp(),"
+                " started_at = CASE WHEN m.incarnation = excluded.incarnation THEN m.started_at"
+                " ELSE clock_timestamp() END"
+                " WHERE m.incarnation = excluded.incarnation"
+                " OR m.heartbeat_at < clock_timestamp() - make_interval(secs => %(stale)s)"
+                " RETURNING m.incarnation",
+                {
+                    "host": beat.host,
+                    "cluster": beat.cluster,
+                    "incarnation": beat.incarnation,
+                    "state": beat.state,
+                    "edge": beat.edge,
+                    "detail": beat.detail,
+                    "stale": float(stale_after_s),
+                },
+            )
+            db.execute(
+                "DELETE FROM members WHERE heartbeat_at < clock_timestamp() - make_interval(secs => %s)",
+                (float(forget_after_s),),
+            )
+            rows = db.execute(
+                "SELECT host, cluster, incarnation, state, edge, detail,"
+                " EXTRACT(EPOCH FROM clock_timestamp() - heartbeat_at)::double precision,"
+                " EXTRACT(EPOCH FROM started_at)::double precision"
+                " FROM members ORDER BY host"
+            )
+            mine = claimed.fetchone()
+            members = [Member(*row) for row in rows.fetchall()]
+        if mine is None:
+            raise MemberConflict(
+                f"another host of the cluster already calls itself {beat.host!r} and is alive:"
+                " host ids must be unique (--host-id)"
+            )
+        return members
+
+    def remove_member(self, host: str, incarnation: int) -> None:
+        """This host left the cluster (after handing its share off): its row goes."""
+        with self._pool.connection() as db:
+            db.execute("DELETE FROM members WHERE host = %s AND incarnation = %s", (host, incarnation))
 
 
 _TURN_COLUMNS = "seq, message_id, kind, reply, created_at, input, fingerprint, recorded"

@@ -144,7 +144,8 @@ def hosts_text(cluster: admin.Cluster) -> str:
     rows = [
         (
             h.host + (" *" if h.host == cluster.this_host else ""),
-            h.state + (" (leader)" if h.leader else ""),
+            h.state,
+            h.incarnation or "-",
             f"{h.heartbeat_age_s:.1f}s",
             h.edge or "-",
             h.shards,
@@ -153,7 +154,7 @@ def hosts_text(cluster: admin.Cluster) -> str:
         )
         for h in cluster.hosts
     ]
-    headers = ("HOST", "STATE", "HEARTBEAT", "EDGE", "SHARDS", "VSHARDS", "TOP EPOCH")
+    headers = ("HOST", "STATE", "INCARNATION", "HEARTBEAT", "EDGE", "SHARDS", "VSHARDS", "TOP EPOCH")
     unheld = [o.vshard for o in cluster.vshards if not o.shard_id]
     summary = (
         f"{len(cluster.vshards)} virtual shards, all held"
