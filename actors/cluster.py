@@ -203,6 +203,12 @@ class ClusterMembership:
         self._peers: tuple[Peer, ...] = ()
         self._leases: dict[int, Owner] = {}
         self._last_beat_ok = time.monotonic()
+        # Since when the beats succeed again after failing, and who was live before they failed:
+        # the other hosts could not beat while this one could not (the store was away), so their
+        # ages say nothing until they have had lost_after_s to beat again.
+        self._beating_since = 0.0
+        self._failing = False
+        self._last_live: set[str] = set()
         self._conflict_since: float | None = None
         self._reachability = _Reachability()
         self._probes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="confab-probe") if reach else None
@@ -294,10 +300,14 @@ class ClusterMembership:
                 log.error("%s", exc)
             return
         except Exception as exc:
+            self._failing = True
             self._failed(f"the member table cannot be written: {type(exc).__name__}: {exc}")
             return
         self._conflict_since = None
         self._last_beat_ok = time.monotonic()
+        if self._failing:
+            self._failing = False
+            self._beating_since = self._last_beat_ok
         self._ok()
         foreign = {m.cluster for m in members if m.cluster != self.settings.name}
         if foreign:
@@ -358,23 +368,21 @@ class ClusterMembership:
     # Placement and the directory ----------------------------------------------------------
 
     def _live(self) -> list[Peer]:
+        """The members that count as up (call with the lock held)."""
         lost_after = self.settings.lost_after_s
-        live = [p for p in self._peers if p.member.heartbeat_age_s < lost_after]
+        back = time.monotonic() - self._beating_since < lost_after
+        live = [
+            p
+            for p in self._peers
+            if p.member.heartbeat_age_s < lost_after or (back and p.host in self._last_live)
+        ]
+        if not back and self.in_touch:
+            self._last_live = {p.host for p in live}
         if self.in_touch and not any(p.host == self.identity.host for p in live):
-            live.append(
-                Peer(
-                    Member(
-                        self.identity.host,
-                        self.settings.name,
-                        self.identity.incarnation,
-                        "up",
-                        "",
-                        "",
-                        0.0,
-                        time.time(),
-                    )
-                )
+            me = Member(
+                self.identity.host, self.settings.name, self.identity.incarnation, "up", "", "", 0.0, 0.0
             )
+            live.append(Peer(me))
         return live
 
     def _reassign(self) -> None:
@@ -418,7 +426,6 @@ class ClusterMembership:
         """The cluster as this host sees it now (call with the lock held)."""
         me = self.identity.host
         local = self._local or ShardDirectory(0, ())
-        lost_after = self.settings.lost_after_s
         live = self._live()
         excluded = excluded_hosts(live)
         others = [p for p in live if p.host != me]
@@ -437,12 +444,13 @@ class ClusterMembership:
                 host = owner.shard.rpartition("/")[0]
                 held[host] = held.get(host, 0) + 1
         hosts = []
+        up = {p.host for p in live}
         for peer in sorted(self._peers, key=lambda p: p.host):
             m = peer.member
             mine = m.host == me
             state = (
                 "lost"
-                if m.heartbeat_age_s >= lost_after and not mine
+                if m.host not in up
                 else "leaving"
                 if m.state == "leaving"
                 else "unreachable"

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # Trust ends this much before the lease could, for clocks that run at slightly different rates.
 TRUST_MARGIN_S = 0.25
 CLAIM_RETRY_S = 0.25  # how often a wanted virtual shard that another still holds is tried again
+YIELD_S = 3.0  # a virtual shard let go to another is not claimed back for this long
 
 
 @dataclass(slots=True)
@@ -66,9 +67,11 @@ class VshardOwnership:
         self.last_error = ""
         self._last_renewal = 0.0
         self._next_claim = 0.0
-        # Let go because another shard wanted them: not claimed back until the next assignment
-        # (this shard's placement is older than the other's).
-        self._yielded: set[int] = set()
+        # Let go because another shard wanted them: not claimed back until the next assignment,
+        # or YIELD_S later (every host computes the placement from the same member table, so
+        # two that disagreed agree again within a heartbeat or two; one still told to hold it
+        # then was right, e.g. the other had taken this host for lost while the store was away).
+        self._yielded: dict[int, float] = {}  # vshard -> until when
 
     def want(self, vshards: Iterable[int], *, claim: bool = True) -> None:
         """Hold ``vshards`` (release the others); ``claim`` False: keep those held, take none."""
@@ -104,7 +107,7 @@ class VshardOwnership:
         self._release(change)
         if self.held and now - self._last_renewal >= self.renew_every_s:
             self._renew(now, change)
-        missing = self.wanted - self.held.keys() - self._yielded
+        missing = self.wanted - self.held.keys() - {v for v, until in self._yielded.items() if until > now}
         if missing and self.claiming and now >= self._next_claim:
             self._claim(sorted(missing), now, change)
         if change.dropped:
@@ -136,7 +139,7 @@ class VshardOwnership:
         lost = {v: e for v, e in self.held.items() if v not in renewed}
         if lost:
             change.dropped |= self.drop(lost)
-            self._yielded |= lost.keys()
+            self._yielded.update(dict.fromkeys(lost, now + YIELD_S))
             try:
                 self.store.release(self.owner, lost)
             except Exception as exc:

@@ -1,13 +1,12 @@
 """A Confab cluster for tests: ``confab serve`` on several network-namespace hosts, one store.
 
-Host 0 leads (its actor system is the convention's leader and runs the coordinator);
-every host names it with ``--cluster-leader`` and advertises its own address. The
-store is shared: a PostgreSQL URL, or an SQLite file (namespaces share the
-filesystem, so a file is shared too; only PostgreSQL is cut off with its host).
+Every host advertises its own address and shares one PostgreSQL store, where the
+hosts find each other (no host leads).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,8 +19,6 @@ from confab.protos import admin_pb2_grpc as admin_grpc
 
 from .host_server import HostServer
 from .hosts import Hosts
-
-LEADER_PORT = 1950  # the leader's actor system; each host has ports of its own, so it is free
 
 
 class Cluster:
@@ -42,7 +39,6 @@ class Cluster:
         root.mkdir(parents=True, exist_ok=True)
         config = root / "cluster.yaml"
         config.write_text(f"store:\n  path: {store}\n  synchronous: NORMAL\n", encoding="utf-8")
-        leader = f"{hosts.address(0)}:{LEADER_PORT}"
         self.servers = [
             HostServer(
                 hosts,
@@ -53,8 +49,6 @@ class Cluster:
                 extra=(
                     "--config",
                     str(config),
-                    "--cluster-leader",
-                    leader,
                     "--advertise",
                     hosts.address(i),
                     *extra,
@@ -69,7 +63,7 @@ class Cluster:
 
     def start(self) -> Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
-        for server in self.servers:  # the leader first: the others join its convention
+        for server in self.servers:
             server.start(timeout=60.0)
         self.wait_complete(self.count)
         return self
@@ -97,6 +91,21 @@ class Cluster:
                 return view
             time.sleep(0.2)
         raise AssertionError(f"the cluster did not settle with {up} hosts up: {view}")
+
+    def wait_balanced(self, edge: int = 0, timeout: float = 30.0) -> dict[str, int]:
+        """Wait until every host up holds its fair share (no host two above another)."""
+        deadline = time.monotonic() + timeout
+        held: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            with contextlib.suppress(grpc.RpcError):
+                view = self.cluster_view(edge)
+                up = {h.host for h in view.hosts if h.state == "up"}
+                held = self.holders(edge)
+                counts = [held.get(host, 0) for host in up]
+                if view.complete and counts and max(counts) - min(counts) <= 1:
+                    return held
+            time.sleep(0.2)
+        raise AssertionError(f"the cluster did not even out: {held}")
 
     def holders(self, edge: int = 0) -> dict[str, int]:
         """Virtual shards held per host, as edge ``edge`` routes."""

@@ -334,6 +334,20 @@ class Hosts:
     def heal(self, i: int) -> None:
         _ip("link", "set", self._host(i).veth, "up")
 
+    def isolate(self, i: int) -> None:
+        """Cut host ``i`` off from the other hosts only: it still reaches the bridge's address
+        (a store there) and the root namespace reaches it. Its packets to the others go to a
+        blackhole route, so no connection between them opens and open ones stall."""
+        for j in range(self.count):
+            if j != i:
+                _ip("-n", self._host(i).namespace, "route", "add", "blackhole", f"{self._host(j).address}/32")
+
+    def rejoin(self, i: int) -> None:
+        """Undo :meth:`isolate`."""
+        for j in range(self.count):
+            if j != i:
+                _ip("-n", self._host(i).namespace, "route", "del", "blackhole", f"{self._host(j).address}/32")
+
     def can_connect(self, i: int | None, address: str, port: int, timeout: float = 1.0) -> bool:
         """Whether a TCP connection to ``address:port`` from host ``i`` (None: the root namespace) opens."""
         argv = [sys.executable, "-c", CONNECT_PROBE, address, str(port), str(timeout)]

@@ -1,53 +1,64 @@
 """A cluster of real hosts (network namespaces), one PostgreSQL store, load through every edge, faults.
 
-Each case runs a load generator in its own process against the edges of every host
-that stays up; a request an edge cannot answer is retried on the next edge with its
-own request id, as a client following the retry policy would. What must hold, for
-every fault: every acknowledged message is applied exactly once (a conversation's
-count read back equals the acknowledgements it got), no request fails, and the
-cluster settles again. How long service stopped is printed, not asserted: speed
-targets live in the benchmark.
+Each case runs a load generator in its own process against the edges of every host;
+a request an edge cannot answer is retried on the next edge under its own request id
+(its idempotency key), as a client following the documented retry policy would. What
+must hold, for every fault: every acknowledged message is applied exactly once (a
+conversation's count read back equals the acknowledgements it got), no request fails,
+and the cluster settles again with a fair share on every host. No host leads: any of
+them may be killed, cut off or restarted. How long service stopped is printed, not
+asserted: speed targets live in the benchmark (``tests.cluster_bench``).
 """
 
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from confab.protos import mcp_engine_pb2_grpc as pb_grpc
-from confab.runtime.model import ConversationKey
-from confab.runtime.protocol.directory import vshard_of
+from confab.tools.postgres_server import PostgresServer
 
 from .cluster import Cluster, running_cluster
 from .cluster_load import LoadPlan, LoadProcess, LoadResult, applied_counts, conversation_names
 from .hosts import Hosts
 from .postgres import start_server
-from .support import message, run_confab
+from .support import run_confab
 
 pytestmark = pytest.mark.integration
 
 HOSTS = 3
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 @pytest.fixture
-def cluster(make_hosts: Callable[[int], Hosts], tmp_path: Path) -> Iterator[Cluster]:
+def postgres(make_hosts: Callable[[int], Hosts]) -> Iterator[tuple[Hosts, PostgresServer]]:
     hosts = make_hosts(HOSTS)
-    # The store the hosts share, on the bridge between them: a host cut off loses it too.
-    postgres = start_server(hosts.bridge_address)
+    # The store the hosts share, on the bridge between them (a host cut off loses it too),
+    # durable as in production.
+    server = start_server(hosts.bridge_address, fsync=True)
     try:
-        with running_cluster(hosts, tmp_path, postgres.create_database()) as running:
+        yield hosts, server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def cluster(postgres: tuple[Hosts, PostgresServer], tmp_path: Path) -> Iterator[Cluster]:
+    hosts, server = postgres
+    try:
+        with running_cluster(hosts, tmp_path, server.create_database()) as running:
             yield running
     finally:
-        shutil.copy(postgres.log_path, tmp_path / "postgresql.log")  # beside the hosts' logs
-        postgres.close()
+        shutil.copy(server.log_path, tmp_path / "postgresql.log")  # beside the hosts' logs
 
 
-def load_plan(cluster: Cluster, edges: list[str], duration_s: float, prefix: str) -> LoadPlan:
+def load_plan(edges: list[str], duration_s: float, prefix: str) -> LoadPlan:
     return LoadPlan(
         edges=tuple(edges),
         conversations=conversation_names(prefix, 48),
@@ -69,19 +80,61 @@ def check_exactly_once(result: LoadResult, edge: str) -> None:
     assert result.failed == 0, [f for c in result.conversations.values() for f in c.failures][:5]
 
 
+def cluster_health(edge: str, timeout: float = 2.0) -> int:
+    """The edge's grpc.health.v1 status of the service ``confab.cluster`` (-1: no answer)."""
+    try:
+        with grpc.insecure_channel(edge) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service="confab.cluster"), timeout=timeout)
+            return int(reply.status)
+    except grpc.RpcError:
+        return -1
+
+
+class HolderWatch:
+    """Samples, from one edge, how many virtual shards each host holds (to catch one holding all)."""
+
+    def __init__(self, cluster: Cluster, edges: list[int]) -> None:
+        self.cluster = cluster
+        self.edges = edges
+        self.most_held = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            for edge in self.edges:
+                try:
+                    held = self.cluster.holders(edge)
+                except grpc.RpcError:
+                    continue
+                self.most_held = max(self.most_held, max(held.values(), default=0))
+                break
+
+    def __enter__(self) -> HolderWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def test_every_edge_serves_every_conversation_and_each_host_holds_a_share(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     view = cluster.wait_complete(HOSTS)
     assert sorted(h.host for h in view.hosts) == sorted(cluster.hosts.address(i) for i in range(HOSTS))
-    assert [h.leader for h in sorted(view.hosts, key=lambda h: h.host)].count(True) == 1
+    assert not any(h.leader for h in view.hosts)  # no host leads
+    assert len({h.incarnation for h in view.hosts}) == HOSTS
     held = cluster.holders()
     assert len(held) == HOSTS and sum(held.values()) == len(view.vshards) == 256
     assert max(held.values()) - min(held.values()) <= 1  # a balanced share each
     assert all(owner.epoch >= 1 for owner in view.vshards)
-    for i in range(HOSTS):  # edge, actor systems and data plane: all on the advertised address only
+    for i in range(HOSTS):
+        # The edge and the data plane on the advertised address; Thespian on loopback only.
         listeners = cluster.hosts.listening(i)
-        assert listeners and {address for address, _ in listeners} == {cluster.hosts.address(i)}, listeners
+        assert {address for address, _ in listeners} == {cluster.hosts.address(i), "127.0.0.1"}, listeners
     for edge in range(1, HOSTS):  # every edge routes alike
         assert [(o.shard_id, o.epoch) for o in cluster.cluster_view(edge).vshards] == [
             (o.shard_id, o.epoch) for o in view.vshards
@@ -90,9 +143,10 @@ def test_every_edge_serves_every_conversation_and_each_host_holds_a_share(
     assert shown.returncode == 0, shown.stderr
     rows = shown.stdout.splitlines()[1:-1]
     assert sorted(r.split()[0] for r in rows) == sorted(cluster.hosts.address(i) for i in range(HOSTS))
-    assert all(" up" in r for r in rows) and sum("(leader)" in r for r in rows) == 1
+    assert all(" up " in r for r in rows)
+    assert all(str(h.incarnation) in shown.stdout for h in view.hosts)
     assert all(server.address in shown.stdout for server in cluster.servers)  # each host's edge
-    with LoadProcess(load_plan(cluster, cluster.edges, 4.0, "all-"), tmp_path / "load") as load:
+    with LoadProcess(load_plan(cluster.edges, 4.0, "all-"), tmp_path / "load") as load:
         result = load.start().wait()
     print(result.summary())
     check_exactly_once(result, cluster.edges[0])
@@ -100,20 +154,28 @@ def test_every_edge_serves_every_conversation_and_each_host_holds_a_share(
     assert all(sum(c.acks_by_edge.get(e, 0) for c in result.conversations.values()) for e in cluster.edges)
 
 
-def test_a_host_killed_under_load_loses_nothing_and_applies_nothing_twice(
+def test_each_host_killed_in_turn_comes_back_to_a_fair_share_and_nothing_is_lost(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    lost = 2
-    with LoadProcess(load_plan(cluster, cluster.edges, 16.0, "kill-"), tmp_path / "load") as load:
-        load.start().wait_for_progress(acknowledged=2000)
-        killed_at = time.monotonic()
-        cluster.hosts.kill(lost)  # every process of the host, at once
+    """kill -9 of every host in turn, the first started included; each restarted."""
+    with LoadProcess(load_plan(cluster.edges, 60.0, "kill-"), tmp_path / "load") as load:
+        load.start().wait_for_progress(acknowledged=500)
+        for victim in range(HOSTS):
+            survivors = [i for i in range(HOSTS) if i != victim]
+            with HolderWatch(cluster, survivors) as watch:
+                cluster.hosts.kill(victim)
+                view = cluster.wait_complete(HOSTS - 1, edge=survivors[0])
+                lost = [h.state for h in view.hosts if h.host == cluster.hosts.address(victim)]
+                assert lost in ([], ["lost"]), view.hosts  # never shown up once its heartbeat stopped
+                assert cluster.hosts.address(victim) not in cluster.holders(survivors[0])
+                cluster.servers[victim].start(timeout=60.0)
+                cluster.wait_complete(HOSTS, edge=survivors[0])
+                cluster.wait_balanced(edge=survivors[0])
+            assert watch.most_held < 256, "a host held every virtual shard"
+        load.stop()
         result = load.wait()
-    print(result.summary(), f"(host killed {killed_at - result.started:.1f}s in)")
+    print(result.summary())
     check_exactly_once(result, cluster.edges[0])
-    view = cluster.wait_complete(HOSTS - 1)
-    assert [h.state for h in view.hosts if h.host == cluster.hosts.address(lost)] == ["lost"]
-    assert cluster.hosts.address(lost) not in cluster.holders()
 
 
 def test_a_cut_off_host_is_replaced_never_written_beside_and_rejoins(
@@ -121,13 +183,15 @@ def test_a_cut_off_host_is_replaced_never_written_beside_and_rejoins(
 ) -> None:
     cut = 2
     survivors = cluster.edges[:cut]
-    with LoadProcess(load_plan(cluster, survivors, 30.0, "cut-"), tmp_path / "load") as load:
+    with LoadProcess(load_plan(survivors, 30.0, "cut-"), tmp_path / "load") as load:
         load.start().wait_for_progress(acknowledged=1000)
         cut_at = time.monotonic()
         cluster.hosts.cut(cut)
         view = cluster.wait_complete(HOSTS - 1)  # its share moved while its processes still run
         assert cluster.hosts.address(cut) not in cluster.holders()
         assert cluster.servers[cut].alive()
+        assert [h.state for h in view.hosts if h.host == cluster.hosts.address(cut)] == ["lost"]
+        assert all(cluster_health(edge) == SERVING for edge in survivors)
         time.sleep(max(0.0, 20.0 - (time.monotonic() - cut_at)))
         cluster.hosts.heal(cut)
         view = cluster.wait_complete(HOSTS)  # back, and given a share again
@@ -138,9 +202,38 @@ def test_a_cut_off_host_is_replaced_never_written_beside_and_rejoins(
     assert [h.state for h in view.hosts].count("up") == HOSTS
 
 
+def test_a_host_cut_off_from_the_others_but_not_the_store_stops_serving_and_rejoins(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Its heartbeat still reaches the store: the others' votes take it out."""
+    cut = 1
+    others = [cluster.edges[i] for i in range(HOSTS) if i != cut]
+    with LoadProcess(load_plan(others, 30.0, "island-"), tmp_path / "load") as load:
+        load.start().wait_for_progress(acknowledged=1000)
+        cut_at = time.monotonic()
+        cluster.hosts.isolate(cut)
+        view = cluster.wait_complete(HOSTS - 1)
+        assert [h.state for h in view.hosts if h.host == cluster.hosts.address(cut)] == ["unreachable"]
+        assert cluster.hosts.address(cut) not in cluster.holders()
+        # The cut host's own edge (which clients on its side still reach) cannot route the
+        # others' virtual shards: it says so, every time it is asked while the cut lasts.
+        grace_s = 4.0  # its links notice a silent peer after engine.heartbeat_timeout_s
+        while time.monotonic() - cut_at < 20.0:
+            if time.monotonic() - cut_at > grace_s:
+                assert cluster_health(cluster.edges[cut]) != SERVING
+            time.sleep(0.5)
+        cluster.hosts.rejoin(cut)
+        view = cluster.wait_complete(HOSTS)
+        result = load.wait()
+    print(result.summary())
+    check_exactly_once(result, others[0])
+    assert cluster.holders().get(cluster.hosts.address(cut), 0) > 0
+    assert cluster_health(cluster.edges[cut]) == SERVING
+
+
 def test_sigterm_hands_a_hosts_share_off_without_a_failed_call(cluster: Cluster, tmp_path: Path) -> None:
     leaving = 1
-    with LoadProcess(load_plan(cluster, cluster.edges, 10.0, "term-"), tmp_path / "load") as load:
+    with LoadProcess(load_plan(cluster.edges, 10.0, "term-"), tmp_path / "load") as load:
         load.start().wait_for_progress(acknowledged=1500)
         assert cluster.servers[leaving].stop() == 0  # SIGTERM: hand-off, drain, exit 0
         assert cluster.hosts.pids(leaving) == []
@@ -151,25 +244,32 @@ def test_sigterm_hands_a_hosts_share_off_without_a_failed_call(cluster: Cluster,
     assert cluster.hosts.address(leaving) not in {h.host for h in view.hosts}  # it left; it was not lost
 
 
-def test_when_the_leader_is_lost_the_other_hosts_keep_serving_what_they_hold(cluster: Cluster) -> None:
-    view = cluster.cluster_view(1)
-    held_by = {o.vshard: o.shard_id.rpartition("/")[0] for o in view.vshards}
-    leader = cluster.hosts.address(0)
-    cluster.hosts.kill(0)
-    time.sleep(6.0)  # past any lease the leader held
-    served, waiting = [], []
-    with grpc.insecure_channel(cluster.edges[1]) as channel:
-        stub = pb_grpc.MCPEngineStub(channel)
-        names = [f"leaderless-{i}" for i in range(60)]
-        calls = [stub.ProcessMessage.future(message(name, "hi"), timeout=2.0) for name in names]  # at once
-        for name, call in zip(names, calls, strict=True):
-            on_leader = held_by[vshard_of(ConversationKey("acme", name), len(held_by))] == leader
-            try:
-                call.result()
-                served.append(on_leader)
-            except grpc.RpcError as error:
-                assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-                waiting.append(on_leader)
-    # Without a coordinator nothing moves: the leader's share waits for it; the rest is served.
-    print(f"served {len(served)}, waiting for the leader {len(waiting)}")
-    assert served and waiting and not any(served) and all(waiting)
+def test_a_rolling_restart_of_every_host_fails_no_call(cluster: Cluster, tmp_path: Path) -> None:
+    with LoadProcess(load_plan(cluster.edges, 60.0, "roll-"), tmp_path / "load") as load:
+        load.start().wait_for_progress(acknowledged=500)
+        for host in range(HOSTS):
+            assert cluster.servers[host].stop() == 0
+            cluster.servers[host].start(timeout=60.0)
+            cluster.wait_complete(HOSTS, edge=(host + 1) % HOSTS)
+            cluster.wait_balanced(edge=(host + 1) % HOSTS)
+        load.stop()
+        result = load.wait()
+    print(result.summary())
+    check_exactly_once(result, cluster.edges[0])
+
+
+def test_postgresql_restarted_under_load_loses_nothing(
+    cluster: Cluster, postgres: tuple[Hosts, PostgresServer], tmp_path: Path
+) -> None:
+    _, server = postgres
+    with LoadProcess(load_plan(cluster.edges, 30.0, "pg-"), tmp_path / "load") as load:
+        load.start().wait_for_progress(acknowledged=1000)
+        server.stop()
+        time.sleep(2.0)
+        server.start()
+        back_at = time.monotonic()
+        cluster.wait_complete(HOSTS)
+        print(f"cluster complete again {time.monotonic() - back_at:.1f}s after PostgreSQL was back")
+        result = load.wait()
+    print(result.summary())
+    check_exactly_once(result, cluster.edges[0])

@@ -105,34 +105,34 @@ def test_every_other_host_leaving_too_ends_the_hand_off(caplog: pytest.LogCaptur
 def test_a_directory_that_lists_no_other_host_for_a_moment_does_not_end_the_hand_off(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A coordinator started again lists the hosts as their heartbeats come in."""
+    """A host's first reads of the member table may list only itself."""
     host = ScriptedHost()
     engine = engine_with(host, directory())
 
-    def coordinator_restarts() -> None:  # only this host at first, the rest half a second later
+    def others_listed_late() -> None:  # only this host at first, the rest half a second later
         engine.directory = replace(directory(), hosts=(HostView("h1", "leaving", 0.1),))
         threading.Timer(0.5, setattr, (engine, "directory", directory(holder="h2/0"))).start()
 
-    host.after_leave = coordinator_restarts
+    host.after_leave = others_listed_late
     with caplog.at_level(logging.INFO):
         assert leave(engine) is True
     assert "hand-off done" in caplog.text
 
 
-def test_a_host_out_of_touch_with_the_coordinator_does_not_wait_for_a_hand_off(
+def test_a_host_out_of_touch_with_the_member_table_does_not_wait_for_a_hand_off(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     host = ScriptedHost()
     assert leave(engine_with(host, directory(in_touch=False))) is False
     assert not host.left
-    assert "does not hear the coordinator" in caplog.text
+    assert "cannot reach the member table" in caplog.text
 
 
-def test_losing_touch_with_the_coordinator_during_the_hand_off_ends_it(
+def test_losing_touch_with_the_member_table_during_the_hand_off_ends_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     host = ScriptedHost()
     engine = engine_with(host, directory())
     host.after_leave = lambda: setattr(engine, "directory", replace(directory(), in_touch=False))
     assert leave(engine) is False
-    assert "lost touch with the coordinator" in caplog.text
+    assert "lost touch with the member table" in caplog.text

@@ -21,7 +21,6 @@ import sqlite3
 import subprocess
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +37,7 @@ from confab.protos import health_pb2, health_pb2_grpc
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.model import ConversationKey
+from confab.runtime.protocol.directory import vshard_of
 from confab.runtime.store import ConversationWrite, TurnRecord
 from confab.runtime.store.sqlite import SqliteStore
 
@@ -211,15 +211,18 @@ def test_a_stopped_shard_makes_health_not_serving_and_getcluster_still_answers(t
                 wait_for(lambda: std_health(channel) == std_health_pb2.HealthCheckResponse.NOT_SERVING, 10)
                 report = detailed(channel)
                 failing = {d.name: d.error_message for d in report.dependencies if d.status != 1}
-                assert set(failing) == {"shard-1"}, failing
+                # Its virtual shards cannot be routed meanwhile: the cluster's check says how many.
+                assert set(failing) == {"shard-1", "cluster"}, failing
                 assert "answer" in failing["shard-1"] or "no answer" in failing["shard-1"]
+                assert failing["cluster"].startswith("128 of 256 virtual shards have no holder")
                 started = time.monotonic()
                 cluster = admin_grpc.AdminStub(channel).GetCluster(admin.GetClusterRequest(), timeout=3)
                 assert time.monotonic() - started < 3
                 assert [s.healthy for s in cluster.shards] == [True, False]
                 assert cluster.shards[1].error and cluster.shards[1].last_heard_s > 1
                 # The other shard's conversations are served meanwhile.
-                served = [c for c in (f"iso-{i}" for i in range(40)) if _shard_of(c, 2) == 0]
+                held_by = {o.vshard: o.shard_id for o in cluster.vshards}
+                served = [c for c in (f"iso-{i}" for i in range(40)) if held_by[_vshard_of(c)].endswith("/0")]
                 for conversation in served[:5]:
                     stub.ProcessMessage(message(conversation, "still here"), timeout=5)
             finally:
@@ -235,8 +238,8 @@ def _loopback(ip: str) -> bool:
     return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
-def _shard_of(conversation: str, shards: int) -> int:
-    return zlib.crc32(f"acme\x00{conversation}".encode()) % shards
+def _vshard_of(conversation: str) -> int:
+    return vshard_of(ConversationKey("acme", conversation), 256)
 
 
 @pytest.fixture

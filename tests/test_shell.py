@@ -80,14 +80,27 @@ def test_hosts_as_table_and_json(server: ServerProcess, home: Path) -> None:
     shown = shell_c(server.address, "hosts", home=home)
     assert shown.returncode == 0, shown.stderr
     header, row, summary = shown.stdout.splitlines()
-    assert header.split() == ["HOST", "STATE", "HEARTBEAT", "EDGE", "SHARDS", "VSHARDS", "TOP", "EPOCH"]
-    assert row.split()[:4] == ["127.0.0.1", "*", "up", "(leader)"] and server.address in row
+    assert header.split() == [
+        "HOST",
+        "STATE",
+        "INCARNATION",
+        "HEARTBEAT",
+        "EDGE",
+        "SHARDS",
+        "VSHARDS",
+        "TOP",
+        "EPOCH",
+    ]
+    cells = row.split()
+    assert cells[:3] == ["127.0.0.1", "*", "up"] and int(cells[3]) > 0 and server.address in row
+    assert cells[-2:] == ["256", "1"]  # it holds every virtual shard
     assert summary.startswith("256 virtual shards, all held")
 
     as_json = json.loads(shell_c(server.address, "hosts", "--json", home=home).stdout)
     assert set(as_json) == {"hosts", "vshards", "complete", "this_host"} and as_json["complete"]
     (host,) = as_json["hosts"]
-    assert host["leader"] and host["state"] == "up" and 0 <= host["heartbeat_age_s"] < 3
+    assert host["state"] == "up" and 0 <= host["heartbeat_age_s"] < 3 and int(host["incarnation"]) > 0
+    assert host["vshards"] == 256 and not host.get("leader")
     assert [v["vshard"] for v in as_json["vshards"]] == list(range(256))
     assert {v["shard_id"] for v in as_json["vshards"]} == {"127.0.0.1/0"}
 
