@@ -28,6 +28,7 @@ from confab.runtime.protocol.records import (
     DEFERRED_OUTCOME,
     DONE,
     QUERY,
+    SHARD_ROLE,
     Answer,
     Command,
     CommandBatch,
@@ -77,7 +78,7 @@ class ScriptedShard:
         return self
 
     def _accept(self) -> transport.FrameConnection:
-        connection = transport.FrameConnection(self._frames)
+        connection = transport.FrameConnection(self._frames, role=SHARD_ROLE)
         self.connections.append(connection)
         return connection
 

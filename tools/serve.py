@@ -27,6 +27,7 @@ from ..runtime.config import ConfabConfig, ConfigError
 from ..runtime.engine import Engine
 from ..runtime.flows import FlowRegistry, UnknownFlow
 from ..runtime.flows.catalog import load_flows
+from ..runtime.protocol.security import data_plane_settings
 from ..runtime.store import Retention, StoreError, open_store
 from ..runtime.webhooks import WebhookTarget
 
@@ -78,6 +79,7 @@ def shard_settings(config: ConfabConfig, run_dir: Path) -> ShardSettings:
         vshards=config.cluster.vshards,
         lease_s=config.cluster.lease_s,
         renew_every_s=config.cluster.renew_every_s,
+        data_plane=data_plane_settings(config),
     )
 
 
