@@ -105,7 +105,7 @@ class FrameConnection(asyncio.Protocol):
         self._refused = False
         self._lost_reported = False
         self._waiter: asyncio.Future[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tls: _ServerTls | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol ---------------------------------------------------------------
@@ -125,32 +125,9 @@ class FrameConnection(asyncio.Protocol):
             return
         loop = asyncio.get_running_loop()
         self._handshake_timer = loop.call_later(self.settings.handshake_timeout_s, self._handshake_late)
-        if self.server_tls is not None:
-            task = loop.create_task(self._start_tls(self.server_tls))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if self.server_tls is not None:  # TLS first: our HELLO goes once the handshake is done
+            self._tls = _ServerTls(self.server_tls)
             return
-        self._say_hello()
-
-    async def _start_tls(self, context: ssl.SSLContext) -> None:
-        # TLS starts on the accepted socket rather than in create_server(ssl=...): a failed
-        # handshake then reaches this code, which names the peer and the reason in the log
-        # (asyncio's server would drop it silently).
-        raw = self.transport
-        assert raw is not None
-        try:
-            secured = await asyncio.get_running_loop().start_tls(
-                raw, self, context, server_side=True, ssl_handshake_timeout=self.settings.handshake_timeout_s
-            )
-        except Exception as exc:  # ssl.SSLError, a reset, a timeout: the peer is not one of ours
-            log.warning("data plane: TLS with %s failed: %s", self.peer or "?", _why(exc))
-            self._refused = True
-            raw.close()
-            self.connection_lost(exc)
-            return
-        if secured is None or self.closed:
-            return
-        self.transport = secured
         self._say_hello()
 
     def _say_hello(self) -> None:
@@ -160,11 +137,13 @@ class FrameConnection(asyncio.Protocol):
         if not self.ready and not self.closed:
             self._refuse(f"no HELLO within {self.settings.handshake_timeout_s:g}s")
 
-    def _refuse(self, reason: str) -> None:
-        """Close the connection without reading anything more from it: one WARNING says why."""
+    def _refuse(self, reason: str, last_words: bytes = b"") -> None:
+        """Close the connection without reading anything more from it: one WARNING says why
+        (``last_words``: a TLS alert, sent once that is logged)."""
         log.warning("data plane: closing the connection with %s: %s", self.peer or "?", reason)
         self.close_reason = reason
         self._refused = True
+        self._write_raw(last_words)
         self.close()
 
     def data_received(self, data: bytes) -> None:
@@ -172,6 +151,19 @@ class FrameConnection(asyncio.Protocol):
             return
         self.bytes_in += len(data)
         self.last_received = time.monotonic()
+        if self._tls is not None:
+            try:
+                data = self._tls.received(data)
+            except ssl.SSLError as exc:  # not the cluster's certificate, or not TLS at all
+                self._refuse(f"TLS failed: {_why(exc)}", self._tls.pending())  # logged before the alert goes
+                return
+            self._write_raw(self._tls.pending())  # handshake replies, session tickets
+            if self._tls.handshake_done_now:
+                self._say_hello()
+            if not data:
+                if self._tls.peer_closed:
+                    self.close()
+                return
         try:
             frames = self._decoder.feed(data)
         except (FrameError, ValueError) as exc:  # not our protocol, or a corrupt stream
@@ -278,11 +270,79 @@ class FrameConnection(asyncio.Protocol):
         if self.transport is None or self.closed:
             return
         self.bytes_out += len(data)
-        self.transport.write(data)
+        if self._tls is not None:
+            self._tls.send(data, self._write_raw)
+        else:
+            self.transport.write(data)
+
+    def _write_raw(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed and data:
+            self.transport.write(data)
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
+            if self._tls is not None:
+                self._tls.close(self._write_raw)
             self.transport.close()
+
+
+class _ServerTls:
+    """A shard's side of TLS, run over the accepted socket with ``ssl.SSLObject`` (memory BIOs).
+
+    Not ``create_server(ssl=...)``: there a handshake that fails (no certificate, another
+    CA's, plaintext) is dropped without a word, and a shard must say who was refused and
+    why; uvloop's ``start_tls`` cannot take over an accepted connection without losing its
+    first bytes. Here every failure is an ``ssl.SSLError`` the connection logs.
+    """
+
+    __slots__ = ("_incoming", "_outgoing", "_secured", "_tls", "handshake_done_now", "peer_closed")
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._secured = False
+        self.handshake_done_now = False  # the last bytes received completed the handshake
+        self.peer_closed = False
+
+    def received(self, data: bytes) -> bytes:
+        """Take bytes from the peer; the plaintext they carried (ssl.SSLError: the peer is refused).
+        What TLS has to say back meanwhile waits in :meth:`pending`."""
+        self._incoming.write(data)
+        self.handshake_done_now = False
+        if not self._secured:
+            try:
+                self._tls.do_handshake()
+            except ssl.SSLWantReadError:
+                return b""
+            self._secured = self.handshake_done_now = True
+        plain = bytearray()
+        while True:
+            try:
+                chunk = self._tls.read(256 * 1024)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:  # close_notify: the peer is done
+                self.peer_closed = True
+                break
+            if not chunk:
+                break
+            plain += chunk
+        return bytes(plain)
+
+    def pending(self) -> bytes:
+        """The bytes TLS wants sent to the peer now (handshake replies, alerts, tickets)."""
+        return self._outgoing.read()
+
+    def send(self, data: bytes, write: Callable[[bytes], None]) -> None:
+        if self._secured:
+            self._tls.write(data)
+            write(self._outgoing.read())
+
+    def close(self, write: Callable[[bytes], None]) -> None:
+        if self._secured:
+            with contextlib.suppress(ssl.SSLError):
+                self._tls.unwrap()
+            write(self._outgoing.read())
 
 
 def _peer_name(transport: asyncio.BaseTransport) -> str:
