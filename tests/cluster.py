@@ -1,9 +1,11 @@
 """A Confab cluster for tests: ``confab serve`` on several network-namespace hosts, one store.
 
 Host 0 leads (its actor system is the convention's leader and runs the coordinator);
-every host names it with ``--cluster-leader`` and advertises its own address. The
-store is shared: a PostgreSQL URL, or an SQLite file (namespaces share the
-filesystem, so a file is shared too; only PostgreSQL is cut off with its host).
+every host names it with ``--cluster-leader`` and advertises its own address, and
+holds a certificate of the cluster's CA (``confab cluster certs``' own code) for the
+data plane's mutual TLS between hosts. The store is shared: a PostgreSQL URL, or an
+SQLite file (namespaces share the filesystem, so a file is shared too; only PostgreSQL
+is cut off with its host).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import grpc
 
 from confab.protos import admin_pb2 as admin_pb
 from confab.protos import admin_pb2_grpc as admin_grpc
+from confab.tools.cluster_certs import make_certs
 
 from .host_server import HostServer
 from .hosts import Hosts
@@ -43,6 +46,8 @@ class Cluster:
         config = root / "cluster.yaml"
         config.write_text(f"store:\n  path: {store}\n  synchronous: NORMAL\n", encoding="utf-8")
         leader = f"{hosts.address(0)}:{LEADER_PORT}"
+        certs = root / "certs"
+        made = make_certs(certs, "confab-test", [(f"host{i}", hosts.address(i)) for i in range(self.count)])
         self.servers = [
             HostServer(
                 hosts,
@@ -57,6 +62,14 @@ class Cluster:
                     leader,
                     "--advertise",
                     hosts.address(i),
+                    "--cluster",
+                    "confab-test",
+                    "--cluster-ca",
+                    str(certs / "ca.pem"),
+                    "--cluster-cert",
+                    str(made[i].cert_file),
+                    "--cluster-key",
+                    str(made[i].key_file),
                     *extra,
                 ),
             )
