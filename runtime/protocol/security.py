@@ -61,26 +61,6 @@ class DataPlaneSettings:
         """The edge's side: TLS 1.3, the shard's certificate checked against the CA and its address."""
         return _context(False, self.ca_file, self.cert_file, self.key_file)
 
-    def check(self) -> None:
-        """Load both contexts now, so that a missing or bad file stops a start, not a connection.
-        Raises ValueError naming the file and the problem."""
-        if self.insecure_plaintext:
-            return
-        missing = [name for name, path in self._files() if not path]
-        if missing:
-            raise ValueError(
-                f"the data plane between hosts needs {', '.join(missing)} (or insecure_plaintext)"
-            )
-        try:
-            self.server_context()
-            self.client_context()
-        except (OSError, ssl.SSLError) as exc:
-            files = ", ".join(f"{name}={path}" for name, path in self._files())
-            raise ValueError(f"the cluster's TLS files do not load ({files}): {exc}") from exc
-
-    def _files(self) -> list[tuple[str, str]]:
-        return [("ca_file", self.ca_file), ("cert_file", self.cert_file), ("key_file", self.key_file)]
-
 
 @functools.lru_cache(maxsize=8)
 def _context(server_side: bool, ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext:
