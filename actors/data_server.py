@@ -10,6 +10,13 @@ its answers are written per connection in one go. A busy shard therefore commits
 many batches at once, and an idle one answers a lone request at once. A webhook
 that finishes wakes the loop (``call_soon_threadsafe``), and its late outcomes are
 pushed on the connection the command came from.
+
+A peer's bad input costs that peer its connection and nobody else anything: a frame
+that is not the record it claims to be closes its connection before it is queued
+(so it never reaches a round other connections' batches ride in); the connections
+are bounded (``max_connections``), idle ones are closed, and reading stops while too
+much waits to be run or while a peer does not read its answers, so that what the
+shard buffers stays bounded whatever its peers do.
 """
 
 from __future__ import annotations
@@ -22,8 +29,24 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..runtime import eventloop
-from ..runtime.protocol import transport
-from ..runtime.protocol.records import BATCH, QUERY, CommandBatch, LateOutcomes, Query
+from ..runtime.errors import InternalError
+from ..runtime.protocol import codec, transport
+from ..runtime.protocol.records import (
+    ANSWER,
+    BATCH,
+    DEFERRED_OUTCOME,
+    LATE,
+    OUTCOMES,
+    QUERY,
+    SHARD_ROLE,
+    Answer,
+    CommandBatch,
+    LateOutcomes,
+    OutcomeBatch,
+    Query,
+    error_outcome,
+)
+from ..runtime.protocol.security import DataPlaneSettings
 from . import queries
 from .shard import Shard
 
@@ -36,9 +59,10 @@ OWNERSHIP_TICK_S = 0.1  # how often virtual shards are claimed, renewed and rele
 
 
 class ShardServer:
-    def __init__(self, shard: Shard, addresses: list[str]) -> None:
+    def __init__(self, shard: Shard, addresses: list[str], settings: DataPlaneSettings | None = None) -> None:
         self.shard = shard
         self.addresses = addresses
+        self.settings = settings if settings is not None else shard.settings.data_plane
         self._loop = eventloop.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name=f"confab-shard-{shard.index}", daemon=True)
         self._started: Future[list[str]] = Future()
@@ -48,6 +72,7 @@ class ShardServer:
         self._batches: list[tuple[transport.FrameConnection, CommandBatch]] = []
         self._queries: list[tuple[transport.FrameConnection, Query]] = []
         self._scheduled = False
+        self._busy = False  # reading is paused: too many frames wait for a round
         self._last_round_end = 0.0
         shard.on_webhook_done = self._webhook_done
 
@@ -79,7 +104,9 @@ class ShardServer:
         bound: list[str] = []
         try:
             for address in self.addresses:
-                server, where = self._loop.run_until_complete(transport.serve(address, self._accept))
+                server, where = self._loop.run_until_complete(
+                    transport.serve(address, self._accept, self.settings)
+                )
                 self._servers.append(server)
                 bound.append(where)
         except BaseException as exc:
@@ -89,6 +116,7 @@ class ShardServer:
             return
         self._started.set_result(bound)
         self._loop.call_soon(self._keep_ownership)
+        self._loop.call_soon(self._close_idle)
         try:
             self._loop.run_forever()
         finally:
@@ -100,27 +128,76 @@ class ShardServer:
             self._loop.close()
 
     def _accept(self) -> transport.FrameConnection:
-        connection = transport.FrameConnection(self._received, self._closed)
+        return transport.FrameConnection(
+            self._received,
+            self._closed,
+            settings=self.settings,
+            role=SHARD_ROLE,
+            on_opened=self._admit,
+            pause_while_unwritable=True,  # a peer that does not read its answers is not read either
+        )
+
+    def _admit(self, connection: transport.FrameConnection) -> bool:
+        limit = self.settings.max_connections
+        if len(self._connections) >= limit:
+            log.warning(
+                "shard %d: refusing the connection from %s: it has %d (data_plane.max_connections)",
+                self.shard.index,
+                connection.peer,
+                limit,
+            )
+            return False
         self._connections.add(connection)
-        return connection
+        if self._busy:
+            connection.hold_reading(transport.BUSY, True)
+        return True
 
     def _closed(self, connection: transport.FrameConnection, exc: Exception | None) -> None:
         self._connections.discard(connection)
+
+    def _close_idle(self) -> None:
+        """Close connections that sent nothing for ``idle_timeout_s`` (an edge's heartbeats keep
+        its own open); looked at a few times per timeout."""
+        timeout = self.settings.idle_timeout_s
+        now = time.monotonic()
+        for connection in list(self._connections):
+            if now - connection.last_received > timeout and not connection.closed:
+                log.info("shard %d: closing %s: idle for %.0fs", self.shard.index, connection.peer, timeout)
+                connection.close()
+        self._loop.call_later(min(max(timeout / 4, 0.01), 5.0), self._close_idle)
 
     # The loop's work ----------------------------------------------------------------
 
     def _received(self, connection: transport.FrameConnection, frames: list[Any]) -> None:
         now = time.perf_counter()
-        for value in frames:
-            kind = value[0]
-            if kind == BATCH:
-                batch = CommandBatch.from_frame(value)
-                batch.received_at = now
-                self._batches.append((connection, batch))
-            elif kind == QUERY:
-                self._queries.append((connection, Query.from_frame(value)))
-            else:
-                log.warning("shard %d: ignoring a frame of kind %r", self.shard.index, kind)
+        batches: list[CommandBatch] = []
+        asked: list[Query] = []
+        try:
+            for value in frames:
+                kind = value[0] if isinstance(value, list) and value else None
+                if kind == BATCH:
+                    batch = CommandBatch.from_frame(value)
+                    batch.received_at = now
+                    batches.append(batch)
+                elif kind == QUERY:
+                    asked.append(Query.from_frame(value))
+                else:
+                    raise ValueError(f"a frame of kind {kind!r} has no place here")
+        except Exception as exc:  # any shape this shard cannot run: this connection's problem only
+            log.warning(
+                "shard %d: closing the connection with %s: a bad frame: %s",
+                self.shard.index,
+                connection.peer,
+                exc,
+            )
+            connection.close()
+            return
+        self._batches.extend((connection, batch) for batch in batches)
+        self._queries.extend((connection, query) for query in asked)
+        if not self._busy and len(self._batches) + len(self._queries) >= self.settings.max_inbound_frames:
+            self._busy = True  # read nothing more until the next round has taken them
+            for other in self._connections:
+                other.hold_reading(transport.BUSY, True)
         self._schedule()
 
     def _schedule(self) -> None:
@@ -147,7 +224,11 @@ class ShardServer:
             for connection, query in asked:
                 out.setdefault(connection, []).append(queries.answer(self.shard, query).to_frame())
         for connection, frames in out.items():
-            connection.send_many(frames)
+            self._send(connection, frames)
+        if self._busy:
+            self._busy = False
+            for connection in self._connections:
+                connection.hold_reading(transport.BUSY, False)
         if self.shard.moved_late:  # a fenced-out write gave deferred commands back
             self._send_moved()
         self._note_holdings()
@@ -176,7 +257,11 @@ class ShardServer:
             by_connection.setdefault(connection, []).append(entry)
         for connection, entries in by_connection.items():
             if connection in self._connections:
-                connection.send(LateOutcomes(entries).to_frame())
+                self._send(connection, [LateOutcomes(entries).to_frame()])
+
+    def _send(self, connection: transport.FrameConnection, frames: list[Any]) -> None:
+        limit = self.settings.max_frame_bytes
+        connection.send_encoded(b"".join(data for value in frames for data in fit_frames(value, limit)))
 
     def _webhook_done(self) -> None:
         """Called on a webhook thread."""
@@ -193,5 +278,53 @@ class ShardServer:
             by_connection.setdefault(connection, []).append(entry)
         for connection, entries in by_connection.items():
             if connection in self._connections:  # an edge that went away gets nothing
-                connection.send(LateOutcomes(entries).to_frame())
+                self._send(connection, [LateOutcomes(entries).to_frame()])
         self._send_moved()
+
+
+def fit_frames(value: list[Any], limit: int) -> list[bytes]:
+    """``value`` as frames of at most ``limit`` bytes, which the peer's decoder accepts.
+
+    Outcomes too big for one frame go as DEFERRED, then in LATE frames that fit (the link
+    already matches those by batch and position); an outcome or answer too big for any
+    frame is replaced by an INTERNAL error rather than sent and refused.
+    """
+    data = codec.frame(value)
+    if len(data) <= limit:
+        return [data]
+    kind = value[0]
+    if kind == OUTCOMES:
+        batch = OutcomeBatch.from_frame(value)
+        head = OutcomeBatch(batch.batch_id, [DEFERRED_OUTCOME] * len(batch.outcomes), batch.lifecycle)
+        entries = [(batch.batch_id, i, outcome) for i, outcome in enumerate(batch.outcomes)]
+        return [codec.frame(head.to_frame()), *_late_frames(entries, limit)]
+    if kind == LATE:
+        return _late_frames(LateOutcomes.from_frame(value).entries, limit)
+    if kind == ANSWER:
+        failed = Answer.failed(value[1], InternalError(f"the answer is larger than {limit} bytes"))
+        return [codec.frame(failed.to_frame())]
+    log.error("a frame of kind %r is larger than %d bytes: not sent", kind, limit)
+    return []
+
+
+_FRAME_OVERHEAD = 64  # header, tag and list headers of a LATE frame, generously
+
+
+def _late_frames(entries: list[tuple[int, int, list[Any]]], limit: int) -> list[bytes]:
+    frames: list[bytes] = []
+    chunk: list[tuple[int, int, list[Any]]] = []
+    size = _FRAME_OVERHEAD
+    for batch_id, position, outcome in entries:
+        entry_size = len(codec.pack([batch_id, position, outcome]))
+        if entry_size + _FRAME_OVERHEAD > limit:
+            too_big = InternalError(f"the reply is larger than {limit} bytes (data_plane.max_frame_bytes)")
+            outcome = error_outcome(too_big)
+            entry_size = len(codec.pack([batch_id, position, outcome]))
+        if chunk and size + entry_size > limit:
+            frames.append(codec.frame(LateOutcomes(chunk).to_frame()))
+            chunk, size = [], _FRAME_OVERHEAD
+        chunk.append((batch_id, position, outcome))
+        size += entry_size
+    if chunk:
+        frames.append(codec.frame(LateOutcomes(chunk).to_frame()))
+    return frames

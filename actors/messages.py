@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..runtime.protocol.security import DataPlaneSettings
 from ..runtime.store import Retention
 from ..runtime.webhooks import WebhookTarget
 
@@ -33,6 +34,8 @@ class ShardSettings:
     vshards: int = 256
     lease_s: float = 4.0  # how long a claimed or renewed virtual shard is held without renewal
     renew_every_s: float = 1.0
+    # TLS files and limits of the data-plane server (paths: each shard builds its own contexts).
+    data_plane: DataPlaneSettings = field(default_factory=DataPlaneSettings)
 
     def addresses_of(self, index: int, generation: int) -> list[str]:
         addresses = [self.data_address.format(index=index, generation=generation)]

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
-from ..runtime.errors import ConfabError, InternalError, InvalidArgument
+from ..runtime.errors import ConfabError, InternalError, InvalidArgument, PermissionDenied
 from ..runtime.flows import in_handoff
 from ..runtime.inspection import ConversationFilter, ConversationSummary
 from ..runtime.model import ConversationKey
@@ -27,7 +28,7 @@ SCAN_ROWS = 2000
 
 def answer(shard: Shard, query: Query) -> Answer:
     try:
-        return Answer(query.query_id, True, _result(shard, query.name, query.args))
+        return Answer(query.query_id, True, _result(shard, query.name, query.args, query.scope))
     except ConfabError as exc:
         return Answer.failed(query.query_id, exc)
     except Exception as exc:  # a bug answers the query, it does not take the shard down
@@ -35,21 +36,45 @@ def answer(shard: Shard, query: Query) -> Answer:
         return Answer.failed(query.query_id, InternalError(f"query failed: {type(exc).__name__}"))
 
 
-def _result(shard: Shard, name: str, args: list[Any]) -> Any:
-    if name == queries.STATUS:
+def _result(shard: Shard, name: str, args: list[Any], scope: str | None) -> Any:
+    """``scope`` is the tenant the asker may see (None: every tenant). The edge has checked
+    it already; checking it here too means a peer on the data plane gets no more than the
+    Admin API would give the same caller."""
+    if name == queries.STATUS:  # the shard's own figures: no tenant's data
         return shard.status().to_wire()
     if name == queries.INSPECT:
-        return _inspect(shard, ConversationKey(args[0], args[1]), int(args[2]))
+        return _inspect(shard, _scoped_key(args[0], args[1], scope), int(args[2]))
     if name == queries.PASSIVATE:
-        return list(shard.passivate(ConversationKey(args[0], args[1])))
+        return list(shard.passivate(_scoped_key(args[0], args[1], scope)))
     if name == queries.LIST:
-        after = ConversationKey(*args[1]) if args[1] else None
-        return _list(shard, queries.filter_from_wire(args[0]), after, int(args[2]))
+        wanted = queries.filter_from_wire(args[0])
+        if scope is not None:
+            if wanted.tenant_id and wanted.tenant_id != scope:
+                raise PermissionDenied(
+                    f"a caller scoped to tenant {scope!r} may not list tenant {wanted.tenant_id!r}"
+                )
+            wanted = replace(wanted, tenant_id=scope)
+        after = _scoped_key(args[1][0], args[1][1], scope) if args[1] else None
+        return _list(shard, wanted, after, int(args[2]))
     if name == queries.RESIDENT:
-        return [k for k in args[0] if ConversationKey(k[0], k[1]) in shard.residents]
+        return [
+            k
+            for k in args[0]
+            if (scope is None or k[0] == scope) and ConversationKey(k[0], k[1]) in shard.residents
+        ]
     if name == queries.RELOAD:
+        if scope is not None:
+            raise PermissionDenied("reloading flows is an operator's action")
         return queries.reload_to_wire(shard.reload_flows())
     raise InvalidArgument(f"unknown query {name!r}; known: {list(queries.NAMES)}")
+
+
+def _scoped_key(tenant_id: Any, conversation_id: Any, scope: str | None) -> ConversationKey:
+    if not isinstance(tenant_id, str) or not isinstance(conversation_id, str):
+        raise InvalidArgument("a conversation is named by two strings: tenant and conversation id")
+    if scope is not None and tenant_id != scope:
+        raise PermissionDenied(f"a caller scoped to tenant {scope!r} may not see tenant {tenant_id!r}")
+    return ConversationKey(tenant_id, conversation_id)
 
 
 def _inspect(shard: Shard, key: ConversationKey, last_turns: int) -> list[Any] | None:

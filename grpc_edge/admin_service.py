@@ -152,7 +152,7 @@ class AdminService(pb_grpc.AdminServicer):
             resident_only=request.resident_only,
         )
         page = await self.engine.list_conversations(
-            wanted, request.page_token, request.page_size or DEFAULT_PAGE_SIZE
+            wanted, request.page_token, request.page_size or DEFAULT_PAGE_SIZE, scope=auth.admin_scope()
         )
         response = pb.ListConversationsResponse(next_page_token=page.next_cursor)
         for c in page.conversations:
@@ -211,7 +211,8 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.InspectConversationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ConversationDetail:
         key = _key(request.tenant_id, request.conversation_id, self.limits)
-        return _detail(await self.engine.inspect(key, request.last_turns or DEFAULT_LAST_TURNS))
+        last_turns = request.last_turns or DEFAULT_LAST_TURNS
+        return _detail(await self.engine.inspect(key, last_turns, scope=auth.admin_scope()))
 
     async def ResetConversation(
         self, request: pb.ConversationAction, context: grpc.aio.ServicerContext[Any, Any]
@@ -248,7 +249,7 @@ class AdminService(pb_grpc.AdminServicer):
     ) -> pb.ActionResult:
         key = _key(request.tenant_id, request.conversation_id, self.limits)
         _audit("passivate", conversation=str(key), reason=request.reason)
-        answer = await self.engine.passivate(key)
+        answer = await self.engine.passivate(key, scope=auth.admin_scope())
         return pb.ActionResult(ok=answer.done, message=answer.reason)
 
     async def ReloadFlows(

@@ -341,6 +341,15 @@ def admin_tenant_scope(requested_tenant_id: str) -> str:
     return principal.tenant_id
 
 
+def admin_scope() -> str | None:
+    """The tenant an authorized Admin API call is confined to, as the shards enforce it too:
+    None (every tenant) for an operator and with auth off, else the caller's own tenant."""
+    principal = current_principal()
+    if principal is None or OPERATOR_ROLE in principal.roles:
+        return None
+    return principal.tenant_id
+
+
 def authorize_admin_of(tenant_id: str) -> None:
     """Raise PermissionDenied unless the caller may administer ``tenant_id``'s conversations."""
     admin_tenant_scope(tenant_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import ssl
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,11 @@ class ClusterConfig:
     lease_s: float = 4.0  # a virtual shard is held this long without renewal (the store's clock)
     renew_every_s: float = 1.0
     handoff_timeout_s: float = 20.0  # on SIGTERM, how long to wait for the other hosts to take over
+    # The data plane between hosts: mutual TLS with the cluster's own CA (`confab cluster certs`).
+    ca_file: str = ""  # PEM: the cluster's CA
+    cert_file: str = ""  # PEM: this host's certificate, signed by that CA
+    key_file: str = ""  # PEM: its private key
+    insecure_plaintext: bool = False  # plain TCP between hosts: a network nobody else can reach only
 
     @property
     def enabled(self) -> bool:
@@ -122,6 +128,17 @@ class ClusterConfig:
     @property
     def host_name(self) -> str:
         return self.host_id or self.advertised
+
+
+@dataclass(slots=True)
+class DataPlaneConfig:
+    """Bounds on what one peer of the data plane (the edge ⇄ shard connections) may cost a shard."""
+
+    max_frame_bytes: int = 16 * 1024 * 1024  # a longer frame closes its connection; batches are cut to fit
+    max_connections: int = 256  # per shard; more are refused
+    idle_timeout_s: float = 300.0  # a connection that sent nothing this long is closed
+    handshake_timeout_s: float = 10.0  # TLS and HELLO must be done within this
+    max_inbound_frames: int = 1024  # batches and queries read and not yet run: reading pauses above
 
 
 @dataclass(slots=True)
@@ -240,6 +257,7 @@ class ConfabConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    data_plane: DataPlaneConfig = field(default_factory=DataPlaneConfig)
     flows: FlowsConfig = field(default_factory=FlowsConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -361,6 +379,7 @@ def _validate(config: ConfabConfig) -> None:
     _validate_auth(config.auth)
     _validate_tls(config.tls)
     _validate_cluster(config.cluster, config.store.path)
+    _validate_data_plane(config.cluster, config.data_plane)
 
 
 def _validate_cluster(cluster: ClusterConfig, store_path: str) -> None:
@@ -396,6 +415,62 @@ def _validate_cluster(cluster: ClusterConfig, store_path: str) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def _validate_data_plane(cluster: ClusterConfig, plane: DataPlaneConfig) -> None:
+    checks = [
+        (plane.max_frame_bytes >= 64 * 1024, "data_plane.max_frame_bytes must be at least 65536"),
+        (plane.max_connections >= 1, "data_plane.max_connections must be >= 1"),
+        (plane.idle_timeout_s > 0, "data_plane.idle_timeout_s must be > 0"),
+        (plane.handshake_timeout_s > 0, "data_plane.handshake_timeout_s must be > 0"),
+        (plane.max_inbound_frames >= 1, "data_plane.max_inbound_frames must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    files = {"cluster.ca_file": cluster.ca_file, "cluster.cert_file": cluster.cert_file}
+    files["cluster.key_file"] = cluster.key_file
+    given = {key: path for key, path in files.items() if path}
+    if cluster.insecure_plaintext:
+        if given:
+            raise ConfigError(f"cluster.insecure_plaintext is true: {', '.join(given)} would not be used")
+        return
+    if given and len(given) < len(files):
+        missing = sorted(set(files) - set(given))
+        raise ConfigError(
+            f"{', '.join(missing)} missing: the cluster's TLS needs the CA, a certificate and its key"
+        )
+    if cluster.advertise and not given:
+        raise ConfigError(
+            "a cluster (cluster.advertise) needs cluster.ca_file, cluster.cert_file and cluster.key_file"
+            " (--cluster-ca, --cluster-cert, --cluster-key; `confab cluster certs` makes them), or"
+            " cluster.insecure_plaintext on a network nobody else can reach"
+        )
+    if given:
+        _check_tls_files(cluster.ca_file, cluster.cert_file, cluster.key_file)
+
+
+def _check_tls_files(ca_file: str, cert_file: str, key_file: str) -> None:
+    """Load the cluster's TLS files as the data plane will, so that a bad one stops the start."""
+    for key, path in (
+        ("cluster.ca_file", ca_file),
+        ("cluster.cert_file", cert_file),
+        ("cluster.key_file", key_file),
+    ):
+        if not Path(path).is_file():
+            raise ConfigError(f"{key}: no such file: {path}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_verify_locations(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cluster.ca_file {ca_file}: not a PEM CA certificate ({exc})") from exc
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cluster.cert_file {cert_file} and cluster.key_file {key_file} do not load as a certificate"
+            f" and its key ({exc})"
+        ) from exc
 
 
 def _validate_auth(auth: AuthConfig) -> None:

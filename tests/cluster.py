@@ -1,7 +1,8 @@
 """A Confab cluster for tests: ``confab serve`` on several network-namespace hosts, one store.
 
-Every host advertises its own address and shares one PostgreSQL store, where the
-hosts find each other (no host leads).
+Every host advertises its own address, shares one PostgreSQL store where the hosts
+find each other (no host leads), and holds a certificate of the cluster's CA
+(``confab cluster certs``' own code) for the data plane's mutual TLS between hosts.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import grpc
 
 from confab.protos import admin_pb2 as admin_pb
 from confab.protos import admin_pb2_grpc as admin_grpc
+from confab.tools.cluster_certs import make_certs
 
 from .host_server import HostServer
 from .hosts import Hosts
@@ -39,6 +41,8 @@ class Cluster:
         root.mkdir(parents=True, exist_ok=True)
         config = root / "cluster.yaml"
         config.write_text(f"store:\n  path: {store}\n  synchronous: NORMAL\n", encoding="utf-8")
+        certs = root / "certs"
+        made = make_certs(certs, "confab-test", [(f"host{i}", hosts.address(i)) for i in range(self.count)])
         self.servers = [
             HostServer(
                 hosts,
@@ -51,6 +55,14 @@ class Cluster:
                     str(config),
                     "--advertise",
                     hosts.address(i),
+                    "--cluster",
+                    "confab-test",
+                    "--cluster-ca",
+                    str(certs / "ca.pem"),
+                    "--cluster-cert",
+                    str(made[i].cert_file),
+                    "--cluster-key",
+                    str(made[i].key_file),
                     *extra,
                 ),
             )

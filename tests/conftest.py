@@ -19,12 +19,16 @@ from typing import Any
 
 import pytest
 
+from confab.actors.messages import ShardSettings
+from confab.actors.shard import Shard
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
+from confab.runtime.store import Retention, open_store
 from confab.tools.postgres_server import PostgresServer
 from confab.tools.price_service import PriceService
 
 from .hosts import Hosts, unavailable_reason
 from .postgres import database_name, start_server
+from .shard_runner import hold_every_vshard
 from .support import ServerProcess, wait_until_gone
 
 INTEGRATION = "integration"
@@ -101,6 +105,42 @@ def own_server(tmp_path: Path) -> Iterator[ServerProcess]:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "shard.sqlite3"
+
+
+@pytest.fixture
+def make_shard(db_path: Path) -> Iterator[Callable[..., Shard]]:
+    """``make_shard(...)``: a real Shard on the test's own SQLite file, holding every virtual shard."""
+    opened: list[Shard] = []
+
+    def factory(
+        resident_limit: int = 1000,
+        turns_kept: int = 32,
+        index: int = 0,
+        generation: int = 1,
+        window_s: float = 3600.0,
+        history_s: float = 0.0,
+    ) -> Shard:
+        settings = ShardSettings(
+            store_path=str(db_path),
+            synchronous="NORMAL",
+            resident_limit=resident_limit,
+            default_flow="echo",
+            retention=Retention(turns_kept, window_s, history_s),
+        )
+        store = open_store(settings.store_path, synchronous="NORMAL", retention=settings.retention)
+        shard = Shard(index, generation, settings, store)
+        hold_every_vshard(shard)
+        opened.append(shard)
+        return shard
+
+    yield factory
+    for shard in opened:
+        shard.close()
 
 
 @pytest.fixture

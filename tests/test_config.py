@@ -268,3 +268,65 @@ def test_an_sqlite_store_is_located_by_its_absolute_path(tmp_path: Path) -> None
 )
 def test_a_database_url_is_shown_without_its_password(url: str, shown: str) -> None:
     assert without_password(url) == shown
+
+
+# The data plane between hosts ----------------------------------------------------------------
+
+A_CLUSTER = {"cluster.advertise": "10.0.0.11", "store.path": "postgresql://confab@10.0.0.5/confab"}
+
+
+def test_a_cluster_shares_a_postgresql_store_and_advertises_one_address() -> None:
+    with pytest.raises(ConfigError, match="must be a postgresql:// URL"):
+        overridden({"cluster.advertise": "10.0.0.11", "cluster.insecure_plaintext": True})
+    with pytest.raises(ConfigError, match="never all interfaces"):
+        overridden({**A_CLUSTER, "cluster.advertise": "0.0.0.0", "cluster.insecure_plaintext": True})
+
+
+@pytest.fixture
+def cluster_files(tmp_path: Path) -> dict[str, str]:
+    from confab.tools.cluster_certs import make_certs
+
+    (host,) = make_certs(tmp_path / "certs", "confab", [("h1", "10.0.0.11")])
+    return {
+        "cluster.ca_file": str(tmp_path / "certs" / "ca.pem"),
+        "cluster.cert_file": str(host.cert_file),
+        "cluster.key_file": str(host.key_file),
+    }
+
+
+def test_a_cluster_needs_its_tls_files_or_an_explicit_insecure_plaintext() -> None:
+    with pytest.raises(ConfigError, match=r"cluster.advertise\) needs cluster.ca_file"):
+        overridden(A_CLUSTER)
+    config = overridden({**A_CLUSTER, "cluster.insecure_plaintext": True})
+    assert config.cluster.insecure_plaintext and config.cluster.name == "confab"
+
+
+def test_the_cluster_tls_files_are_loaded_at_start(cluster_files: dict[str, str], tmp_path: Path) -> None:
+    config = overridden({**A_CLUSTER, "cluster.name": "prod", **cluster_files})
+    assert config.cluster.cert_file == cluster_files["cluster.cert_file"] and config.cluster.name == "prod"
+    with pytest.raises(ConfigError, match=r"cluster\.key_file missing"):
+        overridden({**cluster_files, "cluster.key_file": ""})
+    with pytest.raises(ConfigError, match=r"cluster\.ca_file: no such file"):
+        overridden({**cluster_files, "cluster.ca_file": str(tmp_path / "nope.pem")})
+    with pytest.raises(ConfigError, match=r"cluster\.ca_file .*not a PEM CA"):
+        overridden({**cluster_files, "cluster.ca_file": cluster_files["cluster.key_file"]})
+    with pytest.raises(ConfigError, match="do not load as a certificate and its key"):
+        overridden({**cluster_files, "cluster.key_file": str(tmp_path / "certs" / "ca.key")})
+    with pytest.raises(ConfigError, match="would not be used"):
+        overridden({**cluster_files, "cluster.insecure_plaintext": True})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("cluster.name", " ", "cluster.name must be 1-64 characters"),
+        ("data_plane.max_frame_bytes", 1024, "data_plane.max_frame_bytes must be at least 65536"),
+        ("data_plane.max_connections", 0, "data_plane.max_connections must be >= 1"),
+        ("data_plane.idle_timeout_s", 0.0, "data_plane.idle_timeout_s must be > 0"),
+        ("data_plane.handshake_timeout_s", 0.0, "data_plane.handshake_timeout_s must be > 0"),
+        ("data_plane.max_inbound_frames", 0, "data_plane.max_inbound_frames must be >= 1"),
+    ],
+)
+def test_data_plane_limits_are_checked(key: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        overridden({key: value})

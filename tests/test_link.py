@@ -19,7 +19,7 @@ import pytest
 
 from confab.runtime import eventloop
 from confab.runtime.engine.link import LinkSettings, Pending, ShardLink
-from confab.runtime.errors import DeadlineExceeded, Unavailable
+from confab.runtime.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from confab.runtime.model import Content, ConversationKey, ConversationState, InboundMessage, StateResult
 from confab.runtime.protocol import codec, queries, transport
 from confab.runtime.protocol.directory import ShardEndpoint
@@ -28,6 +28,7 @@ from confab.runtime.protocol.records import (
     DEFERRED_OUTCOME,
     DONE,
     QUERY,
+    SHARD_ROLE,
     Answer,
     Command,
     CommandBatch,
@@ -38,6 +39,7 @@ from confab.runtime.protocol.records import (
     Query,
     moved_outcome,
 )
+from confab.runtime.protocol.security import DataPlaneSettings
 
 _ids = itertools.count(1)
 _seqs = itertools.count(1)
@@ -77,7 +79,7 @@ class ScriptedShard:
         return self
 
     def _accept(self) -> transport.FrameConnection:
-        connection = transport.FrameConnection(self._frames)
+        connection = transport.FrameConnection(self._frames, role=SHARD_ROLE)
         self.connections.append(connection)
         return connection
 
@@ -155,6 +157,35 @@ def test_commands_submitted_together_share_a_frame_and_keep_their_order(tmp_path
         outcomes = await asyncio.gather(*futures)
         assert [named(o) for o in outcomes] == [c.message_id for c in commands]
         assert len(shard.batches) == 1 and len(shard.batches[0].commands) == 50
+        await link.close(1.0)
+        await shard.stop()
+
+    run(test, tmp_path)
+
+
+def test_a_batch_is_cut_to_the_largest_frame_the_shard_takes_and_a_command_too_big_fails_alone(
+    tmp_path: Path,
+) -> None:
+    limit = 64 * 1024
+
+    def sized(conversation: str, chars: int) -> Command:
+        c = command(conversation)
+        c.body = InboundMessage("u", Content(text="x" * chars))
+        return c
+
+    async def test(tmp: Path) -> None:
+        shard = await ScriptedShard(f"unix:{tmp}/s.sock").start()
+        link = new_link(shard.address, data_plane=DataPlaneSettings(max_frame_bytes=limit))
+        await until(lambda: link.connected)
+        commands = [sized(f"c{i % 3}", 10_000) for i in range(20)]  # about 200 KB: several frames
+        huge = sized("c0", limit)
+        futures = submit(link, [*commands[:10], huge, *commands[10:]])
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        assert isinstance(outcomes[10], InvalidArgument)
+        assert [named(o) for o in outcomes[:10] + outcomes[11:]] == [c.message_id for c in commands]
+        assert len(shard.batches) > 1
+        assert all(len(codec.frame(b.to_frame())) <= limit for b in shard.batches)
+        assert [c.message_id for b in shard.batches for c in b.commands] == [c.message_id for c in commands]
         await link.close(1.0)
         await shard.stop()
 

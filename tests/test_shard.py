@@ -6,13 +6,11 @@ import itertools
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from confab.actors.messages import ShardSettings
 from confab.actors.shard import Shard
 from confab.runtime.errors import ConversationNotFound, InternalError, InvalidArgument, Unavailable
 from confab.runtime.flows import EchoFlow, FlowReply
@@ -27,8 +25,8 @@ from confab.runtime.model import (
 )
 from confab.runtime.protocol import codec
 from confab.runtime.protocol.records import Command, CommandBatch, CommandKind, Outcome, decode_outcome
-from confab.runtime.store import ConversationWrite, Retention, open_store
-from tests.shard_runner import hold_every_vshard, routed
+from confab.runtime.store import ConversationWrite
+from tests.shard_runner import routed
 
 TENANT = "tenant-a"
 _ids = itertools.count(1)
@@ -82,41 +80,6 @@ def state_of(shard: Shard, conversation_id: str, tenant: str = TENANT) -> Conver
 
 def count_of(shard: Shard, conversation_id: str, tenant: str = TENANT) -> int:
     return state_of(shard, conversation_id, tenant).message_count
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "shard.sqlite3"
-
-
-@pytest.fixture
-def make_shard(db_path: Path) -> Iterator[Callable[..., Shard]]:
-    opened: list[Shard] = []
-
-    def factory(
-        resident_limit: int = 1000,
-        turns_kept: int = 32,
-        index: int = 0,
-        generation: int = 1,
-        window_s: float = 3600.0,
-        history_s: float = 0.0,
-    ) -> Shard:
-        settings = ShardSettings(
-            store_path=str(db_path),
-            synchronous="NORMAL",
-            resident_limit=resident_limit,
-            default_flow="echo",
-            retention=Retention(turns_kept, window_s, history_s),
-        )
-        store = open_store(settings.store_path, synchronous="NORMAL", retention=settings.retention)
-        shard = Shard(index, generation, settings, store)
-        hold_every_vshard(shard)
-        opened.append(shard)
-        return shard
-
-    yield factory
-    for shard in opened:
-        shard.close()
 
 
 @pytest.fixture

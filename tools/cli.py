@@ -3,8 +3,11 @@
     confab serve [--listen HOST:PORT] [--data-dir DIR] [--store URL_OR_FILE] [--config FILE] [--shards N]
                  [--metrics-listen HOST:PORT]
                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
+                 [--cluster NAME] [--cluster-ca FILE --cluster-cert FILE --cluster-key FILE]
+                 [--cluster-insecure-plaintext]
     confab keys new --tenant T [--name NAME] [--role admin] | confab keys new --role operator [--name NAME]
     confab keys hash [KEY]      (without KEY, the key is read from stdin)
+    confab cluster certs --out DIR [--cluster NAME] [--days N] HOST=ADDRESS...  (see tools/cluster_certs.py)
     confab price-service [--listen HOST:PORT] [--delay S] [--fail]
     confab flows validate PATH...  |  confab flows show NAME [--dir DIR ...] [--dot]
     confab flows test PATH... | confab flows replay --flow NAME --from STORE ...  (see tools/flows_cli.py)
@@ -29,7 +32,7 @@ import yaml
 
 from ..runtime import VERSION
 from ..runtime.config import ConfigError, load_config
-from . import call, flows_cli, price_service, shell
+from . import call, cluster_certs, flows_cli, price_service, shell
 from .chat import command_line as chat
 
 
@@ -59,6 +62,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve.add_argument("--cluster", metavar="NAME", help="the cluster's name (cluster.name, default confab)")
     serve.add_argument("--host-id", metavar="NAME", help="this host's name in the cluster (cluster.host_id)")
+    serve.add_argument("--cluster-ca", metavar="FILE", help="PEM: the cluster's CA (cluster.ca_file)")
+    serve.add_argument(
+        "--cluster-cert", metavar="FILE", help="PEM: this host's certificate from that CA (cluster.cert_file)"
+    )
+    serve.add_argument("--cluster-key", metavar="FILE", help="PEM: its private key (cluster.key_file)")
+    serve.add_argument(
+        "--cluster-insecure-plaintext",
+        action="store_const",
+        const=True,
+        help="plain TCP between hosts: NOT authenticated (cluster.insecure_plaintext)",
+    )
     serve.add_argument(
         "--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics (telemetry.metrics_listen)"
     )
@@ -85,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     chat.add_parser(commands)
     shell.add_parser(commands)
     call.add_parser(commands)
+    cluster_certs.add_parser(commands)
     prices = commands.add_parser("price-service", help="run the pizza flow's local price webhook")
     prices.add_argument("--listen", default="127.0.0.1:8099")
     prices.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
@@ -103,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return shell.run(args)
     if args.command == "call":
         return call.run(args)
+    if args.command == "cluster":
+        return cluster_certs.run(args)
     if args.command == "price-service":
         return price_service.main(
             ["--listen", args.listen, "--delay", str(args.delay), *(["--fail"] if args.fail else [])]
@@ -123,8 +140,14 @@ def _serve(args: argparse.Namespace) -> int:
             **{"telemetry.metrics_listen": args.metrics_listen},
             **{
                 "cluster.advertise": args.advertise,
-                "cluster.name": args.cluster,
                 "cluster.host_id": args.host_id,
+            },
+            **{
+                "cluster.name": args.cluster,
+                "cluster.ca_file": args.cluster_ca,
+                "cluster.cert_file": args.cluster_cert,
+                "cluster.key_file": args.cluster_key,
+                "cluster.insecure_plaintext": args.cluster_insecure_plaintext,
             },
             **{
                 "tls.cert_file": args.tls_cert,

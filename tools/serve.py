@@ -10,11 +10,11 @@ signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the flow files.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -30,6 +30,7 @@ from ..runtime.engine import Engine
 from ..runtime.flows import FlowRegistry, UnknownFlow
 from ..runtime.flows.catalog import load_flows
 from ..runtime.protocol import transport
+from ..runtime.protocol.security import data_plane_settings
 from ..runtime.store import Retention, StoreError, open_store
 from ..runtime.store.postgres import PostgresStore
 from ..runtime.webhooks import WebhookTarget
@@ -82,12 +83,14 @@ def shard_settings(config: ConfabConfig, run_dir: Path) -> ShardSettings:
         vshards=config.cluster.vshards,
         lease_s=config.cluster.lease_s,
         renew_every_s=config.cluster.renew_every_s,
+        data_plane=data_plane_settings(config),
     )
 
 
 def actor_host(config: ConfabConfig, run_dir: Path) -> ActorHost:
     """The host of this process's shards; in a cluster, a member of the store's member table."""
     cluster = config.cluster
+    data_plane = data_plane_settings(config)
     members: PostgresStore | None = None
     if cluster.enabled:
         # Its own small pool, failing fast: a heartbeat that cannot be written within a second is
@@ -104,18 +107,10 @@ def actor_host(config: ConfabConfig, run_dir: Path) -> ActorHost:
             lost_after_s=cluster.lost_after_s,
         ),
         members=members,
-        reach=_reachable if cluster.enabled else None,
+        reach=functools.partial(transport.probe, settings=data_plane, timeout=PROBE_TIMEOUT_S)
+        if cluster.enabled
+        else None,
     )
-
-
-def _reachable(address: str) -> str:
-    """Whether another host's data plane accepts a connection ("" when it does)."""
-    _, host, port = transport.parse_address(address)
-    try:
-        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
-            return ""
-    except OSError as exc:
-        return str(exc)
 
 
 async def run(config: ConfabConfig) -> int:

@@ -49,6 +49,7 @@ from ..model import (
 from ..protocol import codec, queries
 from ..protocol.directory import ShardDirectory, vshard_of
 from ..protocol.records import Command, CommandKind, Outcome, client_message_id
+from ..protocol.security import INSECURE_WARNING, data_plane_settings
 from .events import EventHub
 from .link import LinkSettings, LinkStatistics, ShardLink
 from .router import Router
@@ -126,6 +127,10 @@ class Engine:
         self.directory: ShardDirectory | None = None
         self.directory_at = 0.0  # time.monotonic() when it came
         engine = config.engine
+        # The client side of the data plane: TLS to other hosts' shards, from the cluster's files.
+        self.data_plane = data_plane_settings(config)
+        if config.cluster.advertise and self.data_plane.insecure_plaintext:
+            log.warning(INSECURE_WARNING)
         self._router = Router(
             config.cluster.host_name,
             LinkSettings(
@@ -135,6 +140,7 @@ class Engine:
                 shard_timeout_s=engine.shard_timeout_s,
                 heartbeat_interval_s=engine.heartbeat_interval_s,
                 heartbeat_timeout_s=engine.heartbeat_timeout_s,
+                data_plane=self.data_plane,
             ),
             max_held=engine.max_queued_per_shard,
             new_link=self._wire,
@@ -336,20 +342,26 @@ class Engine:
 
     # What operators see -------------------------------------------------------------------
 
-    async def inspect(self, key: ConversationKey, last_turns: int) -> ConversationInspection:
+    async def inspect(
+        self, key: ConversationKey, last_turns: int, *, scope: str | None = None
+    ) -> ConversationInspection:
+        """``scope``, here and below: the tenant the caller may see (None: every tenant, an
+        operator's); the shard refuses anything outside it, whatever the edge checked."""
         link = self._holder(key)
         args = [key.tenant_id, key.conversation_id, last_turns]
-        found = await self._query(link, queries.INSPECT, args)
+        found = await self._query(link, queries.INSPECT, args, scope=scope)
         if found is None:
             raise ConversationNotFound(f"conversation {key} not found")
         return queries.inspection_from_wire(found, key, link.index)
 
-    async def passivate(self, key: ConversationKey) -> Passivation:
-        answer = await self._query(self._holder(key), queries.PASSIVATE, [key.tenant_id, key.conversation_id])
+    async def passivate(self, key: ConversationKey, *, scope: str | None = None) -> Passivation:
+        answer = await self._query(
+            self._holder(key), queries.PASSIVATE, [key.tenant_id, key.conversation_id], scope=scope
+        )
         return queries.passivation_from_wire(answer)
 
     async def list_conversations(
-        self, wanted: ConversationFilter, cursor: str, page_size: int
+        self, wanted: ConversationFilter, cursor: str, page_size: int, *, scope: str | None = None
     ) -> ConversationPage:
         """A page of stored conversations in key order, with whether each is in memory now."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
@@ -369,9 +381,10 @@ class Engine:
                 [after.tenant_id, after.conversation_id] if after else None,
                 page_size,
             ],
+            scope=scope,
         )
         summaries = [queries.summary_from_wire(w) for w in rows]
-        resident = await self._resident_among([s.key for s in summaries])
+        resident = await self._resident_among([s.key for s in summaries], scope)
         page = [
             _with_placement(s, s.key in resident, self._shard_index(s.key))
             for s in summaries
@@ -384,14 +397,15 @@ class Engine:
         link = self._router.holder(self.vshard_for(key))
         return link.index if link is not None else -1
 
-    async def _resident_among(self, keys: list[ConversationKey]) -> set[ConversationKey]:
+    async def _resident_among(self, keys: list[ConversationKey], scope: str | None) -> set[ConversationKey]:
         by_link: dict[ShardLink, list[list[str]]] = {}
         for key in keys:
             link = self._router.holder(self.vshard_for(key))
             if link is not None:  # moving: not resident anywhere for now
                 by_link.setdefault(link, []).append([key.tenant_id, key.conversation_id])
         answers = await asyncio.gather(
-            *(self._query(link, queries.RESIDENT, [k]) for link, k in by_link.items()), return_exceptions=True
+            *(self._query(link, queries.RESIDENT, [k], scope=scope) for link, k in by_link.items()),
+            return_exceptions=True,
         )
         return {
             ConversationKey(k[0], k[1])
@@ -401,11 +415,17 @@ class Engine:
         }
 
     async def _query(
-        self, link: ShardLink, name: str, args: list[Any], timeout_s: float = QUERY_TIMEOUT_S
+        self,
+        link: ShardLink,
+        name: str,
+        args: list[Any],
+        timeout_s: float = QUERY_TIMEOUT_S,
+        *,
+        scope: str | None = None,
     ) -> Any:
         if not self._running:
             raise Unavailable("the engine is not running")
-        return await link.query(name, args, timeout_s)
+        return await link.query(name, args, timeout_s, scope)
 
     async def refresh_cluster(self, timeout_s: float) -> ClusterView:
         """:meth:`cluster` with every shard asked for its figures first, waiting ``timeout_s`` at most:

@@ -37,12 +37,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfabError, DeadlineExceeded, Unavailable
+from ..errors import ConfabError, DeadlineExceeded, InvalidArgument, Unavailable
 from ..inspection import ShardStatus
-from ..protocol import queries, transport
+from ..protocol import codec, queries, transport
 from ..protocol.directory import ShardEndpoint
 from ..protocol.records import (
     ANSWER,
@@ -59,6 +59,7 @@ from ..protocol.records import (
     is_deferred,
     is_moved,
 )
+from ..protocol.security import DataPlaneSettings
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class LinkSettings:
     shard_timeout_s: float = 30.0
     heartbeat_interval_s: float = 1.0
     heartbeat_timeout_s: float = 3.0
+    # TLS to other hosts' shards, the cluster's name for the HELLO, the largest frame.
+    data_plane: DataPlaneSettings = field(default_factory=DataPlaneSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +245,7 @@ class ShardLink:
         connection = self._connection
         if connection is None or connection.closed:
             return
-        frames: list[Any] = [q.to_frame() for q in self._unsent_queries]
+        frames: list[bytes] = [codec.frame(q.to_frame()) for q in self._unsent_queries]
         self._unsent_queries.clear()
         now = time.monotonic()
         while (
@@ -265,22 +268,49 @@ class ShardLink:
                 taken.append(pending)
             if not taken:
                 continue
-            batch = CommandBatch(next(self._batch_ids), [p.command for p in taken], self.want_lifecycle())
-            self._in_flight[batch.batch_id] = (taken, now)
-            frames.append(batch.to_frame())
+            encoded = self._fitting(taken)
+            if encoded is None:
+                continue
+            batch_id, data = encoded
+            self._in_flight[batch_id] = (taken, now)
+            frames.append(data)
             self._batches_sent += 1
             self._commands_sent += len(taken)
             self._largest = max(self._largest, len(taken))
         if frames:
-            connection.send_many(frames)
+            connection.send_encoded(b"".join(frames))
+
+    def _fitting(self, taken: list[Pending]) -> tuple[int, bytes] | None:
+        """The batch frame of ``taken``, at most ``max_frame_bytes`` long (the shard closes a
+        connection that sends a longer one): what does not fit goes back to the front of the
+        queue, in order, for the next batch; a command too big for any frame fails alone.
+        ``taken`` is cut down to what the frame carries. None: nothing was left to send."""
+        limit = self.settings.data_plane.max_frame_bytes
+        want_lifecycle = self.want_lifecycle()
+        while True:
+            # An id a frame too big used is never used again: ids only need to be unique.
+            batch = CommandBatch(next(self._batch_ids), [p.command for p in taken], want_lifecycle)
+            data = codec.frame(batch.to_frame())
+            if len(data) <= limit:
+                return batch.batch_id, data
+            if len(taken) == 1:
+                self._finish(
+                    taken.pop(),
+                    InvalidArgument(f"the request is larger than the data plane carries ({limit} bytes)"),
+                )
+                return None
+            half = len(taken) // 2
+            self._queue.extendleft(reversed(taken[half:]))
+            del taken[half:]
 
     # Queries ---------------------------------------------------------------------------
 
-    async def query(self, name: str, args: list[Any], timeout_s: float) -> Any:
-        """Ask the shard ``name`` (``protocol.queries``); its result, or the error it answered."""
+    async def query(self, name: str, args: list[Any], timeout_s: float, scope: str | None = None) -> Any:
+        """Ask the shard ``name`` (``protocol.queries``); its result, or the error it answered.
+        ``scope``: the tenant the caller may see (None: every tenant), which the shard enforces."""
         if self._closing:
             raise Unavailable("the server is shutting down")
-        query = Query(next(self._query_ids), name, args)
+        query = Query(next(self._query_ids), name, args, scope)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queries[query.query_id] = future
         self._unsent_queries.append(query)
@@ -298,6 +328,18 @@ class ShardLink:
         if connection is not self._connection:
             return  # an old connection's last words: its commands were put back already
         self.last_heard = time.monotonic()
+        try:
+            self._read(frames)
+        except Exception as exc:  # a frame not shaped as it claims: what it left unanswered is sent again
+            log.warning(
+                "shard %s at %s: dropping the connection: a bad frame: %s",
+                self.shard_id,
+                connection.peer,
+                exc,
+            )
+            connection.close()
+
+    def _read(self, frames: list[Any]) -> None:
         for value in frames:
             kind = value[0]
             if kind == OUTCOMES:
@@ -351,9 +393,12 @@ class ShardLink:
                 await self._endpoint_changed.wait()
                 continue
             if endpoint.serving:
+                plane = self.settings.data_plane
                 try:
-                    connection = transport.FrameConnection(self._received, self._lost, self._schedule_flush)
-                    await transport.connect(self.address, connection, CONNECT_TIMEOUT_S)
+                    connection = transport.FrameConnection(
+                        self._received, self._lost, self._schedule_flush, settings=plane
+                    )
+                    await transport.connect(self.address, connection, CONNECT_TIMEOUT_S, plane)
                 except (OSError, TimeoutError) as exc:
                     self.last_error = f"cannot connect to {self.address}: {exc}"
                 else:

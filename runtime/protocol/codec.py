@@ -130,7 +130,8 @@ _LENGTH = struct.Struct(">I")
 HEADER_BYTES = _LENGTH.size
 # A frame larger than this is a protocol error (a peer that is not a Confab process,
 # or a corrupt stream): the connection is dropped rather than a buffer grown without end.
-MAX_FRAME_BYTES = 64 * 1024 * 1024
+# The data plane's own limit is ``data_plane.max_frame_bytes`` (security.DataPlaneSettings).
+MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 
 class FrameError(ValueError):
@@ -140,6 +141,16 @@ class FrameError(ValueError):
 def frame(value: Any) -> bytes:
     body: bytes = msgpack.packb(value)
     return _LENGTH.pack(len(body)) + body
+
+
+def frame_length(header: bytes, max_frame_bytes: int = MAX_FRAME_BYTES) -> int:
+    """The length a frame's ``HEADER_BYTES`` announce; FrameError when it is over the limit
+    (checked before the body is read, so that a lying header costs nothing)."""
+    (length,) = _LENGTH.unpack(header)
+    if length > max_frame_bytes:
+        raise FrameError(f"a frame of {length} bytes is larger than {max_frame_bytes}")
+    size: int = length
+    return size
 
 
 class FrameDecoder:

@@ -6,8 +6,14 @@ what it is:
     [BATCH,    batch_id, [command, ...], want_lifecycle]   edge → shard
     [OUTCOMES, batch_id, [outcome, ...], lifecycle]        shard → edge, same order
     [LATE,     [[batch_id, position, outcome], ...]]       shard → edge, when a deferred command is done
-    [QUERY,    query_id, name, args]                       edge → shard (status, inspect, ...)
+    [HELLO,    version, cluster, role]                     both ways, the first frame of each side
+    [QUERY,    query_id, name, args, scope]                edge → shard (status, inspect, ...)
     [ANSWER,   query_id, ok, result]                       shard → edge
+
+Each side's first frame is a HELLO: a peer of another protocol version or another
+cluster, or one whose first frame is anything else, is refused before it is read
+further. A query's ``scope`` is the tenant the caller may see (None: an operator, every
+tenant); the shard answers only within it, as the Admin API does.
 
 A shard runs frames in the order they arrive on a connection, so one connection per
 shard keeps each conversation's commands in order. An outcome is one of::
@@ -30,19 +36,92 @@ again, in order, once it knows the new holder.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
 from ..errors import ConfabError, InvalidArgument, error_from_reason
-from ..model import ConversationKey, InboundMessage
+from ..model import (
+    Button,
+    CarouselCard,
+    Content,
+    ConversationKey,
+    InboundMessage,
+    ProcessingHints,
+    QuickReply,
+)
 from . import codec
 from .codec import Result
 
-BATCH, OUTCOMES, LATE, QUERY, ANSWER = 1, 2, 3, 4, 5
+BATCH, OUTCOMES, LATE, QUERY, ANSWER, HELLO = 1, 2, 3, 4, 5, 6
 ERROR, DONE, REPLAYED, DEFERRED, MOVED = 0, 1, 2, 3, 4
 
 DEFERRED_OUTCOME: list[Any] = [DEFERRED]
+
+# The data plane's version: a peer saying another is refused at its HELLO. 1: the first
+# with a HELLO (and queries carrying their tenant scope).
+PROTOCOL_VERSION = 1
+# Who sends a HELLO: a shard serves; an edge sends commands; a probe only checks the peer answers.
+SHARD_ROLE, EDGE_ROLE, PROBE_ROLE = "shard", "edge", "probe"
+ROLES = (SHARD_ROLE, EDGE_ROLE, PROBE_ROLE)
+
+
+class ShapeError(ValueError):
+    """A frame that decoded but is not the record it claims to be (a peer's bug, or an attack)."""
+
+
+def _expect(ok: bool, what: str) -> None:
+    if not ok:
+        raise ShapeError(what)
+
+
+_SCALARS: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (float, int),
+    "bool": (bool,),
+}
+
+
+def check_shape(value: Any, hint: str, where: str) -> None:
+    """Raise ShapeError unless ``value`` fits the annotation ``hint`` (the string form of
+    a model field's type: ``str``, ``list[Button]``, ``JsonDict | None``...).
+
+    Records from the wire are checked before a shard runs them: a wrong type deep inside
+    a message must fail that one frame at the door, not a whole round later on."""
+    hint = hint.replace(" ", "")
+    if hint.endswith("|None"):
+        if value is None:
+            return
+        hint = hint[: -len("|None")]
+    if hint in _SCALARS:
+        ok = isinstance(value, _SCALARS[hint]) and (hint == "bool" or not isinstance(value, bool))
+        _expect(ok, f"{where} must be {hint}, got {type(value).__name__}")
+    elif hint in ("JsonDict", "dict[str,Any]"):
+        _expect(isinstance(value, dict), f"{where} must be a map, got {type(value).__name__}")
+        _expect(all(isinstance(k, str) for k in value), f"{where} must have string keys")
+    elif hint == "Any":
+        return
+    elif hint.startswith("list["):
+        _expect(isinstance(value, list), f"{where} must be a list, got {type(value).__name__}")
+        item = hint[len("list[") : -1]
+        for i, element in enumerate(value):
+            check_shape(element, item, f"{where}[{i}]")
+    elif hint in _MODEL_RECORDS:
+        check_record(value, _MODEL_RECORDS[hint], where)
+    else:  # pragma: no cover - a model field of a type this checker does not know yet
+        raise ShapeError(f"{where}: cannot check a field of type {hint}")
+
+
+def check_record(w: Any, cls: type, where: str) -> None:
+    """Raise ShapeError unless ``w`` is the wire list of model record ``cls`` (its
+    ``to_wire()`` order: its dataclass fields, nested records as their own lists)."""
+    fields = dataclasses.fields(cls)
+    _expect(isinstance(w, list) and len(w) == len(fields), f"{where} must be a list of {len(fields)}")
+    for f, value in zip(fields, w, strict=True):
+        check_shape(value, str(f.type), f"{where}.{f.name}")
+
 
 # A client's idempotency key (ProcessMessageRequest.metadata.request_id) becomes the message id
 # with this prefix, so it can never be mistaken for an id the edge made up.
@@ -111,10 +190,26 @@ class Command:
 
     @classmethod
     def from_wire(cls, w: list[Any]) -> Command:
+        """The command ``w`` carries; ShapeError when it is not one (every field's type is checked)."""
+        _expect(isinstance(w, list) and 6 <= len(w) <= 8, "a command must be a list of 6 to 8 items")
+        _expect(isinstance(w[0], int) and w[0] in CommandKind._value2member_map_, f"unknown command {w[0]!r}")
         kind = CommandKind(w[0])
-        body = InboundMessage.from_wire(w[4]) if kind is CommandKind.TURN else w[4]
+        for i, name in ((1, "message id"), (2, "tenant id"), (3, "conversation id")):
+            check_shape(w[i], "str", f"the command's {name}")
+        check_shape(w[5], "int", "the command's epoch")
+        if kind is CommandKind.TURN:
+            check_record(w[4], InboundMessage, "the message")
+            body: InboundMessage | str | None = InboundMessage.from_wire(w[4])
+        elif kind is CommandKind.GET_STATE:
+            check_shape(w[4], "str|None", "the command's body")
+            body = w[4]
+        else:
+            check_shape(w[4], "str", "the command's body")
+            body = w[4]
         trace = w[6] if len(w) > 6 else None
         budget = w[7] if len(w) > 7 else None
+        check_shape(trace, "str|None", "the command's trace")
+        check_shape(budget, "float|None", "the command's budget")
         return cls(kind, w[1], ConversationKey(w[2], w[3]), body, trace, budget, w[5])
 
 
@@ -163,7 +258,11 @@ class CommandBatch:
 
     @classmethod
     def from_frame(cls, w: list[Any]) -> CommandBatch:
-        return cls(w[1], [Command.from_wire(c) for c in w[2]], bool(w[3]))
+        _expect(len(w) == 4 and w[0] == BATCH, "a batch must be [BATCH, id, commands, want_lifecycle]")
+        check_shape(w[1], "int", "the batch id")
+        check_shape(w[3], "bool", "the batch's want_lifecycle")
+        _expect(isinstance(w[2], list), "a batch's commands must be a list")
+        return cls(w[1], [Command.from_wire(c) for c in w[2]], w[3])
 
 
 @dataclass(slots=True)
@@ -204,13 +303,21 @@ class Query:
     query_id: int
     name: str
     args: list[Any]
+    # The tenant the asker may see; None: every tenant (an operator, or the edge's own heartbeat).
+    scope: str | None = None
 
     def to_frame(self) -> list[Any]:
-        return [QUERY, self.query_id, self.name, self.args]
+        return [QUERY, self.query_id, self.name, self.args, self.scope]
 
     @classmethod
     def from_frame(cls, w: list[Any]) -> Query:
-        return cls(w[1], w[2], w[3])
+        # Exactly five items: a query without its scope must not be read as an operator's.
+        _expect(len(w) == 5 and w[0] == QUERY, "a query must be [QUERY, id, name, args, scope]")
+        check_shape(w[1], "int", "the query id")
+        check_shape(w[2], "str", "the query's name")
+        check_shape(w[3], "list[Any]", "the query's arguments")
+        check_shape(w[4], "str|None", "the query's scope")
+        return cls(w[1], w[2], w[3], w[4])
 
 
 @dataclass(slots=True)
@@ -232,3 +339,46 @@ class Answer:
 
     def error(self) -> ConfabError:
         return error_from_reason(self.result[0], self.result[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The first frame of each side of every connection: who speaks, in which protocol and cluster."""
+
+    version: int
+    cluster: str
+    role: str
+
+    def to_frame(self) -> list[Any]:
+        return [HELLO, self.version, self.cluster, self.role]
+
+    @classmethod
+    def from_frame(cls, w: Any) -> Hello:
+        """The HELLO ``w`` is; ShapeError saying what came instead."""
+        _expect(isinstance(w, list) and len(w) >= 1, f"the first frame is not a HELLO but {type(w).__name__}")
+        _expect(w[0] == HELLO, f"the first frame is not a HELLO (kind {w[0]!r})")
+        # Read the version alone first: a later version may shape the rest differently.
+        _expect(len(w) >= 2 and isinstance(w[1], int), "a HELLO without a protocol version")
+        if w[1] != PROTOCOL_VERSION:
+            return cls(w[1], "", "")
+        _expect(len(w) == 4, "a HELLO must be [HELLO, version, cluster, role]")
+        check_shape(w[2], "str", "the HELLO's cluster")
+        check_shape(w[3], "str", "the HELLO's role")
+        return cls(w[1], w[2], w[3])
+
+    def refusal(self, cluster: str, roles: tuple[str, ...]) -> str:
+        """Why a peer that said this may not talk to a process of ``cluster`` expecting one of
+        ``roles``; "" when it may."""
+        if self.version != PROTOCOL_VERSION:
+            return f"it speaks data-plane protocol version {self.version}, this process {PROTOCOL_VERSION}"
+        if self.cluster != cluster:
+            return f"it belongs to cluster {self.cluster!r}, not {cluster!r}"
+        if self.role not in roles:
+            return f"it is a {self.role!r}, expected {' or '.join(repr(r) for r in roles)}"
+        return ""
+
+
+# The model records a command carries, by the names their fields' annotations use.
+_MODEL_RECORDS: dict[str, type] = {
+    cls.__name__: cls for cls in (InboundMessage, Content, ProcessingHints, QuickReply, Button, CarouselCard)
+}
