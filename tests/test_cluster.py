@@ -12,7 +12,9 @@ asserted: speed targets live in the benchmark (``tests.cluster_bench``).
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from confab.tools.cluster_certs import make_certs
 from confab.tools.postgres_server import PostgresServer
 
 from .cluster import Cluster, running_cluster
@@ -127,7 +130,8 @@ def test_every_edge_serves_every_conversation_and_each_host_holds_a_share(
     assert sorted(h.host for h in view.hosts) == sorted(cluster.hosts.address(i) for i in range(HOSTS))
     assert not any(h.leader for h in view.hosts)  # no host leads
     assert len({h.incarnation for h in view.hosts}) == HOSTS
-    held = cluster.holders()
+    held = cluster.wait_balanced()
+    view = cluster.cluster_view()
     assert len(held) == HOSTS and sum(held.values()) == len(view.vshards) == 256
     assert max(held.values()) - min(held.values()) <= 1  # a balanced share each
     assert all(owner.epoch >= 1 for owner in view.vshards)
@@ -273,3 +277,48 @@ def test_postgresql_restarted_under_load_loses_nothing(
         result = load.wait()
     print(result.summary())
     check_exactly_once(result, cluster.edges[0])
+
+
+def test_a_stranger_on_the_hosts_network_gets_nothing_from_any_port_but_the_api(
+    make_hosts: Callable[[int], Hosts], tmp_path: Path
+) -> None:
+    """A fourth namespace on the same bridge, not a member: every port of every host but the
+    public gRPC edge gives it no data-plane frame, whether it speaks plaintext, TLS without a
+    certificate or TLS with a certificate of another CA; Thespian's ports are not reachable."""
+    hosts = make_hosts(HOSTS + 1)
+    stranger = HOSTS
+    (intruder,) = make_certs(tmp_path / "foreign", "confab-test", [("intruder", hosts.address(stranger))])
+    server = start_server(hosts.bridge_address)
+    try:
+        with running_cluster(hosts, tmp_path, server.create_database(), count=HOSTS) as cluster:
+            cluster.wait_complete(HOSTS)
+            tried = 0
+            for i in range(HOSTS):
+                for address, port in hosts.listening(i):
+                    if port == cluster.servers[i].port:
+                        continue  # the API itself, open to clients by design (and guarded by auth)
+                    ran = hosts.run(
+                        stranger,
+                        [
+                            sys.executable,
+                            "-m",
+                            "tests.stranger",
+                            hosts.address(i),
+                            str(port),
+                            str(intruder.cert_file),
+                            str(intruder.key_file),
+                        ],
+                    )
+                    assert ran.returncode == 0, ran.stderr
+                    got = json.loads(ran.stdout)
+                    where = f"host {i} {address}:{port}"
+                    assert all(way["frames"] == 0 for way in got.values()), (where, got)
+                    if address == "127.0.0.1":  # Thespian, and nothing else: not there off the host
+                        assert not any(way["opened"] for way in got.values()), (where, got)
+                    else:  # a shard's data plane: it opens, and says nothing to a stranger
+                        assert all(way["opened"] for way in got.values()), (where, got)
+                    tried += 1
+            assert tried >= 2 * HOSTS  # each host's shard and its actor system at least
+            assert cluster.wait_complete(HOSTS)  # and the cluster is none the worse for it
+    finally:
+        server.close()
