@@ -42,6 +42,10 @@ _KEYWORD_VALUE = re.compile(
     re.DOTALL,
 )
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# A URL's query: from the first "?" after which all is key=value pairs. A "?" before it is part
+# of something else (a password written raw), and so is an "@" before it: the user part ends
+# at the last "@" before the query, wherever libpq would end it.
+_QUERY = re.compile(r"\?[A-Za-z0-9_.%-]+=[^&]*(?:&[A-Za-z0-9_.%-]+=[^&]*)*\Z")
 MASK = "***"
 
 
@@ -51,23 +55,50 @@ def without_password(location: str) -> str:
     A URL (``postgresql://`` or ``postgres://``, any case) has it after the user in its user
     part, or in a ``password`` query parameter (a key of any case, percent-encoded or not); a
     libpq key=value string in ``password=``, quoted or not. A user part is read up to the last
-    ``@`` before the query, not libpq's first, so that a password with a raw ``@`` or ``/`` in
-    it is hidden too. Anything else (an SQLite file) comes back as it is."""
+    ``@`` before the query, not libpq's first, so that a password with a raw ``@``, ``/`` or
+    ``?`` in it is hidden too. Anything else (an SQLite file) comes back as it is."""
+    return _masked(location)[0]
+
+
+def passwords_in(location: str) -> list[str]:
+    """Every piece of ``location`` that :func:`without_password` hides, as written and decoded:
+    what must not appear in a message about it either (libpq quotes a piece it cannot read)."""
+    from urllib.parse import unquote
+
+    found = _masked(location)[1]
+    return [p for p in {*found, *(unquote(p) for p in found)} if p]
+
+
+def _masked(location: str) -> tuple[str, list[str]]:
+    """(``location`` with its passwords masked, the pieces masked)."""
+    hidden: list[str] = []
     scheme = _SCHEME.match(location)
     if scheme is None:
-        return _KEYWORD_VALUE.sub(_mask_keyword, location)
+
+        def mask_keyword(found: re.Match[str]) -> str:
+            if found.group("key").lower() != "password":
+                return found.group()
+            hidden.append(found.group("value"))
+            return found.group()[: found.start("value") - found.start()] + MASK
+
+        return _KEYWORD_VALUE.sub(mask_keyword, location), hidden
     rest = location[scheme.end() :]
-    first_at = rest.find("@")
-    if first_at >= 0:
-        query_at = rest.find("?", first_at)
-        at = rest.rfind("@", 0, len(rest) if query_at < 0 else query_at)
-        user, colon, _ = rest[:at].partition(":")
-        userinfo = f"{user}{colon}{MASK if colon else ''}"
-        rest = f"{userinfo}@{rest[at + 1 :]}"
+    query_found = _QUERY.search(rest)
+    at = rest.rfind("@", 0, query_found.start() if query_found else len(rest))
+    if at >= 0:
+        user, colon, password = rest[:at].partition(":")
+        hidden.append(password)
+        rest = f"{user}{colon}{MASK if colon else ''}@{rest[at + 1 :]}"
     authority, question, query = rest.partition("?")
     if question:
-        query = "&".join(_mask_parameter(p) for p in query.split("&"))
-    return f"{scheme.group()}{authority}{question}{query}"
+        parameters = query.split("&")
+        for i, parameter in enumerate(parameters):
+            if _is_password_parameter(parameter):
+                key, _, value = parameter.partition("=")
+                hidden.append(value)
+                parameters[i] = f"{key}={MASK}"
+        query = "&".join(parameters)
+    return f"{scheme.group()}{authority}{question}{query}", hidden
 
 
 def split_password(url: str) -> tuple[str, str]:
@@ -101,18 +132,6 @@ def _is_password_parameter(parameter: str) -> bool:
     from urllib.parse import unquote
 
     return unquote(parameter.partition("=")[0]).strip().lower() == "password"
-
-
-def _mask_parameter(parameter: str) -> str:
-    if not _is_password_parameter(parameter):
-        return parameter
-    return f"{parameter.partition('=')[0]}={MASK}"
-
-
-def _mask_keyword(found: re.Match[str]) -> str:
-    if found.group("key").lower() != "password":
-        return found.group()
-    return found.group()[: found.start("value") - found.start()] + MASK
 
 
 @dataclass(slots=True)

@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
 from confab.runtime.config import load_config, split_password, without_password
+from confab.runtime.store import StoreError
+from confab.runtime.store.postgres import PostgresStore
 from confab.tools.serve import shard_settings, store_password_to_environment
 
 # Passwords of any characters (no NUL: libpq's strings end there), at least 3 long so that one
@@ -166,3 +168,20 @@ def test_serve_leaves_a_url_without_a_password_and_a_file_alone(
         store_password_to_environment(config)
         assert config.store.path == path
         assert os.environ["PGPASSWORD"] == "from-the-operator"
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("postgresql://u:p%zzsecret@127.0.0.1:1/db", "invalid percent-encoded token"),
+        ("postgresql://u@127.0.0.1:1/db?password=s%zzecret", "invalid percent-encoded token"),
+        ("postgresql://u:sec ret@127.0.0.1:1/db", "unexpected spaces found"),
+    ],
+)
+def test_a_url_libpq_cannot_read_is_refused_without_quoting_its_password(url: str, complaint: str) -> None:
+    # libpq quotes the piece it could not read, which here is the password itself.
+    with pytest.raises(StoreError) as caught:
+        PostgresStore(url)
+    text = str(caught.value)
+    assert complaint in text and "\n" not in text
+    assert "secret" not in text and "ecret" not in text and "sec ret" not in text

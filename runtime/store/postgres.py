@@ -30,7 +30,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from ..config import without_password
+from ..config import passwords_in, without_password
 from ..model import ConversationKey
 from . import (
     ConversationWrite,
@@ -90,7 +90,9 @@ class PostgresStore:
     ) -> None:
         self.url = without_password(url)  # the only form of the URL ever shown
         self.retention = retention or Retention()
-        password = _password_in(url)
+        # What no message may show: the password as libpq reads it, and as the URL spells it
+        # (libpq quotes a piece of a URL it cannot read).
+        secrets = [p for p in {_password_in(url), *passwords_in(url)} if p]
         try:
             given = conninfo_to_dict(url)
             missing = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in given}
@@ -101,7 +103,7 @@ class PostgresStore:
                 _configure(db)
                 self._migrate(db)
         except psycopg.Error as exc:
-            raise StoreError(f"{self.url}: {_reason(exc, password)}") from exc
+            raise StoreError(f"{self.url}: {_reason(exc, secrets)}") from exc
         self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
             conninfo,
             min_size=1,
@@ -119,7 +121,7 @@ class PostgresStore:
             self._pool.open(wait=True, timeout=connect_timeout_s + pool_timeout_s)
         except psycopg.Error as exc:
             self._pool.close()
-            raise StoreError(f"{self.url}: {_reason(exc, password)}") from exc
+            raise StoreError(f"{self.url}: {_reason(exc, secrets)}") from exc
 
     # Opening --------------------------------------------------------------------------
 
@@ -463,11 +465,12 @@ def _password_in(url: str) -> str:
         return ""
 
 
-def _reason(error: psycopg.Error, password: str) -> str:
-    """The server's or libpq's complaint on one line, never with the password in it."""
-    text = "; ".join(" ".join(line.split()) for line in str(error).splitlines() if line.strip())
+def _reason(error: psycopg.Error, secrets: list[str]) -> str:
+    """The server's or libpq's complaint on one line, never with a password in it."""
+    text = str(error)
+    for secret in sorted(secrets, key=len, reverse=True):  # before a shorter one breaks it up
+        text = text.replace(secret, "***")
+    text = "; ".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
     if text.startswith("connection failed: "):
         text = text.removeprefix("connection failed: ")
-    if password:
-        text = text.replace(password, "***")
     return text or type(error).__name__
