@@ -175,7 +175,9 @@ class EngineConfig:
 @dataclass(slots=True)
 class StoreConfig:
     # An SQLite file (relative paths are under --data-dir), or a PostgreSQL URL
-    # (postgresql://USER@HOST:PORT/DB; the password may come from PGPASSWORD or ~/.pgpass).
+    # (postgresql://USER@HOST:PORT/DB; the password may come from PGPASSWORD or ~/.pgpass, and
+    # one in the URL is moved there by `confab serve`). Its query goes to libpq as given:
+    # ?sslmode=verify-full&sslrootcert=CA_FILE checks the server's certificate and name.
     path: str = "confab.sqlite3"
     # SQLite only. FULL: a commit survives power loss; NORMAL: it survives any process crash.
     # PostgreSQL commits as the server's synchronous_commit says.
