@@ -269,25 +269,15 @@ class Shard:
                 self._persist(done)  # what the other virtual shards staged still stands
             return
         except StaleWrite as exc:
+            if not exc.keys & done.touched.keys():  # none of this round's: nothing to go back to
+                self._write_failed(done, exc)
+                return
             self._stale(done, exc.keys)
             if done.touched:
                 self._persist(done)  # the others were computed from what the store holds
             return
         except Exception as exc:
-            # Written or not, nobody can say (the connection may have dropped during COMMIT): the
-            # conversations leave memory and their next command loads whatever the store holds,
-            # where the turns kept with their message ids tell a re-sent command that was applied.
-            log.exception("shard %d: store write failed; its outcome is unknown", self.index)
-            self.last_write_error = f"{type(exc).__name__}: {exc}"
-            failure = error_outcome(Unavailable(f"store write failed: {type(exc).__name__}"))
-            self._forget(done.touched, failure)
-            # Answers given after a conversation's first staged change may show state that was
-            # rolled back: withdraw them. Earlier reads saw committed state and stand.
-            for i, key in enumerate(done.keys):
-                first = done.first_staged.get(key)
-                answered = done.outcomes[i]
-                if first is not None and i >= first and answered is not None and answered[0] != ERROR:
-                    done.outcomes[i] = failure
+            self._write_failed(done, exc)
             return
         self.last_write_error = ""
         for conversation in done.touched.values():
@@ -308,6 +298,22 @@ class Shard:
             if vshard in lost and done.outcomes[i] is not None:
                 done.outcomes[i] = moved_outcome(vshard)
         self.evict(lost)
+
+    def _write_failed(self, done: _Round, exc: Exception) -> None:
+        """Written or not, nobody can say (the connection may have dropped during COMMIT): the
+        conversations leave memory and their next command loads whatever the store holds, where
+        the turns kept with their message ids tell a re-sent command that was applied."""
+        log.error("shard %d: store write failed; its outcome is unknown", self.index, exc_info=exc)
+        self.last_write_error = f"{type(exc).__name__}: {exc}"
+        failure = error_outcome(Unavailable(f"store write failed: {type(exc).__name__}"))
+        self._forget(done.touched, failure)
+        # Answers given after a conversation's first staged change may show state that was
+        # rolled back: withdraw them. Earlier reads saw committed state and stand.
+        for i, key in enumerate(done.keys):
+            first = done.first_staged.get(key)
+            answered = done.outcomes[i]
+            if first is not None and i >= first and answered is not None and answered[0] != ERROR:
+                done.outcomes[i] = failure
 
     def _stale(self, done: _Round, stale: frozenset[ConversationKey]) -> None:
         """The store holds other versions of ``stale`` than memory did: nothing was written. Every

@@ -27,7 +27,7 @@ from confab.runtime.model import (
 )
 from confab.runtime.protocol import codec
 from confab.runtime.protocol.records import Command, CommandBatch, CommandKind, Outcome, decode_outcome
-from confab.runtime.store import ConversationWrite, Retention, open_store
+from confab.runtime.store import ConversationWrite, Retention, StaleWrite, open_store
 from tests.shard_runner import hold_every_vshard, routed
 
 TENANT = "tenant-a"
@@ -539,6 +539,24 @@ def test_a_conversation_moved_on_in_the_store_behind_the_shard_is_reloaded_not_o
     assert state_of(shard, "old").variables == {"last_message": "b"}
     reloaded = shard.store.load(key("old"))
     assert reloaded is not None and reloaded.seq == 3
+
+
+def test_a_stale_write_naming_none_of_the_rounds_conversations_fails_the_round(
+    shard: Shard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(shard, turn("c", "a"))
+    calls: list[int] = []
+
+    def refused(writes: Any, fence: Any = None) -> None:
+        calls.append(len(list(writes)))
+        raise StaleWrite(frozenset({key("never-here")}))
+
+    monkeypatch.setattr(shard.store, "write", refused)
+    assert isinstance(run_one(shard, turn("c", "b")), Unavailable)
+    assert calls == [1]  # given up at once, not tried again and again
+    assert key("c") not in shard.residents
+    monkeypatch.undo()
+    assert count_of(shard, "c") == 1
 
 
 def test_a_store_that_cannot_be_read_fails_only_the_commands_it_must_load_for(
