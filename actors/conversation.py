@@ -268,7 +268,11 @@ class ConversationActor:
         """
         assert self._staged_state is not None
         kept = retention.turns_kept
-        write = ConversationWrite(self.key, self._staged_state, self._staged_seq, list(self._pending))
+        # Conditional on the seq this actor last loaded or committed: if the store holds another
+        # (a commit whose outcome was unknown went through after all), the write is refused.
+        write = ConversationWrite(
+            self.key, self._staged_state, self._staged_seq, list(self._pending), base_seq=self.seq
+        )
         if self._staged_seq // kept != self.seq // kept and self._staged_seq > kept:
             write.prune_through = self._staged_seq - kept
             write.prune_before = now - retention.kept_for_s

@@ -54,7 +54,7 @@ from ..runtime.protocol.records import (
     error_outcome,
     moved_outcome,
 )
-from ..runtime.store import FencedOut, Store
+from ..runtime.store import FencedOut, StaleWrite, Store
 from ..runtime.webhooks import WebhookClient, WebhookResult
 from .conversation import ConversationActor, Suspended
 from .messages import ShardSettings
@@ -138,7 +138,8 @@ class Shard:
         # Called on a webhook thread when a call finishes: the owner schedules finish_webhooks().
         self.on_webhook_done = on_webhook_done
         self.waiting: set[ConversationActor] = set()  # turns suspended on a webhook
-        # Late MOVED outcomes of deferred commands whose virtual shard this shard let go.
+        # Late outcomes of deferred commands given back: MOVED (their virtual shard went to another
+        # shard) or UNAVAILABLE (their conversation left memory after a write that failed).
         self.moved_late: list[tuple[Any, tuple[int, int, list[Any]]]] = []
         # Activations and passivations since the last round, kept only while the edge asks.
         self.lifecycle: list[list[str]] = []
@@ -198,7 +199,11 @@ class Shard:
         return self._answers(batches, done)
 
     def _run_command(self, command: Command, origin: Origin, arrived: float, done: _Round) -> None:
-        conversation = self._activate(command.key)
+        try:
+            conversation = self._activate(command.key)
+        except Unavailable as exc:  # the store cannot be read now: this command alone fails
+            done.answer(origin, command.key, error_outcome(exc))
+            return
         if conversation.waiting is not None:  # behind a webhook: wait in order
             conversation.mailbox.append(Queued(origin, command, arrived))
             done.add(origin, conversation, None)
@@ -263,21 +268,16 @@ class Shard:
             if done.touched:
                 self._persist(done)  # what the other virtual shards staged still stands
             return
+        except StaleWrite as exc:
+            if not exc.keys & done.touched.keys():  # none of this round's: nothing to go back to
+                self._write_failed(done, exc)
+                return
+            self._stale(done, exc.keys)
+            if done.touched:
+                self._persist(done)  # the others were computed from what the store holds
+            return
         except Exception as exc:
-            log.exception("shard %d: store write failed", self.index)
-            self.last_write_error = f"{type(exc).__name__}: {exc}"
-            for conversation in done.touched.values():
-                conversation.rollback()
-                if not conversation.exists and conversation.waiting is None:
-                    self.residents.pop(conversation.key, None)
-            failure = error_outcome(Unavailable(f"store write failed: {type(exc).__name__}"))
-            # Answers given after a conversation's first staged change may show state that was
-            # rolled back: withdraw them. Earlier reads saw committed state and stand.
-            for i, key in enumerate(done.keys):
-                first = done.first_staged.get(key)
-                answered = done.outcomes[i]
-                if first is not None and i >= first and answered is not None and answered[0] != ERROR:
-                    done.outcomes[i] = failure
+            self._write_failed(done, exc)
             return
         self.last_write_error = ""
         for conversation in done.touched.values():
@@ -299,6 +299,47 @@ class Shard:
                 done.outcomes[i] = moved_outcome(vshard)
         self.evict(lost)
 
+    def _write_failed(self, done: _Round, exc: Exception) -> None:
+        """Written or not, nobody can say (the connection may have dropped during COMMIT): the
+        conversations leave memory and their next command loads whatever the store holds, where
+        the turns kept with their message ids tell a re-sent command that was applied."""
+        log.error("shard %d: store write failed; its outcome is unknown", self.index, exc_info=exc)
+        self.last_write_error = f"{type(exc).__name__}: {exc}"
+        failure = error_outcome(Unavailable(f"store write failed: {type(exc).__name__}"))
+        self._forget(done.touched, failure)
+        # Answers given after a conversation's first staged change may show state that was
+        # rolled back: withdraw them. Earlier reads saw committed state and stand.
+        for i, key in enumerate(done.keys):
+            first = done.first_staged.get(key)
+            answered = done.outcomes[i]
+            if first is not None and i >= first and answered is not None and answered[0] != ERROR:
+                done.outcomes[i] = failure
+
+    def _stale(self, done: _Round, stale: frozenset[ConversationKey]) -> None:
+        """The store holds other versions of ``stale`` than memory did: nothing was written. Every
+        answer of theirs this round came from memory that was wrong, so each is withdrawn
+        (UNAVAILABLE: a retry loads them from the store) and they leave memory."""
+        log.warning(
+            "shard %d: the store holds other versions of %d conversation(s); reloading them",
+            self.index,
+            len(stale),
+        )
+        failure = error_outcome(Unavailable("the conversation changed in the store; try again"))
+        gone = {key: done.touched.pop(key) for key in stale if key in done.touched}
+        for key in stale:
+            done.first_staged.pop(key, None)
+        self._forget(gone, failure)
+        for i, key in enumerate(done.keys):
+            if key in stale and done.outcomes[i] is not None:
+                done.outcomes[i] = failure
+
+    def _forget(self, conversations: dict[ConversationKey, ConversationActor], failure: list[Any]) -> None:
+        """Drop ``conversations`` from memory, their staged changes undone; a command of theirs
+        waiting behind a webhook or in a mailbox is answered ``failure``, late."""
+        for conversation in conversations.values():
+            conversation.rollback()
+        self._drop(list(conversations), lambda _key: failure)
+
     # Virtual shards --------------------------------------------------------------
 
     def tick_ownership(self) -> OwnershipChange:
@@ -313,17 +354,28 @@ class Shard:
         Commands suspended behind a webhook or queued behind one are answered MOVED, late
         (``take_moved``): their next holder runs them."""
         count = self.settings.vshards
+        self._drop(
+            [k for k in self.residents if vshard_of(k, count) in vshards],
+            lambda key: moved_outcome(vshard_of(key, count)),
+        )
+
+    def _drop(
+        self, keys: list[ConversationKey], late_outcome: Callable[[ConversationKey], list[Any]]
+    ) -> None:
+        """Take ``keys`` out of memory; what waited in them is answered ``late_outcome(key)``, late."""
         late = self.moved_late
-        for key in [k for k in self.residents if vshard_of(k, count) in vshards]:
-            conversation = self.residents.pop(key)
-            moved = moved_outcome(vshard_of(key, count))
+        for key in keys:
+            conversation = self.residents.pop(key, None)
+            if conversation is None:
+                continue
+            outcome = late_outcome(key)
             if conversation.waiting is not None:
                 origin = conversation.waiting.origin
-                late.append((origin.sender, (origin.batch_id, origin.index, moved)))
+                late.append((origin.sender, (origin.batch_id, origin.index, outcome)))
                 self.waiting.discard(conversation)
                 conversation.waiting = None
             for queued in conversation.mailbox:
-                late.append((queued.origin.sender, (queued.origin.batch_id, queued.origin.index, moved)))
+                late.append((queued.origin.sender, (queued.origin.batch_id, queued.origin.index, outcome)))
             conversation.mailbox.clear()
             self.passivations += 1
             self._note("passivation", key)
@@ -392,7 +444,12 @@ class Shard:
         if conversation is not None:
             self.residents.move_to_end(key)
             return conversation
-        conversation = ConversationActor.activate(key, self.store.load(key))
+        try:
+            stored = self.store.load(key)
+        except Exception as exc:
+            log.warning("shard %d: loading %s failed: %s: %s", self.index, key, type(exc).__name__, exc)
+            raise Unavailable(f"store read failed: {type(exc).__name__}") from exc
+        conversation = ConversationActor.activate(key, stored)
         self.residents[key] = conversation
         self.activations += 1
         self._note("activation", key)

@@ -34,18 +34,105 @@ def is_database_url(location: str) -> bool:
     return location.startswith(DATABASE_URL_SCHEMES)
 
 
-_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&]*")
+# libpq's key=value form: a keyword, "=" (spaces allowed around it), and a value that is either
+# single-quoted (backslash escapes; an unterminated one runs to the end) or runs to whitespace.
+# Whitespace is C's isspace(), as libpq's, not Unicode's: "\x1f" is part of a value.
+_KEYWORD_VALUE = re.compile(
+    r"(?P<key>[A-Za-z_][A-Za-z0-9_]*)[ \t\n\r\f\v]*=[ \t\n\r\f\v]*"
+    r"(?P<value>'(?:\\.|[^'\\])*(?:'|\\?\Z)|(?:\\.|[^ \t\n\r\f\v\\])*\\?)",
+    re.DOTALL,
+)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# A URL's query: from the first "?" after which all is key=value pairs. A "?" before it is part
+# of something else (a password written raw), and so is an "@" before it: the user part ends
+# at the last "@" before the query, wherever libpq would end it.
+_QUERY = re.compile(r"\?[A-Za-z0-9_.%-]+=[^&]*(?:&[A-Za-z0-9_.%-]+=[^&]*)*\Z")
+MASK = "***"
 
 
-def without_password(url: str) -> str:
-    """``url`` fit to be shown: a password in its user part or its query reads ``***``."""
-    scheme, _, rest = url.partition("://")
-    authority, slash, tail = rest.partition("/")
-    user, at, hosts = authority.rpartition("@")
-    if at and ":" in user:
-        authority = f"{user.split(':', 1)[0]}:***@{hosts}"
-    tail = _PASSWORD_PARAMETER.sub(r"\1***", tail)
-    return f"{scheme}://{authority}{slash}{tail}"
+def without_password(location: str) -> str:
+    """``location`` fit to be shown, its password (wherever libpq could find one) read ``***``.
+
+    A URL (``postgresql://`` or ``postgres://``, any case) has it after the user in its user
+    part, or in a ``password`` query parameter (a key of any case, percent-encoded or not); a
+    libpq key=value string in ``password=``, quoted or not. A user part is read up to the last
+    ``@`` before the query, not libpq's first, so that a password with a raw ``@``, ``/`` or
+    ``?`` in it is hidden too. Anything else (an SQLite file) comes back as it is."""
+    return _masked(location)[0]
+
+
+def passwords_in(location: str) -> list[str]:
+    """Every piece of ``location`` that :func:`without_password` hides, as written and decoded:
+    what must not appear in a message about it either (libpq quotes a piece it cannot read)."""
+    from urllib.parse import unquote
+
+    found = _masked(location)[1]
+    return [p for p in {*found, *(unquote(p) for p in found)} if p]
+
+
+def _masked(location: str) -> tuple[str, list[str]]:
+    """(``location`` with its passwords masked, the pieces masked)."""
+    hidden: list[str] = []
+    scheme = _SCHEME.match(location)
+    if scheme is None:
+
+        def mask_keyword(found: re.Match[str]) -> str:
+            if found.group("key").lower() != "password":
+                return found.group()
+            hidden.append(found.group("value"))
+            return found.group()[: found.start("value") - found.start()] + MASK
+
+        return _KEYWORD_VALUE.sub(mask_keyword, location), hidden
+    rest = location[scheme.end() :]
+    query_found = _QUERY.search(rest)
+    at = rest.rfind("@", 0, query_found.start() if query_found else len(rest))
+    if at >= 0:
+        user, colon, password = rest[:at].partition(":")
+        hidden.append(password)
+        rest = f"{user}{colon}{MASK if colon else ''}@{rest[at + 1 :]}"
+    authority, question, query = rest.partition("?")
+    if question:
+        parameters = query.split("&")
+        for i, parameter in enumerate(parameters):
+            if _is_password_parameter(parameter):
+                key, _, value = parameter.partition("=")
+                hidden.append(value)
+                parameters[i] = f"{key}={MASK}"
+        query = "&".join(parameters)
+    return f"{scheme.group()}{authority}{question}{query}", hidden
+
+
+def split_password(url: str) -> tuple[str, str]:
+    """``url`` without its password, and the password as libpq reads it ("" if it has none).
+
+    What ``confab serve`` passes on is then free of it; the password goes where libpq also
+    looks (``PGPASSWORD``). A URL libpq cannot read comes back whole: opening it fails anyway,
+    and says why (without the password)."""
+    from psycopg import Error as PsycopgError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        password = str(conninfo_to_dict(url).get("password") or "")
+    except PsycopgError:
+        return url, ""
+    if not password:
+        return url, ""
+    scheme = _SCHEME.match(url)
+    assert scheme is not None  # conninfo_to_dict found a password, and a URL is all serve takes
+    rest = url[scheme.end() :]
+    # libpq's own rule for the user part: up to the first "@" if no "/" comes before it.
+    at, slash = rest.find("@"), rest.find("/")
+    if at >= 0 and (slash < 0 or at < slash):
+        rest = rest[:at].partition(":")[0] + rest[at:]
+    authority, question, query = rest.partition("?")
+    kept = [p for p in query.split("&") if p and not _is_password_parameter(p)] if question else []
+    return f"{scheme.group()}{authority}{'?' if kept else ''}{'&'.join(kept)}", password
+
+
+def _is_password_parameter(parameter: str) -> bool:
+    from urllib.parse import unquote
+
+    return unquote(parameter.partition("=")[0]).strip().lower() == "password"
 
 
 @dataclass(slots=True)
@@ -89,7 +176,9 @@ class EngineConfig:
 @dataclass(slots=True)
 class StoreConfig:
     # An SQLite file (relative paths are under --data-dir), or a PostgreSQL URL
-    # (postgresql://USER@HOST:PORT/DB; the password may come from PGPASSWORD or ~/.pgpass).
+    # (postgresql://USER@HOST:PORT/DB; the password may come from PGPASSWORD or ~/.pgpass, and
+    # one in the URL is moved there by `confab serve`). Its query goes to libpq as given:
+    # ?sslmode=verify-full&sslrootcert=CA_FILE checks the server's certificate and name.
     path: str = "confab.sqlite3"
     # SQLite only. FULL: a commit survives power loss; NORMAL: it survives any process crash.
     # PostgreSQL commits as the server's synchronous_commit says.

@@ -24,10 +24,11 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def start_server(listen: str = "127.0.0.1", *, fsync: bool = False) -> PostgresServer:
-    """A started server of the caller's own (close() it), or the test skipped or failed."""
+def start_server(listen: str = "127.0.0.1", *, fsync: bool = False, tls: bool = False) -> PostgresServer:
+    """A started server of the caller's own (close() it), or the test skipped or failed; with
+    ``tls``, one that takes TLS connections only (its CA is ``server.ca_path``)."""
     try:
-        server = PostgresServer(listen, fsync=fsync)
+        server = PostgresServer(listen, fsync=fsync, tls=tls)
     except PostgresUnavailable as exc:
         unavailable(str(exc))
     return server.start()

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from confab.runtime.model import (
 )
 from confab.runtime.protocol import codec
 from confab.runtime.protocol.records import Command, CommandBatch, CommandKind, Outcome, decode_outcome
-from confab.runtime.store import ConversationWrite
+from confab.runtime.store import ConversationWrite, StaleWrite, open_store
 from tests.shard_runner import routed
 
 TENANT = "tenant-a"
@@ -476,6 +477,64 @@ def test_store_write_failure_keeps_unrelated_errors_and_reads(
     assert isinstance(outcomes[2], StateResult)
     assert outcomes[2].state.message_count == 1
     assert isinstance(outcomes[3], Unavailable)
+
+
+def test_a_conversation_moved_on_in_the_store_behind_the_shard_is_reloaded_not_overwritten(
+    shard: Shard, db_path: Path
+) -> None:
+    run(shard, turn("old", "a", "m-a"), turn("other", "a"))
+    # Another writer moves "old" on (as a commit the shard was told had failed would have).
+    elsewhere = open_store(str(db_path), synchronous="NORMAL")
+    try:
+        stored = elsewhere.load(key("old"))
+        assert stored is not None and stored.seq == 1
+        state = codec.unpack_state(stored.state)
+        state.message_count, state.variables = 2, {"last_message": "from elsewhere"}
+        elsewhere.write([ConversationWrite(key("old"), codec.pack_state(state), 2, [], base_seq=stored.seq)])
+    finally:
+        elsewhere.close()
+    outcomes = run(shard, turn("old", "b", "m-b"), turn("other", "b"), get_state("old"))
+    assert isinstance(outcomes[0], Unavailable) and isinstance(outcomes[2], Unavailable)
+    assert as_turn(outcomes[1]).state.message_count == 2  # the other conversation was written
+    assert key("old") not in shard.residents
+    retried = as_turn(run_one(shard, turn("old", "b", "m-b")))  # the client's retry
+    assert retried.state.message_count == 3
+    assert retried.state_before == state.current_state
+    assert state_of(shard, "old").variables == {"last_message": "b"}
+    reloaded = shard.store.load(key("old"))
+    assert reloaded is not None and reloaded.seq == 3
+
+
+def test_a_stale_write_naming_none_of_the_rounds_conversations_fails_the_round(
+    shard: Shard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(shard, turn("c", "a"))
+    calls: list[int] = []
+
+    def refused(writes: Any, fence: Any = None) -> None:
+        calls.append(len(list(writes)))
+        raise StaleWrite(frozenset({key("never-here")}))
+
+    monkeypatch.setattr(shard.store, "write", refused)
+    assert isinstance(run_one(shard, turn("c", "b")), Unavailable)
+    assert calls == [1]  # given up at once, not tried again and again
+    assert key("c") not in shard.residents
+    monkeypatch.undo()
+    assert count_of(shard, "c") == 1
+
+
+def test_a_store_that_cannot_be_read_fails_only_the_commands_it_must_load_for(
+    shard: Shard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(shard, turn("resident", "a"))
+
+    def unreadable(_key: ConversationKey) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(shard.store, "load", unreadable)
+    outcomes = run(shard, turn("elsewhere", "a"), turn("resident", "b"))
+    assert isinstance(outcomes[0], Unavailable) and "store read failed" in str(outcomes[0])
+    assert as_turn(outcomes[1]).state.message_count == 2
 
 
 def test_read_only_batch_does_not_write(shard: Shard, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,6 +25,7 @@ from confab.runtime.store import (
     Fence,
     FencedOut,
     Retention,
+    StaleWrite,
     Store,
     StoredConversation,
     TurnRecord,
@@ -330,6 +331,67 @@ def test_a_write_that_names_a_conversation_or_a_turn_twice_keeps_the_last(store:
     kept = store.load_turn(KEY, "a2")
     assert kept is not None and kept.reply == b"second reply"
     assert store.count_conversations() == 2
+
+
+def based(key: ConversationKey, base: int, seq: int, state: bytes = b"") -> ConversationWrite:
+    """A write of ``key``'s turns base+1..seq, computed from its stored state at ``base``."""
+    turns = [turn(s, f"{key.conversation_id}-{s}") for s in range(base + 1, seq + 1)]
+    return ConversationWrite(key, state or f"state-{seq}".encode(), seq, turns, base_seq=base)
+
+
+def stored_at(store: Store, key: ConversationKey) -> tuple[bytes, int, list[str]] | None:
+    loaded = store.load(key)
+    return None if loaded is None else (loaded.state, loaded.seq, ids(loaded))
+
+
+def test_a_write_from_a_state_the_store_no_longer_holds_is_refused_whole(store: Store) -> None:
+    store.write([based(KEY, 0, 1), based(OTHER, 0, 2)])
+    before = {k: stored_at(store, k) for k in (KEY, OTHER, ELSEWHERE)}
+    refusals = [
+        [based(KEY, 0, 2), based(OTHER, 2, 3)],  # KEY is in the store already: not new
+        [based(OTHER, 2, 3), based(KEY, 2, 3)],  # KEY is at 1, not 2
+        [based(ELSEWHERE, 4, 5), based(KEY, 1, 2)],  # ELSEWHERE was never written
+    ]
+    for writes, stale in zip(refusals, [KEY, KEY, ELSEWHERE], strict=True):
+        with pytest.raises(StaleWrite) as refused:
+            store.write(writes)
+        assert refused.value.keys == {stale}
+        assert str(stale) in str(refused.value)
+        assert {k: stored_at(store, k) for k in before} == before  # not even the others were written
+        assert store.load_turn(OTHER, "conv-2-3") is None
+    store.write([based(KEY, 1, 2), based(OTHER, 2, 3), based(ELSEWHERE, 0, 1)])
+    assert stored_at(store, KEY) == (b"state-2", 2, ["conv-1-1", "conv-1-2"])
+    assert stored_at(store, ELSEWHERE) == (b"state-1", 1, ["x-1"])
+
+
+def test_every_stale_conversation_of_a_write_is_named(store: Store) -> None:
+    store.write([based(KEY, 0, 3), based(OTHER, 0, 1)])
+    with pytest.raises(StaleWrite) as refused:
+        store.write([based(KEY, 1, 2), based(ELSEWHERE, 0, 1), based(OTHER, 0, 1)])
+    assert refused.value.keys == {KEY, OTHER}
+    assert store.load(ELSEWHERE) is None
+
+
+def test_of_two_writers_from_one_state_only_the_first_is_written(backend: Backend) -> None:
+    first, second = backend.open(), backend.open()
+    first.write([based(KEY, 0, 1)])
+    loaded = second.load(KEY)
+    assert loaded is not None and loaded.seq == 1
+    first.write([based(KEY, 1, 2, b"first's")])
+    with pytest.raises(StaleWrite):
+        second.write([based(KEY, loaded.seq, 2, b"second's")])  # it never saw seq 2
+    assert stored_at(first, KEY) == (b"first's", 2, ["conv-1-1", "conv-1-2"])
+    kept = first.load_turn(KEY, "conv-1-2")
+    assert kept is not None and kept.seq == 2
+
+
+def test_two_writes_of_one_conversation_in_one_call_must_follow_on(store: Store) -> None:
+    store.write([based(KEY, 0, 1), based(KEY, 1, 3)])
+    assert stored_at(store, KEY) == (b"state-3", 3, ["conv-1-1", "conv-1-2", "conv-1-3"])
+    with pytest.raises(StaleWrite) as refused:
+        store.write([based(KEY, 3, 4), based(KEY, 5, 6)])  # the second is not from the first's 4
+    assert refused.value.keys == {KEY}
+    assert stored_at(store, KEY) == (b"state-3", 3, ["conv-1-1", "conv-1-2", "conv-1-3"])
 
 
 def test_keys_are_per_tenant(store: Store) -> None:

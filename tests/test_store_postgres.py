@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from confab.protos import health_pb2, health_pb2_grpc
+from confab.protos import admin_pb2, admin_pb2_grpc, health_pb2, health_pb2_grpc
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.model import ConversationKey
 from confab.runtime.store import ConversationWrite, StoreError, TurnRecord, open_store
@@ -30,7 +30,7 @@ from confab.tools.postgres_server import PostgresServer, free_port
 
 from .hosts import Hosts
 from .postgres import database_name, start_server
-from .support import ServerProcess, message
+from .support import ServerProcess, message, processes_marked
 
 pytestmark = pytest.mark.integration  # every test here runs a PostgreSQL server or confab serve
 
@@ -134,9 +134,9 @@ def test_a_database_at_an_older_version_gets_the_steps_after_it_and_keeps_its_da
         kept = store.load_turn(KEY, "old")
         assert kept is not None and (kept.input, kept.fingerprint, kept.recorded) == ("hi", b"", b"")
         assert store.claim([1], "shard-a", 30.0) == {1: 1}  # the tables of later versions are there
-    assert [v for (v,) in rows(postgres_url, "SELECT version FROM schema_version ORDER BY 1")] == list(
-        range(1, POSTGRES_VERSION + 1)
-    )
+    assert [v for (v,) in rows(postgres_url, "SELECT version FROM schema_version ORDER BY 1")] == [
+        m.version for m in POSTGRES
+    ]
 
 
 def test_a_step_that_fails_leaves_the_database_at_the_version_it_had(postgres_url: str) -> None:
@@ -359,7 +359,39 @@ def test_confab_serve_on_postgresql_answers_unavailable_while_it_is_down_and_rec
     assert rows(url, "SELECT seq FROM conversations WHERE conversation_id = 'c-1'") == [(2,)]
     output = "".join(server.output)
     assert "erins-secret" not in output
-    assert own_postgres.url(database_name(url), user=erin, password="***") in output
+    # confab serve took the password off the URL (it is in the shards' PGPASSWORD).
+    assert own_postgres.url(database_name(url), user=erin) in output
+
+
+def test_confab_serve_keeps_the_stores_password_out_of_process_arguments_and_logs(
+    postgres: PostgresServer, postgres_url: str, tmp_path: Path
+) -> None:
+    password = f"pw-{uuid.uuid4().hex}"
+    frank = new_user(postgres, password)
+    name = database_name(postgres_url)
+    rows(postgres_url, f"ALTER DATABASE {name} OWNER TO {frank}")
+    # The URL with its password, where an operator would put it: in the config file (on the
+    # command line, the serving process's own arguments would show it before Confab runs).
+    config = tmp_path / "confab.yaml"
+    config.write_text(f"store:\n  path: '{postgres.url(name, user=frank, password=password)}'\n")
+    server = ServerProcess(tmp_path / "data", shards=2, extra=["--config", str(config)], log_level="DEBUG")
+    server.start()
+    try:
+        with server.channel() as channel:
+            reply = pb_grpc.MCPEngineStub(channel).ProcessMessage(message("c-1", "hello"), timeout=20)
+            assert reply.conversation_state.message_count == 1  # the shards logged in: they have it
+            cluster = admin_pb2_grpc.AdminStub(channel).GetCluster(admin_pb2.GetClusterRequest(), timeout=10)
+        tree = processes_marked(server.marker)
+        assert len(tree) >= 1 + 2  # the server and its shards at least
+        for process in tree:
+            arguments = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+            assert password.encode() not in arguments, process.cmdline()
+    finally:
+        server.stop()
+    assert cluster.store.path == postgres.url(name, user=frank)
+    assert rows(postgres_url, "SELECT seq FROM conversations WHERE conversation_id = 'c-1'") == [(1,)]
+    output = "".join(server.output)
+    assert "DEBUG" in output and password not in output
 
 
 def test_confab_serve_refuses_to_start_on_a_store_it_cannot_reach(tmp_path: Path) -> None:
@@ -374,7 +406,7 @@ def test_confab_serve_refuses_to_start_on_a_store_it_cannot_reach(tmp_path: Path
     assert (
         done.stderr.strip()
         .splitlines()[-1]
-        .startswith(f"confab: {url.replace(':hunter2@', ':***@')}: connection to server at")
+        .startswith(f"confab: {url.replace(':hunter2@', '@')}: connection to server at")
     )
     assert "hunter2" not in done.stderr + done.stdout
 

@@ -14,11 +14,17 @@ Every connection by the superuser (``confab``) is trusted; members of
 :data:`PASSWORD_GROUP` (:meth:`PostgresServer.add_user`) must give their password, so
 that authentication can be seen to fail. ``fsync=False`` suits tests of logic only: a
 benchmark or a durability test wants it on.
+
+With ``tls=True`` the server speaks TLS only over TCP (``hostssl`` lines): its certificate,
+for its listen address and ``localhost``, is signed by a CA of its own made in its directory
+(:attr:`PostgresServer.ca_path`, what a client's ``sslrootcert`` names).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
 import os
 import re
 import shlex
@@ -29,11 +35,16 @@ import subprocess
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import psutil
 import psycopg
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from psycopg import sql
 
 SUPERUSER = "confab"
@@ -47,6 +58,87 @@ local all all trust
 host all +{PASSWORD_GROUP} all scram-sha-256
 host all all all trust
 """
+
+
+# With TLS: the same, over TLS only (a client that does not ask for it finds no line).
+HBA_TLS = f"""\
+local all all trust
+hostssl all +{PASSWORD_GROUP} all scram-sha-256
+hostssl all all all trust
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    ca: Path  # the CA's certificate: a client's sslrootcert
+    certificate: Path  # the server's, signed by the CA
+    key: Path  # the server's private key
+
+
+def make_tls_files(directory: Path, host: str) -> TlsFiles:
+    """A new CA, and a certificate it signed for ``host`` (an IP address or a name) and
+    ``localhost``, written to ``directory`` (the key readable by its owner only)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"confab test CA {uuid.uuid4().hex[:8]}")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    try:
+        names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(host))]
+    except ValueError:
+        names = [x509.DNSName(host)]
+    names.append(x509.DNSName("localhost"))
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = TlsFiles(directory / "ca.crt", directory / "server.crt", directory / "server.key")
+    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files.certificate.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    # PostgreSQL refuses a key that others may read.
+    descriptor = os.open(files.key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return files
 
 
 class PostgresUnavailable(RuntimeError):
@@ -78,10 +170,17 @@ def free_port(address: str) -> int:
 
 class PostgresServer:
     def __init__(
-        self, listen: str = "127.0.0.1", *, fsync: bool = False, bin_dir: Path | None = None
+        self,
+        listen: str = "127.0.0.1",
+        *,
+        fsync: bool = False,
+        bin_dir: Path | None = None,
+        tls: bool = False,
     ) -> None:
         self.listen = listen
         self.fsync = fsync
+        self.tls = tls
+        self.tls_files: TlsFiles | None = None
         self.bin_dir = bin_dir or binaries()
         self.port = 0
         self.directory: Path | None = None
@@ -99,6 +198,12 @@ class PostgresServer:
         assert self.directory is not None, "the server was never started"
         return self.directory / "log"
 
+    @property
+    def ca_path(self) -> Path:
+        """The certificate of the CA that signed the server's (a server with ``tls=True``)."""
+        assert self.tls_files is not None, "the server has no TLS"
+        return self.tls_files.ca
+
     def start(self) -> PostgresServer:
         """Create the server on first use, then start it (on the port it had, after a stop)."""
         first = self.directory is None
@@ -113,6 +218,15 @@ class PostgresServer:
             "-c",
             f"listen_addresses={self.listen}",
         ]
+        if self.tls_files is not None:
+            options += [
+                "-c",
+                "ssl=on",
+                "-c",
+                f"ssl_cert_file={self.tls_files.certificate}",
+                "-c",
+                f"ssl_key_file={self.tls_files.key}",
+            ]
         try:
             self._run(
                 [
@@ -249,7 +363,13 @@ class PostgresServer:
                     *(["--no-sync"] if not self.fsync else []),
                 ]
             )
-            (self.data_dir / "pg_hba.conf").write_text(HBA)
+            (self.data_dir / "pg_hba.conf").write_text(HBA_TLS if self.tls else HBA)
+            if self.tls:
+                self.tls_files = make_tls_files(self.directory / "tls", self.listen)
+                if self._as_root:  # the server reads its key: its own user must own it
+                    files = self.tls_files
+                    for path in (self.directory / "tls", files.ca, files.certificate, files.key):
+                        shutil.chown(path, SERVER_USER)
             self.port = free_port(self.listen)
         except BaseException:
             self.close()

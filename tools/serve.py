@@ -25,7 +25,7 @@ from ..actors.host import ActorHost, HostError
 from ..actors.messages import HostIdentity, ShardSettings
 from ..grpc_edge.server import ConfabServer, EdgeSecurity
 from ..runtime import VERSION
-from ..runtime.config import ConfabConfig, ConfigError
+from ..runtime.config import ConfabConfig, ConfigError, split_password
 from ..runtime.engine import Engine
 from ..runtime.flows import FlowRegistry, UnknownFlow
 from ..runtime.flows.catalog import load_flows
@@ -63,7 +63,22 @@ def check_flows(config: ConfabConfig) -> None:
         raise ConfigError(f"flows.default: {exc}") from exc
 
 
+def store_password_to_environment(config: ConfabConfig) -> None:
+    """Move a password out of the store's URL into ``PGPASSWORD``, where libpq also reads it.
+
+    Called once, before any process is started: the shards inherit the environment (readable
+    only by their own user), while the URL, which travels to every shard in its settings and
+    which logs and the Admin API show, no longer carries the password at all."""
+    if not config.store_is_database:
+        return
+    url, password = split_password(config.store.path)
+    if password:
+        os.environ["PGPASSWORD"] = password
+        config.store.path = url
+
+
 def shard_settings(config: ConfabConfig, run_dir: Path) -> ShardSettings:
+    # store_location is the URL store_password_to_environment left: pickled to every shard.
     return ShardSettings(
         store_path=config.store_location,
         synchronous=config.store.synchronous,
@@ -118,6 +133,7 @@ async def run(config: ConfabConfig) -> int:
     # The shards' sockets live in a directory of this process's own (mode 0700).
     run_dir = Path(tempfile.mkdtemp(prefix="confab-"))
     host: ActorHost | None = None
+    store_password_to_environment(config)
     try:
         # Reads key and certificate files: a bad one stops the start before the store is touched.
         security = EdgeSecurity.from_config(config)

@@ -25,6 +25,13 @@ names the epochs it writes under (a :class:`Fence`) and is refused whole
 has not run out. A writer that was paused or cut
 off while another took over can therefore never write again: never two writers of
 one conversation.
+
+Conditional writes. A shard's write of a conversation names the ``seq`` of the stored state
+it was computed from (:attr:`ConversationWrite.base_seq`), and the whole write is refused
+(:class:`StaleWrite`) unless the store still holds exactly that. A commit whose outcome the
+writer cannot know (the connection dropped during COMMIT) may have been written or not: the
+writer forgets those conversations and loads them again, and a write from a state the store
+no longer holds can never overwrite what was committed meanwhile.
 """
 
 from __future__ import annotations
@@ -39,6 +46,16 @@ from ..model import ConversationKey
 
 class StoreError(Exception):
     """The store cannot be used: it cannot be opened, or it failed its integrity check."""
+
+
+class StaleWrite(Exception):
+    """A write was refused whole: the store no longer holds the state some of its conversations
+    were computed from (their ``base_seq``). Nothing of it was written."""
+
+    def __init__(self, keys: frozenset[ConversationKey]) -> None:
+        names = ", ".join(sorted(str(k) for k in keys))
+        super().__init__(f"the store holds another version of conversation(s) {names}")
+        self.keys = keys
 
 
 class FencedOut(Exception):
@@ -134,6 +151,10 @@ class ConversationWrite:
     # Turns with seq <= prune_through written before prune_before may be deleted (0: look at none).
     prune_through: int = 0
     prune_before: float = 0.0
+    # The seq of the stored state this one was computed from (0: a conversation not in the store
+    # yet): written only if the store holds exactly that, else StaleWrite. None: written over
+    # whatever the store holds (tools and tests that set a state outright).
+    base_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +187,10 @@ class Store(Protocol):
     def write(self, writes: Sequence[ConversationWrite], fence: Fence | None = None) -> None:
         """Every write in one transaction: all or nothing. With a ``fence``, nothing is written
         (:class:`FencedOut`) unless ``fence.owner`` holds each of its virtual shards at its epoch
-        with a lease still running; a change of hands waits for this write or refuses it."""
+        with a lease still running; a change of hands waits for this write or refuses it.
+        Nothing is written either (:class:`StaleWrite`, naming them) if a conversation's stored
+        seq is not its write's ``base_seq``; a later write of the same conversation in one call
+        must follow on from the one before it (its ``base_seq`` is that one's ``seq``)."""
         ...
 
     def claim(self, vshards: Sequence[int], owner: str, lease_s: float) -> dict[int, int]:
@@ -224,6 +248,26 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def conditions(writes: Sequence[ConversationWrite]) -> dict[ConversationKey, int | None]:
+    """The stored seq each conversation of one write must be at: its first write's ``base_seq``.
+
+    A store that writes each conversation once per call (the last write given wins) checks these;
+    StaleWrite at once if a later write of a conversation does not follow on from the one before
+    it, as a store writing them one after the other would find."""
+    expected: dict[ConversationKey, int | None] = {}
+    latest: dict[ConversationKey, int] = {}
+    broken: set[ConversationKey] = set()
+    for w in writes:
+        if w.key not in expected:
+            expected[w.key] = w.base_seq
+        elif w.base_seq is not None and w.base_seq != latest[w.key]:
+            broken.add(w.key)
+        latest[w.key] = w.seq
+    if broken:
+        raise StaleWrite(frozenset(broken))
+    return expected
 
 
 def open_store(path: str, *, synchronous: str = "FULL", retention: Retention | None = None) -> Store:

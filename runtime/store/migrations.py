@@ -82,9 +82,14 @@ SQLITE_V1_COLUMNS = {"turns": [("input", "TEXT NOT NULL DEFAULT ''")]}
 SQLITE_VERSION = SQLITE[-1].version
 
 
-# PostgreSQL: the same tables at the same versions. Keys compare byte by byte (COLLATE "C"),
-# as SQLite's do, so that paging through conversations sees one order whichever store it is;
-# times the writer stamps stay Unix seconds, and a lease ends at a time of the server's clock.
+# What confab_refuse_stale raises: a write computed from a state the store no longer holds (its
+# DETAIL lists the refused conversations by their 1-based position in the write).
+STALE_SQLSTATE = "CF409"
+
+# PostgreSQL: the same tables at the same versions (and, from 6, a function SQLite does
+# without). Keys compare byte by byte (COLLATE "C"), as SQLite's do, so that paging through
+# conversations sees one order whichever store it is; times the writer stamps stay Unix
+# seconds, and a lease ends at a time of the server's clock.
 POSTGRES: tuple[Migration, ...] = (
     Migration(
         1,
@@ -144,11 +149,26 @@ POSTGRES: tuple[Migration, ...] = (
             )""",
         ),
     ),
-)
-
-POSTGRES += (
     Migration(
         6,
+        "writes conditional on the stored seq: a function that refuses a write from a stale state",
+        # Called by the write's own statement, so the condition costs no round trip: its error
+        # aborts the transaction before COMMIT. (SQLite checks each statement's row count.)
+        (
+            f"""CREATE FUNCTION confab_refuse_stale(stale INTEGER[]) RETURNS void
+                LANGUAGE plpgsql AS $$
+            BEGIN
+                IF cardinality(stale) > 0 THEN
+                    RAISE EXCEPTION 'the store holds another version of % conversation(s) of this write',
+                        cardinality(stale)
+                        USING ERRCODE = '{STALE_SQLSTATE}', DETAIL = array_to_string(stale, ',');
+                END IF;
+            END
+            $$""",
+        ),
+    ),
+    Migration(
+        7,
         "the cluster's members: every host's heartbeat by the server's clock (no host leads)",
         (
             """CREATE TABLE members (

@@ -7,7 +7,9 @@ working connection fails within ``pool_timeout_s`` (the shard answers UNAVAILABL
 
 A :meth:`~PostgresStore.write` is one transaction sent as one pipeline: one statement per
 table, carrying the whole round's rows as arrays, all sent together: one round trip, plus
-one for the fence.
+one for the fence. Each state is written only where the stored seq is the one it was
+computed from; the statement itself refuses the transaction otherwise (``STALE_SQLSTATE``),
+so the condition adds no round trip.
 Leases are judged by the server's clock (``clock_timestamp()``, which keeps running
 inside a transaction, unlike ``now()``), so the hosts' clocks never matter. A fenced
 write share-locks the rows of its virtual shards until it commits: a claim that would
@@ -28,7 +30,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from ..config import without_password
+from ..config import passwords_in, without_password
 from ..model import ConversationKey
 from . import (
     ConversationWrite,
@@ -40,10 +42,12 @@ from . import (
     MemberBeat,
     MemberConflict,
     Retention,
+    StaleWrite,
     StoredConversation,
     StoreError,
+    conditions,
 )
-from .migrations import POSTGRES, POSTGRES_VERSION
+from .migrations import POSTGRES, POSTGRES_VERSION, STALE_SQLSTATE
 from .paging import key_page
 
 # Connection settings a URL may set itself; these are used where it does not. Keepalives and
@@ -89,7 +93,9 @@ class PostgresStore:
     ) -> None:
         self.url = without_password(url)  # the only form of the URL ever shown
         self.retention = retention or Retention()
-        password = _password_in(url)
+        # What no message may show: the password as libpq reads it, and as the URL spells it
+        # (libpq quotes a piece of a URL it cannot read).
+        secrets = [p for p in {_password_in(url), *passwords_in(url)} if p]
         try:
             given = conninfo_to_dict(url)
             missing = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in given}
@@ -100,7 +106,7 @@ class PostgresStore:
                 _configure(db)
                 self._migrate(db)
         except psycopg.Error as exc:
-            raise StoreError(f"{self.url}: {_reason(exc, password)}") from exc
+            raise StoreError(f"{self.url}: {_reason(exc, secrets)}") from exc
         self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
             conninfo,
             min_size=1,
@@ -118,7 +124,7 @@ class PostgresStore:
             self._pool.open(wait=True, timeout=connect_timeout_s + pool_timeout_s)
         except psycopg.Error as exc:
             self._pool.close()
-            raise StoreError(f"{self.url}: {_reason(exc, password)}") from exc
+            raise StoreError(f"{self.url}: {_reason(exc, secrets)}") from exc
 
     # Opening --------------------------------------------------------------------------
 
@@ -239,9 +245,11 @@ class PostgresStore:
 
     def write(self, writes: Sequence[ConversationWrite], fence: Fence | None = None) -> None:
         now = time.time()
+        expected = conditions(writes)
         # One row per conversation and per turn, the last given winning as if each were written
         # in turn: a single statement may not change one row twice.
-        states = {(w.key.tenant_id, w.key.conversation_id): w for w in writes}
+        states = {w.key: w for w in writes}
+        keys = list(states)
         turns = {(w.key.tenant_id, w.key.conversation_id, r.seq): r for w in writes for r in w.turns}
         prunes = [
             (w.key.tenant_id, w.key.conversation_id, w.prune_through, w.prune_before)
@@ -250,59 +258,65 @@ class PostgresStore:
         ]
         # The rows go as columns, one array each in binary (%b): a statement per table whatever
         # the round's size, which costs the shard far less than one statement per row.
-        with self._pool.connection() as db, db.pipeline(), db.transaction():
-            if fence is not None:
-                self._check_fence(db, fence)
-            if states:
-                db.execute(
-                    "INSERT INTO conversations (tenant_id, conversation_id, state, seq, updated_at)"
-                    " SELECT tenant_id, conversation_id, state, seq, %b"
-                    " FROM unnest(%b::text[], %b::text[], %b::bytea[], %b::bigint[])"
-                    " AS w (tenant_id, conversation_id, state, seq)"
-                    " ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET state = excluded.state,"
-                    " seq = excluded.seq, updated_at = excluded.updated_at",
-                    (
-                        now,
-                        [t for t, _ in states],
-                        [c for _, c in states],
-                        [w.state for w in states.values()],
-                        [w.seq for w in states.values()],
-                    ),
-                )
-            if turns:
-                db.execute(
-                    "INSERT INTO turns (tenant_id, conversation_id, seq, message_id, kind, reply,"
-                    " created_at, input, fingerprint, recorded)"
-                    " SELECT tenant_id, conversation_id, seq, message_id, kind, reply, %b, input,"
-                    " fingerprint, recorded FROM unnest(%b::text[], %b::text[], %b::bigint[],"
-                    " %b::text[], %b::integer[], %b::bytea[], %b::text[], %b::bytea[], %b::bytea[])"
-                    " AS r (tenant_id, conversation_id, seq, message_id, kind, reply, input, fingerprint,"
-                    " recorded)"
-                    " ON CONFLICT (tenant_id, conversation_id, seq) DO UPDATE SET"
-                    " message_id = excluded.message_id, kind = excluded.kind, reply = excluded.reply,"
-                    " created_at = excluded.created_at, input = excluded.input,"
-                    " fingerprint = excluded.fingerprint, recorded = excluded.recorded",
-                    (
-                        now,
-                        [t for t, _, _ in turns],
-                        [c for _, c, _ in turns],
-                        [seq for _, _, seq in turns],
-                        [r.message_id for r in turns.values()],
-                        [r.kind for r in turns.values()],
-                        [r.reply for r in turns.values()],
-                        [r.input for r in turns.values()],
-                        [r.fingerprint for r in turns.values()],
-                        [r.recorded for r in turns.values()],
-                    ),
-                )
-            if prunes:
-                # One statement per conversation, each on the turns' primary key: rare (once every
-                # turns_kept turns of a conversation) and never a plan that could scan every turn.
-                db.cursor().executemany(
-                    "DELETE FROM turns WHERE tenant_id = %s AND conversation_id = %s"
-                    " AND seq <= %s AND created_at < %s",
-                    prunes,
-                )
+        try:
+            with self._pool.connection() as db, db.pipeline(), db.transaction():
+                if fence is not None:
+                    self._check_fence(db, fence)
+                if states:
+                    # The states and their condition in one statement, which refuses the whole
+                    # transaction if a conversation is not at the seq it was computed from: the
+                    # server checks it, so the write stays one round trip (the pipeline is not
+                    # waited on for a row count).
+                    db.execute(
+                        _PUT_STATES,
+                        {
+                            "now": now,
+                            "tenants": [k.tenant_id for k in keys],
+                            "conversations": [k.conversation_id for k in keys],
+                            "states": [states[k].state for k in keys],
+                            "seqs": [states[k].seq for k in keys],
+                            "bases": [expected[k] for k in keys],
+                        },
+                    )
+                if turns:
+                    db.execute(
+                        "INSERT INTO turns (tenant_id, conversation_id, seq, message_id, kind, reply,"
+                        " created_at, input, fingerprint, recorded)"
+                        " SELECT tenant_id, conversation_id, seq, message_id, kind, reply, %b, input,"
+                        " fingerprint, recorded FROM unnest(%b::text[], %b::text[], %b::bigint[],"
+                        " %b::text[], %b::integer[], %b::bytea[], %b::text[], %b::bytea[], %b::bytea[])"
+                        " AS r (tenant_id, conversation_id, seq, message_id, kind, reply, input, fingerprint,"
+                        " recorded)"
+                        " ON CONFLICT (tenant_id, conversation_id, seq) DO UPDATE SET"
+                        " message_id = excluded.message_id, kind = excluded.kind, reply = excluded.reply,"
+                        " created_at = excluded.created_at, input = excluded.input,"
+                        " fingerprint = excluded.fingerprint, recorded = excluded.recorded",
+                        (
+                            now,
+                            [t for t, _, _ in turns],
+                            [c for _, c, _ in turns],
+                            [seq for _, _, seq in turns],
+                            [r.message_id for r in turns.values()],
+                            [r.kind for r in turns.values()],
+                            [r.reply for r in turns.values()],
+                            [r.input for r in turns.values()],
+                            [r.fingerprint for r in turns.values()],
+                            [r.recorded for r in turns.values()],
+                        ),
+                    )
+                if prunes:
+                    # One statement per conversation, each on the turns' primary key: rare (once every
+                    # turns_kept turns of a conversation) and never a plan that could scan every turn.
+                    db.cursor().executemany(
+                        "DELETE FROM turns WHERE tenant_id = %s AND conversation_id = %s"
+                        " AND seq <= %s AND created_at < %s",
+                        prunes,
+                    )
+        except psycopg.Error as exc:
+            if exc.sqlstate != STALE_SQLSTATE or exc.diag.message_detail is None:
+                raise
+            stale = frozenset(keys[int(n) - 1] for n in exc.diag.message_detail.split(","))
+            raise StaleWrite(stale) from None
 
     def _check_fence(self, db: psycopg.Connection[tuple[Any, ...]], fence: Fence) -> None:
         # FOR SHARE, to the end of the write: a claim of any of these rows waits for the commit,
@@ -461,6 +475,34 @@ class PostgresStore:
 
 _TURN_COLUMNS = "seq, message_id, kind, reply, created_at, input, fingerprint, recorded"
 
+# Each conversation's new state, by its condition: a NULL base writes over whatever is stored;
+# 0, a conversation nobody has written (a row already there is not touched); any other, one
+# stored at exactly that seq (a row changed meanwhile is re-read by the UPDATE and no longer
+# matches). Those neither added nor updated go, by their position, to confab_refuse_stale,
+# which raises STALE_SQLSTATE and so rolls the whole transaction back.
+_PUT_STATES = (
+    "WITH w AS (SELECT * FROM unnest(%(tenants)b::text[], %(conversations)b::text[],"
+    " %(states)b::bytea[], %(seqs)b::bigint[], %(bases)b::bigint[]) WITH ORDINALITY"
+    " AS w (tenant_id, conversation_id, state, seq, base, n)),"
+    " overwritten AS (INSERT INTO conversations (tenant_id, conversation_id, state, seq, updated_at)"
+    " SELECT tenant_id, conversation_id, state, seq, %(now)b FROM w WHERE base IS NULL"
+    " ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET state = excluded.state,"
+    " seq = excluded.seq, updated_at = excluded.updated_at),"
+    " added AS (INSERT INTO conversations (tenant_id, conversation_id, state, seq, updated_at)"
+    " SELECT tenant_id, conversation_id, state, seq, %(now)b FROM w WHERE base = 0"
+    " ON CONFLICT (tenant_id, conversation_id) DO NOTHING RETURNING tenant_id, conversation_id),"
+    " updated AS (UPDATE conversations c SET state = w.state, seq = w.seq, updated_at = %(now)b"
+    " FROM w WHERE w.base > 0 AND c.tenant_id = w.tenant_id"
+    " AND c.conversation_id = w.conversation_id AND c.seq = w.base"
+    " RETURNING c.tenant_id, c.conversation_id)"
+    " SELECT confab_refuse_stale(ARRAY(SELECT w.n::integer FROM w WHERE w.base IS NOT NULL"
+    " AND NOT EXISTS (SELECT FROM added a"
+    " WHERE a.tenant_id = w.tenant_id AND a.conversation_id = w.conversation_id)"
+    " AND NOT EXISTS (SELECT FROM updated u"
+    " WHERE u.tenant_id = w.tenant_id AND u.conversation_id = w.conversation_id)"
+    " ORDER BY w.n))"
+)
+
 
 def _kept(row: tuple[Any, ...]) -> KeptTurn:
     return KeptTurn(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
@@ -484,11 +526,12 @@ def _password_in(url: str) -> str:
         return ""
 
 
-def _reason(error: psycopg.Error, password: str) -> str:
-    """The server's or libpq's complaint on one line, never with the password in it."""
-    text = "; ".join(" ".join(line.split()) for line in str(error).splitlines() if line.strip())
+def _reason(error: psycopg.Error, secrets: list[str]) -> str:
+    """The server's or libpq's complaint on one line, never with a password in it."""
+    text = str(error)
+    for secret in sorted(secrets, key=len, reverse=True):  # before a shorter one breaks it up
+        text = text.replace(secret, "***")
+    text = "; ".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
     if text.startswith("connection failed: "):
         text = text.removeprefix("connection failed: ")
-    if password:
-        text = text.replace(password, "***")
     return text or type(error).__name__

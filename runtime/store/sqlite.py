@@ -24,6 +24,7 @@ from . import (
     KeptTurn,
     Lease,
     Retention,
+    StaleWrite,
     StoredConversation,
     StoreError,
 )
@@ -211,15 +212,12 @@ class SqliteStore:
             if fence is not None:
                 # Inside the write lock: no claim can change hands until this commits.
                 self._check_fence(fence)
+            stale: set[ConversationKey] = set()
             for w in writes:
                 t, c = w.key.tenant_id, w.key.conversation_id
-                db.execute(
-                    "INSERT INTO conversations (tenant_id, conversation_id, state, seq, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, conversation_id)"
-                    " DO UPDATE SET state=excluded.state, seq=excluded.seq,"
-                    " updated_at=excluded.updated_at",
-                    (t, c, w.state, w.seq, now),
-                )
+                if not self._put_state(w, now):
+                    stale.add(w.key)
+                    continue
                 if w.turns:
                     db.executemany(
                         "INSERT OR REPLACE INTO turns (tenant_id, conversation_id, seq, message_id, kind,"
@@ -247,10 +245,39 @@ class SqliteStore:
                         " WHERE tenant_id=? AND conversation_id=? AND seq<=? AND created_at<?",
                         (t, c, w.prune_through, w.prune_before),
                     )
+            if stale:
+                raise StaleWrite(frozenset(stale))
             self._when_free(lambda: db.execute("COMMIT"))
         except BaseException:
             _roll_back(db)
             raise
+
+    def _put_state(self, w: ConversationWrite, now: float) -> bool:
+        """Write ``w``'s state if the stored one is the one it was computed from (its ``base_seq``);
+        whether it was written. One statement either way: the condition is the statement's own."""
+        t, c = w.key.tenant_id, w.key.conversation_id
+        if w.base_seq is None:
+            self._db.execute(
+                "INSERT INTO conversations (tenant_id, conversation_id, state, seq, updated_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, conversation_id)"
+                " DO UPDATE SET state=excluded.state, seq=excluded.seq,"
+                " updated_at=excluded.updated_at",
+                (t, c, w.state, w.seq, now),
+            )
+            return True
+        if w.base_seq == 0:  # a new conversation: nobody may have written it meanwhile
+            cursor = self._db.execute(
+                "INSERT INTO conversations (tenant_id, conversation_id, state, seq, updated_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, conversation_id) DO NOTHING",
+                (t, c, w.state, w.seq, now),
+            )
+        else:
+            cursor = self._db.execute(
+                "UPDATE conversations SET state=?, seq=?, updated_at=?"
+                " WHERE tenant_id=? AND conversation_id=? AND seq=?",
+                (w.state, w.seq, now, t, c, w.base_seq),
+            )
+        return cursor.rowcount == 1
 
     def _check_fence(self, fence: Fence) -> None:
         if not fence.epochs:
