@@ -75,6 +75,8 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "confab serve --config prod.yaml --tls-cert": "test_tls.py, with certificates of its own",
     "confab shell --target 127.0.0.1:50051": "interactive: test_shell.py drives it in a terminal",
     "confab serve --listen 10.0.0.11:50051": "test_cluster.py, the same flags on network-namespace hosts",
+    "confab cluster certs --out certs": "test_data_plane_security.py runs it; test_cluster.py uses its code",
+    "confab cluster certs --out var/certs": "the one-machine cluster: test_cluster.py makes its certificates",
     "ip netns exec": "the one-machine cluster: test_cluster.py runs the same on namespace hosts",
     "until ip netns exec": "the one-machine cluster waiting for each host's health",
 }
