@@ -33,8 +33,10 @@ class Cluster:
         count: int = 0,
         shards: int = 1,
         extra: tuple[str, ...] = (),
+        tls: bool = True,
     ) -> None:
-        """A cluster on the first ``count`` hosts of ``hosts`` (0: all of them)."""
+        """A cluster on the first ``count`` hosts of ``hosts`` (0: all of them); ``tls`` False:
+        plain TCP between the hosts (``--cluster-insecure-plaintext``), to measure what TLS costs."""
         self.hosts = hosts
         self.count = count or hosts.count
         self.root = root
@@ -43,6 +45,19 @@ class Cluster:
         config.write_text(f"store:\n  path: {store}\n  synchronous: NORMAL\n", encoding="utf-8")
         certs = root / "certs"
         made = make_certs(certs, "confab-test", [(f"host{i}", hosts.address(i)) for i in range(self.count)])
+
+        def security(i: int) -> tuple[str, ...]:
+            if not tls:
+                return ("--cluster-insecure-plaintext",)
+            return (
+                "--cluster-ca",
+                str(certs / "ca.pem"),
+                "--cluster-cert",
+                str(made[i].cert_file),
+                "--cluster-key",
+                str(made[i].key_file),
+            )
+
         self.servers = [
             HostServer(
                 hosts,
@@ -57,12 +72,7 @@ class Cluster:
                     hosts.address(i),
                     "--cluster",
                     "confab-test",
-                    "--cluster-ca",
-                    str(certs / "ca.pem"),
-                    "--cluster-cert",
-                    str(made[i].cert_file),
-                    "--cluster-key",
-                    str(made[i].key_file),
+                    *security(i),
                     *extra,
                 ),
             )

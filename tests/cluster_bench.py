@@ -1,7 +1,9 @@
-"""Measure a cluster on network-namespace hosts: failover after ``kill -9`` of a host, and
-throughput of three hosts against one, with each host's CPU.
+"""Measure a cluster on network-namespace hosts: failover after ``kill -9`` of each host in
+turn and the time its restart takes to get a fair share back, a rolling restart under load,
+and throughput of three hosts (mutual TLS between them, and plain TCP, same run) against
+one, with each host's CPU.
 
-    python -m tests.cluster_bench [--kills 5] [--duration 15] [--json FILE]   (as root)
+    python -m tests.cluster_bench [--kills 6] [--duration 15] [--json FILE]   (as root)
 
 Needs what the cluster tests need (root, ``ip netns``, PostgreSQL's server binaries).
 The store is a PostgreSQL server of the run's own with fsync on, listening on the
@@ -59,17 +61,25 @@ def plan(edges: list[str], duration_s: float, prefix: str, workers: int = 24) ->
 
 
 def failovers(hosts: Hosts, root: Path, store: str, kills: int, duration_s: float) -> dict[str, Any]:
+    """``kill -9`` of each host in turn (no host leads: the first started is killed too), under
+    load; then its restart, timed until the cluster has evened out again."""
     cluster = Cluster(hosts, root / "failover", store, shards=1).start()
     runs = []
     try:
         for kill in range(kills):
-            victim = 1 + kill % (hosts.count - 1)  # never the leader
+            victim = kill % hosts.count
             with LoadProcess(plan(cluster.edges, duration_s, f"f{kill}-"), root / f"load-f{kill}") as load:
                 load.start().wait_for_progress(acknowledged=1500)
                 killed_at = time.monotonic()
                 hosts.kill(victim)
                 result = load.wait()
             silences = result.silences()
+            other = (victim + 1) % hosts.count
+            started = time.monotonic()
+            cluster.servers[victim].start(timeout=60.0)
+            serving = time.monotonic()
+            cluster.wait_balanced(edge=other)
+            balanced = time.monotonic()
             runs.append(
                 {
                     "host": victim,
@@ -78,34 +88,72 @@ def failovers(hosts: Hosts, root: Path, store: str, kills: int, duration_s: floa
                     "killed_at_s": killed_at - result.started,
                     "acknowledged": result.acknowledged,
                     "failed": result.failed,
-                    "exact": exact(result, cluster.edges[0]),
+                    "exact": exact(result, cluster.edges[other]),
+                    "restart_to_serving_s": serving - started,
+                    "serving_to_fair_share_s": balanced - serving,
                 }
             )
             print(
-                f"kill {kill + 1}: host {victim}, service back after {runs[-1]['max_silence_s']:.2f}s",
+                f"kill {kill + 1}: host {victim}, service back after {runs[-1]['max_silence_s']:.2f}s;"
+                f" restarted, serving in {serving - started:.1f}s,"
+                f" a fair share {balanced - serving:.1f}s later",
                 flush=True,
             )
-            cluster.servers[victim].start(timeout=60.0)
-            cluster.wait_complete(hosts.count)
     finally:
         cluster.stop()
     worst = [r["max_silence_s"] for r in runs]
-    return {"runs": runs, "p50_s": statistics.median(worst), "max_s": max(worst)}
+    share = [r["serving_to_fair_share_s"] for r in runs]
+    return {
+        "runs": runs,
+        "p50_s": statistics.median(worst),
+        "max_s": max(worst),
+        "fair_share_p50_s": statistics.median(share),
+        "fair_share_max_s": max(share),
+    }
 
 
-def throughput(hosts: Hosts, root: Path, store: str, count: int, duration_s: float) -> dict[str, Any]:
+def rolling_restart(hosts: Hosts, root: Path, store: str, duration_s: float) -> dict[str, Any]:
+    """SIGTERM and start again each host in turn, under load: how many calls fail."""
+    cluster = Cluster(hosts, root / "rolling", store, shards=1).start()
+    try:
+        with LoadProcess(plan(cluster.edges, duration_s, "roll-"), root / "load-roll") as load:
+            load.start().wait_for_progress(acknowledged=1000)
+            for host in range(hosts.count):
+                cluster.servers[host].stop()
+                cluster.servers[host].start(timeout=60.0)
+                cluster.wait_balanced(edge=(host + 1) % hosts.count)
+            load.stop()
+            result = load.wait()
+        report = {
+            "acknowledged": result.acknowledged,
+            "failed": result.failed,
+            "retries": result.retries,
+            "max_silence_s": result.silence_max(),
+            "exact": exact(result, cluster.edges[0]),
+        }
+        print(f"rolling restart: {report}", flush=True)
+        return report
+    finally:
+        cluster.stop()
+
+
+def throughput(
+    hosts: Hosts, root: Path, store: str, count: int, duration_s: float, *, tls: bool = True
+) -> dict[str, Any]:
     """``count`` hosts of ``hosts`` as a cluster, loaded through every edge."""
-    cluster = Cluster(hosts, root / f"hosts{count}", store, count=count, shards=os.cpu_count() or 1).start()
+    name = f"hosts{count}" + ("" if tls else "-plaintext")
+    cluster = Cluster(hosts, root / name, store, count=count, shards=os.cpu_count() or 1, tls=tls).start()
     try:
         before = [namespace_cpu_s(hosts, i) for i in range(count)]
         with LoadProcess(
-            plan(cluster.edges, duration_s, f"t{count}-", workers=64), root / f"load-t{count}"
+            plan(cluster.edges, duration_s, f"t{count}-", workers=64), root / f"load-{name}"
         ) as load:
             result = load.start().wait()
         used = [namespace_cpu_s(hosts, i) - b for i, b in zip(range(count), before, strict=True)]
         per_host_messages = result.acknowledged / count
         return {
             "hosts": count,
+            "tls": tls,
             "msg_per_s": result.throughput(),
             "host_cpu_s": used,
             "cpu_ms_per_msg_per_host": [1000 * u / max(per_host_messages, 1) for u in used],
@@ -118,7 +166,7 @@ def throughput(hosts: Hosts, root: Path, store: str, count: int, duration_s: flo
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--kills", type=int, default=6, help="kill -9 of each host in turn, this many in all")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of load per measurement")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
@@ -128,9 +176,20 @@ def main() -> int:
         try:
             database = postgres.create_database()
             report = {"failover": failovers(hosts, root, database, args.kills, args.duration)}
-            for count in (1, hosts.count):
+            report["rolling_restart"] = rolling_restart(
+                hosts, root, postgres.create_database(), 4 * args.duration
+            )
+            # Alternated, so that neither gets the quieter minute of the machine.
+            for name, count, tls in (
+                ("hosts_1", 1, True),
+                ("hosts_3_tls", hosts.count, True),
+                ("hosts_3_plaintext", hosts.count, False),
+                ("hosts_3_tls_again", hosts.count, True),
+                ("hosts_3_plaintext_again", hosts.count, False),
+            ):
                 database = postgres.create_database()
-                report[f"hosts_{count}"] = throughput(hosts, root, database, count, args.duration)
+                report[name] = throughput(hosts, root, database, count, args.duration, tls=tls)
+                print(f"{name}: {report[name]}", flush=True)
         finally:
             postgres.close()
     print(json.dumps(report, indent=2))
