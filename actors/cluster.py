@@ -41,11 +41,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from ..runtime.inspection import HostView
-from ..runtime.protocol.directory import NOBODY, Owner, ShardDirectory, ShardEndpoint, shard_id
-from ..runtime.store import Lease, Member, MemberBeat, MemberConflict
-from .messages import AssignShards, HostIdentity
-from .placement import place
+from confab.actors.messages import AssignShards, HostIdentity
+from confab.actors.placement import place
+from confab.runtime.inspection import HostView
+from confab.runtime.protocol.directory import NOBODY, Owner, ShardDirectory, ShardEndpoint, shard_id
+from confab.runtime.store import Lease, Member, MemberBeat, MemberConflict
 
 log = logging.getLogger(__name__)
 

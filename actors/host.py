@@ -46,11 +46,10 @@ from typing import Any
 
 from thespian.actors import ActorExitRequest, ActorSystem
 
-from ..runtime.protocol.directory import ShardDirectory
-from . import lifecycle, network
-from .cluster import ClusterMembership, ClusterSettings, MemberTable, SoloTable
-from .launcher import SystemLauncher
-from .messages import (
+from confab.actors import lifecycle, network
+from confab.actors.cluster import ClusterMembership, ClusterSettings, MemberTable, SoloTable
+from confab.actors.launcher import SystemLauncher
+from confab.actors.messages import (
     AssignShards,
     GetDirectory,
     HostIdentity,
@@ -58,7 +57,8 @@ from .messages import (
     ShardSettings,
     StartShards,
 )
-from .supervisor import SupervisorActor
+from confab.actors.supervisor import SupervisorActor
+from confab.runtime.protocol.directory import ShardDirectory
 
 log = logging.getLogger(__name__)
 

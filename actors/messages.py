@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..runtime.protocol.security import DataPlaneSettings
-from ..runtime.store import Retention
-from ..runtime.webhooks import WebhookTarget
+from confab.runtime.protocol.security import DataPlaneSettings
+from confab.runtime.store import Retention
+from confab.runtime.webhooks import WebhookTarget
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ..runtime.store import Fence, Store
+from confab.runtime.store import Fence, Store
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,7 @@ from typing import Any, ClassVar
 
 from thespian.actors import Actor, ActorExitRequest, ChildActorExited, PoisonMessage, WakeupMessage
 
-from ..runtime.protocol.directory import NOBODY, Owner, ShardDirectory, ShardEndpoint
-from .messages import (
+from confab.actors.messages import (
     AssignShards,
     GetDirectory,
     RestartShard,
@@ -38,7 +37,8 @@ from .messages import (
     ShardSettings,
     StartShards,
 )
-from .shard_actor import ShardActor
+from confab.actors.shard_actor import ShardActor
+from confab.runtime.protocol.directory import NOBODY, Owner, ShardDirectory, ShardEndpoint
 
 log = logging.getLogger(__name__)
 

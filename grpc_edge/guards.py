@@ -25,8 +25,8 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from . import errors
-from .call import CallInfo, enter_call
+from confab.grpc_edge import errors
+from confab.grpc_edge.call import CallInfo, enter_call
 
 Context = grpc.aio.ServicerContext[Any, Any]
 # A method handler of any service: the guards serve every method, whatever its messages.

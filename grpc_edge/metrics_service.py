@@ -29,12 +29,12 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from ..protos import mcp_engine_pb2 as pb
-from ..runtime.engine import Engine
-from ..runtime.errors import InvalidArgument
-from ..runtime.inspection import ShardStatus
-from . import convert
-from .metrics import GRANULARITIES, RpcMetrics, RpcPoint, parse_granularity
+from confab.grpc_edge import convert
+from confab.grpc_edge.metrics import GRANULARITIES, RpcMetrics, RpcPoint, parse_granularity
+from confab.protos import mcp_engine_pb2 as pb
+from confab.runtime.engine import Engine
+from confab.runtime.errors import InvalidArgument
+from confab.runtime.inspection import ShardStatus
 
 RPC_SERIES = {
     "rpc.requests": ("counter", lambda p: float(p.count)),

@@ -35,11 +35,11 @@ from typing import Any
 import grpc
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from ..runtime import telemetry
-from ..runtime.config import ConfabConfig
-from ..runtime.engine import Engine
-from .health import HealthMonitor
-from .metrics import RpcMetrics
+from confab.grpc_edge.health import HealthMonitor
+from confab.grpc_edge.metrics import RpcMetrics
+from confab.runtime import telemetry
+from confab.runtime.config import ConfabConfig
+from confab.runtime.engine import Engine
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,8 @@ from confab.runtime.protocol.records import Command, CommandBatch, CommandKind, 
 from confab.runtime.store import Retention
 from confab.runtime.store.postgres import PostgresStore
 from confab.tools.postgres_server import PostgresServer
-
-from .postgres import database_name
-from .shard_runner import hold_every_vshard, routed
+from tests.postgres import database_name
+from tests.shard_runner import hold_every_vshard, routed
 
 pytestmark = pytest.mark.integration  # a PostgreSQL server
 

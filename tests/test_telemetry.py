@@ -28,8 +28,7 @@ from confab.runtime.model import Content, ConversationKey, InboundMessage
 from confab.runtime.protocol.records import Command, CommandBatch, CommandKind
 from confab.runtime.store import open_store
 from tests.shard_runner import hold_every_vshard, routed
-
-from .support import ServerProcess, free_port, message, state_request
+from tests.support import ServerProcess, free_port, message, state_request
 
 PROCESS = "/mcp.engine.v2.MCPEngine/ProcessMessage"
 GET_STATE = "/mcp.engine.v2.MCPEngine/GetConversationState"

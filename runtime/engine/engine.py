@@ -23,10 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from .. import telemetry
-from ..config import ConfabConfig
-from ..errors import ConversationNotFound, InvalidArgument, Unavailable
-from ..inspection import (
+from confab.runtime import telemetry
+from confab.runtime.config import ConfabConfig
+from confab.runtime.engine.events import EventHub
+from confab.runtime.engine.link import LinkSettings, LinkStatistics, ShardLink
+from confab.runtime.engine.router import Router
+from confab.runtime.errors import ConversationNotFound, InvalidArgument, Unavailable
+from confab.runtime.inspection import (
     ClusterView,
     ConversationFilter,
     ConversationInspection,
@@ -36,7 +39,7 @@ from ..inspection import (
     Passivation,
     ShardView,
 )
-from ..model import (
+from confab.runtime.model import (
     Content,
     ConversationKey,
     ConversationState,
@@ -46,13 +49,10 @@ from ..model import (
     TurnResult,
     new_id,
 )
-from ..protocol import codec, queries
-from ..protocol.directory import ShardDirectory, vshard_of
-from ..protocol.records import Command, CommandKind, Outcome, client_message_id
-from ..protocol.security import INSECURE_WARNING, data_plane_settings
-from .events import EventHub
-from .link import LinkSettings, LinkStatistics, ShardLink
-from .router import Router
+from confab.runtime.protocol import codec, queries
+from confab.runtime.protocol.directory import ShardDirectory, vshard_of
+from confab.runtime.protocol.records import Command, CommandKind, Outcome, client_message_id
+from confab.runtime.protocol.security import INSECURE_WARNING, data_plane_settings
 
 log = logging.getLogger(__name__)
 

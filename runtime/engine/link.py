@@ -40,11 +40,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfabError, DeadlineExceeded, InvalidArgument, Unavailable
-from ..inspection import ShardStatus
-from ..protocol import codec, queries, transport
-from ..protocol.directory import ShardEndpoint
-from ..protocol.records import (
+from confab.runtime.errors import ConfabError, DeadlineExceeded, InvalidArgument, Unavailable
+from confab.runtime.inspection import ShardStatus
+from confab.runtime.protocol import codec, queries, transport
+from confab.runtime.protocol.directory import ShardEndpoint
+from confab.runtime.protocol.records import (
     ANSWER,
     LATE,
     OUTCOMES,
@@ -59,7 +59,7 @@ from ..protocol.records import (
     is_deferred,
     is_moved,
 )
-from ..protocol.security import DataPlaneSettings
+from confab.runtime.protocol.security import DataPlaneSettings
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..errors import DeadlineExceeded, Overloaded, Unavailable
-from ..protocol.directory import NOBODY, Owner, ShardDirectory, vshard_of
-from ..protocol.records import Command, Outcome
-from .link import LinkSettings, Pending, ShardLink
+from confab.runtime.engine.link import LinkSettings, Pending, ShardLink
+from confab.runtime.errors import DeadlineExceeded, Overloaded, Unavailable
+from confab.runtime.protocol.directory import NOBODY, Owner, ShardDirectory, vshard_of
+from confab.runtime.protocol.records import Command, Outcome
 
 log = logging.getLogger(__name__)
 

@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from ..errors import ConfabError, InvalidArgument, error_from_reason
-from ..model import (
+from confab.runtime.errors import ConfabError, InvalidArgument, error_from_reason
+from confab.runtime.model import (
     Button,
     CarouselCard,
     Content,
@@ -51,8 +51,8 @@ from ..model import (
     ProcessingHints,
     QuickReply,
 )
-from . import codec
-from .codec import Result
+from confab.runtime.protocol import codec
+from confab.runtime.protocol.codec import Result
 
 BATCH, OUTCOMES, LATE, QUERY, ANSWER, HELLO = 1, 2, 3, 4, 5, 6
 ERROR, DONE, REPLAYED, DEFERRED, MOVED = 0, 1, 2, 3, 4
