@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from confab.actors.messages import ShardSettings
+from confab.actors.settings import ShardSettings
 from confab.actors.shard import Shard
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.store import Retention, open_store

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from confab.actors.messages import ShardSettings
+from confab.actors.settings import ShardSettings
 from confab.actors.shard import Shard
 from confab.runtime.errors import ConfabError, Unavailable
 from confab.runtime.flows.dialogues import TurnView, WebhookAnswers

@@ -20,7 +20,7 @@ from typing import Literal
 import psycopg
 import pytest
 
-from confab.actors.messages import ShardSettings
+from confab.actors.settings import ShardSettings
 from confab.actors.shard import Shard
 from confab.runtime.errors import Unavailable
 from confab.runtime.model import Content, ConversationKey, InboundMessage, TurnResult

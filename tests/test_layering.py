@@ -55,6 +55,8 @@ class _WithOneMoreImport(GraphBuilder):
         ("confab.runtime.protocol.codec", "confab.protos.admin_pb2"),  # protobuf stays at the edge
         ("confab.runtime.flows.interpreter", "confab.actors.placement"),
         ("confab.actors.placement", "confab.runtime.engine.router"),
+        ("confab.actors.cluster", "confab.actors.system.messages"),  # plain objects know no Thespian
+        ("confab.actors.data_server", "thespian"),
         ("confab.runtime.model", "confab.runtime.flows"),  # the domain imports only the domain
         ("confab.protos.admin_pb2", "confab"),  # the generated code imports nothing of ours
     ],

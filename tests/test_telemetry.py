@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from confab.actors.messages import ShardSettings
+from confab.actors.settings import ShardSettings
 from confab.actors.shard import Shard
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc

@@ -2,7 +2,7 @@
 
 This is the one place that knows every part: it checks the store, loads the flows
 once (a bad file is reported now, a missing default flow stops the start), builds
-the actor host that runs the shards (``actors.host``), the engine that reaches them
+the actor host that runs the shards (``actors.system.host``), the engine that reaches them
 (``runtime.engine``) and the gRPC edge (``grpc_edge.server``), and wires the
 signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the flow files.
 """
@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from confab.actors.cluster import PROBE_TIMEOUT_S, ClusterSettings
-from confab.actors.host import ActorHost, HostError
-from confab.actors.messages import HostIdentity, ShardSettings
+from confab.actors.settings import HostIdentity, ShardSettings
+from confab.actors.system.host import ActorHost, HostError
 from confab.grpc_edge.server import ConfabServer, EdgeSecurity
 from confab.runtime import VERSION
 from confab.runtime.config import ConfabConfig, ConfigError, split_password

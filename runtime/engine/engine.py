@@ -63,7 +63,7 @@ START_CONNECT_TIMEOUT_S = 10.0
 
 
 class ShardHost(Protocol):
-    """What starts the shards and knows where they are (``actors.host.ActorHost``)."""
+    """What starts the shards and knows where they are (``actors.system.host.ActorHost``)."""
 
     def start(self, on_directory: Callable[[ShardDirectory], None]) -> ShardDirectory:
         """Start the shards (blocking); ``on_directory`` hears of every later change, from any thread."""

@@ -18,8 +18,8 @@ from typing import Any
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
 from confab.actors.data_server import ShardServer
-from confab.actors.messages import ShardAssign, ShardFailed, ShardHoldings, ShardInit, ShardReady
 from confab.actors.shard import Shard
+from confab.actors.system.messages import ShardAssign, ShardFailed, ShardHoldings, ShardInit, ShardReady
 from confab.runtime import telemetry
 from confab.runtime.store import open_store
 
