@@ -13,9 +13,9 @@ rpc.in_flight                      gauge    calls being served now
 engine.shard.resident_conversations gauge   conversations in memory, by shard
 engine.shard.commands              counter  commands run since the shard started, by shard
 engine.shard.restarts              counter  shard processes replaced by the supervisor
-bridge.queued                      gauge    commands waiting to be sent, by shard
-bridge.commands_per_batch          gauge    mean commands per edge→shard message, by shard
-bridge.largest_batch               gauge    most commands one edge→shard message carried, by shard
+link.queued                        gauge    commands waiting to be sent, by shard
+link.commands_per_batch            gauge    mean commands per edge→shard message, by shard
+link.largest_batch                 gauge    most commands one edge→shard message carried, by shard
 =================================  =======  ==============================================
 
 Time-series metrics honour ``start_time``/``end_time`` (default: the last hour) and
@@ -47,9 +47,9 @@ LIVE = (
     "engine.shard.resident_conversations",
     "engine.shard.commands",
     "engine.shard.restarts",
-    "bridge.queued",
-    "bridge.commands_per_batch",
-    "bridge.largest_batch",
+    "link.queued",
+    "link.commands_per_batch",
+    "link.largest_batch",
 )
 METRIC_NAMES = (*RPC_SERIES, *LIVE)
 
@@ -102,12 +102,12 @@ class MetricsReport:
             ),
             "engine.shard.commands": ("counter", [(float(s.commands), {"shard": s.index}) for s in shards]),
             "engine.shard.restarts": ("counter", [(float(stats.shard_restarts), {})]),
-            "bridge.queued": ("gauge", [(float(link.queued), {"shard": link.shard}) for link in stats.links]),
-            "bridge.largest_batch": (
+            "link.queued": ("gauge", [(float(link.queued), {"shard": link.shard}) for link in stats.links]),
+            "link.largest_batch": (
                 "gauge",
                 [(float(link.max_batch), {"shard": link.shard}) for link in stats.links],
             ),
-            "bridge.commands_per_batch": (
+            "link.commands_per_batch": (
                 "gauge",
                 [
                     (

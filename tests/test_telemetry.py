@@ -91,12 +91,12 @@ def test_prometheus_endpoint_serves_rpc_and_shard_metrics(metrics_server: tuple[
         for name in (
             "confab_shard_resident_conversations",
             "confab_shard_store_latency_milliseconds",
-            "confab_bridge_queued",
+            "confab_link_queued",
             "confab_shard_rss_bytes",
         ):
             assert {labels["shard"] for labels, _ in samples[name]} == {"0", "1"}, name
         assert all(0 <= v < 5000 for _, v in samples["confab_shard_store_latency_milliseconds"])
-        assert all(v == 0 for _, v in samples["confab_bridge_queued"])  # idle: nothing waits
+        assert all(v == 0 for _, v in samples["confab_link_queued"])  # idle: nothing waits
         assert all(v > 1e6 for _, v in samples["confab_shard_rss_bytes"])
         assert value(samples, "confab_shard_commands_total") >= 4
         assert value(samples, "confab_shard_restarts_total") == 0
