@@ -2,8 +2,8 @@
 
 Each method validates and converts its request (``convert``), asks the engine, and
 converts the answer back. Errors are raised, and become gRPC statuses in one place
-(the error interceptor, ``interceptors.ErrorInterceptor``); an item of a batch or a
-message of a stream fails alone, in its own status.
+(the call guards, ``grpc_edge.guards``); an item of a batch or a message of a stream
+fails alone, in its own status.
 
 Idempotency: a client that sets ``metadata.request_id`` on a message (a unary call,
 a batch item, a stream message) may send it again, for instance when a retry policy

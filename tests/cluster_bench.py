@@ -62,7 +62,7 @@ def failovers(hosts: Hosts, root: Path, store: str, kills: int, duration_s: floa
     runs = []
     try:
         for kill in range(kills):
-            victim = 1 + kill % (hosts.count - 1)  # never the leader
+            victim = 1 + kill % (hosts.count - 1)  # never host 0
             with LoadProcess(plan(cluster.edges, duration_s, f"f{kill}-"), root / f"load-f{kill}") as load:
                 load.start().wait_for_progress(acknowledged=1500)
                 killed_at = time.monotonic()

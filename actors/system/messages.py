@@ -38,7 +38,7 @@ class ShardAssign:
     """Supervisor → shard: the virtual shards it should hold now (it claims and releases)."""
 
     vshards: frozenset[int]
-    # False while the host is out of touch with the coordinator: keep what is held, claim nothing.
+    # False while the host is out of touch with the store's member table: keep what is held, claim nothing.
     claim: bool = True
 
 

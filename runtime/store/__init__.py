@@ -199,8 +199,8 @@ class Store(Protocol):
         which had the same id): its epoch goes up by one, its lease runs ``lease_s`` from now
         and nobody wants it.
         {vshard: new epoch} of those taken. Each of the rest is marked wanted by ``owner``:
-        its holder's next renewal of it fails, so it lets go even if it cannot hear the
-        coordinator that moved it."""
+        its holder's next renewal of it fails, so it lets go even if it has not yet heard of the
+        placement that moved it."""
         ...
 
     def renew(self, owner: str, epochs: Mapping[int, int], lease_s: float) -> set[int]:
