@@ -10,8 +10,8 @@ Code is produced by ``grpc_tools.protoc`` (``--python_out``, ``--grpc_python_out
 ``--pyi_out``) with grpc_tools' bundled well-known-type includes, then the flat
 cross-imports protoc emits (``import common_pb2 as common__pb2``) are rewritten to
 absolute ones (``from confab.protos import common_pb2 as common__pb2``), the one name the
-package imports them by, so the modules import as ``confab.protos.X``. Output depends only
-on the .proto files and the pinned grpcio-tools version, so it is byte-for-byte reproducible.
+package imports them by (``confab.protos.common_pb2`` and so on). Output depends only on the
+.proto files and the pinned grpcio-tools version, so it is byte-for-byte reproducible.
 """
 
 from __future__ import annotations
