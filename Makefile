@@ -29,12 +29,14 @@ test: dev lint
 test-fast: dev
 	$(PY) -m pytest -q -m "not integration"
 
-# mypy runs strict on both (`strict = true` and its few exceptions are in pyproject.toml).
+# mypy runs strict on both (`strict = true` and its few exceptions are in pyproject.toml);
+# lint-imports checks the layers' contracts ([tool.importlinter] there too).
 lint: dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy -p confab
 	$(VENV)/bin/mypy tests
+	$(VENV)/bin/lint-imports --no-cache
 
 proto: dev
 	$(PY) -m confab.tools.codegen
@@ -43,5 +45,5 @@ bench: install
 	$(PY) -m confab.tools.bench
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

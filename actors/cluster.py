@@ -27,7 +27,7 @@ has not yet) cost a retry, never a second writer.
 A host alone (an SQLite store) runs the same code over a member table of one
 (:class:`SoloTable`). Nothing here touches Thespian: this runs on a thread of the
 host's edge process, and hands the supervisor its shards' assignments through the
-host (``actors.host``).
+host (``actors.system.host``).
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from ..runtime.inspection import HostView
-from ..runtime.protocol.directory import NOBODY, Owner, ShardDirectory, ShardEndpoint, shard_id
-from ..runtime.store import Lease, Member, MemberBeat, MemberConflict
-from .messages import AssignShards, HostIdentity
-from .placement import place
+from confab.actors.placement import place
+from confab.actors.settings import HostIdentity
+from confab.runtime.inspection import HostView
+from confab.runtime.protocol.directory import NOBODY, Owner, ShardDirectory, ShardEndpoint, shard_id
+from confab.runtime.store import Lease, Member, MemberBeat, MemberConflict
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,16 @@ class _Reachability:
         return {host for host, since in self.since.items() if now - since >= after_s}
 
 
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """What this host's shards should hold now; the host hands it to the supervisor (``AssignShards``)."""
+
+    wanted: tuple[frozenset[int], ...]  # per shard index
+    # False while the host is out of touch with the store's member table, excluded by the
+    # other hosts, or leaving: keep what is held, claim nothing.
+    claim: bool = True
+
+
 class ClusterMembership:
     """Keeps this host's row, reads everyone's, and tells the host what its shards should hold.
 
@@ -186,7 +196,7 @@ class ClusterMembership:
         table: MemberTable,
         *,
         publish: Callable[[ShardDirectory], None],
-        assign: Callable[[AssignShards], None],
+        assign: Callable[[Assignment], None],
         reach: Callable[[str], str] | None = None,
     ) -> None:
         self.identity = identity
@@ -212,7 +222,7 @@ class ClusterMembership:
         self._conflict_since: float | None = None
         self._reachability = _Reachability()
         self._probes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="confab-probe") if reach else None
-        self._assigned: AssignShards | None = None
+        self._assigned: Assignment | None = None
         self._excluded = False
         self._version = time.time_ns() // 1000  # grows across restarts of this host too
         self._published: tuple[Any, ...] | None = None
@@ -417,7 +427,7 @@ class ClusterMembership:
                 frozenset(v for v, shard in enumerate(placement) if shard == shard_id(me, i))
                 for i in range(self.shard_count)
             )
-        assignment = AssignShards(wanted, claim)
+        assignment = Assignment(wanted, claim)
         if assignment != self._assigned:
             self._assigned = assignment
             self._assign(assignment)

@@ -26,13 +26,20 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..runtime import telemetry
-from ..runtime.errors import ConfabError, ConversationNotFound, InternalError, InvalidArgument
-from ..runtime.flows import FlowRegistry, NeedsWebhook, UnknownFlow, UnknownState, WebhookCall
-from ..runtime.model import ConversationKey, ConversationState, InboundMessage, JsonDict, TurnResult
-from ..runtime.protocol import codec
-from ..runtime.protocol.records import CLIENT_KEY_PREFIX, DONE, REPLAYED, Command, CommandKind, error_outcome
-from ..runtime.store import ConversationWrite, Retention, Store, StoredConversation, TurnRecord
+from confab.runtime import telemetry
+from confab.runtime.errors import ConfabError, ConversationNotFound, InternalError, InvalidArgument
+from confab.runtime.flows import FlowRegistry, NeedsWebhook, UnknownFlow, UnknownState, WebhookCall
+from confab.runtime.model import ConversationKey, ConversationState, InboundMessage, JsonDict, TurnResult
+from confab.runtime.protocol import codec
+from confab.runtime.protocol.records import (
+    CLIENT_KEY_PREFIX,
+    DONE,
+    REPLAYED,
+    Command,
+    CommandKind,
+    error_outcome,
+)
+from confab.runtime.store import ConversationWrite, Retention, Store, StoredConversation, TurnRecord
 
 
 @dataclass(slots=True)

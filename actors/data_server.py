@@ -28,10 +28,12 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from ..runtime import eventloop
-from ..runtime.errors import InternalError
-from ..runtime.protocol import codec, transport
-from ..runtime.protocol.records import (
+from confab.actors import queries
+from confab.actors.shard import Shard
+from confab.runtime import eventloop
+from confab.runtime.errors import InternalError
+from confab.runtime.protocol import codec, transport
+from confab.runtime.protocol.records import (
     ANSWER,
     BATCH,
     DEFERRED_OUTCOME,
@@ -46,9 +48,7 @@ from ..runtime.protocol.records import (
     Query,
     error_outcome,
 )
-from ..runtime.protocol.security import DataPlaneSettings
-from . import queries
-from .shard import Shard
+from confab.runtime.protocol.security import DataPlaneSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """The virtual shards one shard process holds, and how long it may trust that it does.
 
-The coordinator says which virtual shards a shard *should* hold (:meth:`want`); the
+The placement says which virtual shards a shard *should* hold (:meth:`want`, from the host's
+``actors.cluster`` through the supervisor); the
 store says which it *does* (``runtime.store``: claim, renew, release). Each
 :meth:`tick` brings the two together: it releases what is no longer wanted, claims
 what is wanted and not held (a claim succeeds once nobody else holds it or its lease
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ..runtime.store import Fence, Store
+from confab.runtime.store import Fence, Store
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class VshardOwnership:
             self._failed("renew", exc)
             return
         self.last_error = ""
-        # Not renewed: taken over, or wanted by the shard the coordinator moved it to. Let go now
+        # Not renewed: taken over, or wanted by the shard the placement moved it to. Let go now
         # (a release at this epoch does nothing to one that was taken over), not at lease end.
         lost = {v: e for v, e in self.held.items() if v not in renewed}
         if lost:

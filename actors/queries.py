@@ -12,13 +12,13 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from ..runtime.errors import ConfabError, InternalError, InvalidArgument, PermissionDenied
-from ..runtime.flows import in_handoff
-from ..runtime.inspection import ConversationFilter, ConversationSummary
-from ..runtime.model import ConversationKey
-from ..runtime.protocol import codec, queries
-from ..runtime.protocol.records import Answer, Query
-from .shard import Shard
+from confab.actors.shard import Shard
+from confab.runtime.errors import ConfabError, InternalError, InvalidArgument, PermissionDenied
+from confab.runtime.flows import in_handoff
+from confab.runtime.inspection import ConversationFilter, ConversationSummary
+from confab.runtime.model import ConversationKey
+from confab.runtime.protocol import codec, queries
+from confab.runtime.protocol.records import Answer, Query
 
 log = logging.getLogger(__name__)
 

@@ -38,14 +38,17 @@ from typing import Any
 
 import psutil
 
-from ..runtime import telemetry
-from ..runtime.errors import DeadlineExceeded, InternalError, Unavailable
-from ..runtime.flows import FlowRegistry
-from ..runtime.flows.catalog import load_flows
-from ..runtime.inspection import FlowReload, ShardStatus
-from ..runtime.model import ConversationKey
-from ..runtime.protocol.directory import shard_id, vshard_of
-from ..runtime.protocol.records import (
+from confab.actors.conversation import ConversationActor, Suspended
+from confab.actors.messages import ShardSettings
+from confab.actors.ownership import OwnershipChange, VshardOwnership
+from confab.runtime import telemetry
+from confab.runtime.errors import DeadlineExceeded, InternalError, Unavailable
+from confab.runtime.flows import FlowRegistry
+from confab.runtime.flows.catalog import load_flows
+from confab.runtime.inspection import FlowReload, ShardStatus
+from confab.runtime.model import ConversationKey
+from confab.runtime.protocol.directory import shard_id, vshard_of
+from confab.runtime.protocol.records import (
     DEFERRED_OUTCOME,
     ERROR,
     Command,
@@ -54,11 +57,8 @@ from ..runtime.protocol.records import (
     error_outcome,
     moved_outcome,
 )
-from ..runtime.store import FencedOut, StaleWrite, Store
-from ..runtime.webhooks import WebhookClient, WebhookResult
-from .conversation import ConversationActor, Suspended
-from .messages import ShardSettings
-from .ownership import OwnershipChange, VshardOwnership
+from confab.runtime.store import FencedOut, StaleWrite, Store
+from confab.runtime.webhooks import WebhookClient, WebhookResult
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ flows and store of ``runtime``. ``tools`` holds the ``confab`` command.
 What a program that embeds or extends Confab may rely on is named here.
 """
 
-from .runtime import VERSION as __version__
-from .runtime.config import ConfabConfig, ConfigError, load_config
-from .runtime.errors import (
+from confab.runtime import VERSION as __version__
+from confab.runtime.config import ConfabConfig, ConfigError, load_config
+from confab.runtime.errors import (
     ConfabError,
     ConversationNotFound,
     DeadlineExceeded,
@@ -24,7 +24,7 @@ from .runtime.errors import (
     Unavailable,
     Unimplemented,
 )
-from .runtime.model import (
+from confab.runtime.model import (
     Content,
     ConversationKey,
     ConversationState,

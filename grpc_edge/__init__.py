@@ -1,1 +1,1 @@
-"""The gRPC edge: transport only (conversion, services, interceptors, server)."""
+"""The gRPC edge: transport only (conversion, services, call guards, health, metrics, server)."""

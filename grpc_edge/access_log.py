@@ -20,8 +20,8 @@ from typing import Any, TextIO
 
 from opentelemetry import trace
 
-from ..runtime.config import LoggingConfig
-from .call import CallInfo, current_call
+from confab.grpc_edge.call import CallInfo, current_call
+from confab.runtime.config import LoggingConfig
 
 log = logging.getLogger(__name__)
 

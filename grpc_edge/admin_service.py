@@ -26,19 +26,19 @@ from typing import Any
 
 import grpc
 
-from ..protos import admin_pb2 as pb
-from ..protos import admin_pb2_grpc as pb_grpc
-from ..runtime import VERSION
-from ..runtime.config import LimitsConfig
-from ..runtime.engine import Engine
-from ..runtime.engine.events import TAIL_EVENT_TYPES
-from ..runtime.errors import InvalidArgument
-from ..runtime.inspection import ConversationFilter, ConversationInspection
-from ..runtime.model import ConversationKey
-from . import auth, convert
-from .call import note_target
-from .call import request_id as current_request_id
-from .health import HealthMonitor
+from confab.grpc_edge import auth, convert
+from confab.grpc_edge.call import note_target
+from confab.grpc_edge.call import request_id as current_request_id
+from confab.grpc_edge.health import HealthMonitor
+from confab.protos import admin_pb2 as pb
+from confab.protos import admin_pb2_grpc as pb_grpc
+from confab.runtime import VERSION
+from confab.runtime.config import LimitsConfig
+from confab.runtime.engine import Engine
+from confab.runtime.engine.events import TAIL_EVENT_TYPES
+from confab.runtime.errors import InvalidArgument
+from confab.runtime.inspection import ConversationFilter, ConversationInspection
+from confab.runtime.model import ConversationKey
 
 log = logging.getLogger(__name__)
 DEFAULT_LAST_TURNS = 10

@@ -32,10 +32,10 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ..runtime.config import AuthConfig, ConfigError, JwtConfig
-from ..runtime.errors import InternalError, PermissionDenied, Unauthenticated
-from .call import CallInfo, current_call
-from .guards import CallGuard, Context, Handler
+from confab.grpc_edge.call import CallInfo, current_call
+from confab.grpc_edge.guards import CallGuard, Context, Handler
+from confab.runtime.config import AuthConfig, ConfigError, JwtConfig
+from confab.runtime.errors import InternalError, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
 

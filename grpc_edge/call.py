@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..runtime.model import new_id
+from confab.runtime.model import new_id
 
 
 @dataclass(slots=True)

@@ -13,12 +13,12 @@ from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from ..protos import common_pb2 as common
-from ..protos import mcp_engine_pb2 as engine
-from ..runtime.config import LimitsConfig
-from ..runtime.engine import TurnRequest
-from ..runtime.errors import ConfabError, InvalidArgument
-from ..runtime.model import (
+from confab.protos import common_pb2 as common
+from confab.protos import mcp_engine_pb2 as engine
+from confab.runtime.config import LimitsConfig
+from confab.runtime.engine import TurnRequest
+from confab.runtime.errors import ConfabError, InvalidArgument
+from confab.runtime.model import (
     Button,
     CarouselCard,
     Content,

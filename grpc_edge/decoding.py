@@ -16,9 +16,9 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from ..runtime.errors import InvalidArgument
-from .call import CallInfo
-from .guards import CallGuard, Context, Handler, handler_like
+from confab.grpc_edge.call import CallInfo
+from confab.grpc_edge.guards import CallGuard, Context, Handler, handler_like
+from confab.runtime.errors import InvalidArgument
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,8 @@
 
 Each method validates and converts its request (``convert``), asks the engine, and
 converts the answer back. Errors are raised, and become gRPC statuses in one place
-(the error interceptor, ``interceptors.ErrorInterceptor``); an item of a batch or a
-message of a stream fails alone, in its own status.
+(the call guards, ``grpc_edge.guards``); an item of a batch or a message of a stream
+fails alone, in its own status.
 
 Idempotency: a client that sets ``metadata.request_id`` on a message (a unary call,
 a batch item, a stream message) may send it again, for instance when a retry policy
@@ -23,20 +23,20 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
-from ..protos import mcp_engine_pb2 as pb
-from ..protos import mcp_engine_pb2_grpc as pb_grpc
-from ..runtime import VERSION
-from ..runtime.config import LimitsConfig
-from ..runtime.engine import Engine, TurnRequest
-from ..runtime.errors import ConfabError, InvalidArgument
-from ..runtime.model import ConversationKey, TurnResult, new_id
-from . import auth, convert, errors
-from .call import note_target
-from .call import request_id as current_request_id
-from .health import HealthMonitor
-from .limits import TenantRateLimiter
-from .metrics_service import MetricsReport
-from .streams import ConversationStream, StreamSettings
+from confab.grpc_edge import auth, convert, errors
+from confab.grpc_edge.call import note_target
+from confab.grpc_edge.call import request_id as current_request_id
+from confab.grpc_edge.health import HealthMonitor
+from confab.grpc_edge.limits import TenantRateLimiter
+from confab.grpc_edge.metrics_service import MetricsReport
+from confab.grpc_edge.streams import ConversationStream, StreamSettings
+from confab.protos import mcp_engine_pb2 as pb
+from confab.protos import mcp_engine_pb2_grpc as pb_grpc
+from confab.runtime import VERSION
+from confab.runtime.config import LimitsConfig
+from confab.runtime.engine import Engine, TurnRequest
+from confab.runtime.errors import ConfabError, InvalidArgument
+from confab.runtime.model import ConversationKey, TurnResult, new_id
 
 DEFAULT_BATCH_CONCURRENCY = 16
 

@@ -25,8 +25,8 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from . import errors
-from .call import CallInfo, enter_call
+from confab.grpc_edge import errors
+from confab.grpc_edge.call import CallInfo, enter_call
 
 Context = grpc.aio.ServicerContext[Any, Any]
 # A method handler of any service: the guards serve every method, whatever its messages.
@@ -103,6 +103,43 @@ def handler_like(
     )
 
 
+class _GuardedCall:
+    """One call through its guards, around the method's own work (``async with``), for unary and
+    streaming methods alike: the guards are entered first (:meth:`enter`), what the method or a
+    guard raises becomes the call's status, and the guards entered are told the call ended."""
+
+    __slots__ = ("active", "call", "context", "entered")
+
+    def __init__(self, call: CallInfo, context: Context, active: tuple[CallGuard, ...]) -> None:
+        self.call = call
+        self.context = context
+        self.active = active
+        self.entered = 0
+
+    def enter(self, request: Any) -> None:
+        for guard in self.active:
+            guard.enter(self.call, request, self.context)
+            self.entered += 1
+
+    async def __aenter__(self) -> _GuardedCall:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> bool:
+        try:
+            if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
+                await errors.abort(self.context, error, self.call.request_id)
+                error = None  # the status is set: the call ends as the context says
+                return True
+            return False
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            for guard in reversed(self.active[: self.entered]):
+                guard.exit(self.call, error, self.context)
+            enter_call(None)
+
+
 def guarded(method: str, handler: Handler, guards: Iterable[CallGuard]) -> Handler:
     """``handler`` with every call run through the ``guards`` that cover ``method``."""
     active = tuple(g for g in guards if g.covers(method, handler))
@@ -110,70 +147,41 @@ def guarded(method: str, handler: Handler, guards: Iterable[CallGuard]) -> Handl
         handler = guard.adapt(handler)
     client_streams = bool(handler.stream_unary or handler.stream_stream)
 
-    def start(request: Any, context: Context) -> tuple[CallInfo, Any, int]:
+    def start(request: Any, context: Context) -> tuple[_GuardedCall, Any]:
         call = CallInfo(method, peer=_peer(context))
         enter_call(call)
         if client_streams:
             for guard in reversed(active):
                 request = guard.requests(request)
-        return call, request, 0
+        return _GuardedCall(call, context, active), request
 
-    def finish(call: CallInfo, entered: int, error: BaseException | None, context: Context) -> None:
-        for guard in reversed(active[:entered]):
-            guard.exit(call, error, context)
-        enter_call(None)
-
+    behavior: Callable[..., Any]
     if handler.unary_unary or handler.stream_unary:
         inner: Any = handler.unary_unary or handler.stream_unary
 
         async def unary(request: Any, context: Context) -> Any:
-            call, request, entered = start(request, context)
-            error: BaseException | None = None
-            try:
-                try:
-                    for guard in active:
-                        guard.enter(call, request, context)
-                        entered += 1
-                    return await inner(request, context)
-                except (grpc.aio.AbortError, asyncio.CancelledError):
-                    raise
-                except Exception as exc:
-                    await errors.abort(context, exc, call.request_id)
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                finish(call, entered, error, context)
+            guarded_call, request = start(request, context)
+            async with guarded_call:
+                guarded_call.enter(request)
+                return await inner(request, context)
 
-        return handler_like(handler, unary, handler.request_deserializer)
+        behavior = unary
+    else:
+        inner_stream: Any = handler.unary_stream or handler.stream_stream
 
-    inner_stream: Any = handler.unary_stream or handler.stream_stream
-
-    async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-        call, request, entered = start(request, context)
-        error: BaseException | None = None
-        try:
-            try:
-                for guard in active:
-                    guard.enter(call, request, context)
-                    entered += 1
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            guarded_call, request = start(request, context)
+            async with guarded_call:
+                guarded_call.enter(request)
                 result = inner_stream(request, context)
                 if asyncio.iscoroutine(result):  # a handler that writes with context.write()
                     await result
                 else:
                     async for item in result:
                         yield item
-            except (grpc.aio.AbortError, asyncio.CancelledError):
-                raise
-            except Exception as exc:
-                await errors.abort(context, exc, call.request_id)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            finish(call, entered, error, context)
 
-    return handler_like(handler, stream, handler.request_deserializer)
+        behavior = stream
+    return handler_like(handler, behavior, handler.request_deserializer)
 
 
 class GuardedRegistry:

@@ -29,15 +29,15 @@ import psutil
 from grpc_health.v1 import health as std_health
 from grpc_health.v1 import health_pb2 as std_health_pb2
 
-from ..protos import common_pb2 as common
-from ..protos import health_pb2 as pb
-from ..protos import health_pb2_grpc as pb_grpc
-from ..runtime import VERSION
-from ..runtime.config import is_database_url
-from ..runtime.engine import Engine
-from ..runtime.inspection import ClusterView, ShardStatus
-from . import convert
-from .metrics import RpcMetrics
+from confab.grpc_edge import convert
+from confab.grpc_edge.metrics import RpcMetrics
+from confab.protos import common_pb2 as common
+from confab.protos import health_pb2 as pb
+from confab.protos import health_pb2_grpc as pb_grpc
+from confab.runtime import VERSION
+from confab.runtime.config import is_database_url
+from confab.runtime.engine import Engine
+from confab.runtime.inspection import ClusterView, ShardStatus
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..runtime.config import LimitsConfig
-from ..runtime.errors import InvalidArgument, Overloaded, RateLimited
-from .call import CallInfo
-from .guards import CallGuard, Context, Handler
+from confab.grpc_edge.call import CallInfo
+from confab.grpc_edge.guards import CallGuard, Context, Handler
+from confab.runtime.config import LimitsConfig
+from confab.runtime.errors import InvalidArgument, Overloaded, RateLimited
 
 # Calls never limited: health must answer under load, reflection is tooling.
 EXEMPT_SERVICES = (

@@ -13,9 +13,9 @@ rpc.in_flight                      gauge    calls being served now
 engine.shard.resident_conversations gauge   conversations in memory, by shard
 engine.shard.commands              counter  commands run since the shard started, by shard
 engine.shard.restarts              counter  shard processes replaced by the supervisor
-bridge.queued                      gauge    commands waiting to be sent, by shard
-bridge.commands_per_batch          gauge    mean commands per edge→shard message, by shard
-bridge.largest_batch               gauge    most commands one edge→shard message carried, by shard
+link.queued                        gauge    commands waiting to be sent, by shard
+link.commands_per_batch            gauge    mean commands per edge→shard message, by shard
+link.largest_batch                 gauge    most commands one edge→shard message carried, by shard
 =================================  =======  ==============================================
 
 Time-series metrics honour ``start_time``/``end_time`` (default: the last hour) and
@@ -29,12 +29,12 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from ..protos import mcp_engine_pb2 as pb
-from ..runtime.engine import Engine
-from ..runtime.errors import InvalidArgument
-from ..runtime.inspection import ShardStatus
-from . import convert
-from .metrics import GRANULARITIES, RpcMetrics, RpcPoint, parse_granularity
+from confab.grpc_edge import convert
+from confab.grpc_edge.metrics import GRANULARITIES, RpcMetrics, RpcPoint, parse_granularity
+from confab.protos import mcp_engine_pb2 as pb
+from confab.runtime.engine import Engine
+from confab.runtime.errors import InvalidArgument
+from confab.runtime.inspection import ShardStatus
 
 RPC_SERIES = {
     "rpc.requests": ("counter", lambda p: float(p.count)),
@@ -47,9 +47,9 @@ LIVE = (
     "engine.shard.resident_conversations",
     "engine.shard.commands",
     "engine.shard.restarts",
-    "bridge.queued",
-    "bridge.commands_per_batch",
-    "bridge.largest_batch",
+    "link.queued",
+    "link.commands_per_batch",
+    "link.largest_batch",
 )
 METRIC_NAMES = (*RPC_SERIES, *LIVE)
 
@@ -102,12 +102,12 @@ class MetricsReport:
             ),
             "engine.shard.commands": ("counter", [(float(s.commands), {"shard": s.index}) for s in shards]),
             "engine.shard.restarts": ("counter", [(float(stats.shard_restarts), {})]),
-            "bridge.queued": ("gauge", [(float(link.queued), {"shard": link.shard}) for link in stats.links]),
-            "bridge.largest_batch": (
+            "link.queued": ("gauge", [(float(link.queued), {"shard": link.shard}) for link in stats.links]),
+            "link.largest_batch": (
                 "gauge",
                 [(float(link.max_batch), {"shard": link.shard}) for link in stats.links],
             ),
-            "bridge.commands_per_batch": (
+            "link.commands_per_batch": (
                 "gauge",
                 [
                     (

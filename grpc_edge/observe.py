@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .access_log import AccessLog, trace_id
-from .call import CallInfo
-from .guards import CallGuard, Context, status_code_name
-from .metrics import RpcMetrics
+from confab.grpc_edge.access_log import AccessLog, trace_id
+from confab.grpc_edge.call import CallInfo
+from confab.grpc_edge.guards import CallGuard, Context, status_code_name
+from confab.grpc_edge.metrics import RpcMetrics
 
 
 class ObserverGuard(CallGuard):

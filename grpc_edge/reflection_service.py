@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as v1alpha
 from grpc_reflection.v1alpha import reflection_pb2_grpc as v1alpha_grpc
 
-from ..protos import admin_pb2, health_pb2, mcp_engine_pb2
+from confab.protos import admin_pb2, health_pb2, mcp_engine_pb2
 
 V1ALPHA = "grpc.reflection.v1alpha"
 V1 = "grpc.reflection.v1"

@@ -15,27 +15,27 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2_grpc as std_health_pb2_grpc
 
-from ..protos import (
+from confab.grpc_edge import reflection_service, tls
+from confab.grpc_edge.access_log import AccessLog
+from confab.grpc_edge.admin_service import AdminService
+from confab.grpc_edge.auth import Authenticator, AuthGuard
+from confab.grpc_edge.decoding import DecodeGuard
+from confab.grpc_edge.engine_service import EngineService
+from confab.grpc_edge.guards import GuardedRegistry
+from confab.grpc_edge.health import HealthMonitor, HealthService
+from confab.grpc_edge.limits import LimitsGuard, TenantRateLimiter
+from confab.grpc_edge.metrics import RpcMetrics
+from confab.grpc_edge.metrics_service import MetricsReport
+from confab.grpc_edge.observe import ObserverGuard
+from confab.grpc_edge.streams import StreamSettings
+from confab.grpc_edge.telemetry import EdgeTelemetry
+from confab.protos import (
     admin_pb2_grpc,
     health_pb2_grpc,
     mcp_engine_pb2_grpc,
 )
-from ..runtime.config import ConfabConfig
-from ..runtime.engine import Engine
-from . import reflection_service, tls
-from .access_log import AccessLog
-from .admin_service import AdminService
-from .auth import Authenticator, AuthGuard
-from .decoding import DecodeGuard
-from .engine_service import EngineService
-from .guards import GuardedRegistry
-from .health import HealthMonitor, HealthService
-from .limits import LimitsGuard, TenantRateLimiter
-from .metrics import RpcMetrics
-from .metrics_service import MetricsReport
-from .observe import ObserverGuard
-from .streams import StreamSettings
-from .telemetry import EdgeTelemetry
+from confab.runtime.config import ConfabConfig
+from confab.runtime.engine import Engine
 
 log = logging.getLogger(__name__)
 

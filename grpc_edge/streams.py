@@ -24,15 +24,15 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 
-from ..protos import mcp_engine_pb2 as pb
-from ..runtime import VERSION
-from ..runtime.config import LimitsConfig
-from ..runtime.engine import Engine
-from ..runtime.errors import ConfabError, Unavailable
-from ..runtime.model import ConversationKey, TurnResult, new_id
-from . import auth, convert, errors
-from .call import note_target
-from .limits import TenantRateLimiter
+from confab.grpc_edge import auth, convert, errors
+from confab.grpc_edge.call import note_target
+from confab.grpc_edge.limits import TenantRateLimiter
+from confab.protos import mcp_engine_pb2 as pb
+from confab.runtime import VERSION
+from confab.runtime.config import LimitsConfig
+from confab.runtime.engine import Engine
+from confab.runtime.errors import ConfabError, Unavailable
+from confab.runtime.model import ConversationKey, TurnResult, new_id
 
 # Responses computed but not yet written, per stream: beyond this, reading pauses.
 MAX_PENDING = 256

@@ -10,8 +10,8 @@ Instruments (Prometheus names in brackets; ``shard`` is the shard index):
 confab.rpc.requests                 counter: calls, by ``method`` and ``code`` [confab_rpc_requests_total]
 confab.rpc.duration                 histogram (s): call duration, same keys [confab_rpc_duration_seconds]
 confab.rpc.in_flight                gauge: calls being served [confab_rpc_in_flight]
-confab.bridge.queued                gauge: commands waiting in the edge's queue for a shard (its mailbox)
-confab.bridge.in_flight             gauge: commands sent to a shard and not yet answered
+confab.link.queued                  gauge: commands waiting at the edge for a shard [confab_link_queued]
+confab.link.in_flight               gauge: commands sent to a shard, unanswered [confab_link_in_flight]
 confab.shard.resident_conversations gauge: conversation actors in a shard's memory
 confab.shard.commands               counter: commands a shard process ran (restarts at 0 with it)
 confab.shard.store_latency          gauge (ms): a shard's last store round trip
@@ -21,7 +21,7 @@ confab.shard.restarts               counter: shard processes replaced by the sup
 
 Observable instruments are read when an exporter collects (Prometheus: on each scrape,
 on its HTTP thread), so their callbacks never ask a shard: shard figures come from the
-report :class:`~.health.HealthMonitor` refreshes every couple of seconds, bridge
+report :class:`~.health.HealthMonitor` refreshes every couple of seconds, link
 figures from the links' own counters.
 """
 
@@ -35,11 +35,11 @@ from typing import Any
 import grpc
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from ..runtime import telemetry
-from ..runtime.config import ConfabConfig
-from ..runtime.engine import Engine
-from .health import HealthMonitor
-from .metrics import RpcMetrics
+from confab.grpc_edge.health import HealthMonitor
+from confab.grpc_edge.metrics import RpcMetrics
+from confab.runtime import telemetry
+from confab.runtime.config import ConfabConfig
+from confab.runtime.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,8 @@ class EdgeTelemetry:
         self.metrics.on_record = on_record
         gauges = {
             "confab.rpc.in_flight": ("{call}", "RPCs being served", self._in_flight),
-            "confab.bridge.queued": ("{command}", "commands queued at the edge per shard", self._queued),
-            "confab.bridge.in_flight": ("{command}", "commands sent to a shard, unanswered", self._sent),
+            "confab.link.queued": ("{command}", "commands queued at the edge per shard", self._queued),
+            "confab.link.in_flight": ("{command}", "commands sent to a shard, unanswered", self._sent),
             "confab.shard.resident_conversations": (
                 "{conversation}",
                 "conversations in memory",

@@ -13,7 +13,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ..runtime.config import ConfigError, TlsConfig
+from confab.runtime.config import ConfigError, TlsConfig
 
 
 def describe(tls: TlsConfig) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..config import bundled_path
+from confab.config import bundled_path
 
 
 class ConfigError(ValueError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import ConversationKey, ConversationState
+from confab.runtime.model import ConversationKey, ConversationState
 
 
 @dataclass(frozen=True, slots=True)

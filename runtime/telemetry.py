@@ -39,11 +39,11 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from .protocol.records import ERROR, REPLAYED
+from confab.runtime.protocol.records import ERROR, REPLAYED
 
 if TYPE_CHECKING:
-    from .model import ConversationState
-    from .protocol.records import Command, CommandBatch
+    from confab.runtime.model import ConversationState
+    from confab.runtime.protocol.records import Command, CommandBatch
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,8 @@ import grpc
 from confab.protos import admin_pb2 as admin_pb
 from confab.protos import admin_pb2_grpc as admin_grpc
 from confab.tools.cluster_certs import make_certs
-
-from .host_server import HostServer
-from .hosts import Hosts
+from tests.host_server import HostServer
+from tests.hosts import Hosts
 
 
 class Cluster:

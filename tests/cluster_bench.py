@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from confab.tools.postgres_server import PostgresServer
-
-from .cluster import Cluster
-from .cluster_load import LoadPlan, LoadProcess, LoadResult, applied_counts, conversation_names
-from .hosts import Hosts
+from tests.cluster import Cluster
+from tests.cluster_load import LoadPlan, LoadProcess, LoadResult, applied_counts, conversation_names
+from tests.hosts import Hosts
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

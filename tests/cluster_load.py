@@ -40,8 +40,7 @@ from typing import Any
 import grpc
 
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
-
-from .support import message, state_request
+from tests.support import message, state_request
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 # As docs/api.md's retry policy: CANCELLED too, which a stopping server answers to calls it had

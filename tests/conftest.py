@@ -19,17 +19,16 @@ from typing import Any
 
 import pytest
 
-from confab.actors.messages import ShardSettings
+from confab.actors.settings import ShardSettings
 from confab.actors.shard import Shard
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.store import Retention, open_store
 from confab.tools.postgres_server import PostgresServer
 from confab.tools.price_service import PriceService
-
-from .hosts import Hosts, unavailable_reason
-from .postgres import database_name, start_server
-from .shard_runner import hold_every_vshard
-from .support import ServerProcess, wait_until_gone
+from tests.hosts import Hosts, unavailable_reason
+from tests.postgres import database_name, start_server
+from tests.shard_runner import hold_every_vshard
+from tests.support import ServerProcess, wait_until_gone
 
 INTEGRATION = "integration"
 

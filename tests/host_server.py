@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .hosts import Hosts
+from tests.hosts import Hosts
 
 REPOSITORY = Path(__file__).resolve().parents[1]  # the confab/ in it is the package the server runs
 SERVING_LINE = re.compile(r"serving on (\S+):(\d+)")

@@ -11,9 +11,10 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from confab.actors.messages import ShardSettings
+from confab.actors.settings import ShardSettings
 from confab.actors.shard import Shard
 from confab.runtime.errors import ConfabError, Unavailable
 from confab.runtime.flows.dialogues import TurnView, WebhookAnswers
@@ -41,11 +42,11 @@ def hold_every_vshard(shard: Shard) -> None:
 
 
 def routed(shard: Shard, commands: Sequence[Command]) -> list[Command]:
-    """``commands`` stamped with the epochs ``shard`` holds their virtual shards at, as the
-    edge's router stamps them (a command for a virtual shard it does not hold keeps epoch 0)."""
-    for command in commands:
-        command.epoch = shard.ownership.held.get(vshard_of(command.key, shard.settings.vshards), 0)
-    return list(commands)
+    """``commands`` as a shard reads them from the edge: with the epochs ``shard`` holds their
+    virtual shards at, as the edge's router routes them (a command for a virtual shard it does
+    not hold goes with epoch 0)."""
+    held = shard.ownership.held
+    return [replace(c, epoch=held.get(vshard_of(c.key, shard.settings.vshards), 0)) for c in commands]
 
 
 class LocalRunner:

@@ -38,8 +38,7 @@ from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.config import ConfigError, LoggingConfig, load_config
 from confab.runtime.errors import ConversationNotFound
-
-from .support import ServerProcess, message, state_request
+from tests.support import ServerProcess, message, state_request
 
 ACCESS_LOGGER = "confab.grpc_edge.access_log"
 ACCESS_FIELDS = {

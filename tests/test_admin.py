@@ -16,8 +16,7 @@ from confab.protos import admin_pb2 as admin
 from confab.protos import admin_pb2_grpc as admin_grpc
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.tools.price_service import PriceService
-
-from .support import ServerProcess, message, pizza, pizza_server, status_details
+from tests.support import ServerProcess, message, pizza, pizza_server, status_details
 
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
 

@@ -19,8 +19,7 @@ from confab.grpc_edge.auth import hash_api_key
 from confab.protos import admin_pb2 as admin
 from confab.protos import admin_pb2_grpc as admin_grpc
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
-
-from .support import ServerProcess, message, state_request
+from tests.support import ServerProcess, message, state_request
 
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
 

@@ -15,8 +15,7 @@ from confab.protos import admin_pb2 as admin
 from confab.protos import admin_pb2_grpc as admin_grpc
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
-
-from .support import ServerProcess, message, status_details
+from tests.support import ServerProcess, message, status_details
 
 pytestmark = pytest.mark.integration  # every test here talks to a real server
 

@@ -45,8 +45,7 @@ from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.config import ConfigError, load_config
 from confab.runtime.errors import PermissionDenied, Unauthenticated
 from confab.tools import cli
-
-from .support import ServerProcess, message, run_confab, serve_args, state_request
+from tests.support import ServerProcess, message, run_confab, serve_args, state_request
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "confab-test"

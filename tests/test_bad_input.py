@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from confab.protos import health_pb2, health_pb2_grpc
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
-
-from .support import ServerProcess, message, state_request
+from tests.support import ServerProcess, message, state_request
 
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
 

@@ -14,8 +14,7 @@ import pytest
 
 from confab.grpc_edge.auth import hash_api_key
 from confab.tools.call import json_documents
-
-from .support import ServerProcess, confab_argv, run_confab
+from tests.support import ServerProcess, confab_argv, run_confab
 
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
 

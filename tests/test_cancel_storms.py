@@ -25,8 +25,7 @@ from confab.protos import health_pb2 as health
 from confab.protos import health_pb2_grpc as health_grpc
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
-
-from .support import ServerProcess, message
+from tests.support import ServerProcess, message
 
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
 

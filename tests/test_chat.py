@@ -10,8 +10,7 @@ import pexpect
 import pytest
 
 from confab.tools.price_service import PriceService
-
-from .support import (
+from tests.support import (
     ServerProcess,
     exit_status,
     free_port,

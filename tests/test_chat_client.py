@@ -13,8 +13,7 @@ import pytest
 from confab.protos import mcp_engine_pb2 as pb
 from confab.tools.chat import ChatClient, ChatFailed, ChatListener, ChatOptions, Turn
 from confab.tools.price_service import PriceService
-
-from .support import ServerProcess, free_port, plain_greeting_id, price_webhook_config
+from tests.support import ServerProcess, free_port, plain_greeting_id, price_webhook_config
 
 pytestmark = pytest.mark.integration  # every test here starts a server
 

@@ -26,12 +26,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from confab.tools.cluster_certs import make_certs
 from confab.tools.postgres_server import PostgresServer
-
-from .cluster import Cluster, running_cluster
-from .cluster_load import LoadPlan, LoadProcess, LoadResult, applied_counts, conversation_names
-from .hosts import Hosts
-from .postgres import start_server
-from .support import run_confab
+from tests.cluster import Cluster, running_cluster
+from tests.cluster_load import LoadPlan, LoadProcess, LoadResult, applied_counts, conversation_names
+from tests.hosts import Hosts
+from tests.postgres import start_server
+from tests.support import run_confab
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,7 @@ import pytest
 
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
-
-from .cluster_load import (
+from tests.cluster_load import (
     GENERATOR_COMMAND,
     REPOSITORY,
     ConversationLoad,
@@ -33,7 +32,7 @@ from .cluster_load import (
     conversation_names,
     generate,
 )
-from .support import ServerProcess
+from tests.support import ServerProcess
 
 STALL_S = 5.0  # longer than any attempt timeout below: a stalled reply always misses its deadline
 

@@ -11,8 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from confab.actors.cluster import ClusterMembership, ClusterSettings, Peer, detail_of
-from confab.actors.messages import AssignShards, HostIdentity
+from confab.actors.cluster import Assignment, ClusterMembership, ClusterSettings, Peer, detail_of
+from confab.actors.settings import HostIdentity
 from confab.runtime.protocol.directory import ShardDirectory, ShardEndpoint
 from confab.runtime.store import Lease, Member, MemberBeat
 
@@ -66,7 +66,7 @@ class Table:
         pass
 
 
-def membership(table: Table, assignments: list[AssignShards]) -> ClusterMembership:
+def membership(table: Table, assignments: list[Assignment]) -> ClusterMembership:
     member = ClusterMembership(
         HostIdentity("a", incarnation=1),
         SETTINGS,
@@ -87,12 +87,12 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def share(assignment: AssignShards) -> int:
+def share(assignment: Assignment) -> int:
     return len(assignment.wanted[0])
 
 
 def test_a_host_claims_a_third_beside_two_live_hosts() -> None:
-    assignments: list[AssignShards] = []
+    assignments: list[Assignment] = []
     member = membership(Table(), assignments)
     member.start()
     try:
@@ -104,7 +104,7 @@ def test_a_host_claims_a_third_beside_two_live_hosts() -> None:
 def test_after_the_store_was_away_a_host_does_not_take_the_others_for_lost() -> None:
     """Nobody could beat while the store was away: the others' old heartbeats say nothing."""
     table = Table()
-    assignments: list[AssignShards] = []
+    assignments: list[Assignment] = []
     member = membership(table, assignments)
     member.start()
     try:
@@ -123,7 +123,7 @@ def test_after_the_store_was_away_a_host_does_not_take_the_others_for_lost() -> 
 
 def test_a_peer_silent_for_lost_after_s_is_lost_and_its_share_comes_here() -> None:
     table = Table()
-    assignments: list[AssignShards] = []
+    assignments: list[Assignment] = []
     member = membership(table, assignments)
     member.start()
     try:

@@ -20,7 +20,7 @@ from typing import Literal
 import psycopg
 import pytest
 
-from confab.actors.messages import ShardSettings
+from confab.actors.settings import ShardSettings
 from confab.actors.shard import Shard
 from confab.runtime.errors import Unavailable
 from confab.runtime.model import Content, ConversationKey, InboundMessage, TurnResult
@@ -29,9 +29,8 @@ from confab.runtime.protocol.records import Command, CommandBatch, CommandKind, 
 from confab.runtime.store import Retention
 from confab.runtime.store.postgres import PostgresStore
 from confab.tools.postgres_server import PostgresServer
-
-from .postgres import database_name
-from .shard_runner import hold_every_vshard, routed
+from tests.postgres import database_name
+from tests.shard_runner import hold_every_vshard, routed
 
 pytestmark = pytest.mark.integration  # a PostgreSQL server
 

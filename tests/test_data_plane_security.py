@@ -57,9 +57,8 @@ from confab.runtime.protocol.records import (
 )
 from confab.runtime.protocol.security import DataPlaneSettings
 from confab.tools.cluster_certs import make_certs
-
-from .shard_runner import routed
-from .support import free_port, run_confab
+from tests.shard_runner import routed
+from tests.support import free_port, run_confab
 
 LOGGERS = ("confab.runtime.protocol.transport", "confab.actors.data_server")
 SAFETY_TIMEOUT_S = 30.0  # a socket that would block forever fails the test instead of hanging it

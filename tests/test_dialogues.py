@@ -26,9 +26,8 @@ from confab.runtime.model import Content, ConversationKey, InboundMessage, Proce
 from confab.runtime.webhooks import WebhookTarget
 from confab.tools.dialogue_client import GrpcRunner
 from confab.tools.price_service import PriceService
-
-from .shard_runner import LocalRunner
-from .support import ServerProcess, message, pizza, pizza_server
+from tests.shard_runner import LocalRunner
+from tests.support import ServerProcess, message, pizza, pizza_server
 
 DIALOGUES = Path(__file__).parent / "dialogues"
 KEY = ConversationKey("acme", "c-1")

@@ -19,8 +19,7 @@ from grpc_health.v1 import health_pb2_grpc as std_health_pb2_grpc
 
 from confab.protos import mcp_engine_pb2 as pb
 from confab.tools.price_service import PriceService
-
-from .support import ServerProcess, pizza, price_webhook_config, processes_marked, wait_until_gone
+from tests.support import ServerProcess, pizza, price_webhook_config, processes_marked, wait_until_gone
 
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
 

@@ -40,8 +40,7 @@ from confab.runtime.model import ConversationKey
 from confab.runtime.protocol.directory import vshard_of
 from confab.runtime.store import ConversationWrite, TurnRecord
 from confab.runtime.store.sqlite import SqliteStore
-
-from .support import ServerProcess, message, processes_marked, run_confab, serve_args, state_request
+from tests.support import ServerProcess, message, processes_marked, run_confab, serve_args, state_request
 
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
 

@@ -41,8 +41,7 @@ from confab.tools.cli import main
 from confab.tools.flows_replay import since_time
 from confab.tools.price_service import PriceService
 from confab.tools.replay_store import open_history, read_conversation, recorded_keys
-
-from .shard_runner import LocalRunner
+from tests.shard_runner import LocalRunner
 
 TENANT = "acme"
 CARD = "4111 1111 1111 1111"  # passes the Luhn check: masked wherever the flow masks card numbers

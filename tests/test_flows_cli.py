@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from confab.tools.cli import main
-
-from .test_flow_loader import MINIMAL, docs_example, edited, write
+from tests.test_flow_loader import MINIMAL, docs_example, edited, write
 
 # A flow id no bundled flow file uses, so that `show` finds the test's own.
 CLI_FLOW = MINIMAL.replace("flow: mini", "flow: cli_test_flow")

@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .cluster_load import LoadPlan, LoadProcess, LoadResult, applied_counts, conversation_names
-from .host_server import HostServer
-from .hosts import Hosts, link_names, namespace_names, unavailable_reason
+from tests.cluster_load import LoadPlan, LoadProcess, LoadResult, applied_counts, conversation_names
+from tests.host_server import HostServer
+from tests.hosts import Hosts, link_names, namespace_names, unavailable_reason
 
 UNAVAILABLE = unavailable_reason()
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))]

@@ -12,8 +12,7 @@ import psutil
 import pytest
 
 from confab.protos import health_pb2, health_pb2_grpc
-
-from .support import ServerProcess, message, processes_marked, state_request, wait_until_gone
+from tests.support import ServerProcess, message, processes_marked, state_request, wait_until_gone
 
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
 

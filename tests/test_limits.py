@@ -30,8 +30,7 @@ from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.config import ConfigError, load_config
 from confab.runtime.errors import InvalidArgument, RateLimited
-
-from .support import ServerProcess, message, pizza, pizza_server, state_request
+from tests.support import ServerProcess, message, pizza, pizza_server, state_request
 
 
 def new_id() -> str:

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -169,9 +170,7 @@ def test_a_batch_is_cut_to_the_largest_frame_the_shard_takes_and_a_command_too_b
     limit = 64 * 1024
 
     def sized(conversation: str, chars: int) -> Command:
-        c = command(conversation)
-        c.body = InboundMessage("u", Content(text="x" * chars))
-        return c
+        return replace(command(conversation), body=InboundMessage("u", Content(text="x" * chars)))
 
     async def test(tmp: Path) -> None:
         shard = await ScriptedShard(f"unix:{tmp}/s.sock").start()

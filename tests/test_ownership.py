@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from confab.actors.messages import ShardSettings
 from confab.actors.ownership import _ranges
+from confab.actors.settings import ShardSettings
 from confab.actors.shard import Shard
 from confab.runtime.model import Content, ConversationKey, InboundMessage, StateResult, TurnResult
 from confab.runtime.protocol.directory import vshard_of

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .support import SERVING_LINE, confab_argv, serve_args, wait_until_gone
+from tests.support import SERVING_LINE, confab_argv, serve_args, wait_until_gone
 
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
 

@@ -8,8 +8,7 @@ import pytest
 
 from confab.tools import postgres_server
 from confab.tools.postgres_server import PostgresUnavailable, binaries
-
-from . import postgres
+from tests import postgres
 
 
 @pytest.fixture

@@ -45,6 +45,8 @@ from confab.runtime.protocol.records import (
     CommandKind,
     LateOutcomes,
     OutcomeBatch,
+    Routed,
+    RoutedBatch,
     decode_outcome,
     error_outcome,
 )
@@ -368,3 +370,19 @@ def test_unknown_error_reason_becomes_internal() -> None:
     back = decode_outcome([ERROR, "SOMETHING_NEW", "from a newer peer", ""])
     assert type(back) is InternalError
     assert back.message == "from a newer peer"
+
+
+@pytest.mark.parametrize(
+    ("trace", "budget_s"), [(None, None), ("00-trace", None), (None, 1.5), ("00-t", 0.25)]
+)
+def test_a_routed_command_is_read_by_the_shard_as_one_command_with_its_routing(
+    trace: str | None, budget_s: float | None
+) -> None:
+    # The edge sends the command it was given and, beside it, the epoch and the time left;
+    # the shard reads one Command carrying both, from the very bytes a stamped command made.
+    made = Command(CommandKind.TURN, "m-9", KEY, sample_message(), trace)
+    frame = RoutedBatch(4, [Routed(made, 7, budget_s)], True).to_frame()
+    stamped = Command(CommandKind.TURN, "m-9", KEY, sample_message(), trace, budget_s, 7)
+    assert pack(frame) == pack(CommandBatch(4, [stamped], True).to_frame())
+    assert CommandBatch.from_frame(through_msgpack(frame)).commands == [stamped]
+    assert made.epoch == 0 and made.budget_s is None  # sending it changed nothing

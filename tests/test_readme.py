@@ -29,8 +29,7 @@ import grpc
 import pytest
 
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
-
-from .support import ServerProcess, free_port, message, pizza, price_webhook_config
+from tests.support import ServerProcess, free_port, message, pizza, price_webhook_config
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 README = REPOSITORY / "README.md"

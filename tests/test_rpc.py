@@ -20,8 +20,7 @@ from confab.protos import common_pb2 as common
 from confab.protos import health_pb2, health_pb2_grpc
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
-
-from .support import ServerProcess, message, state_request, status_details
+from tests.support import ServerProcess, message, state_request, status_details
 
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
 
@@ -299,7 +298,7 @@ def test_get_metrics_reports_real_traffic(stub: pb_grpc.MCPEngineStub) -> None:
 
     everything = stub.GetMetrics(pb.GetMetricsRequest())
     names = {m.name for m in everything.metrics}
-    assert {"rpc.in_flight", "engine.shard.resident_conversations", "bridge.commands_per_batch"} <= names
+    assert {"rpc.in_flight", "engine.shard.resident_conversations", "link.commands_per_batch"} <= names
     resident = next(m for m in everything.metrics if m.name == "engine.shard.resident_conversations")
     assert sum(p.value for p in resident.points) >= 1
 
@@ -414,7 +413,7 @@ def test_coalesced_requests_get_their_own_replies(stub: pb_grpc.MCPEngineStub) -
         assert reply.response.text.endswith(request.content.text)  # this request's own answer
         counts[reply.conversation_id].append(reply.conversation_state.message_count)
     assert all(sorted(c) == list(range(1, 11)) for c in counts.values())
-    largest = stub.GetMetrics(pb.GetMetricsRequest(metric_names=["bridge.largest_batch"])).metrics[0]
+    largest = stub.GetMetrics(pb.GetMetricsRequest(metric_names=["link.largest_batch"])).metrics[0]
     assert max(p.value for p in largest.points) > 1  # requests really did share Thespian messages
 
 

@@ -16,8 +16,7 @@ from confab.protos import admin_pb2 as admin
 from confab.protos import admin_pb2_grpc as admin_grpc
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
-
-from .support import ServerProcess, exit_status, pizza, pizza_server, run_confab, spawn_confab, type_line
+from tests.support import ServerProcess, exit_status, pizza, pizza_server, run_confab, spawn_confab, type_line
 
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
 

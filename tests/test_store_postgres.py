@@ -27,10 +27,9 @@ from confab.runtime.store.migrations import POSTGRES, POSTGRES_VERSION
 from confab.runtime.store.postgres import PostgresStore
 from confab.runtime.store.sqlite import SqliteStore
 from confab.tools.postgres_server import PostgresServer, free_port
-
-from .hosts import Hosts
-from .postgres import database_name, start_server
-from .support import ServerProcess, message, processes_marked
+from tests.hosts import Hosts
+from tests.postgres import database_name, start_server
+from tests.support import ServerProcess, message, processes_marked
 
 pytestmark = pytest.mark.integration  # every test here runs a PostgreSQL server or confab serve
 

@@ -19,9 +19,8 @@ from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.store import StoreError
 from confab.runtime.store.postgres import PostgresStore
 from confab.tools.postgres_server import PostgresServer, make_tls_files
-
-from .postgres import start_server
-from .support import ServerProcess, message, run_confab, serve_args
+from tests.postgres import start_server
+from tests.support import ServerProcess, message, run_confab, serve_args
 
 pytestmark = pytest.mark.integration  # PostgreSQL servers, and confab serve
 

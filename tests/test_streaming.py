@@ -12,8 +12,7 @@ import pytest
 
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
-
-from .support import ServerProcess, message, state_request
+from tests.support import ServerProcess, message, state_request
 
 pytestmark = pytest.mark.integration  # every test here talks to a real server
 

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from confab.actors.messages import ShardSettings
+from confab.actors.settings import ShardSettings
 from confab.actors.shard import Shard
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
@@ -28,8 +28,7 @@ from confab.runtime.model import Content, ConversationKey, InboundMessage
 from confab.runtime.protocol.records import Command, CommandBatch, CommandKind
 from confab.runtime.store import open_store
 from tests.shard_runner import hold_every_vshard, routed
-
-from .support import ServerProcess, free_port, message, state_request
+from tests.support import ServerProcess, free_port, message, state_request
 
 PROCESS = "/mcp.engine.v2.MCPEngine/ProcessMessage"
 GET_STATE = "/mcp.engine.v2.MCPEngine/GetConversationState"
@@ -92,12 +91,12 @@ def test_prometheus_endpoint_serves_rpc_and_shard_metrics(metrics_server: tuple[
         for name in (
             "confab_shard_resident_conversations",
             "confab_shard_store_latency_milliseconds",
-            "confab_bridge_queued",
+            "confab_link_queued",
             "confab_shard_rss_bytes",
         ):
             assert {labels["shard"] for labels, _ in samples[name]} == {"0", "1"}, name
         assert all(0 <= v < 5000 for _, v in samples["confab_shard_store_latency_milliseconds"])
-        assert all(v == 0 for _, v in samples["confab_bridge_queued"])  # idle: nothing waits
+        assert all(v == 0 for _, v in samples["confab_link_queued"])  # idle: nothing waits
         assert all(v > 1e6 for _, v in samples["confab_shard_rss_bytes"])
         assert value(samples, "confab_shard_commands_total") >= 4
         assert value(samples, "confab_shard_restarts_total") == 0

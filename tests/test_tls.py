@@ -21,8 +21,7 @@ from grpc_health.v1 import health_pb2 as std_health_pb2
 from grpc_health.v1 import health_pb2_grpc as std_health_pb2_grpc
 
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
-
-from .support import ServerProcess, message, run_confab, serve_args
+from tests.support import ServerProcess, message, run_confab, serve_args
 
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
 

@@ -40,8 +40,8 @@ from google.rpc import error_details_pb2  # noqa: F401  (registers the detail ty
 from grpc_health.v1 import health_pb2 as std_health_pb2
 from grpc_status import rpc_status
 
-from ..protos import admin_pb2, health_pb2, mcp_engine_pb2
-from .connection import ConnectionOptionError, Metadata, add_connection_arguments, connection_from
+from confab.protos import admin_pb2, health_pb2, mcp_engine_pb2
+from confab.tools.connection import ConnectionOptionError, Metadata, add_connection_arguments, connection_from
 
 OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
 UNARY_TIMEOUT_S = 30.0  # a unary call's default deadline; streams have none unless --timeout says

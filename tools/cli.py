@@ -30,10 +30,10 @@ from collections.abc import Sequence
 
 import yaml
 
-from ..runtime import VERSION
-from ..runtime.config import ConfigError, load_config
-from . import call, cluster_certs, flows_cli, price_service, shell
-from .chat import command_line as chat
+from confab.runtime import VERSION
+from confab.runtime.config import ConfigError, load_config
+from confab.tools import call, cluster_certs, flows_cli, price_service, shell
+from confab.tools.chat import command_line as chat
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -158,10 +158,10 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"confab: {exc}", file=sys.stderr)
         return 2
-    from ..grpc_edge.access_log import configure_logging  # grpc is imported only when serving
-    from ..runtime import eventloop
-    from . import serve
-    from .thespian_log import demote_thespian_chatter
+    from confab.grpc_edge.access_log import configure_logging  # grpc is imported only when serving
+    from confab.runtime import eventloop
+    from confab.tools import serve
+    from confab.tools.thespian_log import demote_thespian_chatter
 
     configure_logging(config.logging, args.log_level)
     demote_thespian_chatter()  # before any actor process is forked: they keep these handlers
@@ -169,7 +169,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from ..grpc_edge.auth import OPERATOR_ROLE, hash_api_key, new_api_key
+    from confab.grpc_edge.auth import OPERATOR_ROLE, hash_api_key, new_api_key
 
     if args.keys_command == "hash":
         key = args.key if args.key not in (None, "-") else sys.stdin.readline().rstrip("\r\n")

@@ -9,9 +9,9 @@ Usage::
 Code is produced by ``grpc_tools.protoc`` (``--python_out``, ``--grpc_python_out``,
 ``--pyi_out``) with grpc_tools' bundled well-known-type includes, then the flat
 cross-imports protoc emits (``import common_pb2 as common__pb2``) are rewritten to
-package-relative ones (``from . import common_pb2 as common__pb2``) so the modules import
-as ``confab.protos.X``. Output depends only on the .proto files and the pinned
-grpcio-tools version, so it is byte-for-byte reproducible.
+absolute ones (``from confab.protos import common_pb2 as common__pb2``), the one name the
+package imports them by (``confab.protos.common_pb2`` and so on). Output depends only on the
+.proto files and the pinned grpcio-tools version, so it is byte-for-byte reproducible.
 """
 
 from __future__ import annotations
@@ -41,14 +41,17 @@ def expected_outputs(proto_dir: Path) -> list[str]:
     return sorted(p.stem + suffix for p in proto_files(proto_dir) for suffix in GENERATED_SUFFIXES)
 
 
-def _relativize(source: str, local_modules: set[str]) -> str:
-    """Rewrite ``import X_pb2 as Y`` to ``from . import X_pb2 as Y`` for sibling modules."""
+PACKAGE = "confab.protos"
+
+
+def _absolutize(source: str, local_modules: set[str]) -> str:
+    """Rewrite ``import X_pb2 as Y`` to ``from confab.protos import X_pb2 as Y`` for sibling modules."""
 
     def repl(match: re.Match[str]) -> str:
         module, alias = match.group(1), match.group(2)
         if module not in local_modules:
             return match.group(0)
-        return f"from . import {module} as {alias}"
+        return f"from {PACKAGE} import {module} as {alias}"
 
     return _FLAT_IMPORT.sub(repl, source)
 
@@ -82,7 +85,7 @@ def generate(proto_dir: Path, out_dir: Path) -> list[str]:
     for name in names:
         path = out_dir / name
         text = path.read_text(encoding="utf-8")
-        path.write_text(_relativize(text, local_modules), encoding="utf-8", newline="\n")
+        path.write_text(_absolutize(text, local_modules), encoding="utf-8", newline="\n")
     return names
 
 

@@ -11,12 +11,12 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from ..protos import common_pb2
-from ..protos import mcp_engine_pb2 as pb
-from ..protos import mcp_engine_pb2_grpc as pb_grpc
-from ..runtime.errors import error_from_reason
-from ..runtime.flows.dialogues import TurnView, WebhookAnswers
-from ..runtime.model import ConversationKey
+from confab.protos import common_pb2
+from confab.protos import mcp_engine_pb2 as pb
+from confab.protos import mcp_engine_pb2_grpc as pb_grpc
+from confab.runtime.errors import error_from_reason
+from confab.runtime.flows.dialogues import TurnView, WebhookAnswers
+from confab.runtime.model import ConversationKey
 
 
 class GrpcRunner:

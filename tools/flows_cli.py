@@ -27,10 +27,10 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from ..config import bundled_path
-from ..runtime.config import ConfigError, load_config
-from ..runtime.flows.catalog import load_flows
-from ..runtime.flows.dialogues import (
+from confab.config import bundled_path
+from confab.runtime.config import ConfigError, load_config
+from confab.runtime.flows.catalog import load_flows
+from confab.runtime.flows.dialogues import (
     DialogueFileError,
     FlowRunner,
     TurnRunner,
@@ -39,8 +39,8 @@ from ..runtime.flows.dialogues import (
     run_dialogues,
     transcript_lines,
 )
-from ..runtime.flows.document import ActionSpec, FlowDocument, ResponseSpec, StateSpec, TransitionSpec
-from ..runtime.flows.loader import (
+from confab.runtime.flows.document import ActionSpec, FlowDocument, ResponseSpec, StateSpec, TransitionSpec
+from confab.runtime.flows.loader import (
     FLOW_SUFFIXES,
     FlowFileError,
     FlowSet,
@@ -48,9 +48,9 @@ from ..runtime.flows.loader import (
     load_flow_dirs,
     load_flow_paths,
 )
-from ..runtime.webhooks import WebhookTarget
-from . import flows_replay
-from .dialogue_client import GrpcRunner
+from confab.runtime.webhooks import WebhookTarget
+from confab.tools import flows_replay
+from confab.tools.dialogue_client import GrpcRunner
 
 # Texts said longer than this are cut in `show` (a graph is for the shape, not the wording);
 # conditions never are: two conditions cut to the same prefix would look like one.

@@ -34,11 +34,11 @@ from typing import Any, TextIO
 
 import yaml
 
-from ..runtime.config import ConfigError, load_config
-from ..runtime.flows import Flow, builtin_flows
-from ..runtime.flows.catalog import bundled_flow_dir, declarative_flows, flow_set_over
-from ..runtime.flows.interpreter import DeclarativeFlow
-from ..runtime.flows.replay import (
+from confab.runtime.config import ConfigError, load_config
+from confab.runtime.flows import Flow, builtin_flows
+from confab.runtime.flows.catalog import bundled_flow_dir, declarative_flows, flow_set_over
+from confab.runtime.flows.interpreter import DeclarativeFlow
+from confab.runtime.flows.replay import (
     FAILED,
     ConversationReplay,
     Divergence,
@@ -49,8 +49,8 @@ from ..runtime.flows.replay import (
     choose_flow,
     summarize,
 )
-from ..runtime.store import StoreError
-from .replay_store import UnreadableTurn, open_history, read_conversation, recorded_keys
+from confab.runtime.store import StoreError
+from confab.tools.replay_store import UnreadableTurn, open_history, read_conversation, recorded_keys
 
 DEFAULT_LIMIT = 1000
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")

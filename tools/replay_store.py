@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..runtime.flows.replay import (
+from confab.runtime.flows.replay import (
     RecordedConversation,
     RecordedForce,
     RecordedReset,
@@ -21,11 +21,11 @@ from ..runtime.flows.replay import (
     RecordedTurn,
     UnrecordedTurn,
 )
-from ..runtime.model import ConversationKey, ResetResult, StateResult, TurnResult
-from ..runtime.protocol import codec
-from ..runtime.protocol.records import CommandKind
-from ..runtime.store import KeptTurn, Store, StoreError, open_store
-from ..runtime.store.migrations import SQLITE_VERSION
+from confab.runtime.model import ConversationKey, ResetResult, StateResult, TurnResult
+from confab.runtime.protocol import codec
+from confab.runtime.protocol.records import CommandKind
+from confab.runtime.store import KeptTurn, Store, StoreError, open_store
+from confab.runtime.store.migrations import SQLITE_VERSION
 
 PAGE = 200  # conversations asked of the store at a time
 

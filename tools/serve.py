@@ -2,7 +2,7 @@
 
 This is the one place that knows every part: it checks the store, loads the flows
 once (a bad file is reported now, a missing default flow stops the start), builds
-the actor host that runs the shards (``actors.host``), the engine that reaches them
+the actor host that runs the shards (``actors.system.host``), the engine that reaches them
 (``runtime.engine``) and the gRPC edge (``grpc_edge.server``), and wires the
 signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the flow files.
 """
@@ -20,20 +20,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..actors.cluster import PROBE_TIMEOUT_S, ClusterSettings
-from ..actors.host import ActorHost, HostError
-from ..actors.messages import HostIdentity, ShardSettings
-from ..grpc_edge.server import ConfabServer, EdgeSecurity
-from ..runtime import VERSION
-from ..runtime.config import ConfabConfig, ConfigError, split_password
-from ..runtime.engine import Engine
-from ..runtime.flows import FlowRegistry, UnknownFlow
-from ..runtime.flows.catalog import load_flows
-from ..runtime.protocol import transport
-from ..runtime.protocol.security import data_plane_settings
-from ..runtime.store import Retention, StoreError, open_store
-from ..runtime.store.postgres import PostgresStore
-from ..runtime.webhooks import WebhookTarget
+from confab.actors.cluster import PROBE_TIMEOUT_S, ClusterSettings
+from confab.actors.settings import HostIdentity, ShardSettings
+from confab.actors.system.host import ActorHost, HostError
+from confab.grpc_edge.server import ConfabServer, EdgeSecurity
+from confab.runtime import VERSION
+from confab.runtime.config import ConfabConfig, ConfigError, split_password
+from confab.runtime.engine import Engine
+from confab.runtime.flows import FlowRegistry, UnknownFlow
+from confab.runtime.flows.catalog import load_flows
+from confab.runtime.protocol import transport
+from confab.runtime.protocol.security import data_plane_settings
+from confab.runtime.store import Retention, StoreError, open_store
+from confab.runtime.store.postgres import PostgresStore
+from confab.runtime.webhooks import WebhookTarget
 
 log = logging.getLogger("confab.serve")
 

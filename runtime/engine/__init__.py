@@ -6,7 +6,7 @@ answers operators (``runtime.inspection`` records). ``events`` carries what the
 runtime does to live subscribers (Admin.TailEvents).
 """
 
-from .engine import Engine, EngineStatistics, ShardHost, TurnRequest
-from .link import LinkSettings, LinkStatistics
+from confab.runtime.engine.engine import Engine, EngineStatistics, ShardHost, TurnRequest
+from confab.runtime.engine.link import LinkSettings, LinkStatistics
 
 __all__ = ["Engine", "EngineStatistics", "LinkSettings", "LinkStatistics", "ShardHost", "TurnRequest"]

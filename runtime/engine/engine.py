@@ -23,10 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from .. import telemetry
-from ..config import ConfabConfig
-from ..errors import ConversationNotFound, InvalidArgument, Unavailable
-from ..inspection import (
+from confab.runtime import telemetry
+from confab.runtime.config import ConfabConfig
+from confab.runtime.engine.events import EventHub
+from confab.runtime.engine.link import LinkSettings, LinkStatistics, ShardLink
+from confab.runtime.engine.router import Router
+from confab.runtime.errors import ConversationNotFound, InvalidArgument, Unavailable
+from confab.runtime.inspection import (
     ClusterView,
     ConversationFilter,
     ConversationInspection,
@@ -36,7 +39,7 @@ from ..inspection import (
     Passivation,
     ShardView,
 )
-from ..model import (
+from confab.runtime.model import (
     Content,
     ConversationKey,
     ConversationState,
@@ -46,13 +49,10 @@ from ..model import (
     TurnResult,
     new_id,
 )
-from ..protocol import codec, queries
-from ..protocol.directory import ShardDirectory, vshard_of
-from ..protocol.records import Command, CommandKind, Outcome, client_message_id
-from ..protocol.security import INSECURE_WARNING, data_plane_settings
-from .events import EventHub
-from .link import LinkSettings, LinkStatistics, ShardLink
-from .router import Router
+from confab.runtime.protocol import codec, queries
+from confab.runtime.protocol.directory import ShardDirectory, vshard_of
+from confab.runtime.protocol.records import Command, CommandKind, Outcome, client_message_id
+from confab.runtime.protocol.security import INSECURE_WARNING, data_plane_settings
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ START_CONNECT_TIMEOUT_S = 10.0
 
 
 class ShardHost(Protocol):
-    """What starts the shards and knows where they are (``actors.host.ActorHost``)."""
+    """What starts the shards and knows where they are (``actors.system.host.ActorHost``)."""
 
     def start(self, on_directory: Callable[[ShardDirectory], None]) -> ShardDirectory:
         """Start the shards (blocking); ``on_directory`` hears of every later change, from any thread."""
@@ -102,9 +102,10 @@ class TurnRequest:
     # idempotency window gets the first reply and is not applied again. "" for none.
     idempotency_key: str = ""
 
-    def command(self) -> Command:
+    def command(self, trace: str | None = None) -> Command:
+        """The command that carries this message (``trace``: the edge span's traceparent)."""
         message_id = client_message_id(self.idempotency_key) if self.idempotency_key else self.message_id
-        return Command(CommandKind.TURN, message_id, self.key, self.message)
+        return Command(CommandKind.TURN, message_id, self.key, self.message, trace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,15 +281,14 @@ class Engine:
     ) -> list[asyncio.Future[Outcome]]:
         """Queue commands in this order; commands of one conversation run in this order.
 
+        Each command carries the traceparent of the span that made it (None, and cheap to ask,
+        unless tracing is on): the engine makes it so, and nothing on the way changes it.
+
         ``deadline`` is a ``time.monotonic()`` value: a command still queued then is
         not run (it fails with DEADLINE_EXCEEDED).
         """
         if not self._running:
             raise Unavailable("the engine is not running")
-        traceparent = telemetry.current_traceparent()  # None (and cheap) unless tracing is on
-        if traceparent is not None:
-            for command in commands:
-                command.trace = traceparent
         futures = self._router.submit(commands, deadline)
         if self.events.active:  # an operator is watching (Admin.TailEvents)
             for command, future in zip(commands, futures, strict=True):
@@ -306,7 +306,7 @@ class Engine:
         return await self._submit([command], deadline)[0]
 
     async def process(self, request: TurnRequest, *, deadline: float | None = None) -> TurnResult:
-        result = await self._one(request.command(), deadline)
+        result = await self._one(request.command(telemetry.current_traceparent()), deadline)
         assert isinstance(result, TurnResult)
         return result
 
@@ -315,23 +315,30 @@ class Engine:
     ) -> list[asyncio.Future[Outcome]]:
         """Queue messages in this order (one conversation's run in it); each future gets a
         TurnResult or raises the error that stopped that message alone."""
-        return self._submit([r.command() for r in requests], deadline)
+        trace = telemetry.current_traceparent()
+        return self._submit([r.command(trace) for r in requests], deadline)
 
     async def get_state(self, key: ConversationKey, *, deadline: float | None = None) -> ConversationState:
-        result = await self._one(Command(CommandKind.GET_STATE, new_id(), key), deadline)
+        result = await self._one(
+            Command(CommandKind.GET_STATE, new_id(), key, None, telemetry.current_traceparent()), deadline
+        )
         assert isinstance(result, StateResult)
         return result.state
 
     async def reset(
         self, key: ConversationKey, reason: str, *, message_id: str, deadline: float | None = None
     ) -> ResetResult:
-        result = await self._one(Command(CommandKind.RESET, message_id, key, reason), deadline)
+        result = await self._one(
+            Command(CommandKind.RESET, message_id, key, reason, telemetry.current_traceparent()), deadline
+        )
         assert isinstance(result, ResetResult)
         return result
 
     async def force_state(self, key: ConversationKey, state: str, *, message_id: str) -> ConversationState:
         """Move a conversation to ``state``, ordered with its messages (an operator's action)."""
-        result = await self._one(Command(CommandKind.FORCE_STATE, message_id, key, state), None)
+        result = await self._one(
+            Command(CommandKind.FORCE_STATE, message_id, key, state, telemetry.current_traceparent()), None
+        )
         assert isinstance(result, StateResult)
         return result.state
 

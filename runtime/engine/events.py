@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfabError
-from ..model import ConversationKey, TurnResult
-from ..protocol.records import Command, Outcome
+from confab.runtime.errors import ConfabError
+from confab.runtime.model import ConversationKey, TurnResult
+from confab.runtime.protocol.records import Command, Outcome
 
 TAIL_EVENT_TYPES = ("turn", "transition", "handoff", "error", "activation", "passivation")
 QUEUE_SIZE = 1000

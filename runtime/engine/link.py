@@ -40,26 +40,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfabError, DeadlineExceeded, InvalidArgument, Unavailable
-from ..inspection import ShardStatus
-from ..protocol import codec, queries, transport
-from ..protocol.directory import ShardEndpoint
-from ..protocol.records import (
+from confab.runtime.errors import ConfabError, DeadlineExceeded, InvalidArgument, Unavailable
+from confab.runtime.inspection import ShardStatus
+from confab.runtime.protocol import codec, queries, transport
+from confab.runtime.protocol.directory import ShardEndpoint
+from confab.runtime.protocol.records import (
     ANSWER,
     LATE,
     OUTCOMES,
     Answer,
     Command,
-    CommandBatch,
     LateOutcomes,
     Outcome,
     OutcomeBatch,
     Query,
+    Routed,
+    RoutedBatch,
     decode_outcome,
     is_deferred,
     is_moved,
 )
-from ..protocol.security import DataPlaneSettings
+from confab.runtime.protocol.security import DataPlaneSettings
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,10 @@ TICK_S = 0.25  # how often deadlines and timeouts are looked at
 
 @dataclass(slots=True)
 class Pending:
-    """A command on its way: where its outcome goes, and what the router needs to place it again."""
+    """A command on its way: where its outcome goes, and what the router needs to place it again.
+
+    The router makes it and alone sets ``epoch`` (again whenever it places the command anew);
+    the link sends the command with it (:class:`~confab.runtime.protocol.records.Routed`)."""
 
     command: Command
     future: asyncio.Future[Outcome]
@@ -80,6 +84,7 @@ class Pending:
     queued_at: float
     vshard: int
     seq: int  # submission order across the engine: re-placed commands keep their place
+    epoch: int = 0  # of its virtual shard's holder the router sent it to
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,18 +262,14 @@ class ShardLink:
                 if pending.future.done():  # the caller gave up (cancelled) meanwhile
                     self._done(pending)
                     continue
-                if pending.deadline is not None:
-                    if pending.deadline <= now:
-                        self._expired += 1
-                        self._finish(
-                            pending, DeadlineExceeded("the deadline passed before the shard took it")
-                        )
-                        continue
-                    pending.command.budget_s = pending.deadline - now  # the shard honours it too
+                if pending.deadline is not None and pending.deadline <= now:
+                    self._expired += 1
+                    self._finish(pending, DeadlineExceeded("the deadline passed before the shard took it"))
+                    continue
                 taken.append(pending)
             if not taken:
                 continue
-            encoded = self._fitting(taken)
+            encoded = self._fitting(taken, now)
             if encoded is None:
                 continue
             batch_id, data = encoded
@@ -280,16 +281,19 @@ class ShardLink:
         if frames:
             connection.send_encoded(b"".join(frames))
 
-    def _fitting(self, taken: list[Pending]) -> tuple[int, bytes] | None:
+    def _fitting(self, taken: list[Pending], now: float) -> tuple[int, bytes] | None:
         """The batch frame of ``taken``, at most ``max_frame_bytes`` long (the shard closes a
         connection that sends a longer one): what does not fit goes back to the front of the
         queue, in order, for the next batch; a command too big for any frame fails alone.
-        ``taken`` is cut down to what the frame carries. None: nothing was left to send."""
+        ``taken`` is cut down to what the frame carries. None: nothing was left to send.
+        Each command goes with its router's epoch and what its deadline leaves at ``now``
+        (the shard honours the deadline too)."""
         limit = self.settings.data_plane.max_frame_bytes
         want_lifecycle = self.want_lifecycle()
+        routed = [Routed(p.command, p.epoch, None if p.deadline is None else p.deadline - now) for p in taken]
         while True:
             # An id a frame too big used is never used again: ids only need to be unique.
-            batch = CommandBatch(next(self._batch_ids), [p.command for p in taken], want_lifecycle)
+            batch = RoutedBatch(next(self._batch_ids), routed[: len(taken)], want_lifecycle)
             data = codec.frame(batch.to_frame())
             if len(data) <= limit:
                 return batch.batch_id, data

@@ -2,7 +2,8 @@
 
 The router keeps one :class:`~.link.ShardLink` per shard of the directory (over a
 Unix socket to this host's shards, TCP to other hosts') and sends each command to
-the shard that holds its virtual shard, stamped with that holder's epoch.
+the shard that holds its virtual shard, with that holder's epoch beside it (``Pending.epoch``,
+which only the router sets; the link sends the command with it).
 
 A virtual shard that has no holder (its host was lost, it is being handed off) or
 whose holder just changed has its commands *held* here, in submission order,
@@ -26,10 +27,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..errors import DeadlineExceeded, Overloaded, Unavailable
-from ..protocol.directory import NOBODY, Owner, ShardDirectory, vshard_of
-from ..protocol.records import Command, Outcome
-from .link import LinkSettings, Pending, ShardLink
+from confab.runtime.engine.link import LinkSettings, Pending, ShardLink
+from confab.runtime.errors import DeadlineExceeded, Overloaded, Unavailable
+from confab.runtime.protocol.directory import NOBODY, Owner, ShardDirectory, vshard_of
+from confab.runtime.protocol.records import Command, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class Router:
             if link is None:
                 self._hold(p)
             else:
-                command.epoch = self.owners[v].epoch
+                p.epoch = self.owners[v].epoch
                 by_link.setdefault(link, []).append(p)
         for link, pending in by_link.items():
             if len(pending) > link.room():
@@ -170,7 +171,7 @@ class Router:
 
     def _moved(self, link: ShardLink, p: Pending) -> None:
         self.moved += 1
-        self._refused[p.vshard] = Owner(link.shard_id, p.command.epoch)
+        self._refused[p.vshard] = Owner(link.shard_id, p.epoch)
         self._hold(p)
         self._release(p.vshard)
 
@@ -187,7 +188,7 @@ class Router:
         epoch = self.owners[vshard].epoch
         waiting = [p for p in held if not p.future.done()]
         for p in waiting:
-            p.command.epoch = epoch
+            p.epoch = epoch
         if waiting:
             link.submit(waiting)
 

@@ -16,7 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..model import Content, ConversationKey, ConversationState, InboundMessage, JsonDict, QuickReply
+from confab.runtime.model import (
+    Content,
+    ConversationKey,
+    ConversationState,
+    InboundMessage,
+    JsonDict,
+    QuickReply,
+)
 
 
 @dataclass(slots=True)

@@ -6,11 +6,11 @@ import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ...config import bundled_path
-from . import Flow, builtin_flows
-from .document import FlowDocument
-from .interpreter import DeclarativeFlow
-from .loader import FlowFileError, FlowSet, load_flow_dirs, load_flow_paths
+from confab.config import bundled_path
+from confab.runtime.flows import Flow, builtin_flows
+from confab.runtime.flows.document import FlowDocument
+from confab.runtime.flows.interpreter import DeclarativeFlow
+from confab.runtime.flows.loader import FlowFileError, FlowSet, load_flow_dirs, load_flow_paths
 
 
 def bundled_flow_dir() -> Path:

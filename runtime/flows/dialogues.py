@@ -52,8 +52,10 @@ from typing import Any, Protocol
 
 import yaml
 
-from ..errors import ConfabError, ConversationNotFound, InvalidArgument, Unavailable
-from ..model import (
+from confab.runtime.errors import ConfabError, ConversationNotFound, InvalidArgument, Unavailable
+from confab.runtime.flows import Flow, FlowRegistry, FlowReply, NeedsWebhook, UnknownFlow, WebhookCall
+from confab.runtime.flows.interpreter import DeclarativeFlow
+from confab.runtime.model import (
     Content,
     ConversationKey,
     ConversationState,
@@ -62,9 +64,7 @@ from ..model import (
     ProcessingHints,
     TurnResult,
 )
-from ..webhooks import WebhookClient, WebhookTarget
-from . import Flow, FlowRegistry, FlowReply, NeedsWebhook, UnknownFlow, WebhookCall
-from .interpreter import DeclarativeFlow
+from confab.runtime.webhooks import WebhookClient, WebhookTarget
 
 WEBHOOK_WAIT_S = 30.0
 MAX_VARIANT_SEARCH = 100_000  # conversation ids tried to land in the asked-for variants

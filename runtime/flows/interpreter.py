@@ -47,10 +47,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InternalError
-from ..model import Content, ConversationKey, ConversationState, InboundMessage, JsonDict
-from . import HANDOFF, FlowReply, NeedsWebhook, UnknownState, WebhookCall
-from .document import (
+from confab.runtime.errors import InternalError
+from confab.runtime.flows import HANDOFF, FlowReply, NeedsWebhook, UnknownState, WebhookCall
+from confab.runtime.flows.document import (
     ActionSpec,
     FlowDocument,
     ResponseSpec,
@@ -59,12 +58,13 @@ from .document import (
     TransitionSpec,
     WebhookSpec,
 )
-from .expressions import ExpressionError, ExpressionEvalError, parse_expression
-from .intents import IntentMatch, IntentRecognizer
-from .masking import Masker, mask_value
-from .nlu import make_recognizers
-from .slots import extract_all
-from .templates import TemplateError, render_response, render_text
+from confab.runtime.flows.expressions import ExpressionError, ExpressionEvalError, parse_expression
+from confab.runtime.flows.intents import IntentMatch, IntentRecognizer
+from confab.runtime.flows.masking import Masker, mask_value
+from confab.runtime.flows.nlu import make_recognizers
+from confab.runtime.flows.slots import extract_all
+from confab.runtime.flows.templates import TemplateError, render_response, render_text
+from confab.runtime.model import Content, ConversationKey, ConversationState, InboundMessage, JsonDict
 
 HISTORY_KEPT = 20  # intent_history and previous_states entries kept
 HANDOFF_LOG_KEPT = 50  # messages recorded while a human has the conversation

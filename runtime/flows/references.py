@@ -17,13 +17,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from .document import ExperimentSpec, FlowDocument, FlowSettings, IntentSpec, SlotSpec, StateSpec
-from .expressions import parse_expression
-from .templates import TEMPLATE_NAMES, template_references
-from .yaml_nodes import FlowWarning, Ref, listing, suggest
+from confab.runtime.flows.document import (
+    ExperimentSpec,
+    FlowDocument,
+    FlowSettings,
+    IntentSpec,
+    SlotSpec,
+    StateSpec,
+)
+from confab.runtime.flows.expressions import parse_expression
+from confab.runtime.flows.templates import TEMPLATE_NAMES, template_references
+from confab.runtime.flows.yaml_nodes import FlowWarning, Ref, listing, suggest
 
 if TYPE_CHECKING:
-    from .schema import FlowReader
+    from confab.runtime.flows.schema import FlowReader
 
 
 def resolve(

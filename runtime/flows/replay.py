@@ -43,12 +43,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import ConfabError
-from ..model import Content, ConversationKey, ConversationState, InboundMessage, JsonDict
-from . import Flow, UnknownFlow, UnknownState, WebhookCall
-from .dialogues import FlowRunner, webhook_result
-from .document import FlowDocument
-from .masking import MASK
+from confab.runtime.errors import ConfabError
+from confab.runtime.flows import Flow, UnknownFlow, UnknownState, WebhookCall
+from confab.runtime.flows.dialogues import FlowRunner, webhook_result
+from confab.runtime.flows.document import FlowDocument
+from confab.runtime.flows.masking import MASK
+from confab.runtime.model import Content, ConversationKey, ConversationState, InboundMessage, JsonDict
 
 # A webhook call leaves one of these actions (interpreter: "webhook:price" or
 # "webhook_failed:price"), in the order of the calls: a recorded turn's answers are keyed

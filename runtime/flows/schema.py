@@ -28,7 +28,7 @@ from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .document import (
+from confab.runtime.flows.document import (
     BUTTON_TYPES,
     DATE_RANGES,
     MASKS,
@@ -50,9 +50,9 @@ from .document import (
     TransitionSpec,
     WebhookSpec,
 )
-from .expressions import ExpressionError, parse_expression
-from .templates import TemplateError, compile_template
-from .yaml_nodes import (
+from confab.runtime.flows.expressions import ExpressionError, parse_expression
+from confab.runtime.flows.templates import TemplateError, compile_template
+from confab.runtime.flows.yaml_nodes import (
     Fields,
     FlowFileError,
     NodeReader,
@@ -194,7 +194,10 @@ class FlowReader(NodeReader):
     # --- the document ---
 
     def read(self, data: bytes) -> FlowDocument | None:
-        from .references import check_document, resolve  # references reads this module's records
+        from confab.runtime.flows.references import (  # references reads this module's records
+            check_document,
+            resolve,
+        )
 
         try:
             text = data.decode("utf-8-sig")
@@ -299,7 +302,9 @@ class FlowReader(NodeReader):
             )
 
     def nlu(self, node: Node, where: str) -> NluSpec | None:
-        from .nlu import registered_recognizers  # the registry reads plug-ins' entry points
+        from confab.runtime.flows.nlu import (
+            registered_recognizers,  # the registry reads plug-ins' entry points
+        )
 
         f = self.fields(node, where, NLU_KEYS, required=("recognizer",))
         if f is None:

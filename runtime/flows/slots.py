@@ -86,8 +86,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .document import SlotSpec
-from .intents import fold
+from confab.runtime.flows.document import SlotSpec
+from confab.runtime.flows.intents import fold
 
 Span = tuple[int, int]
 

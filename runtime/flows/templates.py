@@ -61,9 +61,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Cycler, Joiner
 from jinja2.visitor import NodeTransformer
 
-from ..model import Button, CarouselCard, Content, QuickReply
-from .document import ButtonSpec, ResponseSpec
-from .masking import mask_value
+from confab.runtime.flows.document import ButtonSpec, ResponseSpec
+from confab.runtime.flows.masking import mask_value
+from confab.runtime.model import Button, CarouselCard, Content, QuickReply
 
 __all__ = [
     "FILTERS",

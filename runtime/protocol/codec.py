@@ -18,7 +18,15 @@ from typing import Any
 
 import msgpack
 
-from ..model import Content, ConversationState, InboundMessage, JsonDict, ResetResult, StateResult, TurnResult
+from confab.runtime.model import (
+    Content,
+    ConversationState,
+    InboundMessage,
+    JsonDict,
+    ResetResult,
+    StateResult,
+    TurnResult,
+)
 
 # Reply tags. 1..3 are the replies stored before replies embedded packed state:
 # still read, so a re-sent command is answered after an upgrade too.

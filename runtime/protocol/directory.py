@@ -18,8 +18,8 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from ..inspection import NOBODY, HostView, Owner
-from ..model import ConversationKey
+from confab.runtime.inspection import NOBODY, HostView, Owner
+from confab.runtime.model import ConversationKey
 
 __all__ = ["NOBODY", "HostView", "Owner", "ShardDirectory", "ShardEndpoint", "shard_id", "vshard_of"]
 

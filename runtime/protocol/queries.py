@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..inspection import (
+from confab.runtime.inspection import (
     ConversationFilter,
     ConversationInspection,
     ConversationSummary,
@@ -19,9 +19,9 @@ from ..inspection import (
     ShardStatus,
     TurnSummary,
 )
-from ..model import ConversationKey, TurnResult
-from . import codec
-from .records import CommandKind
+from confab.runtime.model import ConversationKey, TurnResult
+from confab.runtime.protocol import codec
+from confab.runtime.protocol.records import CommandKind
 
 STATUS = "status"  # [] -> ShardStatus wire (also the heartbeat)
 INSPECT = "inspect"  # [tenant, conversation, last turns] -> inspection wire, or None

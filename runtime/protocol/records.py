@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from ..errors import ConfabError, InvalidArgument, error_from_reason
-from ..model import (
+from confab.runtime.errors import ConfabError, InvalidArgument, error_from_reason
+from confab.runtime.model import (
     Button,
     CarouselCard,
     Content,
@@ -51,8 +51,8 @@ from ..model import (
     ProcessingHints,
     QuickReply,
 )
-from . import codec
-from .codec import Result
+from confab.runtime.protocol import codec
+from confab.runtime.protocol.codec import Result
 
 BATCH, OUTCOMES, LATE, QUERY, ANSWER, HELLO = 1, 2, 3, 4, 5, 6
 ERROR, DONE, REPLAYED, DEFERRED, MOVED = 0, 1, 2, 3, 4
@@ -139,12 +139,17 @@ class CommandKind(IntEnum):
     FORCE_STATE = 4  # an operator moves a conversation to a state (body: the state's name)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Command:
-    """One request addressed to one conversation.
+    """One request addressed to one conversation, made once and never changed.
 
     ``body`` is the kind's argument: an :class:`InboundMessage` for TURN, the
     reason (str) for RESET, the state's name for FORCE_STATE, nothing for GET_STATE.
+
+    The engine makes it with its trace. What routing adds on the way to a shard (the epoch
+    its router sent it by, the time its deadline left) travels beside it, in a :class:`Routed`
+    the edge's link makes as it sends the command; the shard reads the same bytes back as one
+    Command, with ``budget_s`` and ``epoch`` as they were sent.
     """
 
     kind: CommandKind
@@ -172,6 +177,10 @@ class Command:
         return str(body or "")
 
     def to_wire(self) -> list[Any]:
+        return self.wire(self.epoch, self.budget_s)
+
+    def wire(self, epoch: int, budget_s: float | None) -> list[Any]:
+        """The command as it goes to a shard routed by ``epoch``, with ``budget_s`` left."""
         body: Any = self.body.to_wire() if isinstance(self.body, InboundMessage) else self.body
         wire = [
             int(self.kind),
@@ -179,13 +188,13 @@ class Command:
             self.key.tenant_id,
             self.key.conversation_id,
             body,
-            self.epoch,
+            epoch,
         ]
         # Appended, and only when set: a plain command stays six items long.
-        if self.trace is not None or self.budget_s is not None:
+        if self.trace is not None or budget_s is not None:
             wire.append(self.trace)
-        if self.budget_s is not None:
-            wire.append(self.budget_s)
+        if budget_s is not None:
+            wire.append(budget_s)
         return wire
 
     @classmethod
@@ -211,6 +220,24 @@ class Command:
         check_shape(trace, "str|None", "the command's trace")
         check_shape(budget, "float|None", "the command's budget")
         return cls(kind, w[1], ConversationKey(w[2], w[3]), body, trace, budget, w[5])
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """A command on its way to a shard, and what routing adds beside it (made as it is sent).
+
+    ``epoch`` is the epoch of the command's virtual shard at the holder the router sent it to
+    (the shard answers MOVED unless it holds it at that epoch); ``budget_s`` the seconds the
+    caller's deadline left when the link sent it (None: no deadline). Its wire form is the
+    command's with these two in place: the shard decodes it as one :class:`Command`.
+    """
+
+    command: Command
+    epoch: int
+    budget_s: float | None = None
+
+    def to_wire(self) -> list[Any]:
+        return self.command.wire(self.epoch, self.budget_s)
 
 
 # What a command produced, once decoded at the edge: a result, or the error that stopped it.
@@ -246,6 +273,8 @@ def is_moved(w: list[Any]) -> bool:
 
 @dataclass(slots=True)
 class CommandBatch:
+    """A batch of commands, as a shard reads it (the edge sends a :class:`RoutedBatch`)."""
+
     batch_id: int
     commands: list[Command]
     # An operator is watching (Admin.TailEvents): report activations and passivations.
@@ -263,6 +292,18 @@ class CommandBatch:
         check_shape(w[3], "bool", "the batch's want_lifecycle")
         _expect(isinstance(w[2], list), "a batch's commands must be a list")
         return cls(w[1], [Command.from_wire(c) for c in w[2]], w[3])
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedBatch:
+    """A batch of routed commands, as the edge's link sends it: the shard reads a :class:`CommandBatch`."""
+
+    batch_id: int
+    commands: list[Routed]
+    want_lifecycle: bool = False  # see CommandBatch
+
+    def to_frame(self) -> list[Any]:
+        return [BATCH, self.batch_id, [r.to_wire() for r in self.commands], self.want_lifecycle]
 
 
 @dataclass(slots=True)

@@ -21,7 +21,7 @@ import os
 import ssl
 from dataclasses import dataclass
 
-from ..config import ConfabConfig
+from confab.runtime.config import ConfabConfig
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,17 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from . import codec
-from .codec import FrameDecoder, FrameError, frame
-from .records import EDGE_ROLE, PROBE_ROLE, PROTOCOL_VERSION, SHARD_ROLE, Hello, ShapeError
-from .security import INSECURE_WARNING, DataPlaneSettings
+from confab.runtime.protocol import codec
+from confab.runtime.protocol.codec import FrameDecoder, FrameError, frame
+from confab.runtime.protocol.records import (
+    EDGE_ROLE,
+    PROBE_ROLE,
+    PROTOCOL_VERSION,
+    SHARD_ROLE,
+    Hello,
+    ShapeError,
+)
+from confab.runtime.protocol.security import INSECURE_WARNING, DataPlaneSettings
 
 log = logging.getLogger(__name__)
 

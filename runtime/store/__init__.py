@@ -40,8 +40,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..config import is_database_url
-from ..model import ConversationKey
+from confab.runtime.config import is_database_url
+from confab.runtime.model import ConversationKey
 
 
 class StoreError(Exception):
@@ -199,8 +199,8 @@ class Store(Protocol):
         which had the same id): its epoch goes up by one, its lease runs ``lease_s`` from now
         and nobody wants it.
         {vshard: new epoch} of those taken. Each of the rest is marked wanted by ``owner``:
-        its holder's next renewal of it fails, so it lets go even if it cannot hear the
-        coordinator that moved it."""
+        its holder's next renewal of it fails, so it lets go even if it has not yet heard of the
+        placement that moved it."""
         ...
 
     def renew(self, owner: str, epochs: Mapping[int, int], lease_s: float) -> set[int]:
@@ -278,9 +278,9 @@ def open_store(path: str, *, synchronous: str = "FULL", retention: Retention | N
     ``synchronous_commit`` makes it.
     """
     if is_database_url(path):
-        from .postgres import PostgresStore
+        from confab.runtime.store.postgres import PostgresStore
 
         return PostgresStore(path, retention=retention)
-    from .sqlite import SqliteStore
+    from confab.runtime.store.sqlite import SqliteStore
 
     return SqliteStore(path, synchronous=synchronous, retention=retention)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..model import ConversationKey
+from confab.runtime.model import ConversationKey
 
 
 def key_page(

@@ -30,9 +30,9 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from ..config import passwords_in, without_password
-from ..model import ConversationKey
-from . import (
+from confab.runtime.config import passwords_in, without_password
+from confab.runtime.model import ConversationKey
+from confab.runtime.store import (
     ConversationWrite,
     Fence,
     FencedOut,
@@ -47,8 +47,8 @@ from . import (
     StoreError,
     conditions,
 )
-from .migrations import POSTGRES, POSTGRES_VERSION, STALE_SQLSTATE
-from .paging import key_page
+from confab.runtime.store.migrations import POSTGRES, POSTGRES_VERSION, STALE_SQLSTATE
+from confab.runtime.store.paging import key_page
 
 # Connection settings a URL may set itself; these are used where it does not. Keepalives and
 # the TCP user timeout turn a server that went silent (a cut network) into an error within

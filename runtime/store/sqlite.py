@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..model import ConversationKey
-from . import (
+from confab.runtime.model import ConversationKey
+from confab.runtime.store import (
     ConversationWrite,
     Fence,
     FencedOut,
@@ -28,8 +28,8 @@ from . import (
     StoredConversation,
     StoreError,
 )
-from .migrations import SQLITE, SQLITE_V1_COLUMNS, SQLITE_VERSION
-from .paging import key_page
+from confab.runtime.store.migrations import SQLITE, SQLITE_V1_COLUMNS, SQLITE_VERSION
+from confab.runtime.store.paging import key_page
 
 T = TypeVar("T")
 

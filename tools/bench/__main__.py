@@ -37,9 +37,9 @@ from typing import Any
 import grpc
 import psutil
 
-from ...protos import health_pb2, health_pb2_grpc
-from ..postgres_server import PostgresServer, PostgresUnavailable
-from .load import SCENARIOS
+from confab.protos import health_pb2, health_pb2_grpc
+from confab.tools.bench.load import SCENARIOS
+from confab.tools.postgres_server import PostgresServer, PostgresUnavailable
 
 SERVERS = ("bare", "direct", "confab")
 ON_REQUEST = ("confab-pg",)  # measured only when --servers names it

@@ -25,17 +25,17 @@ from typing import Any
 
 import grpc
 
-from ...actors.conversation import ConversationActor
-from ...grpc_edge import convert
-from ...protos import mcp_engine_pb2 as pb
-from ...protos import mcp_engine_pb2_grpc as pb_grpc
-from ...runtime import VERSION
-from ...runtime.errors import ConfabError
-from ...runtime.flows import FlowRegistry, builtin_flows
-from ...runtime.model import ConversationKey, InboundMessage, TurnResult
-from ...runtime.model import new_id as new_message_id
-from ...runtime.protocol.records import Command, CommandKind, decode_outcome
-from ...runtime.store import open_store
+from confab.actors.conversation import ConversationActor
+from confab.grpc_edge import convert
+from confab.protos import mcp_engine_pb2 as pb
+from confab.protos import mcp_engine_pb2_grpc as pb_grpc
+from confab.runtime import VERSION
+from confab.runtime.errors import ConfabError
+from confab.runtime.flows import FlowRegistry, builtin_flows
+from confab.runtime.model import ConversationKey, InboundMessage, TurnResult
+from confab.runtime.model import new_id as new_message_id
+from confab.runtime.protocol.records import Command, CommandKind, decode_outcome
+from confab.runtime.store import open_store
 
 SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),

@@ -20,8 +20,8 @@ from typing import Any
 
 import grpc
 
-from ...protos import mcp_engine_pb2 as pb
-from ...protos import mcp_engine_pb2_grpc as pb_grpc
+from confab.protos import mcp_engine_pb2 as pb
+from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 
 SCENARIOS = ("unary-c1", "unary-c64", "hot", "batch", "stream", "cold")
 COLD_TIME_LIMIT_S = 40.0

@@ -16,6 +16,6 @@ server that stays unreachable, exits 1.
 """
 
 # The library only: importing it loads no terminal code (``confab`` itself uses command_line).
-from .client import ChatClient, ChatFailed, ChatListener, ChatOptions, Turn
+from confab.tools.chat.client import ChatClient, ChatFailed, ChatListener, ChatOptions, Turn
 
 __all__ = ["ChatClient", "ChatFailed", "ChatListener", "ChatOptions", "Turn"]

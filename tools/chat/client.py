@@ -41,10 +41,10 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from ...protos import common_pb2
-from ...protos import mcp_engine_pb2 as pb
-from ...protos import mcp_engine_pb2_grpc as pb_grpc
-from ..connection import Connection, Metadata
+from confab.protos import common_pb2
+from confab.protos import mcp_engine_pb2 as pb
+from confab.protos import mcp_engine_pb2_grpc as pb_grpc
+from confab.tools.connection import Connection, Metadata
 
 # Codes after which a new stream may well succeed; any other code will not change by retrying.
 RETRYABLE = frozenset(

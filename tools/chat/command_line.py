@@ -7,10 +7,10 @@ import sys
 import uuid
 from typing import TextIO
 
-from ...protos import common_pb2
-from ..connection import ConnectionOptionError, add_connection_arguments, connection_from
-from .client import ChatOptions
-from .terminal import Console, chat
+from confab.protos import common_pb2
+from confab.tools.chat.client import ChatOptions
+from confab.tools.chat.terminal import Console, chat
+from confab.tools.connection import ConnectionOptionError, add_connection_arguments, connection_from
 
 CHANNELS = [
     n.removeprefix("CHANNEL_").lower() for n, _ in common_pb2.Channel.items() if n != "CHANNEL_UNKNOWN"

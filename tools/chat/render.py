@@ -8,8 +8,8 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Struct
 
-from ...protos import common_pb2
-from ...protos import mcp_engine_pb2 as pb
+from confab.protos import common_pb2
+from confab.protos import mcp_engine_pb2 as pb
 
 BOT = "bot> "
 INDENT = " " * len(BOT)

@@ -15,9 +15,9 @@ from typing import TextIO
 
 import grpc
 
-from ...protos import mcp_engine_pb2 as pb
-from .client import ChatClient, ChatFailed, ChatListener, ChatOptions, Turn
-from .render import Choice, as_dict, describe_state, render
+from confab.protos import mcp_engine_pb2 as pb
+from confab.tools.chat.client import ChatClient, ChatFailed, ChatListener, ChatOptions, Turn
+from confab.tools.chat.render import Choice, as_dict, describe_state, render
 
 try:  # line editing and history for input(); absent on some platforms, and not needed there
     import readline

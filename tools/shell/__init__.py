@@ -16,8 +16,8 @@ as JSON), ``completion`` (what Tab offers), ``repl`` (the prompt), ``session`` (
 an exit status out), ``command_line`` (the subcommand's options).
 """
 
-from .command_line import add_parser, run
-from .session import Shell
-from .verbs import AdminVerbs
+from confab.tools.shell.command_line import add_parser, run
+from confab.tools.shell.session import Shell
+from confab.tools.shell.verbs import AdminVerbs
 
 __all__ = ["AdminVerbs", "Shell", "add_parser", "run"]

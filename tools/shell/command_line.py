@@ -6,10 +6,10 @@ import argparse
 import sys
 from typing import TextIO
 
-from ..connection import ConnectionOptionError, add_connection_arguments, connection_from
-from .commands import OK, USAGE
-from .session import Shell
-from .verbs import AdminVerbs
+from confab.tools.connection import ConnectionOptionError, add_connection_arguments, connection_from
+from confab.tools.shell.commands import OK, USAGE
+from confab.tools.shell.session import Shell
+from confab.tools.shell.verbs import AdminVerbs
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,6 +38,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 return OK
             except KeyboardInterrupt:  # `-c tail` ended with Ctrl-C outside the tail loop
                 return OK
-        from .repl import interactive  # prompt_toolkit is loaded only for a person at a prompt
+        from confab.tools.shell.repl import (
+            interactive,  # prompt_toolkit is loaded only for a person at a prompt
+        )
 
         return interactive(Shell(verbs, out, json_output=args.json), args.target)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .commands import HELP_WORDS, QUIT_WORDS, Operand, ShellCommand
+from confab.tools.shell.commands import HELP_WORDS, QUIT_WORDS, Operand, ShellCommand
 
 
 @dataclass(slots=True)

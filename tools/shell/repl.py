@@ -12,9 +12,9 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
-from .commands import OK
-from .completion import completions
-from .session import Shell
+from confab.tools.shell.commands import OK
+from confab.tools.shell.completion import completions
+from confab.tools.shell.session import Shell
 
 PROMPT = "confab> "
 HISTORY_FILE = Path("~/.confab_history")

@@ -15,9 +15,9 @@ from typing import TextIO
 
 import grpc
 
-from ...protos import admin_pb2 as admin
-from . import json_view, text_view
-from .commands import (
+from confab.protos import admin_pb2 as admin
+from confab.tools.shell import json_view, text_view
+from confab.tools.shell.commands import (
     OK,
     REFUSED,
     UNREACHABLE,
@@ -29,8 +29,8 @@ from .commands import (
     parse_line,
     reason,
 )
-from .completion import Learned
-from .verbs import AdminVerbs
+from confab.tools.shell.completion import Learned
+from confab.tools.shell.verbs import AdminVerbs
 
 # Codes that mean the call never reached a server that could answer it.
 UNREACHABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})

@@ -15,8 +15,8 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from ...protos import admin_pb2 as admin
-from .json_view import struct_numbers
+from confab.protos import admin_pb2 as admin
+from confab.tools.shell.json_view import struct_numbers
 
 RESPONSE_WIDTH = 40  # a turn's response is cut to this in the turns table and in event lines
 INPUT_WIDTH = 30  # a turn's input in the turns table

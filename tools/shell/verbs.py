@@ -12,9 +12,9 @@ from typing import Any, Protocol, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from ...protos import admin_pb2 as admin
-from ...protos import admin_pb2_grpc as admin_grpc
-from ..connection import Metadata
+from confab.protos import admin_pb2 as admin
+from confab.protos import admin_pb2_grpc as admin_grpc
+from confab.tools.connection import Metadata
 
 CALL_TIMEOUT_S = 15.0  # unary calls; restart-shard and reload answer after the work is done
 

@@ -9,7 +9,7 @@ a single thread, and asks it to start every actor system instead; the edge then
 only attaches to the running admin as a client, which forks nothing.
 
 The launcher reads requests from a pipe and answers each; it exits when the pipe
-closes, and it dies with the edge (``actors.lifecycle`` ties it, like every
+closes, and it dies with the edge (``actors.system.lifecycle`` ties it, like every
 process it starts).
 """
 

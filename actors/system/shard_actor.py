@@ -17,11 +17,11 @@ from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
-from ..runtime import telemetry
-from ..runtime.store import open_store
-from .data_server import ShardServer
-from .messages import ShardAssign, ShardFailed, ShardHoldings, ShardInit, ShardReady
-from .shard import Shard
+from confab.actors.data_server import ShardServer
+from confab.actors.shard import Shard
+from confab.actors.system.messages import ShardAssign, ShardFailed, ShardHoldings, ShardInit, ShardReady
+from confab.runtime import telemetry
+from confab.runtime.store import open_store
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ generation, opens the store and its own data-plane addresses, and says so
 that cannot start (``ShardFailed``) is tried again with a growing pause.
 
 The supervisor knows nothing of other hosts: its actor system is this host's alone
-and listens on loopback only. The host (``actors.host``) tells it which virtual
+and listens on loopback only. The host (``actors.system.host``) tells it which virtual
 shards each shard should hold (``AssignShards``, computed by ``actors.cluster``
 from the store's member table); the supervisor hands each shard its part
 (``ShardAssign``) and sends the host a directory of this host's shards, with what
@@ -25,8 +25,8 @@ from typing import Any, ClassVar
 
 from thespian.actors import Actor, ActorExitRequest, ChildActorExited, PoisonMessage, WakeupMessage
 
-from ..runtime.protocol.directory import NOBODY, Owner, ShardDirectory, ShardEndpoint
-from .messages import (
+from confab.actors.settings import ShardSettings
+from confab.actors.system.messages import (
     AssignShards,
     GetDirectory,
     RestartShard,
@@ -35,10 +35,10 @@ from .messages import (
     ShardHoldings,
     ShardInit,
     ShardReady,
-    ShardSettings,
     StartShards,
 )
-from .shard_actor import ShardActor
+from confab.actors.system.shard_actor import ShardActor
+from confab.runtime.protocol.directory import NOBODY, Owner, ShardDirectory, ShardEndpoint
 
 log = logging.getLogger(__name__)
 

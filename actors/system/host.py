@@ -10,10 +10,10 @@ leases), which a thread of its own keeps, and the result goes to the engine; wha
 the placement says this host's shards should hold goes to the supervisor.
 
 The actor system is this host's alone: every Thespian socket binds loopback
-(``actors.network``), and nothing Thespian-framed ever crosses hosts. Hosts meet in
+(``actors.system.network``), and nothing Thespian-framed ever crosses hosts. Hosts meet in
 the store's member table and talk over the data plane only.
 
-Every actor system is started by a launcher process (``actors.launcher``) that
+Every actor system is started by a launcher process (``actors.system.launcher``) that
 the host forks when it is made, while the process has a single thread: the edge
 itself never forks once it serves. The host's thread then attaches to each new
 system as a client.
@@ -23,7 +23,7 @@ supervisor. The host therefore watches it itself, through a pidfd (its death is
 seen at once) and a ping (a supervisor that stops answering for ``hung_after_s``
 is treated as dead). Either way the whole actor system is started again: the old
 admin is killed by pidfd (its logger follows it; the old shards died with the
-supervisor, see ``actors.lifecycle``), a new system with a new admin port, a new
+supervisor, see ``actors.system.lifecycle``), a new system with a new admin port, a new
 supervisor and new shards come up, and the engine reconnects and re-sends what was
 left unanswered. Conversations come back from the store; nothing acknowledged is lost.
 """
@@ -46,19 +46,18 @@ from typing import Any
 
 from thespian.actors import ActorExitRequest, ActorSystem
 
-from ..runtime.protocol.directory import ShardDirectory
-from . import lifecycle, network
-from .cluster import ClusterMembership, ClusterSettings, MemberTable, SoloTable
-from .launcher import SystemLauncher
-from .messages import (
+from confab.actors.cluster import Assignment, ClusterMembership, ClusterSettings, MemberTable, SoloTable
+from confab.actors.settings import HostIdentity, ShardSettings
+from confab.actors.system import lifecycle, network
+from confab.actors.system.launcher import SystemLauncher
+from confab.actors.system.messages import (
     AssignShards,
     GetDirectory,
-    HostIdentity,
     RestartShard,
-    ShardSettings,
     StartShards,
 )
-from .supervisor import SupervisorActor
+from confab.actors.system.supervisor import SupervisorActor
+from confab.runtime.protocol.directory import ShardDirectory
 
 log = logging.getLogger(__name__)
 
@@ -249,10 +248,11 @@ class ActorHost:
                 return
         self._on_directory(directory)
 
-    def _assign(self, assignment: AssignShards) -> None:
+    def _assign(self, assignment: Assignment) -> None:
         """What this host's shards should hold now (from the membership's thread)."""
-        self._assignment = assignment
-        self._requests.put(assignment)
+        message = AssignShards(assignment.wanted, assignment.claim)
+        self._assignment = message
+        self._requests.put(message)
 
 
 class _Watched:
