@@ -160,6 +160,8 @@ class Shard:
         )
         self._exit_after_commit = int(os.environ.get(EXIT_AFTER_COMMIT, "0")) if generation == 0 else 0
         self._process = psutil.Process()
+        # The clock of the turns (what "now" is to a flow); tests pin it.
+        self.clock: Callable[[], float] = time.time
 
     def close(self) -> None:
         self.webhooks.close()
@@ -221,7 +223,12 @@ class Shard:
             return error_outcome(DeadlineExceeded("the deadline passed before its turn"))
         with telemetry.turn_span(command) as span:
             outcome = conversation.apply(
-                command, self.flows, self.store, waited_ms=waited * 1000.0, record=self._recording
+                command,
+                self.flows,
+                self.store,
+                now=self.clock(),
+                waited_ms=waited * 1000.0,
+                record=self._recording,
             )
             if span is not None:
                 telemetry.note_outcome(span, outcome)
@@ -388,14 +395,7 @@ class Shard:
     # Webhooks ------------------------------------------------------------------
 
     def _suspend(self, conversation: ConversationActor, suspended: Suspended, origin: Origin) -> None:
-        body = {
-            **suspended.call.body,
-            "conversation": {
-                "tenant_id": conversation.key.tenant_id,
-                "conversation_id": conversation.key.conversation_id,
-            },
-        }
-        future = self.webhooks.call(suspended.call.name, body)
+        future = self.webhooks.call(suspended.call.name, suspended.pending.body)
         conversation.waiting = _Waiting(suspended, origin, future)
         self.waiting.add(conversation)
         if self.on_webhook_done is not None:
