@@ -250,15 +250,12 @@ class ConversationActor:
         ones beyond the last ``turns_kept`` and older than the store keeps any turn go.
         """
         assert self._staged_state is not None
-        kept = retention.turns_kept
         # Conditional on the seq this actor last loaded or committed: if the store holds another
         # (a commit whose outcome was unknown went through after all), the write is refused.
         write = ConversationWrite(
             self.key, self._staged_state, self._staged_seq, list(self._pending), base_seq=self.seq
         )
-        if self._staged_seq // kept != self.seq // kept and self._staged_seq > kept:
-            write.prune_through = self._staged_seq - kept
-            write.prune_before = now - retention.kept_for_s
+        write.let_old_turns_go(retention, now)
         return write
 
     def _prunable(self, retention: Retention, now: float) -> int:

@@ -32,7 +32,6 @@ from confab.runtime.config import ConfigError, load_config
 from confab.runtime.flows.catalog import load_flows
 from confab.runtime.flows.dialogues import (
     DialogueFileError,
-    FlowRunner,
     TurnRunner,
     dialogue_files,
     load_dialogues,
@@ -48,6 +47,7 @@ from confab.runtime.flows.loader import (
     load_flow_dirs,
     load_flow_paths,
 )
+from confab.runtime.flows.runner import FlowRunner
 from confab.runtime.webhooks import WebhookTarget
 from confab.tools import flows_replay
 from confab.tools.dialogue_client import GrpcRunner
