@@ -91,7 +91,7 @@ class FlowRunner:
             conversation,
             message,
             time.time() if now is None else now,
-            lambda call: self._answer(call, answers, conversation),
+            lambda call: self.answer(call, answers, conversation),
         )
         response = reply.response
         return TurnView(
@@ -154,7 +154,9 @@ class FlowRunner:
         """Drop what the runner keeps of conversation ``key``."""
         self._states.pop(key, None)
 
-    def _answer(self, call: WebhookCall, answers: WebhookAnswers, key: ConversationKey) -> JsonDict:
+    def answer(self, call: WebhookCall, answers: WebhookAnswers, key: ConversationKey) -> JsonDict:
+        """The answer to a webhook call of conversation ``key``: ``answers``' for it if they name it,
+        else a real call (Unavailable without webhook targets)."""
         if call.name in answers:
             return webhook_result(answers[call.name])
         if self._client is None:
