@@ -1,9 +1,10 @@
-"""The conversation actor: one conversation's state and its one-at-a-time turns.
+"""A conversation as a shard hosts it: its state and its one-at-a-time turns.
 
-Conversation actors are plain objects hosted by the hundreds of thousands inside
-a shard process (a Thespian actor is an OS process, far too heavy per
-conversation). The shard hands each actor its commands in arrival order and
-never runs two of them at once, which is what makes a conversation sequential.
+A :class:`Conversation` is a plain object, not an actor: a shard process hosts them
+by the hundreds of thousands (a Thespian actor is an OS process, far too heavy per
+conversation). Each turn is ``runtime.flows.turn``'s, the one the authoring tools run.
+The shard hands each conversation its commands in arrival order and never runs two
+of them at once, which is what makes a conversation sequential.
 
 State is kept packed: compact while resident, already in the form the store
 writes, and every turn unpacks a private working copy, so a failing turn cannot
@@ -12,7 +13,7 @@ stored state and are embedded in the turn's reply (``protocol.codec``). Changes 
 *staged* until the shard's store write commits, then made current (``commit``) or
 dropped (``rollback``).
 
-Exactly once: the actor knows the message id of every turn the store still keeps
+Exactly once: the conversation knows the message id of every turn the store still keeps
 (the last ``turns_kept``, and every turn of the idempotency window), so a command
 re-sent by the edge, or repeated by a client with the same request id, gets the
 reply it got the first time instead of being applied again.
@@ -57,7 +58,7 @@ class Suspended:
         return self.pending.call
 
 
-class ConversationActor:
+class Conversation:
     __slots__ = (
         "_pending",
         "_staged_seq",
@@ -88,7 +89,7 @@ class ConversationActor:
         self.mailbox: deque[Any] = deque()
 
     @classmethod
-    def activate(cls, key: ConversationKey, stored: StoredConversation | None) -> ConversationActor:
+    def activate(cls, key: ConversationKey, stored: StoredConversation | None) -> Conversation:
         if stored is None:
             return cls(key, None, 0, {})
         return cls(key, stored.state, stored.seq, dict(stored.message_ids))
@@ -250,7 +251,7 @@ class ConversationActor:
         ones beyond the last ``turns_kept`` and older than the store keeps any turn go.
         """
         assert self._staged_state is not None
-        # Conditional on the seq this actor last loaded or committed: if the store holds another
+        # Conditional on the seq this conversation last loaded or committed: if the store holds another
         # (a commit whose outcome was unknown went through after all), the write is refused.
         write = ConversationWrite(
             self.key, self._staged_state, self._staged_seq, list(self._pending), base_seq=self.seq

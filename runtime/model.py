@@ -1,7 +1,7 @@
 """The domain model: plain dataclasses, independent of protobuf and of Thespian.
 
 The gRPC edge converts protobuf to these once (``grpc_edge.convert``); everything
-behind it (bridge, shards, conversation actors, flows, store) speaks only these.
+behind it (bridge, shards, their conversations, flows, store) speaks only these.
 
 Each record that crosses a process boundary has ``to_wire()`` / ``from_wire()``:
 a compact positional list that msgpack serializes (see ``runtime.wire``).

@@ -82,7 +82,7 @@ def test_example_flows_play_their_dialogues(path: Path) -> None:
 
 @pytest.mark.parametrize("path", list(dialogue_files([DIALOGUES])), ids=lambda p: p.stem)
 def test_bundled_dialogues_on_a_real_shard(path: Path, prices: PriceService) -> None:
-    """The same dialogues through conversation actors (those that pin the clock are skipped)."""
+    """The same dialogues through a shard's conversations (those that pin the clock are skipped)."""
     with LocalRunner(webhooks=price_webhook(prices.url)) as runner:
         results = run_dialogues(load_dialogues(path), runner, FlowRunner(load_flows()[0]).find_flow)
     assert not {r.name: r.problems for r in results if r.problems}

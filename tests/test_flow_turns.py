@@ -34,7 +34,7 @@ def say(text: str = "", payload: str = "", language: str = "") -> InboundMessage
 
 
 class Conversation:
-    """A conversation with one flow, turns counted as the conversation actor counts them."""
+    """A conversation with one flow, turns counted as a shard's conversation counts them."""
 
     def __init__(self, flow: DeclarativeFlow, now: float = 1_780_000_000.0) -> None:  # in 2026
         self.flow = flow
