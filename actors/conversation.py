@@ -2,7 +2,7 @@
 
 A :class:`Conversation` is a plain object, not an actor: a shard process hosts them
 by the hundreds of thousands (a Thespian actor is an OS process, far too heavy per
-conversation). Each turn is ``runtime.flows.turn``'s, the one the authoring tools run.
+conversation). Each turn is ``runtime.flows.execution.turn``'s, the one the authoring tools run.
 The shard hands each conversation its commands in arrival order and never runs two
 of them at once, which is what makes a conversation sequential.
 
@@ -30,8 +30,9 @@ from typing import Any
 
 from confab.runtime import telemetry
 from confab.runtime.errors import ConfabError, ConversationNotFound, InternalError, InvalidArgument
-from confab.runtime.flows import FlowRegistry, UnknownState, WebhookCall, turn
-from confab.runtime.flows.turn import Pending
+from confab.runtime.flows import FlowRegistry, UnknownState, WebhookCall
+from confab.runtime.flows.execution import turn
+from confab.runtime.flows.execution.turn import Pending
 from confab.runtime.model import ConversationKey, ConversationState, InboundMessage, JsonDict
 from confab.runtime.protocol import codec
 from confab.runtime.protocol.records import (

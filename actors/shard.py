@@ -44,7 +44,7 @@ from confab.actors.ownership import OwnershipChange, VshardOwnership
 from confab.runtime import telemetry
 from confab.runtime.errors import DeadlineExceeded, InternalError, Unavailable
 from confab.runtime.flows import FlowRegistry
-from confab.runtime.flows.catalog import load_flows
+from confab.runtime.flows.execution.catalog import load_flows
 from confab.runtime.inspection import FlowReload, ShardStatus
 from confab.runtime.model import ConversationKey
 from confab.runtime.protocol.directory import shard_id, vshard_of

@@ -20,7 +20,7 @@ from typing import Any
 from confab.actors.messages import ShardSettings
 from confab.actors.shard import Shard
 from confab.runtime.errors import ConfabError, Unavailable
-from confab.runtime.flows.dialogues import TurnView, WebhookAnswers, webhook_result
+from confab.runtime.flows.authoring.dialogues import TurnView, WebhookAnswers, webhook_result
 from confab.runtime.model import (
     Content,
     ConversationKey,

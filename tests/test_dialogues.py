@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 
 from confab.runtime.errors import InvalidArgument
-from confab.runtime.flows.catalog import load_flows
-from confab.runtime.flows.dialogues import (
+from confab.runtime.flows.authoring.dialogues import (
     dialogue_files,
     load_dialogues,
     run_dialogues,
 )
-from confab.runtime.flows.interpreter import DeclarativeFlow
-from confab.runtime.flows.loader import load_flow_file
-from confab.runtime.flows.runner import FlowRunner
+from confab.runtime.flows.authoring.runner import FlowRunner
+from confab.runtime.flows.execution.catalog import load_flows
+from confab.runtime.flows.execution.interpreter import DeclarativeFlow
+from confab.runtime.flows.language.loader import load_flow_file
 from confab.runtime.model import Content, ConversationKey, InboundMessage, ProcessingHints
 from confab.runtime.webhooks import WebhookTarget
 from confab.tools.dialogue_client import GrpcRunner

@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 
 from confab.runtime.flows import Flow, builtin_flows
-from confab.runtime.flows.catalog import bundled_flow_dir, declarative_flows, flow_set_over
-from confab.runtime.flows.dialogues import conversation_for_variants
-from confab.runtime.flows.interpreter import DeclarativeFlow
-from confab.runtime.flows.replay import (
+from confab.runtime.flows.authoring.dialogues import conversation_for_variants
+from confab.runtime.flows.authoring.replay import (
     FAILED,
     RESPONSE,
     SLOTS,
@@ -33,6 +31,8 @@ from confab.runtime.flows.replay import (
     replay_start,
     summarize,
 )
+from confab.runtime.flows.execution.catalog import bundled_flow_dir, declarative_flows, flow_set_over
+from confab.runtime.flows.execution.interpreter import DeclarativeFlow
 from confab.runtime.model import Content, ConversationKey, ConversationState, InboundMessage, TurnResult
 from confab.runtime.protocol import codec
 from confab.runtime.store import ConversationWrite, TurnRecord, open_store

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from confab.runtime.flows import NeedsWebhook
-from confab.runtime.flows.catalog import declarative_flows, load_flows
-from confab.runtime.flows.document import IntentSpec
-from confab.runtime.flows.intents import IntentMatch, IntentRecognizer
-from confab.runtime.flows.interpreter import DeclarativeFlow
-from confab.runtime.flows.loader import check_flow_file, load_flow_file, load_flow_paths
-from confab.runtime.flows.nlu import register_recognizer, unregister_recognizer
+from confab.runtime.flows.execution.catalog import declarative_flows, load_flows
+from confab.runtime.flows.execution.intents import IntentMatch, IntentRecognizer
+from confab.runtime.flows.execution.interpreter import DeclarativeFlow
+from confab.runtime.flows.execution.nlu import register_recognizer, unregister_recognizer
+from confab.runtime.flows.language.document import IntentSpec
+from confab.runtime.flows.language.loader import check_flow_file, load_flow_file, load_flow_paths
 from confab.runtime.model import Content, ConversationKey, InboundMessage, JsonDict
 
 KEY = ConversationKey("acme", "c-1")

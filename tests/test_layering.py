@@ -113,4 +113,4 @@ def test_the_table_knows_a_wrong_import_when_it_sees_one() -> None:
     assert "confab.actors" not in ALLOWED[layer_of("confab.grpc_edge.server")]
     assert "confab.runtime.store" not in ALLOWED[layer_of("confab.runtime.engine.link")]
     assert "confab.runtime.engine" not in ALLOWED[layer_of("confab.runtime.protocol.records")]
-    assert "confab.actors" not in ALLOWED[layer_of("confab.runtime.flows.interpreter")]
+    assert "confab.actors" not in ALLOWED[layer_of("confab.runtime.flows.execution.interpreter")]

@@ -1,7 +1,7 @@
 """One turn: `confab flows test` and `confab flows replay` run what a server runs.
 
 Every bundled dialogue is played twice, turn by turn: through the in-process runner
-(``runtime.flows.runner``) and through a real shard with its SQLite store
+(``runtime.flows.authoring.runner``) and through a real shard with its SQLite store
 (``tests.shard_runner``), on the same clock and with the same webhook answers (the
 dialogue's, else the price service's). Each turn must give the same reply and leave the
 same state, whatever the dialogue expects; a turn that fails must fail alike.
@@ -18,9 +18,9 @@ import pytest
 
 from confab.runtime.errors import ConfabError
 from confab.runtime.flows import FlowReply
-from confab.runtime.flows.catalog import load_flows
-from confab.runtime.flows.dialogues import conversation_for_variants, dialogue_files, load_dialogues
-from confab.runtime.flows.runner import FlowRunner
+from confab.runtime.flows.authoring.dialogues import conversation_for_variants, dialogue_files, load_dialogues
+from confab.runtime.flows.authoring.runner import FlowRunner
+from confab.runtime.flows.execution.catalog import load_flows
 from confab.runtime.model import Content, ConversationState, InboundMessage, ProcessingHints, TurnResult
 from confab.runtime.webhooks import WebhookTarget
 from confab.tools.price_service import PriceService

@@ -11,7 +11,7 @@
 valid (warnings allowed), 1 otherwise. ``show`` finds the flow among the bundled
 flows and the ``--dir`` directories (or reads FILE) and prints its state graph as
 text, or as Graphviz DOT with ``--dot`` (``confab flows show pizza --dot | dot -Tsvg``).
-``test`` plays dialogue files (``runtime.flows.dialogues``) in-process, with the flow
+``test`` plays dialogue files (``runtime.flows.authoring.dialogues``) in-process, with the flow
 directories and webhooks of a server config (``--config``; without it, the defaults
 ``confab serve`` has), or against a server with ``--target``; it prints PASS/FAIL/SKIP
 per dialogue (every failing turn of a failed one), the transcript of each with
@@ -29,8 +29,7 @@ from typing import TextIO
 
 from confab.config import bundled_path
 from confab.runtime.config import ConfigError, load_config
-from confab.runtime.flows.catalog import load_flows
-from confab.runtime.flows.dialogues import (
+from confab.runtime.flows.authoring.dialogues import (
     DialogueFileError,
     TurnRunner,
     dialogue_files,
@@ -38,8 +37,16 @@ from confab.runtime.flows.dialogues import (
     run_dialogues,
     transcript_lines,
 )
-from confab.runtime.flows.document import ActionSpec, FlowDocument, ResponseSpec, StateSpec, TransitionSpec
-from confab.runtime.flows.loader import (
+from confab.runtime.flows.authoring.runner import FlowRunner
+from confab.runtime.flows.execution.catalog import load_flows
+from confab.runtime.flows.language.document import (
+    ActionSpec,
+    FlowDocument,
+    ResponseSpec,
+    StateSpec,
+    TransitionSpec,
+)
+from confab.runtime.flows.language.loader import (
     FLOW_SUFFIXES,
     FlowFileError,
     FlowSet,
@@ -47,7 +54,6 @@ from confab.runtime.flows.loader import (
     load_flow_dirs,
     load_flow_paths,
 )
-from confab.runtime.flows.runner import FlowRunner
 from confab.runtime.webhooks import WebhookTarget
 from confab.tools import flows_replay
 from confab.tools.dialogue_client import GrpcRunner

@@ -12,7 +12,7 @@ given, must be its version. ``STORE`` is the SQLite file a server writes
 runs. The conversations with a turn recorded since ``--since`` (default: all) that ran
 ``NAME`` are replayed, in key order, up to ``--limit``; ``--webhooks FILE`` gives answers
 (``name: {json}`` or ``name: {fail: reason}``) for webhook calls the recording cannot answer,
-which otherwise fail. ``runtime.flows.replay`` says how a replay runs.
+which otherwise fail. ``runtime.flows.authoring.replay`` says how a replay runs.
 
 It prints each conversation that diverges (the first turn that differs, what each version
 did there, how many later turns differ), fails or is skipped, then a summary with the
@@ -36,9 +36,7 @@ import yaml
 
 from confab.runtime.config import ConfigError, load_config
 from confab.runtime.flows import Flow, builtin_flows
-from confab.runtime.flows.catalog import bundled_flow_dir, declarative_flows, flow_set_over
-from confab.runtime.flows.interpreter import DeclarativeFlow
-from confab.runtime.flows.replay import (
+from confab.runtime.flows.authoring.replay import (
     FAILED,
     ConversationReplay,
     Divergence,
@@ -49,6 +47,8 @@ from confab.runtime.flows.replay import (
     choose_flow,
     summarize,
 )
+from confab.runtime.flows.execution.catalog import bundled_flow_dir, declarative_flows, flow_set_over
+from confab.runtime.flows.execution.interpreter import DeclarativeFlow
 from confab.runtime.store import StoreError
 from confab.tools.replay_store import UnreadableTurn, open_history, read_conversation, recorded_keys
 

@@ -6,7 +6,13 @@ the copy only if the whole turn succeeds, so a flow that raises leaves
 no half-applied state behind.
 
 The built-in :class:`EchoFlow` greets, echoes and counts; declarative flows plug
-in through the same interface.
+in through the same interface. The rest is in three sub-packages:
+
+* ``language``: the flow file language (schema, document, loader, expressions,
+  templates, masking);
+* ``execution``: running flows (a conversation's ``turn``, the interpreter, slots,
+  intents and NLU, the catalog of flows a server runs);
+* ``authoring``: tools for flow authors (dialogues, the in-process runner, replay).
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ class NeedsWebhook(Exception):
     """Raised by a turn that reached a webhook whose result it does not have yet.
 
     Turns are deterministic given (state, message, now, webhook results), so the
-    turn (``runtime.flows.turn``) simply runs again, from the same state, once the result is in.
+    turn (``runtime.flows.execution.turn``) simply runs again, from the same state, once the result is in.
     """
 
     def __init__(self, call: WebhookCall) -> None:

@@ -9,7 +9,7 @@
   the same flow and the same SQLite store, in one asyncio process, with an
   ``asyncio.Lock`` per conversation and one commit per message (on one store
   thread, so the event loop never blocks on SQLite). Its turn is the shard's
-  (``runtime.flows.turn``); it writes what a shard writes for a turn: the state,
+  (``runtime.flows.execution.turn``); it writes what a shard writes for a turn: the state,
   the turn's reply, and which old turns may go.
 
 Both print ``serving on HOST:PORT`` once ready, like ``confab serve``.
@@ -31,7 +31,8 @@ from confab.grpc_edge import convert
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime import VERSION
-from confab.runtime.flows import FlowRegistry, builtin_flows, turn
+from confab.runtime.flows import FlowRegistry, builtin_flows
+from confab.runtime.flows.execution import turn
 from confab.runtime.model import ConversationKey, InboundMessage, TurnResult
 from confab.runtime.model import new_id as new_message_id
 from confab.runtime.protocol import codec

@@ -33,9 +33,9 @@ searched for: this works against a server too). Every turn is played and checked
 one wrong answer does not hide the next; a dialogue that needs what its runner cannot
 do (a pinned clock, webhook answers) is skipped with the reason.
 
-Runners (:class:`TurnRunner`): ``runtime.flows.runner.FlowRunner`` runs the flows
+Runners (:class:`TurnRunner`): ``runtime.flows.authoring.runner.FlowRunner`` runs the flows
 themselves in this process, deterministically, with the turn a shard runs
-(``runtime.flows.turn``; its clock and webhook answers are the dialogue's, or real webhooks
+(``runtime.flows.execution.turn``; its clock and webhook answers are the dialogue's, or real webhooks
 from a server config); ``tools.dialogue_client.GrpcRunner`` talks to a server.
 This module is the dialogue file format, how a dialogue is played through a runner and
 how its answers are checked.
@@ -55,7 +55,7 @@ import yaml
 
 from confab.runtime.errors import ConfabError
 from confab.runtime.flows import Flow
-from confab.runtime.flows.interpreter import DeclarativeFlow
+from confab.runtime.flows.execution.interpreter import DeclarativeFlow
 from confab.runtime.model import (
     ConversationKey,
     JsonDict,

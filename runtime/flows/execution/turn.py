@@ -1,7 +1,7 @@
 """A conversation's turn, written once: what every host of conversations runs.
 
 The shard's conversations (``actors.conversation``), the in-process runner of ``confab
-flows test`` and ``confab flows replay`` (``runtime.flows.runner``) and the benchmark's
+flows test`` and ``confab flows replay`` (``runtime.flows.authoring.runner``) and the benchmark's
 direct baseline all run a turn through :func:`begin`, so a flow that passes its dialogues
 here does the same on a server.
 

@@ -2,7 +2,7 @@
 
 ``confab flows test`` plays dialogues through a :class:`FlowRunner` and ``confab flows
 replay`` plays recorded conversations through one. It holds no turn logic of its own: a
-turn, a reset and a forced state are those of ``runtime.flows.turn``, which the shard's
+turn, a reset and a forced state are those of ``runtime.flows.execution.turn``, which the shard's
 conversations run too. What it adds is where the states live (a dict) and who answers a
 webhook call: at once, from a dialogue's or a recording's answers, or by a real call.
 """
@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from confab.runtime.errors import ConversationNotFound, Unavailable
-from confab.runtime.flows import Flow, FlowRegistry, FlowReply, UnknownFlow, WebhookCall, turn
-from confab.runtime.flows.dialogues import TurnView, WebhookAnswers, webhook_result
+from confab.runtime.flows import Flow, FlowRegistry, FlowReply, UnknownFlow, WebhookCall
+from confab.runtime.flows.authoring.dialogues import TurnView, WebhookAnswers, webhook_result
+from confab.runtime.flows.execution import turn
 from confab.runtime.model import (
     Content,
     ConversationKey,
@@ -113,7 +114,7 @@ class FlowRunner:
         now: float,
         answer: Callable[[WebhookCall], JsonDict],
     ) -> tuple[ConversationState, FlowReply]:
-        """One turn of ``key`` (``runtime.flows.turn``): the conversation's state after it (the
+        """One turn of ``key`` (``runtime.flows.execution.turn``): the conversation's state after it (the
         runner's own: read it, do not change it) and the flow's reply.
 
         A turn that reaches a webhook runs again from the same state with ``answer``'s result
@@ -127,7 +128,7 @@ class FlowRunner:
         return outcome.state, outcome.reply
 
     def reset(self, key: ConversationKey, now: float, flow_id: str = "") -> ConversationState:
-        """An operator's reset (``runtime.flows.turn.reset``): the conversation's flow starts over.
+        """An operator's reset (``runtime.flows.execution.turn.reset``): the conversation's flow starts over.
 
         ``flow_id`` names that flow for a conversation this runner has not seen (one played
         from a reset on); otherwise the runner's own state says which flow it is on.
