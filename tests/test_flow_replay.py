@@ -603,3 +603,14 @@ def test_the_command_needs_a_store_file_and_never_makes_one(
     assert code == 2 and "looks like a server address" in err
     code, _, err = replay_command(capsys, "--flow", "shop@7", "--from", str(missing), "--dir", str(v1))
     assert code == 2 and "is version '1', not '7'" in err
+
+
+def test_the_command_refuses_a_dir_that_is_not_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Replaying the version the server runs instead would pass in CI and prove nothing.
+    missing = tmp_path / "next"
+    code, out, err = replay_command(
+        capsys, "--flow", "pizza", "--from", str(tmp_path / "store.sqlite3"), "--dir", f"{missing}/"
+    )
+    assert (code, out, err) == (2, "", f"confab: --dir {missing}/: no such directory\n")

@@ -18,7 +18,7 @@ It prints each conversation that diverges (the first turn that differs, what eac
 did there, how many later turns differ), fails or is skipped, then a summary with the
 states where divergences begin; ``--json`` prints it all, every conversation included.
 Exit status: 0 when no conversation diverges or fails, 1 when one does, 2 when the replay
-cannot run (no such flow, no store).
+cannot run (no such flow, no store, a ``--dir`` that is not a directory).
 """
 
 from __future__ import annotations
@@ -117,6 +117,12 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except ConfigError as exc:
         print(f"confab: {args.config}: {exc}", file=err)
         return 2
+    # A --dir that is not there would replay the version the server runs: a false pass.
+    for directory in args.dir:
+        if not Path(directory).is_dir():
+            what = "not a directory" if Path(directory).exists() else "no such directory"
+            print(f"confab: --dir {directory}: {what}", file=err)
+            return 2
     flow_set = flow_set_over(args.dir, [bundled_flow_dir(), *config.flows.dirs])
     for problem in flow_set.errors:
         print(f"confab: flow file skipped: {problem}", file=err)
