@@ -29,6 +29,7 @@ from typing import TextIO
 
 from confab.config import bundled_path
 from confab.runtime.config import ConfigError, load_config
+from confab.runtime.flows import Flow
 from confab.runtime.flows.authoring.dialogues import (
     DialogueFileError,
     TurnRunner,
@@ -159,6 +160,11 @@ def play(
                 print(f"{exc}", file=err)
                 failed += 1
                 continue
+            missing = "" if target else _missing_flow(dialogues.flow, dialogues.tenant, local, flows)
+            if missing:
+                failed += len(dialogues.dialogues)
+                print(f"FAIL {path.name}: {missing}", file=out)
+                continue
             for result in run_dialogues(dialogues, runner, local.find_flow):
                 if result.skipped:
                     skipped += 1
@@ -181,6 +187,14 @@ def play(
             remote.close()
     print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""), file=out)
     return 1 if failed or not passed else 0
+
+
+def _missing_flow(flow_id: str, tenant: str, runner: FlowRunner, flows: list[Flow]) -> str:
+    """Why a dialogue file's flow cannot run in-process ("" when it can): which flows are loaded."""
+    if not flow_id or runner.find_flow(flow_id, tenant) is not None:
+        return ""
+    loaded = ", ".join(sorted({f.flow_id for f in flows})) or "none"
+    return f"no flow {flow_id!r} is loaded (loaded: {loaded}); --dir DIR loads the flow files in DIR"
 
 
 def validate(paths: list[Path], out: TextIO) -> int:
