@@ -1,9 +1,10 @@
-"""The conversation actor: one conversation's state and its one-at-a-time turns.
+"""A conversation as a shard hosts it: its state and its one-at-a-time turns.
 
-Conversation actors are plain objects hosted by the hundreds of thousands inside
-a shard process (a Thespian actor is an OS process, far too heavy per
-conversation). The shard hands each actor its commands in arrival order and
-never runs two of them at once, which is what makes a conversation sequential.
+A :class:`Conversation` is a plain object, not an actor: a shard process hosts them
+by the hundreds of thousands (a Thespian actor is an OS process, far too heavy per
+conversation). Each turn is ``runtime.flows.execution.turn``'s, the one the authoring tools run.
+The shard hands each conversation its commands in arrival order and never runs two
+of them at once, which is what makes a conversation sequential.
 
 State is kept packed: compact while resident, already in the form the store
 writes, and every turn unpacks a private working copy, so a failing turn cannot
@@ -12,7 +13,7 @@ stored state and are embedded in the turn's reply (``protocol.codec``). Changes 
 *staged* until the shard's store write commits, then made current (``commit``) or
 dropped (``rollback``).
 
-Exactly once: the actor knows the message id of every turn the store still keeps
+Exactly once: the conversation knows the message id of every turn the store still keeps
 (the last ``turns_kept``, and every turn of the idempotency window), so a command
 re-sent by the edge, or repeated by a client with the same request id, gets the
 reply it got the first time instead of being applied again.
@@ -20,16 +21,19 @@ reply it got the first time instead of being applied again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 from confab.runtime import telemetry
 from confab.runtime.errors import ConfabError, ConversationNotFound, InternalError, InvalidArgument
-from confab.runtime.flows import FlowRegistry, NeedsWebhook, UnknownFlow, UnknownState, WebhookCall
-from confab.runtime.model import ConversationKey, ConversationState, InboundMessage, JsonDict, TurnResult
+from confab.runtime.flows import FlowRegistry, UnknownState, WebhookCall
+from confab.runtime.flows.execution import turn
+from confab.runtime.flows.execution.turn import Pending
+from confab.runtime.model import ConversationKey, ConversationState, InboundMessage, JsonDict
 from confab.runtime.protocol import codec
 from confab.runtime.protocol.records import (
     CLIENT_KEY_PREFIX,
@@ -44,17 +48,18 @@ from confab.runtime.store import ConversationWrite, Retention, Store, StoredConv
 
 @dataclass(slots=True)
 class Suspended:
-    """A turn waiting for a webhook: it runs again, from the same state, with ``results``
-    plus the answer to ``call`` (turns are deterministic given their inputs)."""
+    """A command whose turn waits for a webhook: ``pending.call`` to make, then resume it."""
 
     command: Command
-    call: WebhookCall
-    now: float
+    pending: Pending
     waited_ms: float
-    results: dict[str, JsonDict] = field(default_factory=dict)
+
+    @property
+    def call(self) -> WebhookCall:
+        return self.pending.call
 
 
-class ConversationActor:
+class Conversation:
     __slots__ = (
         "_pending",
         "_staged_seq",
@@ -85,7 +90,7 @@ class ConversationActor:
         self.mailbox: deque[Any] = deque()
 
     @classmethod
-    def activate(cls, key: ConversationKey, stored: StoredConversation | None) -> ConversationActor:
+    def activate(cls, key: ConversationKey, stored: StoredConversation | None) -> Conversation:
         if stored is None:
             return cls(key, None, 0, {})
         return cls(key, stored.state, stored.seq, dict(stored.message_ids))
@@ -107,12 +112,14 @@ class ConversationActor:
         flows: FlowRegistry,
         store: Store,
         *,
+        now: float | None = None,
         waited_ms: float = 0.0,
         record: bool = False,
         resume: Suspended | None = None,
         webhook_result: JsonDict | None = None,
     ) -> list[Any] | Suspended:
-        """Run one command against this conversation; return its outcome (``protocol.records``).
+        """Run one command against this conversation at ``now`` (default: the time); return
+        its outcome (``protocol.records``).
 
         Mutations stay staged. A turn that needs a webhook answer comes back
         :class:`Suspended`; ``resume`` it later with the call's ``webhook_result``. With
@@ -124,93 +131,64 @@ class ConversationActor:
             if command.kind is CommandKind.GET_STATE:
                 return [DONE, codec.pack_state_reply(self._existing_packed())]
             if command.kind is CommandKind.RESET:
-                return self._reset(command, flows)
+                return self._reset(command, flows, time.time() if now is None else now)
             if command.kind is CommandKind.FORCE_STATE:
                 return self._force_state(command, flows)
             assert isinstance(command.body, InboundMessage)
+            started = time.perf_counter()
             if resume is None:
-                return self._turn(command, command.body, flows, time.time(), {}, waited_ms, record)
-            assert webhook_result is not None
-            results = {**resume.results, resume.call.key: webhook_result}
-            return self._turn(command, command.body, flows, resume.now, results, resume.waited_ms, record)
+                span = functools.partial(telemetry.flow_span, command.trace)
+                outcome = turn.begin(
+                    flows,
+                    self.key,
+                    self._working_state,
+                    command.body,
+                    time.time() if now is None else now,
+                    span=span,
+                )
+            else:
+                assert webhook_result is not None
+                outcome = turn.resume(resume.pending, webhook_result)
+                waited_ms = resume.waited_ms
+            if isinstance(outcome, turn.Pending):
+                return Suspended(command, outcome, waited_ms)
+            return self._finish(command, outcome, waited_ms, started, record)
         except ConfabError as exc:
             return error_outcome(exc)
         except Exception as exc:  # a flow bug: the turn fails alone, the state is untouched
             return error_outcome(InternalError(f"turn failed: {type(exc).__name__}"))
 
-    def _turn(
-        self,
-        command: Command,
-        message: InboundMessage,
-        flows: FlowRegistry,
-        now: float,
-        webhook_results: dict[str, JsonDict],
-        waited_ms: float,
-        record: bool,
-    ) -> list[Any] | Suspended:
-        started = time.perf_counter()
+    def _working_state(self) -> ConversationState | None:
+        """A private copy of the state for one attempt at a turn (None: not begun)."""
         packed = self._current_state()
-        if packed is None:
-            state, state_before = flows.for_new_conversation(self.key.tenant_id).start(now, self.key), ""
-        else:
-            state = codec.unpack_state(packed)
-            state_before = state.current_state
-        forced = message.hints.force_flow
-        if forced and forced != state.flow_id:
-            state = self._switch_flow(state, flows, forced, now)
-        flow = flows.for_state(state)
-        try:
-            with telemetry.flow_span(command.trace, state.flow_id, state.current_state):
-                reply = flow.handle(state, message, now, webhook_results)
-        except NeedsWebhook as need:
-            return Suspended(command, need.call, now, waited_ms, webhook_results)
-        state.message_count += 1
-        state.last_activity = now
-        telemetry.note_state(state)
-        result = TurnResult(
-            response=reply.response,
-            state=state,
-            context_updates=reply.context_updates,
-            actions_performed=reply.actions_performed,
-            ab_variant=reply.ab_variant,
-            queue_time_ms=waited_ms,
-            execution_time_ms=(time.perf_counter() - started) * 1000.0,
-            state_before=state_before,
-        )
-        packed_state = codec.pack_state(state)
-        # What the store keeps of the user's words: with what the flow declares sensitive masked.
-        said = reply.recorded_input if reply.recorded_input is not None else command.said
-        recorded = b""
-        if record:
-            kept = message if reply.recorded_input is None else _with_text(message, reply.recorded_input)
-            recorded = codec.pack_recorded(kept, now, webhook_results)
-        return self._stage(command, packed_state, codec.pack_turn_reply(result, packed_state), said, recorded)
+        return None if packed is None else codec.unpack_state(packed)
 
-    def _switch_flow(
-        self, state: ConversationState, flows: FlowRegistry, flow_id: str, now: float
-    ) -> ConversationState:
-        """A new session on another flow, as the processing hint ``force_flow`` asks."""
-        try:
-            flow = flows.by_id(flow_id, self.key.tenant_id)
-        except UnknownFlow as exc:
-            raise InvalidArgument(str(exc), field="processing_hints.force_flow") from exc
-        fresh = flow.start(now, self.key)
-        fresh.created_at, fresh.message_count = state.created_at, state.message_count
-        fresh.user_profile = state.user_profile
-        return fresh
+    def _finish(
+        self, command: Command, done: turn.Done, waited_ms: float, started: float, record: bool
+    ) -> list[Any]:
+        telemetry.note_state(done.state)
+        result = done.result(waited_ms, (time.perf_counter() - started) * 1000.0)
+        packed_state = codec.pack_state(done.state)
+        # What the store keeps of the user's words: with what the flow declares sensitive masked.
+        masked = done.reply.recorded_input
+        said = masked if masked is not None else command.said
+        recorded = (
+            codec.pack_recorded(done.recorded_message, done.now, done.webhook_results) if record else b""
+        )
+        return self._stage(command, packed_state, codec.pack_turn_reply(result, packed_state), said, recorded)
 
     def _force_state(self, command: Command, flows: FlowRegistry) -> list[Any]:
         state = codec.unpack_state(self._existing_packed())
         try:
-            flows.for_state(state).force(state, str(command.body))
+            turn.force(flows, state, str(command.body))
         except UnknownState as exc:
             raise InvalidArgument(str(exc), field="state") from exc
         packed_state = codec.pack_state(state)
         return self._stage(command, packed_state, codec.pack_state_reply(packed_state))
 
-    def _reset(self, command: Command, flows: FlowRegistry) -> list[Any]:
+    def _reset(self, command: Command, flows: FlowRegistry, now: float) -> list[Any]:
         previous = codec.unpack_state(self._existing_packed())
-        packed_state = codec.pack_state(flows.for_state(previous).start(time.time(), self.key))
+        packed_state = codec.pack_state(turn.reset(flows, self.key, previous, now))
         return self._stage(
             command, packed_state, codec.pack_reset_reply(previous.current_state, packed_state)
         )
@@ -274,15 +252,12 @@ class ConversationActor:
         ones beyond the last ``turns_kept`` and older than the store keeps any turn go.
         """
         assert self._staged_state is not None
-        kept = retention.turns_kept
-        # Conditional on the seq this actor last loaded or committed: if the store holds another
+        # Conditional on the seq this conversation last loaded or committed: if the store holds another
         # (a commit whose outcome was unknown went through after all), the write is refused.
         write = ConversationWrite(
             self.key, self._staged_state, self._staged_seq, list(self._pending), base_seq=self.seq
         )
-        if self._staged_seq // kept != self.seq // kept and self._staged_seq > kept:
-            write.prune_through = self._staged_seq - kept
-            write.prune_before = now - retention.kept_for_s
+        write.let_old_turns_go(retention, now)
         return write
 
     def _prunable(self, retention: Retention, now: float) -> int:
@@ -313,11 +288,6 @@ class ConversationActor:
         self._staged_seq = self.seq
         self._pending.clear()
         self._staged_state = None
-
-
-def _with_text(message: InboundMessage, text: str) -> InboundMessage:
-    content = replace(message.content, text=text)
-    return replace(message, content=content)
 
 
 def _fingerprint(command: Command) -> bytes:

@@ -1,11 +1,11 @@
-"""A shard: one OS process hosting many conversation actors.
+"""A shard: one OS process hosting many conversations.
 
 :class:`Shard` holds the logic and is a plain object (unit-testable without
 Thespian or sockets); ``actors.data_server`` feeds it the frames of its
-connections and ``actors.shard_actor`` is the thin Thespian actor around both.
+connections and ``actors.system.shard_actor`` is the thin Thespian actor around both.
 
 A shard runs a *round* at a time: every command batch that arrived since the last
-round, in arrival order, each command on its conversation actor (activated from
+round, in arrival order, each command on its conversation (a ``Conversation``, activated from
 the store on first use); then it writes every changed conversation of the round in
 one transaction, and only then answers. Under load many batches share one commit.
 Resident conversations are bounded: the least recently used are passivated
@@ -38,13 +38,13 @@ from typing import Any
 
 import psutil
 
-from confab.actors.conversation import ConversationActor, Suspended
-from confab.actors.messages import ShardSettings
+from confab.actors.conversation import Conversation, Suspended
 from confab.actors.ownership import OwnershipChange, VshardOwnership
+from confab.actors.settings import ShardSettings
 from confab.runtime import telemetry
 from confab.runtime.errors import DeadlineExceeded, InternalError, Unavailable
 from confab.runtime.flows import FlowRegistry
-from confab.runtime.flows.catalog import load_flows
+from confab.runtime.flows.execution.catalog import load_flows
 from confab.runtime.inspection import FlowReload, ShardStatus
 from confab.runtime.model import ConversationKey
 from confab.runtime.protocol.directory import shard_id, vshard_of
@@ -94,10 +94,10 @@ class _Round:
     origins: list[Origin] = field(default_factory=list)
     keys: list[ConversationKey] = field(default_factory=list)
     outcomes: list[list[Any] | None] = field(default_factory=list)  # None: deferred
-    touched: dict[ConversationKey, ConversationActor] = field(default_factory=dict)
+    touched: dict[ConversationKey, Conversation] = field(default_factory=dict)
     first_staged: dict[ConversationKey, int] = field(default_factory=dict)
 
-    def add(self, origin: Origin, conversation: ConversationActor, outcome: list[Any] | None) -> None:
+    def add(self, origin: Origin, conversation: Conversation, outcome: list[Any] | None) -> None:
         self.answer(origin, conversation.key, outcome)
         if conversation.staged:
             self.touched[conversation.key] = conversation
@@ -137,14 +137,14 @@ class Shard:
         self.webhooks = WebhookClient(settings.webhooks)
         # Called on a webhook thread when a call finishes: the owner schedules finish_webhooks().
         self.on_webhook_done = on_webhook_done
-        self.waiting: set[ConversationActor] = set()  # turns suspended on a webhook
+        self.waiting: set[Conversation] = set()  # turns suspended on a webhook
         # Late outcomes of deferred commands given back: MOVED (their virtual shard went to another
         # shard) or UNAVAILABLE (their conversation left memory after a write that failed).
         self.moved_late: list[tuple[Any, tuple[int, int, list[Any]]]] = []
         # Activations and passivations since the last round, kept only while the edge asks.
         self.lifecycle: list[list[str]] = []
         self._lifecycle_wanted = False
-        self.residents: OrderedDict[ConversationKey, ConversationActor] = OrderedDict()
+        self.residents: OrderedDict[ConversationKey, Conversation] = OrderedDict()
         self.started_at = time.time()
         self.activations = 0
         self.passivations = 0
@@ -160,6 +160,8 @@ class Shard:
         )
         self._exit_after_commit = int(os.environ.get(EXIT_AFTER_COMMIT, "0")) if generation == 0 else 0
         self._process = psutil.Process()
+        # The clock of the turns (what "now" is to a flow); tests pin it.
+        self.clock: Callable[[], float] = time.time
 
     def close(self) -> None:
         self.webhooks.close()
@@ -212,16 +214,19 @@ class Shard:
         if not conversation.exists and conversation.waiting is None and not conversation.staged:
             del self.residents[command.key]  # e.g. a lookup of an unknown id: keep no trace
 
-    def _apply(
-        self, conversation: ConversationActor, command: Command, arrived: float
-    ) -> list[Any] | Suspended:
+    def _apply(self, conversation: Conversation, command: Command, arrived: float) -> list[Any] | Suspended:
         waited = time.perf_counter() - arrived
         if command.budget_s is not None and waited > command.budget_s:
             # The caller has given up by now: running it would apply what it was told failed.
             return error_outcome(DeadlineExceeded("the deadline passed before its turn"))
         with telemetry.turn_span(command) as span:
             outcome = conversation.apply(
-                command, self.flows, self.store, waited_ms=waited * 1000.0, record=self._recording
+                command,
+                self.flows,
+                self.store,
+                now=self.clock(),
+                waited_ms=waited * 1000.0,
+                record=self._recording,
             )
             if span is not None:
                 telemetry.note_outcome(span, outcome)
@@ -246,7 +251,7 @@ class Shard:
         return answers
 
     def _settle(
-        self, conversation: ConversationActor, outcome: list[Any] | Suspended, origin: Origin, done: _Round
+        self, conversation: Conversation, outcome: list[Any] | Suspended, origin: Origin, done: _Round
     ) -> None:
         if isinstance(outcome, Suspended):
             self._suspend(conversation, outcome, origin)
@@ -333,7 +338,7 @@ class Shard:
             if key in stale and done.outcomes[i] is not None:
                 done.outcomes[i] = failure
 
-    def _forget(self, conversations: dict[ConversationKey, ConversationActor], failure: list[Any]) -> None:
+    def _forget(self, conversations: dict[ConversationKey, Conversation], failure: list[Any]) -> None:
         """Drop ``conversations`` from memory, their staged changes undone; a command of theirs
         waiting behind a webhook or in a mailbox is answered ``failure``, late."""
         for conversation in conversations.values():
@@ -387,15 +392,8 @@ class Shard:
 
     # Webhooks ------------------------------------------------------------------
 
-    def _suspend(self, conversation: ConversationActor, suspended: Suspended, origin: Origin) -> None:
-        body = {
-            **suspended.call.body,
-            "conversation": {
-                "tenant_id": conversation.key.tenant_id,
-                "conversation_id": conversation.key.conversation_id,
-            },
-        }
-        future = self.webhooks.call(suspended.call.name, body)
+    def _suspend(self, conversation: Conversation, suspended: Suspended, origin: Origin) -> None:
+        future = self.webhooks.call(suspended.call.name, suspended.pending.body)
         conversation.waiting = _Waiting(suspended, origin, future)
         self.waiting.add(conversation)
         if self.on_webhook_done is not None:
@@ -439,7 +437,7 @@ class Shard:
 
     # Residents -----------------------------------------------------------------
 
-    def _activate(self, key: ConversationKey) -> ConversationActor:
+    def _activate(self, key: ConversationKey) -> Conversation:
         conversation = self.residents.get(key)
         if conversation is not None:
             self.residents.move_to_end(key)
@@ -449,7 +447,7 @@ class Shard:
         except Exception as exc:
             log.warning("shard %d: loading %s failed: %s: %s", self.index, key, type(exc).__name__, exc)
             raise Unavailable(f"store read failed: {type(exc).__name__}") from exc
-        conversation = ConversationActor.activate(key, stored)
+        conversation = Conversation.activate(key, stored)
         self.residents[key] = conversation
         self.activations += 1
         self._note("activation", key)

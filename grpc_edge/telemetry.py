@@ -12,7 +12,7 @@ confab.rpc.duration                 histogram (s): call duration, same keys [con
 confab.rpc.in_flight                gauge: calls being served [confab_rpc_in_flight]
 confab.link.queued                  gauge: commands waiting at the edge for a shard [confab_link_queued]
 confab.link.in_flight               gauge: commands sent to a shard, unanswered [confab_link_in_flight]
-confab.shard.resident_conversations gauge: conversation actors in a shard's memory
+confab.shard.resident_conversations gauge: conversations in a shard's memory
 confab.shard.commands               counter: commands a shard process ran (restarts at 0 with it)
 confab.shard.store_latency          gauge (ms): a shard's last store round trip
 confab.shard.rss                    gauge (By): a shard process's resident memory

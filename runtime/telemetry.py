@@ -253,7 +253,7 @@ def batch_span(shard: int, batches: Sequence[CommandBatch]) -> contextlib.Abstra
 
 
 def turn_span(command: Command) -> contextlib.AbstractContextManager[Any]:
-    """One command on its conversation actor, as a child of the edge span that sent it."""
+    """One command on its conversation (in a shard), as a child of the edge span that sent it."""
     if command.trace is None or not tracing:
         return _NO_SPAN
     return _tracer.start_as_current_span(

@@ -1,8 +1,10 @@
 """A real shard in the test's own process, driven one turn at a time (no actors, no sockets).
 
-For dialogue tests that need what only a shard does: conversation actors, the store,
+For dialogue tests that need what only a shard does: its conversations, the store,
 webhooks answered off the shard's thread, flow reloads keeping running conversations
-on their version, the history a shard records for replays.
+on their version, the history a shard records for replays. Like the in-process runner it
+can pin a turn's clock and answer its webhooks as a dialogue says (the shard still
+suspends the turn and finishes it when the answer is in), so the two can be compared.
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ from __future__ import annotations
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from confab.actors.settings import ShardSettings
 from confab.actors.shard import Shard
 from confab.runtime.errors import ConfabError, Unavailable
-from confab.runtime.flows.dialogues import TurnView, WebhookAnswers
+from confab.runtime.flows.authoring.dialogues import TurnView, WebhookAnswers, webhook_result
 from confab.runtime.model import (
     Content,
     ConversationKey,
@@ -30,7 +34,7 @@ from confab.runtime.model import (
 from confab.runtime.protocol.directory import vshard_of
 from confab.runtime.protocol.records import Command, CommandBatch, CommandKind, decode_outcome, is_deferred
 from confab.runtime.store import Retention, open_store
-from confab.runtime.webhooks import WebhookTarget
+from confab.runtime.webhooks import WebhookClient, WebhookResult, WebhookTarget
 
 WEBHOOK_WAIT_S = 30.0
 
@@ -49,10 +53,26 @@ def routed(shard: Shard, commands: Sequence[Command]) -> list[Command]:
     return [replace(c, epoch=held.get(vshard_of(c.key, shard.settings.vshards), 0)) for c in commands]
 
 
+class AnsweringWebhooks(WebhookClient):
+    """A webhook client that answers the calls named in ``answers`` at once, as a dialogue
+    file gives them (``dialogues.webhook_result``), and makes the others."""
+
+    def __init__(self, targets: Iterable[WebhookTarget]) -> None:
+        super().__init__(targets)
+        self.answers: WebhookAnswers = {}
+
+    def call(self, name: str, body: dict[str, Any]) -> Future[WebhookResult]:
+        if name not in self.answers:
+            return super().call(name, body)
+        answered: Future[WebhookResult] = Future()
+        answered.set_result(webhook_result(self.answers[name]))
+        return answered
+
+
 class LocalRunner:
     """Runs turns on a real shard in this process, with a throwaway store."""
 
-    pins_time = False
+    pins_time = True
 
     def __init__(
         self,
@@ -78,6 +98,8 @@ class LocalRunner:
         )
         store = open_store(settings.store_path, synchronous="OFF", retention=settings.retention)
         self.shard = Shard(0, 1, settings, store)
+        self.shard.webhooks.close()
+        self.webhooks = self.shard.webhooks = AnsweringWebhooks(settings.webhooks)
         hold_every_vshard(self.shard)
 
     def close(self) -> None:
@@ -108,6 +130,20 @@ class LocalRunner:
             channel=channel,
             hints=ProcessingHints(force_flow=flow),
         )
+        return TurnView.of(self.turn(conversation, message, now=now, webhooks=webhooks))
+
+    def turn(
+        self,
+        conversation: ConversationKey,
+        message: InboundMessage,
+        *,
+        now: float | None = None,
+        webhooks: WebhookAnswers | None = None,
+    ) -> TurnResult:
+        """One turn through the shard, at ``now`` (default: the time), its webhook calls
+        answered by ``webhooks`` where they name them."""
+        self.shard.clock = time.time if now is None else lambda: now
+        self.webhooks.answers = webhooks or {}
         command = Command(CommandKind.TURN, uuid.uuid4().hex, conversation, message)
         batch = CommandBatch(1, routed(self.shard, [command]))
         ((_, answer),) = self.shard.run_round([(None, batch)])
@@ -123,10 +159,11 @@ class LocalRunner:
         if isinstance(outcome, ConfabError):
             raise outcome
         assert isinstance(outcome, TurnResult)
-        return TurnView.of(outcome)
+        return outcome
 
-    def reset(self, conversation: ConversationKey) -> str:
-        """Reset the conversation, as ResetConversation does; the state it was in."""
+    def reset(self, conversation: ConversationKey, now: float | None = None) -> str:
+        """Reset the conversation, as ResetConversation does (at ``now``); the state it was in."""
+        self.shard.clock = time.time if now is None else lambda: now
         outcome = self._run(Command(CommandKind.RESET, uuid.uuid4().hex, conversation, "test reset"))
         assert isinstance(outcome, ResetResult), outcome
         return outcome.previous_state

@@ -28,8 +28,8 @@ from grpc_status import rpc_status
 
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
-from confab.runtime.flows.catalog import load_flows
-from confab.runtime.flows.dialogues import conversation_for_variants
+from confab.runtime.flows.authoring.dialogues import conversation_for_variants
+from confab.runtime.flows.execution.catalog import load_flows
 from confab.tools.price_service import PriceService
 
 SERVING_LINE = re.compile(r"serving on (\S+):(\d+)")

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 
 from confab.runtime.errors import InvalidArgument
-from confab.runtime.flows.catalog import load_flows
-from confab.runtime.flows.dialogues import (
-    FlowRunner,
+from confab.runtime.flows.authoring.dialogues import (
     dialogue_files,
     load_dialogues,
     run_dialogues,
 )
-from confab.runtime.flows.interpreter import DeclarativeFlow
-from confab.runtime.flows.loader import load_flow_file
+from confab.runtime.flows.authoring.runner import FlowRunner
+from confab.runtime.flows.execution.catalog import load_flows
+from confab.runtime.flows.execution.interpreter import DeclarativeFlow
+from confab.runtime.flows.language.loader import load_flow_file
 from confab.runtime.model import Content, ConversationKey, InboundMessage, ProcessingHints
 from confab.runtime.webhooks import WebhookTarget
 from confab.tools.dialogue_client import GrpcRunner
@@ -82,7 +82,7 @@ def test_example_flows_play_their_dialogues(path: Path) -> None:
 
 @pytest.mark.parametrize("path", list(dialogue_files([DIALOGUES])), ids=lambda p: p.stem)
 def test_bundled_dialogues_on_a_real_shard(path: Path, prices: PriceService) -> None:
-    """The same dialogues through conversation actors (those that pin the clock are skipped)."""
+    """The same dialogues through a shard's conversations (those that pin the clock are skipped)."""
     with LocalRunner(webhooks=price_webhook(prices.url)) as runner:
         results = run_dialogues(load_dialogues(path), runner, FlowRunner(load_flows()[0]).find_flow)
     assert not {r.name: r.problems for r in results if r.problems}

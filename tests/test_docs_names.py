@@ -39,9 +39,7 @@ LINK = re.compile(r"\]\(([^)#:\s]+)(?:#[^)]*)?\)")
 
 # Named where another branch is at work on the file, which this one leaves as it is: each is
 # (file, name) and is fixed there. Listed here, not silently skipped.
-ELSEWHERE = {
-    ("confab/actors/shard.py", "actors.shard_actor"),  # now actors.system.shard_actor
-}
+ELSEWHERE: set[tuple[str, str]] = set()
 
 
 def package_sources() -> Iterator[tuple[str, Path]]:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from confab.runtime.flows.expressions import (
+from confab.runtime.flows.language.expressions import (
     MAX_DEPTH,
     MAX_EXPRESSION_LENGTH,
     MAX_SIZE,
@@ -547,7 +547,7 @@ def test_no_python_evaluation_is_used() -> None:
     import inspect
     import re
 
-    import confab.runtime.flows.expressions as module
+    import confab.runtime.flows.language.expressions as module
 
     source = inspect.getsource(module)
     assert not re.search(r"(?<![\w.])(eval|exec|compile|__import__)\(", source)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from confab.runtime.flows.document import (
+from confab.runtime.flows.language.document import (
     ActionSpec,
     ButtonSpec,
     ExperimentSpec,
@@ -19,7 +19,7 @@ from confab.runtime.flows.document import (
     StateSpec,
     TransitionSpec,
 )
-from confab.runtime.flows.loader import (
+from confab.runtime.flows.language.loader import (
     FlowFileError,
     check_flow_file,
     load_flow_dirs,

@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 
 from confab.runtime.flows import Flow, builtin_flows
-from confab.runtime.flows.catalog import bundled_flow_dir, declarative_flows, flow_set_over
-from confab.runtime.flows.dialogues import conversation_for_variants
-from confab.runtime.flows.interpreter import DeclarativeFlow
-from confab.runtime.flows.replay import (
+from confab.runtime.flows.authoring.dialogues import conversation_for_variants
+from confab.runtime.flows.authoring.replay import (
     FAILED,
     RESPONSE,
     SLOTS,
@@ -33,6 +31,8 @@ from confab.runtime.flows.replay import (
     replay_start,
     summarize,
 )
+from confab.runtime.flows.execution.catalog import bundled_flow_dir, declarative_flows, flow_set_over
+from confab.runtime.flows.execution.interpreter import DeclarativeFlow
 from confab.runtime.model import Content, ConversationKey, ConversationState, InboundMessage, TurnResult
 from confab.runtime.protocol import codec
 from confab.runtime.store import ConversationWrite, TurnRecord, open_store
@@ -603,3 +603,14 @@ def test_the_command_needs_a_store_file_and_never_makes_one(
     assert code == 2 and "looks like a server address" in err
     code, _, err = replay_command(capsys, "--flow", "shop@7", "--from", str(missing), "--dir", str(v1))
     assert code == 2 and "is version '1', not '7'" in err
+
+
+def test_the_command_refuses_a_dir_that_is_not_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Replaying the version the server runs instead would pass in CI and prove nothing.
+    missing = tmp_path / "next"
+    code, out, err = replay_command(
+        capsys, "--flow", "pizza", "--from", str(tmp_path / "store.sqlite3"), "--dir", f"{missing}/"
+    )
+    assert (code, out, err) == (2, "", f"confab: --dir {missing}/: no such directory\n")

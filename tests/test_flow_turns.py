@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from confab.runtime.flows import NeedsWebhook
-from confab.runtime.flows.catalog import declarative_flows, load_flows
-from confab.runtime.flows.document import IntentSpec
-from confab.runtime.flows.intents import IntentMatch, IntentRecognizer
-from confab.runtime.flows.interpreter import DeclarativeFlow
-from confab.runtime.flows.loader import check_flow_file, load_flow_file, load_flow_paths
-from confab.runtime.flows.nlu import register_recognizer, unregister_recognizer
+from confab.runtime.flows.execution.catalog import declarative_flows, load_flows
+from confab.runtime.flows.execution.intents import IntentMatch, IntentRecognizer
+from confab.runtime.flows.execution.interpreter import DeclarativeFlow
+from confab.runtime.flows.execution.nlu import register_recognizer, unregister_recognizer
+from confab.runtime.flows.language.document import IntentSpec
+from confab.runtime.flows.language.loader import check_flow_file, load_flow_file, load_flow_paths
 from confab.runtime.model import Content, ConversationKey, InboundMessage, JsonDict
 
 KEY = ConversationKey("acme", "c-1")
@@ -34,7 +34,7 @@ def say(text: str = "", payload: str = "", language: str = "") -> InboundMessage
 
 
 class Conversation:
-    """A conversation with one flow, turns counted as the conversation actor counts them."""
+    """A conversation with one flow, turns counted as a shard's conversation counts them."""
 
     def __init__(self, flow: DeclarativeFlow, now: float = 1_780_000_000.0) -> None:  # in 2026
         self.flow = flow

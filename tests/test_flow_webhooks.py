@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 import pytest
 
 from confab.runtime.flows import FlowReply, NeedsWebhook
-from confab.runtime.flows.interpreter import DeclarativeFlow
-from confab.runtime.flows.loader import load_flow_file
+from confab.runtime.flows.execution.interpreter import DeclarativeFlow
+from confab.runtime.flows.language.loader import load_flow_file
 from confab.runtime.model import Content, ConversationKey, ConversationState, InboundMessage, JsonDict
 from confab.runtime.webhooks import IDEMPOTENCY_HEADER, WebhookClient, WebhookTarget
 

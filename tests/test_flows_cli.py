@@ -274,3 +274,29 @@ dialogues:
     assert "  you> hi" in lines and "  bot> Hi there! Would you like to order a pizza?" in lines
     assert "       [Order a pizza]  [Talk to a person]" in lines
     assert "  you>  [ORDER]" in lines and lines[-1] == "0 passed, 1 failed"
+
+
+def test_validate_reports_a_directory_as_it_was_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "my-flows").mkdir()
+    write(tmp_path / "my-flows", "flow: broken\n", "broken.yaml")
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "validate", "my-flows/")
+    assert code == 1
+    assert out.splitlines()[0].startswith("my-flows/broken.yaml:1: ")
+
+
+EXAMPLES = Path(__file__).parent / "dialogues" / "examples"
+
+
+def test_test_names_the_loaded_flows_when_a_dialogue_s_flow_is_not_loaded(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "test", str(EXAMPLES))
+    assert code == 1
+    hint = "is loaded (loaded: echo, pizza, support); --dir DIR loads the flow files in DIR"
+    assert f"FAIL survey.yaml: no flow 'survey' {hint}" in out.splitlines()
+    assert out.splitlines()[-1] == "0 passed, 8 failed"
+    code, out, _ = run(capsys, "test", str(EXAMPLES), "--dir", str(EXAMPLES / "flows"))
+    assert (code, out.splitlines()[-1]) == (0, "8 passed, 0 failed")

@@ -8,8 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from confab.runtime.flows.document import IntentSpec
-from confab.runtime.flows.intents import DefaultRecognizer, IntentMatch, IntentRecognizer, fold, words
+from confab.runtime.flows.execution.intents import (
+    DefaultRecognizer,
+    IntentMatch,
+    IntentRecognizer,
+    fold,
+    words,
+)
+from confab.runtime.flows.language.document import IntentSpec
 
 
 def intents(*specs: IntentSpec) -> dict[str, IntentSpec]:

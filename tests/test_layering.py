@@ -53,7 +53,7 @@ class _WithOneMoreImport(GraphBuilder):
         ("confab.runtime.engine.link", "confab.runtime.store"),  # the engine never sees the store
         ("confab.runtime.protocol.records", "confab.runtime.engine"),  # the protocol: the domain only
         ("confab.runtime.protocol.codec", "confab.protos.admin_pb2"),  # protobuf stays at the edge
-        ("confab.runtime.flows.interpreter", "confab.actors.placement"),
+        ("confab.runtime.flows.execution.interpreter", "confab.actors.placement"),
         ("confab.actors.placement", "confab.runtime.engine.router"),
         ("confab.actors.cluster", "confab.actors.system.messages"),  # plain objects know no Thespian
         ("confab.actors.data_server", "thespian"),

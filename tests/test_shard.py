@@ -1,4 +1,4 @@
-"""Shard: batches of commands run on conversation actors, persisted in one store write."""
+"""Shard: batches of commands run on its conversations, persisted in one store write."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from confab.runtime.flows.document import SLOT_TYPES, SlotSpec
-from confab.runtime.flows.slots import NOT_FOUND, Extraction, extract, extract_all
+from confab.runtime.flows.execution.slots import NOT_FOUND, Extraction, extract, extract_all
+from confab.runtime.flows.language.document import SLOT_TYPES, SlotSpec
 
 TODAY = datetime.date(2026, 3, 11)  # a Wednesday
 

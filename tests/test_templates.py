@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from confab.runtime.flows.document import ButtonSpec, CardSpec, QuickReplySpec, ResponseSpec
-from confab.runtime.flows.templates import (
+from confab.runtime.flows.language.document import ButtonSpec, CardSpec, QuickReplySpec, ResponseSpec
+from confab.runtime.flows.language.templates import (
     MAX_OUTPUT,
     MAX_TEMPLATE_LENGTH,
     TemplateError,

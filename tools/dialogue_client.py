@@ -1,6 +1,6 @@
 """Plays scripted dialogues against a running server, as a client would.
 
-The gRPC counterpart of ``runtime.flows.dialogues.FlowRunner``: each turn is one
+The gRPC counterpart of ``runtime.flows.authoring.runner.FlowRunner``: each turn is one
 ProcessMessage call (with ``force_flow`` naming the dialogue file's flow).
 """
 
@@ -15,7 +15,7 @@ from confab.protos import common_pb2
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.errors import error_from_reason
-from confab.runtime.flows.dialogues import TurnView, WebhookAnswers
+from confab.runtime.flows.authoring.dialogues import TurnView, WebhookAnswers
 from confab.runtime.model import ConversationKey
 
 

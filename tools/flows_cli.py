@@ -11,7 +11,7 @@
 valid (warnings allowed), 1 otherwise. ``show`` finds the flow among the bundled
 flows and the ``--dir`` directories (or reads FILE) and prints its state graph as
 text, or as Graphviz DOT with ``--dot`` (``confab flows show pizza --dot | dot -Tsvg``).
-``test`` plays dialogue files (``runtime.flows.dialogues``) in-process, with the flow
+``test`` plays dialogue files (``runtime.flows.authoring.dialogues``) in-process, with the flow
 directories and webhooks of a server config (``--config``; without it, the defaults
 ``confab serve`` has), or against a server with ``--target``; it prints PASS/FAIL/SKIP
 per dialogue (every failing turn of a failed one), the transcript of each with
@@ -29,18 +29,25 @@ from typing import TextIO
 
 from confab.config import bundled_path
 from confab.runtime.config import ConfigError, load_config
-from confab.runtime.flows.catalog import load_flows
-from confab.runtime.flows.dialogues import (
+from confab.runtime.flows import Flow
+from confab.runtime.flows.authoring.dialogues import (
     DialogueFileError,
-    FlowRunner,
     TurnRunner,
     dialogue_files,
     load_dialogues,
     run_dialogues,
     transcript_lines,
 )
-from confab.runtime.flows.document import ActionSpec, FlowDocument, ResponseSpec, StateSpec, TransitionSpec
-from confab.runtime.flows.loader import (
+from confab.runtime.flows.authoring.runner import FlowRunner
+from confab.runtime.flows.execution.catalog import load_flows
+from confab.runtime.flows.language.document import (
+    ActionSpec,
+    FlowDocument,
+    ResponseSpec,
+    StateSpec,
+    TransitionSpec,
+)
+from confab.runtime.flows.language.loader import (
     FLOW_SUFFIXES,
     FlowFileError,
     FlowSet,
@@ -153,6 +160,11 @@ def play(
                 print(f"{exc}", file=err)
                 failed += 1
                 continue
+            missing = "" if target else _missing_flow(dialogues.flow, dialogues.tenant, local, flows)
+            if missing:
+                failed += len(dialogues.dialogues)
+                print(f"FAIL {path.name}: {missing}", file=out)
+                continue
             for result in run_dialogues(dialogues, runner, local.find_flow):
                 if result.skipped:
                     skipped += 1
@@ -175,6 +187,14 @@ def play(
             remote.close()
     print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""), file=out)
     return 1 if failed or not passed else 0
+
+
+def _missing_flow(flow_id: str, tenant: str, runner: FlowRunner, flows: list[Flow]) -> str:
+    """Why a dialogue file's flow cannot run in-process ("" when it can): which flows are loaded."""
+    if not flow_id or runner.find_flow(flow_id, tenant) is not None:
+        return ""
+    loaded = ", ".join(sorted({f.flow_id for f in flows})) or "none"
+    return f"no flow {flow_id!r} is loaded (loaded: {loaded}); --dir DIR loads the flow files in DIR"
 
 
 def validate(paths: list[Path], out: TextIO) -> int:

@@ -12,13 +12,13 @@ given, must be its version. ``STORE`` is the SQLite file a server writes
 runs. The conversations with a turn recorded since ``--since`` (default: all) that ran
 ``NAME`` are replayed, in key order, up to ``--limit``; ``--webhooks FILE`` gives answers
 (``name: {json}`` or ``name: {fail: reason}``) for webhook calls the recording cannot answer,
-which otherwise fail. ``runtime.flows.replay`` says how a replay runs.
+which otherwise fail. ``runtime.flows.authoring.replay`` says how a replay runs.
 
 It prints each conversation that diverges (the first turn that differs, what each version
 did there, how many later turns differ), fails or is skipped, then a summary with the
 states where divergences begin; ``--json`` prints it all, every conversation included.
 Exit status: 0 when no conversation diverges or fails, 1 when one does, 2 when the replay
-cannot run (no such flow, no store).
+cannot run (no such flow, no store, a ``--dir`` that is not a directory).
 """
 
 from __future__ import annotations
@@ -36,9 +36,7 @@ import yaml
 
 from confab.runtime.config import ConfigError, load_config
 from confab.runtime.flows import Flow, builtin_flows
-from confab.runtime.flows.catalog import bundled_flow_dir, declarative_flows, flow_set_over
-from confab.runtime.flows.interpreter import DeclarativeFlow
-from confab.runtime.flows.replay import (
+from confab.runtime.flows.authoring.replay import (
     FAILED,
     ConversationReplay,
     Divergence,
@@ -49,6 +47,8 @@ from confab.runtime.flows.replay import (
     choose_flow,
     summarize,
 )
+from confab.runtime.flows.execution.catalog import bundled_flow_dir, declarative_flows, flow_set_over
+from confab.runtime.flows.execution.interpreter import DeclarativeFlow
 from confab.runtime.store import StoreError
 from confab.tools.replay_store import UnreadableTurn, open_history, read_conversation, recorded_keys
 
@@ -117,6 +117,12 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except ConfigError as exc:
         print(f"confab: {args.config}: {exc}", file=err)
         return 2
+    # A --dir that is not there would replay the version the server runs: a false pass.
+    for directory in args.dir:
+        if not Path(directory).is_dir():
+            what = "not a directory" if Path(directory).exists() else "no such directory"
+            print(f"confab: --dir {directory}: {what}", file=err)
+            return 2
     flow_set = flow_set_over(args.dir, [bundled_flow_dir(), *config.flows.dirs])
     for problem in flow_set.errors:
         print(f"confab: flow file skipped: {problem}", file=err)

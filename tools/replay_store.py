@@ -1,4 +1,4 @@
-"""A store's recorded history, as the records a replay runs on (``runtime.flows.replay``).
+"""A store's recorded history, as the records a replay runs on (``runtime.flows.authoring.replay``).
 
 The flows layer knows nothing of stores and codecs; this module reads a store (the
 file a server writes, while it runs too: SQLite's WAL lets readers be) and turns each
@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from confab.runtime.flows.replay import (
+from confab.runtime.flows.authoring.replay import (
     RecordedConversation,
     RecordedForce,
     RecordedReset,

@@ -28,7 +28,7 @@ from confab.runtime import VERSION
 from confab.runtime.config import ConfabConfig, ConfigError, split_password
 from confab.runtime.engine import Engine
 from confab.runtime.flows import FlowRegistry, UnknownFlow
-from confab.runtime.flows.catalog import load_flows
+from confab.runtime.flows.execution.catalog import load_flows
 from confab.runtime.protocol import transport
 from confab.runtime.protocol.security import data_plane_settings
 from confab.runtime.store import Retention, StoreError, open_store

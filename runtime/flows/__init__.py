@@ -1,12 +1,18 @@
-"""The conversation logic a conversation actor runs, behind a small interface.
+"""The conversation logic a shard's conversations run, behind a small interface.
 
 A :class:`Flow` decides what a conversation says and which state it moves to.
-It receives a working copy of the state and may change it freely: the actor
-commits the copy only if the whole turn succeeds, so a flow that raises leaves
+It receives a working copy of the state and may change it freely: its host keeps
+the copy only if the whole turn succeeds, so a flow that raises leaves
 no half-applied state behind.
 
 The built-in :class:`EchoFlow` greets, echoes and counts; declarative flows plug
-in through the same interface.
+in through the same interface. The rest is in three sub-packages:
+
+* ``language``: the flow file language (schema, document, loader, expressions,
+  templates, masking);
+* ``execution``: running flows (a conversation's ``turn``, the interpreter, slots,
+  intents and NLU, the catalog of flows a server runs);
+* ``authoring``: tools for flow authors (dialogues, the in-process runner, replay).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from confab.runtime.model import (
 
 @dataclass(slots=True)
 class FlowReply:
-    """What a flow produced for one turn (the actor adds the state and the timings)."""
+    """What a flow produced for one turn (the turn adds the state and the timings)."""
 
     response: Content
     context_updates: JsonDict = field(default_factory=dict)
@@ -52,7 +58,7 @@ class NeedsWebhook(Exception):
     """Raised by a turn that reached a webhook whose result it does not have yet.
 
     Turns are deterministic given (state, message, now, webhook results), so the
-    actor simply runs the turn again, from the same state, once the result is in.
+    turn (``runtime.flows.execution.turn``) simply runs again, from the same state, once the result is in.
     """
 
     def __init__(self, call: WebhookCall) -> None:

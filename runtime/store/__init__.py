@@ -156,6 +156,15 @@ class ConversationWrite:
     # whatever the store holds (tools and tests that set a state outright).
     base_seq: int | None = None
 
+    def let_old_turns_go(self, retention: Retention, now: float) -> None:
+        """Let the store delete this conversation's turns beyond the last ``turns_kept`` that are
+        older than it keeps any turn. Looked at once every ``turns_kept`` turns, not on every
+        write: when this write (from ``base_seq``) crosses a multiple of ``turns_kept``."""
+        kept, base = retention.turns_kept, self.base_seq or 0
+        if self.seq // kept != base // kept and self.seq > kept:
+            self.prune_through = self.seq - kept
+            self.prune_before = now - retention.kept_for_s
+
 
 @dataclass(frozen=True, slots=True)
 class KeptTurn:

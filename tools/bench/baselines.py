@@ -8,7 +8,9 @@
 * ``direct``: what a team would write without actors: the same edge conversion,
   the same flow and the same SQLite store, in one asyncio process, with an
   ``asyncio.Lock`` per conversation and one commit per message (on one store
-  thread, so the event loop never blocks on SQLite).
+  thread, so the event loop never blocks on SQLite). Its turn is the shard's
+  (``runtime.flows.execution.turn``); it writes what a shard writes for a turn: the state,
+  the turn's reply, and which old turns may go.
 
 Both print ``serving on HOST:PORT`` once ready, like ``confab serve``.
 """
@@ -25,17 +27,17 @@ from typing import Any
 
 import grpc
 
-from confab.actors.conversation import ConversationActor
 from confab.grpc_edge import convert
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime import VERSION
-from confab.runtime.errors import ConfabError
 from confab.runtime.flows import FlowRegistry, builtin_flows
+from confab.runtime.flows.execution import turn
 from confab.runtime.model import ConversationKey, InboundMessage, TurnResult
 from confab.runtime.model import new_id as new_message_id
-from confab.runtime.protocol.records import Command, CommandKind, decode_outcome
-from confab.runtime.store import open_store
+from confab.runtime.protocol import codec
+from confab.runtime.protocol.records import CommandKind
+from confab.runtime.store import ConversationWrite, TurnRecord, open_store
 
 SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),
@@ -91,34 +93,39 @@ class DirectService(pb_grpc.MCPEngineServicer):
         self.store = open_store(str(store_path))
         self.flows = FlowRegistry(builtin_flows(), "echo")
         self.locks: dict[ConversationKey, asyncio.Lock] = {}
-        self.conversations: dict[ConversationKey, ConversationActor] = {}
+        # Each conversation's stored state (None: not begun) and seq, as last written.
+        self.conversations: dict[ConversationKey, tuple[bytes | None, int]] = {}
 
     async def _turn(self, key: ConversationKey, message: InboundMessage, message_id: str) -> TurnResult:
         loop = asyncio.get_running_loop()
         lock = self.locks.setdefault(key, asyncio.Lock())
         async with lock:
-            conversation = self.conversations.get(key)
-            if conversation is None:
+            kept = self.conversations.get(key)
+            if kept is None:
                 stored = await loop.run_in_executor(self.store_thread, self.store.load, key)
-                conversation = self.conversations[key] = ConversationActor.activate(key, stored)
-            applied = conversation.apply(
-                Command(CommandKind.TURN, message_id, key, message), self.flows, self.store
+                kept = (None, 0) if stored is None else (stored.state, stored.seq)
+            packed, seq = kept
+            started = time.perf_counter()
+            done = turn.begin(
+                self.flows,
+                key,
+                lambda: None if packed is None else codec.unpack_state(packed),
+                message,
+                time.time(),
             )
-            assert isinstance(applied, list)  # the echo flow calls no webhook
-            outcome = decode_outcome(applied)
-            if isinstance(outcome, ConfabError):
-                raise outcome
-            assert isinstance(outcome, TurnResult)
-            now, retention = time.time(), self.store.retention
-            try:
-                await loop.run_in_executor(
-                    self.store_thread, self.store.write, [conversation.pending_write(retention, now)]
-                )
-            except BaseException:
-                conversation.rollback()
-                raise
-            conversation.commit(retention, now)
-            return outcome
+            assert isinstance(done, turn.Done)  # the echo flow calls no webhook
+            result = done.result(execution_time_ms=(time.perf_counter() - started) * 1000.0)
+            state = codec.pack_state(done.state)
+            said = message.content.text or message.content.payload
+            record = TurnRecord(
+                seq + 1, message_id, int(CommandKind.TURN), codec.pack_turn_reply(result, state), said
+            )
+            write = ConversationWrite(key, state, seq + 1, [record], base_seq=seq)
+            now = time.time()
+            write.let_old_turns_go(self.store.retention, now)
+            await loop.run_in_executor(self.store_thread, self.store.write, [write])
+            self.conversations[key] = (state, seq + 1)
+            return result
 
     async def _answer(self, request: pb.ProcessMessageRequest) -> pb.ProcessMessageResponse:
         started, message_id = time.perf_counter(), new_message_id()

@@ -28,7 +28,7 @@ from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from confab.runtime.flows.document import (
+from confab.runtime.flows.language.document import (
     BUTTON_TYPES,
     DATE_RANGES,
     MASKS,
@@ -50,9 +50,9 @@ from confab.runtime.flows.document import (
     TransitionSpec,
     WebhookSpec,
 )
-from confab.runtime.flows.expressions import ExpressionError, parse_expression
-from confab.runtime.flows.templates import TemplateError, compile_template
-from confab.runtime.flows.yaml_nodes import (
+from confab.runtime.flows.language.expressions import ExpressionError, parse_expression
+from confab.runtime.flows.language.templates import TemplateError, compile_template
+from confab.runtime.flows.language.yaml_nodes import (
     Fields,
     FlowFileError,
     NodeReader,
@@ -194,7 +194,7 @@ class FlowReader(NodeReader):
     # --- the document ---
 
     def read(self, data: bytes) -> FlowDocument | None:
-        from confab.runtime.flows.references import (  # references reads this module's records
+        from confab.runtime.flows.language.references import (  # references reads this module's records
             check_document,
             resolve,
         )
@@ -302,7 +302,7 @@ class FlowReader(NodeReader):
             )
 
     def nlu(self, node: Node, where: str) -> NluSpec | None:
-        from confab.runtime.flows.nlu import (
+        from confab.runtime.flows.execution.nlu import (
             registered_recognizers,  # the registry reads plug-ins' entry points
         )
 

@@ -33,17 +33,18 @@ searched for: this works against a server too). Every turn is played and checked
 one wrong answer does not hide the next; a dialogue that needs what its runner cannot
 do (a pinned clock, webhook answers) is skipped with the reason.
 
-Runners (:class:`TurnRunner`): :class:`FlowRunner` runs the flows themselves in this
-process, deterministically (its clock and webhook answers are the dialogue's, or real
-webhooks from a server config); ``tools.dialogue_client.GrpcRunner`` talks to a server.
-``runtime.flows.replay`` plays recorded conversations through a :class:`FlowRunner` too.
+Runners (:class:`TurnRunner`): ``runtime.flows.authoring.runner.FlowRunner`` runs the flows
+themselves in this process, deterministically, with the turn a shard runs
+(``runtime.flows.execution.turn``; its clock and webhook answers are the dialogue's, or real webhooks
+from a server config); ``tools.dialogue_client.GrpcRunner`` talks to a server.
+This module is the dialogue file format, how a dialogue is played through a runner and
+how its answers are checked.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,19 +53,14 @@ from typing import Any, Protocol
 
 import yaml
 
-from confab.runtime.errors import ConfabError, ConversationNotFound, InvalidArgument, Unavailable
-from confab.runtime.flows import Flow, FlowRegistry, FlowReply, NeedsWebhook, UnknownFlow, WebhookCall
-from confab.runtime.flows.interpreter import DeclarativeFlow
+from confab.runtime.errors import ConfabError
+from confab.runtime.flows import Flow
+from confab.runtime.flows.execution.interpreter import DeclarativeFlow
 from confab.runtime.model import (
-    Content,
     ConversationKey,
-    ConversationState,
-    InboundMessage,
     JsonDict,
-    ProcessingHints,
     TurnResult,
 )
-from confab.runtime.webhooks import WebhookClient, WebhookTarget
 
 WEBHOOK_WAIT_S = 30.0
 MAX_VARIANT_SEARCH = 100_000  # conversation ids tried to land in the asked-for variants
@@ -384,182 +380,6 @@ def run_dialogues(
 # --- runners --------------------------------------------------------------------------------------------
 
 
-class FlowRunner:
-    """Runs the flows themselves in this process, as a conversation actor does, deterministically.
-
-    The clock is the dialogue's ``now`` (else the real one), webhook calls are answered by
-    the dialogue's ``webhooks`` or made to ``webhooks`` targets (a server config's).
-    """
-
-    pins_time = True
-
-    def __init__(
-        self,
-        flows: Sequence[Flow],
-        default_flow: str = "echo",
-        webhooks: Sequence[WebhookTarget] = (),
-    ) -> None:
-        self.registry = FlowRegistry(list(flows), default_flow)
-        self._client = WebhookClient(webhooks) if webhooks else None
-        self._states: dict[ConversationKey, ConversationState] = {}
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-
-    def __enter__(self) -> FlowRunner:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def find_flow(self, flow_id: str, tenant: str) -> Flow | None:
-        try:
-            return (
-                self.registry.by_id(flow_id, tenant)
-                if flow_id
-                else self.registry.for_new_conversation(tenant)
-            )
-        except UnknownFlow:
-            return None
-
-    def send(
-        self,
-        conversation: ConversationKey,
-        text: str,
-        payload: str,
-        channel: str,
-        flow: str,
-        *,
-        language: str = "",
-        now: float | None = None,
-        webhooks: WebhookAnswers | None = None,
-    ) -> TurnView:
-        message = InboundMessage(
-            user_id="dialogue",
-            content=Content(text=text, payload=payload, language=language),
-            channel=channel,
-            hints=ProcessingHints(force_flow=flow),
-        )
-        answers = webhooks or {}
-        state, reply = self.play(
-            conversation,
-            message,
-            time.time() if now is None else now,
-            lambda call: self._answer(call, answers, conversation),
-        )
-        response = reply.response
-        return TurnView(
-            text=response.text,
-            state=state.current_state,
-            intent=state.current_intent,
-            slots=dict(state.slots),
-            variables=dict(state.variables),
-            actions=list(reply.actions_performed),
-            quick_replies=[q.title for q in response.quick_replies],
-            buttons=[b.title for b in response.buttons],
-            error_count=state.error_count,
-        )
-
-    def play(
-        self,
-        key: ConversationKey,
-        message: InboundMessage,
-        now: float,
-        answer: Callable[[WebhookCall], JsonDict],
-    ) -> tuple[ConversationState, FlowReply]:
-        """One turn of ``key``, as a conversation actor runs it: the conversation's state after
-        it (the runner's own: read it, do not change it) and the flow's reply.
-
-        A new conversation starts, ``force_flow`` switches flows, a turn that reaches a webhook
-        runs again from the same state with ``answer``'s result for that call. The state is
-        kept only when the whole turn succeeds: a turn that raises leaves it as it was.
-        """
-        state = self._turn_state(key, self._states.get(key), message.hints.force_flow, now)
-        results: dict[str, JsonDict] = {}
-        while True:
-            attempt = copy.deepcopy(state)  # a suspended turn runs again from the same state
-            try:
-                reply = self.registry.for_state(attempt).handle(attempt, message, now, results)
-                break
-            except NeedsWebhook as need:
-                results[need.call.key] = answer(need.call)
-        attempt.message_count += 1
-        attempt.last_activity = now
-        self._states[key] = attempt
-        return attempt, reply
-
-    def reset(self, key: ConversationKey, now: float, flow_id: str = "") -> ConversationState:
-        """An operator's reset, as a conversation actor does it: the conversation's flow starts over.
-
-        ``flow_id`` names that flow for a conversation this runner has not seen (one played
-        from a reset on); otherwise the runner's own state says which flow it is on.
-        """
-        previous = self._states.get(key)
-        if previous is not None:
-            flow = self.registry.for_state(previous)
-        else:
-            try:
-                flow = self.registry.by_id(flow_id, key.tenant_id)
-            except UnknownFlow as exc:
-                raise InvalidArgument(str(exc), field="flow") from exc
-        state = flow.start(now, key)
-        self._states[key] = state
-        return state
-
-    def force(self, key: ConversationKey, name: str) -> ConversationState:
-        """An operator moving the conversation to state ``name`` (UnknownState if its flow has none)."""
-        stored = self._states.get(key)
-        if stored is None:
-            raise ConversationNotFound(f"conversation {key} not found")
-        state = copy.deepcopy(stored)
-        self.registry.for_state(state).force(state, name)
-        self._states[key] = state
-        return state
-
-    def state_of(self, key: ConversationKey) -> ConversationState | None:
-        """Conversation ``key``'s state (the runner's own: read it, do not change it), if it began."""
-        return self._states.get(key)
-
-    def forget(self, key: ConversationKey) -> None:
-        """Drop what the runner keeps of conversation ``key``."""
-        self._states.pop(key, None)
-
-    def _turn_state(
-        self, key: ConversationKey, stored: ConversationState | None, flow_id: str, now: float
-    ) -> ConversationState:
-        """As the conversation actor does: a new conversation starts, ``force_flow`` switches flows."""
-        state = (
-            stored
-            if stored is not None
-            else self.registry.for_new_conversation(key.tenant_id).start(now, key)
-        )
-        if flow_id and flow_id != state.flow_id:
-            try:
-                flow = self.registry.by_id(flow_id, key.tenant_id)
-            except UnknownFlow as exc:
-                raise InvalidArgument(str(exc), field="processing_hints.force_flow") from exc
-            fresh = flow.start(now, key)
-            fresh.created_at, fresh.message_count = state.created_at, state.message_count
-            fresh.user_profile = state.user_profile
-            state = fresh
-        return state
-
-    def _answer(self, call: WebhookCall, answers: WebhookAnswers, key: ConversationKey) -> JsonDict:
-        if call.name in answers:
-            return webhook_result(answers[call.name])
-        if self._client is None:
-            raise Unavailable(
-                f"the flow calls webhook {call.name!r}: give its answer under webhooks: in the dialogue "
-                "file, or a server config with --config"
-            )
-        body = {
-            **call.body,
-            "conversation": {"tenant_id": key.tenant_id, "conversation_id": key.conversation_id},
-        }
-        return self._client.call(call.name, body).result(timeout=WEBHOOK_WAIT_S)
-
-
 def webhook_result(given: Any) -> JsonDict:
     """A webhook answer as a dialogue file gives it (a success's JSON, or ``{"fail": reason}``),
     as the result of the call that a flow sees."""
@@ -603,7 +423,6 @@ __all__ = [
     "DialogueFileError",
     "DialogueResult",
     "DialogueTurn",
-    "FlowRunner",
     "PlayedTurn",
     "TurnRunner",
     "TurnView",

@@ -26,9 +26,9 @@ from pathlib import Path
 import yaml
 from yaml.nodes import MappingNode, ScalarNode
 
-from confab.runtime.flows.document import CallSpec, FlowDocument
-from confab.runtime.flows.schema import FlowReader
-from confab.runtime.flows.yaml_nodes import FlowFileError, FlowWarning
+from confab.runtime.flows.language.document import CallSpec, FlowDocument
+from confab.runtime.flows.language.schema import FlowReader
+from confab.runtime.flows.language.yaml_nodes import FlowFileError, FlowWarning
 
 __all__ = [
     "FLOW_SUFFIXES",

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from confab.config import bundled_path
 from confab.runtime.flows import Flow, builtin_flows
-from confab.runtime.flows.document import FlowDocument
-from confab.runtime.flows.interpreter import DeclarativeFlow
-from confab.runtime.flows.loader import FlowFileError, FlowSet, load_flow_dirs, load_flow_paths
+from confab.runtime.flows.execution.interpreter import DeclarativeFlow
+from confab.runtime.flows.language.document import FlowDocument
+from confab.runtime.flows.language.loader import FlowFileError, FlowSet, load_flow_dirs, load_flow_paths
 
 
 def bundled_flow_dir() -> Path:

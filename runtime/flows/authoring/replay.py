@@ -3,8 +3,8 @@
 A shard with history on (``engine.history_retention_s``) keeps, for every turn, the
 message it answered (masked as its flow says), the turn's clock and its webhook answers,
 next to the reply it gave. A replay feeds those messages, in order, to the new version in
-this process (:class:`~runtime.flows.dialogues.FlowRunner`, which runs a turn as a
-conversation actor does) and compares each turn with the recorded one: the state it ends
+this process (:class:`~runtime.flows.authoring.runner.FlowRunner`, which runs the turn a shard
+runs, ``runtime.flows.execution.turn``) and compares each turn with the recorded one: the state it ends
 in, what it says (the text, and the titles of its quick replies and buttons) and the slots.
 The first turn that differs is the conversation's divergence; later turns that differ are
 counted.
@@ -45,9 +45,10 @@ from typing import Any
 
 from confab.runtime.errors import ConfabError
 from confab.runtime.flows import Flow, UnknownFlow, UnknownState, WebhookCall
-from confab.runtime.flows.dialogues import FlowRunner, webhook_result
-from confab.runtime.flows.document import FlowDocument
-from confab.runtime.flows.masking import MASK
+from confab.runtime.flows.authoring.dialogues import webhook_result
+from confab.runtime.flows.authoring.runner import FlowRunner
+from confab.runtime.flows.language.document import FlowDocument
+from confab.runtime.flows.language.masking import MASK
 from confab.runtime.model import Content, ConversationKey, ConversationState, InboundMessage, JsonDict
 
 # A webhook call leaves one of these actions (interpreter: "webhook:price" or

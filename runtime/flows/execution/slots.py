@@ -86,8 +86,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confab.runtime.flows.document import SlotSpec
-from confab.runtime.flows.intents import fold
+from confab.runtime.flows.execution.intents import fold
+from confab.runtime.flows.language.document import SlotSpec
 
 Span = tuple[int, int]
 

@@ -29,8 +29,8 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
-from confab.runtime.flows.document import FlowSettings, IntentSpec
-from confab.runtime.flows.intents import DefaultRecognizer, IntentRecognizer
+from confab.runtime.flows.execution.intents import DefaultRecognizer, IntentRecognizer
+from confab.runtime.flows.language.document import FlowSettings, IntentSpec
 
 ENTRY_POINT_GROUP = "confab.nlu"
 BUILTIN = "builtin"

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from confab.runtime.flows.document import (
+from confab.runtime.flows.language.document import (
     ExperimentSpec,
     FlowDocument,
     FlowSettings,
@@ -25,12 +25,12 @@ from confab.runtime.flows.document import (
     SlotSpec,
     StateSpec,
 )
-from confab.runtime.flows.expressions import parse_expression
-from confab.runtime.flows.templates import TEMPLATE_NAMES, template_references
-from confab.runtime.flows.yaml_nodes import FlowWarning, Ref, listing, suggest
+from confab.runtime.flows.language.expressions import parse_expression
+from confab.runtime.flows.language.templates import TEMPLATE_NAMES, template_references
+from confab.runtime.flows.language.yaml_nodes import FlowWarning, Ref, listing, suggest
 
 if TYPE_CHECKING:
-    from confab.runtime.flows.schema import FlowReader
+    from confab.runtime.flows.language.schema import FlowReader
 
 
 def resolve(

@@ -1,10 +1,10 @@
 """A flow file, as loaded: plain frozen dataclasses, one per element of the format.
 
 The format itself (with a complete example) is documented in ``docs/flows.md``;
-``runtime.flows.loader`` reads YAML into these records and validates them, and
-``runtime.flows.interpreter`` runs them. Text fields marked *template* are
-rendered by ``runtime.flows.templates``; fields marked *expression* are
-evaluated by ``runtime.flows.expressions``.
+``runtime.flows.language.loader`` reads YAML into these records and validates them, and
+``runtime.flows.execution.interpreter`` runs them. Text fields marked *template* are
+rendered by ``runtime.flows.language.templates``; fields marked *expression* are
+evaluated by ``runtime.flows.language.expressions``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 SLOT_TYPES = ("text", "integer", "number", "boolean", "enum", "email", "phone", "date", "regex")
 BUTTON_TYPES = ("postback", "url", "phone", "share", "login")
 DATE_RANGES = ("past", "future")  # a date slot's `range`: today counts as both
-# Built-in detectors of `settings.mask` (runtime.flows.masking).
+# Built-in detectors of `settings.mask` (runtime.flows.language.masking).
 MASKS = ("card_number", "iban", "email", "phone")
 
 
@@ -212,7 +212,7 @@ class FlowSettings:
 
 @dataclass(frozen=True, slots=True)
 class NluSpec:
-    """An intent recognizer registered with the server (runtime.flows.nlu), by name."""
+    """An intent recognizer registered with the server (runtime.flows.execution.nlu), by name."""
 
     recognizer: str
     options: dict[str, Any] = field(default_factory=dict)

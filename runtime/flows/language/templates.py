@@ -61,8 +61,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Cycler, Joiner
 from jinja2.visitor import NodeTransformer
 
-from confab.runtime.flows.document import ButtonSpec, ResponseSpec
-from confab.runtime.flows.masking import mask_value
+from confab.runtime.flows.language.document import ButtonSpec, ResponseSpec
+from confab.runtime.flows.language.masking import mask_value
 from confab.runtime.model import Button, CarouselCard, Content, QuickReply
 
 __all__ = [

@@ -84,7 +84,7 @@ from typing import Any, Protocol
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
-from confab.runtime.flows.document import IntentSpec
+from confab.runtime.flows.language.document import IntentSpec
 
 CHAR_NGRAM_SIZES = (3, 4, 5)
 WORD_WEIGHT = 0.3  # an example's similarity: WORD_WEIGHT x word cosine + CHAR_WEIGHT x char cosine

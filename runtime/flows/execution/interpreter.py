@@ -49,7 +49,10 @@ from typing import Any
 
 from confab.runtime.errors import InternalError
 from confab.runtime.flows import HANDOFF, FlowReply, NeedsWebhook, UnknownState, WebhookCall
-from confab.runtime.flows.document import (
+from confab.runtime.flows.execution.intents import IntentMatch, IntentRecognizer
+from confab.runtime.flows.execution.nlu import make_recognizers
+from confab.runtime.flows.execution.slots import extract_all
+from confab.runtime.flows.language.document import (
     ActionSpec,
     FlowDocument,
     ResponseSpec,
@@ -58,12 +61,9 @@ from confab.runtime.flows.document import (
     TransitionSpec,
     WebhookSpec,
 )
-from confab.runtime.flows.expressions import ExpressionError, ExpressionEvalError, parse_expression
-from confab.runtime.flows.intents import IntentMatch, IntentRecognizer
-from confab.runtime.flows.masking import Masker, mask_value
-from confab.runtime.flows.nlu import make_recognizers
-from confab.runtime.flows.slots import extract_all
-from confab.runtime.flows.templates import TemplateError, render_response, render_text
+from confab.runtime.flows.language.expressions import ExpressionError, ExpressionEvalError, parse_expression
+from confab.runtime.flows.language.masking import Masker, mask_value
+from confab.runtime.flows.language.templates import TemplateError, render_response, render_text
 from confab.runtime.model import Content, ConversationKey, ConversationState, InboundMessage, JsonDict
 
 HISTORY_KEPT = 20  # intent_history and previous_states entries kept
