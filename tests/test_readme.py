@@ -62,6 +62,7 @@ RUN: dict[str, Run] = {
     "confab flows replay --flow pizza": Run(
         says="conversation", replace={"next/": "config/flows/", "var/confab.sqlite3": "{store}"}
     ),
+    "confab reload --target 127.0.0.1:50051": Run(says="flow versions loaded"),
     'confab shell -c "inspect acme order-7781"': Run(says="order-7781"),
     'confab shell -c "ls --tenant acme --handoff" --json': Run(),
     "confab shell --target 10.0.0.11:50051 -c hosts": Run(

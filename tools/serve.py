@@ -178,7 +178,9 @@ async def _serve(config: ConfabConfig, server: ConfabServer) -> int:
 
     loop.add_signal_handler(signal.SIGHUP, reload_flows)
     print(
-        f"confab {VERSION} serving on {server.address} (data {config.data_dir}, {config.shard_count} shards)",
+        # The pid SIGHUP goes to: the actor processes are named `confab serve` too.
+        f"confab {VERSION} serving on {server.address} (pid {os.getpid()}, data {config.data_dir},"
+        f" {config.shard_count} shards)",
         flush=True,
     )
     await stop.wait()
