@@ -3,7 +3,8 @@
 Everything comes from the running shards (control messages between batches), not
 from reading the database behind their back. Actions on a conversation travel the
 same path as its messages (reset, force-state and resume are ordered commands), so
-they never race a turn. Every action is logged with who asked for it.
+they never race a turn. Every action is logged: who asked, the tenant and conversation
+it acted on, its reason and arguments (``_audit``).
 
 Who may do what, when authentication is on (``grpc_edge.auth``):
 
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LAST_TURNS = 10
 DEFAULT_PAGE_SIZE = 50
 CLUSTER_WAIT_S = 1.0  # longest GetCluster waits for a shard's figures
+AUDIT_ARGUMENT_CHARS = 200  # of one argument (a reason, say) in the audit line's text
 
 
 def _operator() -> str:
@@ -62,8 +64,33 @@ def _key(tenant_id: str, conversation_id: str, limits: LimitsConfig) -> Conversa
     return key
 
 
-def _audit(action: str, **details: Any) -> None:
-    log.warning("admin action %s by %s", action, _operator(), extra={"admin_action": action, **details})
+def _audit(action: str, key: ConversationKey | None = None, **arguments: Any) -> None:
+    """One WARNING line per action: what, on which tenant's conversation, who asked, and with what.
+
+    ``reload_flows`` and ``restart_shard`` act on the runtime, no conversation. The same is in
+    the line's fields (``logging.format: json``) for machines: the action, the operator, the
+    tenant and conversation, each argument."""
+    operator = _operator()
+    target = f" on tenant {key.tenant_id!r} conversation {key.conversation_id!r}" if key is not None else ""
+    shown = ", ".join(f"{name}={_shown(value)}" for name, value in arguments.items())
+    fields: dict[str, Any] = {"admin_action": action, "operator": operator}
+    if key is not None:
+        fields |= {"tenant": key.tenant_id, "conversation": key.conversation_id}
+    log.warning(
+        "admin action %s%s by %s%s",
+        action,
+        target,
+        operator,
+        f" ({shown})" if shown else "",
+        extra={"fields": fields | arguments},
+    )
+
+
+def _shown(value: Any) -> str:
+    """An argument as the audit line shows it: quoted (a newline in a reason cannot start a line of
+    its own), and cut short past AUDIT_ARGUMENT_CHARS (the fields keep it whole)."""
+    text = repr(value)
+    return text if len(text) <= AUDIT_ARGUMENT_CHARS else text[: AUDIT_ARGUMENT_CHARS - 1] + "…"
 
 
 class AdminService(pb_grpc.AdminServicer):
@@ -218,7 +245,7 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.ConversationAction, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ActionResult:
         key = _key(request.tenant_id, request.conversation_id, self.limits)
-        _audit("reset", conversation=str(key), reason=request.reason)
+        _audit("reset", key, reason=request.reason)
         result = await self.engine.reset(
             key, request.reason or "operator reset", message_id=current_request_id()
         )
@@ -230,7 +257,7 @@ class AdminService(pb_grpc.AdminServicer):
         key = _key(request.tenant_id, request.conversation_id, self.limits)
         if not request.state:
             raise InvalidArgument("state is required", field="state")
-        _audit("force_state", conversation=str(key), state=request.state, reason=request.reason)
+        _audit("force_state", key, state=request.state, reason=request.reason)
         state = await self.engine.force_state(key, request.state, message_id=current_request_id())
         return _done(f"now in state {state.current_state!r}", state=state.current_state)
 
@@ -238,7 +265,7 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.ConversationAction, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ActionResult:
         key = _key(request.tenant_id, request.conversation_id, self.limits)
-        _audit("resume", conversation=str(key), reason=request.reason)
+        _audit("resume", key, reason=request.reason)
         result = await self.engine.resume(key, _operator(), message_id=current_request_id())
         resumed = "handoff_resumed" in result.actions_performed
         message = "automation resumed" if resumed else "it was not handed over; the message went to its flow"
@@ -248,7 +275,7 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.ConversationAction, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ActionResult:
         key = _key(request.tenant_id, request.conversation_id, self.limits)
-        _audit("passivate", conversation=str(key), reason=request.reason)
+        _audit("passivate", key, reason=request.reason)
         answer = await self.engine.passivate(key, scope=auth.admin_scope())
         return pb.ActionResult(ok=answer.done, message=answer.reason)
 

@@ -117,9 +117,7 @@ class ConfabServer:
             health_pb2_grpc.add_HealthServicer_to_server(HealthService(self.health), services)
             std_health_pb2_grpc.add_HealthServicer_to_server(self.health.std_servicer, services)
             reflection_service.add(services)
-            self.port = tls.add_port(server, cfg.listen, credentials)
-            if self.port == 0:
-                raise OSError(f"cannot listen on {cfg.listen}")
+            self.port = tls.add_port(server, cfg.listen, credentials)  # OSError: cannot listen there
             log.info("listening on port %d (%s)", self.port, tls.describe(self.config.tls))
             await self.health.start()
             await server.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -165,6 +166,35 @@ def test_reload_flows_and_restart_a_shard(stubs: tuple[admin_grpc.AdminStub, pb_
     with pytest.raises(grpc.RpcError) as caught:
         stub.RestartShard(admin.ShardAction(shard=7))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_every_action_is_logged_with_its_conversation_arguments_and_who_asked(
+    cluster: tuple[ServerProcess, PriceService], stubs: tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineStub]
+) -> None:
+    server, _ = cluster
+    stub, engine = stubs
+    engine.ProcessMessage(pizza("audited", "hi"))
+    stub.ForceState(
+        admin.ForceStateRequest(
+            tenant_id="acme", conversation_id="audited", state="take_order", reason="stuck\nafter a bug"
+        )
+    )
+    stub.ResetConversation(admin.ConversationAction(tenant_id="acme", conversation_id="audited"))
+    lines = [json.loads(line) for line in server.output if "audited" in line and "admin action" in line]
+    assert [line["msg"] for line in lines] == [
+        "admin action force_state on tenant 'acme' conversation 'audited'"
+        " by anonymous (authentication is off) (state='take_order', reason='stuck\\nafter a bug')",
+        "admin action reset on tenant 'acme' conversation 'audited'"
+        " by anonymous (authentication is off) (reason='')",
+    ]
+    # The same, as fields of the JSON line.
+    assert {key: lines[0][key] for key in ("admin_action", "tenant", "conversation", "state", "reason")} == {
+        "admin_action": "force_state",
+        "tenant": "acme",
+        "conversation": "audited",
+        "state": "take_order",
+        "reason": "stuck\nafter a bug",
+    }
 
 
 def test_admin_calls_need_an_admin_role(tmp_path: Path) -> None:

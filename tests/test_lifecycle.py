@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import psutil
 import pytest
 
 from confab.protos import health_pb2, health_pb2_grpc
-from tests.support import ServerProcess, message, processes_marked, state_request, wait_until_gone
+from tests.support import (
+    ServerProcess,
+    confab_argv,
+    message,
+    processes_marked,
+    serve_args,
+    state_request,
+    wait_until_gone,
+)
 
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
 
@@ -121,3 +134,65 @@ def test_a_killed_shard_is_replaced_and_nothing_is_lost_or_applied_twice(own_ser
             health_pb2.DetailedHealthRequest(include_metrics=True)
         )
     assert health.metrics["shard_restarts"] == 1
+
+
+# A port already in use ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def taken_address() -> Iterator[str]:
+    """A loopback address another program listens on."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield f"127.0.0.1:{other.getsockname()[1]}"
+
+
+def serve_on(
+    address: str, data_dir: Path, *, prelude: str = ""
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``confab serve`` on ``address`` to its end (``prelude``: code its process runs first);
+    what it did, and the marker of its processes."""
+    marker = uuid.uuid4().hex
+    argv = confab_argv(*serve_args("--shards", "2", data_dir=data_dir, listen=address))
+    if prelude:
+        argv[1:3] = ["-c", f"{prelude}\nfrom confab.tools.cli import main\nraise SystemExit(main())"]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, env={**os.environ, "CONFAB_TEST_RUN": marker}
+    )
+    return done, marker
+
+
+def test_a_port_in_use_stops_the_start_in_one_line(taken_address: str, tmp_path: Path) -> None:
+    done, marker = serve_on(taken_address, tmp_path / "data")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [f"confab: cannot listen on {taken_address}: Address already in use"]
+    assert "serving on" not in done.stdout
+    assert wait_until_gone(marker, 5.0) == []
+
+
+# The port taken between the check at start and gRPC's bind: the check is skipped, so the bind
+# fails once the actor processes run (counted just before it).
+PORT_TAKEN_MEANWHILE = """
+import os, sys
+from confab.grpc_edge import tls
+from tests.support import processes_marked
+tls.check_address = lambda address: None
+bind = tls.add_port
+def add_port(*args):
+    running = processes_marked(os.environ["CONFAB_TEST_RUN"])
+    print(f"processes before the bind: {len(running)}", file=sys.stderr)
+    return bind(*args)
+tls.add_port = add_port
+"""
+
+
+def test_a_port_taken_once_the_shards_run_stops_them_all(taken_address: str, tmp_path: Path) -> None:
+    done, marker = serve_on(taken_address, tmp_path / "data", prelude=PORT_TAKEN_MEANWHILE)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    (counted,) = [line for line in done.stderr.splitlines() if line.startswith("processes before the bind")]
+    assert int(counted.rsplit(" ", 1)[1]) >= 4  # the edge, Thespian's admin, the supervisor, 2 shards
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == f"confab: cannot listen on {taken_address}: Address already in use"
+    assert wait_until_gone(marker, 5.0) == []

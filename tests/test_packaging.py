@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.parser
 import os
 import shutil
 import subprocess
@@ -39,10 +40,11 @@ def _copy_tracked_files(destination: Path) -> None:
             shutil.copy2(origin, copy)
 
 
-def test_pip_install_then_serve(tmp_path: Path) -> None:
-    source, target = tmp_path / "source", tmp_path / "installed"
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The committed files, and a real, non-editable install of them (dependencies: this venv's own)."""
+    source, target = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("installed")
     _copy_tracked_files(source)
-    # A real, non-editable install of the package (its dependencies are this venv's own).
     subprocess.run(
         [
             sys.executable,
@@ -59,13 +61,32 @@ def test_pip_install_then_serve(tmp_path: Path) -> None:
         ],
         check=True,
     )
-    installed = {p.relative_to(target / "confab").as_posix() for p in (target / "confab").rglob("*.py")}
+    return source, target
+
+
+def test_the_installed_metadata_carries_the_license(installed: tuple[Path, Path]) -> None:
+    source, target = installed
+    (dist_info,) = target.glob("confab-*.dist-info")
+    metadata = email.parser.Parser().parsestr((dist_info / "METADATA").read_text(encoding="utf-8"))
+    assert metadata["License"] == "Apache-2.0"
+    assert "License :: OSI Approved :: Apache Software License" in metadata.get_all("Classifier", [])
+    assert metadata.get_all("License-File") == ["LICENSE"]
+    license_text = (dist_info / "licenses" / "LICENSE").read_text(encoding="utf-8")
+    assert license_text == (source / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License\n                           Version 2.0, January 2004" in license_text
+    assert "END OF TERMS AND CONDITIONS" in license_text
+    assert "Copyright 2026 the Confab authors" in license_text
+
+
+def test_pip_install_then_serve(installed: tuple[Path, Path], tmp_path: Path) -> None:
+    source, target = installed
+    packaged = {p.relative_to(target / "confab").as_posix() for p in (target / "confab").rglob("*.py")}
     expected = {
         p.relative_to(source / "confab").as_posix()
         for p in (source / "confab").rglob("*.py")
         if not p.name.startswith("test_")
     }
-    assert expected <= installed, f"left out of the package: {sorted(expected - installed)}"
+    assert expected <= packaged, f"left out of the package: {sorted(expected - packaged)}"
     assert (target / "confab" / "py.typed").exists() and (
         target / "confab" / "config" / "default.yaml"
     ).exists()

@@ -62,6 +62,7 @@ RUN: dict[str, Run] = {
     "confab flows replay --flow pizza": Run(
         says="conversation", replace={"next/": "config/flows/", "var/confab.sqlite3": "{store}"}
     ),
+    "confab reload --target 127.0.0.1:50051": Run(says="flow versions loaded"),
     'confab shell -c "inspect acme order-7781"': Run(says="order-7781"),
     'confab shell -c "ls --tenant acme --handoff" --json': Run(),
     "confab shell --target 10.0.0.11:50051 -c hosts": Run(
@@ -135,6 +136,31 @@ def test_every_readme_command_is_run_here_or_covered_by_a_named_test() -> None:
     used = {entry_of(command) for command in commands}
     stale = [key for key in (*RUN, *COVERED_ELSEWHERE) if key not in used]
     assert not stale, f"entries for commands the README no longer shows: {stale}"
+
+
+@pytest.mark.integration
+def test_the_key_the_readme_hashes_is_the_one_keys_new_printed() -> None:
+    """The README says where ``$KEY`` comes from; following it, ``keys hash`` gives the entry's SHA-256."""
+    text = README.read_text(encoding="utf-8")
+    assert "`$KEY` is a key `confab keys new` printed" in text
+    commands = readme_commands()
+    (new_key,) = [c for words, c in commands.items() if words.startswith("confab keys new --tenant")]
+    (hash_key,) = [c for words, c in commands.items() if words.endswith("confab keys hash")]
+    made = subprocess.run(
+        ["bash", "-c", new_key], env=_with_venv(), capture_output=True, text=True, check=True
+    )
+    lines = made.stdout.splitlines()
+    key = lines[next(i for i, line in enumerate(lines) if line.startswith("# API key for")) + 1]
+    assert key.startswith("cfb_"), made.stdout
+    hashed = subprocess.run(
+        ["bash", "-c", hash_key], env={**_with_venv(), "KEY": key}, capture_output=True, text=True, check=True
+    )
+    assert f"sha256: {hashed.stdout.strip()}" in made.stdout
+
+
+def _with_venv() -> dict[str, str]:
+    """os.environ with this interpreter's ``confab`` first on the PATH."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
 @pytest.fixture

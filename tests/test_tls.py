@@ -26,6 +26,7 @@ from tests.support import ServerProcess, message, run_confab, serve_args
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
 
 TIMEOUT_S = 5.0
+API_DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,14 @@ def test_tls_client_works(tls_server: ServerProcess, pki: Pki) -> None:
 
 
 def test_plaintext_client_cannot_talk_to_a_tls_server(tls_server: ServerProcess) -> None:
-    assert fails(grpc.insecure_channel(tls_server.address)) == grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(grpc.RpcError) as caught:
+        health_of(grpc.insecure_channel(tls_server.address))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    # What the client sees is all it is told; docs/api.md's troubleshooting names it, and why the
+    # server cannot log it (grpc.aio tells the application nothing of a failed handshake).
+    symptom = "Socket closed"
+    assert symptom in (caught.value.details() or "")
+    assert f"`UNAVAILABLE: ... {symptom}`" in API_DOC.read_text(encoding="utf-8")
 
 
 def test_client_that_does_not_trust_the_server_certificate_fails(tls_server: ServerProcess, pki: Pki) -> None:

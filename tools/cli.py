@@ -13,13 +13,16 @@
     confab flows test PATH... | confab flows replay --flow NAME --from STORE ...  (see tools/flows_cli.py)
     confab chat --target HOST:PORT --tenant T [--conversation ID] [--flow NAME] ...  (see tools/chat/)
     confab shell [--target HOST:PORT] [-c COMMAND] [--json] ...  (operator shell; see tools/shell/)
+    confab reload [--target HOST:PORT] [--api-key KEY | --token JWT] [--tls-ca FILE] [--json]
+                (a running server loads its flow files again, as SIGHUP does; see tools/reload.py)
     confab call [--target HOST:PORT] [-H 'KEY: VALUE'] METHOD [JSON | -]  (any RPC, JSON in and out;
                 see tools/call.py)  |  confab call --list
 
-``serve`` prints one line once it is serving. SIGTERM or SIGINT drains it: health
+``serve`` prints one line once it is serving, with its pid. SIGTERM or SIGINT drains it: health
 turns NOT_SERVING, in-flight calls finish (bounded by ``server.shutdown_grace_s``),
-every actor process stops, and it exits 0. SIGHUP reloads the flow files without
-dropping traffic (running conversations finish on the version they started on).
+every actor process stops, and it exits 0. SIGHUP to that pid (or ``confab reload``) reloads
+the flow files without dropping traffic (running conversations finish on the version they
+started on).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import yaml
 
 from confab.runtime import VERSION
 from confab.runtime.config import ConfigError, load_config
-from confab.tools import call, cluster_certs, flows_cli, price_service, shell
+from confab.tools import call, cluster_certs, flows_cli, price_service, reload, shell
 from confab.tools.chat import command_line as chat
 
 
@@ -98,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     flows_cli.add_parser(commands)
     chat.add_parser(commands)
     shell.add_parser(commands)
+    reload.add_parser(commands)
     call.add_parser(commands)
     cluster_certs.add_parser(commands)
     prices = commands.add_parser("price-service", help="run the pizza flow's local price webhook")
@@ -116,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return chat.run(args)
     if args.command == "shell":
         return shell.run(args)
+    if args.command == "reload":
+        return reload.run(args)
     if args.command == "call":
         return call.run(args)
     if args.command == "cluster":

@@ -23,6 +23,7 @@ from pathlib import Path
 from confab.actors.cluster import PROBE_TIMEOUT_S, ClusterSettings
 from confab.actors.settings import HostIdentity, ShardSettings
 from confab.actors.system.host import ActorHost, HostError
+from confab.grpc_edge import tls
 from confab.grpc_edge.server import ConfabServer, EdgeSecurity
 from confab.runtime import VERSION
 from confab.runtime.config import ConfabConfig, ConfigError, split_password
@@ -137,6 +138,8 @@ async def run(config: ConfabConfig) -> int:
     try:
         # Reads key and certificate files: a bad one stops the start before the store is touched.
         security = EdgeSecurity.from_config(config)
+        # A port in use stops the start here, in one line, with no process to stop.
+        tls.check_address(config.server.listen)
         config.store_dir.mkdir(parents=True, exist_ok=True)
         seconds = check_store(config)
         log.info("store %s checked in %.3fs", config.store_shown, seconds)
@@ -175,7 +178,9 @@ async def _serve(config: ConfabConfig, server: ConfabServer) -> int:
 
     loop.add_signal_handler(signal.SIGHUP, reload_flows)
     print(
-        f"confab {VERSION} serving on {server.address} (data {config.data_dir}, {config.shard_count} shards)",
+        # The pid SIGHUP goes to: the actor processes are named `confab serve` too.
+        f"confab {VERSION} serving on {server.address} (pid {os.getpid()}, data {config.data_dir},"
+        f" {config.shard_count} shards)",
         flush=True,
     )
     await stop.wait()
