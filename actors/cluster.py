@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -212,7 +213,9 @@ class ClusterMembership:
         self._local: ShardDirectory | None = None
         self._peers: tuple[Peer, ...] = ()
         self._leases: dict[int, Owner] = {}
-        self._last_beat_ok = time.monotonic()
+        # Never, yet: until its first heartbeat is written a host claims nothing (a restart that
+        # finds its old row still young must not place every virtual shard on itself meanwhile).
+        self._last_beat_ok = -math.inf
         # Since when the beats succeed again after failing, and who was live before they failed:
         # the other hosts could not beat while this one could not (the store was away), so their
         # ages say nothing until they have had lost_after_s to beat again.

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from confab.actors.cluster import Assignment, ClusterMembership, ClusterSettings, Peer, detail_of
 from confab.actors.settings import HostIdentity
 from confab.runtime.protocol.directory import ShardDirectory, ShardEndpoint
-from confab.runtime.store import Lease, Member, MemberBeat
+from confab.runtime.store import Lease, Member, MemberBeat, MemberConflict
 
 SETTINGS = ClusterSettings(name="c", vshards=64, heartbeat_every_s=0.05, lost_after_s=0.4)
 
@@ -143,3 +143,29 @@ def test_a_members_detail_round_trips() -> None:
     peer = Peer.read(member)
     assert peer.shards == (endpoint,) and peer.unreachable == {"x"} and peer.pid == 11
     assert Peer.read(Member("h", "c", 9, "up", "", "not json", 0.0, 0.0)).shards == ()
+
+
+def test_a_host_whose_id_is_still_taken_claims_nothing_until_its_first_heartbeat() -> None:
+    """A restart within lost_after_s of a kill finds its old row young: it waits, claiming nothing."""
+    table = Table()
+    taken = threading.Event()
+    taken.set()
+    real_beat = table.beat
+
+    def beat(beat: MemberBeat, stale_after_s: float, forget_after_s: float) -> list[Member]:
+        if taken.is_set():
+            raise MemberConflict("another host of the cluster already calls itself 'a' and is alive")
+        return real_beat(beat, stale_after_s, forget_after_s)
+
+    table.beat = beat  # type: ignore[method-assign]
+    assignments: list[Assignment] = []
+    member = membership(table, assignments)
+    member.start()
+    try:
+        time.sleep(3 * SETTINGS.heartbeat_every_s)
+        assert not any(a.claim for a in assignments), assignments
+        taken.clear()
+        wait_for(lambda: bool(assignments) and assignments[-1].claim)
+        assert max(share(a) for a in assignments) <= 22
+    finally:
+        member.close()
