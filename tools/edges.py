@@ -115,17 +115,15 @@ class Edges:
         self._latest: ShardDirectory | None = None
         self._problem = ""
         self._stopping = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # Made on the loop: directories from the host's threads are handed to it from the first.
+        self._loop = asyncio.get_running_loop()
         self._watcher: asyncio.Task[None] | None = None
         self._first_ready: list[asyncio.Future[str]] = []
 
     # Directories, from the actor host's and the membership's threads ----------------------
 
     def directory_from_any_thread(self, directory: ShardDirectory) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.accept, directory)
-        else:
-            self.accept(directory)
+        self._loop.call_soon_threadsafe(self.accept, directory)
 
     def accept(self, directory: ShardDirectory) -> None:
         if self._latest is not None and directory.version < self._latest.version:
@@ -139,7 +137,6 @@ class Edges:
 
     async def start(self) -> None:
         """Start every edge and wait until each serves; EdgeError (the others stopped) if one cannot."""
-        self._loop = asyncio.get_running_loop()
         self._watcher = asyncio.create_task(self._watch_problem(), name="confab-edges-problem")
         for index in range(self.count):
             first: asyncio.Future[str] = self._loop.create_future()
