@@ -219,9 +219,10 @@ def test_kill_9_of_one_edge_under_load_the_other_serves_and_no_acknowledged_mess
     for thread in threads:
         thread.join(30)
 
-    # The survivor kept serving right after the kill, before any replacement could.
+    # The survivor kept serving right after the kill (a reply the victim sent just before it
+    # may still arrive in the first moments).
     with lock:
-        soon_after = [pid for at, pid in served if killed_at < at < killed_at + 1.0]
+        soon_after = [pid for at, pid in served if killed_at + 0.2 < at < killed_at + 1.2]
     assert survivor in soon_after and victim not in soon_after
     # The dead edge was replaced: a new edge pid answers.
     log = "".join(two_edges.output)
