@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -77,6 +78,8 @@ class HealthReport:
             "resident_conversations": sum(s.resident_conversations for s in self.shards),
             "failing": [d.name for d in self.dependencies if not d.ok],
             "problems": {d.name: d.error for d in self.dependencies if not d.ok},
+            # Which edge process answered (`confab serve --edges N`: each has its own engine and health).
+            "edge_pid": os.getpid(),
         }
 
 

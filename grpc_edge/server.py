@@ -54,8 +54,13 @@ class EdgeSecurity:
 
 
 class ConfabServer:
-    def __init__(self, config: ConfabConfig, engine: Engine, security: EdgeSecurity) -> None:
+    def __init__(
+        self, config: ConfabConfig, engine: Engine, security: EdgeSecurity, *, share_port: bool = False
+    ) -> None:
+        """``share_port``: one of several edge processes of this host, listening on the same port
+        (SO_REUSEPORT); otherwise the port is this process's alone."""
         self.config = config
+        self.share_port = share_port
         self.engine = engine
         self.security = security
         self.metrics = RpcMetrics()
@@ -79,8 +84,9 @@ class ConfabServer:
                 # OpenTelemetry's server spans, only when tracing is on: outside everything else.
                 interceptors=self.telemetry.interceptors(),
                 options=[
-                    # Never share the port with another process (gRPC's default on Linux).
-                    ("grpc.so_reuseport", 0),
+                    # Share the port only with this host's other edges (the host process holds the
+                    # port for them: tools.edges); alone, never (gRPC's default on Linux would).
+                    ("grpc.so_reuseport", 1 if self.share_port else 0),
                     ("grpc.max_receive_message_length", cfg.max_message_bytes),
                     ("grpc.max_send_message_length", cfg.max_message_bytes),
                 ],

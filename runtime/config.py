@@ -144,6 +144,10 @@ class ServerConfig:
     max_batch_messages: int = 1000
     # A stream with no request (heartbeat included) for this long is closed.
     stream_idle_timeout_s: float = 300.0
+    # gRPC edge processes sharing the listening port (SO_REUSEPORT), each with its own event
+    # loop, engine and links to every shard; 0 = auto (ConfabConfig.edge_count). 1 = the edge
+    # runs in the `confab serve` process itself, beside the actor host.
+    edges: int = 0
 
 
 @dataclass(slots=True)
@@ -359,6 +363,13 @@ class ConfabConfig:
         return self.engine.shards or os.cpu_count() or 1
 
     @property
+    def edge_count(self) -> int:
+        """``server.edges``, or with 0 what this host's cores carry beside its shards: the edge
+        spends about two thirds of the CPU of a message (README "Several edges"), so two thirds
+        of the cores, at least one."""
+        return self.server.edges or auto_edges(os.cpu_count() or 1)
+
+    @property
     def store_is_database(self) -> bool:
         """Whether the store is a PostgreSQL database (store.path is its URL)."""
         return is_database_url(self.store.path)
@@ -383,6 +394,24 @@ class ConfabConfig:
     def store_dir(self) -> Path:
         """The local directory the store's disk is measured by: the file's, or data_dir for a database."""
         return Path(self.data_dir) if self.store_is_database else self.store_path.parent
+
+
+def auto_edges(cpus: int) -> int:
+    """Edge processes for a host of ``cpus`` cores when ``server.edges`` is 0."""
+    return max(1, cpus * 2 // 3)
+
+
+def config_to_mapping(config: ConfabConfig) -> dict[str, Any]:
+    """Every setting as plain values (what :func:`config_from_mapping` reads back)."""
+    return dataclasses.asdict(config)
+
+
+def config_from_mapping(data: dict[str, Any]) -> ConfabConfig:
+    """A configuration from :func:`config_to_mapping`'s values, checked like a file's."""
+    config = ConfabConfig()
+    _merge(config, data, "")
+    _validate(config)
+    return config
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> ConfabConfig:
@@ -443,6 +472,7 @@ def _validate(config: ConfabConfig) -> None:
         (config.server.shutdown_grace_s >= 0, "server.shutdown_grace_s must be >= 0"),
         (config.server.max_batch_messages >= 1, "server.max_batch_messages must be >= 1"),
         (config.server.stream_idle_timeout_s > 0, "server.stream_idle_timeout_s must be > 0"),
+        (0 <= config.server.edges <= 64, "server.edges must be 0 (auto) to 64"),
         (
             config.store.synchronous.upper() in SYNCHRONOUS_MODES,
             f"store.synchronous must be one of {SYNCHRONOUS_MODES}",

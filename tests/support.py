@@ -138,6 +138,7 @@ class ServerProcess:
         data_dir: Path,
         *,
         shards: int = 2,
+        edges: int = 1,  # one edge in the server's own process, whatever the machine's default
         extra: Sequence[str] = (),
         env: Mapping[str, str] | None = None,  # over os.environ, for this server only
         listen: str = "127.0.0.1:0",  # a fixed port lets a test restart a server where clients expect it
@@ -146,6 +147,7 @@ class ServerProcess:
         self.data_dir = data_dir
         self.listen = listen
         self.shards = shards
+        self.edges = edges
         self.extra = list(extra)
         self.env = dict(env or {})
         self.log_level = log_level
@@ -171,6 +173,8 @@ class ServerProcess:
                     *serve_args(
                         "--shards",
                         str(self.shards),
+                        "--edges",
+                        str(self.edges),
                         "--log-level",
                         self.log_level,
                         *self.extra,

@@ -149,12 +149,12 @@ def taken_address() -> Iterator[str]:
 
 
 def serve_on(
-    address: str, data_dir: Path, *, prelude: str = ""
+    address: str, data_dir: Path, *, prelude: str = "", edges: int = 1
 ) -> tuple[subprocess.CompletedProcess[str], str]:
     """``confab serve`` on ``address`` to its end (``prelude``: code its process runs first);
     what it did, and the marker of its processes."""
     marker = uuid.uuid4().hex
-    argv = confab_argv(*serve_args("--shards", "2", data_dir=data_dir, listen=address))
+    argv = confab_argv(*serve_args("--shards", "2", "--edges", str(edges), data_dir=data_dir, listen=address))
     if prelude:
         argv[1:3] = ["-c", f"{prelude}\nfrom confab.tools.cli import main\nraise SystemExit(main())"]
     done = subprocess.run(
@@ -163,8 +163,9 @@ def serve_on(
     return done, marker
 
 
-def test_a_port_in_use_stops_the_start_in_one_line(taken_address: str, tmp_path: Path) -> None:
-    done, marker = serve_on(taken_address, tmp_path / "data")
+@pytest.mark.parametrize("edges", [1, 2])
+def test_a_port_in_use_stops_the_start_in_one_line(taken_address: str, tmp_path: Path, edges: int) -> None:
+    done, marker = serve_on(taken_address, tmp_path / "data", edges=edges)
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [f"confab: cannot listen on {taken_address}: Address already in use"]
     assert "serving on" not in done.stdout

@@ -71,6 +71,7 @@ RUN: dict[str, Run] = {
 }
 COVERED_ELSEWHERE: dict[str, str] = {
     "confab serve --listen 127.0.0.1:50051 --data-dir ./var": "every test server, test_packaging.py",
+    "confab serve --listen 127.0.0.1:50051 --shards 8 --edges": "test_edges.py, two edges on a free port",
     "confab serve --store postgresql://": "test_store_postgres.py, on a PostgreSQL of its own",
     "confab serve --config prod.yaml --tls-cert": "test_tls.py, with certificates of its own",
     "confab shell --target 127.0.0.1:50051": "interactive: test_shell.py drives it in a terminal",

@@ -1,6 +1,7 @@
 """The ``confab`` command.
 
     confab serve [--listen HOST:PORT] [--data-dir DIR] [--store URL_OR_FILE] [--config FILE] [--shards N]
+                 [--edges N]
                  [--metrics-listen HOST:PORT]
                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
                  [--cluster NAME] [--cluster-ca FILE --cluster-cert FILE --cluster-key FILE]
@@ -54,6 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve.add_argument("--config", metavar="FILE", help="YAML file over the bundled defaults")
     serve.add_argument("--shards", type=int, metavar="N", help="shard processes (default: one per CPU)")
+    serve.add_argument(
+        "--edges",
+        type=int,
+        metavar="N",
+        help="gRPC edge processes sharing the port (server.edges; default: 2/3 of the CPUs, at least 1)",
+    )
     serve.add_argument(
         "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides logging.level"
     )
@@ -138,10 +145,14 @@ def _serve(args: argparse.Namespace) -> int:
     if args.shards is not None and args.shards < 1:
         print("confab: --shards must be at least 1", file=sys.stderr)
         return 2
+    if args.edges is not None and args.edges < 1:
+        print("confab: --edges must be at least 1", file=sys.stderr)
+        return 2
     try:
         config = load_config(
             args.config,
             **{"server.listen": args.listen, "data_dir": args.data_dir, "engine.shards": args.shards},
+            **{"server.edges": args.edges},
             **{"store.path": args.store},
             **{"telemetry.metrics_listen": args.metrics_listen},
             **{
@@ -171,7 +182,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     configure_logging(config.logging, args.log_level)
     demote_thespian_chatter()  # before any actor process is forked: they keep these handlers
-    return eventloop.run(serve.run(config))
+    return eventloop.run(serve.run(config, log_level=args.log_level))
 
 
 def _keys(args: argparse.Namespace) -> int:

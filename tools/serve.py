@@ -5,6 +5,10 @@ once (a bad file is reported now, a missing default flow stops the start), build
 the actor host that runs the shards (``actors.system.host``), the engine that reaches them
 (``runtime.engine``) and the gRPC edge (``grpc_edge.server``), and wires the
 signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the flow files.
+
+With one edge (``server.edges``: 1) the engine and the gRPC server run in this process;
+with more, this process keeps the actor host and the port, and each edge is a process
+of its own with its own engine (``tools.edges``, ``tools.edge``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from confab.runtime.protocol.security import data_plane_settings
 from confab.runtime.store import Retention, StoreError, open_store
 from confab.runtime.store.postgres import PostgresStore
 from confab.runtime.webhooks import WebhookTarget
+from confab.tools.edges import EdgeError, Edges, reserve_port
 
 log = logging.getLogger("confab.serve")
 
@@ -129,12 +134,13 @@ def actor_host(config: ConfabConfig, run_dir: Path) -> ActorHost:
     )
 
 
-async def run(config: ConfabConfig) -> int:
-    """Serve until SIGTERM or SIGINT; the process's exit code."""
+async def run(config: ConfabConfig, *, log_level: str | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; the process's exit code (``log_level``: --log-level, for edges)."""
     # The shards' sockets live in a directory of this process's own (mode 0700).
     run_dir = Path(tempfile.mkdtemp(prefix="confab-"))
     host: ActorHost | None = None
     store_password_to_environment(config)
+    edges = config.edge_count
     try:
         # Reads key and certificate files: a bad one stops the start before the store is touched.
         security = EdgeSecurity.from_config(config)
@@ -146,7 +152,11 @@ async def run(config: ConfabConfig) -> int:
         check_flows(config)
         # The first thing that starts a process: this one still has a single thread.
         host = actor_host(config, run_dir)
-        server = ConfabServer(config, Engine(config, host), security)
+        if edges > 1:
+            # Held from now to the end: the edges' port (tools.edges says why).
+            port, address = reserve_port(config.server.listen)
+        else:
+            server = ConfabServer(config, Engine(config, host), security)
     except (StoreError, ConfigError, OSError) as exc:
         print(f"confab: {exc}", file=sys.stderr)
         if host is not None:
@@ -154,9 +164,49 @@ async def run(config: ConfabConfig) -> int:
         shutil.rmtree(run_dir, ignore_errors=True)
         return 1
     try:
+        if edges > 1:
+            with port:
+                return await _serve_edges(config, host, Edges(config, host, edges, address, log_level))
         return await _serve(config, server)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+async def _serve_edges(config: ConfabConfig, host: ActorHost, edges: Edges) -> int:
+    try:
+        directory = await asyncio.to_thread(host.start, edges.directory_from_any_thread)
+        edges.accept(directory)
+        await edges.start()
+    except (HostError, EdgeError, TimeoutError) as exc:
+        print(f"confab: {exc}", file=sys.stderr)
+        await asyncio.to_thread(host.close)
+        return 1
+    stop = _stop_on_signals()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, edges.reload_flows)
+    print(
+        f"confab {VERSION} serving on {edges.address} (pid {os.getpid()}, data {config.data_dir},"
+        f" {config.shard_count} shards, {edges.count} edges: pids {' '.join(map(str, edges.pids()))})",
+        flush=True,
+    )
+    await stop.wait()
+    log.info("shutting down: draining %d edges", edges.count)
+    started = time.monotonic()
+    cfg = config.server
+    handoff = config.cluster.handoff_timeout_s if config.cluster.enabled else 0.0
+    await edges.stop(cfg.shutdown_grace_s + handoff + config.engine.shard_timeout_s + 5.0)
+    log.info("edges stopped in %.1fs; stopping the shards", time.monotonic() - started)
+    started = time.monotonic()
+    await asyncio.to_thread(host.close)
+    log.info("shards and actor system stopped in %.1fs", time.monotonic() - started)
+    return 0
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
 
 
 async def _serve(config: ConfabConfig, server: ConfabServer) -> int:
@@ -165,10 +215,8 @@ async def _serve(config: ConfabConfig, server: ConfabServer) -> int:
     except (OSError, ConfigError, HostError) as exc:  # ConfigError: a key or certificate that does not load
         print(f"confab: {exc}", file=sys.stderr)
         return 1
-    stop = asyncio.Event()
+    stop = _stop_on_signals()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     reloads: set[asyncio.Task[None]] = set()  # held, so a running reload is not garbage-collected
 
     def reload_flows() -> None:

@@ -14,6 +14,11 @@ process Thespian forks, that ties each new process to its parent:
 Killing the root with SIGKILL therefore takes every actor process down within
 milliseconds. Thespian forks from the main thread of each process, which matters
 because the death signal follows the forking *thread*.
+
+Edge processes (``confab serve --edges N``) are not forked but started afresh
+(``tools.edges``), so no fork hook runs in them: each calls
+:func:`die_with_parent` first thing, which arms the same signal. The root starts
+them from its main thread, the one thread that lives as long as the root does.
 """
 
 from __future__ import annotations
@@ -66,3 +71,11 @@ def _after_fork_in_child() -> None:
 def _kill_self_when_readable(pidfd: int) -> None:
     select.select([pidfd], [], [])
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Be killed when ``parent_pid``, this process's parent, ends (exits at once if it has already)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)

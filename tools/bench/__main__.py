@@ -66,7 +66,7 @@ class Measurement:
 class Server:
     """A server under test: started, sampled for RSS, stopped with everything it started."""
 
-    def __init__(self, kind: str, workdir: Path, shards: int) -> None:
+    def __init__(self, kind: str, workdir: Path, shards: int, edges: int | None = None) -> None:
         self.kind = kind
         self.marker = uuid.uuid4().hex
         self.postgres: PostgresServer | None = None
@@ -99,6 +99,7 @@ class Server:
                 "--log-level",
                 "WARNING",
                 *store,
+                *(["--edges", str(edges)] if edges else []),
             ]
         else:
             command = [
@@ -179,7 +180,9 @@ class Server:
                 return 0.0
             return float(times.user + times.system)
 
-        return used(self.process.pid), [used(pid) for pid in shards]
+        # With several edges (--edges), the serving processes are the host and its edge processes.
+        edges = [p.pid for p in psutil.Process(self.process.pid).children() if _is_edge(p)]
+        return used(self.process.pid) + sum(used(pid) for pid in edges), [used(pid) for pid in shards]
 
     def database_cpu_seconds(self) -> float:
         """CPU time so far of the PostgreSQL server's processes (0 without one)."""
@@ -211,6 +214,13 @@ class Server:
                 self.process.wait(10)
         for process in self.processes():
             process.kill()
+
+
+def _is_edge(process: psutil.Process) -> bool:
+    try:
+        return "confab.tools.edge" in process.cmdline()
+    except psutil.Error:
+        return False
 
 
 class RssSampler(threading.Thread):
@@ -416,6 +426,7 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="size multiplier for stream and cold")
     parser.add_argument("--shards", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")
+    parser.add_argument("--edges", type=int, help="confab serve --edges N (default: the server's own)")
     args = parser.parse_args()
     servers = [s for s in args.servers.split(",") if s]
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -430,7 +441,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="confab-bench-") as workdir:
         for kind in servers:
             try:
-                server = Server(kind, Path(workdir), args.shards)
+                server = Server(kind, Path(workdir), args.shards, args.edges)
             except PostgresUnavailable as exc:
                 parser.error(f"{kind}: {exc}")
             try:
