@@ -11,9 +11,15 @@ import asyncio
 import io
 import json
 import logging
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,10 +33,14 @@ from confab.grpc_edge.access_log import (
     AccessLog,
     JsonFormatter,
     TextFormatter,
+    _json_line,
+    _Line,
+    _text_line,
     configure_logging,
+    flush_access_lines,
     resolve_format,
 )
-from confab.grpc_edge.call import note_target, request_id
+from confab.grpc_edge.call import CallInfo, note_target, request_id
 from confab.grpc_edge.guards import CallGuard, Handler, guarded
 from confab.grpc_edge.metrics import RpcMetrics
 from confab.grpc_edge.observe import ObserverGuard
@@ -136,6 +146,136 @@ def test_logging_config_is_validated() -> None:
         overrides: dict[str, Any] = {key: value}
         with pytest.raises(ConfigError, match=key):
             load_config(None, **overrides)
+
+
+# Access lines: rendered without a record, written once per loop iteration ------------------
+
+
+def _access_record(line: _Line) -> logging.LogRecord:
+    record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, __file__, 1, "rpc", (), None)
+    record.created = line.created
+    record.msecs = int((line.created - int(line.created)) * 1000) + 0.0
+    record.fields = line.fields()
+    return record
+
+
+ENGINE_METHOD = "/mcp.engine.v2.MCPEngine/ProcessMessage"
+LINES = [
+    _Line(1_765_000_000.0, ENGINE_METHOD, "OK", 0.0123456, "acme", "c-1", "r" * 32, "", "ipv4:1.2.3.4:5", ""),
+    # Quotes, backslashes, control characters and non-ASCII text from the client; the end of a
+    # second, rounded to the microsecond as datetime does.
+    _Line(
+        1_765_000_001.9999996,
+        ENGINE_METHOD,
+        "INVALID_ARGUMENT",
+        2.5,
+        'ten"ant\\',
+        "c\u00e9-\u4e2d\n\x00",
+        "f" * 32,
+        "a" * 32,
+        "ipv6:[::1]:5",
+        'a "text"\nwith \u00fc',
+    ),
+    _Line(1_765_000_002.0004, "/grpc.health.v1.Health/Check", "CANCELLED", 0.0, "", "", "0" * 32, "", "", ""),
+]
+
+
+def test_an_access_line_renders_as_its_record_would_character_for_character() -> None:
+    text = TextFormatter()
+    for line in LINES:
+        assert _json_line(line) == JsonFormatter().format(_access_record(line)) + "\n"
+        assert _text_line(text, line) == text.format(_access_record(line)) + "\n"
+    assert json.loads(_json_line(LINES[1]))["text"] == LINES[1].text
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_access_lines_are_written_in_order_in_one_write_per_loop_iteration() -> None:
+    out = _CountingStream()
+    configure_logging(LoggingConfig(level="INFO", format="json"), None, out)
+    access = AccessLog()
+    calls = [CallInfo(ENGINE_METHOD, peer="ipv4:127.0.0.1:1") for _ in range(500)]
+
+    async def burst() -> None:
+        for call in calls[:3]:
+            access.write(call, "OK", 0.001, "")
+        assert out.writes == 0  # queued, not written: the call goes on
+        # A record logged meanwhile comes after the lines of the calls that ended before it.
+        logging.getLogger("confab.test").warning("in between")
+        for call in calls[3:]:
+            access.write(call, "OK", 0.001, "")
+        writes = out.writes
+        await asyncio.sleep(0)  # the end of this loop iteration
+        assert out.writes == writes + 1
+
+    asyncio.run(burst())
+    lines = out.getvalue().splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert [e["msg"] for e in entries[:4]] == ["rpc", "rpc", "rpc", "in between"]
+    access_ids = [e["request_id"] for e in entries if e["msg"] == "rpc"]
+    assert access_ids == [call.request_id for call in calls]
+    assert all(set(e) >= ACCESS_FIELDS for e in entries if e["msg"] == "rpc")
+
+    access.write(calls[0], "OK", 0.001, "")  # no loop running: written at once
+    assert out.getvalue().count("\n") == 502
+
+
+@pytest.mark.integration  # a Python process of its own
+def test_access_lines_queued_when_the_loop_stops_are_written_at_exit(tmp_path: Path) -> None:
+    script = tmp_path / "queued.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio
+            from confab.grpc_edge.access_log import AccessLog, configure_logging
+            from confab.grpc_edge.call import CallInfo
+            from confab.runtime.config import LoggingConfig
+
+            configure_logging(LoggingConfig(level="INFO", format="json"))
+            loop = asyncio.new_event_loop()
+
+            async def calls() -> None:
+                for _ in range(100):
+                    AccessLog().write(CallInfo("/x.Y/Z"), "OK", 0.001, "")
+                loop.stop()  # the loop ends before the flush it was given runs
+
+            loop.create_task(calls())
+            loop.run_forever()
+            loop.close()
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 100 and all(json.loads(line)["method"] == "/x.Y/Z" for line in lines)
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_access_lines_go_through_logging_where_other_handlers_would_see_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    out = io.StringIO()
+    configure_logging(LoggingConfig(level="INFO", format="json"), None, out)
+    logging.getLogger().addHandler(caplog.handler)  # as an application embedding the edge might
+
+    async def one() -> None:
+        AccessLog().write(CallInfo(ENGINE_METHOD), "OK", 0.002, "")
+
+    asyncio.run(one())
+    flush_access_lines()
+    (record,) = [r for r in caplog.records if r.name == ACCESS_LOGGER]
+    assert record.fields["code"] == "OK"  # type: ignore[attr-defined]
+    assert json.loads(out.getvalue())["code"] == "OK"  # and the stream's handler wrote it too
 
 
 # The error layer with fake handlers and contexts ------------------------------------------
@@ -449,3 +589,59 @@ def test_thespian_s_start_up_line_stays_out_of_the_log(logged_run: LoggedRun) ->
     # The server logs at INFO: Thespian's "++++ Actor System gen ... started" would show at INFO.
     lines = logged_run.json_lines()
     assert lines and not [e for e in lines if "Actor System" in e["msg"] or e["logger"] == "root"]
+
+
+def _json_server(directory: Path) -> ServerProcess:
+    config = directory / "confab.yaml"
+    config.write_text("logging:\n  format: json\n", encoding="utf-8")
+    return ServerProcess(directory / "data", extra=["--config", str(config)], log_level="INFO")
+
+
+def _lines_of(server: ServerProcess) -> list[dict[str, Any]]:
+    """Every line the server wrote, but its "serving on" line, as JSON: a line that is not fails."""
+    return [json.loads(line) for line in server.output if "serving on" not in line]
+
+
+@pytest.mark.integration
+def test_a_burst_of_calls_and_one_cut_short_by_sigterm_have_one_line_per_call(tmp_path: Path) -> None:
+    server = _json_server(tmp_path).start()
+    burst, cut = 500, 300
+
+    async def calls(count: int, prefix: str, sigterm_after: int | None = None) -> list[Any]:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = pb_grpc.MCPEngineStub(channel)
+            pending = [
+                asyncio.ensure_future(stub.ProcessMessage(message(f"{prefix}-{i}", "hi")))
+                for i in range(count)
+            ]
+            if sigterm_after is not None:
+                while sum(f.done() for f in pending) < sigterm_after:
+                    await asyncio.sleep(0.001)
+                server.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            return list(await asyncio.gather(*pending, return_exceptions=True))
+
+    try:
+        answers = asyncio.run(calls(burst, "burst"))
+        assert all(isinstance(a, pb.ProcessMessageResponse) for a in answers)
+        deadline = time.monotonic() + 10
+        while (
+            len([e for e in _lines_of(server) if e["msg"] == "rpc"]) < burst and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        lines = [e for e in _lines_of(server) if e["msg"] == "rpc"]
+        assert sorted(e["request_id"] for e in lines) == sorted(a.metadata.request_id for a in answers)
+        assert all(set(e) >= ACCESS_FIELDS and e["code"] == "OK" for e in lines)
+
+        # SIGTERM while calls are in flight: the lines of every call served reach the log.
+        answers = asyncio.run(calls(cut, "cut", sigterm_after=cut // 3))
+        assert server.process.wait(30) == 0  # type: ignore[union-attr]
+    finally:
+        server.stop()
+    served = {a.metadata.request_id for a in answers if isinstance(a, pb.ProcessMessageResponse)}
+    assert len(served) >= cut // 3
+    output = "".join(server.output)
+    assert output.endswith("\n")  # the last line is whole
+    lines = [e for e in _lines_of(server) if e["msg"] == "rpc"]
+    ids = [e["request_id"] for e in lines]
+    assert len(ids) == len(set(ids)) and served <= set(ids)
+    assert len(lines) <= burst + cut
