@@ -47,8 +47,9 @@ from confab.grpc_edge.observe import ObserverGuard
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.config import ConfigError, LoggingConfig, load_config
-from confab.runtime.errors import ConversationNotFound
-from tests.support import ServerProcess, message, state_request
+from confab.runtime.errors import ConversationNotFound, DeadlineExceeded
+from confab.tools.price_service import PriceService
+from tests.support import ServerProcess, message, pizza, price_webhook_config, state_request
 
 ACCESS_LOGGER = "confab.grpc_edge.access_log"
 ACCESS_FIELDS = {
@@ -295,10 +296,11 @@ def _observer(*, log_message_text: bool = False) -> ObserverGuard:
 class FakeContext:
     """Just what the guards use of a grpc.aio.ServicerContext."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, time_remaining: float | None = None) -> None:
         self.status: grpc.Status | None = None
         self.peer_asked_after_the_method = False
         self.method_returned = False
+        self.remaining = time_remaining
 
     async def abort_with_status(self, status: grpc.Status) -> None:
         self.status = status
@@ -312,7 +314,12 @@ class FakeContext:
         self.details_set = details
 
     def code(self) -> grpc.StatusCode | None:
-        return self.status.code if self.status is not None else None
+        if self.status is not None:
+            return self.status.code
+        return getattr(self, "code_set", None)
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
 
     def peer(self) -> str:
         # gRPC cannot always tell the peer of a call that has ended (grpcio 1.85 crashed on it).
@@ -463,6 +470,94 @@ def test_access_line_has_the_trace_id_of_the_current_span_and_text_only_when_ask
     assert second["text"] == "private words"
     # The peer was read when the call started, never once the method had returned.
     assert contexts and not any(c.peer_asked_after_the_method for c in contexts)
+
+
+class FailingContext(FakeContext):
+    """A call gRPC ended meanwhile (the client cancelled): sending a status fails in the core."""
+
+    async def abort_with_status(self, status: grpc.Status) -> None:
+        raise RuntimeError('Failed "execute_batch"')  # what grpc.aio raises: ExecuteBatchError
+
+
+def test_a_call_that_ended_before_its_status_could_be_sent_ends_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def fails(request: Any, context: Any) -> Any:
+        raise DeadlineExceeded("the deadline passed before the shard took it")
+
+    async def bug(request: Any, context: Any) -> Any:
+        raise KeyError("a bug is still a bug")
+
+    async def run(behaviour: Callable[[Any, Any], Any], context: FakeContext) -> None:
+        handler = _chain(grpc.unary_unary_rpc_method_handler(behaviour), _observer())
+        with pytest.raises(asyncio.CancelledError):  # grpc.aio ends a cancelled method quietly
+            await handler.unary_unary(b"", context)
+        assert context.status is None  # no status sent: the call has one already
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(run(fails, FailingContext()))  # ended by the client: time left
+        asyncio.run(run(fails, FakeContext(time_remaining=0.0)))  # past the deadline: not even tried
+        asyncio.run(run(bug, FakeContext(time_remaining=0.0)))
+    codes = [r.fields["code"] for r in caplog.records if r.name == ACCESS_LOGGER]  # type: ignore[attr-defined]
+    assert codes == ["CANCELLED", "DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"]
+    (error,) = [r for r in caplog.records if r.levelno >= logging.WARNING]  # the bug, logged as one
+    assert error.exc_info is not None and "a bug is still a bug" in str(error.exc_info[1])
+
+
+def test_a_method_answering_after_its_deadline_sends_no_status_on_a_real_server(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The loop is busy past the deadline: gRPC's core has ended the call, the method does not know."""
+
+    sent: list[grpc.StatusCode] = []
+
+    class Spied:
+        """The real context, telling which statuses the guards tried to send."""
+
+        def __init__(self, context: Any) -> None:
+            self.context = context
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.context, name)
+
+        async def abort_with_status(self, status: grpc.Status) -> None:
+            sent.append(status.code)  # once the deadline passed, this fails: ExecuteBatchError
+            await self.context.abort_with_status(status)
+
+    async def late(request: bytes, context: Any) -> bytes:
+        time.sleep(0.3)  # blocks the loop: the deadline (0.1 s) passes meanwhile
+        raise DeadlineExceeded("the deadline passed before the shard took it")
+
+    guarded_late = _chain(grpc.unary_unary_rpc_method_handler(late), _observer())
+
+    async def spied(request: bytes, context: Any) -> bytes:
+        return await guarded_late.unary_unary(request, Spied(context))  # type: ignore[no-any-return]
+
+    async def run() -> grpc.StatusCode:
+        server = grpc.aio.server()
+        handler: Handler = grpc.unary_unary_rpc_method_handler(spied)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("test.Svc", {"Method": handler}),)
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                method: Any = channel.unary_unary("/test.Svc/Method")
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await method(b"", timeout=0.1)
+                await asyncio.sleep(0.2)  # what grpc.aio makes of the method's end is logged by now
+                return caught.value.code()
+        finally:
+            await server.stop(None)
+
+    with caplog.at_level(logging.DEBUG):
+        assert asyncio.run(run()) == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert sent == []  # gRPC had ended the call: no status was left to send
+    assert [r.fields["code"] for r in caplog.records if r.name == ACCESS_LOGGER] == [  # type: ignore[attr-defined]
+        "DEADLINE_EXCEEDED"
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
 
 
 # A real server -------------------------------------------------------------------------
@@ -645,3 +740,33 @@ def test_a_burst_of_calls_and_one_cut_short_by_sigterm_have_one_line_per_call(tm
     ids = [e["request_id"] for e in lines]
     assert len(ids) == len(set(ids)) and served <= set(ids)
     assert len(lines) <= burst + cut
+
+
+@pytest.mark.integration
+def test_a_call_past_its_deadline_is_deadline_exceeded_without_a_traceback(tmp_path: Path) -> None:
+    prices = PriceService(delay_s=1.5).start()  # the pizza flow's price webhook: slow
+    config = price_webhook_config(
+        tmp_path / "confab.yaml", prices.url, more_yaml="logging:\n  format: json\n"
+    )
+    server = ServerProcess(tmp_path / "data", shards=1, extra=["--config", str(config)], log_level="INFO")
+    server.start()
+    try:
+        stub = server.stub()
+        stub.ProcessMessage(pizza("late", "hi"))
+        for text, timeout in [("2 large pizzas", 0.5), ("yes", 0.3)]:  # the 2nd waits behind the 1st
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ProcessMessage(pizza("late", text), timeout=timeout)
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(1.5)  # the webhook answers, the turn ends: nobody is waiting for it any more
+        assert server.terminate() == 0
+    finally:
+        server.stop()
+        prices.stop()
+    output = "".join(server.output)
+    assert "Traceback" not in output and "ExecuteBatchError" not in output
+    lines = _lines_of(server)
+    assert not [
+        e for e in lines if e["level"] in ("WARNING", "ERROR") and "authentication is off" not in e["msg"]
+    ]
+    codes = [e["code"] for e in lines if e["msg"] == "rpc"]
+    assert codes == ["OK", "DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"]
