@@ -91,7 +91,7 @@ class ConfabServer:
                 server,
                 [
                     # Metrics and one access line for every call, those refused inside included.
-                    ObserverGuard(self.metrics, self.access_log),
+                    ObserverGuard(self.metrics, self.access_log, traced=self.telemetry.tracing),
                     DecodeGuard(),
                     AuthGuard(authenticator),
                     # After auth: unauthenticated callers are turned away before they hold a slot.
