@@ -376,3 +376,5 @@ def _text_line(formatter: TextFormatter, line: _Line) -> str:
 
 # Registered after logging's own exit hook, so it runs first: the lines go before the handlers close.
 atexit.register(flush_access_lines)
+# A process forked from the edge (the actor system's) writes no line of the edge's a second time.
+os.register_at_fork(after_in_child=_queue.clear)
