@@ -334,7 +334,7 @@ _JSON_HEAD = (
 _TEXT_HEAD = f" {_LEVEL} {log.name}: rpc "
 # The second of the last line rendered, and its date and time: the same for most lines.
 _json_second: tuple[int, str] = (-1, "")
-_text_second: tuple[int, str] = (-1, "")
+_text_second: tuple[TextFormatter | None, int, str] = (None, -1, "")  # and whose time it is
 
 
 def _json_line(line: _Line) -> str:
@@ -359,10 +359,11 @@ def _text_line(formatter: TextFormatter, line: _Line) -> str:
     """What :class:`TextFormatter` makes of the line's record."""
     global _text_second
     second = int(line.created)
-    if _text_second[0] != second:
-        _text_second = (second, time.strftime(formatter.default_time_format, formatter.converter(second)))
+    if _text_second[1] != second or _text_second[0] is not formatter:
+        date = time.strftime(formatter.default_time_format, formatter.converter(second))
+        _text_second = (formatter, second, date)
     asctime = (formatter.default_msec_format or "%s,%03d") % (
-        _text_second[1],
+        _text_second[2],
         int((line.created - second) * 1000),
     )
     text = f" text={line.text}" if line.text else ""
