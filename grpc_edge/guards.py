@@ -67,7 +67,8 @@ def status_code_name(context: Context, error: BaseException | None) -> str:
     if error is None:
         return "OK"
     if isinstance(error, asyncio.CancelledError):
-        return "CANCELLED"
+        # gRPC cancels the method's task when the deadline passes: the client saw DEADLINE_EXCEEDED.
+        return "DEADLINE_EXCEEDED" if errors.past_deadline(context) else "CANCELLED"
     return "UNKNOWN" if not isinstance(error, grpc.aio.AbortError) else "ABORTED"
 
 

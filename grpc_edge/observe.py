@@ -18,15 +18,19 @@ from confab.grpc_edge.metrics import RpcMetrics
 
 
 class ObserverGuard(CallGuard):
-    def __init__(self, metrics: RpcMetrics, access_log: AccessLog) -> None:
+    def __init__(self, metrics: RpcMetrics, access_log: AccessLog, *, traced: bool = True) -> None:
         self.metrics = metrics
         self.access_log = access_log
+        # False when tracing is off (no span interceptor): no span is ever current then, and
+        # asking OpenTelemetry which one is, twice per call, is not free.
+        self.traced = traced
 
     def enter(self, call: CallInfo, request: Any, context: Context) -> None:
         self.metrics.in_flight += 1
         if self.access_log.enabled():
             # A tracing layer outside the guards has its span current now and at the end.
-            call.trace_id = trace_id()
+            if self.traced:
+                call.trace_id = trace_id()
             if self.access_log.log_message_text:
                 call.text = getattr(getattr(request, "content", None), "text", "")
 
@@ -36,4 +40,5 @@ class ObserverGuard(CallGuard):
         self.metrics.in_flight -= 1
         self.metrics.record(call.method, code, seconds)
         if self.access_log.enabled():
-            self.access_log.write(call, code, seconds, trace_id() or call.trace_id)
+            trace = (trace_id() or call.trace_id) if self.traced else ""
+            self.access_log.write(call, code, seconds, trace)

@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc as std_health_pb2_grpc
 
 from confab.grpc_edge import reflection_service, tls
-from confab.grpc_edge.access_log import AccessLog
+from confab.grpc_edge.access_log import AccessLog, flush_access_lines
 from confab.grpc_edge.admin_service import AdminService
 from confab.grpc_edge.auth import Authenticator, AuthGuard
 from confab.grpc_edge.decoding import DecodeGuard
@@ -65,6 +65,7 @@ class ConfabServer:
         self.security = security
         self.metrics = RpcMetrics()
         self.streams = StreamSettings(config.server.stream_idle_timeout_s)
+        self.access_log = AccessLog(log_message_text=config.logging.log_message_text)
         self.health: HealthMonitor | None = None
         self.telemetry: EdgeTelemetry | None = None
         self._server: grpc.aio.Server | None = None
@@ -96,9 +97,7 @@ class ConfabServer:
                 server,
                 [
                     # Metrics and one access line for every call, those refused inside included.
-                    ObserverGuard(
-                        self.metrics, AccessLog(log_message_text=self.config.logging.log_message_text)
-                    ),
+                    ObserverGuard(self.metrics, self.access_log, traced=self.telemetry.tracing),
                     DecodeGuard(),
                     AuthGuard(authenticator),
                     # After auth: unauthenticated callers are turned away before they hold a slot.
@@ -157,6 +156,7 @@ class ConfabServer:
         if self.health is not None:
             await self.health.drain()
         self.streams.registry.drain()
+        flush_access_lines()  # the calls served so far, before the drain's own lines
         if self.config.cluster.enabled:
             # Hand this host's share to the others first, serving on meanwhile: calls in flight
             # here, and calls at other edges for conversations held here, go to the new holders.
@@ -165,6 +165,7 @@ class ConfabServer:
         if self._server is not None:
             await self._server.stop(self.config.server.shutdown_grace_s)
             self._server = None
+        flush_access_lines()  # every call has ended: the last lines are queued
         log.info("gRPC server stopped in %.1fs; stopping the shards", time.monotonic() - started)
         if self.health is not None:
             await self.health.stop()

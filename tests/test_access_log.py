@@ -11,9 +11,15 @@ import asyncio
 import io
 import json
 import logging
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,18 +33,23 @@ from confab.grpc_edge.access_log import (
     AccessLog,
     JsonFormatter,
     TextFormatter,
+    _json_line,
+    _Line,
+    _text_line,
     configure_logging,
+    flush_access_lines,
     resolve_format,
 )
-from confab.grpc_edge.call import note_target, request_id
+from confab.grpc_edge.call import CallInfo, note_target, request_id
 from confab.grpc_edge.guards import CallGuard, Handler, guarded
 from confab.grpc_edge.metrics import RpcMetrics
 from confab.grpc_edge.observe import ObserverGuard
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.config import ConfigError, LoggingConfig, load_config
-from confab.runtime.errors import ConversationNotFound
-from tests.support import ServerProcess, message, state_request
+from confab.runtime.errors import ConversationNotFound, DeadlineExceeded
+from confab.tools.price_service import PriceService
+from tests.support import ServerProcess, message, pizza, price_webhook_config, state_request
 
 ACCESS_LOGGER = "confab.grpc_edge.access_log"
 ACCESS_FIELDS = {
@@ -138,6 +149,136 @@ def test_logging_config_is_validated() -> None:
             load_config(None, **overrides)
 
 
+# Access lines: rendered without a record, written once per loop iteration ------------------
+
+
+def _access_record(line: _Line) -> logging.LogRecord:
+    record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, __file__, 1, "rpc", (), None)
+    record.created = line.created
+    record.msecs = int((line.created - int(line.created)) * 1000) + 0.0
+    record.fields = line.fields()
+    return record
+
+
+ENGINE_METHOD = "/mcp.engine.v2.MCPEngine/ProcessMessage"
+LINES = [
+    _Line(1_765_000_000.0, ENGINE_METHOD, "OK", 0.0123456, "acme", "c-1", "r" * 32, "", "ipv4:1.2.3.4:5", ""),
+    # Quotes, backslashes, control characters and non-ASCII text from the client; the end of a
+    # second, rounded to the microsecond as datetime does.
+    _Line(
+        1_765_000_001.9999996,
+        ENGINE_METHOD,
+        "INVALID_ARGUMENT",
+        2.5,
+        'ten"ant\\',
+        "c\u00e9-\u4e2d\n\x00",
+        "f" * 32,
+        "a" * 32,
+        "ipv6:[::1]:5",
+        'a "text"\nwith \u00fc',
+    ),
+    _Line(1_765_000_002.0004, "/grpc.health.v1.Health/Check", "CANCELLED", 0.0, "", "", "0" * 32, "", "", ""),
+]
+
+
+def test_an_access_line_renders_as_its_record_would_character_for_character() -> None:
+    text = TextFormatter()
+    for line in LINES:
+        assert _json_line(line) == JsonFormatter().format(_access_record(line)) + "\n"
+        assert _text_line(text, line) == text.format(_access_record(line)) + "\n"
+    assert json.loads(_json_line(LINES[1]))["text"] == LINES[1].text
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_access_lines_are_written_in_order_in_one_write_per_loop_iteration() -> None:
+    out = _CountingStream()
+    configure_logging(LoggingConfig(level="INFO", format="json"), None, out)
+    access = AccessLog()
+    calls = [CallInfo(ENGINE_METHOD, peer="ipv4:127.0.0.1:1") for _ in range(500)]
+
+    async def burst() -> None:
+        for call in calls[:3]:
+            access.write(call, "OK", 0.001, "")
+        assert out.writes == 0  # queued, not written: the call goes on
+        # A record logged meanwhile comes after the lines of the calls that ended before it.
+        logging.getLogger("confab.test").warning("in between")
+        for call in calls[3:]:
+            access.write(call, "OK", 0.001, "")
+        writes = out.writes
+        await asyncio.sleep(0)  # the end of this loop iteration
+        assert out.writes == writes + 1
+
+    asyncio.run(burst())
+    lines = out.getvalue().splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert [e["msg"] for e in entries[:4]] == ["rpc", "rpc", "rpc", "in between"]
+    access_ids = [e["request_id"] for e in entries if e["msg"] == "rpc"]
+    assert access_ids == [call.request_id for call in calls]
+    assert all(set(e) >= ACCESS_FIELDS for e in entries if e["msg"] == "rpc")
+
+    access.write(calls[0], "OK", 0.001, "")  # no loop running: written at once
+    assert out.getvalue().count("\n") == 502
+
+
+@pytest.mark.integration  # a Python process of its own
+def test_access_lines_queued_when_the_loop_stops_are_written_at_exit(tmp_path: Path) -> None:
+    script = tmp_path / "queued.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio
+            from confab.grpc_edge.access_log import AccessLog, configure_logging
+            from confab.grpc_edge.call import CallInfo
+            from confab.runtime.config import LoggingConfig
+
+            configure_logging(LoggingConfig(level="INFO", format="json"))
+            loop = asyncio.new_event_loop()
+
+            async def calls() -> None:
+                for _ in range(100):
+                    AccessLog().write(CallInfo("/x.Y/Z"), "OK", 0.001, "")
+                loop.stop()  # the loop ends before the flush it was given runs
+
+            loop.create_task(calls())
+            loop.run_forever()
+            loop.close()
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 100 and all(json.loads(line)["method"] == "/x.Y/Z" for line in lines)
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_access_lines_go_through_logging_where_other_handlers_would_see_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    out = io.StringIO()
+    configure_logging(LoggingConfig(level="INFO", format="json"), None, out)
+    logging.getLogger().addHandler(caplog.handler)  # as an application embedding the edge might
+
+    async def one() -> None:
+        AccessLog().write(CallInfo(ENGINE_METHOD), "OK", 0.002, "")
+
+    asyncio.run(one())
+    flush_access_lines()
+    (record,) = [r for r in caplog.records if r.name == ACCESS_LOGGER]
+    assert record.fields["code"] == "OK"  # type: ignore[attr-defined]
+    assert json.loads(out.getvalue())["code"] == "OK"  # and the stream's handler wrote it too
+
+
 # The error layer with fake handlers and contexts ------------------------------------------
 
 
@@ -155,10 +296,11 @@ def _observer(*, log_message_text: bool = False) -> ObserverGuard:
 class FakeContext:
     """Just what the guards use of a grpc.aio.ServicerContext."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, time_remaining: float | None = None) -> None:
         self.status: grpc.Status | None = None
         self.peer_asked_after_the_method = False
         self.method_returned = False
+        self.remaining = time_remaining
 
     async def abort_with_status(self, status: grpc.Status) -> None:
         self.status = status
@@ -172,7 +314,12 @@ class FakeContext:
         self.details_set = details
 
     def code(self) -> grpc.StatusCode | None:
-        return self.status.code if self.status is not None else None
+        if self.status is not None:
+            return self.status.code
+        return getattr(self, "code_set", None)
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
 
     def peer(self) -> str:
         # gRPC cannot always tell the peer of a call that has ended (grpcio 1.85 crashed on it).
@@ -325,6 +472,94 @@ def test_access_line_has_the_trace_id_of_the_current_span_and_text_only_when_ask
     assert contexts and not any(c.peer_asked_after_the_method for c in contexts)
 
 
+class FailingContext(FakeContext):
+    """A call gRPC ended meanwhile (the client cancelled): sending a status fails in the core."""
+
+    async def abort_with_status(self, status: grpc.Status) -> None:
+        raise RuntimeError('Failed "execute_batch"')  # what grpc.aio raises: ExecuteBatchError
+
+
+def test_a_call_that_ended_before_its_status_could_be_sent_ends_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def fails(request: Any, context: Any) -> Any:
+        raise DeadlineExceeded("the deadline passed before the shard took it")
+
+    async def bug(request: Any, context: Any) -> Any:
+        raise KeyError("a bug is still a bug")
+
+    async def run(behaviour: Callable[[Any, Any], Any], context: FakeContext) -> None:
+        handler = _chain(grpc.unary_unary_rpc_method_handler(behaviour), _observer())
+        with pytest.raises(asyncio.CancelledError):  # grpc.aio ends a cancelled method quietly
+            await handler.unary_unary(b"", context)
+        assert context.status is None  # no status sent: the call has one already
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(run(fails, FailingContext()))  # ended by the client: time left
+        asyncio.run(run(fails, FakeContext(time_remaining=0.0)))  # past the deadline: not even tried
+        asyncio.run(run(bug, FakeContext(time_remaining=0.0)))
+    codes = [r.fields["code"] for r in caplog.records if r.name == ACCESS_LOGGER]  # type: ignore[attr-defined]
+    assert codes == ["CANCELLED", "DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"]
+    (error,) = [r for r in caplog.records if r.levelno >= logging.WARNING]  # the bug, logged as one
+    assert error.exc_info is not None and "a bug is still a bug" in str(error.exc_info[1])
+
+
+def test_a_method_answering_after_its_deadline_sends_no_status_on_a_real_server(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The loop is busy past the deadline: gRPC's core has ended the call, the method does not know."""
+
+    sent: list[grpc.StatusCode] = []
+
+    class Spied:
+        """The real context, telling which statuses the guards tried to send."""
+
+        def __init__(self, context: Any) -> None:
+            self.context = context
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.context, name)
+
+        async def abort_with_status(self, status: grpc.Status) -> None:
+            sent.append(status.code)  # once the deadline passed, this fails: ExecuteBatchError
+            await self.context.abort_with_status(status)
+
+    async def late(request: bytes, context: Any) -> bytes:
+        time.sleep(0.3)  # blocks the loop: the deadline (0.1 s) passes meanwhile
+        raise DeadlineExceeded("the deadline passed before the shard took it")
+
+    guarded_late = _chain(grpc.unary_unary_rpc_method_handler(late), _observer())
+
+    async def spied(request: bytes, context: Any) -> bytes:
+        return await guarded_late.unary_unary(request, Spied(context))  # type: ignore[no-any-return]
+
+    async def run() -> grpc.StatusCode:
+        server = grpc.aio.server()
+        handler: Handler = grpc.unary_unary_rpc_method_handler(spied)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("test.Svc", {"Method": handler}),)
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                method: Any = channel.unary_unary("/test.Svc/Method")
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await method(b"", timeout=0.1)
+                await asyncio.sleep(0.2)  # what grpc.aio makes of the method's end is logged by now
+                return caught.value.code()
+        finally:
+            await server.stop(None)
+
+    with caplog.at_level(logging.DEBUG):
+        assert asyncio.run(run()) == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert sent == []  # gRPC had ended the call: no status was left to send
+    assert [r.fields["code"] for r in caplog.records if r.name == ACCESS_LOGGER] == [  # type: ignore[attr-defined]
+        "DEADLINE_EXCEEDED"
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+
+
 # A real server -------------------------------------------------------------------------
 
 
@@ -449,3 +684,89 @@ def test_thespian_s_start_up_line_stays_out_of_the_log(logged_run: LoggedRun) ->
     # The server logs at INFO: Thespian's "++++ Actor System gen ... started" would show at INFO.
     lines = logged_run.json_lines()
     assert lines and not [e for e in lines if "Actor System" in e["msg"] or e["logger"] == "root"]
+
+
+def _json_server(directory: Path) -> ServerProcess:
+    config = directory / "confab.yaml"
+    config.write_text("logging:\n  format: json\n", encoding="utf-8")
+    return ServerProcess(directory / "data", extra=["--config", str(config)], log_level="INFO")
+
+
+def _lines_of(server: ServerProcess) -> list[dict[str, Any]]:
+    """Every line the server wrote, but its "serving on" line, as JSON: a line that is not fails."""
+    return [json.loads(line) for line in server.output if "serving on" not in line]
+
+
+@pytest.mark.integration
+def test_a_burst_of_calls_and_one_cut_short_by_sigterm_have_one_line_per_call(tmp_path: Path) -> None:
+    server = _json_server(tmp_path).start()
+    burst, cut = 500, 300
+
+    async def calls(count: int, prefix: str, sigterm_after: int | None = None) -> list[Any]:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = pb_grpc.MCPEngineStub(channel)
+            pending = [
+                asyncio.ensure_future(stub.ProcessMessage(message(f"{prefix}-{i}", "hi")))
+                for i in range(count)
+            ]
+            if sigterm_after is not None:
+                while sum(f.done() for f in pending) < sigterm_after:
+                    await asyncio.sleep(0.001)
+                server.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            return list(await asyncio.gather(*pending, return_exceptions=True))
+
+    try:
+        answers = asyncio.run(calls(burst, "burst"))
+        assert all(isinstance(a, pb.ProcessMessageResponse) for a in answers)
+        deadline = time.monotonic() + 10
+        while (
+            len([e for e in _lines_of(server) if e["msg"] == "rpc"]) < burst and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        lines = [e for e in _lines_of(server) if e["msg"] == "rpc"]
+        assert sorted(e["request_id"] for e in lines) == sorted(a.metadata.request_id for a in answers)
+        assert all(set(e) >= ACCESS_FIELDS and e["code"] == "OK" for e in lines)
+
+        # SIGTERM while calls are in flight: the lines of every call served reach the log.
+        answers = asyncio.run(calls(cut, "cut", sigterm_after=cut // 3))
+        assert server.process.wait(30) == 0  # type: ignore[union-attr]
+    finally:
+        server.stop()
+    served = {a.metadata.request_id for a in answers if isinstance(a, pb.ProcessMessageResponse)}
+    assert len(served) >= cut // 3
+    output = "".join(server.output)
+    assert output.endswith("\n")  # the last line is whole
+    lines = [e for e in _lines_of(server) if e["msg"] == "rpc"]
+    ids = [e["request_id"] for e in lines]
+    assert len(ids) == len(set(ids)) and served <= set(ids)
+    assert len(lines) <= burst + cut
+
+
+@pytest.mark.integration
+def test_a_call_past_its_deadline_is_deadline_exceeded_without_a_traceback(tmp_path: Path) -> None:
+    prices = PriceService(delay_s=1.5).start()  # the pizza flow's price webhook: slow
+    config = price_webhook_config(
+        tmp_path / "confab.yaml", prices.url, more_yaml="logging:\n  format: json\n"
+    )
+    server = ServerProcess(tmp_path / "data", shards=1, extra=["--config", str(config)], log_level="INFO")
+    server.start()
+    try:
+        stub = server.stub()
+        stub.ProcessMessage(pizza("late", "hi"))
+        for text, timeout in [("2 large pizzas", 0.5), ("yes", 0.3)]:  # the 2nd waits behind the 1st
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ProcessMessage(pizza("late", text), timeout=timeout)
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(1.5)  # the webhook answers, the turn ends: nobody is waiting for it any more
+        assert server.terminate() == 0
+    finally:
+        server.stop()
+        prices.stop()
+    output = "".join(server.output)
+    assert "Traceback" not in output and "ExecuteBatchError" not in output
+    lines = _lines_of(server)
+    assert not [
+        e for e in lines if e["level"] in ("WARNING", "ERROR") and "authentication is off" not in e["msg"]
+    ]
+    codes = [e["code"] for e in lines if e["msg"] == "rpc"]
+    assert codes == ["OK", "DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"]

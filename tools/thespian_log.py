@@ -31,6 +31,10 @@ def from_thespian(record: logging.LogRecord) -> bool:
 class ThespianChatter(logging.Filter):
     """Thespian's records below WARNING become DEBUG records, shown only where DEBUG is."""
 
+    # Confab's access lines are logged from its own code: this filter lets each through unchanged,
+    # so they may still be written straight to the handler's stream (grpc_edge.access_log).
+    passes_access_lines = True
+
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.WARNING or not from_thespian(record):
             return True

@@ -1,6 +1,6 @@
 """Benchmark Confab against baselines measured in the same run.
 
-    python -m confab.tools.bench [--servers bare,direct,confab[,confab-pg]] [--scenarios ...]
+    python -m confab.tools.bench [--servers bare,direct,confab[,confab-quiet,confab-pg]] [--scenarios ...]
                                  [--duration S] [--scale F] [--shards N] [--json FILE]
 
 Each server runs in its own process group with a marker in its environment, so
@@ -10,6 +10,12 @@ rate, p50, p99, peak RSS of the server processes and CPU per message (Confab: th
 edge's and each shard's) per scenario, and ratios of Confab against the bare gRPC
 baseline (on asyncio's own loop) and the direct (no actors) baseline, followed by
 the targets and whether this run met them.
+
+``confab`` is Confab as ``confab serve`` runs with the bundled configuration: logging
+at INFO, so one access line per call, JSON on its stderr (a file here, as under a
+service manager that keeps its output). The targets and every ratio are its figures.
+``confab-quiet`` (only when named) is the same server with ``--log-level WARNING``:
+no access lines, to see what they cost.
 
 ``confab-pg`` (only when named) is the same single-host server on a PostgreSQL store:
 a server of its own is started for the run, with fsync on, as durable as the SQLite
@@ -42,7 +48,7 @@ from confab.tools.bench.load import SCENARIOS
 from confab.tools.postgres_server import PostgresServer, PostgresUnavailable
 
 SERVERS = ("bare", "direct", "confab")
-ON_REQUEST = ("confab-pg",)  # measured only when --servers names it
+ON_REQUEST = ("confab-quiet", "confab-pg")  # measured only when --servers names them
 # Conversations Confab keeps in memory per shard during the benchmark: small enough that
 # the cold scenario passes it, so the table shows RSS flattening once the cap is reached.
 BENCH_RESIDENT_CAP = 50_000
@@ -96,8 +102,8 @@ class Server:
                 str(shards),
                 "--config",
                 str(config),
-                "--log-level",
-                "WARNING",
+                # The bundled logging (INFO: an access line per call) unless the quiet variant.
+                *(["--log-level", "WARNING"] if kind == "confab-quiet" else []),
                 *store,
                 *(["--edges", str(edges)] if edges else []),
             ]
@@ -112,15 +118,19 @@ class Server:
                 "--data-dir",
                 str(data),
             ]
+        # Its logs (the access lines) go to a file, written as they would be for real; a pipe
+        # would need a reader in this process, taking CPU from the two under test.
+        self.log_path = workdir / f"{kind}.log"
         try:
-            self.process = subprocess.Popen(
-                command,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env={**os.environ, "CONFAB_BENCH_RUN": self.marker},
-                start_new_session=True,
-            )
+            with self.log_path.open("wb") as log:
+                self.process = subprocess.Popen(
+                    command,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    text=True,
+                    env={**os.environ, "CONFAB_BENCH_RUN": self.marker},
+                    start_new_session=True,
+                )
         except BaseException:
             if self.postgres is not None:
                 self.postgres.close()
@@ -133,7 +143,7 @@ class Server:
                 break
         if not self.target:
             self.stop()
-            raise RuntimeError(f"{kind} server did not start")
+            raise RuntimeError(f"{kind} server did not start:\n{self.log_path.read_text(errors='replace')}")
         # Keep reading its output so it never blocks on a full pipe.
         threading.Thread(target=self.process.stdout.read, daemon=True).start()
 
@@ -319,8 +329,10 @@ def ratio(a: float, b: float) -> str:
 
 def print_table(measurements: list[Measurement]) -> None:
     by = {(m.server, m.scenario): m for m in measurements}
+    # Wide enough for the servers measured only on request (confab-quiet, confab-pg).
+    width = max([7, *(len(m.server) for m in measurements)])
     header = (
-        f"{'scenario':<10} {'server':<7} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>7}"
+        f"{'scenario':<10} {'server':<{width}} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>7}"
         f" {'/bare':>6} {'/direct':>7} {'cpu us/msg':>16}  notes"
     )
     print(header)
@@ -336,7 +348,7 @@ def print_table(measurements: list[Measurement]) -> None:
         # The serving process, then each shard's (their CPU per message of the whole run).
         cpu = f"{m.edge_us:.0f}" + "".join(f"+{us:.0f}" for us in m.shard_us)
         print(
-            f"{m.scenario:<10} {m.server:<7} {m.rate:>9.0f} {m.p50_ms:>8.2f} {m.p99_ms:>8.2f} "
+            f"{m.scenario:<10} {m.server:<{width}} {m.rate:>9.0f} {m.p50_ms:>8.2f} {m.p99_ms:>8.2f} "
             f"{m.peak_rss_mb:>7.0f} {over_bare:>6} {over_direct:>7} {cpu:>16}  {notes}"
         )
 
@@ -419,7 +431,8 @@ def main() -> int:
     parser.add_argument(
         "--servers",
         default=",".join(SERVERS),
-        help=f"comma-separated, of {', '.join(SERVERS + ON_REQUEST)} (confab-pg: on a PostgreSQL store)",
+        help=f"comma-separated, of {', '.join(SERVERS + ON_REQUEST)} "
+        " (confab-quiet: --log-level WARNING, no access lines; confab-pg: on a PostgreSQL store)",
     )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per timed scenario")
