@@ -1,9 +1,13 @@
 """``mcp.engine.v2.MCPEngine``: the conversation API.
 
-Each method validates and converts its request (``convert``), asks the engine, and
-converts the answer back. Errors are raised, and become gRPC statuses in one place
-(the call guards, ``grpc_edge.guards``); an item of a batch or a message of a stream
-fails alone, in its own status.
+ProcessMessage (and each message of a batch) is not converted here: the edge parses the
+request (upb, C speed) to read what it authenticates, authorises, limits and routes by,
+and sends the serialized request on; its shard converts it, runs the turn and answers
+with the serialized response, which goes back as it is (``raw_wire``: no (de)serializer),
+this call's ``metadata`` appended. The other methods validate and convert their request
+(``convert``), ask the engine, and convert the answer back. Errors are raised, and
+become gRPC statuses in one place (the call guards, ``grpc_edge.guards``); an item of
+a batch or a message of a stream fails alone, in its own status.
 
 Idempotency: a client that sets ``metadata.request_id`` on a message (a unary call,
 a batch item, a stream message) may send it again, for instance when a retry policy
@@ -24,8 +28,9 @@ import grpc
 from google.protobuf import empty_pb2
 
 from confab.grpc_edge import auth, convert, errors
-from confab.grpc_edge.call import note_target
+from confab.grpc_edge.call import note_target, note_text
 from confab.grpc_edge.call import request_id as current_request_id
+from confab.grpc_edge.guards import raw_wire
 from confab.grpc_edge.health import HealthMonitor
 from confab.grpc_edge.limits import TenantRateLimiter
 from confab.grpc_edge.metrics_service import MetricsReport
@@ -81,16 +86,17 @@ class EngineService(pb_grpc.MCPEngineServicer):
         self.limits = limits or convert.DEFAULT_LIMITS
         self.rate_limiter = rate_limiter or TenantRateLimiter(0.0, 1)  # rate 0: off
 
-    async def ProcessMessage(
-        self, request: pb.ProcessMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.ProcessMessageResponse:
+    @raw_wire
+    async def ProcessMessage(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         started, request_id = time.perf_counter(), current_request_id()
-        turn = convert.turn_request(request, request_id, limits=self.limits)
+        message = convert.parse_request(request)
+        note_text(message.content.text)
+        turn = convert.wire_turn(message, request, request_id, limits=self.limits)
         authorized(turn.key)
         # Charged once authorized: nobody can spend another tenant's tokens.
         self.rate_limiter.charge(turn.key.tenant_id)
-        result = await self.engine.process(turn, deadline=deadline_of(context))
-        return convert.process_message_response(turn.key, result, request_id, started, VERSION)
+        reply = await self.engine.process_wire(turn, deadline=deadline_of(context))
+        return reply.response + convert.metadata_tail(request_id, started, VERSION)
 
     async def GetConversationState(
         self, request: pb.GetConversationStateRequest, context: grpc.aio.ServicerContext[Any, Any]
