@@ -39,9 +39,9 @@ from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime import VERSION
 from confab.runtime.config import LimitsConfig
-from confab.runtime.engine import Engine, TurnRequest
+from confab.runtime.engine import Engine, WireReply, WireTurnRequest
 from confab.runtime.errors import ConfabError, InvalidArgument
-from confab.runtime.model import ConversationKey, TurnResult, new_id
+from confab.runtime.model import ConversationKey, new_id
 
 DEFAULT_BATCH_CONCURRENCY = 16
 
@@ -202,13 +202,15 @@ class _Batch:
         # The answer is built in place: responses[i] is the reply's own i-th item (no copies).
         self.response = pb.BatchProcessMessagesResponse()
         self.responses = [self.response.responses.add() for _ in request.messages]
-        self.turns: list[tuple[int, TurnRequest]] = []
+        self.turns: list[tuple[int, WireTurnRequest]] = []
         for i, item in enumerate(request.messages):
             message_id = new_id()
             if not item.tenant_context.tenant_id:  # an item inherits the batch's tenant
                 item.tenant_context.tenant_id = request.tenant_context.tenant_id
             try:
-                turn = convert.turn_request(item, message_id, prefix=f"messages[{i}].", limits=limits)
+                # Sent on serialized (upb, C speed): its shard reads what the edge does not.
+                data = item.SerializeToString()
+                turn = convert.wire_turn(item, data, message_id, f"messages[{i}].", limits)
                 auth.authorize_tenant(turn.key.tenant_id)
             except ConfabError as exc:
                 self._fail(i, item.conversation_id, exc, message_id)
@@ -218,12 +220,12 @@ class _Batch:
     async def run_parallel(self, engine: Engine, concurrency: int) -> None:
         # One group per conversation: its messages are submitted together, in request
         # order, so they run in that order; groups run concurrently.
-        groups: dict[ConversationKey, list[tuple[int, TurnRequest]]] = {}
+        groups: dict[ConversationKey, list[tuple[int, WireTurnRequest]]] = {}
         for i, turn in self.turns:
             groups.setdefault(turn.key, []).append((i, turn))
         limit = asyncio.Semaphore(concurrency)
 
-        async def run_group(group: list[tuple[int, TurnRequest]]) -> None:
+        async def run_group(group: list[tuple[int, WireTurnRequest]]) -> None:
             async with limit:
                 await self._answer_group(engine, group)
 
@@ -233,7 +235,7 @@ class _Batch:
         for item in self.turns:
             await self._answer_group(engine, [item])
 
-    async def _answer_group(self, engine: Engine, group: list[tuple[int, TurnRequest]]) -> None:
+    async def _answer_group(self, engine: Engine, group: list[tuple[int, WireTurnRequest]]) -> None:
         try:
             futures = engine.process_many([turn for _, turn in group], self.deadline)
         except ConfabError as exc:
@@ -242,10 +244,11 @@ class _Batch:
             return
         outcomes: list[Any] = await asyncio.gather(*futures, return_exceptions=True)
         for (i, turn), outcome in zip(group, outcomes, strict=True):
-            if isinstance(outcome, TurnResult):
-                convert.process_message_response(
-                    turn.key, outcome, turn.message_id, self.started, VERSION, out=self.responses[i]
-                )
+            if isinstance(outcome, WireReply):
+                # The shard's serialized response, parsed in place (upb), then this item's metadata.
+                response = self.responses[i]
+                response.MergeFromString(outcome.response)
+                convert.metadata(response.metadata, turn.message_id, self.started, VERSION)
             else:
                 self._fail(i, turn.key.conversation_id, outcome, turn.message_id)
 

@@ -8,6 +8,7 @@ runtime does to live subscribers (Admin.TailEvents).
 
 from confab.runtime.engine.engine import Engine, EngineStatistics, ShardHost, TurnRequest, WireTurnRequest
 from confab.runtime.engine.link import LinkSettings, LinkStatistics
+from confab.runtime.protocol.records import WireReply
 
 __all__ = [
     "Engine",
@@ -16,5 +17,6 @@ __all__ = [
     "LinkStatistics",
     "ShardHost",
     "TurnRequest",
+    "WireReply",
     "WireTurnRequest",
 ]

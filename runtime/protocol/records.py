@@ -174,6 +174,10 @@ class WireReply:
     def result(self) -> Result:
         return codec.unpack_reply(self.reply, replayed=self.replayed)
 
+    def state_before(self) -> str:
+        """The state the conversation was in before the turn (its current one is in the response)."""
+        return codec.reply_state_before(self.reply)
+
 
 @dataclass(frozen=True, slots=True)
 class Command:
