@@ -42,20 +42,26 @@ from confab.actors.conversation import Conversation, Suspended
 from confab.actors.ownership import OwnershipChange, VshardOwnership
 from confab.actors.settings import ShardSettings
 from confab.runtime import telemetry
-from confab.runtime.errors import DeadlineExceeded, InternalError, Unavailable
+from confab.runtime.errors import ConfabError, DeadlineExceeded, InternalError, Unavailable
 from confab.runtime.flows import FlowRegistry
 from confab.runtime.flows.execution.catalog import load_flows
 from confab.runtime.inspection import FlowReload, ShardStatus
 from confab.runtime.model import ConversationKey
+from confab.runtime.protocol import wire_pb
 from confab.runtime.protocol.directory import shard_id, vshard_of
 from confab.runtime.protocol.records import (
     DEFERRED_OUTCOME,
     ERROR,
+    REPLAYED,
     Command,
     CommandBatch,
+    CommandKind,
     OutcomeBatch,
+    WireMessage,
     error_outcome,
+    is_answer,
     moved_outcome,
+    with_response,
 )
 from confab.runtime.store import FencedOut, StaleWrite, Store
 from confab.runtime.webhooks import WebhookClient, WebhookResult
@@ -71,11 +77,15 @@ EXIT_AFTER_COMMIT = "CONFAB_TEST_EXIT_AFTER_COMMIT"
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Where a command came from: its outcome goes back there (``sender`` is a connection)."""
+    """Where a command came from: its outcome goes back there (``sender`` is a connection).
+
+    ``wire``: the command came as a WIRE_TURN, whose reply goes back with the serialized
+    response made of it (the conversation to name in it: the command's)."""
 
     sender: Any
     batch_id: int
     index: int
+    wire: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +114,11 @@ class _Round:
             self.first_staged.setdefault(conversation.key, len(self.outcomes) - 1)
 
     def answer(self, origin: Origin, key: ConversationKey, outcome: list[Any] | None) -> None:
+        if origin.wire and outcome is not None and is_answer(outcome):
+            replayed = outcome[0] == REPLAYED
+            outcome = with_response(
+                outcome, wire_pb.turn_response(outcome[1], key.conversation_id, replayed=replayed)
+            )
         self.origins.append(origin)
         self.keys.append(key)
         self.outcomes.append(outcome)
@@ -183,10 +198,13 @@ class Shard:
                     for i, command in enumerate(batch.commands):
                         origin = Origin(sender, batch.batch_id, i)
                         vshard = vshard_of(command.key, vshards)
-                        if ownership.accepts(vshard, command.epoch, now):
-                            self._run_command(command, origin, arrived, done)
-                        else:
+                        if not ownership.accepts(vshard, command.epoch, now):
                             done.answer(origin, command.key, moved_outcome(vshard))
+                        elif command.kind is CommandKind.WIRE_TURN:
+                            wire = Origin(sender, batch.batch_id, i, wire=True)
+                            self._run_wire_command(command, wire, arrived, done)
+                        else:
+                            self._run_command(command, origin, arrived, done)
                 self.commands += len(done.outcomes)
                 self.rounds += 1
                 if done.touched:
@@ -199,6 +217,27 @@ class Shard:
             done = _Round(outcomes=[failure] * sum(len(batch.commands) for _, batch in batches))
         self._passivate_beyond_limit()
         return self._answers(batches, done)
+
+    def _run_wire_command(self, command: Command, origin: Origin, arrived: float, done: _Round) -> None:
+        """A WIRE_TURN: its message is read here, and it runs as the TURN it carries; its reply
+        goes back with the serialized response (``_Round.answer``). A message that does not
+        read fails alone, before anything is changed."""
+        assert isinstance(command.body, WireMessage)
+        try:
+            message = wire_pb.read_turn(command.body.data, command.body.prefix)
+        except ConfabError as exc:
+            done.answer(origin, command.key, error_outcome(exc))
+            return
+        turn = Command(
+            CommandKind.TURN,
+            command.message_id,
+            command.key,
+            message,
+            command.trace,
+            command.budget_s,
+            command.epoch,
+        )
+        self._run_command(turn, origin, arrived, done)
 
     def _run_command(self, command: Command, origin: Origin, arrived: float, done: _Round) -> None:
         try:

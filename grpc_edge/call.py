@@ -52,6 +52,14 @@ def request_id() -> str:
     return call.request_id if call is not None else new_id()
 
 
+def note_text(text: str) -> None:
+    """Record the message text of the current call (the access line shows it only when
+    ``logging.log_message_text`` says so)."""
+    call = _current.get()
+    if call is not None:
+        call.text = text
+
+
 def note_target(tenant_id: str, conversation_id: str) -> None:
     """Record which conversation the current call is about (for logs and traces)."""
     call = _current.get()

@@ -1,9 +1,13 @@
 """``mcp.engine.v2.MCPEngine``: the conversation API.
 
-Each method validates and converts its request (``convert``), asks the engine, and
-converts the answer back. Errors are raised, and become gRPC statuses in one place
-(the call guards, ``grpc_edge.guards``); an item of a batch or a message of a stream
-fails alone, in its own status.
+ProcessMessage (and each message of a batch) is not converted here: the edge parses the
+request (upb, C speed) to read what it authenticates, authorises, limits and routes by,
+and sends the serialized request on; its shard converts it, runs the turn and answers
+with the serialized response, which goes back as it is (``raw_wire``: no (de)serializer),
+this call's ``metadata`` appended. The other methods validate and convert their request
+(``convert``), ask the engine, and convert the answer back. Errors are raised, and
+become gRPC statuses in one place (the call guards, ``grpc_edge.guards``); an item of
+a batch or a message of a stream fails alone, in its own status.
 
 Idempotency: a client that sets ``metadata.request_id`` on a message (a unary call,
 a batch item, a stream message) may send it again, for instance when a retry policy
@@ -24,8 +28,9 @@ import grpc
 from google.protobuf import empty_pb2
 
 from confab.grpc_edge import auth, convert, errors
-from confab.grpc_edge.call import note_target
+from confab.grpc_edge.call import note_target, note_text
 from confab.grpc_edge.call import request_id as current_request_id
+from confab.grpc_edge.guards import raw_wire
 from confab.grpc_edge.health import HealthMonitor
 from confab.grpc_edge.limits import TenantRateLimiter
 from confab.grpc_edge.metrics_service import MetricsReport
@@ -34,9 +39,9 @@ from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime import VERSION
 from confab.runtime.config import LimitsConfig
-from confab.runtime.engine import Engine, TurnRequest
+from confab.runtime.engine import Engine, WireReply, WireTurnRequest
 from confab.runtime.errors import ConfabError, InvalidArgument
-from confab.runtime.model import ConversationKey, TurnResult, new_id
+from confab.runtime.model import ConversationKey, new_id
 
 DEFAULT_BATCH_CONCURRENCY = 16
 
@@ -81,16 +86,17 @@ class EngineService(pb_grpc.MCPEngineServicer):
         self.limits = limits or convert.DEFAULT_LIMITS
         self.rate_limiter = rate_limiter or TenantRateLimiter(0.0, 1)  # rate 0: off
 
-    async def ProcessMessage(
-        self, request: pb.ProcessMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.ProcessMessageResponse:
+    @raw_wire
+    async def ProcessMessage(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         started, request_id = time.perf_counter(), current_request_id()
-        turn = convert.turn_request(request, request_id, limits=self.limits)
+        message = convert.parse_request(request)
+        note_text(message.content.text)
+        turn = convert.wire_turn(message, request, request_id, limits=self.limits)
         authorized(turn.key)
         # Charged once authorized: nobody can spend another tenant's tokens.
         self.rate_limiter.charge(turn.key.tenant_id)
-        result = await self.engine.process(turn, deadline=deadline_of(context))
-        return convert.process_message_response(turn.key, result, request_id, started, VERSION)
+        reply = await self.engine.process_wire(turn, deadline=deadline_of(context))
+        return reply.response + convert.metadata_tail(request_id, started, VERSION)
 
     async def GetConversationState(
         self, request: pb.GetConversationStateRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -196,13 +202,15 @@ class _Batch:
         # The answer is built in place: responses[i] is the reply's own i-th item (no copies).
         self.response = pb.BatchProcessMessagesResponse()
         self.responses = [self.response.responses.add() for _ in request.messages]
-        self.turns: list[tuple[int, TurnRequest]] = []
+        self.turns: list[tuple[int, WireTurnRequest]] = []
         for i, item in enumerate(request.messages):
             message_id = new_id()
             if not item.tenant_context.tenant_id:  # an item inherits the batch's tenant
                 item.tenant_context.tenant_id = request.tenant_context.tenant_id
             try:
-                turn = convert.turn_request(item, message_id, prefix=f"messages[{i}].", limits=limits)
+                # Sent on serialized (upb, C speed): its shard reads what the edge does not.
+                data = item.SerializeToString()
+                turn = convert.wire_turn(item, data, message_id, f"messages[{i}].", limits)
                 auth.authorize_tenant(turn.key.tenant_id)
             except ConfabError as exc:
                 self._fail(i, item.conversation_id, exc, message_id)
@@ -212,12 +220,12 @@ class _Batch:
     async def run_parallel(self, engine: Engine, concurrency: int) -> None:
         # One group per conversation: its messages are submitted together, in request
         # order, so they run in that order; groups run concurrently.
-        groups: dict[ConversationKey, list[tuple[int, TurnRequest]]] = {}
+        groups: dict[ConversationKey, list[tuple[int, WireTurnRequest]]] = {}
         for i, turn in self.turns:
             groups.setdefault(turn.key, []).append((i, turn))
         limit = asyncio.Semaphore(concurrency)
 
-        async def run_group(group: list[tuple[int, TurnRequest]]) -> None:
+        async def run_group(group: list[tuple[int, WireTurnRequest]]) -> None:
             async with limit:
                 await self._answer_group(engine, group)
 
@@ -227,7 +235,7 @@ class _Batch:
         for item in self.turns:
             await self._answer_group(engine, [item])
 
-    async def _answer_group(self, engine: Engine, group: list[tuple[int, TurnRequest]]) -> None:
+    async def _answer_group(self, engine: Engine, group: list[tuple[int, WireTurnRequest]]) -> None:
         try:
             futures = engine.process_many([turn for _, turn in group], self.deadline)
         except ConfabError as exc:
@@ -236,10 +244,11 @@ class _Batch:
             return
         outcomes: list[Any] = await asyncio.gather(*futures, return_exceptions=True)
         for (i, turn), outcome in zip(group, outcomes, strict=True):
-            if isinstance(outcome, TurnResult):
-                convert.process_message_response(
-                    turn.key, outcome, turn.message_id, self.started, VERSION, out=self.responses[i]
-                )
+            if isinstance(outcome, WireReply):
+                # The shard's serialized response, parsed in place (upb), then this item's metadata.
+                response = self.responses[i]
+                response.MergeFromString(outcome.response)
+                convert.metadata(response.metadata, turn.message_id, self.started, VERSION)
             else:
                 self._fail(i, turn.key.conversation_id, outcome, turn.message_id)
 

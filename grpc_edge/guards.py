@@ -15,13 +15,17 @@ each rebuilds the handler; five of them cost about 280 µs of a single core per 
 
 Order, outermost first (a guard sees the calls the ones inside it refuse): observe
 (CallInfo, metrics, access line), decode, authenticate, limits.
+
+A method marked :func:`raw_wire` is given its request as it arrived (the serialized
+protobuf) and returns its response serialized: gRPC's (de)serializers are left out for
+it, and the service and method names, hence the wire API, stay as they are.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
@@ -56,6 +60,21 @@ class CallGuard:
         """The call ended (``error``: what ended it, None for success). Only if ``enter`` returned."""
 
 
+RAW_WIRE = "_confab_raw_wire"
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def raw_wire(method: _Method) -> _Method:
+    """Mark a service method that takes its request serialized and returns its response
+    serialized (bytes both ways): the edge forwards what it does not read, as it came."""
+    setattr(method, RAW_WIRE, True)
+    return method
+
+
+def _behavior(handler: Handler) -> Any:
+    return handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+
+
 def status_code_name(context: Context, error: BaseException | None) -> str:
     """How a call ended, as a gRPC status code name, from its context and what it raised.
 
@@ -82,9 +101,14 @@ def _peer(context: Context) -> str:
 
 
 def handler_like(
-    handler: Handler, behavior: Callable[..., Any], request_deserializer: Callable[[bytes], Any] | None
+    handler: Handler,
+    behavior: Callable[..., Any],
+    request_deserializer: Callable[[bytes], Any] | None,
+    *,
+    raw: bool = False,
 ) -> Handler:
-    """A handler of ``handler``'s kind (which sides stream) and serializer, with ``behavior``."""
+    """A handler of ``handler``'s kind (which sides stream) and serializer, with ``behavior``;
+    ``raw``: without a response serializer (the behaviour returns bytes)."""
     if handler.request_streaming:
         factory = (
             grpc.stream_stream_rpc_method_handler
@@ -100,7 +124,7 @@ def handler_like(
     return factory(
         behavior,
         request_deserializer=request_deserializer,
-        response_serializer=handler.response_serializer,
+        response_serializer=None if raw else handler.response_serializer,
     )
 
 
@@ -143,6 +167,9 @@ class _GuardedCall:
 
 def guarded(method: str, handler: Handler, guards: Iterable[CallGuard]) -> Handler:
     """``handler`` with every call run through the ``guards`` that cover ``method``."""
+    raw = bool(getattr(_behavior(handler), RAW_WIRE, False))
+    if raw:  # bytes in, bytes out: no (de)serializer, before any guard adapts it
+        handler = handler_like(handler, _behavior(handler), None, raw=True)
     active = tuple(g for g in guards if g.covers(method, handler))
     for guard in reversed(active):
         handler = guard.adapt(handler)
@@ -182,7 +209,7 @@ def guarded(method: str, handler: Handler, guards: Iterable[CallGuard]) -> Handl
                         yield item
 
         behavior = stream
-    return handler_like(handler, behavior, handler.request_deserializer)
+    return handler_like(handler, behavior, handler.request_deserializer, raw=raw)
 
 
 class GuardedRegistry:

@@ -11,7 +11,7 @@
   leaves nothing half-applied.
 
 Content sizes (``limits.max_text_chars`` / ``max_payload_chars``) are checked
-where requests are validated, in :func:`grpc_edge.convert.inbound_message`.
+where the edge reads a message before sending it on, in :func:`grpc_edge.convert.wire_turn`.
 """
 
 from __future__ import annotations

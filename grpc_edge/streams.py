@@ -30,9 +30,9 @@ from confab.grpc_edge.limits import TenantRateLimiter
 from confab.protos import mcp_engine_pb2 as pb
 from confab.runtime import VERSION
 from confab.runtime.config import LimitsConfig
-from confab.runtime.engine import Engine
+from confab.runtime.engine import Engine, WireReply
 from confab.runtime.errors import ConfabError, Unavailable
-from confab.runtime.model import ConversationKey, TurnResult, new_id
+from confab.runtime.model import ConversationKey, new_id
 
 # Responses computed but not yet written, per stream: beyond this, reading pauses.
 MAX_PENDING = 256
@@ -245,7 +245,9 @@ class ConversationStream:
         if not request.conversation_id:
             request.conversation_id = self.key.conversation_id
         try:
-            turn = convert.turn_request(request, message_id, prefix="message.", limits=self.limits)
+            # Sent on serialized (upb, C speed): its shard reads what the edge does not.
+            data = request.SerializeToString()
+            turn = convert.wire_turn(request, data, message_id, "message.", self.limits)
             auth.authorize_tenant(turn.key.tenant_id)
         except ConfabError as exc:
             return stream_error(exc.reason, exc.message, recoverable=True, request_id=message_id)
@@ -273,18 +275,19 @@ class ConversationStream:
         except Exception as exc:
             error = errors.as_confab_error(exc, turn.message_id)
             return [stream_error(error.reason, error.message, recoverable=True, request_id=turn.message_id)]
-        assert isinstance(outcome, TurnResult)
+        assert isinstance(outcome, WireReply)
         response = pb.ConversationStreamResponse()
-        # Filled in place: building it apart and setting it would copy the whole message.
-        convert.process_message_response(
-            turn.key, outcome, turn.message_id, turn.started, VERSION, out=response.message_response
-        )
+        # The shard's serialized response, parsed in place (upb), then this message's metadata.
+        answer = response.message_response
+        answer.MergeFromString(outcome.response)
+        convert.metadata(answer.metadata, turn.message_id, turn.started, VERSION)
         answers = [response]
-        before, after = outcome.state_before, outcome.state.current_state
-        if before != after and self._wants("state_changed"):
-            answers.append(
-                stream_event("state_changed", turn.key.conversation_id, {"from": before, "to": after})
-            )
+        if self._wants("state_changed"):
+            before, after = outcome.state_before(), answer.current_state
+            if before != after:
+                answers.append(
+                    stream_event("state_changed", turn.key.conversation_id, {"from": before, "to": after})
+                )
         return answers
 
     def _wants(self, event_type: str) -> bool:

@@ -6,7 +6,17 @@ answers operators (``runtime.inspection`` records). ``events`` carries what the
 runtime does to live subscribers (Admin.TailEvents).
 """
 
-from confab.runtime.engine.engine import Engine, EngineStatistics, ShardHost, TurnRequest
+from confab.runtime.engine.engine import Engine, EngineStatistics, ShardHost, TurnRequest, WireTurnRequest
 from confab.runtime.engine.link import LinkSettings, LinkStatistics
+from confab.runtime.protocol.records import WireReply
 
-__all__ = ["Engine", "EngineStatistics", "LinkSettings", "LinkStatistics", "ShardHost", "TurnRequest"]
+__all__ = [
+    "Engine",
+    "EngineStatistics",
+    "LinkSettings",
+    "LinkStatistics",
+    "ShardHost",
+    "TurnRequest",
+    "WireReply",
+    "WireTurnRequest",
+]

@@ -51,7 +51,14 @@ from confab.runtime.model import (
 )
 from confab.runtime.protocol import codec, queries
 from confab.runtime.protocol.directory import ShardDirectory, vshard_of
-from confab.runtime.protocol.records import Command, CommandKind, Outcome, client_message_id
+from confab.runtime.protocol.records import (
+    Command,
+    CommandKind,
+    Outcome,
+    WireMessage,
+    WireReply,
+    client_message_id,
+)
 from confab.runtime.protocol.security import INSECURE_WARNING, data_plane_settings
 
 log = logging.getLogger(__name__)
@@ -106,6 +113,27 @@ class TurnRequest:
         """The command that carries this message (``trace``: the edge span's traceparent)."""
         message_id = client_message_id(self.idempotency_key) if self.idempotency_key else self.message_id
         return Command(CommandKind.TURN, message_id, self.key, self.message, trace)
+
+
+@dataclass(frozen=True, slots=True)
+class WireTurnRequest:
+    """One message for one conversation as its client serialized it (a ProcessMessageRequest):
+    its shard reads it and answers with the serialized response (a :class:`WireReply`).
+
+    The edge has checked what it routes and limits by: ``key``, the ids, the content's sizes;
+    ``prefix`` locates the message in its call, ``said`` is its text or payload (for operators)."""
+
+    key: ConversationKey
+    data: bytes
+    message_id: str
+    idempotency_key: str = ""
+    prefix: str = ""
+    said: str = ""
+
+    def command(self, trace: str | None = None) -> Command:
+        message_id = client_message_id(self.idempotency_key) if self.idempotency_key else self.message_id
+        body = WireMessage(self.data, self.prefix, self.said)
+        return Command(CommandKind.WIRE_TURN, message_id, self.key, body, trace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,11 +338,18 @@ class Engine:
         assert isinstance(result, TurnResult)
         return result
 
+    async def process_wire(self, request: WireTurnRequest, *, deadline: float | None = None) -> WireReply:
+        """:meth:`process` for a message its shard converts: the answer is the serialized response."""
+        result = await self._one(request.command(telemetry.current_traceparent()), deadline)
+        assert isinstance(result, WireReply)
+        return result
+
     def process_many(
-        self, requests: list[TurnRequest], deadline: float | None = None
+        self, requests: list[TurnRequest] | list[WireTurnRequest], deadline: float | None = None
     ) -> list[asyncio.Future[Outcome]]:
         """Queue messages in this order (one conversation's run in it); each future gets a
-        TurnResult or raises the error that stopped that message alone."""
+        TurnResult (a WireReply for a WireTurnRequest) or raises the error that stopped that
+        message alone."""
         trace = telemetry.current_traceparent()
         return self._submit([r.command(trace) for r in requests], deadline)
 

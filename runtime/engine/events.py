@@ -15,7 +15,7 @@ from typing import Any
 
 from confab.runtime.errors import ConfabError
 from confab.runtime.model import ConversationKey, TurnResult
-from confab.runtime.protocol.records import Command, Outcome
+from confab.runtime.protocol.records import Command, Outcome, WireReply
 
 TAIL_EVENT_TYPES = ("turn", "transition", "handoff", "error", "activation", "passivation")
 QUEUE_SIZE = 1000
@@ -73,6 +73,8 @@ def _events_of(command: Command, shard: int, outcome: Outcome | BaseException) -
                 "error", command.key, shard, now, {"reason": reason, "message_id": command.message_id}
             )
         ]
+    if isinstance(outcome, WireReply):  # its shard made the response: the reply is decoded only here
+        outcome = outcome.result()
     if not isinstance(outcome, TurnResult):
         return []
     state = outcome.state

@@ -106,6 +106,17 @@ def unpack_reply(data: bytes, *, replayed: bool = False) -> Result:
     raise ValueError(f"unknown reply tag {tag!r}")
 
 
+def reply_state_before(data: bytes) -> str:
+    """The state a turn's reply says its conversation was in before the turn, without
+    decoding the reply's content or state."""
+    w = unpack(data)
+    if w[0] == TURN_REPLY:
+        before: str = w[8]
+        return before
+    result = unpack_reply(data)
+    return result.state_before if isinstance(result, TurnResult) else ""
+
+
 def reply_state(data: bytes) -> bytes | None:
     """The packed state a reply carries (None for a legacy reply), without decoding it."""
     w = unpack(data)

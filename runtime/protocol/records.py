@@ -21,6 +21,8 @@ shard keeps each conversation's commands in order. An outcome is one of::
     [ERROR, reason, message, field]   the command failed (runtime.errors reasons)
     [DONE, reply]                     a reply (codec), applied now
     [REPLAYED, reply]                 the reply it got the first time: it was applied before
+    [DONE|REPLAYED, reply, response]  the same for a WIRE_TURN, with the serialized response
+                                      the shard made of the reply (``wire_pb.turn_response``)
     [DEFERRED]                        waiting behind a webhook; its outcome comes in a LATE frame
     [MOVED, vshard]                   not run: this shard does not hold the command's virtual
                                       shard at the epoch the edge sent it for (it moved, or is moving)
@@ -60,8 +62,8 @@ ERROR, DONE, REPLAYED, DEFERRED, MOVED = 0, 1, 2, 3, 4
 DEFERRED_OUTCOME: list[Any] = [DEFERRED]
 
 # The data plane's version: a peer saying another is refused at its HELLO. 1: the first
-# with a HELLO (and queries carrying their tenant scope).
-PROTOCOL_VERSION = 1
+# with a HELLO (and queries carrying their tenant scope). 2: WIRE_TURN commands.
+PROTOCOL_VERSION = 2
 # Who sends a HELLO: a shard serves; an edge sends commands; a probe only checks the peer answers.
 SHARD_ROLE, EDGE_ROLE, PROBE_ROLE = "shard", "edge", "probe"
 ROLES = (SHARD_ROLE, EDGE_ROLE, PROBE_ROLE)
@@ -78,6 +80,7 @@ def _expect(ok: bool, what: str) -> None:
 
 _SCALARS: dict[str, tuple[type, ...]] = {
     "str": (str,),
+    "bytes": (bytes,),
     "int": (int,),
     "float": (float, int),
     "bool": (bool,),
@@ -137,6 +140,43 @@ class CommandKind(IntEnum):
     GET_STATE = 2
     RESET = 3
     FORCE_STATE = 4  # an operator moves a conversation to a state (body: the state's name)
+    # A TURN whose message is a serialized ProcessMessageRequest (body: a WireMessage) and whose
+    # answer carries the serialized ProcessMessageResponse too: the shard converts both.
+    WIRE_TURN = 5
+
+
+@dataclass(frozen=True, slots=True)
+class WireMessage:
+    """A ProcessMessageRequest as its client serialized it: the body of a WIRE_TURN.
+
+    ``prefix`` locates it in its call ("messages[3]." in a batch, "message." in a stream), so
+    that an error the shard finds in it names the field as the edge would. ``said`` (the text or
+    payload, for what the edge shows operators) stays at the edge: the shard reads it in ``data``.
+    """
+
+    data: bytes
+    prefix: str = ""
+    said: str = ""
+
+    def to_wire(self) -> list[Any]:
+        return [self.data, self.prefix]
+
+
+@dataclass(frozen=True, slots=True)
+class WireReply:
+    """What a WIRE_TURN answered, at the edge: the serialized ProcessMessageResponse (but its
+    metadata, the call's), and the packed reply it was made of, decoded only when asked."""
+
+    response: bytes
+    reply: bytes
+    replayed: bool = False
+
+    def result(self) -> Result:
+        return codec.unpack_reply(self.reply, replayed=self.replayed)
+
+    def state_before(self) -> str:
+        """The state the conversation was in before the turn (its current one is in the response)."""
+        return codec.reply_state_before(self.reply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +195,7 @@ class Command:
     kind: CommandKind
     message_id: str
     key: ConversationKey
-    body: InboundMessage | str | None = None
+    body: InboundMessage | WireMessage | str | None = None
     # W3C traceparent of the edge span that sent it; None unless tracing is on (runtime.telemetry).
     trace: str | None = None
     # Seconds the caller's deadline left when the edge sent it; a shard that gets to it later
@@ -174,6 +214,8 @@ class Command:
         body = self.body
         if isinstance(body, InboundMessage):
             return body.content.text or body.content.payload
+        if isinstance(body, WireMessage):
+            return body.said
         return str(body or "")
 
     def to_wire(self) -> list[Any]:
@@ -181,7 +223,7 @@ class Command:
 
     def wire(self, epoch: int, budget_s: float | None) -> list[Any]:
         """The command as it goes to a shard routed by ``epoch``, with ``budget_s`` left."""
-        body: Any = self.body.to_wire() if isinstance(self.body, InboundMessage) else self.body
+        body: Any = self.body.to_wire() if isinstance(self.body, InboundMessage | WireMessage) else self.body
         wire = [
             int(self.kind),
             self.message_id,
@@ -208,7 +250,12 @@ class Command:
         check_shape(w[5], "int", "the command's epoch")
         if kind is CommandKind.TURN:
             check_record(w[4], InboundMessage, "the message")
-            body: InboundMessage | str | None = InboundMessage.from_wire(w[4])
+            body: InboundMessage | WireMessage | str | None = InboundMessage.from_wire(w[4])
+        elif kind is CommandKind.WIRE_TURN:
+            _expect(isinstance(w[4], list) and len(w[4]) == 2, "a wire message must be [data, prefix]")
+            check_shape(w[4][0], "bytes", "the wire message's data")
+            check_shape(w[4][1], "str", "the wire message's prefix")
+            body = WireMessage(w[4][0], w[4][1])
         elif kind is CommandKind.GET_STATE:
             check_shape(w[4], "str|None", "the command's body")
             body = w[4]
@@ -241,7 +288,7 @@ class Routed:
 
 
 # What a command produced, once decoded at the edge: a result, or the error that stopped it.
-Outcome = Result | ConfabError
+Outcome = Result | WireReply | ConfabError
 
 
 def error_outcome(error: ConfabError) -> list[Any]:
@@ -253,8 +300,21 @@ def decode_outcome(w: list[Any]) -> Outcome:
     if tag == ERROR:
         return error_from_reason(w[1], w[2], w[3])
     if tag in (DONE, REPLAYED):
+        if len(w) > 2:  # a WIRE_TURN's: the response made already, the reply left packed
+            return WireReply(w[2], w[1], tag == REPLAYED)
         return codec.unpack_reply(w[1], replayed=tag == REPLAYED)
     raise ValueError(f"outcome tag {tag!r} has no result to decode")
+
+
+def with_response(w: list[Any], response: bytes) -> list[Any]:
+    """A DONE or REPLAYED outcome with the serialized response of its reply appended."""
+    return [w[0], w[1], response]
+
+
+def is_answer(w: list[Any]) -> bool:
+    """Whether ``w`` is a reply (DONE or REPLAYED), not an error or a hand-back."""
+    tag: int = w[0]
+    return tag in (DONE, REPLAYED)
 
 
 def is_deferred(w: list[Any]) -> bool:
