@@ -20,9 +20,10 @@ Errors are raised, not turned into statuses here: the error layer does that once
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -30,6 +31,7 @@ import grpc
 from confab.grpc_edge import auth, convert
 from confab.grpc_edge.call import note_target
 from confab.grpc_edge.call import request_id as current_request_id
+from confab.grpc_edge.engine_service import action_deadline
 from confab.grpc_edge.health import HealthMonitor
 from confab.protos import admin_pb2 as pb
 from confab.protos import admin_pb2_grpc as pb_grpc
@@ -37,7 +39,7 @@ from confab.runtime import VERSION
 from confab.runtime.config import LimitsConfig
 from confab.runtime.engine import Engine
 from confab.runtime.engine.events import TAIL_EVENT_TYPES
-from confab.runtime.errors import InvalidArgument
+from confab.runtime.errors import DeadlineExceeded, InvalidArgument
 from confab.runtime.inspection import ConversationFilter, ConversationInspection
 from confab.runtime.model import ConversationKey
 
@@ -177,6 +179,7 @@ class AdminService(pb_grpc.AdminServicer):
             idle_longer_than_s=request.idle_longer_than_s,
             in_handoff=request.in_handoff,
             resident_only=request.resident_only,
+            waiting_on_webhook=request.waiting_on_webhook,
         )
         page = await self.engine.list_conversations(
             wanted, request.page_token, request.page_size or DEFAULT_PAGE_SIZE, scope=auth.admin_scope()
@@ -193,6 +196,9 @@ class AdminService(pb_grpc.AdminServicer):
                 resident=c.resident,
                 in_handoff=c.in_handoff,
                 shard=c.shard,
+                webhook=c.webhook,
+                webhook_waiting_s=c.webhook_waiting_s,
+                mailbox=c.mailbox,
             )
             summary.last_activity.CopyFrom(convert.timestamp(c.last_activity))
         return response
@@ -246,9 +252,13 @@ class AdminService(pb_grpc.AdminServicer):
     ) -> pb.ActionResult:
         key = _key(request.tenant_id, request.conversation_id, self.limits)
         _audit("reset", key, reason=request.reason)
-        result = await self.engine.reset(
-            key, request.reason or "operator reset", message_id=current_request_id()
-        )
+        with _not_done("reset"):
+            result = await self.engine.reset(
+                key,
+                request.reason or "operator reset",
+                message_id=current_request_id(),
+                deadline=action_deadline(context),
+            )
         return _done(f"reset; it was in state {result.previous_state!r}", state=result.state.current_state)
 
     async def ForceState(
@@ -258,7 +268,10 @@ class AdminService(pb_grpc.AdminServicer):
         if not request.state:
             raise InvalidArgument("state is required", field="state")
         _audit("force_state", key, state=request.state, reason=request.reason)
-        state = await self.engine.force_state(key, request.state, message_id=current_request_id())
+        with _not_done("force_state"):
+            state = await self.engine.force_state(
+                key, request.state, message_id=current_request_id(), deadline=action_deadline(context)
+            )
         return _done(f"now in state {state.current_state!r}", state=state.current_state)
 
     async def ResumeConversation(
@@ -266,7 +279,10 @@ class AdminService(pb_grpc.AdminServicer):
     ) -> pb.ActionResult:
         key = _key(request.tenant_id, request.conversation_id, self.limits)
         _audit("resume", key, reason=request.reason)
-        result = await self.engine.resume(key, _operator(), message_id=current_request_id())
+        with _not_done("resume"):
+            result = await self.engine.resume(
+                key, _operator(), message_id=current_request_id(), deadline=action_deadline(context)
+            )
         resumed = "handoff_resumed" in result.actions_performed
         message = "automation resumed" if resumed else "it was not handed over; the message went to its flow"
         return _done(message, state=result.state.current_state, resumed=resumed)
@@ -276,8 +292,32 @@ class AdminService(pb_grpc.AdminServicer):
     ) -> pb.ActionResult:
         key = _key(request.tenant_id, request.conversation_id, self.limits)
         _audit("passivate", key, reason=request.reason)
-        answer = await self.engine.passivate(key, scope=auth.admin_scope())
+        with _not_done("passivate"):
+            answer = await self.engine.passivate(
+                key, scope=auth.admin_scope(), deadline=action_deadline(context)
+            )
         return pb.ActionResult(ok=answer.done, message=answer.reason)
+
+    async def AbandonWebhook(
+        self, request: pb.ConversationAction, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ActionResult:
+        key = _key(request.tenant_id, request.conversation_id, self.limits)
+        _audit("abandon_webhook", key, reason=request.reason)
+        with _not_done("abandon_webhook"):
+            abandoned = await self.engine.abandon_webhook(
+                key,
+                _operator(),
+                request.reason,
+                scope=auth.admin_scope(),
+                deadline=action_deadline(context),
+            )
+        result = pb.ActionResult(ok=abandoned.done, message=abandoned.message)
+        if abandoned.done:
+            convert.fill_struct(
+                result.details,
+                {"webhook": abandoned.webhook, "state": abandoned.state, "actions": list(abandoned.actions)},
+            )
+        return result
 
     async def ReloadFlows(
         self, request: pb.ReloadFlowsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -300,6 +340,17 @@ class AdminService(pb_grpc.AdminServicer):
         return _done(f"shard {request.shard} is being replaced; its conversations come back from the store")
 
 
+@contextlib.contextmanager
+def _not_done(action: str) -> Iterator[None]:
+    """DEADLINE_EXCEEDED raised in here comes from a command or query dropped before it ran (by
+    the router, the link or the shard: never one that ran): the answer says it was not done."""
+    try:
+        yield
+    except DeadlineExceeded as exc:
+        said = exc.message if "nothing was changed" in exc.message else f"{exc.message}; nothing was changed"
+        raise DeadlineExceeded(f"{action} not done: {said.removeprefix('not done: ')}") from exc
+
+
 def _done(message: str, **details: Any) -> pb.ActionResult:
     result = pb.ActionResult(ok=True, message=message)
     convert.fill_struct(result.details, details)
@@ -315,6 +366,8 @@ def _detail(inspection: ConversationInspection) -> pb.ConversationDetail:
         resident=inspection.resident,
         mailbox_depth=len(inspection.queued),
         webhook_in_flight=inspection.webhook_in_flight,
+        webhook_waiting_s=inspection.webhook_waiting_s,
+        first_turn_pending=inspection.first_turn_pending,
     )
     convert.fill_struct(
         detail.state,

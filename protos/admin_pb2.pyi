@@ -175,7 +175,7 @@ class TurnSummary(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., message_id: _Optional[str] = ..., kind: _Optional[str] = ..., intent: _Optional[str] = ..., state_before: _Optional[str] = ..., state_after: _Optional[str] = ..., response: _Optional[str] = ..., duration_ms: _Optional[float] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actions: _Optional[_Iterable[str]] = ..., input: _Optional[str] = ...) -> None: ...
 
 class ConversationDetail(_message.Message):
-    __slots__ = ("tenant_id", "conversation_id", "shard", "resident", "state", "mailbox_depth", "queued", "webhook_in_flight", "last_turns")
+    __slots__ = ("tenant_id", "conversation_id", "shard", "resident", "state", "mailbox_depth", "queued", "webhook_in_flight", "last_turns", "webhook_waiting_s", "first_turn_pending")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +185,8 @@ class ConversationDetail(_message.Message):
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     LAST_TURNS_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_WAITING_S_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TURN_PENDING_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     conversation_id: str
     shard: int
@@ -194,7 +196,9 @@ class ConversationDetail(_message.Message):
     queued: _containers.RepeatedCompositeFieldContainer[QueuedItem]
     webhook_in_flight: str
     last_turns: _containers.RepeatedCompositeFieldContainer[TurnSummary]
-    def __init__(self, tenant_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., shard: _Optional[int] = ..., resident: _Optional[bool] = ..., state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mailbox_depth: _Optional[int] = ..., queued: _Optional[_Iterable[_Union[QueuedItem, _Mapping]]] = ..., webhook_in_flight: _Optional[str] = ..., last_turns: _Optional[_Iterable[_Union[TurnSummary, _Mapping]]] = ...) -> None: ...
+    webhook_waiting_s: float
+    first_turn_pending: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., shard: _Optional[int] = ..., resident: _Optional[bool] = ..., state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mailbox_depth: _Optional[int] = ..., queued: _Optional[_Iterable[_Union[QueuedItem, _Mapping]]] = ..., webhook_in_flight: _Optional[str] = ..., last_turns: _Optional[_Iterable[_Union[TurnSummary, _Mapping]]] = ..., webhook_waiting_s: _Optional[float] = ..., first_turn_pending: _Optional[bool] = ...) -> None: ...
 
 class ConversationAction(_message.Message):
     __slots__ = ("tenant_id", "conversation_id", "reason")

@@ -135,6 +135,10 @@ def client_message_id(idempotency_key: str) -> str:
     return CLIENT_KEY_PREFIX + idempotency_key
 
 
+# The user id of the system message an operator's resume sends (``operator:<who>``).
+OPERATOR_PREFIX = "operator:"
+
+
 class CommandKind(IntEnum):
     TURN = 1
     GET_STATE = 2
@@ -406,6 +410,8 @@ class Query:
     args: list[Any]
     # The tenant the asker may see; None: every tenant (an operator, or the edge's own heartbeat).
     scope: str | None = None
+    # When the shard read it (time.perf_counter(), not on the wire): an action's budget counts from it.
+    received_at: float = 0.0
 
     def to_frame(self) -> list[Any]:
         return [QUERY, self.query_id, self.name, self.args, self.scope]
