@@ -37,6 +37,7 @@ from confab.runtime.protocol.records import (
     ANSWER,
     BATCH,
     DEFERRED_OUTCOME,
+    EDGE_ROLE,
     LATE,
     OUTCOMES,
     QUERY,
@@ -47,6 +48,7 @@ from confab.runtime.protocol.records import (
     OutcomeBatch,
     Query,
     error_outcome,
+    events_frame,
 )
 from confab.runtime.protocol.security import DataPlaneSettings
 
@@ -236,6 +238,7 @@ class ShardServer:
                 connection.hold_reading(transport.BUSY, False)
         if self.shard.moved_late:  # a fenced-out write gave deferred commands back
             self._send_moved()
+        self._send_events()
         self._note_holdings()
         self._last_round_end = time.perf_counter()
 
@@ -289,6 +292,17 @@ class ShardServer:
             return
         self._send_late(late)
         self._send_moved()
+        self._send_events()
+
+    def _send_events(self) -> None:
+        """Operator actions and people's messages just stored, to every edge connected: whichever
+        edge holds a stream of the conversation passes it on at once."""
+        events = self.shard.take_events()
+        if events:
+            frame = events_frame(events)
+            for connection in list(self._connections):
+                if connection.peer_role == EDGE_ROLE:
+                    self._send(connection, [frame])
 
     def _send_late(self, late: list[tuple[Any, tuple[int, int, list[Any]]]]) -> None:
         by_connection: dict[Any, list[tuple[int, int, list[Any]]]] = {}

@@ -46,16 +46,27 @@ from confab.runtime.errors import ConfabError, DeadlineExceeded, InternalError, 
 from confab.runtime.flows import FlowRegistry
 from confab.runtime.flows.execution.catalog import load_flows
 from confab.runtime.inspection import Abandoned, FlowReload, ShardStatus
-from confab.runtime.model import ConversationKey, TurnResult
+from confab.runtime.model import (
+    ConversationKey,
+    InboundMessage,
+    ResetResult,
+    StateResult,
+    TurnResult,
+)
 from confab.runtime.protocol import codec, wire_pb
 from confab.runtime.protocol.directory import shard_id, vshard_of
 from confab.runtime.protocol.records import (
+    AGENT_PREFIX,
+    CLIENT_KEY_PREFIX,
     DEFERRED_OUTCOME,
+    DONE,
     ERROR,
+    OPERATOR_PREFIX,
     REPLAYED,
     Command,
     CommandBatch,
     CommandKind,
+    ConversationEvent,
     OutcomeBatch,
     WireMessage,
     error_outcome,
@@ -159,6 +170,10 @@ class Shard:
         # Late outcomes of deferred commands given back: MOVED (their virtual shard went to another
         # shard) or UNAVAILABLE (their conversation left memory after a write that failed).
         self.moved_late: list[tuple[Any, tuple[int, int, list[Any]]]] = []
+        # Operator actions and people's messages applied: staged with their round, pushed to every
+        # edge once stored (``take_events``), so that the conversation's open streams hear of them.
+        self._staged_events: list[ConversationEvent] = []
+        self.events: list[ConversationEvent] = []
         # Activations and passivations since the last round, kept only while the edge asks.
         self.lifecycle: list[list[str]] = []
         self._lifecycle_wanted = False
@@ -217,6 +232,7 @@ class Shard:
             failure = error_outcome(InternalError("shard failed to run the batch"))
             for conversation in done.touched.values():
                 conversation.rollback()
+            self._staged_events.clear()
             done = _Round(outcomes=[failure] * sum(len(batch.commands) for _, batch in batches))
         self._passivate_beyond_limit()
         return self._answers(batches, done)
@@ -272,6 +288,10 @@ class Shard:
             )
             if span is not None:
                 telemetry.note_outcome(span, outcome)
+        if command.kind is not CommandKind.TURN or _from_operator(command):  # cheap for users' turns
+            event = _event_of(command, outcome)
+            if event is not None:
+                self._staged_events.append(event)
         return outcome
 
     def _answers(
@@ -302,7 +322,18 @@ class Shard:
             done.add(origin, conversation, outcome)
 
     def _persist(self, done: _Round) -> None:
-        """Write what the round staged; on failure withdraw the answers that showed it."""
+        """Write what the round staged; on failure withdraw the answers that showed it. The events
+        of what was written go out (``take_events``); the others are dropped with their changes."""
+        try:
+            self._write(done)
+        finally:
+            self._staged_events.clear()
+
+    def take_events(self) -> list[ConversationEvent]:
+        events, self.events = self.events, []
+        return events
+
+    def _write(self, done: _Round) -> None:
         now = time.time()
         retention = self.store.retention
         vshards = self.settings.vshards
@@ -313,7 +344,7 @@ class Shard:
         except FencedOut as exc:
             self._fenced_out(done, exc.lost)
             if done.touched:
-                self._persist(done)  # what the other virtual shards staged still stands
+                self._write(done)  # what the other virtual shards staged still stands
             return
         except StaleWrite as exc:
             if not exc.keys & done.touched.keys():  # none of this round's: nothing to go back to
@@ -321,7 +352,7 @@ class Shard:
                 return
             self._stale(done, exc.keys)
             if done.touched:
-                self._persist(done)  # the others were computed from what the store holds
+                self._write(done)  # the others were computed from what the store holds
             return
         except Exception as exc:
             self._write_failed(done, exc)
@@ -329,6 +360,7 @@ class Shard:
         self.last_write_error = ""
         for conversation in done.touched.values():
             conversation.commit(retention, now)
+        self.events += [e for e in self._staged_events if e.key in done.touched]
         if self._exit_after_commit and len(done.outcomes) >= self._exit_after_commit:
             os._exit(70)  # committed, not answered: the edge must re-send and nothing may apply twice
 
@@ -640,3 +672,34 @@ class Shard:
 def _expired(queued: Queued, now: float) -> bool:
     budget = queued.command.budget_s
     return budget is not None and now - queued.arrived > budget
+
+
+def _from_operator(command: Command) -> bool:
+    """Whether ``command`` is the system message of an operator's resume."""
+    body = command.body
+    return isinstance(body, InboundMessage) and body.user_id.startswith(OPERATOR_PREFIX)
+
+
+def _event_of(command: Command, outcome: list[Any] | Suspended) -> ConversationEvent | None:
+    """The event an applied operator action or person's message makes (None: it makes none)."""
+    if not isinstance(outcome, list) or outcome[0] != DONE:  # failed, waits, or a repeat
+        return None
+    kind, key = command.kind, command.key
+    if kind is CommandKind.AGENT_MESSAGE and isinstance(command.body, InboundMessage):
+        data: dict[str, Any] = {
+            "agent": command.body.user_id.removeprefix(AGENT_PREFIX),
+            "text": command.body.content.text,
+            "message_id": command.message_id.removeprefix(CLIENT_KEY_PREFIX),
+        }
+        return ConversationEvent(key, "agent_message", data)
+    reply = codec.unpack_reply(outcome[1])
+    if kind is CommandKind.RESET and isinstance(reply, ResetResult):
+        data = {"action": "reset", "state": reply.state.current_state, "reason": command.said}
+    elif kind is CommandKind.FORCE_STATE and isinstance(reply, StateResult):
+        data = {"action": "force_state", "state": reply.state.current_state, "reason": ""}
+    elif kind is CommandKind.TURN and isinstance(reply, TurnResult):
+        resumed = "handoff_resumed" in reply.actions_performed
+        data = {"action": "resume", "state": reply.state.current_state, "reason": "", "resumed": resumed}
+    else:
+        return None
+    return ConversationEvent(key, "operator_action", data)

@@ -13,7 +13,14 @@ Who may do what, when authentication is on (``grpc_edge.auth``):
   tails are confined to its tenant;
 - an ``operator`` (a role bound to no tenant) may do all that for every tenant, and
   alone sees the cluster (GetCluster) and acts on the whole runtime (ReloadFlows,
-  RestartShard).
+  RestartShard);
+- a tenant's ``agent`` (a person answering handed-off conversations) may only send a
+  person's message into its own tenant's conversations (SendAgentMessage), as its admin may.
+
+An action that changes a conversation is given the caller's deadline, less the time its
+answer needs to come back (``engine_service.action_deadline``): its shard does it within
+that, or drops it and says so, and the caller hears which. DEADLINE_EXCEEDED sent by the
+server means "not done, and never will be".
 
 Errors are raised, not turned into statuses here: the error layer does that once.
 """
@@ -53,6 +60,13 @@ AUDIT_ARGUMENT_CHARS = 200  # of one argument (a reason, say) in the audit line'
 def _operator() -> str:
     principal = auth.current_principal()
     return principal.subject if principal is not None else "anonymous (authentication is off)"
+
+
+def _agent_name() -> str:
+    """The name a person's message goes under when the request names none: the caller's key's
+    name (a JWT's subject), "agent" with authentication off."""
+    principal = auth.current_principal()
+    return principal.subject.removeprefix("key:") if principal is not None else "agent"
 
 
 def _key(tenant_id: str, conversation_id: str, limits: LimitsConfig) -> ConversationKey:
@@ -318,6 +332,37 @@ class AdminService(pb_grpc.AdminServicer):
                 {"webhook": abandoned.webhook, "state": abandoned.state, "actions": list(abandoned.actions)},
             )
         return result
+
+    async def SendAgentMessage(
+        self, request: pb.AgentMessage, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ActionResult:
+        key = ConversationKey(
+            convert.identifier(request.tenant_id, "tenant_id", self.limits),
+            convert.identifier(request.conversation_id, "conversation_id", self.limits),
+        )
+        note_target(key.tenant_id, key.conversation_id)
+        auth.authorize_agent_of(key.tenant_id)
+        if not request.text.strip():
+            raise InvalidArgument("text is required: what the person says", field="text")
+        if len(request.text) > self.limits.max_text_chars:
+            raise InvalidArgument(
+                f"text is longer than {self.limits.max_text_chars} characters", field="text"
+            )
+        agent = convert.identifier(request.agent, "agent", self.limits, required=False) or _agent_name()
+        request_id = convert.identifier(request.request_id, "request_id", self.limits, required=False)
+        _audit("agent_message", key, agent=agent, request_id=request_id)
+        message_id = request_id or current_request_id()
+        with _not_done("agent_message"):
+            result = await self.engine.agent_message(
+                key,
+                agent,
+                request.text,
+                message_id=message_id,
+                idempotency_key=request_id,
+                deadline=action_deadline(context),
+            )
+        message = "already sent; original answer" if result.replayed else "sent"
+        return _done(message, state=result.state.current_state, message_id=message_id, agent=agent)
 
     async def ReloadFlows(
         self, request: pb.ReloadFlowsRequest, context: grpc.aio.ServicerContext[Any, Any]

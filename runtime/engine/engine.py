@@ -53,9 +53,11 @@ from confab.runtime.model import (
 from confab.runtime.protocol import codec, queries
 from confab.runtime.protocol.directory import ShardDirectory, vshard_of
 from confab.runtime.protocol.records import (
+    AGENT_PREFIX,
     OPERATOR_PREFIX,
     Command,
     CommandKind,
+    ConversationEvent,
     Outcome,
     WireMessage,
     WireReply,
@@ -182,6 +184,8 @@ class Engine:
         self._ticker: asyncio.Task[None] | None = None
         # Called (on the loop) when a shard is reached or lost, or the directory changes.
         self.on_change: Callable[[], None] = lambda: None
+        # Who hears of a conversation's operator actions and people's messages (its open streams).
+        self._watchers: dict[ConversationKey, set[Callable[[ConversationEvent], None]]] = {}
 
     # Lifecycle --------------------------------------------------------------------------
 
@@ -262,6 +266,7 @@ class Engine:
     def _wire(self, link: ShardLink) -> None:
         link.want_lifecycle = lambda: self.events.active
         link.on_lifecycle = self.events.publish_lifecycle
+        link.on_events = self._conversation_events
         link.on_connection_change = lambda: self.on_change()
         link.start()
 
@@ -295,6 +300,29 @@ class Engine:
     @property
     def links(self) -> list[ShardLink]:
         return sorted(self._router.links.values(), key=lambda link: (link.endpoint.host, link.index))
+
+    # Conversation events ------------------------------------------------------------------
+
+    def watch(self, key: ConversationKey, listener: Callable[[ConversationEvent], None]) -> None:
+        """``listener`` hears, on the loop and as soon as its shard has stored it, every operator
+        action on ``key`` and every person's message into it, whichever edge they came through
+        (each shard pushes them to every edge connected to it)."""
+        self._watchers.setdefault(key, set()).add(listener)
+
+    def unwatch(self, key: ConversationKey, listener: Callable[[ConversationEvent], None]) -> None:
+        listeners = self._watchers.get(key)
+        if listeners is not None:
+            listeners.discard(listener)
+            if not listeners:
+                del self._watchers[key]
+
+    def _conversation_events(self, events: list[ConversationEvent]) -> None:
+        for event in events:
+            for listener in list(self._watchers.get(event.key, ())):
+                try:
+                    listener(event)
+                except Exception:  # one listener's bug is its own
+                    log.exception("a listener of %s failed", event.key)
 
     # Commands ---------------------------------------------------------------------------
 
@@ -382,6 +410,27 @@ class Engine:
         )
         assert isinstance(result, StateResult)
         return result.state
+
+    async def agent_message(
+        self,
+        key: ConversationKey,
+        agent: str,
+        text: str,
+        *,
+        message_id: str,
+        idempotency_key: str = "",
+        deadline: float | None = None,
+    ) -> TurnResult:
+        """A person's message into a handed-off conversation, kept as a turn (FailedPrecondition if
+        it is not handed over); a repeat of ``idempotency_key`` gets the first answer, not sent again."""
+        message = InboundMessage(f"{AGENT_PREFIX}{agent}", Content(type="agent", text=text))
+        command_id = client_message_id(idempotency_key) if idempotency_key else message_id
+        command = Command(
+            CommandKind.AGENT_MESSAGE, command_id, key, message, telemetry.current_traceparent()
+        )
+        result = await self._one(command, deadline)
+        assert isinstance(result, TurnResult)
+        return result
 
     async def resume(
         self, key: ConversationKey, operator: str, *, message_id: str, deadline: float | None = None

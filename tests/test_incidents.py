@@ -1,12 +1,17 @@
-"""A conversation stuck on a webhook, as an operator meets it: seen (new ones too), cleared by
-abandoning the call, and actions that cannot be done in time reported as not done and never done
-later. A real server with authentication on, the pizza flow, and its price webhook made to hang."""
+"""A conversation in trouble, as the people around it meet it. Stuck on a webhook: seen (new ones
+too), cleared by abandoning the call, and actions that cannot be done in time reported as not done
+and never done later. Handed over: a person's messages and operators' actions reach the user's
+open stream at once. A real server with authentication on, the pizza flow, and its price webhook
+made to hang."""
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,8 +21,12 @@ from google.protobuf import json_format
 from confab.grpc_edge.auth import hash_api_key
 from confab.protos import admin_pb2 as admin
 from confab.protos import admin_pb2_grpc as admin_grpc
+from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
+from confab.runtime.flows.authoring.replay import RecordedAgentMessage
+from confab.runtime.model import ConversationKey
 from confab.tools.price_service import PriceService
+from confab.tools.replay_store import open_history, read_conversation
 from tests.support import ServerProcess, pizza, price_webhook_config, run_confab, status_details
 
 pytestmark = pytest.mark.integration  # every test here starts a server or a process
@@ -29,6 +38,8 @@ KEYS = {
     "ops-acme": ("acme", "[admin]"),
     "ops-other": ("other", "[admin]"),
     "app-acme": ("acme", "[]"),
+    "alice-acme": ("acme", "[agent]"),
+    "bob-other": ("other", "[agent]"),
 }
 
 
@@ -236,3 +247,136 @@ def test_a_new_conversation_stuck_on_its_first_webhook_is_listed_and_inspectable
     assert result.ok and first.result(timeout=5).current_state == "price_unavailable"
     assert behind.result(timeout=5).status.success
     assert not inspect(stub, "brand-new").first_turn_pending
+
+
+class OpenStream:
+    """A user's StreamConversation kept open on a thread; each response with when it came."""
+
+    def __init__(self, engine: pb_grpc.MCPEngineStub, conversation: str) -> None:
+        self.responses: queue.Queue[tuple[float, pb.ConversationStreamResponse]] = queue.Queue()
+        self._done = threading.Event()
+        init = pb.ConversationStreamRequest(
+            init=pb.StreamInit(tenant_context={"tenant_id": "acme"}, conversation_id=conversation)
+        )
+
+        def requests() -> Iterator[pb.ConversationStreamRequest]:
+            yield init
+            self._done.wait(30)
+
+        self.call = engine.StreamConversation(requests(), metadata=as_("app-acme"))
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        assert self.next(5).HasField("ack")
+
+    def _read(self) -> None:
+        try:
+            for response in self.call:
+                self.responses.put((time.monotonic(), response))
+        except grpc.RpcError:
+            pass
+
+    def next(self, timeout: float) -> pb.ConversationStreamResponse:
+        return self.responses.get(timeout=timeout)[1]
+
+    def event(self, timeout: float) -> tuple[float, pb.StreamEvent]:
+        at, response = self.responses.get(timeout=timeout)
+        assert response.HasField("event"), response
+        return at, response.event
+
+    def close(self) -> None:
+        self._done.set()
+        self.call.cancel()
+
+
+def agent_message(conversation: str, text: str, request_id: str = "", agent: str = "") -> admin.AgentMessage:
+    return admin.AgentMessage(
+        tenant_id="acme", conversation_id=conversation, text=text, agent=agent, request_id=request_id
+    )
+
+
+def test_a_persons_message_reaches_the_open_stream_at_once_and_is_kept_as_a_turn(
+    running: tuple[ServerProcess, PriceService], stubs: tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineStub]
+) -> None:
+    server, _ = running
+    stub, engine = stubs
+    engine.ProcessMessage(pizza("handed", "hi"), metadata=as_("app-acme"))
+    assert (
+        engine.ProcessMessage(pizza("handed", payload="HUMAN"), metadata=as_("app-acme")).current_state
+        == "human"
+    )
+    stream = OpenStream(engine, "handed")
+    try:
+        sent = time.monotonic()
+        result = stub.SendAgentMessage(
+            agent_message("handed", "Hello, I'm Alice. Which pizza?", "answer-1", "Alice"),
+            metadata=as_("alice-acme"),
+        )
+        at, event = stream.event(5)
+        latency = at - sent
+        print(f"a person's message reached the open stream {latency * 1000:.1f} ms after it was sent")
+        assert latency < 1.0
+        assert result.ok and result.message == "sent" and result.details["message_id"] == "answer-1"
+        assert event.event_type == "agent_message" and event.conversation_id == "handed"
+        data = json_format.MessageToDict(event.event_data)
+        assert data == {"agent": "Alice", "text": "Hello, I'm Alice. Which pizza?", "message_id": "answer-1"}
+        # Sent again under its request id: answered, not sent twice.
+        again = stub.SendAgentMessage(
+            agent_message("handed", "Hello, I'm Alice. Which pizza?", "answer-1", "Alice"),
+            metadata=as_("alice-acme"),
+        )
+        assert again.ok and "already sent" in again.message
+        # The tenant's admin may speak too, under its key's name.
+        stub.SendAgentMessage(agent_message("handed", "Still there?"), metadata=as_("ops-acme"))
+        _, second = stream.event(5)
+        assert json_format.MessageToDict(second.event_data)["agent"] == "ops-acme"
+        # An operator's resume reaches the stream at once too, not with the user's next message.
+        sent = time.monotonic()
+        stub.ResumeConversation(action("handed", "back to the bot"), metadata=as_("ops-acme"))
+        at, resumed = stream.event(5)
+        print(f"an operator's resume reached the open stream {(at - sent) * 1000:.1f} ms after it was sent")
+        assert resumed.event_type == "operator_action"
+        assert json_format.MessageToDict(resumed.event_data)["action"] == "resume"
+        stub.ResetConversation(action("handed", "start over"), metadata=as_("ops-acme"))
+        _, reset = stream.event(5)
+        assert json_format.MessageToDict(reset.event_data) == {
+            "action": "reset",
+            "state": "",  # started over: the next message enters the flow's first state
+            "reason": "start over",
+        }
+        with pytest.raises(queue.Empty):
+            stream.next(0.3)  # the repeat sent nothing
+    finally:
+        stream.close()
+    detail = inspect(stub, "handed")
+    kept = [(t.kind, t.response) for t in detail.last_turns if t.kind == "agent_message"]
+    assert kept == [("agent_message", "Hello, I'm Alice. Which pizza?"), ("agent_message", "Still there?")]
+    history = read_conversation(
+        open_history(Path(server.data_dir) / "confab.sqlite3"), ConversationKey("acme", "handed")
+    )
+    said = [(s.agent, s.text) for s in history.steps if isinstance(s, RecordedAgentMessage)]
+    assert said == [("Alice", "Hello, I'm Alice. Which pizza?"), ("ops-acme", "Still there?")]
+
+
+def test_a_persons_message_needs_a_handed_over_conversation_of_its_own_tenant(
+    stubs: tuple[admin_grpc.AdminStub, pb_grpc.MCPEngineStub],
+) -> None:
+    stub, engine = stubs
+    engine.ProcessMessage(pizza("with-the-bot", "hi"), metadata=as_("app-acme"))
+
+    def refused(request: admin.AgentMessage, key: str) -> grpc.StatusCode:
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.SendAgentMessage(request, metadata=as_(key))
+        code: grpc.StatusCode = caught.value.code()
+        return code
+
+    assert refused(agent_message("with-the-bot", "hi"), "alice-acme") == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused(agent_message("nobody", "hi"), "alice-acme") == grpc.StatusCode.NOT_FOUND
+    assert refused(agent_message("with-the-bot", ""), "alice-acme") == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused(agent_message("with-the-bot", "hi"), "bob-other") == grpc.StatusCode.PERMISSION_DENIED
+    assert refused(agent_message("with-the-bot", "hi"), "ops-other") == grpc.StatusCode.PERMISSION_DENIED
+    assert refused(agent_message("with-the-bot", "hi"), "app-acme") == grpc.StatusCode.PERMISSION_DENIED
+    # An agent's key speaks, and nothing more: the Admin API's other calls are refused.
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ResetConversation(action("with-the-bot"), metadata=as_("alice-acme"))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert inspect(stub, "with-the-bot").state["current_state"] == "greet"
