@@ -198,8 +198,8 @@ def test_a_new_conversation_stuck_on_its_first_webhook_is_listed_and_inspectable
     first = engine.ProcessMessage.future(
         pizza("brand-new", "2 large pizzas please"), metadata=as_("app-acme")
     )
-    behind = engine.ProcessMessage.future(pizza("brand-new", "hello?"), metadata=as_("app-acme"))
     detail = until(lambda: waiting_on_price(stub, "brand-new") and inspect(stub, "brand-new"))
+    behind = engine.ProcessMessage.future(pizza("brand-new", "hello?"), metadata=as_("app-acme"))
     assert detail.first_turn_pending and detail.resident and detail.webhook_waiting_s >= 0
     assert (
         detail.state["flow_id"] == "pizza" and next(q.text for q in detail.queued) == "2 large pizzas please"
@@ -243,8 +243,18 @@ def test_a_new_conversation_stuck_on_its_first_webhook_is_listed_and_inspectable
     with pytest.raises(grpc.RpcError) as caught:
         stub.AbandonWebhook(action("brand-new"), metadata=as_("app-acme"))  # no admin role
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    result = stub.AbandonWebhook(action("brand-new"), metadata=as_("ops-acme"))
-    assert result.ok and first.result(timeout=5).current_state == "price_unavailable"
+    abandoned = run_confab(
+        "shell",
+        "--target",
+        server.address,
+        "--api-key",
+        secret("ops-acme"),
+        "-c",
+        "abandon-webhook acme brand-new price service down",
+    )
+    print(abandoned.stdout)
+    assert abandoned.returncode == 0 and abandoned.stdout.startswith("ok: abandoned"), abandoned.stderr
+    assert first.result(timeout=5).current_state == "price_unavailable"
     assert behind.result(timeout=5).status.success
     assert not inspect(stub, "brand-new").first_turn_pending
 
