@@ -288,7 +288,7 @@ class Shard:
             )
             if span is not None:
                 telemetry.note_outcome(span, outcome)
-        if command.kind is not CommandKind.TURN or _from_operator(command):  # cheap for users' turns
+        if _may_make_event(command):  # cheap: users' turns and reads never do
             event = _event_of(command, outcome)
             if event is not None:
                 self._staged_events.append(event)
@@ -674,14 +674,21 @@ def _expired(queued: Queued, now: float) -> bool:
     return budget is not None and now - queued.arrived > budget
 
 
-def _from_operator(command: Command) -> bool:
-    """Whether ``command`` is the system message of an operator's resume."""
-    body = command.body
-    return isinstance(body, InboundMessage) and body.user_id.startswith(OPERATOR_PREFIX)
+def _may_make_event(command: Command) -> bool:
+    """Whether ``command`` is a person's message or an operator's action (see ``_event_of``)."""
+    kind = command.kind
+    if kind is CommandKind.TURN:  # a resume's system message
+        body = command.body
+        return isinstance(body, InboundMessage) and body.user_id.startswith(OPERATOR_PREFIX)
+    if kind is CommandKind.RESET:
+        return command.message_id.startswith(OPERATOR_PREFIX)
+    return kind in (CommandKind.AGENT_MESSAGE, CommandKind.FORCE_STATE)
 
 
 def _event_of(command: Command, outcome: list[Any] | Suspended) -> ConversationEvent | None:
-    """The event an applied operator action or person's message makes (None: it makes none)."""
+    """The event an applied operator action or person's message makes (None: it makes none).
+    A reset is an operator's when the Admin API sent it (its message id says so); a forced state
+    only ever is; a turn is when it is a resume's system message."""
     if not isinstance(outcome, list) or outcome[0] != DONE:  # failed, waits, or a repeat
         return None
     kind, key = command.kind, command.key

@@ -272,6 +272,7 @@ class AdminService(pb_grpc.AdminServicer):
                 request.reason or "operator reset",
                 message_id=current_request_id(),
                 deadline=action_deadline(context),
+                by_operator=True,
             )
         return _done(f"reset; it was in state {result.previous_state!r}", state=result.state.current_state)
 

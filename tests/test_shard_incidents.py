@@ -122,7 +122,10 @@ def test_a_persons_message_and_operator_actions_make_events_once_stored(shard_wi
     assert event.data == {"agent": "Alice", "text": "Hi, I'm Alice", "message_id": "a-1"}
     raw(shard, Command(CommandKind.AGENT_MESSAGE, "c:a-1", KEY, said))  # a repeat: answered, no event
     assert shard.take_events() == []
-    (reset,) = raw(shard, Command(CommandKind.RESET, "r-1", KEY, "start over"))
+    raw(shard, Command(CommandKind.RESET, "r-0", KEY, "the client's own"))  # MCPEngine's: no event
+    assert shard.take_events() == []
+    raw(shard, pizza(payload="HUMAN"))
+    (reset,) = raw(shard, Command(CommandKind.RESET, "operator:r-1", KEY, "start over"))  # the Admin API's
     assert isinstance(decode_outcome(reset), ResetResult)
     (event,) = shard.take_events()
     assert event.type == "operator_action" and event.data == {

@@ -392,8 +392,18 @@ class Engine:
         return result.state
 
     async def reset(
-        self, key: ConversationKey, reason: str, *, message_id: str, deadline: float | None = None
+        self,
+        key: ConversationKey,
+        reason: str,
+        *,
+        message_id: str,
+        deadline: float | None = None,
+        by_operator: bool = False,
     ) -> ResetResult:
+        """Start the conversation over; ``by_operator`` (the Admin API's): its open streams hear
+        of it as an operator_action event."""
+        if by_operator:
+            message_id = OPERATOR_PREFIX + message_id
         result = await self._one(
             Command(CommandKind.RESET, message_id, key, reason, telemetry.current_traceparent()), deadline
         )

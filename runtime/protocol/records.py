@@ -137,7 +137,8 @@ def client_message_id(idempotency_key: str) -> str:
     return CLIENT_KEY_PREFIX + idempotency_key
 
 
-# The user id of the system message an operator's resume sends (``operator:<who>``).
+# The user id of the system message an operator's resume sends (``operator:<who>``), and what
+# the message id of a reset sent through the Admin API starts with.
 OPERATOR_PREFIX = "operator:"
 # The user id of a person's message (``agent:<name>``, CommandKind.AGENT_MESSAGE).
 AGENT_PREFIX = "agent:"

@@ -152,9 +152,8 @@ class TerminalListener(ChatListener):
         elif event.event_type == "operator_action":
             action = str(data.get("action", "")).replace("_", " ")
             why = f" ({data['reason']})" if data.get("reason") else ""
-            self.console.say(
-                f"-- an operator did {action}{why}; the conversation is in state {data.get('state')}"
-            )
+            state = data.get("state") or "(new)"
+            self.console.say(f"-- an operator did {action}{why}; the conversation is in state {state}")
         else:
             self.console.say(f"-- event {event.event_type}: {data}")
 
