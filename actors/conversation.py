@@ -29,11 +29,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from confab.runtime import telemetry
-from confab.runtime.errors import ConfabError, ConversationNotFound, InternalError, InvalidArgument
-from confab.runtime.flows import FlowRegistry, UnknownState, WebhookCall
+from confab.runtime.errors import (
+    ConfabError,
+    ConversationNotFound,
+    FailedPrecondition,
+    InternalError,
+    InvalidArgument,
+)
+from confab.runtime.flows import FlowRegistry, UnknownState, WebhookCall, in_handoff
 from confab.runtime.flows.execution import turn
 from confab.runtime.flows.execution.turn import Pending
-from confab.runtime.model import ConversationKey, ConversationState, InboundMessage, JsonDict
+from confab.runtime.model import (
+    Content,
+    ConversationKey,
+    ConversationState,
+    InboundMessage,
+    JsonDict,
+    TurnResult,
+)
 from confab.runtime.protocol import codec
 from confab.runtime.protocol.records import (
     CLIENT_KEY_PREFIX,
@@ -134,6 +147,8 @@ class Conversation:
                 return self._reset(command, flows, time.time() if now is None else now)
             if command.kind is CommandKind.FORCE_STATE:
                 return self._force_state(command, flows)
+            if command.kind is CommandKind.AGENT_MESSAGE:
+                return self._agent_message(command, time.time() if now is None else now, record)
             assert isinstance(command.body, InboundMessage)
             started = time.perf_counter()
             if resume is None:
@@ -185,6 +200,28 @@ class Conversation:
             raise InvalidArgument(str(exc), field="state") from exc
         packed_state = codec.pack_state(state)
         return self._stage(command, packed_state, codec.pack_state_reply(packed_state))
+
+    def _agent_message(self, command: Command, now: float, record: bool) -> list[Any]:
+        """A person's message into a handed-off conversation: kept as a turn (its reply is what
+        the person said, to the user), no flow runs; FailedPrecondition unless it is handed over."""
+        assert isinstance(command.body, InboundMessage)
+        state = codec.unpack_state(self._existing_packed())
+        if not in_handoff(state):
+            raise FailedPrecondition(
+                f"conversation {self.key} is not handed over to a person: its flow answers it"
+            )
+        before = state.current_state
+        state.last_activity = now
+        result = TurnResult(
+            response=Content(text=command.body.content.text),
+            state=state,
+            actions_performed=["agent_message"],
+            state_before=before,
+        )
+        packed_state = codec.pack_state(state)
+        recorded = codec.pack_recorded(command.body, now, {}) if record else b""
+        # Kept with no input of the user's: the text is the turn's response.
+        return self._stage(command, packed_state, codec.pack_turn_reply(result, packed_state), "", recorded)
 
     def _reset(self, command: Command, flows: FlowRegistry, now: float) -> list[Any]:
         previous = codec.unpack_state(self._existing_packed())

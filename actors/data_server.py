@@ -37,6 +37,7 @@ from confab.runtime.protocol.records import (
     ANSWER,
     BATCH,
     DEFERRED_OUTCOME,
+    EDGE_ROLE,
     LATE,
     OUTCOMES,
     QUERY,
@@ -47,6 +48,7 @@ from confab.runtime.protocol.records import (
     OutcomeBatch,
     Query,
     error_outcome,
+    events_frame,
 )
 from confab.runtime.protocol.security import DataPlaneSettings
 
@@ -56,6 +58,8 @@ log = logging.getLogger(__name__)
 GROUP_WINDOW_S = 0.002
 GROUP_DELAY_S = 0.0005
 OWNERSHIP_TICK_S = 0.1  # how often virtual shards are claimed, renewed and released
+# How often commands waiting behind a webhook are looked at for a deadline that passed.
+EXPIRE_TICK_S = 0.05
 
 
 class ShardServer:
@@ -117,6 +121,7 @@ class ShardServer:
         self._started.set_result(bound)
         self._loop.call_soon(self._keep_ownership)
         self._loop.call_soon(self._close_idle)
+        self._loop.call_soon(self._expire_queued)
         try:
             self._loop.run_forever()
         finally:
@@ -180,7 +185,9 @@ class ShardServer:
                     batch.received_at = now
                     batches.append(batch)
                 elif kind == QUERY:
-                    asked.append(Query.from_frame(value))
+                    query = Query.from_frame(value)
+                    query.received_at = now
+                    asked.append(query)
                 else:
                     raise ValueError(f"a frame of kind {kind!r} has no place here")
         except Exception as exc:  # any shape this shard cannot run: this connection's problem only
@@ -231,6 +238,7 @@ class ShardServer:
                 connection.hold_reading(transport.BUSY, False)
         if self.shard.moved_late:  # a fenced-out write gave deferred commands back
             self._send_moved()
+        self._send_events()
         self._note_holdings()
         self._last_round_end = time.perf_counter()
 
@@ -263,6 +271,15 @@ class ShardServer:
         limit = self.settings.max_frame_bytes
         connection.send_encoded(b"".join(data for value in frames for data in fit_frames(value, limit)))
 
+    def _expire_queued(self) -> None:
+        """Answer DEADLINE_EXCEEDED, now, to what waits behind a webhook past its deadline."""
+        if self.shard.waiting:
+            try:
+                self._send_late(self.shard.expire_queued())
+            except Exception:  # the next tick tries again
+                log.exception("shard %d: expiring queued commands failed", self.shard.index)
+        self._loop.call_later(EXPIRE_TICK_S, self._expire_queued)
+
     def _webhook_done(self) -> None:
         """Called on a webhook thread."""
         self._loop.call_soon_threadsafe(self._finish_webhooks)
@@ -273,13 +290,27 @@ class ShardServer:
         except Exception:  # the edge times those requests out; the shard keeps serving
             log.exception("shard %d: finishing webhook turns failed", self.shard.index)
             return
+        self._send_late(late)
+        self._send_moved()
+        self._send_events()
+
+    def _send_events(self) -> None:
+        """Operator actions and people's messages just stored, to every edge connected: whichever
+        edge holds a stream of the conversation passes it on at once."""
+        events = self.shard.take_events()
+        if events:
+            frame = events_frame(events)
+            for connection in list(self._connections):
+                if connection.peer_role == EDGE_ROLE:
+                    self._send(connection, [frame])
+
+    def _send_late(self, late: list[tuple[Any, tuple[int, int, list[Any]]]]) -> None:
         by_connection: dict[Any, list[tuple[int, int, list[Any]]]] = {}
         for connection, entry in late:
             by_connection.setdefault(connection, []).append(entry)
         for connection, entries in by_connection.items():
             if connection in self._connections:  # an edge that went away gets nothing
                 self._send(connection, [LateOutcomes(entries).to_frame()])
-        self._send_moved()
 
 
 def fit_frames(value: list[Any], limit: int) -> list[bytes]:

@@ -12,11 +12,19 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from confab.actors.shard import Shard
-from confab.runtime.errors import ConfabError, InternalError, InvalidArgument, PermissionDenied
+from confab.actors.conversation import Conversation
+from confab.actors.shard import NOT_RUN, Shard
+from confab.runtime.errors import (
+    ConfabError,
+    DeadlineExceeded,
+    InternalError,
+    InvalidArgument,
+    PermissionDenied,
+)
 from confab.runtime.flows import in_handoff
+from confab.runtime.flows.execution import turn
 from confab.runtime.inspection import ConversationFilter, ConversationSummary
-from confab.runtime.model import ConversationKey
+from confab.runtime.model import ConversationKey, ConversationState
 from confab.runtime.protocol import codec, queries
 from confab.runtime.protocol.records import Answer, Query
 
@@ -28,7 +36,7 @@ SCAN_ROWS = 2000
 
 def answer(shard: Shard, query: Query) -> Answer:
     try:
-        return Answer(query.query_id, True, _result(shard, query.name, query.args, query.scope))
+        return Answer(query.query_id, True, _result(shard, query))
     except ConfabError as exc:
         return Answer.failed(query.query_id, exc)
     except Exception as exc:  # a bug answers the query, it does not take the shard down
@@ -36,16 +44,19 @@ def answer(shard: Shard, query: Query) -> Answer:
         return Answer.failed(query.query_id, InternalError(f"query failed: {type(exc).__name__}"))
 
 
-def _result(shard: Shard, name: str, args: list[Any], scope: str | None) -> Any:
+def _result(shard: Shard, query: Query) -> Any:
     """``scope`` is the tenant the asker may see (None: every tenant). The edge has checked
     it already; checking it here too means a peer on the data plane gets no more than the
     Admin API would give the same caller."""
+    name, args, scope = query.name, query.args, query.scope
     if name == queries.STATUS:  # the shard's own figures: no tenant's data
         return shard.status().to_wire()
     if name == queries.INSPECT:
         return _inspect(shard, _scoped_key(args[0], args[1], scope), int(args[2]))
     if name == queries.PASSIVATE:
-        return list(shard.passivate(_scoped_key(args[0], args[1], scope)))
+        key = _scoped_key(args[0], args[1], scope)
+        _within_budget(query, args[2] if len(args) > 2 else None)
+        return list(shard.passivate(key))
     if name == queries.LIST:
         wanted = queries.filter_from_wire(args[0])
         if scope is not None:
@@ -62,11 +73,24 @@ def _result(shard: Shard, name: str, args: list[Any], scope: str | None) -> Any:
             for k in args[0]
             if (scope is None or k[0] == scope) and ConversationKey(k[0], k[1]) in shard.residents
         ]
+    if name == queries.ABANDON:
+        key = _scoped_key(args[0], args[1], scope)
+        _within_budget(query, args[4])
+        return shard.abandon_webhook(key, str(args[2]), str(args[3])).to_wire()
+    if name == queries.WAITING:
+        return _waiting(shard, scope)
     if name == queries.RELOAD:
         if scope is not None:
             raise PermissionDenied("reloading flows is an operator's action")
         return queries.reload_to_wire(shard.reload_flows())
     raise InvalidArgument(f"unknown query {name!r}; known: {list(queries.NAMES)}")
+
+
+def _within_budget(query: Query, budget: Any) -> None:
+    """Raise DeadlineExceeded if the edge's deadline for an action passed before the shard read it:
+    the edge has answered (or is about to) that it was not done, so it must not be done now."""
+    if budget is not None and time.perf_counter() - query.received_at > float(budget):
+        raise DeadlineExceeded(NOT_RUN)
 
 
 def _scoped_key(tenant_id: Any, conversation_id: Any, scope: str | None) -> ConversationKey:
@@ -80,30 +104,74 @@ def _scoped_key(tenant_id: Any, conversation_id: Any, scope: str | None) -> Conv
 def _inspect(shard: Shard, key: ConversationKey, last_turns: int) -> list[Any] | None:
     """One conversation as it is now, without activating it (None: it does not exist)."""
     conversation = shard.residents.get(key)
+    state: ConversationState | None = None
     if conversation is not None:
-        packed = conversation.state
+        state = _state_of(conversation)
     else:
         stored = shard.store.load(key)
-        packed = stored.state if stored is not None else None
-    if packed is None:
+        state = codec.unpack_state(stored.state) if stored is not None else None
+    if state is None:
         return None
     # Operators see what the flow declares sensitive masked (the stored turns are masked already).
-    state = codec.unpack_state(packed)
     flow = shard.flows.for_state(state)
     packed = codec.pack_state(flow.redact_state(state))
     queued: list[tuple[str, int, str]] = []
-    webhook = ""
+    webhook, waiting_s = "", 0.0
     if conversation is not None:
         commands = [w.suspended.command for w in [conversation.waiting] if w is not None]
         commands += [queued.command for queued in conversation.mailbox]
         queued = [(c.message_id, int(c.kind), flow.redact_text(c.said)) for c in commands]
         if conversation.waiting is not None:
             webhook = conversation.waiting.suspended.call.name
+            waiting_s = max(0.0, time.time() - conversation.waiting.since)
     turns = [
         (t.seq, t.message_id, t.kind, t.reply, t.created_at, t.input)
         for t in shard.store.recent_turns(key, max(0, last_turns))
     ]
-    return queries.inspection_to_wire(conversation is not None, packed, queued, webhook, turns)
+    first_turn_pending = conversation is not None and not conversation.exists
+    return queries.inspection_to_wire(
+        conversation is not None, packed, queued, webhook, turns, waiting_s, first_turn_pending
+    )
+
+
+def _state_of(conversation: Conversation) -> ConversationState | None:
+    """A resident conversation's committed state; for one its first message creates, while that
+    turn waits on a webhook, the state the turn began with (None: it does not exist)."""
+    if conversation.state is not None:
+        return codec.unpack_state(conversation.state)
+    if conversation.waiting is not None:
+        return turn.starting_state(conversation.waiting.suspended.pending)
+    return None
+
+
+def _waiting(shard: Shard, scope: str | None) -> list[Any]:
+    """Every conversation whose turn waits on a webhook (within ``scope``), stored or new."""
+    now = time.time()
+    found: list[list[Any]] = []
+    for conversation in shard.waiting:
+        key, waiting = conversation.key, conversation.waiting
+        if waiting is None or (scope is not None and key.tenant_id != scope):
+            continue
+        state = _state_of(conversation)
+        if state is None:
+            continue
+        summary = ConversationSummary(
+            key,
+            state.current_state,
+            state.flow_id,
+            state.flow_version,
+            state.message_count,
+            state.last_activity,
+            in_handoff(state),
+            resident=True,
+            shard=shard.index,
+            webhook=waiting.suspended.call.name,
+            webhook_waiting_s=max(0.0, now - waiting.since),
+            mailbox=len(conversation.mailbox),
+            stored=conversation.exists,
+        )
+        found.append(queries.summary_to_wire(summary))
+    return found
 
 
 def _list(shard: Shard, wanted: ConversationFilter, after: ConversationKey | None, limit: int) -> list[Any]:

@@ -45,17 +45,28 @@ from confab.runtime import telemetry
 from confab.runtime.errors import ConfabError, DeadlineExceeded, InternalError, Unavailable
 from confab.runtime.flows import FlowRegistry
 from confab.runtime.flows.execution.catalog import load_flows
-from confab.runtime.inspection import FlowReload, ShardStatus
-from confab.runtime.model import ConversationKey
-from confab.runtime.protocol import wire_pb
+from confab.runtime.inspection import Abandoned, FlowReload, ShardStatus
+from confab.runtime.model import (
+    ConversationKey,
+    InboundMessage,
+    ResetResult,
+    StateResult,
+    TurnResult,
+)
+from confab.runtime.protocol import codec, wire_pb
 from confab.runtime.protocol.directory import shard_id, vshard_of
 from confab.runtime.protocol.records import (
+    AGENT_PREFIX,
+    CLIENT_KEY_PREFIX,
     DEFERRED_OUTCOME,
+    DONE,
     ERROR,
+    OPERATOR_PREFIX,
     REPLAYED,
     Command,
     CommandBatch,
     CommandKind,
+    ConversationEvent,
     OutcomeBatch,
     WireMessage,
     error_outcome,
@@ -70,6 +81,8 @@ log = logging.getLogger(__name__)
 
 # Lifecycle events carried back by one round at most (an operator's view, not a log).
 MAX_LIFECYCLE_EVENTS = 1000
+# What a command dropped at its deadline is answered: it was not run, and never will be.
+NOT_RUN = "not done: the deadline passed before its turn; nothing was changed"
 # Tests only: a shard of generation 0 exits right after committing a round of at least this
 # many commands, before answering: the worst moment to die (see tests/test_exactly_once.py).
 EXIT_AFTER_COMMIT = "CONFAB_TEST_EXIT_AFTER_COMMIT"
@@ -129,6 +142,7 @@ class _Waiting:
     suspended: Suspended
     origin: Origin
     future: Future[WebhookResult]
+    since: float = 0.0  # time.time() when the call was made
 
 
 class Shard:
@@ -156,6 +170,10 @@ class Shard:
         # Late outcomes of deferred commands given back: MOVED (their virtual shard went to another
         # shard) or UNAVAILABLE (their conversation left memory after a write that failed).
         self.moved_late: list[tuple[Any, tuple[int, int, list[Any]]]] = []
+        # Operator actions and people's messages applied: staged with their round, pushed to every
+        # edge once stored (``take_events``), so that the conversation's open streams hear of them.
+        self._staged_events: list[ConversationEvent] = []
+        self.events: list[ConversationEvent] = []
         # Activations and passivations since the last round, kept only while the edge asks.
         self.lifecycle: list[list[str]] = []
         self._lifecycle_wanted = False
@@ -214,6 +232,7 @@ class Shard:
             failure = error_outcome(InternalError("shard failed to run the batch"))
             for conversation in done.touched.values():
                 conversation.rollback()
+            self._staged_events.clear()
             done = _Round(outcomes=[failure] * sum(len(batch.commands) for _, batch in batches))
         self._passivate_beyond_limit()
         return self._answers(batches, done)
@@ -257,7 +276,7 @@ class Shard:
         waited = time.perf_counter() - arrived
         if command.budget_s is not None and waited > command.budget_s:
             # The caller has given up by now: running it would apply what it was told failed.
-            return error_outcome(DeadlineExceeded("the deadline passed before its turn"))
+            return error_outcome(DeadlineExceeded(NOT_RUN))
         with telemetry.turn_span(command) as span:
             outcome = conversation.apply(
                 command,
@@ -269,6 +288,10 @@ class Shard:
             )
             if span is not None:
                 telemetry.note_outcome(span, outcome)
+        if _may_make_event(command):  # cheap: users' turns and reads never do
+            event = _event_of(command, outcome)
+            if event is not None:
+                self._staged_events.append(event)
         return outcome
 
     def _answers(
@@ -299,7 +322,18 @@ class Shard:
             done.add(origin, conversation, outcome)
 
     def _persist(self, done: _Round) -> None:
-        """Write what the round staged; on failure withdraw the answers that showed it."""
+        """Write what the round staged; on failure withdraw the answers that showed it. The events
+        of what was written go out (``take_events``); the others are dropped with their changes."""
+        try:
+            self._write(done)
+        finally:
+            self._staged_events.clear()
+
+    def take_events(self) -> list[ConversationEvent]:
+        events, self.events = self.events, []
+        return events
+
+    def _write(self, done: _Round) -> None:
         now = time.time()
         retention = self.store.retention
         vshards = self.settings.vshards
@@ -310,7 +344,7 @@ class Shard:
         except FencedOut as exc:
             self._fenced_out(done, exc.lost)
             if done.touched:
-                self._persist(done)  # what the other virtual shards staged still stands
+                self._write(done)  # what the other virtual shards staged still stands
             return
         except StaleWrite as exc:
             if not exc.keys & done.touched.keys():  # none of this round's: nothing to go back to
@@ -318,7 +352,7 @@ class Shard:
                 return
             self._stale(done, exc.keys)
             if done.touched:
-                self._persist(done)  # the others were computed from what the store holds
+                self._write(done)  # the others were computed from what the store holds
             return
         except Exception as exc:
             self._write_failed(done, exc)
@@ -326,6 +360,7 @@ class Shard:
         self.last_write_error = ""
         for conversation in done.touched.values():
             conversation.commit(retention, now)
+        self.events += [e for e in self._staged_events if e.key in done.touched]
         if self._exit_after_commit and len(done.outcomes) >= self._exit_after_commit:
             os._exit(70)  # committed, not answered: the edge must re-send and nothing may apply twice
 
@@ -433,7 +468,7 @@ class Shard:
 
     def _suspend(self, conversation: Conversation, suspended: Suspended, origin: Origin) -> None:
         future = self.webhooks.call(suspended.call.name, suspended.pending.body)
-        conversation.waiting = _Waiting(suspended, origin, future)
+        conversation.waiting = _Waiting(suspended, origin, future, time.time())
         self.waiting.add(conversation)
         if self.on_webhook_done is not None:
             callback = self.on_webhook_done
@@ -450,22 +485,62 @@ class Shard:
             return []
         done = _Round()
         for conversation in ready:
-            waiting, conversation.waiting = conversation.waiting, None
-            self.waiting.discard(conversation)
-            suspended = waiting.suspended
-            outcome = conversation.apply(
-                suspended.command,
-                self.flows,
-                self.store,
-                record=self._recording,
-                resume=suspended,
-                webhook_result=waiting.future.result(),
-            )
-            self._settle(conversation, outcome, waiting.origin, done)
-            while conversation.waiting is None and conversation.mailbox:
-                queued = conversation.mailbox.popleft()
-                applied = self._apply(conversation, queued.command, queued.arrived)
-                self._settle(conversation, applied, queued.origin, done)
+            self._resume(conversation, conversation.waiting.future.result(), done)
+        return self._finish_late(done)
+
+    def abandon_webhook(self, key: ConversationKey, who: str, reason: str) -> Abandoned:
+        """Give up the webhook call ``key``'s turn waits on: the turn runs on at once with a failed
+        result that names ``who`` (its flow's failure route), its mailbox drains, and the outcomes
+        go back as late outcomes (``take_moved``). The call itself runs on until its timeout, on
+        its thread; its answer is ignored (the conversation no longer waits on that future)."""
+        conversation = self.residents.get(key)
+        if conversation is None or conversation.waiting is None:
+            return Abandoned(False, "its turn waits on no webhook (it may have answered meanwhile)")
+        waiting: _Waiting = conversation.waiting
+        name = waiting.suspended.call.name
+        error = f"abandoned by {who}" + (f": {reason}" if reason else "")
+        result: WebhookResult = {"ok": False, "error": error, "abandoned_by": who}
+        log.warning("shard %d: %s: webhook %r %s", self.index, key, name, error)
+        done = _Round()
+        self._resume(conversation, result, done)
+        self.moved_late.extend(self._finish_late(done))  # written first: the outcome is as stored
+        outcome = done.outcomes[0] if done.outcomes else None
+        if outcome is None:
+            return Abandoned(True, "abandoned; the turn went on to wait on another webhook", name)
+        if outcome[0] == ERROR:
+            return Abandoned(True, f"abandoned; the turn failed: {outcome[2]}", name)
+        reply = codec.unpack_reply(outcome[1])
+        if not isinstance(reply, TurnResult):
+            return Abandoned(True, "abandoned", name)
+        return Abandoned(
+            True,
+            f"abandoned; the turn took its failure route to state {reply.state.current_state!r}",
+            name,
+            reply.state.current_state,
+            tuple(reply.actions_performed),
+        )
+
+    def _resume(self, conversation: Conversation, result: WebhookResult, done: _Round) -> None:
+        """Run ``conversation``'s suspended turn on with ``result``, then what waits behind it."""
+        waiting: _Waiting = conversation.waiting
+        conversation.waiting = None
+        self.waiting.discard(conversation)
+        suspended = waiting.suspended
+        outcome = conversation.apply(
+            suspended.command,
+            self.flows,
+            self.store,
+            record=self._recording,
+            resume=suspended,
+            webhook_result=result,
+        )
+        self._settle(conversation, outcome, waiting.origin, done)
+        while conversation.waiting is None and conversation.mailbox:
+            queued = conversation.mailbox.popleft()
+            applied = self._apply(conversation, queued.command, queued.arrived)
+            self._settle(conversation, applied, queued.origin, done)
+
+    def _finish_late(self, done: _Round) -> list[tuple[Any, tuple[int, int, list[Any]]]]:
         if done.touched:
             self._persist(done)
         return [
@@ -473,6 +548,31 @@ class Shard:
             for origin, outcome in zip(done.origins, done.outcomes, strict=True)
             if outcome is not None
         ]
+
+    def expire_queued(self) -> list[tuple[Any, tuple[int, int, list[Any]]]]:
+        """Drop what waits behind a webhook past its caller's deadline: each is answered
+        DEADLINE_EXCEEDED now, as a late outcome, and is never run (the caller is told it was not
+        done while it can still hear it, instead of the command running once the webhook answers)."""
+        now = time.perf_counter()
+        late: list[tuple[Any, tuple[int, int, list[Any]]]] = []
+        for conversation in self.waiting:
+            mailbox = conversation.mailbox
+            if not any(_expired(q, now) for q in mailbox):
+                continue
+            name = conversation.waiting.suspended.call.name
+            dropped = error_outcome(
+                DeadlineExceeded(
+                    f"not done: the deadline passed while it waited behind the webhook {name!r}"
+                    " its conversation's turn waits on; nothing was changed"
+                )
+            )
+            kept = [q for q in mailbox if not _expired(q, now)]
+            for q in mailbox:
+                if _expired(q, now):
+                    late.append((q.origin.sender, (q.origin.batch_id, q.origin.index, dropped)))
+            mailbox.clear()
+            mailbox.extend(kept)
+        return late
 
     # Residents -----------------------------------------------------------------
 
@@ -567,3 +667,46 @@ class Shard:
             held=tuple(sorted(self.ownership.held.items())),
             ownership_error=self.ownership.last_error,
         )
+
+
+def _expired(queued: Queued, now: float) -> bool:
+    budget = queued.command.budget_s
+    return budget is not None and now - queued.arrived > budget
+
+
+def _may_make_event(command: Command) -> bool:
+    """Whether ``command`` is a person's message or an operator's action (see ``_event_of``)."""
+    kind = command.kind
+    if kind is CommandKind.TURN:  # a resume's system message
+        body = command.body
+        return isinstance(body, InboundMessage) and body.user_id.startswith(OPERATOR_PREFIX)
+    if kind is CommandKind.RESET:
+        return command.message_id.startswith(OPERATOR_PREFIX)
+    return kind in (CommandKind.AGENT_MESSAGE, CommandKind.FORCE_STATE)
+
+
+def _event_of(command: Command, outcome: list[Any] | Suspended) -> ConversationEvent | None:
+    """The event an applied operator action or person's message makes (None: it makes none).
+    A reset is an operator's when the Admin API sent it (its message id says so); a forced state
+    only ever is; a turn is when it is a resume's system message."""
+    if not isinstance(outcome, list) or outcome[0] != DONE:  # failed, waits, or a repeat
+        return None
+    kind, key = command.kind, command.key
+    if kind is CommandKind.AGENT_MESSAGE and isinstance(command.body, InboundMessage):
+        data: dict[str, Any] = {
+            "agent": command.body.user_id.removeprefix(AGENT_PREFIX),
+            "text": command.body.content.text,
+            "message_id": command.message_id.removeprefix(CLIENT_KEY_PREFIX),
+        }
+        return ConversationEvent(key, "agent_message", data)
+    reply = codec.unpack_reply(outcome[1])
+    if kind is CommandKind.RESET and isinstance(reply, ResetResult):
+        data = {"action": "reset", "state": reply.state.current_state, "reason": command.said}
+    elif kind is CommandKind.FORCE_STATE and isinstance(reply, StateResult):
+        data = {"action": "force_state", "state": reply.state.current_state, "reason": ""}
+    elif kind is CommandKind.TURN and isinstance(reply, TurnResult):
+        resumed = "handoff_resumed" in reply.actions_performed
+        data = {"action": "resume", "state": reply.state.current_state, "reason": "", "resumed": resumed}
+    else:
+        return None
+    return ConversationEvent(key, "operator_action", data)

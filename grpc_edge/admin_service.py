@@ -13,16 +13,24 @@ Who may do what, when authentication is on (``grpc_edge.auth``):
   tails are confined to its tenant;
 - an ``operator`` (a role bound to no tenant) may do all that for every tenant, and
   alone sees the cluster (GetCluster) and acts on the whole runtime (ReloadFlows,
-  RestartShard).
+  RestartShard);
+- a tenant's ``agent`` (a person answering handed-off conversations) may only send a
+  person's message into its own tenant's conversations (SendAgentMessage), as its admin may.
+
+An action that changes a conversation is given the caller's deadline, less the time its
+answer needs to come back (``engine_service.action_deadline``): its shard does it within
+that, or drops it and says so, and the caller hears which. DEADLINE_EXCEEDED sent by the
+server means "not done, and never will be".
 
 Errors are raised, not turned into statuses here: the error layer does that once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -30,6 +38,7 @@ import grpc
 from confab.grpc_edge import auth, convert
 from confab.grpc_edge.call import note_target
 from confab.grpc_edge.call import request_id as current_request_id
+from confab.grpc_edge.engine_service import action_deadline
 from confab.grpc_edge.health import HealthMonitor
 from confab.protos import admin_pb2 as pb
 from confab.protos import admin_pb2_grpc as pb_grpc
@@ -37,7 +46,7 @@ from confab.runtime import VERSION
 from confab.runtime.config import LimitsConfig
 from confab.runtime.engine import Engine
 from confab.runtime.engine.events import TAIL_EVENT_TYPES
-from confab.runtime.errors import InvalidArgument
+from confab.runtime.errors import DeadlineExceeded, InvalidArgument
 from confab.runtime.inspection import ConversationFilter, ConversationInspection
 from confab.runtime.model import ConversationKey
 
@@ -51,6 +60,13 @@ AUDIT_ARGUMENT_CHARS = 200  # of one argument (a reason, say) in the audit line'
 def _operator() -> str:
     principal = auth.current_principal()
     return principal.subject if principal is not None else "anonymous (authentication is off)"
+
+
+def _agent_name() -> str:
+    """The name a person's message goes under when the request names none: the caller's key's
+    name (a JWT's subject), "agent" with authentication off."""
+    principal = auth.current_principal()
+    return principal.subject.removeprefix("key:") if principal is not None else "agent"
 
 
 def _key(tenant_id: str, conversation_id: str, limits: LimitsConfig) -> ConversationKey:
@@ -177,6 +193,7 @@ class AdminService(pb_grpc.AdminServicer):
             idle_longer_than_s=request.idle_longer_than_s,
             in_handoff=request.in_handoff,
             resident_only=request.resident_only,
+            waiting_on_webhook=request.waiting_on_webhook,
         )
         page = await self.engine.list_conversations(
             wanted, request.page_token, request.page_size or DEFAULT_PAGE_SIZE, scope=auth.admin_scope()
@@ -193,6 +210,9 @@ class AdminService(pb_grpc.AdminServicer):
                 resident=c.resident,
                 in_handoff=c.in_handoff,
                 shard=c.shard,
+                webhook=c.webhook,
+                webhook_waiting_s=c.webhook_waiting_s,
+                mailbox=c.mailbox,
             )
             summary.last_activity.CopyFrom(convert.timestamp(c.last_activity))
         return response
@@ -246,9 +266,14 @@ class AdminService(pb_grpc.AdminServicer):
     ) -> pb.ActionResult:
         key = _key(request.tenant_id, request.conversation_id, self.limits)
         _audit("reset", key, reason=request.reason)
-        result = await self.engine.reset(
-            key, request.reason or "operator reset", message_id=current_request_id()
-        )
+        with _not_done("reset"):
+            result = await self.engine.reset(
+                key,
+                request.reason or "operator reset",
+                message_id=current_request_id(),
+                deadline=action_deadline(context),
+                by_operator=True,
+            )
         return _done(f"reset; it was in state {result.previous_state!r}", state=result.state.current_state)
 
     async def ForceState(
@@ -258,7 +283,10 @@ class AdminService(pb_grpc.AdminServicer):
         if not request.state:
             raise InvalidArgument("state is required", field="state")
         _audit("force_state", key, state=request.state, reason=request.reason)
-        state = await self.engine.force_state(key, request.state, message_id=current_request_id())
+        with _not_done("force_state"):
+            state = await self.engine.force_state(
+                key, request.state, message_id=current_request_id(), deadline=action_deadline(context)
+            )
         return _done(f"now in state {state.current_state!r}", state=state.current_state)
 
     async def ResumeConversation(
@@ -266,7 +294,10 @@ class AdminService(pb_grpc.AdminServicer):
     ) -> pb.ActionResult:
         key = _key(request.tenant_id, request.conversation_id, self.limits)
         _audit("resume", key, reason=request.reason)
-        result = await self.engine.resume(key, _operator(), message_id=current_request_id())
+        with _not_done("resume"):
+            result = await self.engine.resume(
+                key, _operator(), message_id=current_request_id(), deadline=action_deadline(context)
+            )
         resumed = "handoff_resumed" in result.actions_performed
         message = "automation resumed" if resumed else "it was not handed over; the message went to its flow"
         return _done(message, state=result.state.current_state, resumed=resumed)
@@ -276,8 +307,63 @@ class AdminService(pb_grpc.AdminServicer):
     ) -> pb.ActionResult:
         key = _key(request.tenant_id, request.conversation_id, self.limits)
         _audit("passivate", key, reason=request.reason)
-        answer = await self.engine.passivate(key, scope=auth.admin_scope())
+        with _not_done("passivate"):
+            answer = await self.engine.passivate(
+                key, scope=auth.admin_scope(), deadline=action_deadline(context)
+            )
         return pb.ActionResult(ok=answer.done, message=answer.reason)
+
+    async def AbandonWebhook(
+        self, request: pb.ConversationAction, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ActionResult:
+        key = _key(request.tenant_id, request.conversation_id, self.limits)
+        _audit("abandon_webhook", key, reason=request.reason)
+        with _not_done("abandon_webhook"):
+            abandoned = await self.engine.abandon_webhook(
+                key,
+                _operator(),
+                request.reason,
+                scope=auth.admin_scope(),
+                deadline=action_deadline(context),
+            )
+        result = pb.ActionResult(ok=abandoned.done, message=abandoned.message)
+        if abandoned.done:
+            convert.fill_struct(
+                result.details,
+                {"webhook": abandoned.webhook, "state": abandoned.state, "actions": list(abandoned.actions)},
+            )
+        return result
+
+    async def SendAgentMessage(
+        self, request: pb.AgentMessage, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ActionResult:
+        key = ConversationKey(
+            convert.identifier(request.tenant_id, "tenant_id", self.limits),
+            convert.identifier(request.conversation_id, "conversation_id", self.limits),
+        )
+        note_target(key.tenant_id, key.conversation_id)
+        auth.authorize_agent_of(key.tenant_id)
+        if not request.text.strip():
+            raise InvalidArgument("text is required: what the person says", field="text")
+        if len(request.text) > self.limits.max_text_chars:
+            raise InvalidArgument(
+                f"text is longer than {self.limits.max_text_chars} characters", field="text"
+            )
+        agent = convert.identifier(request.agent, "agent", self.limits, required=False) or _agent_name()
+        request_id = convert.identifier(request.request_id, "request_id", self.limits, required=False)
+        _audit("agent_message", key, agent=agent, request_id=request_id)
+        message_id = request_id or current_request_id()
+        with _not_done("agent_message"):
+            result = await self.engine.agent_message(
+                key,
+                agent,
+                request.text,
+                message_id=message_id,
+                idempotency_key=request_id,
+                deadline=action_deadline(context),
+            )
+        message = "already sent; original answer" if result.replayed else "sent"
+        return _done(message, state=result.state.current_state, message_id=message_id, agent=agent)
 
     async def ReloadFlows(
         self, request: pb.ReloadFlowsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -300,6 +386,17 @@ class AdminService(pb_grpc.AdminServicer):
         return _done(f"shard {request.shard} is being replaced; its conversations come back from the store")
 
 
+@contextlib.contextmanager
+def _not_done(action: str) -> Iterator[None]:
+    """DEADLINE_EXCEEDED raised in here comes from a command or query dropped before it ran (by
+    the router, the link or the shard: never one that ran): the answer says it was not done."""
+    try:
+        yield
+    except DeadlineExceeded as exc:
+        said = exc.message if "nothing was changed" in exc.message else f"{exc.message}; nothing was changed"
+        raise DeadlineExceeded(f"{action} not done: {said.removeprefix('not done: ')}") from exc
+
+
 def _done(message: str, **details: Any) -> pb.ActionResult:
     result = pb.ActionResult(ok=True, message=message)
     convert.fill_struct(result.details, details)
@@ -315,6 +412,8 @@ def _detail(inspection: ConversationInspection) -> pb.ConversationDetail:
         resident=inspection.resident,
         mailbox_depth=len(inspection.queued),
         webhook_in_flight=inspection.webhook_in_flight,
+        webhook_waiting_s=inspection.webhook_waiting_s,
+        first_turn_pending=inspection.first_turn_pending,
     )
     convert.fill_struct(
         detail.state,

@@ -45,6 +45,8 @@ OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/mcp.health.v2.Health/", "/g
 # an operator runs the service (cluster-wide views and actions, every tenant) and needs no tenant.
 ADMIN_ROLE = "admin"
 OPERATOR_ROLE = "operator"
+# A person who answers a tenant's handed-off conversations: Admin.SendAgentMessage alone.
+AGENT_ROLE = "agent"
 API_KEY_HEADER = "x-api-key"
 AUTHORIZATION_HEADER = "authorization"
 API_KEY_PREFIX = "cfb_"  # lets secret scanners recognise a leaked key
@@ -348,6 +350,22 @@ def admin_scope() -> str | None:
     if principal is None or OPERATOR_ROLE in principal.roles:
         return None
     return principal.tenant_id
+
+
+def authorize_agent_of(tenant_id: str) -> None:
+    """Raise PermissionDenied unless the caller may speak as a person in ``tenant_id``'s
+    conversations: that tenant's ``agent`` or ``admin``, or an operator."""
+    principal = current_principal()
+    if principal is None or OPERATOR_ROLE in principal.roles:
+        return
+    if not principal.roles & {ADMIN_ROLE, AGENT_ROLE}:
+        raise PermissionDenied(
+            f"this call needs the {AGENT_ROLE!r}, {ADMIN_ROLE!r} or {OPERATOR_ROLE!r} role"
+        )
+    if principal.tenant_id != tenant_id:
+        raise PermissionDenied(
+            f"credentials of tenant {principal.tenant_id!r} may not act on tenant {tenant_id!r}"
+        )
 
 
 def authorize_admin_of(tenant_id: str) -> None:

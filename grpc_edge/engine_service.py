@@ -66,6 +66,24 @@ def deadline_of(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
+# An action (a reset, an Admin API action) must be done or dropped while its caller still
+# listens: its shard is given the caller's deadline less this share of it (at least the
+# minimum, at most the maximum), the time the answer needs to come back and be sent.
+ANSWER_MARGIN_SHARE, ANSWER_MARGIN_MIN_S, ANSWER_MARGIN_MAX_S = 0.1, 0.1, 1.0
+ACTION_DEADLINE_S = 30.0  # an action whose call has no deadline gets this one
+
+
+def action_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> float:
+    """The ``time.monotonic()`` by which an action must have been done or dropped at its shard, so
+    that the answer (done, or DEADLINE_EXCEEDED: not done) reaches the caller before its deadline:
+    a caller is never told an action failed that is done afterwards."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        remaining = ACTION_DEADLINE_S
+    margin = min(ANSWER_MARGIN_MAX_S, max(ANSWER_MARGIN_MIN_S, remaining * ANSWER_MARGIN_SHARE))
+    return time.monotonic() + remaining - margin
+
+
 class EngineService(pb_grpc.MCPEngineServicer):
     def __init__(
         self,
@@ -119,7 +137,7 @@ class EngineService(pb_grpc.MCPEngineServicer):
             convert.conversation_key(request.tenant_context, request.conversation_id, limits=self.limits)
         )
         result = await self.engine.reset(
-            key, request.reason, message_id=request_id, deadline=deadline_of(context)
+            key, request.reason, message_id=request_id, deadline=action_deadline(context)
         )
         response = pb.ResetConversationResponse(
             conversation_id=key.conversation_id, previous_state=result.previous_state

@@ -1,7 +1,9 @@
 """One bidirectional StreamConversation call (``docs/streaming.md`` is the protocol).
 
 A reader task takes requests off the wire and hands each message to the engine at
-once, so a client may pipeline; the responses are written back in request order.
+once, so a client may pipeline; a sequencer task puts the answers in request order.
+Events pushed by the conversation's shard (an operator's action, a person's message:
+``Engine.watch``) are written as soon as they come, between those answers.
 Protocol mistakes (a message before init, a message for another conversation)
 answer with a recoverable StreamError and the stream goes on. A stream with no
 request for ``idle_timeout_s`` (heartbeats count) is closed; a client that cancels
@@ -30,13 +32,13 @@ from confab.grpc_edge.limits import TenantRateLimiter
 from confab.protos import mcp_engine_pb2 as pb
 from confab.runtime import VERSION
 from confab.runtime.config import LimitsConfig
-from confab.runtime.engine import Engine, WireReply
+from confab.runtime.engine import ConversationEvent, Engine, WireReply
 from confab.runtime.errors import ConfabError, Unavailable
 from confab.runtime.model import ConversationKey, new_id
 
 # Responses computed but not yet written, per stream: beyond this, reading pauses.
 MAX_PENDING = 256
-STREAM_EVENT_TYPES = ("state_changed", "heartbeat", "stream_closed")
+STREAM_EVENT_TYPES = ("state_changed", "heartbeat", "stream_closed", "agent_message", "operator_action")
 SHUTTING_DOWN = "the server is shutting down; reconnect and send again what got no answer"
 
 
@@ -78,8 +80,10 @@ class _Turn:
     outcome: Awaitable[object]
 
 
-# What the writer gets from the reader: a ready response, a turn to await, or the end.
+# What the sequencer gets from the reader: a ready response, a turn to await, or the end.
 _Item = pb.ConversationStreamResponse | _Turn | None
+# What the writer sends: a response (and whether it answers a request, so holds a place), or the end.
+_Out = tuple[pb.ConversationStreamResponse, bool] | None
 
 
 def stream_error(
@@ -125,7 +129,12 @@ class ConversationStream:
         self.key: ConversationKey | None = None
         self.event_types: set[str] = set()
         self._out: asyncio.Queue[_Item] = asyncio.Queue(MAX_PENDING)
+        # Answers in request order (the sequencer's) and events pushed as they happen (the
+        # conversation's operator actions and people's messages), as the client is sent them.
+        self._wire: asyncio.Queue[_Out] = asyncio.Queue()
+        self._places = asyncio.Semaphore(MAX_PENDING)  # answers in _wire not yet sent
         self._reader: asyncio.Task[None] | None = None
+        self._sequencer: asyncio.Task[None] | None = None
         self._drained = False
 
     def drain(self) -> None:
@@ -138,21 +147,43 @@ class ConversationStream:
         registry = self.settings.registry
         registry.add(self)
         self._reader = asyncio.create_task(self._read())
+        self._sequencer = asyncio.create_task(self._sequence())
         try:
-            while (item := await self._out.get()) is not None:
-                if isinstance(item, _Turn):
-                    for response in await self._answer(item):
-                        yield response
-                else:
-                    yield item
+            while (out := await self._wire.get()) is not None:
+                response, answer = out
+                yield response
+                if answer:
+                    self._places.release()
             if self._drained:
                 yield stream_error("SERVER_SHUTTING_DOWN", SHUTTING_DOWN, recoverable=False)
                 raise Unavailable(SHUTTING_DOWN)
         finally:
             registry.discard(self)
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            if self.key is not None:
+                self.engine.unwatch(self.key, self._pushed)
+            for task in (self._reader, self._sequencer):
+                task.cancel()
+            for task in (self._reader, self._sequencer):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _sequence(self) -> None:
+        """The answers, in the order of the requests they answer: each turn's once it is done."""
+        try:
+            while (item := await self._out.get()) is not None:
+                answers = await self._answer(item) if isinstance(item, _Turn) else [item]
+                for _ in answers:  # all at once below: nothing comes between a turn's answers
+                    await self._places.acquire()
+                for response in answers:
+                    self._wire.put_nowait((response, True))
+        finally:
+            self._wire.put_nowait(None)
+
+    def _pushed(self, event: ConversationEvent) -> None:
+        """An operator action on the stream's conversation, or a person's message into it: sent at
+        once, between answers, not when the user next writes."""
+        if self._wants(event.type):
+            self._wire.put_nowait((stream_event(event.type, event.key.conversation_id, event.data), False))
 
     # Reader ----------------------------------------------------------------
 
@@ -224,6 +255,7 @@ class ConversationStream:
                 recoverable=True,
             )
         self.key = key
+        self.engine.watch(key, self._pushed)
         note_target(key.tenant_id, key.conversation_id)  # the access line names the conversation
         self.event_types = set(init.event_types)
         response = pb.ConversationStreamResponse()
@@ -267,7 +299,7 @@ class ConversationStream:
             return stream_error(exc.reason, exc.message, recoverable=True, request_id=message_id)
         return _Turn(turn.key, message_id, started, future)
 
-    # Writer ----------------------------------------------------------------
+    # Sequencer -------------------------------------------------------------
 
     async def _answer(self, turn: _Turn) -> list[pb.ConversationStreamResponse]:
         try:

@@ -175,7 +175,7 @@ class TurnSummary(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., message_id: _Optional[str] = ..., kind: _Optional[str] = ..., intent: _Optional[str] = ..., state_before: _Optional[str] = ..., state_after: _Optional[str] = ..., response: _Optional[str] = ..., duration_ms: _Optional[float] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actions: _Optional[_Iterable[str]] = ..., input: _Optional[str] = ...) -> None: ...
 
 class ConversationDetail(_message.Message):
-    __slots__ = ("tenant_id", "conversation_id", "shard", "resident", "state", "mailbox_depth", "queued", "webhook_in_flight", "last_turns")
+    __slots__ = ("tenant_id", "conversation_id", "shard", "resident", "state", "mailbox_depth", "queued", "webhook_in_flight", "last_turns", "webhook_waiting_s", "first_turn_pending")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +185,8 @@ class ConversationDetail(_message.Message):
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     LAST_TURNS_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_WAITING_S_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TURN_PENDING_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     conversation_id: str
     shard: int
@@ -194,7 +196,9 @@ class ConversationDetail(_message.Message):
     queued: _containers.RepeatedCompositeFieldContainer[QueuedItem]
     webhook_in_flight: str
     last_turns: _containers.RepeatedCompositeFieldContainer[TurnSummary]
-    def __init__(self, tenant_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., shard: _Optional[int] = ..., resident: _Optional[bool] = ..., state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mailbox_depth: _Optional[int] = ..., queued: _Optional[_Iterable[_Union[QueuedItem, _Mapping]]] = ..., webhook_in_flight: _Optional[str] = ..., last_turns: _Optional[_Iterable[_Union[TurnSummary, _Mapping]]] = ...) -> None: ...
+    webhook_waiting_s: float
+    first_turn_pending: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., shard: _Optional[int] = ..., resident: _Optional[bool] = ..., state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mailbox_depth: _Optional[int] = ..., queued: _Optional[_Iterable[_Union[QueuedItem, _Mapping]]] = ..., webhook_in_flight: _Optional[str] = ..., last_turns: _Optional[_Iterable[_Union[TurnSummary, _Mapping]]] = ..., webhook_waiting_s: _Optional[float] = ..., first_turn_pending: _Optional[bool] = ...) -> None: ...
 
 class ConversationAction(_message.Message):
     __slots__ = ("tenant_id", "conversation_id", "reason")
@@ -243,7 +247,7 @@ class ActionResult(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., message: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ListConversationsRequest(_message.Message):
-    __slots__ = ("tenant_id", "state", "flow_id", "idle_longer_than_s", "in_handoff", "resident_only", "page_size", "page_token")
+    __slots__ = ("tenant_id", "state", "flow_id", "idle_longer_than_s", "in_handoff", "resident_only", "page_size", "page_token", "waiting_on_webhook")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     FLOW_ID_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +256,7 @@ class ListConversationsRequest(_message.Message):
     RESIDENT_ONLY_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    WAITING_ON_WEBHOOK_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     state: str
     flow_id: str
@@ -260,10 +265,11 @@ class ListConversationsRequest(_message.Message):
     resident_only: bool
     page_size: int
     page_token: str
-    def __init__(self, tenant_id: _Optional[str] = ..., state: _Optional[str] = ..., flow_id: _Optional[str] = ..., idle_longer_than_s: _Optional[float] = ..., in_handoff: _Optional[bool] = ..., resident_only: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    waiting_on_webhook: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., state: _Optional[str] = ..., flow_id: _Optional[str] = ..., idle_longer_than_s: _Optional[float] = ..., in_handoff: _Optional[bool] = ..., resident_only: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., waiting_on_webhook: _Optional[bool] = ...) -> None: ...
 
 class ConversationSummary(_message.Message):
-    __slots__ = ("tenant_id", "conversation_id", "current_state", "flow_id", "flow_version", "message_count", "last_activity", "resident", "in_handoff", "shard")
+    __slots__ = ("tenant_id", "conversation_id", "current_state", "flow_id", "flow_version", "message_count", "last_activity", "resident", "in_handoff", "shard", "webhook_waiting_s", "webhook", "mailbox")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     CURRENT_STATE_FIELD_NUMBER: _ClassVar[int]
@@ -274,6 +280,9 @@ class ConversationSummary(_message.Message):
     RESIDENT_FIELD_NUMBER: _ClassVar[int]
     IN_HANDOFF_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_WAITING_S_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_FIELD_NUMBER: _ClassVar[int]
+    MAILBOX_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     conversation_id: str
     current_state: str
@@ -284,7 +293,10 @@ class ConversationSummary(_message.Message):
     resident: bool
     in_handoff: bool
     shard: int
-    def __init__(self, tenant_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., current_state: _Optional[str] = ..., flow_id: _Optional[str] = ..., flow_version: _Optional[str] = ..., message_count: _Optional[int] = ..., last_activity: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resident: _Optional[bool] = ..., in_handoff: _Optional[bool] = ..., shard: _Optional[int] = ...) -> None: ...
+    webhook_waiting_s: float
+    webhook: str
+    mailbox: int
+    def __init__(self, tenant_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., current_state: _Optional[str] = ..., flow_id: _Optional[str] = ..., flow_version: _Optional[str] = ..., message_count: _Optional[int] = ..., last_activity: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resident: _Optional[bool] = ..., in_handoff: _Optional[bool] = ..., shard: _Optional[int] = ..., webhook_waiting_s: _Optional[float] = ..., webhook: _Optional[str] = ..., mailbox: _Optional[int] = ...) -> None: ...
 
 class ListConversationsResponse(_message.Message):
     __slots__ = ("conversations", "next_page_token")
@@ -319,3 +331,181 @@ class Event(_message.Message):
     at: _timestamp_pb2.Timestamp
     data: _struct_pb2.Struct
     def __init__(self, type: _Optional[str] = ..., tenant_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., shard: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class GetAnalyticsRequest(_message.Message):
+    __slots__ = ("tenant_id", "flow_id", "since", "until", "bucket_s")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    FLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_S_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    flow_id: str
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    bucket_s: int
+    def __init__(self, tenant_id: _Optional[str] = ..., flow_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket_s: _Optional[int] = ...) -> None: ...
+
+class AnalyticsCounts(_message.Message):
+    __slots__ = ("sessions_started", "turns", "completed", "abandoned", "handoffs", "fallbacks", "slot_reprompts", "slots_given_up", "webhook_calls", "webhook_failures")
+    SESSIONS_STARTED_FIELD_NUMBER: _ClassVar[int]
+    TURNS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    ABANDONED_FIELD_NUMBER: _ClassVar[int]
+    HANDOFFS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    SLOT_REPROMPTS_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_GIVEN_UP_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_CALLS_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    sessions_started: int
+    turns: int
+    completed: int
+    abandoned: int
+    handoffs: int
+    fallbacks: int
+    slot_reprompts: int
+    slots_given_up: int
+    webhook_calls: int
+    webhook_failures: int
+    def __init__(self, sessions_started: _Optional[int] = ..., turns: _Optional[int] = ..., completed: _Optional[int] = ..., abandoned: _Optional[int] = ..., handoffs: _Optional[int] = ..., fallbacks: _Optional[int] = ..., slot_reprompts: _Optional[int] = ..., slots_given_up: _Optional[int] = ..., webhook_calls: _Optional[int] = ..., webhook_failures: _Optional[int] = ...) -> None: ...
+
+class StateAnalytics(_message.Message):
+    __slots__ = ("state", "entered", "turns", "fallbacks", "sessions_ended", "abandoned", "handoffs")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ENTERED_FIELD_NUMBER: _ClassVar[int]
+    TURNS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_ENDED_FIELD_NUMBER: _ClassVar[int]
+    ABANDONED_FIELD_NUMBER: _ClassVar[int]
+    HANDOFFS_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    entered: int
+    turns: int
+    fallbacks: int
+    sessions_ended: int
+    abandoned: int
+    handoffs: int
+    def __init__(self, state: _Optional[str] = ..., entered: _Optional[int] = ..., turns: _Optional[int] = ..., fallbacks: _Optional[int] = ..., sessions_ended: _Optional[int] = ..., abandoned: _Optional[int] = ..., handoffs: _Optional[int] = ...) -> None: ...
+
+class TransitionCount(_message.Message):
+    __slots__ = ("from_state", "to_state", "count")
+    FROM_STATE_FIELD_NUMBER: _ClassVar[int]
+    TO_STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    from_state: str
+    to_state: str
+    count: int
+    def __init__(self, from_state: _Optional[str] = ..., to_state: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class CountByName(_message.Message):
+    __slots__ = ("name", "count")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    count: int
+    def __init__(self, name: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class MissedUtterance(_message.Message):
+    __slots__ = ("text", "count")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    count: int
+    def __init__(self, text: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class WebhookAnalytics(_message.Message):
+    __slots__ = ("name", "calls", "failures", "timeouts", "abandoned", "p50_ms", "p95_ms")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUTS_FIELD_NUMBER: _ClassVar[int]
+    ABANDONED_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    P95_MS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    calls: int
+    failures: int
+    timeouts: int
+    abandoned: int
+    p50_ms: float
+    p95_ms: float
+    def __init__(self, name: _Optional[str] = ..., calls: _Optional[int] = ..., failures: _Optional[int] = ..., timeouts: _Optional[int] = ..., abandoned: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ...) -> None: ...
+
+class VariantOutcome(_message.Message):
+    __slots__ = ("experiment", "variant", "sessions", "completed", "handoffs")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    HANDOFFS_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    variant: str
+    sessions: int
+    completed: int
+    handoffs: int
+    def __init__(self, experiment: _Optional[str] = ..., variant: _Optional[str] = ..., sessions: _Optional[int] = ..., completed: _Optional[int] = ..., handoffs: _Optional[int] = ...) -> None: ...
+
+class AnalyticsBucket(_message.Message):
+    __slots__ = ("start", "counts")
+    START_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    start: _timestamp_pb2.Timestamp
+    counts: AnalyticsCounts
+    def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., counts: _Optional[_Union[AnalyticsCounts, _Mapping]] = ...) -> None: ...
+
+class FlowAnalytics(_message.Message):
+    __slots__ = ("flow_id", "flow_version", "totals", "states", "transitions", "handoff_reasons", "missed_utterances", "webhooks", "variants", "series", "slots_reprompted", "slots_given_up")
+    FLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    FLOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    TRANSITIONS_FIELD_NUMBER: _ClassVar[int]
+    HANDOFF_REASONS_FIELD_NUMBER: _ClassVar[int]
+    MISSED_UTTERANCES_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOKS_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_REPROMPTED_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_GIVEN_UP_FIELD_NUMBER: _ClassVar[int]
+    flow_id: str
+    flow_version: str
+    totals: AnalyticsCounts
+    states: _containers.RepeatedCompositeFieldContainer[StateAnalytics]
+    transitions: _containers.RepeatedCompositeFieldContainer[TransitionCount]
+    handoff_reasons: _containers.RepeatedCompositeFieldContainer[CountByName]
+    missed_utterances: _containers.RepeatedCompositeFieldContainer[MissedUtterance]
+    webhooks: _containers.RepeatedCompositeFieldContainer[WebhookAnalytics]
+    variants: _containers.RepeatedCompositeFieldContainer[VariantOutcome]
+    series: _containers.RepeatedCompositeFieldContainer[AnalyticsBucket]
+    slots_reprompted: _containers.RepeatedCompositeFieldContainer[CountByName]
+    slots_given_up: _containers.RepeatedCompositeFieldContainer[CountByName]
+    def __init__(self, flow_id: _Optional[str] = ..., flow_version: _Optional[str] = ..., totals: _Optional[_Union[AnalyticsCounts, _Mapping]] = ..., states: _Optional[_Iterable[_Union[StateAnalytics, _Mapping]]] = ..., transitions: _Optional[_Iterable[_Union[TransitionCount, _Mapping]]] = ..., handoff_reasons: _Optional[_Iterable[_Union[CountByName, _Mapping]]] = ..., missed_utterances: _Optional[_Iterable[_Union[MissedUtterance, _Mapping]]] = ..., webhooks: _Optional[_Iterable[_Union[WebhookAnalytics, _Mapping]]] = ..., variants: _Optional[_Iterable[_Union[VariantOutcome, _Mapping]]] = ..., series: _Optional[_Iterable[_Union[AnalyticsBucket, _Mapping]]] = ..., slots_reprompted: _Optional[_Iterable[_Union[CountByName, _Mapping]]] = ..., slots_given_up: _Optional[_Iterable[_Union[CountByName, _Mapping]]] = ...) -> None: ...
+
+class AnalyticsReport(_message.Message):
+    __slots__ = ("tenant_id", "since", "until", "bucket_s", "flows")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_S_FIELD_NUMBER: _ClassVar[int]
+    FLOWS_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    bucket_s: int
+    flows: _containers.RepeatedCompositeFieldContainer[FlowAnalytics]
+    def __init__(self, tenant_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket_s: _Optional[int] = ..., flows: _Optional[_Iterable[_Union[FlowAnalytics, _Mapping]]] = ...) -> None: ...
+
+class AgentMessage(_message.Message):
+    __slots__ = ("tenant_id", "conversation_id", "text", "agent", "request_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    conversation_id: str
+    text: str
+    agent: str
+    request_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., text: _Optional[str] = ..., agent: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...

@@ -84,6 +84,21 @@ class AdminStub:
                 request_serializer=admin__pb2.ShardAction.SerializeToString,
                 response_deserializer=admin__pb2.ActionResult.FromString,
                 _registered_method=True)
+        self.GetAnalytics = channel.unary_unary(
+                '/confab.admin.v1.Admin/GetAnalytics',
+                request_serializer=admin__pb2.GetAnalyticsRequest.SerializeToString,
+                response_deserializer=admin__pb2.AnalyticsReport.FromString,
+                _registered_method=True)
+        self.AbandonWebhook = channel.unary_unary(
+                '/confab.admin.v1.Admin/AbandonWebhook',
+                request_serializer=admin__pb2.ConversationAction.SerializeToString,
+                response_deserializer=admin__pb2.ActionResult.FromString,
+                _registered_method=True)
+        self.SendAgentMessage = channel.unary_unary(
+                '/confab.admin.v1.Admin/SendAgentMessage',
+                request_serializer=admin__pb2.AgentMessage.SerializeToString,
+                response_deserializer=admin__pb2.ActionResult.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -163,6 +178,30 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAnalytics(self, request, context):
+        """A tenant's conversation analytics over a time range, per flow (version) and state, as the
+        shards recorded them from the turns they ran (an admin key: its own tenant only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbandonWebhook(self, request, context):
+        """Give up the webhook call a conversation's turn waits on: the turn takes the webhook's
+        failure route at once, recorded as cancelled by whoever asked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendAgentMessage(self, request, context):
+        """A person's message into a handed-off conversation, recorded as a turn and sent at once to
+        the conversation's open streams (role: the tenant's admin, or agent).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +253,21 @@ def add_AdminServicer_to_server(servicer, server):
             'RestartShard': grpc.unary_unary_rpc_method_handler(
                     servicer.RestartShard,
                     request_deserializer=admin__pb2.ShardAction.FromString,
+                    response_serializer=admin__pb2.ActionResult.SerializeToString,
+            ),
+            'GetAnalytics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAnalytics,
+                    request_deserializer=admin__pb2.GetAnalyticsRequest.FromString,
+                    response_serializer=admin__pb2.AnalyticsReport.SerializeToString,
+            ),
+            'AbandonWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbandonWebhook,
+                    request_deserializer=admin__pb2.ConversationAction.FromString,
+                    response_serializer=admin__pb2.ActionResult.SerializeToString,
+            ),
+            'SendAgentMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendAgentMessage,
+                    request_deserializer=admin__pb2.AgentMessage.FromString,
                     response_serializer=admin__pb2.ActionResult.SerializeToString,
             ),
     }
@@ -486,6 +540,87 @@ class Admin:
             target,
             '/confab.admin.v1.Admin/RestartShard',
             admin__pb2.ShardAction.SerializeToString,
+            admin__pb2.ActionResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAnalytics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/confab.admin.v1.Admin/GetAnalytics',
+            admin__pb2.GetAnalyticsRequest.SerializeToString,
+            admin__pb2.AnalyticsReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbandonWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/confab.admin.v1.Admin/AbandonWebhook',
+            admin__pb2.ConversationAction.SerializeToString,
+            admin__pb2.ActionResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendAgentMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/confab.admin.v1.Admin/SendAgentMessage',
+            admin__pb2.AgentMessage.SerializeToString,
             admin__pb2.ActionResult.FromString,
             options,
             channel_credentials,

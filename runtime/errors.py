@@ -10,6 +10,7 @@ travels between processes) and maps to exactly one gRPC status at the edge
     ├── Unauthenticated        no credentials, or credentials not valid  (UNAUTHENTICATED)
     ├── PermissionDenied       the caller may not act on this tenant    (PERMISSION_DENIED)
     ├── ConversationNotFound   the conversation never existed           (NOT_FOUND)
+    ├── FailedPrecondition     not in the state the request needs      (FAILED_PRECONDITION)
     ├── Overloaded             a bounded queue or limit is full         (RESOURCE_EXHAUSTED)
     │   └── RateLimited        the tenant's request rate is exceeded    (RESOURCE_EXHAUSTED + RetryInfo)
     ├── DeadlineExceeded       the caller's deadline passed first       (DEADLINE_EXCEEDED)
@@ -53,6 +54,13 @@ class ConversationNotFound(ConfabError):
     reason = "CONVERSATION_NOT_FOUND"
 
 
+class FailedPrecondition(ConfabError):
+    """The conversation is not in the state the request needs (say, a person's message to a
+    conversation that is not handed over): nothing was changed."""
+
+    reason = "FAILED_PRECONDITION"
+
+
 class Overloaded(ConfabError):
     reason = "OVERLOADED"
 
@@ -90,6 +98,7 @@ ERRORS_BY_REASON: dict[str, type[ConfabError]] = {
         Unauthenticated,
         PermissionDenied,
         ConversationNotFound,
+        FailedPrecondition,
         Overloaded,
         RateLimited,
         DeadlineExceeded,

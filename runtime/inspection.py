@@ -128,6 +128,10 @@ class ConversationInspection:
     queued: tuple[QueuedCommand, ...] = ()
     webhook_in_flight: str = ""  # the webhook its turn waits for, if any
     turns: tuple[TurnSummary, ...] = ()
+    webhook_waiting_s: float = 0.0  # how long its turn has waited on that webhook
+    # Created by its first message, whose turn waits on a webhook: nothing of it is stored yet
+    # (``state`` is the one that turn began with).
+    first_turn_pending: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,10 @@ class ConversationSummary:
     in_handoff: bool
     resident: bool
     shard: int
+    webhook: str = ""  # the webhook its turn waits on ("" if none)
+    webhook_waiting_s: float = 0.0  # for how long
+    mailbox: int = 0  # commands queued behind that turn
+    stored: bool = True  # False: created by its first message, whose turn waits on a webhook
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,12 +161,43 @@ class ConversationFilter:
     idle_longer_than_s: float = 0.0
     in_handoff: bool = False
     resident_only: bool = False
+    waiting_on_webhook: bool = False
+
+    def admits(self, summary: ConversationSummary, now: float) -> bool:
+        """Whether ``summary`` passes every filter that is set."""
+        return not (
+            (self.tenant_id and summary.key.tenant_id != self.tenant_id)
+            or (self.state and summary.current_state != self.state)
+            or (self.flow_id and summary.flow_id != self.flow_id)
+            or (self.idle_longer_than_s and now - summary.last_activity <= self.idle_longer_than_s)
+            or (self.in_handoff and not summary.in_handoff)
+            or (self.resident_only and not summary.resident)
+            or (self.waiting_on_webhook and not summary.webhook)
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class ConversationPage:
     conversations: tuple[ConversationSummary, ...]
     next_cursor: str  # "" on the last page; opaque, given back to list the next page
+
+
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    """What abandoning a webhook call did: whether there was one, and how its turn ended."""
+
+    done: bool
+    message: str
+    webhook: str = ""
+    state: str = ""  # the state the turn left the conversation in
+    actions: tuple[str, ...] = ()
+
+    def to_wire(self) -> list[Any]:
+        return [self.done, self.message, self.webhook, self.state, list(self.actions)]
+
+    @classmethod
+    def from_wire(cls, w: list[Any]) -> Abandoned:
+        return cls(bool(w[0]), str(w[1]), str(w[2]), str(w[3]), tuple(str(a) for a in w[4]))
 
 
 @dataclass(frozen=True, slots=True)

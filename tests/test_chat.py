@@ -9,6 +9,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from confab.protos import admin_pb2 as admin
+from confab.protos import admin_pb2_grpc as admin_grpc
 from confab.tools.price_service import PriceService
 from tests.support import (
     ServerProcess,
@@ -100,6 +102,21 @@ def test_handoff_reset_and_ctrl_c(server: ServerProcess) -> None:
             "== handed over to a person",
             "-- state: greet -> human",
         )
+        # A person answers, and an operator hands it back: both show at once, nothing typed.
+        with server.channel() as channel:
+            operators = admin_grpc.AdminStub(channel)
+            operators.SendAgentMessage(
+                admin.AgentMessage(
+                    tenant_id="acme", conversation_id=conversation, text="Hi, Alice here.", agent="Alice"
+                )
+            )
+            child.expect_exact("Alice (person): Hi, Alice here.")
+            operators.ResumeConversation(
+                admin.ConversationAction(tenant_id="acme", conversation_id=conversation, reason="done")
+            )
+            child.expect_exact("-- an operator did resume; the conversation is in state greet")
+        say(child, "2", "[2] A person")  # no choices on screen since the resume: text, not understood
+        say(child, "2", "== handed over to a person")
         say(child, "/reset", "-- reset (it was in state human)")
         # A number with no choices on screen is text: after the reset the flow greets anew.
         say(child, "7", "[1] Order a pizza", "-- state: (new) -> greet")

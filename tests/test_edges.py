@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -26,7 +26,7 @@ import pytest
 from grpc_health.v1 import health_pb2 as std_health_pb2
 from grpc_health.v1 import health_pb2_grpc as std_health_pb2_grpc
 
-from confab.protos import health_pb2, health_pb2_grpc
+from confab.protos import admin_pb2, admin_pb2_grpc, health_pb2, health_pb2_grpc
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.tools.price_service import PriceService
@@ -68,6 +68,31 @@ def channels_to_edges(address: str, count: int) -> dict[int, grpc.Channel]:
         if len(found) == count:
             return found
     raise AssertionError(f"only {len(found)} of {count} edges answered 200 new connections")
+
+
+def pushed_to_a_stream_on(channel: grpc.Channel, conversation: str, act: Callable[[], object]) -> float:
+    """Open a stream of ``conversation`` on ``channel``, ``act``, and return how long the
+    agent_message event it pushes took to arrive on that stream."""
+    done = threading.Event()
+
+    def requests() -> Iterator[pb.ConversationStreamRequest]:
+        yield pb.ConversationStreamRequest(
+            init=pb.StreamInit(tenant_context={"tenant_id": "acme"}, conversation_id=conversation)
+        )
+        done.wait(30)
+
+    call = pb_grpc.MCPEngineStub(channel).StreamConversation(requests(), timeout=30)
+    try:
+        responses = iter(call)
+        assert next(responses).HasField("ack")
+        sent = time.monotonic()
+        act()
+        event = next(responses)
+        assert event.event.event_type == "agent_message", event
+        return time.monotonic() - sent
+    finally:
+        done.set()
+        call.cancel()
 
 
 def keyed(conversation: str, text: str, key: str) -> pb.ProcessMessageRequest:
@@ -127,6 +152,23 @@ def test_edges_share_one_port_each_serves_and_a_retry_on_another_edge_gets_the_o
         )
         kinds = [r.WhichOneof("response_type") for r in stream]
         assert "message_response" in kinds
+
+    # A person's message sent through one edge reaches a stream open on the other at once.
+    one.ProcessMessage(pizza("handed-across", "hi"), timeout=10)
+    assert one.ProcessMessage(pizza("handed-across", payload="HUMAN"), timeout=10).current_state == "human"
+    heard = pushed_to_a_stream_on(
+        first,
+        "handed-across",
+        lambda: admin_pb2_grpc.AdminStub(second).SendAgentMessage(
+            admin_pb2.AgentMessage(tenant_id="acme", conversation_id="handed-across", text="I'm here"),
+            timeout=10,
+        ),
+    )
+    print(
+        f"a person's message sent through edge {second_pid} reached"
+        f" edge {first_pid}'s stream in {heard * 1000:.1f} ms"
+    )
+    assert heard < 1.0
 
     # A second server on the same port is refused in one line, as with one edge.
     for edges in ("1", "2"):

@@ -65,6 +65,7 @@ RUN: dict[str, Run] = {
     "confab reload --target 127.0.0.1:50051": Run(says="flow versions loaded"),
     'confab shell -c "inspect acme order-7781"': Run(says="order-7781"),
     'confab shell -c "ls --tenant acme --handoff" --json': Run(),
+    'confab shell -c "ls --waiting"': Run(says="WAITING ON"),
     "confab shell --target 10.0.0.11:50051 -c hosts": Run(
         says="HOST", replace={"10.0.0.11:50051": "{target}"}
     ),
@@ -75,6 +76,9 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "confab serve --store postgresql://": "test_store_postgres.py, on a PostgreSQL of its own",
     "confab serve --config prod.yaml --tls-cert": "test_tls.py, with certificates of its own",
     "confab shell --target 127.0.0.1:50051": "interactive: test_shell.py drives it in a terminal",
+    'confab shell -c "abandon-webhook acme order-7781 price service down"': (
+        "test_incidents.py, on a conversation whose webhook hangs"
+    ),
     "confab serve --listen 10.0.0.11:50051": "test_cluster.py, the same flags on network-namespace hosts",
     "confab cluster certs --out certs": "test_data_plane_security.py runs it; test_cluster.py uses its code",
     "confab cluster certs --out var/certs": "the one-machine cluster: test_cluster.py makes its certificates",

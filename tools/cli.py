@@ -6,7 +6,8 @@
                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
                  [--cluster NAME] [--cluster-ca FILE --cluster-cert FILE --cluster-key FILE]
                  [--cluster-insecure-plaintext]
-    confab keys new --tenant T [--name NAME] [--role admin] | confab keys new --role operator [--name NAME]
+    confab keys new --tenant T [--name NAME] [--role admin|agent]
+    confab keys new --role operator [--name NAME]
     confab keys hash [KEY]      (without KEY, the key is read from stdin)
     confab cluster certs --out DIR [--cluster NAME] [--days N] HOST=ADDRESS...  (see tools/cluster_certs.py)
     confab price-service [--listen HOST:PORT] [--delay S] [--fail]
@@ -101,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--role",
         action="append",
         default=[],
-        help="a role (repeatable): admin (its tenant's Admin API), operator (every tenant, the cluster)",
+        help="a role (repeatable): admin (its tenant's Admin API), operator (every tenant, the cluster),"
+        " agent (a person's messages into its tenant's handed-off conversations)",
     )
     hash_key = key_commands.add_parser("hash", help="print the SHA-256 that auth.api_keys stores for a key")
     hash_key.add_argument("key", nargs="?", help="the key; omit it (or '-') to read it from stdin")

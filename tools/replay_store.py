@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from confab.runtime.flows.authoring.replay import (
+    RecordedAgentMessage,
     RecordedConversation,
     RecordedForce,
     RecordedReset,
@@ -23,7 +24,7 @@ from confab.runtime.flows.authoring.replay import (
 )
 from confab.runtime.model import ConversationKey, ResetResult, StateResult, TurnResult
 from confab.runtime.protocol import codec
-from confab.runtime.protocol.records import CommandKind
+from confab.runtime.protocol.records import AGENT_PREFIX, CommandKind
 from confab.runtime.store import KeptTurn, Store, StoreError, open_store
 from confab.runtime.store.migrations import SQLITE_VERSION
 
@@ -95,6 +96,12 @@ def _step(turn: KeptTurn) -> RecordedStep:
                 state_before=reply.state_before,
                 actions=tuple(reply.actions_performed),
             )
+        if kind is CommandKind.AGENT_MESSAGE and isinstance(reply, TurnResult):
+            agent, at = "", reply.state.last_activity
+            if turn.recorded:
+                said, at, _ = codec.unpack_recorded(turn.recorded)
+                agent = said.user_id.removeprefix(AGENT_PREFIX)
+            return RecordedAgentMessage(turn.seq, agent, reply.response.text, at)
         if kind is CommandKind.RESET and isinstance(reply, ResetResult):
             # The reset's clock is the one its new state started at.
             return RecordedReset(turn.seq, reply.state.last_activity, reply.state.flow_id)

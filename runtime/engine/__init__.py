@@ -8,9 +8,10 @@ runtime does to live subscribers (Admin.TailEvents).
 
 from confab.runtime.engine.engine import Engine, EngineStatistics, ShardHost, TurnRequest, WireTurnRequest
 from confab.runtime.engine.link import LinkSettings, LinkStatistics
-from confab.runtime.protocol.records import WireReply
+from confab.runtime.protocol.records import ConversationEvent, WireReply
 
 __all__ = [
+    "ConversationEvent",
     "Engine",
     "EngineStatistics",
     "LinkSettings",

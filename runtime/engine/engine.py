@@ -28,8 +28,9 @@ from confab.runtime.config import ConfabConfig
 from confab.runtime.engine.events import EventHub
 from confab.runtime.engine.link import LinkSettings, LinkStatistics, ShardLink
 from confab.runtime.engine.router import Router
-from confab.runtime.errors import ConversationNotFound, InvalidArgument, Unavailable
+from confab.runtime.errors import ConversationNotFound, DeadlineExceeded, InvalidArgument, Unavailable
 from confab.runtime.inspection import (
+    Abandoned,
     ClusterView,
     ConversationFilter,
     ConversationInspection,
@@ -52,8 +53,11 @@ from confab.runtime.model import (
 from confab.runtime.protocol import codec, queries
 from confab.runtime.protocol.directory import ShardDirectory, vshard_of
 from confab.runtime.protocol.records import (
+    AGENT_PREFIX,
+    OPERATOR_PREFIX,
     Command,
     CommandKind,
+    ConversationEvent,
     Outcome,
     WireMessage,
     WireReply,
@@ -65,6 +69,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
 QUERY_TIMEOUT_S = 5.0
+WAITING_TIMEOUT_S = 2.0  # a shard that does not say what waits on webhooks by then is left out
 RELOAD_TIMEOUT_S = 30.0
 START_CONNECT_TIMEOUT_S = 10.0
 
@@ -179,6 +184,8 @@ class Engine:
         self._ticker: asyncio.Task[None] | None = None
         # Called (on the loop) when a shard is reached or lost, or the directory changes.
         self.on_change: Callable[[], None] = lambda: None
+        # Who hears of a conversation's operator actions and people's messages (its open streams).
+        self._watchers: dict[ConversationKey, set[Callable[[ConversationEvent], None]]] = {}
 
     # Lifecycle --------------------------------------------------------------------------
 
@@ -259,6 +266,7 @@ class Engine:
     def _wire(self, link: ShardLink) -> None:
         link.want_lifecycle = lambda: self.events.active
         link.on_lifecycle = self.events.publish_lifecycle
+        link.on_events = self._conversation_events
         link.on_connection_change = lambda: self.on_change()
         link.start()
 
@@ -292,6 +300,29 @@ class Engine:
     @property
     def links(self) -> list[ShardLink]:
         return sorted(self._router.links.values(), key=lambda link: (link.endpoint.host, link.index))
+
+    # Conversation events ------------------------------------------------------------------
+
+    def watch(self, key: ConversationKey, listener: Callable[[ConversationEvent], None]) -> None:
+        """``listener`` hears, on the loop and as soon as its shard has stored it, every operator
+        action on ``key`` and every person's message into it, whichever edge they came through
+        (each shard pushes them to every edge connected to it)."""
+        self._watchers.setdefault(key, set()).add(listener)
+
+    def unwatch(self, key: ConversationKey, listener: Callable[[ConversationEvent], None]) -> None:
+        listeners = self._watchers.get(key)
+        if listeners is not None:
+            listeners.discard(listener)
+            if not listeners:
+                del self._watchers[key]
+
+    def _conversation_events(self, events: list[ConversationEvent]) -> None:
+        for event in events:
+            for listener in list(self._watchers.get(event.key, ())):
+                try:
+                    listener(event)
+                except Exception:  # one listener's bug is its own
+                    log.exception("a listener of %s failed", event.key)
 
     # Commands ---------------------------------------------------------------------------
 
@@ -361,26 +392,62 @@ class Engine:
         return result.state
 
     async def reset(
-        self, key: ConversationKey, reason: str, *, message_id: str, deadline: float | None = None
+        self,
+        key: ConversationKey,
+        reason: str,
+        *,
+        message_id: str,
+        deadline: float | None = None,
+        by_operator: bool = False,
     ) -> ResetResult:
+        """Start the conversation over; ``by_operator`` (the Admin API's): its open streams hear
+        of it as an operator_action event."""
+        if by_operator:
+            message_id = OPERATOR_PREFIX + message_id
         result = await self._one(
             Command(CommandKind.RESET, message_id, key, reason, telemetry.current_traceparent()), deadline
         )
         assert isinstance(result, ResetResult)
         return result
 
-    async def force_state(self, key: ConversationKey, state: str, *, message_id: str) -> ConversationState:
+    async def force_state(
+        self, key: ConversationKey, state: str, *, message_id: str, deadline: float | None = None
+    ) -> ConversationState:
         """Move a conversation to ``state``, ordered with its messages (an operator's action)."""
         result = await self._one(
-            Command(CommandKind.FORCE_STATE, message_id, key, state, telemetry.current_traceparent()), None
+            Command(CommandKind.FORCE_STATE, message_id, key, state, telemetry.current_traceparent()),
+            deadline,
         )
         assert isinstance(result, StateResult)
         return result.state
 
-    async def resume(self, key: ConversationKey, operator: str, *, message_id: str) -> TurnResult:
+    async def agent_message(
+        self,
+        key: ConversationKey,
+        agent: str,
+        text: str,
+        *,
+        message_id: str,
+        idempotency_key: str = "",
+        deadline: float | None = None,
+    ) -> TurnResult:
+        """A person's message into a handed-off conversation, kept as a turn (FailedPrecondition if
+        it is not handed over); a repeat of ``idempotency_key`` gets the first answer, not sent again."""
+        message = InboundMessage(f"{AGENT_PREFIX}{agent}", Content(type="agent", text=text))
+        command_id = client_message_id(idempotency_key) if idempotency_key else message_id
+        command = Command(
+            CommandKind.AGENT_MESSAGE, command_id, key, message, telemetry.current_traceparent()
+        )
+        result = await self._one(command, deadline)
+        assert isinstance(result, TurnResult)
+        return result
+
+    async def resume(
+        self, key: ConversationKey, operator: str, *, message_id: str, deadline: float | None = None
+    ) -> TurnResult:
         """Hand a conversation back from a person to its flow (a system message its flow understands)."""
-        resume = InboundMessage(f"operator:{operator}", Content(type="system", payload="resume"))
-        return await self.process(TurnRequest(key, resume, message_id))
+        resume = InboundMessage(f"{OPERATOR_PREFIX}{operator}", Content(type="system", payload="resume"))
+        return await self.process(TurnRequest(key, resume, message_id), deadline=deadline)
 
     # What operators see -------------------------------------------------------------------
 
@@ -396,21 +463,71 @@ class Engine:
             raise ConversationNotFound(f"conversation {key} not found")
         return queries.inspection_from_wire(found, key, link.index)
 
-    async def passivate(self, key: ConversationKey, *, scope: str | None = None) -> Passivation:
+    async def abandon_webhook(
+        self,
+        key: ConversationKey,
+        who: str,
+        reason: str,
+        *,
+        scope: str | None = None,
+        deadline: float | None = None,
+    ) -> Abandoned:
+        """Give up the webhook call ``key``'s turn waits on: the turn takes its failure route now,
+        recorded as abandoned by ``who``. Not ordered with the conversation's commands (they wait
+        behind that very turn): its shard does it between two rounds. With a ``deadline``
+        (``time.monotonic()``), a shard that reads the request after it does nothing."""
+        budget = None if deadline is None else deadline - time.monotonic()
+        if budget is not None and budget <= 0:
+            raise DeadlineExceeded("not done: the deadline passed before it was sent; nothing was changed")
+        timeout = QUERY_TIMEOUT_S if budget is None else min(QUERY_TIMEOUT_S, budget)
         answer = await self._query(
-            self._holder(key), queries.PASSIVATE, [key.tenant_id, key.conversation_id], scope=scope
+            self._holder(key),
+            queries.ABANDON,
+            [key.tenant_id, key.conversation_id, who, reason, budget],
+            timeout,
+            scope=scope,
+        )
+        return queries.abandoned_from_wire(answer)
+
+    async def passivate(
+        self, key: ConversationKey, *, scope: str | None = None, deadline: float | None = None
+    ) -> Passivation:
+        budget = None if deadline is None else deadline - time.monotonic()
+        if budget is not None and budget <= 0:
+            raise DeadlineExceeded("not done: the deadline passed before it was sent; nothing was changed")
+        timeout = QUERY_TIMEOUT_S if budget is None else min(QUERY_TIMEOUT_S, budget)
+        answer = await self._query(
+            self._holder(key),
+            queries.PASSIVATE,
+            [key.tenant_id, key.conversation_id, budget],
+            timeout,
+            scope=scope,
         )
         return queries.passivation_from_wire(answer)
 
     async def list_conversations(
         self, wanted: ConversationFilter, cursor: str, page_size: int, *, scope: str | None = None
     ) -> ConversationPage:
-        """A page of stored conversations in key order, with whether each is in memory now."""
+        """A page of conversations in key order, with whether each is in memory now and what its
+        turn waits on: the stored ones, and those created by a first message whose turn waits on
+        a webhook (nothing of them is stored yet); ``waiting_on_webhook``: only those waiting."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise InvalidArgument(f"page_size must be 1..{MAX_PAGE_SIZE}", field="page_size")
         after = _cursor_key(cursor)
         if after is not None and wanted.tenant_id and after.tenant_id != wanted.tenant_id:
             raise InvalidArgument("page_token is not one this server gave out", field="page_token")
+        waiting = await self._waiting(scope)
+        now = time.time()
+        if wanted.waiting_on_webhook:
+            found = sorted(
+                (
+                    w
+                    for w in waiting.values()
+                    if wanted.admits(w, now) and (after is None or _after(w.key, after))
+                ),
+                key=_order,
+            )
+            return _paged(found, page_size)
         # Every shard opens the same store: any one of them can read it (a local one does).
         readers = [link for link in self.local_links if link.responsive] or self.local_links
         if not readers:
@@ -428,12 +545,45 @@ class Engine:
         summaries = [queries.summary_from_wire(w) for w in rows]
         resident = await self._resident_among([s.key for s in summaries], scope)
         page = [
-            _with_placement(s, s.key in resident, self._shard_index(s.key))
+            _with_placement(s, s.key in resident, self._shard_index(s.key), waiting.get(s.key))
             for s in summaries
             if s.key in resident or not wanted.resident_only
         ]
-        next_cursor = _encode_cursor(ConversationKey(last[0], last[1])) if last else ""
+        # Conversations not stored yet (their first turn waits on a webhook), in this page's range.
+        until = ConversationKey(last[0], last[1]) if last else None
+        listed = {s.key for s in page}
+        page += [
+            w
+            for w in waiting.values()
+            if not w.stored
+            and w.key not in listed
+            and wanted.admits(w, now)
+            and (after is None or _after(w.key, after))
+            and (until is None or not _after(w.key, until))
+        ]
+        page.sort(key=_order)
+        if len(page) > page_size:  # cut where it is full: the next page starts after its last
+            return ConversationPage(tuple(page[:page_size]), _encode_cursor(page[page_size - 1].key))
+        next_cursor = _encode_cursor(until) if until is not None else ""
         return ConversationPage(tuple(page), next_cursor)
+
+    async def _waiting(self, scope: str | None) -> dict[ConversationKey, ConversationSummary]:
+        """Every conversation whose turn waits on a webhook, from every shard that answers."""
+        links = [link for link in self.links if link.connected]
+        answers = await asyncio.gather(
+            *(self._query(link, queries.WAITING, [], WAITING_TIMEOUT_S, scope=scope) for link in links),
+            return_exceptions=True,
+        )
+        found: dict[ConversationKey, ConversationSummary] = {}
+        for link, answer in zip(links, answers, strict=True):
+            if isinstance(answer, BaseException):
+                continue
+            for w in answer:
+                summary = queries.summary_from_wire(w)
+                # Its holder's word, not that of a shard it has just left.
+                if self._router.holder(self.vshard_for(summary.key)) is link:
+                    found[summary.key] = summary
+        return found
 
     def _shard_index(self, key: ConversationKey) -> int:
         link = self._router.holder(self.vshard_for(key))
@@ -573,8 +723,31 @@ class Engine:
         )
 
 
-def _with_placement(summary: ConversationSummary, resident: bool, shard: int) -> ConversationSummary:
+def _with_placement(
+    summary: ConversationSummary, resident: bool, shard: int, waiting: ConversationSummary | None
+) -> ConversationSummary:
+    if waiting is not None:
+        summary = replace(
+            summary,
+            webhook=waiting.webhook,
+            webhook_waiting_s=waiting.webhook_waiting_s,
+            mailbox=waiting.mailbox,
+        )
     return replace(summary, resident=resident, shard=shard)
+
+
+def _order(summary: ConversationSummary) -> tuple[str, str]:
+    return (summary.key.tenant_id, summary.key.conversation_id)
+
+
+def _after(key: ConversationKey, other: ConversationKey) -> bool:
+    return (key.tenant_id, key.conversation_id) > (other.tenant_id, other.conversation_id)
+
+
+def _paged(found: list[ConversationSummary], page_size: int) -> ConversationPage:
+    if len(found) > page_size:
+        return ConversationPage(tuple(found[:page_size]), _encode_cursor(found[page_size - 1].key))
+    return ConversationPage(tuple(found), "")
 
 
 def _encode_cursor(key: ConversationKey) -> str:

@@ -46,10 +46,12 @@ from confab.runtime.protocol import codec, queries, transport
 from confab.runtime.protocol.directory import ShardEndpoint
 from confab.runtime.protocol.records import (
     ANSWER,
+    EVENT,
     LATE,
     OUTCOMES,
     Answer,
     Command,
+    ConversationEvent,
     LateOutcomes,
     Outcome,
     OutcomeBatch,
@@ -57,6 +59,7 @@ from confab.runtime.protocol.records import (
     Routed,
     RoutedBatch,
     decode_outcome,
+    events_from_frame,
     is_deferred,
     is_moved,
 )
@@ -129,6 +132,8 @@ class ShardLink:
         # Set by the engine: whether to ask for activations and passivations, and who hears of them.
         self.want_lifecycle: Callable[[], bool] = lambda: False
         self.on_lifecycle: Callable[[int, list[list[str]]], None] | None = None
+        # Who hears of operator actions and people's messages the shard stored (the engine).
+        self.on_events: Callable[[list[ConversationEvent]], None] = lambda events: None
         # Told whenever the connection is made or lost (health re-checks at once).
         self.on_connection_change: Callable[[], None] = lambda: None
         self.status: ShardStatus | None = None  # the shard's figures from its last heartbeat
@@ -350,6 +355,8 @@ class ShardLink:
                 self._settle_batch(OutcomeBatch.from_frame(value))
             elif kind == LATE:
                 self._settle_late(LateOutcomes.from_frame(value))
+            elif kind == EVENT:
+                self.on_events(events_from_frame(value))
             elif kind == ANSWER:
                 answer = Answer.from_frame(value)
                 future = self._queries.get(answer.query_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from confab.runtime.inspection import (
+    Abandoned,
     ConversationFilter,
     ConversationInspection,
     ConversationSummary,
@@ -25,15 +26,27 @@ from confab.runtime.protocol.records import CommandKind
 
 STATUS = "status"  # [] -> ShardStatus wire (also the heartbeat)
 INSPECT = "inspect"  # [tenant, conversation, last turns] -> inspection wire, or None
-PASSIVATE = "passivate"  # [tenant, conversation] -> [done, reason]
+PASSIVATE = "passivate"  # [tenant, conversation, budget s or None] -> [done, reason]
 LIST = "list"  # [filter wire, after (tenant, conversation) or None, limit] -> [summaries, last key seen]
 RESIDENT = "resident"  # [[tenant, conversation], ...] -> the resident ones, same form
 RELOAD = "reload"  # [] -> [loaded, skipped, failed]
-NAMES = (STATUS, INSPECT, PASSIVATE, LIST, RESIDENT, RELOAD)
+# [tenant, conversation, who, reason, budget s or None] -> [done, message, webhook, state, actions]
+ABANDON = "abandon"
+# [] -> [waiting wire, ...]: every conversation whose turn waits on a webhook (stored or not)
+WAITING = "waiting"
+NAMES = (STATUS, INSPECT, PASSIVATE, LIST, RESIDENT, RELOAD, ABANDON, WAITING)
 
 
 def filter_to_wire(f: ConversationFilter) -> list[Any]:
-    return [f.tenant_id, f.state, f.flow_id, f.idle_longer_than_s, f.in_handoff, f.resident_only]
+    return [
+        f.tenant_id,
+        f.state,
+        f.flow_id,
+        f.idle_longer_than_s,
+        f.in_handoff,
+        f.resident_only,
+        f.waiting_on_webhook,
+    ]
 
 
 def filter_from_wire(w: list[Any]) -> ConversationFilter:
@@ -52,6 +65,10 @@ def summary_to_wire(s: ConversationSummary) -> list[Any]:
         s.in_handoff,
         s.resident,
         s.shard,
+        s.webhook,
+        s.webhook_waiting_s,
+        s.mailbox,
+        s.stored,
     ]
 
 
@@ -65,6 +82,10 @@ def status_from_wire(w: list[Any]) -> ShardStatus:
 
 def passivation_from_wire(w: list[Any]) -> Passivation:
     return Passivation(bool(w[0]), str(w[1]))
+
+
+def abandoned_from_wire(w: list[Any]) -> Abandoned:
+    return Abandoned.from_wire(w)
 
 
 def reload_to_wire(r: FlowReload) -> list[Any]:
@@ -81,13 +102,23 @@ def inspection_to_wire(
     queued: list[tuple[str, int, str]],
     webhook_in_flight: str,
     turns: list[tuple[int, str, int, bytes, float, str]],
+    webhook_waiting_s: float = 0.0,
+    first_turn_pending: bool = False,
 ) -> list[Any]:
     """``queued``: (message id, command kind, text); ``turns``: (seq, message id, kind, reply, at, input)."""
-    return [resident, state, [list(q) for q in queued], webhook_in_flight, [list(t) for t in turns]]
+    return [
+        resident,
+        state,
+        [list(q) for q in queued],
+        webhook_in_flight,
+        [list(t) for t in turns],
+        webhook_waiting_s,
+        first_turn_pending,
+    ]
 
 
 def inspection_from_wire(w: list[Any], key: ConversationKey, shard: int) -> ConversationInspection:
-    resident, state, queued, webhook, turns = w
+    resident, state, queued, webhook, turns, waiting_s, first_turn_pending = w
     return ConversationInspection(
         key=key,
         shard=shard,
@@ -96,6 +127,8 @@ def inspection_from_wire(w: list[Any], key: ConversationKey, shard: int) -> Conv
         queued=tuple(QueuedCommand(q[0], _kind(q[1]), q[2]) for q in queued),
         webhook_in_flight=webhook,
         turns=tuple(_turn_summary(*t) for t in turns),
+        webhook_waiting_s=waiting_s,
+        first_turn_pending=first_turn_pending,
     )
 
 

@@ -9,6 +9,7 @@ what it is:
     [HELLO,    version, cluster, role]                     both ways, the first frame of each side
     [QUERY,    query_id, name, args, scope]                edge → shard (status, inspect, ...)
     [ANSWER,   query_id, ok, result]                       shard → edge
+    [EVENT,    [[tenant, conversation, type, data], ...]]  shard → every edge connected to it
 
 Each side's first frame is a HELLO: a peer of another protocol version or another
 cluster, or one whose first frame is anything else, is refused before it is read
@@ -56,14 +57,15 @@ from confab.runtime.model import (
 from confab.runtime.protocol import codec
 from confab.runtime.protocol.codec import Result
 
-BATCH, OUTCOMES, LATE, QUERY, ANSWER, HELLO = 1, 2, 3, 4, 5, 6
+BATCH, OUTCOMES, LATE, QUERY, ANSWER, HELLO, EVENT = 1, 2, 3, 4, 5, 6, 7
 ERROR, DONE, REPLAYED, DEFERRED, MOVED = 0, 1, 2, 3, 4
 
 DEFERRED_OUTCOME: list[Any] = [DEFERRED]
 
 # The data plane's version: a peer saying another is refused at its HELLO. 1: the first
-# with a HELLO (and queries carrying their tenant scope). 2: WIRE_TURN commands.
-PROTOCOL_VERSION = 2
+# with a HELLO (and queries carrying their tenant scope). 2: WIRE_TURN commands. 3: AGENT_MESSAGE
+# commands, EVENT frames, the abandon and waiting queries.
+PROTOCOL_VERSION = 3
 # Who sends a HELLO: a shard serves; an edge sends commands; a probe only checks the peer answers.
 SHARD_ROLE, EDGE_ROLE, PROBE_ROLE = "shard", "edge", "probe"
 ROLES = (SHARD_ROLE, EDGE_ROLE, PROBE_ROLE)
@@ -135,6 +137,13 @@ def client_message_id(idempotency_key: str) -> str:
     return CLIENT_KEY_PREFIX + idempotency_key
 
 
+# The user id of the system message an operator's resume sends (``operator:<who>``), and what
+# the message id of a reset sent through the Admin API starts with.
+OPERATOR_PREFIX = "operator:"
+# The user id of a person's message (``agent:<name>``, CommandKind.AGENT_MESSAGE).
+AGENT_PREFIX = "agent:"
+
+
 class CommandKind(IntEnum):
     TURN = 1
     GET_STATE = 2
@@ -143,6 +152,9 @@ class CommandKind(IntEnum):
     # A TURN whose message is a serialized ProcessMessageRequest (body: a WireMessage) and whose
     # answer carries the serialized ProcessMessageResponse too: the shard converts both.
     WIRE_TURN = 5
+    # A person's message into a handed-off conversation (body: an InboundMessage whose user id is
+    # ``agent:<name>`` and whose text is what the person says): recorded as a turn, no flow runs.
+    AGENT_MESSAGE = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +195,7 @@ class WireReply:
 class Command:
     """One request addressed to one conversation, made once and never changed.
 
-    ``body`` is the kind's argument: an :class:`InboundMessage` for TURN, the
+    ``body`` is the kind's argument: an :class:`InboundMessage` for TURN and AGENT_MESSAGE, the
     reason (str) for RESET, the state's name for FORCE_STATE, nothing for GET_STATE.
 
     The engine makes it with its trace. What routing adds on the way to a shard (the epoch
@@ -248,7 +260,7 @@ class Command:
         for i, name in ((1, "message id"), (2, "tenant id"), (3, "conversation id")):
             check_shape(w[i], "str", f"the command's {name}")
         check_shape(w[5], "int", "the command's epoch")
-        if kind is CommandKind.TURN:
+        if kind in (CommandKind.TURN, CommandKind.AGENT_MESSAGE):
             check_record(w[4], InboundMessage, "the message")
             body: InboundMessage | WireMessage | str | None = InboundMessage.from_wire(w[4])
         elif kind is CommandKind.WIRE_TURN:
@@ -397,6 +409,38 @@ class LateOutcomes:
         return cls([(e[0], e[1], e[2]) for e in w[1]])
 
 
+@dataclass(frozen=True, slots=True)
+class ConversationEvent:
+    """Something that happened to a conversation outside its user's turns, pushed by its shard to
+    every edge as soon as it is stored: ``agent_message`` ({"agent", "text", "message_id"}) or
+    ``operator_action`` ({"action", "state", "reason"}); an edge passes it to the conversation's
+    open streams."""
+
+    key: ConversationKey
+    type: str
+    data: dict[str, Any]
+
+    def to_wire(self) -> list[Any]:
+        return [self.key.tenant_id, self.key.conversation_id, self.type, self.data]
+
+    @classmethod
+    def from_wire(cls, w: Any) -> ConversationEvent:
+        _expect(isinstance(w, list) and len(w) == 4, "an event must be [tenant, conversation, type, data]")
+        for i, name in ((0, "tenant id"), (1, "conversation id"), (2, "type")):
+            check_shape(w[i], "str", f"the event's {name}")
+        check_shape(w[3], "JsonDict", "the event's data")
+        return cls(ConversationKey(w[0], w[1]), w[2], w[3])
+
+
+def events_frame(events: list[ConversationEvent]) -> list[Any]:
+    return [EVENT, [e.to_wire() for e in events]]
+
+
+def events_from_frame(w: list[Any]) -> list[ConversationEvent]:
+    _expect(len(w) == 2 and isinstance(w[1], list), "an event frame must be [EVENT, events]")
+    return [ConversationEvent.from_wire(e) for e in w[1]]
+
+
 @dataclass(slots=True)
 class Query:
     """A question for a shard, answered between its batches (see ``protocol.queries``)."""
@@ -406,6 +450,8 @@ class Query:
     args: list[Any]
     # The tenant the asker may see; None: every tenant (an operator, or the edge's own heartbeat).
     scope: str | None = None
+    # When the shard read it (time.perf_counter(), not on the wire): an action's budget counts from it.
+    received_at: float = 0.0
 
     def to_frame(self) -> list[Any]:
         return [QUERY, self.query_id, self.name, self.args, self.scope]

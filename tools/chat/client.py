@@ -1,10 +1,10 @@
 """A StreamConversation client that keeps one conversation going across server restarts.
 
 It uses the stream the way a streaming chat frontend does: one StreamConversation call
-bound to the conversation by an init (``event_types: [state_changed]``), messages
-pipelined on it, heartbeats while the user is quiet. ``ChatOptions.flow`` asks for that
-flow (``processing_hints.force_flow``) until a message is answered, so a new
-conversation starts on it.
+bound to the conversation by an init (events: ``state_changed``, ``agent_message``,
+``operator_action``), messages pipelined on it, heartbeats while the user is quiet.
+``ChatOptions.flow`` asks for that flow (``processing_hints.force_flow``) until a message is
+answered, so a new conversation starts on it.
 
 When the stream breaks (a server restart, a network drop) the client re-opens it with
 backoff and jitter for up to ``reconnect_s`` seconds, re-binding the same conversation;
@@ -58,6 +58,9 @@ RETRYABLE = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,  # too many streams: may free up
     }
 )
+# The events a chat asks for: its turns' state changes, and what reaches the conversation from
+# elsewhere, at once (a person's message while it is handed over, an operator's action).
+STREAM_EVENT_TYPES = ("state_changed", "agent_message", "operator_action")
 # The server sends state_changed right after the response it belongs to; this long is
 # waited for it before a turn counts as settled without one.
 EVENT_GRACE_S = 1.0
@@ -392,7 +395,7 @@ class ChatClient:
             init=pb.StreamInit(
                 tenant_context=common_pb2.TenantContext(tenant_id=o.tenant),
                 conversation_id=o.conversation_id,
-                event_types=["state_changed"],
+                event_types=list(STREAM_EVENT_TYPES),
             )
         )
         outbox.append(init)
@@ -484,6 +487,11 @@ class ChatClient:
             turn.settled.set()
 
     def _on_event(self, event: pb.StreamEvent) -> None:
+        if event.event_type == "operator_action":  # pushed at once: it moved the conversation
+            state = json_format.MessageToDict(event.event_data).get("state")
+            if isinstance(state, str) and state:
+                with self._lock:
+                    self._known_state = state
         if event.event_type != "state_changed":
             self.listener.event(event)
             return

@@ -17,7 +17,7 @@ import grpc
 
 from confab.protos import mcp_engine_pb2 as pb
 from confab.tools.chat.client import ChatClient, ChatFailed, ChatListener, ChatOptions, Turn
-from confab.tools.chat.render import Choice, as_dict, describe_state, render
+from confab.tools.chat.render import INDENT, Choice, as_dict, describe_state, render
 
 try:  # line editing and history for input(); absent on some platforms, and not needed there
     import readline
@@ -144,7 +144,18 @@ class TerminalListener(ChatListener):
         self.console.say(f"!! error {error.error_code}: {error.message}{tail}")
 
     def event(self, event: pb.StreamEvent) -> None:
-        self.console.say(f"-- event {event.event_type}: {as_dict(event.event_data)}")
+        data = as_dict(event.event_data)
+        if event.event_type == "agent_message":  # a person answers, whenever they do
+            first, *rest = str(data.get("text", "")).splitlines() or [""]
+            name = str(data.get("agent") or "a person")
+            self.console.say(f"{name} (person): {first}", *(f"{INDENT}{line}" for line in rest))
+        elif event.event_type == "operator_action":
+            action = str(data.get("action", "")).replace("_", " ")
+            why = f" ({data['reason']})" if data.get("reason") else ""
+            state = data.get("state") or "(new)"
+            self.console.say(f"-- an operator did {action}{why}; the conversation is in state {state}")
+        else:
+            self.console.say(f"-- event {event.event_type}: {data}")
 
     def failed(self, message: str) -> None:
         self.console.say(f"!! {message}")

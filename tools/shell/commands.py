@@ -113,7 +113,7 @@ def command_table() -> dict[str, ShellCommand]:
         table,
         "ls",
         "list conversations, with filters and paging (ListConversations)",
-        "[--tenant T] [--state S] [--flow F] [--idle SECONDS] [--handoff] [--resident]"
+        "[--tenant T] [--state S] [--flow F] [--idle SECONDS] [--handoff] [--resident] [--waiting]"
         " [--page-size N] [--next]",
     )
     ls.add_argument("--tenant", default="")
@@ -122,6 +122,11 @@ def command_table() -> dict[str, ShellCommand]:
     ls.add_argument("--idle", type=float, default=0.0, metavar="SECONDS", help="idle longer than")
     ls.add_argument("--handoff", action="store_true", help="only conversations handed to a person")
     ls.add_argument("--resident", action="store_true", help="only conversations live in a shard")
+    ls.add_argument(
+        "--waiting",
+        action="store_true",
+        help="only conversations whose turn waits on a webhook (new ones too)",
+    )
     ls.add_argument("--page-size", type=int, default=0, metavar="N")
     ls.add_argument("--next", action="store_true", help="the next page of the last listing")
 
@@ -180,6 +185,14 @@ def command_table() -> dict[str, ShellCommand]:
         operands=on_conversation,
     )
     _conversation_operands(passivate)
+    abandon = _command(
+        table,
+        "abandon-webhook",
+        "give up the webhook a turn waits on: it takes its failure route (AbandonWebhook)",
+        "TENANT CONVERSATION [REASON]",
+        operands=on_conversation,
+    )
+    _conversation_operands(abandon)
     _command(table, "reload", "reload the flow files on every shard (ReloadFlows)")
     restart = _command(table, "restart-shard", "replace one shard process (RestartShard)", "N [REASON]")
     restart.add_argument("shard", type=int, metavar="N")

@@ -62,6 +62,7 @@ class Shell:
             "force": self.force,
             "resume": self.resume,
             "passivate": self.passivate,
+            "abandon-webhook": self.abandon_webhook,
             "reload": self.reload,
             "restart-shard": self.restart_shard,
         }
@@ -138,6 +139,7 @@ class Shell:
                 idle_longer_than_s=args.idle,
                 in_handoff=args.handoff,
                 resident_only=args.resident,
+                waiting_on_webhook=args.waiting,
                 page_size=args.page_size,
             )
         listing = self.verbs.list_conversations(request)
@@ -201,6 +203,11 @@ class Shell:
         tenant, conversation = self._on_conversation(args)
         why = reason(args, "confab shell passivate")
         return self._action(args, self.verbs.passivate(tenant, conversation, why))
+
+    def abandon_webhook(self, args: argparse.Namespace) -> int:
+        tenant, conversation = self._on_conversation(args)
+        why = reason(args, "confab shell abandon-webhook")
+        return self._action(args, self.verbs.abandon_webhook(tenant, conversation, why))
 
     def reload(self, args: argparse.Namespace) -> int:
         return self._action(args, self.verbs.reload_flows())

@@ -178,6 +178,8 @@ def listing_text(listing: admin.ListConversationsResponse) -> str:
             "yes" if c.resident else "",
             "yes" if c.in_handoff else "",
             c.shard,
+            f"{c.webhook} {duration(c.webhook_waiting_s)}" if c.webhook else "",
+            c.mailbox if c.webhook else "",
         )
         for c in listing.conversations
     ]
@@ -191,9 +193,11 @@ def listing_text(listing: admin.ListConversationsResponse) -> str:
         "RESIDENT",
         "HANDOFF",
         "SHARD",
+        "WAITING ON",
+        "MAILBOX",
     )
     more = "; `ls --next` for more" if listing.next_page_token else ""
-    return "\n".join([table(headers, rows, right=(4, 8)), f"({plural(len(rows), 'conversation')}{more})"])
+    return "\n".join([table(headers, rows, right=(4, 8, 10)), f"({plural(len(rows), 'conversation')}{more})"])
 
 
 def state_of(detail: admin.ConversationDetail) -> dict[str, Any]:
@@ -220,7 +224,9 @@ def detail_text(detail: admin.ConversationDetail) -> str:
         f"slots: {pairs(state.get('slots'))}",
         f"variables: {pairs(state.get('variables'))}",
         f"flow memory: {pairs(state.get('flow_memory'))}",
-        f"webhook in flight: {detail.webhook_in_flight or '-'}",
+        f"webhook in flight: {detail.webhook_in_flight or '-'}"
+        + (f" (waiting {duration(detail.webhook_waiting_s)})" if detail.webhook_in_flight else "")
+        + ("  (new: its first turn waits on it; nothing is stored yet)" if detail.first_turn_pending else ""),
         f"mailbox: {detail.mailbox_depth} queued",
     ]
     if detail.queued:

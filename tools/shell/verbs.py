@@ -79,6 +79,10 @@ class AdminVerbs:
         request = admin.ConversationAction(tenant_id=tenant, conversation_id=conversation, reason=reason)
         return self._ask(self.stub.PassivateConversation, request, admin.ActionResult)
 
+    def abandon_webhook(self, tenant: str, conversation: str, reason: str) -> admin.ActionResult:
+        request = admin.ConversationAction(tenant_id=tenant, conversation_id=conversation, reason=reason)
+        return self._ask(self.stub.AbandonWebhook, request, admin.ActionResult)
+
     def reload_flows(self) -> admin.ActionResult:
         return self._ask(self.stub.ReloadFlows, admin.ReloadFlowsRequest(), admin.ActionResult)
 

@@ -101,13 +101,24 @@ class RecordedForce:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordedAgentMessage:
+    """A person's message into the conversation while it was handed over: no flow ran, so a
+    replay has nothing to play (it is kept so the history reads as the user saw it)."""
+
+    seq: int
+    agent: str
+    text: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class UnrecordedTurn:
     """A turn kept without its message (run while history was off): it cannot be played."""
 
     seq: int
 
 
-RecordedStep = RecordedTurn | RecordedReset | RecordedForce | UnrecordedTurn
+RecordedStep = RecordedTurn | RecordedReset | RecordedForce | RecordedAgentMessage | UnrecordedTurn
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,6 +517,7 @@ def _canonical(value: Any) -> str:
 __all__ = [
     "ConversationReplay",
     "Divergence",
+    "RecordedAgentMessage",
     "RecordedConversation",
     "RecordedForce",
     "RecordedReset",

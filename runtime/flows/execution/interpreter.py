@@ -600,6 +600,8 @@ class DeclarativeFlow:
                 answer = result.get("body") if result.get("ok") else None
                 if not isinstance(answer, Mapping):
                     turn.actions.append(f"webhook_failed:{check.webhook}")
+                    if result.get("abandoned_by"):
+                        turn.actions.append(f"webhook_abandoned:{check.webhook}")
                     if check.on_failure and may_move:
                         self._enter(turn, check.on_failure)
                         return False, None, None, True
@@ -705,6 +707,8 @@ class DeclarativeFlow:
             return True
         turn.state.variables[spec.store_as] = {"error": str(result.get("error", "failed"))}
         turn.actions.append(f"webhook_failed:{spec.name}")
+        if result.get("abandoned_by"):  # an operator gave the call up (Admin.AbandonWebhook)
+            turn.actions.append(f"webhook_abandoned:{spec.name}")
         if spec.on_failure:
             self._enter(turn, spec.on_failure)
             return False

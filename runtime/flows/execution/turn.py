@@ -146,6 +146,27 @@ def webhook_body(key: ConversationKey, call: WebhookCall) -> JsonDict:
     }
 
 
+def starting_state(pending: Pending) -> ConversationState:
+    """The state ``pending``'s turn runs from: for a conversation its first message creates, the
+    one it starts on (what an operator is shown of a conversation that is not stored yet)."""
+    state, _ = _starting(pending.flows, pending.key, pending.source, pending.message, pending.now)
+    return state
+
+
+def _starting(
+    flows: FlowRegistry, key: ConversationKey, source: StateSource, message: InboundMessage, now: float
+) -> tuple[ConversationState, str]:
+    state = source()
+    if state is None:
+        state, state_before = flows.for_new_conversation(key.tenant_id).start(now, key), ""
+    else:
+        state_before = state.current_state
+    forced = message.hints.force_flow
+    if forced and forced != state.flow_id:
+        state = _switch_flow(flows, key, state, forced, now)
+    return state, state_before
+
+
 def _attempt(
     flows: FlowRegistry,
     key: ConversationKey,
@@ -155,14 +176,7 @@ def _attempt(
     results: dict[str, JsonDict],
     span: FlowSpan | None,
 ) -> Pending | Done:
-    state = source()
-    if state is None:
-        state, state_before = flows.for_new_conversation(key.tenant_id).start(now, key), ""
-    else:
-        state_before = state.current_state
-    forced = message.hints.force_flow
-    if forced and forced != state.flow_id:
-        state = _switch_flow(flows, key, state, forced, now)
+    state, state_before = _starting(flows, key, source, message, now)
     flow = flows.for_state(state)
     try:
         with span(state.flow_id, state.current_state) if span is not None else contextlib.nullcontext():
@@ -197,5 +211,6 @@ __all__ = [
     "force",
     "reset",
     "resume",
+    "starting_state",
     "webhook_body",
 ]
