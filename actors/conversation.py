@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from confab.runtime import telemetry
+from confab.runtime.analytics import TurnCounts
 from confab.runtime.errors import ConfabError, ConversationNotFound, InternalError, InvalidArgument
 from confab.runtime.flows import FlowRegistry, UnknownState, WebhookCall
-from confab.runtime.flows.execution import turn
+from confab.runtime.flows.execution import analytics, turn
 from confab.runtime.flows.execution.turn import Pending
 from confab.runtime.model import ConversationKey, ConversationState, InboundMessage, JsonDict
 from confab.runtime.protocol import codec
@@ -61,6 +62,7 @@ class Suspended:
 
 class Conversation:
     __slots__ = (
+        "_counts",
         "_pending",
         "_staged_seq",
         "_staged_state",
@@ -84,6 +86,7 @@ class Conversation:
         self._staged_state: bytes | None = None
         self._staged_seq = seq
         self._pending: list[TurnRecord] = []
+        self._counts: list[TurnCounts] = []  # what the pending turns add to the analytics
         # While a turn waits for a webhook (``waiting``, managed by the shard), later
         # commands wait in ``mailbox`` (``shard.Queued``), in arrival order.
         self.waiting: Any = None
@@ -117,13 +120,15 @@ class Conversation:
         record: bool = False,
         resume: Suspended | None = None,
         webhook_result: JsonDict | None = None,
+        count: bool = False,
     ) -> list[Any] | Suspended:
         """Run one command against this conversation at ``now`` (default: the time); return
         its outcome (``protocol.records``).
 
         Mutations stay staged. A turn that needs a webhook answer comes back
         :class:`Suspended`; ``resume`` it later with the call's ``webhook_result``. With
-        ``record``, a turn keeps the message it answered for replays (the store's history).
+        ``record``, a turn keeps the message it answered for replays (the store's history);
+        with ``count``, what it adds to the analytics is written with it (``_count``).
         """
         try:
             if command.mutates and self._seen(command.message_id):
@@ -131,9 +136,12 @@ class Conversation:
             if command.kind is CommandKind.GET_STATE:
                 return [DONE, codec.pack_state_reply(self._existing_packed())]
             if command.kind is CommandKind.RESET:
-                return self._reset(command, flows, time.time() if now is None else now)
+                reset_at = time.time() if now is None else now
+                return self._count(
+                    self._reset(command, flows, reset_at), count and analytics.count_reset(reset_at)
+                )
             if command.kind is CommandKind.FORCE_STATE:
-                return self._force_state(command, flows)
+                return self._count(self._force_state(command, flows), count and self._forced(flows))
             assert isinstance(command.body, InboundMessage)
             started = time.perf_counter()
             if resume is None:
@@ -152,7 +160,8 @@ class Conversation:
                 waited_ms = resume.waited_ms
             if isinstance(outcome, turn.Pending):
                 return Suspended(command, outcome, waited_ms)
-            return self._finish(command, outcome, waited_ms, started, record)
+            counted = count and analytics.count_turn(flows.for_state(outcome.state), self.key, outcome)
+            return self._count(self._finish(command, outcome, waited_ms, started, record), counted)
         except ConfabError as exc:
             return error_outcome(exc)
         except Exception as exc:  # a flow bug: the turn fails alone, the state is untouched
@@ -218,6 +227,16 @@ class Conversation:
         )
         return [DONE, reply]
 
+    def _count(self, outcome: list[Any], counts: TurnCounts | bool | None) -> list[Any]:
+        """Stage ``counts`` with the turn just staged: written with it, or dropped with it."""
+        if isinstance(counts, TurnCounts):
+            self._counts.append(counts)
+        return outcome
+
+    def _forced(self, flows: FlowRegistry) -> TurnCounts | None:
+        state = codec.unpack_state(self._existing_packed())
+        return analytics.count_forced(flows.for_state(state), state)
+
     def _seen(self, message_id: str) -> bool:
         return message_id in self.message_ids or any(r.message_id == message_id for r in self._pending)
 
@@ -257,6 +276,7 @@ class Conversation:
         write = ConversationWrite(
             self.key, self._staged_state, self._staged_seq, list(self._pending), base_seq=self.seq
         )
+        write.analytics = list(self._counts)
         write.let_old_turns_go(retention, now)
         return write
 
@@ -282,11 +302,13 @@ class Conversation:
         self.state = self._staged_state
         self.seq = self._staged_seq
         self._pending.clear()
+        self._counts.clear()
         self._staged_state = None
 
     def rollback(self) -> None:
         self._staged_seq = self.seq
         self._pending.clear()
+        self._counts.clear()
         self._staged_state = None
 
 

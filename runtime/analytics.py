@@ -122,6 +122,9 @@ class TurnCounts:
     session_changed: bool = False
     session: SessionMark | None = None
     settle_at: float = 0.0
+    # The state of a session the turn found expired (for the live figures: the store counts it
+    # from its open session row, which the turn does not read).
+    expired_state: str = ""
 
     def add(self, key: CountKey, count: int = 1, total: float = 0.0) -> None:
         cell = self.counts.get(key)
@@ -204,6 +207,7 @@ _STATE_FIELDS = {
     HANDOFFS: "handoffs",
 }
 _ENDS = (COMPLETED, ABANDONED, HANDOFFS)
+_STATE_REPORTED = (*_STATE_FIELDS.values(), "sessions_ended")
 _WEBHOOK_FIELDS = {
     WEBHOOK_CALLS: "calls",
     WEBHOOK_FAILURES: "failures",
@@ -299,7 +303,10 @@ class _FlowTally:
             "flow_id": flow,
             "flow_version": version,
             "totals": _counts(self.totals),
-            "states": [{"state": s, **self.states[s]} for s in sorted(self.states)],
+            "states": [
+                {"state": s, **{f: self.states[s].get(f, 0) for f in _STATE_REPORTED}}
+                for s in sorted(self.states)
+            ],
             "transitions": [
                 {"from_state": a, "to_state": b, "count": n} for (a, b), n in sorted(self.transitions.items())
             ],
@@ -308,14 +315,18 @@ class _FlowTally:
             "webhooks": [
                 {
                     "name": name,
-                    **cell,
+                    **{field_name: cell.get(field_name, 0) for field_name in _WEBHOOK_FIELDS.values()},
                     "p50_ms": _quantile(self.latency.get(name, {}), 0.50),
                     "p95_ms": _quantile(self.latency.get(name, {}), 0.95),
                 }
                 for name, cell in sorted(self.webhooks.items())
             ],
             "variants": [
-                {"experiment": item.partition("=")[0], "variant": item.partition("=")[2], **cell}
+                {
+                    "experiment": item.partition("=")[0],
+                    "variant": item.partition("=")[2],
+                    **{f: cell.get(f, 0) for f in _VARIANT_FIELDS.values()},
+                }
                 for item, cell in sorted(self.variants.items())
             ],
             "series": [
@@ -380,3 +391,93 @@ def check_query(query: AnalyticsQuery) -> str:
     if _bucket_count(query) > MAX_SERIES_BUCKETS:
         return f"bucket_s: the range holds more than {MAX_SERIES_BUCKETS} buckets of this width"
     return ""
+
+
+# The live figures ------------------------------------------------------------------------
+#
+# What each shard counted since it started, from the turns it committed, as OpenTelemetry
+# instruments (so Prometheus) and GetMetrics show them: cumulative counts by tenant, flow and
+# state (by webhook and outcome for webhook calls). The store's counters are the durable
+# record; these restart at 0 with a shard process, as counters do.
+
+# (figure, tenant, flow, state, webhook, outcome) -> value
+LiveKey = tuple[str, str, str, str, str, str]
+MAX_LIVE_KEYS = 10_000  # per shard; keys beyond it are not shown live (the store has them)
+
+# name: (unit, description, labels)
+LIVE_FIGURES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "confab.analytics.sessions_started": ("{session}", "sessions started", ("tenant", "flow")),
+    "confab.analytics.turns": ("{turn}", "messages a flow answered", ("tenant", "flow", "state")),
+    "confab.analytics.sessions_completed": (
+        "{session}",
+        "sessions that reached a terminal state",
+        ("tenant", "flow", "state"),
+    ),
+    "confab.analytics.sessions_abandoned": (
+        "{session}",
+        "sessions found expired when their user came back (the store counts every one)",
+        ("tenant", "flow", "state"),
+    ),
+    "confab.analytics.handoffs": (
+        "{handoff}",
+        "conversations handed to a person",
+        ("tenant", "flow", "state"),
+    ),
+    "confab.analytics.fallbacks": (
+        "{turn}",
+        "messages nothing matched (no-match)",
+        ("tenant", "flow", "state"),
+    ),
+    "confab.analytics.slot_reprompts": ("{prompt}", "slots asked again", ("tenant", "flow", "state")),
+    "confab.analytics.slots_given_up": ("{slot}", "slots given up", ("tenant", "flow", "state")),
+    "confab.analytics.webhook_calls": ("{call}", "webhook calls", ("tenant", "flow", "webhook", "outcome")),
+    "confab.analytics.webhook_duration": ("s", "time spent in webhook calls", ("tenant", "flow", "webhook")),
+}
+_LIVE_BY_STATE = {
+    TURNS: "confab.analytics.turns",
+    COMPLETED: "confab.analytics.sessions_completed",
+    HANDOFFS: "confab.analytics.handoffs",
+    FALLBACKS: "confab.analytics.fallbacks",
+    REPROMPTS: "confab.analytics.slot_reprompts",
+    GIVEN_UP: "confab.analytics.slots_given_up",
+}
+_CALLS = "confab.analytics.webhook_calls"
+# Each failure moves a call from the outcome before it to its own.
+_OUTCOME_MOVES = {
+    WEBHOOK_FAILURES: ("ok", "failed"),
+    WEBHOOK_TIMEOUTS: ("failed", "timeout"),
+    WEBHOOK_ABANDONED: ("failed", "abandoned"),
+}
+
+
+def live_deltas(part: TurnCounts) -> dict[LiveKey, float]:
+    """What ``part`` adds to the live figures."""
+    out: dict[LiveKey, float] = {}
+
+    def add(key: LiveKey, value: float) -> None:
+        out[key] = out.get(key, 0.0) + value
+
+    for (tenant, flow, _version, state, _bucket, name, item), (count, total) in part.counts.items():
+        figure = _LIVE_BY_STATE.get(name)
+        if figure is not None:
+            add((figure, tenant, flow, state, "", ""), count)
+        elif name == SESSIONS_STARTED:
+            add(("confab.analytics.sessions_started", tenant, flow, "", "", ""), count)
+        elif name == WEBHOOK_CALLS:
+            add((_CALLS, tenant, flow, "", item, "ok"), count)
+            add(("confab.analytics.webhook_duration", tenant, flow, "", item, ""), total / 1000.0)
+        elif name in _OUTCOME_MOVES:
+            before, after = _OUTCOME_MOVES[name]
+            add((_CALLS, tenant, flow, "", item, before), -count)
+            add((_CALLS, tenant, flow, "", item, after), count)
+    if part.expired_state:
+        for tenant, flow, *_rest in list(part.counts)[:1]:
+            add(("confab.analytics.sessions_abandoned", tenant, flow, part.expired_state, "", ""), 1)
+    return out
+
+
+def live_labels(key: LiveKey) -> dict[str, str]:
+    """The attributes of a live figure's point (those its figure is kept by)."""
+    figure, tenant, flow, state, webhook, outcome = key
+    values = {"tenant": tenant, "flow": flow, "state": state, "webhook": webhook, "outcome": outcome}
+    return {label: values[label] for label in LIVE_FIGURES[figure][2]}
