@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from confab.actors.shard import Shard
+from confab.runtime.analytics import AnalyticsQuery, JsonDict, build_report, check_query
 from confab.runtime.errors import ConfabError, InternalError, InvalidArgument, PermissionDenied
 from confab.runtime.flows import in_handoff
 from confab.runtime.inspection import ConversationFilter, ConversationSummary
@@ -62,11 +63,24 @@ def _result(shard: Shard, name: str, args: list[Any], scope: str | None) -> Any:
             for k in args[0]
             if (scope is None or k[0] == scope) and ConversationKey(k[0], k[1]) in shard.residents
         ]
+    if name == queries.ANALYTICS:
+        return _analytics(shard, AnalyticsQuery.from_wire(args[0]), scope)
     if name == queries.RELOAD:
         if scope is not None:
             raise PermissionDenied("reloading flows is an operator's action")
         return queries.reload_to_wire(shard.reload_flows())
     raise InvalidArgument(f"unknown query {name!r}; known: {list(queries.NAMES)}")
+
+
+def _analytics(shard: Shard, query: AnalyticsQuery, scope: str | None) -> JsonDict:
+    """A tenant's report from the store's analytics tables (every shard of every host adds to them)."""
+    if scope is not None and query.tenant_id != scope:
+        raise PermissionDenied(f"a caller scoped to tenant {scope!r} may not see tenant {query.tenant_id!r}")
+    problem = check_query(query)
+    if problem:
+        field, _, message = problem.partition(": ")
+        raise InvalidArgument(f"{field} {message}", field=field)
+    return build_report(query, shard.store.analytics(query, time.time()))
 
 
 def _scoped_key(tenant_id: Any, conversation_id: Any, scope: str | None) -> ConversationKey:

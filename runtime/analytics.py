@@ -332,7 +332,7 @@ class _FlowTally:
             "series": [
                 {
                     "start": _timestamp(query.since + i * query.bucket_s),
-                    "counts": _counts(self.series.get(i, {})),
+                    "counts": dict(self.series.get(i, {})),  # zeros left out: the wire's default
                 }
                 for i in range(buckets)
             ],
@@ -381,15 +381,15 @@ def _timestamp(at: float) -> str:
 def check_query(query: AnalyticsQuery) -> str:
     """Why ``query`` cannot be answered ("" if it can): for INVALID_ARGUMENT, with the field."""
     if query.since < 0 or query.until < 0:
-        return "since: times must be after 1970"
+        return "since: and until must be after 1970"
     if query.since >= query.until:
         return "since: must be before until"
     if query.until - query.since > MAX_RANGE_S:
-        return f"since: the range may span at most {MAX_RANGE_S // 86400} days"
+        return f"since: and until may be at most {MAX_RANGE_S // 86400} days apart"
     if not 60 <= query.bucket_s <= 86400 or query.bucket_s % 60:
         return "bucket_s: must be a multiple of 60 from 60 to 86400 (0: 3600)"
     if _bucket_count(query) > MAX_SERIES_BUCKETS:
-        return f"bucket_s: the range holds more than {MAX_SERIES_BUCKETS} buckets of this width"
+        return f"bucket_s: gives more than {MAX_SERIES_BUCKETS} buckets over this range"
     return ""
 
 

@@ -29,7 +29,9 @@ PASSIVATE = "passivate"  # [tenant, conversation] -> [done, reason]
 LIST = "list"  # [filter wire, after (tenant, conversation) or None, limit] -> [summaries, last key seen]
 RESIDENT = "resident"  # [[tenant, conversation], ...] -> the resident ones, same form
 RELOAD = "reload"  # [] -> [loaded, skipped, failed]
-NAMES = (STATUS, INSPECT, PASSIVATE, LIST, RESIDENT, RELOAD)
+# [AnalyticsQuery wire] -> the report: confab.admin.v1.AnalyticsReport's JSON mapping (runtime.analytics)
+ANALYTICS = "analytics"
+NAMES = (STATUS, INSPECT, PASSIVATE, LIST, RESIDENT, RELOAD, ANALYTICS)
 
 
 def filter_to_wire(f: ConversationFilter) -> list[Any]:
