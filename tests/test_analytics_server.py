@@ -92,8 +92,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Analytics]:
     try:
         analytics.server.start()
         with analytics.server.channel() as channel:
-            play_dialogues(pb_grpc.MCPEngineStub(channel))
-        time.sleep(TTL_S + 0.5)  # the quick flow's open session expires
+            stub = pb_grpc.MCPEngineStub(channel)
+            play_dialogues(stub)
+            time.sleep(TTL_S + 0.5)  # the quick flow's open sessions expire
+            come_back(stub)
         yield analytics
     finally:
         analytics.close()
@@ -132,9 +134,16 @@ def play_dialogues(stub: pb_grpc.MCPEngineStub) -> None:
     # the quick flow: one completes, one is left to expire
     send(stub, a, "quick-1", "quick", "hi")
     assert send(stub, a, "quick-1", "quick", "done").current_state == "finished"
-    send(stub, a, "quick-2", "quick", "hi")
+    send(stub, a, "quick-2", "quick", "hi")  # never comes back
+    send(stub, a, "quick-3", "quick", "hi")  # comes back after its session expired
     # another tenant's conversation
     send(stub, "tenant-b", "b-1", "pizza", "hello")
+
+
+def come_back(stub: pb_grpc.MCPEngineStub) -> None:
+    """After the quick flow's sessions expired: one user comes back, and finishes at once."""
+    back = send(stub, "tenant-a", "quick-3", "quick", "done")
+    assert back.current_state == "finished" and "session_expired" in back.actions_performed
 
 
 @pytest.fixture
@@ -192,9 +201,11 @@ def test_the_dialogues_are_counted_exactly(stubs: admin_grpc.AdminStub) -> None:
     assert sum(b.counts.turns for b in pizza.series) == 13
 
     quick = flows["quick"]
-    assert (quick.totals.sessions_started, quick.totals.completed, quick.totals.abandoned) == (2, 1, 1)
-    assert per_state(quick)["ask"].abandoned == 1
-    assert per_state(quick)["finished"].sessions_ended == 1
+    # quick-1 completes; quick-2 is abandoned and never comes back; quick-3 is abandoned, comes
+    # back and completes a second session
+    assert (quick.totals.sessions_started, quick.totals.completed, quick.totals.abandoned) == (4, 2, 2)
+    assert per_state(quick)["ask"].abandoned == 2
+    assert per_state(quick)["finished"].sessions_ended == 2
 
 
 def test_one_flow_and_each_version(stubs: admin_grpc.AdminStub) -> None:
