@@ -67,7 +67,8 @@ def count_turn(flow: Flow, key: ConversationKey, done: Done) -> TurnCounts:
         out.add((tenant, flow_id, version, at, bucket, name, item), count, total)
 
     started = reply.session_started or not done.state_before
-    variants = [f"{e}={v}" for e, v in sorted(_variants(state).items())]
+    ttl, terminal = _facts(flow)
+    variants = _variant_items(state) if started or state.current_state in terminal else ()
     current = "" if started else done.state_before
     read_in = "" if started else done.state_before  # the state the message was read in
     calls = 0
@@ -98,7 +99,7 @@ def count_turn(flow: Flow, key: ConversationKey, done: Done) -> TurnCounts:
             calls += 1
         elif kind == "handoff":
             add(current, HANDOFFS, reply.handoff_reason[:REASON_CHARS])
-            for variant in variants:
+            for variant in variants or _variant_items(state):
                 add(current, VARIANT_HANDOFFS, variant)
     read_in = read_in or state.current_state
     add(read_in, TURNS)
@@ -106,11 +107,10 @@ def count_turn(flow: Flow, key: ConversationKey, done: Done) -> TurnCounts:
         add(read_in, SESSIONS_STARTED)
         for variant in variants:
             add(read_in, VARIANT_SESSIONS, variant)
-    if _ended(flow, state):
+    if state.current_state in terminal and _ended(flow, state):
         add(state.current_state, COMPLETED)
         for variant in variants:
             add(state.current_state, VARIANT_COMPLETED, variant)
-    ttl = session_ttl(flow)
     resumed = started and bool(done.state_before)  # a conversation that had a session before
     if ttl or resumed:
         out.session_changed = True
@@ -134,8 +134,26 @@ def count_forced(flow: Flow, state: ConversationState) -> TurnCounts | None:
 
 
 def session_ttl(flow: Flow) -> float:
-    settings = getattr(flow, "settings", None)
-    return float(getattr(settings, "session_ttl_s", 0) or 0)
+    return _facts(flow)[0]
+
+
+# Per flow (version): its session TTL and its terminal states, read once.
+_FACTS: dict[int, tuple[Flow, float, frozenset[str]]] = {}
+
+
+def _facts(flow: Flow) -> tuple[float, frozenset[str]]:
+    known = _FACTS.get(id(flow))
+    if known is None or known[0] is not flow:
+        settings = getattr(flow, "settings", None)
+        document = getattr(flow, "document", None)
+        states = getattr(document, "states", {}) if document is not None else {}
+        terminal = frozenset(name for name, spec in states.items() if getattr(spec, "terminal", False))
+        known = _FACTS[id(flow)] = (flow, float(getattr(settings, "session_ttl_s", 0) or 0), terminal)
+    return known[1], known[2]
+
+
+def _variant_items(state: ConversationState) -> list[str]:
+    return [f"{e}={v}" for e, v in sorted(_variants(state).items())]
 
 
 def session_of(flow: Flow, state: ConversationState) -> SessionMark | None:
@@ -149,9 +167,7 @@ def session_of(flow: Flow, state: ConversationState) -> SessionMark | None:
 def _ended(flow: Flow, state: ConversationState) -> bool:
     if state.flow_memory.get(_CALLS) or HANDOFF in state.flow_memory:
         return False
-    document = getattr(flow, "document", None)
-    spec = document.states.get(state.current_state) if document is not None else None
-    return bool(getattr(spec, "terminal", False))
+    return state.current_state in _facts(flow)[1]
 
 
 def _variants(state: ConversationState) -> Mapping[str, str]:
