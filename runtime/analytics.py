@@ -402,7 +402,7 @@ def check_query(query: AnalyticsQuery) -> str:
 
 # (figure, tenant, flow, state, webhook, outcome) -> value
 LiveKey = tuple[str, str, str, str, str, str]
-MAX_LIVE_KEYS = 10_000  # per shard; keys beyond it are not shown live (the store has them)
+MAX_LIVE_KEYS = 2_000  # per shard (sent with its status every second); beyond it, not shown live
 
 # name: (unit, description, labels)
 LIVE_FIGURES: dict[str, tuple[str, str, tuple[str, ...]]] = {

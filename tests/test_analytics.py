@@ -239,3 +239,43 @@ def test_live_figures_of_webhook_outcomes() -> None:
     calls = {k[5]: v for k, v in deltas.items() if k[0] == "confab.analytics.webhook_calls"}
     assert calls == {"ok": 1, "failed": 1, "timeout": 1}
     assert deltas[("confab.analytics.webhook_duration", "acme", "pizza", "", "price", "")] == 1.5
+
+
+def test_the_edge_adds_up_the_shards_live_figures_so_they_only_go_up() -> None:
+    from confab.grpc_edge.figures import LiveAnalyticsView
+    from confab.runtime.inspection import ShardStatus
+
+    def status(index: int, generation: int, turns: float, *more: tuple[str, float]) -> ShardStatus:
+        figures = [("confab.analytics.turns", "acme", "pizza", "greet", "", "", turns)]
+        figures += [(name, "acme", "pizza", "greet", "", "", value) for name, value in more]
+        return ShardStatus(
+            index,
+            generation,
+            100 + generation,
+            0.0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            True,
+            0.0,
+            "",
+            0,
+            0.0,
+            analytics=tuple(figures),
+        )
+
+    view = LiveAnalyticsView()
+    key = ("confab.analytics.turns", "acme", "pizza", "greet", "", "")
+    fallbacks = ("confab.analytics.fallbacks", "acme", "pizza", "greet", "", "")
+    assert view.update([status(0, 1, 5), status(1, 1, 2)])[key] == 7
+    fresh = view.update([status(0, 1, 6, ("confab.analytics.fallbacks", 1))])  # GetMetrics asked afresh
+    assert (fresh[key], fresh[fallbacks]) == (8, 1)
+    stale = view.update([status(0, 1, 5)])  # the health monitor's older report: passed over
+    assert (stale[key], stale[fallbacks]) == (8, 1)
+    again = view.update([status(0, 1, 6, ("confab.analytics.fallbacks", 1))])
+    assert (again[key], again[fallbacks]) == (8, 1)
+    restarted = view.update([status(0, 2, 1)])  # a new shard process counts from 0
+    assert restarted[key] == 9
