@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confab.runtime import telemetry
+from confab.runtime.analytics import TurnCounts
 from confab.runtime.errors import (
     ConfabError,
     ConversationNotFound,
@@ -37,7 +38,7 @@ from confab.runtime.errors import (
     InvalidArgument,
 )
 from confab.runtime.flows import FlowRegistry, UnknownState, WebhookCall, in_handoff
-from confab.runtime.flows.execution import turn
+from confab.runtime.flows.execution import analytics, turn
 from confab.runtime.flows.execution.turn import Pending
 from confab.runtime.model import (
     Content,
@@ -74,6 +75,7 @@ class Suspended:
 
 class Conversation:
     __slots__ = (
+        "_counts",
         "_pending",
         "_staged_seq",
         "_staged_state",
@@ -97,6 +99,7 @@ class Conversation:
         self._staged_state: bytes | None = None
         self._staged_seq = seq
         self._pending: list[TurnRecord] = []
+        self._counts: list[TurnCounts] = []  # what the pending turns add to the analytics
         # While a turn waits for a webhook (``waiting``, managed by the shard), later
         # commands wait in ``mailbox`` (``shard.Queued``), in arrival order.
         self.waiting: Any = None
@@ -130,13 +133,15 @@ class Conversation:
         record: bool = False,
         resume: Suspended | None = None,
         webhook_result: JsonDict | None = None,
+        count: bool = False,
     ) -> list[Any] | Suspended:
         """Run one command against this conversation at ``now`` (default: the time); return
         its outcome (``protocol.records``).
 
         Mutations stay staged. A turn that needs a webhook answer comes back
         :class:`Suspended`; ``resume`` it later with the call's ``webhook_result``. With
-        ``record``, a turn keeps the message it answered for replays (the store's history).
+        ``record``, a turn keeps the message it answered for replays (the store's history);
+        with ``count``, what it adds to the analytics is written with it (``_count``).
         """
         try:
             if command.mutates and self._seen(command.message_id):
@@ -144,9 +149,12 @@ class Conversation:
             if command.kind is CommandKind.GET_STATE:
                 return [DONE, codec.pack_state_reply(self._existing_packed())]
             if command.kind is CommandKind.RESET:
-                return self._reset(command, flows, time.time() if now is None else now)
+                reset_at = time.time() if now is None else now
+                return self._count(
+                    self._reset(command, flows, reset_at), count and analytics.count_reset(reset_at)
+                )
             if command.kind is CommandKind.FORCE_STATE:
-                return self._force_state(command, flows)
+                return self._count(self._force_state(command, flows), count and self._forced(flows))
             if command.kind is CommandKind.AGENT_MESSAGE:
                 return self._agent_message(command, time.time() if now is None else now, record)
             assert isinstance(command.body, InboundMessage)
@@ -167,7 +175,8 @@ class Conversation:
                 waited_ms = resume.waited_ms
             if isinstance(outcome, turn.Pending):
                 return Suspended(command, outcome, waited_ms)
-            return self._finish(command, outcome, waited_ms, started, record)
+            counted = count and analytics.count_turn(flows.for_state(outcome.state), self.key, outcome)
+            return self._count(self._finish(command, outcome, waited_ms, started, record), counted)
         except ConfabError as exc:
             return error_outcome(exc)
         except Exception as exc:  # a flow bug: the turn fails alone, the state is untouched
@@ -255,6 +264,16 @@ class Conversation:
         )
         return [DONE, reply]
 
+    def _count(self, outcome: list[Any], counts: TurnCounts | bool | None) -> list[Any]:
+        """Stage ``counts`` with the turn just staged: written with it, or dropped with it."""
+        if isinstance(counts, TurnCounts):
+            self._counts.append(counts)
+        return outcome
+
+    def _forced(self, flows: FlowRegistry) -> TurnCounts | None:
+        state = codec.unpack_state(self._existing_packed())
+        return analytics.count_forced(flows.for_state(state), state)
+
     def _seen(self, message_id: str) -> bool:
         return message_id in self.message_ids or any(r.message_id == message_id for r in self._pending)
 
@@ -294,6 +313,7 @@ class Conversation:
         write = ConversationWrite(
             self.key, self._staged_state, self._staged_seq, list(self._pending), base_seq=self.seq
         )
+        write.analytics = list(self._counts)
         write.let_old_turns_go(retention, now)
         return write
 
@@ -319,11 +339,13 @@ class Conversation:
         self.state = self._staged_state
         self.seq = self._staged_seq
         self._pending.clear()
+        self._counts.clear()
         self._staged_state = None
 
     def rollback(self) -> None:
         self._staged_seq = self.seq
         self._pending.clear()
+        self._counts.clear()
         self._staged_state = None
 
 

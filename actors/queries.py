@@ -14,6 +14,7 @@ from typing import Any
 
 from confab.actors.conversation import Conversation
 from confab.actors.shard import NOT_RUN, Shard
+from confab.runtime.analytics import AnalyticsQuery, JsonDict, build_report, check_query
 from confab.runtime.errors import (
     ConfabError,
     DeadlineExceeded,
@@ -79,6 +80,8 @@ def _result(shard: Shard, query: Query) -> Any:
         return shard.abandon_webhook(key, str(args[2]), str(args[3])).to_wire()
     if name == queries.WAITING:
         return _waiting(shard, scope)
+    if name == queries.ANALYTICS:
+        return _analytics(shard, AnalyticsQuery.from_wire(args[0]), scope)
     if name == queries.RELOAD:
         if scope is not None:
             raise PermissionDenied("reloading flows is an operator's action")
@@ -91,6 +94,17 @@ def _within_budget(query: Query, budget: Any) -> None:
     the edge has answered (or is about to) that it was not done, so it must not be done now."""
     if budget is not None and time.perf_counter() - query.received_at > float(budget):
         raise DeadlineExceeded(NOT_RUN)
+
+
+def _analytics(shard: Shard, query: AnalyticsQuery, scope: str | None) -> JsonDict:
+    """A tenant's report from the store's analytics tables (every shard of every host adds to them)."""
+    if scope is not None and query.tenant_id != scope:
+        raise PermissionDenied(f"a caller scoped to tenant {scope!r} may not see tenant {query.tenant_id!r}")
+    problem = check_query(query)
+    if problem:
+        field, _, message = problem.partition(": ")
+        raise InvalidArgument(f"{field} {message}", field=field)
+    return build_report(query, shard.store.analytics(query, time.time()))
 
 
 def _scoped_key(tenant_id: Any, conversation_id: Any, scope: str | None) -> ConversationKey:

@@ -37,6 +37,8 @@ class ShardSettings:
     renew_every_s: float = 1.0
     # TLS files and limits of the data-plane server (paths: each shard builds its own contexts).
     data_plane: DataPlaneSettings = field(default_factory=DataPlaneSettings)
+    # Conversation analytics counted from the turns, written with them (engine.analytics).
+    analytics: bool = True
 
     def addresses_of(self, index: int, generation: int) -> list[str]:
         addresses = [self.data_address.format(index=index, generation=generation)]

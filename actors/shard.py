@@ -38,6 +38,7 @@ from typing import Any
 
 import psutil
 
+from confab.actors.analytics import LiveAnalytics
 from confab.actors.conversation import Conversation, Suspended
 from confab.actors.ownership import OwnershipChange, VshardOwnership
 from confab.actors.settings import ShardSettings
@@ -185,6 +186,8 @@ class Shard:
         self.rounds = 0
         self.last_write_error = ""
         self._recording = store.retention.history_s > 0
+        # What the committed turns counted since this process started, for the live figures.
+        self.analytics = LiveAnalytics()
         self.ownership = VshardOwnership(
             shard_id(settings.host, index),
             store,
@@ -285,6 +288,7 @@ class Shard:
                 now=self.clock(),
                 waited_ms=waited * 1000.0,
                 record=self._recording,
+                count=self.settings.analytics,
             )
             if span is not None:
                 telemetry.note_outcome(span, outcome)
@@ -340,7 +344,8 @@ class Shard:
         try:
             with telemetry.store_span(len(done.touched)):
                 fence = self.ownership.fence({vshard_of(key, vshards) for key in done.touched})
-                self.store.write([c.pending_write(retention, now) for c in done.touched.values()], fence)
+                writes = [c.pending_write(retention, now) for c in done.touched.values()]
+                self.store.write(writes, fence)
         except FencedOut as exc:
             self._fenced_out(done, exc.lost)
             if done.touched:
@@ -361,6 +366,7 @@ class Shard:
         for conversation in done.touched.values():
             conversation.commit(retention, now)
         self.events += [e for e in self._staged_events if e.key in done.touched]
+        self.analytics.add_committed(writes)
         if self._exit_after_commit and len(done.outcomes) >= self._exit_after_commit:
             os._exit(70)  # committed, not answered: the edge must re-send and nothing may apply twice
 
@@ -533,6 +539,7 @@ class Shard:
             record=self._recording,
             resume=suspended,
             webhook_result=result,
+            count=self.settings.analytics,
         )
         self._settle(conversation, outcome, waiting.origin, done)
         while conversation.waiting is None and conversation.mailbox:
@@ -666,6 +673,9 @@ class Shard:
             host=self.settings.host,
             held=tuple(sorted(self.ownership.held.items())),
             ownership_error=self.ownership.last_error,
+            analytics=tuple(
+                (f, t, fl, s, w, o, v) for (f, t, fl, s, w, o), v in self.analytics.totals.items()
+            ),
         )
 
 

@@ -36,6 +36,7 @@ from typing import Any
 import grpc
 
 from confab.grpc_edge import auth, convert
+from confab.grpc_edge.analytics_service import get_analytics
 from confab.grpc_edge.call import note_target
 from confab.grpc_edge.call import request_id as current_request_id
 from confab.grpc_edge.engine_service import action_deadline
@@ -384,6 +385,11 @@ class AdminService(pb_grpc.AdminServicer):
         _audit("restart_shard", shard=request.shard, host=request.host, reason=request.reason)
         await self.engine.restart_shard(request.shard, request.host)
         return _done(f"shard {request.shard} is being replaced; its conversations come back from the store")
+
+    async def GetAnalytics(
+        self, request: pb.GetAnalyticsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.AnalyticsReport:
+        return await get_analytics(self.engine, request, self.limits)
 
 
 @contextlib.contextmanager

@@ -1,25 +1,45 @@
 """GetMetrics: the traffic the edge served, and the engine's live figures.
 
-Metric names (``GetMetricsRequest.metric_names`` selects among them; empty means all):
+The names are the OpenTelemetry instruments' (``grpc_edge.figures``, the one list: the
+Prometheus endpoint serves the same figures, named by Prometheus' convention):
 
-=================================  =======  ==============================================
-name                               type     points
-=================================  =======  ==============================================
-rpc.requests                       counter  calls per interval, by method and status code
-rpc.latency.avg_ms                 gauge    mean duration per interval, by method and code
-rpc.latency.p50_ms                 gauge    median (histogram bucket bound), same keys
-rpc.latency.p99_ms                 gauge    99th percentile, same keys
-rpc.in_flight                      gauge    calls being served now
-engine.shard.resident_conversations gauge   conversations in memory, by shard
-engine.shard.commands              counter  commands run since the shard started, by shard
-engine.shard.restarts              counter  shard processes replaced by the supervisor
-link.queued                        gauge    commands waiting to be sent, by shard
-link.commands_per_batch            gauge    mean commands per edge→shard message, by shard
-link.largest_batch                 gauge    most commands one edge→shard message carried, by shard
-=================================  =======  ==============================================
+====================================  =========  ===========================================
+name                                  type       points
+====================================  =========  ===========================================
+confab.rpc.requests                   counter    calls per interval, by method and code
+confab.rpc.duration                   histogram  per interval, by method and code: ``stat``
+                                                 ``mean``, ``p50`` (histogram bucket bound),
+                                                 ``p99``; seconds
+confab.rpc.in_flight                  gauge      calls being served now
+confab.link.queued                    gauge      commands waiting to be sent, by shard
+confab.link.in_flight                 gauge      commands sent to a shard, unanswered, by shard
+confab.link.commands_per_batch        gauge      mean commands per edge→shard message, by shard
+confab.link.largest_batch             gauge      most commands one edge→shard message carried
+confab.shard.resident_conversations   gauge      conversations in memory, by shard
+confab.shard.commands                 counter    commands run since the shard started, by shard
+confab.shard.store_latency            gauge      a shard's last store round trip (ms), by shard
+confab.shard.rss                      gauge      a shard process's resident memory (bytes)
+confab.shard.restarts                 counter    shard processes replaced by the supervisor
+confab.analytics.sessions_started     counter    by tenant and flow
+confab.analytics.turns                counter    by tenant, flow and state
+confab.analytics.sessions_completed   counter    by tenant, flow and state (terminal)
+confab.analytics.sessions_abandoned   counter    by tenant, flow and state, found when the user
+                                                 came back (GetAnalytics counts every one)
+confab.analytics.handoffs             counter    by tenant, flow and state
+confab.analytics.fallbacks            counter    by tenant, flow and state
+confab.analytics.slot_reprompts       counter    by tenant, flow and state
+confab.analytics.slots_given_up       counter    by tenant, flow and state
+confab.analytics.webhook_calls        counter    by tenant, flow, webhook and outcome
+                                                 (ok, failed, timeout, abandoned)
+confab.analytics.webhook_duration     counter    seconds spent in calls, by tenant, flow, webhook
+====================================  =========  ===========================================
 
 Time-series metrics honour ``start_time``/``end_time`` (default: the last hour) and
 ``granularity`` (1s, 10s, 1m, 5m, 15m, 1h; default 1m); live figures are one point, now.
+The analytics figures (counted since this host's shards started, docs/analytics.md) are a
+tenant's own for a tenant's credentials, every tenant's for an operator's. The names
+GetMetrics had before (``rpc.requests``, ``engine.shard.commands``, ``link.queued``...) are
+still accepted and answered under the new name.
 """
 
 from __future__ import annotations
@@ -29,43 +49,42 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from confab.grpc_edge import convert
+from confab.grpc_edge import auth, convert
+from confab.grpc_edge.figures import ALIASES, ANALYTICS, FIGURES, LiveAnalyticsView
+from confab.grpc_edge.health import HealthMonitor
 from confab.grpc_edge.metrics import GRANULARITIES, RpcMetrics, RpcPoint, parse_granularity
 from confab.protos import mcp_engine_pb2 as pb
+from confab.runtime.analytics import live_labels
 from confab.runtime.engine import Engine
 from confab.runtime.errors import InvalidArgument
 from confab.runtime.inspection import ShardStatus
 
-RPC_SERIES = {
-    "rpc.requests": ("counter", lambda p: float(p.count)),
-    "rpc.latency.avg_ms": ("gauge", lambda p: p.avg_ms),
-    "rpc.latency.p50_ms": ("gauge", lambda p: p.p50_ms),
-    "rpc.latency.p99_ms": ("gauge", lambda p: p.p99_ms),
-}
-LIVE = (
-    "rpc.in_flight",
-    "engine.shard.resident_conversations",
-    "engine.shard.commands",
-    "engine.shard.restarts",
-    "link.queued",
-    "link.commands_per_batch",
-    "link.largest_batch",
-)
-METRIC_NAMES = (*RPC_SERIES, *LIVE)
+RPC_SERIES = ("confab.rpc.requests", "confab.rpc.duration")
+METRIC_NAMES = tuple(FIGURES)
+LIVE = tuple(n for n in METRIC_NAMES if n not in RPC_SERIES)
 
 
 class MetricsReport:
-    def __init__(self, engine: Engine, metrics: RpcMetrics) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: RpcMetrics,
+        health: HealthMonitor | None = None,
+        live: LiveAnalyticsView | None = None,
+    ) -> None:
         self.engine = engine
         self.metrics = metrics
+        self.health = health
+        self.live = live if live is not None else LiveAnalyticsView()
 
     async def collect(self, request: pb.GetMetricsRequest) -> list[pb.MetricData]:
-        names = list(request.metric_names) or list(METRIC_NAMES)
-        unknown = [n for n in names if n not in METRIC_NAMES]
+        asked = list(request.metric_names) or list(METRIC_NAMES)
+        unknown = [n for n in asked if n not in FIGURES and n not in ALIASES]
         if unknown:
             raise InvalidArgument(
                 f"unknown metric names {unknown}; known: {list(METRIC_NAMES)}", field="metric_names"
             )
+        names = list(dict.fromkeys(ALIASES.get(n, n) for n in asked))
         granularity = parse_granularity(request.granularity)
         if granularity is None:
             raise InvalidArgument(
@@ -80,9 +99,10 @@ class MetricsReport:
         out: list[pb.MetricData] = []
         points = self.metrics.points(start, end, granularity) if any(n in RPC_SERIES for n in names) else []
         for name in names:
-            if name in RPC_SERIES:
-                kind, value_of = RPC_SERIES[name]
-                out.append(_series(name, kind, points, value_of))
+            if name == "confab.rpc.requests":
+                out.append(_requests(points))
+            elif name == "confab.rpc.duration":
+                out.append(_durations(points))
         live = [n for n in names if n in LIVE]
         if live and start <= now < end:
             out.extend(await self._live(live, now))
@@ -91,52 +111,71 @@ class MetricsReport:
     async def _live(self, names: list[str], now: float) -> list[pb.MetricData]:
         """One point each; shard figures fresh from every shard that answers within a second."""
         stats = self.engine.statistics()
-        wants_shards = any(n.startswith("engine.shard.") and n != "engine.shard.restarts" for n in names)
+        wants_shards = any(n.startswith(("confab.shard.", "confab.analytics.")) for n in names)
         cluster = await self.engine.refresh_cluster(1.0) if wants_shards else self.engine.cluster()
         shards: list[ShardStatus] = [v.status for v in cluster.shards if v.status is not None]
-        values: dict[str, tuple[str, list[tuple[float, dict[str, Any]]]]] = {
-            "rpc.in_flight": ("gauge", [(float(self.metrics.in_flight), {})]),
-            "engine.shard.resident_conversations": (
-                "gauge",
-                [(float(s.resident_conversations), {"shard": s.index}) for s in shards],
-            ),
-            "engine.shard.commands": ("counter", [(float(s.commands), {"shard": s.index}) for s in shards]),
-            "engine.shard.restarts": ("counter", [(float(stats.shard_restarts), {})]),
-            "link.queued": ("gauge", [(float(link.queued), {"shard": link.shard}) for link in stats.links]),
-            "link.largest_batch": (
-                "gauge",
-                [(float(link.max_batch), {"shard": link.shard}) for link in stats.links],
-            ),
-            "link.commands_per_batch": (
-                "gauge",
-                [
-                    (
-                        link.commands_sent / link.batches_sent if link.batches_sent else 0.0,
-                        {"shard": link.shard},
-                    )
-                    for link in stats.links
-                ],
-            ),
+        values: dict[str, list[tuple[float, dict[str, Any]]]] = {
+            "confab.rpc.in_flight": [(float(self.metrics.in_flight), {})],
+            "confab.shard.resident_conversations": [
+                (float(s.resident_conversations), {"shard": s.index}) for s in shards
+            ],
+            "confab.shard.commands": [(float(s.commands), {"shard": s.index}) for s in shards],
+            "confab.shard.store_latency": [(s.store_latency_ms, {"shard": s.index}) for s in shards],
+            "confab.shard.rss": [(float(s.rss_bytes), {"shard": s.index}) for s in shards],
+            "confab.shard.restarts": [(float(stats.shard_restarts), {})],
+            "confab.link.queued": [(float(link.queued), {"shard": link.shard}) for link in stats.links],
+            "confab.link.in_flight": [(float(link.in_flight), {"shard": link.shard}) for link in stats.links],
+            "confab.link.largest_batch": [
+                (float(link.max_batch), {"shard": link.shard}) for link in stats.links
+            ],
+            "confab.link.commands_per_batch": [
+                (link.commands_sent / link.batches_sent if link.batches_sent else 0.0, {"shard": link.shard})
+                for link in stats.links
+            ],
         }
+        if any(n in ANALYTICS for n in names):
+            here = [v.status for v in cluster.shards if v.status is not None and v.host == cluster.this_host]
+            values.update(self._analytics(here))
         out = []
         for name in names:
-            kind, samples = values[name]
-            data = pb.MetricData(name=name, type=kind)
-            for value, attributes in samples:
+            data = pb.MetricData(name=name, type=FIGURES[name].kind)
+            for value, attributes in values.get(name, []):
                 point = data.points.add(value=value)
                 point.timestamp.CopyFrom(convert.timestamp(now))
                 convert.fill_struct(point.attributes, attributes)
             out.append(data)
         return out
 
+    def _analytics(self, shards: list[ShardStatus]) -> dict[str, list[tuple[float, dict[str, Any]]]]:
+        """This host's shards' analytics, a tenant's own for a tenant's credentials."""
+        principal = auth.current_principal()
+        tenant = None if principal is None or auth.OPERATOR_ROLE in principal.roles else principal.tenant_id
+        out: dict[str, list[tuple[float, dict[str, Any]]]] = {name: [] for name in ANALYTICS}
+        for key, value in sorted(self.live.update(shards).items()):
+            if tenant is None or key[1] == tenant:
+                out[key[0]].append((value, dict(live_labels(key))))
+        return out
 
-def _series(name: str, kind: str, points: list[RpcPoint], value_of: Any) -> pb.MetricData:
-    data = pb.MetricData(name=name, type=kind)
+
+def _requests(points: list[RpcPoint]) -> pb.MetricData:
+    data = pb.MetricData(name="confab.rpc.requests", type="counter")
     for p in points:
-        point = data.points.add(value=value_of(p))
-        point.timestamp.CopyFrom(convert.timestamp(p.start))
-        convert.fill_struct(point.attributes, {"method": p.method, "code": p.code})
+        _point(data, p.start, float(p.count), {"method": p.method, "code": p.code})
     return data
+
+
+def _durations(points: list[RpcPoint]) -> pb.MetricData:
+    data = pb.MetricData(name="confab.rpc.duration", type="histogram")
+    for p in points:
+        for stat, value_ms in (("mean", p.avg_ms), ("p50", p.p50_ms), ("p99", p.p99_ms)):
+            _point(data, p.start, value_ms / 1000.0, {"method": p.method, "code": p.code, "stat": stat})
+    return data
+
+
+def _point(data: pb.MetricData, at: float, value: float, attributes: dict[str, Any]) -> None:
+    point = data.points.add(value=value)
+    point.timestamp.CopyFrom(convert.timestamp(at))
+    convert.fill_struct(point.attributes, attributes)
 
 
 def _seconds(ts: timestamp_pb2.Timestamp) -> float:

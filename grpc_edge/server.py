@@ -21,6 +21,7 @@ from confab.grpc_edge.admin_service import AdminService
 from confab.grpc_edge.auth import Authenticator, AuthGuard
 from confab.grpc_edge.decoding import DecodeGuard
 from confab.grpc_edge.engine_service import EngineService
+from confab.grpc_edge.figures import LiveAnalyticsView
 from confab.grpc_edge.guards import GuardedRegistry
 from confab.grpc_edge.health import HealthMonitor, HealthService
 from confab.grpc_edge.limits import LimitsGuard, TenantRateLimiter
@@ -80,7 +81,8 @@ class ConfabServer:
         try:
             self.health = HealthMonitor(self.engine, self.metrics)
             # After engine.start: exporter threads must not exist when Thespian forks.
-            self.telemetry = EdgeTelemetry(self.config, self.engine, self.metrics, self.health)
+            live = LiveAnalyticsView()
+            self.telemetry = EdgeTelemetry(self.config, self.engine, self.metrics, self.health, live)
             server = grpc.aio.server(
                 # OpenTelemetry's server spans, only when tracing is on: outside everything else.
                 interceptors=self.telemetry.interceptors(),
@@ -108,7 +110,7 @@ class ConfabServer:
                 EngineService(
                     self.engine,
                     self.health,
-                    MetricsReport(self.engine, self.metrics),
+                    MetricsReport(self.engine, self.metrics, self.health, live),
                     max_batch_messages=cfg.max_batch_messages,
                     stream=self.streams,
                     limits=self.config.limits,

@@ -4,20 +4,13 @@ Set up by :class:`EdgeTelemetry` once the actor processes exist (see runtime.tel
 on forks). With no exporter configured it installs nothing: no span interceptor, no
 instrument, and ``RpcMetrics.on_record`` stays None, so the hot path is unchanged.
 
-Instruments (Prometheus names in brackets; ``shard`` is the shard index):
-
-==================================  ===========================================================
-confab.rpc.requests                 counter: calls, by ``method`` and ``code`` [confab_rpc_requests_total]
-confab.rpc.duration                 histogram (s): call duration, same keys [confab_rpc_duration_seconds]
-confab.rpc.in_flight                gauge: calls being served [confab_rpc_in_flight]
-confab.link.queued                  gauge: commands waiting at the edge for a shard [confab_link_queued]
-confab.link.in_flight               gauge: commands sent to a shard, unanswered [confab_link_in_flight]
-confab.shard.resident_conversations gauge: conversations in a shard's memory
-confab.shard.commands               counter: commands a shard process ran (restarts at 0 with it)
-confab.shard.store_latency          gauge (ms): a shard's last store round trip
-confab.shard.rss                    gauge (By): a shard process's resident memory
-confab.shard.restarts               counter: shard processes replaced by the supervisor
-==================================  ===========================================================
+Instruments: every figure of ``grpc_edge.figures`` (the one list of names, GetMetrics' too),
+with its unit and labels; the Prometheus names follow from them (see there). Among them
+the conversation analytics (``confab.analytics.turns`` and the rest), which the shards
+count from the turns they commit and report with their status: derived here, at the edge,
+because the edge is where the scrape endpoint is (a shard process has none) and it
+already hears every shard's figures each second; the durable counts are the store's
+(Admin GetAnalytics).
 
 Observable instruments are read when an exporter collects (Prometheus: on each scrape,
 on its HTTP thread), so their callbacks never ask a shard: shard figures come from the
@@ -35,9 +28,11 @@ from typing import Any
 import grpc
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from confab.grpc_edge.figures import ANALYTICS, FIGURES, LiveAnalyticsView
 from confab.grpc_edge.health import HealthMonitor
 from confab.grpc_edge.metrics import RpcMetrics
 from confab.runtime import telemetry
+from confab.runtime.analytics import live_labels
 from confab.runtime.config import ConfabConfig
 from confab.runtime.engine import Engine
 
@@ -66,11 +61,17 @@ SERVICE_NAME = "confab"
 
 class EdgeTelemetry:
     def __init__(
-        self, config: ConfabConfig, engine: Engine, metrics: RpcMetrics, health: HealthMonitor
+        self,
+        config: ConfabConfig,
+        engine: Engine,
+        metrics: RpcMetrics,
+        health: HealthMonitor,
+        live: LiveAnalyticsView | None = None,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.health = health
+        self.live = live if live is not None else LiveAnalyticsView()
         listen = [config.telemetry.metrics_listen] if config.telemetry.metrics_listen else []
         try:
             self.tracing = telemetry.configure_tracing(SERVICE_NAME, {"confab.role": "edge"})
@@ -103,11 +104,14 @@ class EdgeTelemetry:
         telemetry.shutdown()
 
     def _register(self, meter: Any) -> None:
-        requests = meter.create_counter("confab.rpc.requests", unit="{call}", description="RPCs served")
+        rpc_requests, rpc_duration = FIGURES["confab.rpc.requests"], FIGURES["confab.rpc.duration"]
+        requests = meter.create_counter(
+            rpc_requests.name, unit=rpc_requests.unit, description=rpc_requests.description
+        )
         duration = meter.create_histogram(
-            "confab.rpc.duration",
-            unit="s",
-            description="RPC duration",
+            rpc_duration.name,
+            unit=rpc_duration.unit,
+            description=rpc_duration.description,
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
         )
         attributes: dict[tuple[str, str], dict[str, str]] = {}
@@ -122,29 +126,26 @@ class EdgeTelemetry:
             duration.record(duration_s, labels)
 
         self.metrics.on_record = on_record
-        gauges = {
-            "confab.rpc.in_flight": ("{call}", "RPCs being served", self._in_flight),
-            "confab.link.queued": ("{command}", "commands queued at the edge per shard", self._queued),
-            "confab.link.in_flight": ("{command}", "commands sent to a shard, unanswered", self._sent),
-            "confab.shard.resident_conversations": (
-                "{conversation}",
-                "conversations in memory",
-                self._resident,
-            ),
-            "confab.shard.store_latency": ("ms", "a shard's last store round trip", self._store_latency),
-            "confab.shard.rss": ("By", "a shard process's resident memory", self._rss),
+        observed: dict[str, Any] = {
+            "confab.rpc.in_flight": self._in_flight,
+            "confab.link.queued": self._queued,
+            "confab.link.in_flight": self._sent,
+            "confab.link.commands_per_batch": self._per_batch,
+            "confab.link.largest_batch": self._largest,
+            "confab.shard.resident_conversations": self._resident,
+            "confab.shard.store_latency": self._store_latency,
+            "confab.shard.rss": self._rss,
+            "confab.shard.commands": self._commands,
+            "confab.shard.restarts": self._restarts,
+            **{name: self._analytics(name) for name in ANALYTICS},
         }
-        for name, (unit, description, callback) in gauges.items():
-            meter.create_observable_gauge(name, [callback], unit=unit, description=description)
-        meter.create_observable_counter(
-            "confab.shard.commands", [self._commands], unit="{command}", description="commands a shard ran"
-        )
-        meter.create_observable_counter(
-            "confab.shard.restarts",
-            [self._restarts],
-            unit="{restart}",
-            description="shard processes replaced",
-        )
+        assert set(observed) | {rpc_requests.name, rpc_duration.name} == set(FIGURES)
+        for name, callback in observed.items():
+            figure = FIGURES[name]
+            create = (
+                meter.create_observable_counter if figure.kind == "counter" else meter.create_observable_gauge
+            )
+            create(name, [callback], unit=figure.unit, description=figure.description)
 
     # Callbacks: called on the exporter's thread; they only read what is already known.
 
@@ -156,6 +157,24 @@ class EdgeTelemetry:
 
     def _sent(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(link.in_flight, {"shard": link.shard}) for link in self.engine.statistics().links]
+
+    def _per_batch(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(
+                link.commands_sent / link.batches_sent if link.batches_sent else 0.0, {"shard": link.shard}
+            )
+            for link in self.engine.statistics().links
+        ]
+
+    def _largest(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(link.max_batch, {"shard": link.shard}) for link in self.engine.statistics().links]
+
+    def _analytics(self, figure: str) -> Any:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            totals = self.live.update(self.health.latest.shards)
+            return [Observation(value, live_labels(key)) for key, value in totals.items() if key[0] == figure]
+
+        return observe
 
     def _resident(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(s.resident_conversations, {"shard": s.index}) for s in self.health.latest.shards]

@@ -333,18 +333,20 @@ class Event(_message.Message):
     def __init__(self, type: _Optional[str] = ..., tenant_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., shard: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class GetAnalyticsRequest(_message.Message):
-    __slots__ = ("tenant_id", "flow_id", "since", "until", "bucket_s")
+    __slots__ = ("tenant_id", "flow_id", "since", "until", "bucket_s", "by_version")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     FLOW_ID_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
     UNTIL_FIELD_NUMBER: _ClassVar[int]
     BUCKET_S_FIELD_NUMBER: _ClassVar[int]
+    BY_VERSION_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     flow_id: str
     since: _timestamp_pb2.Timestamp
     until: _timestamp_pb2.Timestamp
     bucket_s: int
-    def __init__(self, tenant_id: _Optional[str] = ..., flow_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket_s: _Optional[int] = ...) -> None: ...
+    by_version: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., flow_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket_s: _Optional[int] = ..., by_version: _Optional[bool] = ...) -> None: ...
 
 class AnalyticsCounts(_message.Message):
     __slots__ = ("sessions_started", "turns", "completed", "abandoned", "handoffs", "fallbacks", "slot_reprompts", "slots_given_up", "webhook_calls", "webhook_failures")

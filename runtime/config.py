@@ -175,6 +175,9 @@ class EngineConfig:
     # Each turn's message (masked as its flow says), time and webhook answers are kept this long,
     # for replays of real traffic against a new version of a flow (`confab flows replay`); 0: off.
     history_retention_s: float = 604800.0
+    # Conversation analytics (docs/analytics.md): counted by the shards from the turns they run
+    # and written in the same transaction; false turns the counting off.
+    analytics: bool = True
 
 
 @dataclass(slots=True)

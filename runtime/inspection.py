@@ -36,6 +36,8 @@ class ShardStatus:
     host: str = ""
     held: tuple[tuple[int, int], ...] = ()  # (virtual shard, epoch) of each it holds now
     ownership_error: str = ""  # why its last claim or renewal failed, "" if it did not
+    # Its live analytics: (figure, tenant, flow, state, webhook, outcome, value), runtime.analytics.
+    analytics: tuple[tuple[str, str, str, str, str, str, float], ...] = ()
 
     def to_wire(self) -> list[Any]:
         return [
@@ -58,6 +60,7 @@ class ShardStatus:
             self.host,
             [list(h) for h in self.held],
             self.ownership_error,
+            [list(a) for a in self.analytics],
         ]
 
     @classmethod
@@ -65,6 +68,8 @@ class ShardStatus:
         fields = list(w)
         if len(fields) > 17:  # msgpack gives lists back: the held pairs become tuples again
             fields[17] = tuple((v, epoch) for v, epoch in fields[17])
+        if len(fields) > 19:
+            fields[19] = tuple(tuple(a) for a in fields[19])
         return cls(*fields)
 
 

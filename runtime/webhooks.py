@@ -24,6 +24,7 @@ other status, a body that is not JSON) is retried ``retries`` times, then fails.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -31,7 +32,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-# What a call produced: {"ok": True, "status": 200, "body": ...} or {"ok": False, "error": "..."}.
+# What a call produced: {"ok": True, "status": 200, "body": ...} or {"ok": False, "error": "..."},
+# with "elapsed_ms" (every attempt included) and, for a call whose last attempt timed out,
+# "timed_out": True (for analytics; a flow reads ok, body and error only).
 WebhookResult = dict[str, Any]
 MAX_RESPONSE_BYTES = 1 << 20
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -70,7 +73,10 @@ def _post_with_retries(target: WebhookTarget, body: dict[str, Any]) -> WebhookRe
     if isinstance(key, str) and key:
         headers[IDEMPOTENCY_HEADER] = key
     error = ""
+    started = time.perf_counter()
+    timed_out = False
     for _ in range(target.retries + 1):
+        timed_out = False
         request = urllib.request.Request(target.url, data=data, method="POST", headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=target.timeout_s) as response:
@@ -78,11 +84,22 @@ def _post_with_retries(target: WebhookTarget, body: dict[str, Any]) -> WebhookRe
                 if len(payload) > MAX_RESPONSE_BYTES:
                     error = "the answer is larger than 1 MiB"
                     continue
-                return {"ok": True, "status": response.status, "body": json.loads(payload or b"null")}
+                answer = json.loads(payload or b"null")
+                return {"ok": True, "status": response.status, "body": answer, "elapsed_ms": _since(started)}
         except urllib.error.HTTPError as exc:
             error = f"HTTP {exc.code}"
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            timed_out = isinstance(exc, TimeoutError) or isinstance(
+                getattr(exc, "reason", None), TimeoutError
+            )
         except ValueError:
             error = "the answer is not JSON"
-    return {"ok": False, "error": error}
+    failed: WebhookResult = {"ok": False, "error": error, "elapsed_ms": _since(started)}
+    if timed_out:
+        failed["timed_out"] = True
+    return failed
+
+
+def _since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

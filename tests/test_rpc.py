@@ -286,20 +286,29 @@ def test_get_metrics_reports_real_traffic(stub: pb_grpc.MCPEngineStub) -> None:
     with pytest.raises(grpc.RpcError):
         stub.GetConversationState(state_request(new_id()))
     response = stub.GetMetrics(
-        pb.GetMetricsRequest(metric_names=["rpc.requests", "rpc.latency.p99_ms"], granularity="1h")
+        pb.GetMetricsRequest(metric_names=["confab.rpc.requests", "confab.rpc.duration"], granularity="1h")
     )
-    assert [m.name for m in response.metrics] == ["rpc.requests", "rpc.latency.p99_ms"]
+    assert [m.name for m in response.metrics] == ["confab.rpc.requests", "confab.rpc.duration"]
+    assert [m.type for m in response.metrics] == ["counter", "histogram"]
     by_key: dict[tuple[str, str], float] = defaultdict(float)
     for point in response.metrics[0].points:
         by_key[(point.attributes["method"], point.attributes["code"])] += point.value
     assert by_key[("/mcp.engine.v2.MCPEngine/ProcessMessage", "OK")] >= 3
     assert by_key[("/mcp.engine.v2.MCPEngine/GetConversationState", "NOT_FOUND")] >= 1
     assert all(p.value > 0 for p in response.metrics[1].points)
+    assert {p.attributes["stat"] for p in response.metrics[1].points} == {"mean", "p50", "p99"}
+    # The names GetMetrics had before are still accepted, and answered under the new ones.
+    old = stub.GetMetrics(pb.GetMetricsRequest(metric_names=["rpc.requests", "rpc.latency.p99_ms"]))
+    assert [m.name for m in old.metrics] == ["confab.rpc.requests", "confab.rpc.duration"]
 
     everything = stub.GetMetrics(pb.GetMetricsRequest())
     names = {m.name for m in everything.metrics}
-    assert {"rpc.in_flight", "engine.shard.resident_conversations", "link.commands_per_batch"} <= names
-    resident = next(m for m in everything.metrics if m.name == "engine.shard.resident_conversations")
+    assert {
+        "confab.rpc.in_flight",
+        "confab.shard.resident_conversations",
+        "confab.link.commands_per_batch",
+    } <= names
+    resident = next(m for m in everything.metrics if m.name == "confab.shard.resident_conversations")
     assert sum(p.value for p in resident.points) >= 1
 
     with pytest.raises(grpc.RpcError) as caught:
@@ -413,7 +422,7 @@ def test_coalesced_requests_get_their_own_replies(stub: pb_grpc.MCPEngineStub) -
         assert reply.response.text.endswith(request.content.text)  # this request's own answer
         counts[reply.conversation_id].append(reply.conversation_state.message_count)
     assert all(sorted(c) == list(range(1, 11)) for c in counts.values())
-    largest = stub.GetMetrics(pb.GetMetricsRequest(metric_names=["link.largest_batch"])).metrics[0]
+    largest = stub.GetMetrics(pb.GetMetricsRequest(metric_names=["confab.link.largest_batch"])).metrics[0]
     assert max(p.value for p in largest.points) > 1  # requests really did share Thespian messages
 
 

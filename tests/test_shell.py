@@ -201,7 +201,7 @@ def tail_started(engine: pb_grpc.MCPEngineStub) -> None:
     (tests here run one at a time, so nothing else is in flight)."""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        in_flight = engine.GetMetrics(pb.GetMetricsRequest(metric_names=["rpc.in_flight"])).metrics[0]
+        in_flight = engine.GetMetrics(pb.GetMetricsRequest(metric_names=["confab.rpc.in_flight"])).metrics[0]
         if in_flight.points and in_flight.points[0].value >= 2:
             return
         time.sleep(0.05)

@@ -19,6 +19,7 @@ from typing import Any, cast
 import psycopg
 import pytest
 
+from confab.runtime.analytics import MISSED_KEPT, AnalyticsQuery, SessionMark, TurnCounts, bucket_of
 from confab.runtime.model import ConversationKey
 from confab.runtime.store import (
     ConversationWrite,
@@ -754,3 +755,151 @@ def test_leases_lists_every_virtual_shard_ever_claimed(store: Store) -> None:
         (5, "shard-a", 1),
         (9, "shard-b", 1),
     ]
+
+
+# Analytics ------------------------------------------------------------------------------
+
+T0 = 1_800_000_000  # a multiple of 3600: buckets are easy to predict
+
+
+def counted(
+    key: ConversationKey,
+    state: str,
+    name: str,
+    item: str = "",
+    *,
+    at: float = T0,
+    count: int = 1,
+    total: float = 0.0,
+    flow: str = "pizza",
+    version: str = "3",
+) -> TurnCounts:
+    part = TurnCounts()
+    part.add((key.tenant_id, flow, version, state, bucket_of(at), name, item), count, total)
+    return part
+
+
+def report_rows(store: Store, tenant: str = "tenant-a", flow: str = "", *, now: float = T0 + 86400) -> Any:
+    rows = store.analytics(AnalyticsQuery(tenant, flow, T0 - 3600, T0 + 7200, 60), now)
+    return (
+        sorted((tuple(r) for r in rows.counts), key=repr),
+        sorted(tuple(r) for r in rows.expired),
+        sorted(tuple(r) for r in rows.missed),
+    )
+
+
+def with_counts(write: ConversationWrite, *parts: TurnCounts) -> ConversationWrite:
+    write.analytics = list(parts)
+    return write
+
+
+def test_counters_are_added_up_across_writes_and_writers(backend: Backend) -> None:
+    first, second = backend.open(), backend.open()
+    twice = [counted(KEY, "greet", "turns"), counted(KEY, "greet", "turns")]
+    first.write([with_counts(based(KEY, 0, 1), *twice)])
+    second.write([with_counts(based(OTHER, 0, 1), counted(OTHER, "greet", "turns", count=3))])
+    first.write(
+        [with_counts(based(KEY, 1, 2), counted(KEY, "take_order", "webhook_calls", "price", total=12.5))]
+    )
+    counts, expired, missed = report_rows(first)
+    assert counts == sorted(
+        [
+            ("pizza", "3", "greet", T0, "turns", "", 5, 0.0),
+            ("pizza", "3", "take_order", T0, "webhook_calls", "price", 1, 12.5),
+        ],
+        key=repr,
+    )
+    assert (expired, missed) == ([], [])
+    assert report_rows(first, "tenant-b") == ([], [], [])  # another tenant's rows are its own
+
+
+def test_counters_are_written_with_the_turns_or_not_at_all(store: Store) -> None:
+    store.write([based(KEY, 0, 1)])
+    with pytest.raises(StaleWrite):
+        store.write([with_counts(based(OTHER, 0, 1), counted(OTHER, "greet", "turns")), based(KEY, 0, 1)])
+    epochs = store.claim([1], "shard-a", 30.0)
+    store.release("shard-a", epochs)
+    store.claim([1], "shard-b", 30.0)
+    with pytest.raises(FencedOut):
+        write = with_counts(based(OTHER, 0, 1), counted(OTHER, "greet", "turns"))
+        store.write([write], Fence("shard-a", epochs))
+    assert report_rows(store) == ([], [], [])
+
+
+def test_the_range_and_the_flow_choose_the_rows(store: Store) -> None:
+    parts = [
+        counted(KEY, "greet", "turns", at=T0 - 3601),  # before the range
+        counted(KEY, "greet", "turns", at=T0 + 59),
+        counted(KEY, "greet", "turns", at=T0 + 7200),  # at its end: not in it
+        counted(KEY, "hello", "turns", at=T0, flow="support"),
+    ]
+    store.write([with_counts(based(KEY, 0, 1), *parts)])
+    counts, _, _ = report_rows(store, flow="pizza")
+    assert counts == [("pizza", "3", "greet", T0, "turns", "", 1, 0.0)]
+    assert len(report_rows(store)[0]) == 2
+
+
+def session(
+    key: ConversationKey, state: str | None, expires_at: float = 0.0, *, settle_at: float = 0.0
+) -> TurnCounts:
+    part = TurnCounts(session_changed=True, settle_at=settle_at)
+    part.session = None if state is None else SessionMark("pizza", "3", state, expires_at)
+    return part
+
+
+def test_an_open_session_that_expired_is_abandoned_once(store: Store) -> None:
+    store.write([with_counts(based(KEY, 0, 1), session(KEY, "take_order", T0 + 1800))])
+    assert report_rows(store, now=T0 + 1800)[1] == []  # not yet expired
+    assert report_rows(store, now=T0 + 1801)[1] == [("pizza", "3", "take_order", T0 + 1800)]
+    # The user comes back after the expiry: the write settles it into a counter and starts anew.
+    store.write([with_counts(based(KEY, 1, 2), session(KEY, "greet", T0 + 5000, settle_at=T0 + 3000))])
+    counts, expired, _ = report_rows(store, now=T0 + 3001)
+    assert counts == [("pizza", "3", "take_order", T0 + 1800, "abandoned", "", 1, 0.0)]
+    assert expired == []  # the new session has not expired
+    # A turn that found its session alive settles nothing, whatever the row says.
+    store.write([with_counts(based(KEY, 2, 3), session(KEY, "confirm", T0 + 6000))])
+    assert report_rows(store, now=T0 + 7000)[0] == counts
+    assert report_rows(store, now=T0 + 7000)[1] == [("pizza", "3", "confirm", T0 + 6000)]
+
+
+def test_a_session_that_ended_leaves_nothing_to_abandon(store: Store) -> None:
+    store.write([with_counts(based(KEY, 0, 1), session(KEY, "take_order", T0 + 60))])
+    store.write([with_counts(based(KEY, 1, 2), session(KEY, None, settle_at=T0 + 30))])  # completed in time
+    assert report_rows(store) == ([], [], [])
+
+
+def test_sessions_replaced_twice_in_one_write_are_settled_in_order(store: Store) -> None:
+    store.write([with_counts(based(KEY, 0, 1), session(KEY, "greet", T0 + 10))])
+    store.write(
+        [
+            with_counts(
+                based(KEY, 1, 2),
+                session(KEY, "take_order", T0 + 100, settle_at=T0 + 20),  # the stored one expired
+                session(KEY, "confirm", T0 + 300, settle_at=T0 + 200),  # and so did the one before it
+            ),
+            with_counts(based(OTHER, 0, 1), session(OTHER, "greet", T0 + 10, settle_at=T0 + 5)),
+        ]
+    )
+    counts, expired, _ = report_rows(store, now=T0 + 250)
+    assert counts == [
+        ("pizza", "3", "greet", T0, "abandoned", "", 1, 0.0),
+        ("pizza", "3", "take_order", T0 + 60, "abandoned", "", 1, 0.0),
+    ]
+    assert expired == [("pizza", "3", "greet", T0 + 10)]  # OTHER's, open and expired
+
+
+def test_missed_texts_are_kept_up_to_a_bound_per_hour(store: Store) -> None:
+    part = TurnCounts()
+    part.missed = [("tenant-a", "pizza", T0, "hawaii?")] * 3 + [
+        ("tenant-a", "pizza", T0, f"text {i}") for i in range(MISSED_KEPT + 5)
+    ]
+    store.write([with_counts(based(KEY, 0, 1), part)])
+    _, _, missed = report_rows(store)
+    by_text = {text: n for _, text, n in missed}
+    assert by_text["hawaii?"] == 3
+    assert len(by_text) == MISSED_KEPT + 1  # the kept ones, and "" adding up the rest
+    assert sum(by_text.values()) == 3 + MISSED_KEPT + 5
+    again = TurnCounts()
+    again.missed = [("tenant-a", "pizza", T0, "hawaii?")]
+    store.write([with_counts(based(KEY, 1, 2), again)])
+    assert {text: n for _, text, n in report_rows(store)[2]}["hawaii?"] == 4

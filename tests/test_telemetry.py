@@ -102,7 +102,7 @@ def test_prometheus_endpoint_serves_rpc_and_shard_metrics(metrics_server: tuple[
         assert value(samples, "confab_shard_restarts_total") == 0
 
         # GetMetrics still answers from the edge's own series, and agrees with the scrape.
-        report = stub.GetMetrics(pb.GetMetricsRequest(metric_names=["rpc.requests"], granularity="1h"))
+        report = stub.GetMetrics(pb.GetMetricsRequest(metric_names=["confab.rpc.requests"], granularity="1h"))
         served = sum(
             p.value
             for p in report.metrics[0].points

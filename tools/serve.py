@@ -105,6 +105,7 @@ def shard_settings(config: ConfabConfig, run_dir: Path) -> ShardSettings:
         lease_s=config.cluster.lease_s,
         renew_every_s=config.cluster.renew_every_s,
         data_plane=data_plane_settings(config),
+        analytics=config.engine.analytics,
     )
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from confab.runtime import telemetry
+from confab.runtime.analytics import AnalyticsQuery, JsonDict
 from confab.runtime.config import ConfabConfig
 from confab.runtime.engine.events import EventHub
 from confab.runtime.engine.link import LinkSettings, LinkStatistics, ShardLink
@@ -584,6 +585,15 @@ class Engine:
                 if self._router.holder(self.vshard_for(summary.key)) is link:
                     found[summary.key] = summary
         return found
+
+    async def analytics(self, query: AnalyticsQuery, *, scope: str | None = None) -> JsonDict:
+        """A tenant's conversation analytics (runtime.analytics) as the shards recorded them in the
+        store: any shard of this host reads them (a local one), as for a list."""
+        readers = [link for link in self.local_links if link.responsive] or self.local_links
+        if not readers:
+            raise Unavailable("no shard of this host is running")
+        report: JsonDict = await self._query(readers[0], queries.ANALYTICS, [query.to_wire()], scope=scope)
+        return report
 
     def _shard_index(self, key: ConversationKey) -> int:
         link = self._router.holder(self.vshard_for(key))

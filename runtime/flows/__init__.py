@@ -43,6 +43,10 @@ class FlowReply:
     # What the store may keep of the message's text (masked: docs/flows.md, "Masking");
     # None when nothing needed masking, so the text may be kept as it came.
     recorded_input: str | None = None
+    # For analytics (runtime.flows.execution.analytics): a session began in this turn, and the
+    # reason of a handoff as the flow file writes it (a name from the file, never rendered text).
+    session_started: bool = False
+    handoff_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

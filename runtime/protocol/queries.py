@@ -34,7 +34,9 @@ RELOAD = "reload"  # [] -> [loaded, skipped, failed]
 ABANDON = "abandon"
 # [] -> [waiting wire, ...]: every conversation whose turn waits on a webhook (stored or not)
 WAITING = "waiting"
-NAMES = (STATUS, INSPECT, PASSIVATE, LIST, RESIDENT, RELOAD, ABANDON, WAITING)
+# [AnalyticsQuery wire] -> the report: confab.admin.v1.AnalyticsReport's JSON mapping (runtime.analytics)
+ANALYTICS = "analytics"
+NAMES = (STATUS, INSPECT, PASSIVATE, LIST, RESIDENT, RELOAD, ABANDON, WAITING, ANALYTICS)
 
 
 def filter_to_wire(f: ConversationFilter) -> list[Any]:

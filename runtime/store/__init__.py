@@ -40,6 +40,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from confab.runtime.analytics import (
+    ABANDONED,
+    MISSED_KEPT,
+    AnalyticsQuery,
+    AnalyticsRows,
+    CountKey,
+    SessionMark,
+    TurnCounts,
+    bucket_of,
+    merge_counts,
+)
 from confab.runtime.config import is_database_url
 from confab.runtime.model import ConversationKey
 
@@ -155,6 +166,9 @@ class ConversationWrite:
     # yet): written only if the store holds exactly that, else StaleWrite. None: written over
     # whatever the store holds (tools and tests that set a state outright).
     base_seq: int | None = None
+    # What the turns of this write add to the analytics (runtime.analytics), in turn order:
+    # written in the same transaction, so they count exactly when the turns do.
+    analytics: list[TurnCounts] = field(default_factory=list)
 
     def let_old_turns_go(self, retention: Retention, now: float) -> None:
         """Let the store delete this conversation's turns beyond the last ``turns_kept`` that are
@@ -248,6 +262,12 @@ class Store(Protocol):
 
     def count_conversations(self) -> int: ...
 
+    def analytics(self, query: AnalyticsQuery, now: float) -> AnalyticsRows:
+        """What the analytics tables hold for ``query`` (a tenant, a flow or every one, a range
+        of whole minutes): its counters, the open sessions that expired in it before ``now``
+        (abandoned, their users never came back), and the missed texts of its hours."""
+        ...
+
     def ping(self) -> float:
         """A trivial read; its latency in seconds (raises if the store is unusable)."""
         ...
@@ -277,6 +297,64 @@ def conditions(writes: Sequence[ConversationWrite]) -> dict[ConversationKey, int
     if broken:
         raise StaleWrite(frozenset(broken))
     return expected
+
+
+@dataclass(slots=True)
+class AnalyticsWrite:
+    """The analytics of one store write, planned for the statements that write them.
+
+    ``settles``: (tenant, conversation, time) of the stored open sessions to count abandoned if
+    they expired before that time (a session this write already replaced is settled here, in
+    ``counts``). ``sessions``: each changed conversation's open session after the write (None:
+    its row goes). ``missed``: (tenant, flow, hour, text) -> how many times."""
+
+    counts: dict[CountKey, list[float]]
+    settles: list[tuple[str, str, float]]
+    sessions: dict[ConversationKey, SessionMark | None]
+    missed: dict[tuple[str, str, int, str], int]
+
+    @property
+    def missed_rows(self) -> list[tuple[str, str, int, str, int, int]]:
+        """(tenant, flow, hour, text, count, kept) in key order: the order every writer locks them."""
+        return [(*key, n, MISSED_KEPT) for key, n in sorted(self.missed.items())]
+
+
+_STORED = object()  # a conversation's open session as the store holds it, not yet replaced
+
+
+def plan_analytics(writes: Sequence[ConversationWrite]) -> AnalyticsWrite | None:
+    """The analytics of ``writes`` as one store transaction writes them (None: there are none)."""
+    if not any(w.analytics for w in writes):
+        return None
+    counts = merge_counts(part for w in writes for part in w.analytics)
+    settles: list[tuple[str, str, float]] = []
+    current: dict[ConversationKey, object] = {}
+    missed: dict[tuple[str, str, int, str], int] = {}
+    for w in writes:
+        for part in w.analytics:
+            for entry in part.missed:
+                missed[entry] = missed.get(entry, 0) + 1
+            if not part.session_changed:
+                continue
+            before = current.get(w.key, _STORED)
+            if part.settle_at:
+                if before is _STORED:
+                    settles.append((w.key.tenant_id, w.key.conversation_id, part.settle_at))
+                elif isinstance(before, SessionMark) and before.expires_at < part.settle_at:
+                    key = (
+                        w.key.tenant_id,
+                        before.flow_id,
+                        before.flow_version,
+                        before.state,
+                        bucket_of(before.expires_at),
+                        ABANDONED,
+                        "",
+                    )
+                    cell = counts.setdefault(key, [0, 0.0])
+                    cell[0] += 1
+            current[w.key] = part.session
+    sessions = {key: mark for key, mark in current.items() if mark is None or isinstance(mark, SessionMark)}
+    return AnalyticsWrite(counts, settles, sessions, missed)
 
 
 def open_store(path: str, *, synchronous: str = "FULL", retention: Retention | None = None) -> Store:

@@ -74,6 +74,43 @@ SQLITE: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        6,
+        "conversation analytics: counters per minute, open sessions, missed utterances",
+        (
+            """CREATE TABLE IF NOT EXISTS analytics_counts (
+                tenant_id    TEXT NOT NULL,
+                bucket       INTEGER NOT NULL,
+                flow_id      TEXT NOT NULL,
+                flow_version TEXT NOT NULL,
+                state        TEXT NOT NULL,
+                name         TEXT NOT NULL,
+                item         TEXT NOT NULL,
+                count        INTEGER NOT NULL,
+                total        REAL NOT NULL DEFAULT 0,
+                PRIMARY KEY (tenant_id, bucket, flow_id, flow_version, state, name, item)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE IF NOT EXISTS analytics_sessions (
+                tenant_id       TEXT NOT NULL,
+                conversation_id TEXT NOT NULL,
+                flow_id         TEXT NOT NULL,
+                flow_version    TEXT NOT NULL,
+                state           TEXT NOT NULL,
+                expires_at      REAL NOT NULL,
+                PRIMARY KEY (tenant_id, conversation_id)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX IF NOT EXISTS analytics_sessions_expiry"
+            " ON analytics_sessions (tenant_id, expires_at)",
+            """CREATE TABLE IF NOT EXISTS analytics_missed (
+                tenant_id TEXT NOT NULL,
+                flow_id   TEXT NOT NULL,
+                bucket    INTEGER NOT NULL,
+                text      TEXT NOT NULL,
+                count     INTEGER NOT NULL,
+                PRIMARY KEY (tenant_id, flow_id, bucket, text)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 
 # Columns a version-1 store may lack: data dirs from before versions were recorded.
@@ -180,6 +217,42 @@ POSTGRES: tuple[Migration, ...] = (
                 detail       TEXT NOT NULL DEFAULT '',
                 started_at   TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
                 heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+            )""",
+        ),
+    ),
+    Migration(
+        8,
+        "conversation analytics: counters per minute, open sessions, missed utterances",
+        (
+            """CREATE TABLE analytics_counts (
+                tenant_id    TEXT COLLATE "C" NOT NULL,
+                bucket       BIGINT NOT NULL,
+                flow_id      TEXT COLLATE "C" NOT NULL,
+                flow_version TEXT COLLATE "C" NOT NULL,
+                state        TEXT COLLATE "C" NOT NULL,
+                name         TEXT COLLATE "C" NOT NULL,
+                item         TEXT COLLATE "C" NOT NULL,
+                count        BIGINT NOT NULL,
+                total        DOUBLE PRECISION NOT NULL DEFAULT 0,
+                PRIMARY KEY (tenant_id, bucket, flow_id, flow_version, state, name, item)
+            )""",
+            """CREATE TABLE analytics_sessions (
+                tenant_id       TEXT COLLATE "C" NOT NULL,
+                conversation_id TEXT COLLATE "C" NOT NULL,
+                flow_id         TEXT NOT NULL,
+                flow_version    TEXT NOT NULL,
+                state           TEXT NOT NULL,
+                expires_at      DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (tenant_id, conversation_id)
+            )""",
+            "CREATE INDEX analytics_sessions_expiry ON analytics_sessions (tenant_id, expires_at)",
+            """CREATE TABLE analytics_missed (
+                tenant_id TEXT COLLATE "C" NOT NULL,
+                flow_id   TEXT COLLATE "C" NOT NULL,
+                bucket    BIGINT NOT NULL,
+                text      TEXT COLLATE "C" NOT NULL,
+                count     BIGINT NOT NULL,
+                PRIMARY KEY (tenant_id, flow_id, bucket, text)
             )""",
         ),
     ),

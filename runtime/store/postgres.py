@@ -30,9 +30,11 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
+from confab.runtime.analytics import MISSED_BUCKET_S, AnalyticsQuery, AnalyticsRows, bucket_of
 from confab.runtime.config import passwords_in, without_password
 from confab.runtime.model import ConversationKey
 from confab.runtime.store import (
+    AnalyticsWrite,
     ConversationWrite,
     Fence,
     FencedOut,
@@ -46,6 +48,7 @@ from confab.runtime.store import (
     StoredConversation,
     StoreError,
     conditions,
+    plan_analytics,
 )
 from confab.runtime.store.migrations import POSTGRES, POSTGRES_VERSION, STALE_SQLSTATE
 from confab.runtime.store.paging import key_page
@@ -256,6 +259,7 @@ class PostgresStore:
             for w in writes
             if w.prune_through > 0
         ]
+        planned = plan_analytics(writes)
         # The rows go as columns, one array each in binary (%b): a statement per table whatever
         # the round's size, which costs the shard far less than one statement per row.
         try:
@@ -312,11 +316,42 @@ class PostgresStore:
                         " AND seq <= %s AND created_at < %s",
                         prunes,
                     )
+                if planned is not None:
+                    _write_analytics(db, planned)
         except psycopg.Error as exc:
             if exc.sqlstate != STALE_SQLSTATE or exc.diag.message_detail is None:
                 raise
             stale = frozenset(keys[int(n) - 1] for n in exc.diag.message_detail.split(","))
             raise StaleWrite(stale) from None
+
+    def analytics(self, query: AnalyticsQuery, now: float) -> AnalyticsRows:
+        flow = " AND flow_id = %(flow)s" if query.flow_id else ""
+        args = {
+            "tenant": query.tenant_id,
+            "flow": query.flow_id,
+            "since": int(query.since),
+            "until": int(query.until),
+            "expired_until": min(float(query.until), now),
+            "hours_from": bucket_of(query.since, MISSED_BUCKET_S),
+        }
+        with self._pool.connection() as db, db.pipeline():
+            counts = db.execute(
+                "SELECT flow_id, flow_version, state, bucket, name, item, count, total FROM analytics_counts"
+                f" WHERE tenant_id = %(tenant)s AND bucket >= %(since)s AND bucket < %(until)s{flow}",
+                args,
+            )
+            expired = db.execute(
+                "SELECT flow_id, flow_version, state, expires_at FROM analytics_sessions"
+                " WHERE tenant_id = %(tenant)s AND expires_at >= %(since)s"
+                f" AND expires_at < %(expired_until)s{flow}",
+                args,
+            )
+            missed = db.execute(
+                "SELECT flow_id, text, SUM(count)::bigint FROM analytics_missed WHERE tenant_id = %(tenant)s"
+                f" AND bucket >= %(hours_from)s AND bucket < %(until)s{flow} GROUP BY flow_id, text",
+                args,
+            )
+            return AnalyticsRows(counts.fetchall(), expired.fetchall(), missed.fetchall())
 
     def _check_fence(self, db: psycopg.Connection[tuple[Any, ...]], fence: Fence) -> None:
         # FOR SHARE, to the end of the write: a claim of any of these rows waits for the commit,
@@ -473,6 +508,36 @@ class PostgresStore:
             db.execute("DELETE FROM members WHERE host = %s AND incarnation = %s", (host, incarnation))
 
 
+# The counters of a write, and the stored open sessions it settles (each one that expired before
+# its time is counted abandoned in the minute it expired, and removed: the write puts back what
+# it holds now), added up per row and taken in key order.
+_ADD_COUNTS = (
+    "WITH settled AS (DELETE FROM analytics_sessions s USING unnest(%(settle_tenants)b::text[],"
+    " %(settle_conversations)b::text[], %(settle_at)b::float8[]) AS w (tenant_id, conversation_id, at)"
+    " WHERE s.tenant_id = w.tenant_id AND s.conversation_id = w.conversation_id AND s.expires_at < w.at"
+    " RETURNING s.tenant_id, s.flow_id, s.flow_version, s.state, s.expires_at),"
+    " rows AS (SELECT * FROM unnest(%(tenants)b::text[], %(flows)b::text[], %(versions)b::text[],"
+    " %(states)b::text[], %(buckets)b::bigint[], %(names)b::text[], %(items)b::text[],"
+    " %(counts)b::bigint[], %(totals)b::float8[])"
+    " AS r (tenant_id, flow_id, flow_version, state, bucket, name, item, count, total)"
+    " UNION ALL SELECT tenant_id, flow_id, flow_version, state, (floor(expires_at / 60) * 60)::bigint,"
+    " 'abandoned', '', 1, 0 FROM settled)"
+    " INSERT INTO analytics_counts AS a (tenant_id, flow_id, flow_version, state, bucket, name, item, count,"
+    " total) SELECT tenant_id, flow_id, flow_version, state, bucket, name, item, sum(count), sum(total)"
+    " FROM rows GROUP BY tenant_id, bucket, flow_id, flow_version, state, name, item"
+    " ORDER BY tenant_id, bucket, flow_id, flow_version, state, name, item"
+    " ON CONFLICT (tenant_id, bucket, flow_id, flow_version, state, name, item)"
+    " DO UPDATE SET count = a.count + excluded.count, total = a.total + excluded.total"
+)
+_ADD_MISSED = (
+    "INSERT INTO analytics_missed AS m (tenant_id, flow_id, bucket, text, count)"
+    " SELECT %(t)s, %(f)s, %(b)s, CASE WHEN EXISTS (SELECT FROM analytics_missed"
+    " WHERE tenant_id = %(t)s AND flow_id = %(f)s AND bucket = %(b)s AND text = %(x)s)"
+    " OR (SELECT count(*) FROM analytics_missed WHERE tenant_id = %(t)s AND flow_id = %(f)s"
+    " AND bucket = %(b)s) < %(k)s THEN %(x)s ELSE '' END, %(n)s"
+    " ON CONFLICT (tenant_id, flow_id, bucket, text) DO UPDATE SET count = m.count + excluded.count"
+)
+
 _TURN_COLUMNS = "seq, message_id, kind, reply, created_at, input, fingerprint, recorded"
 
 # Each conversation's new state, by its condition: a NULL base writes over whatever is stored;
@@ -502,6 +567,61 @@ _PUT_STATES = (
     " WHERE u.tenant_id = w.tenant_id AND u.conversation_id = w.conversation_id)"
     " ORDER BY w.n))"
 )
+
+
+def _write_analytics(db: psycopg.Connection[tuple[Any, ...]], planned: AnalyticsWrite) -> None:
+    """Inside the write's transaction and pipeline: the stored open sessions that ended are settled
+    and the counters added to in one statement (its rows in key order, as every writer takes
+    them, so two writers never wait for each other), then the sessions replaced and the missed
+    texts counted (runtime.analytics)."""
+    counts = sorted(planned.counts.items())
+    if counts or planned.settles:
+        db.execute(
+            _ADD_COUNTS,
+            {
+                "tenants": [k[0] for k, _ in counts],
+                "flows": [k[1] for k, _ in counts],
+                "versions": [k[2] for k, _ in counts],
+                "states": [k[3] for k, _ in counts],
+                "buckets": [k[4] for k, _ in counts],
+                "names": [k[5] for k, _ in counts],
+                "items": [k[6] for k, _ in counts],
+                "counts": [int(c) for _, (c, _t) in counts],
+                "totals": [float(t) for _, (_c, t) in counts],
+                "settle_tenants": [t for t, _, _ in planned.settles],
+                "settle_conversations": [c for _, c, _ in planned.settles],
+                "settle_at": [float(at) for _, _, at in planned.settles],
+            },
+        )
+    marks = [(k, m) for k, m in planned.sessions.items() if m is not None]
+    if marks:
+        db.execute(
+            "INSERT INTO analytics_sessions (tenant_id, conversation_id, flow_id, flow_version, state,"
+            " expires_at) SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
+            " %b::float8[]) ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET"
+            " flow_id = excluded.flow_id, flow_version = excluded.flow_version, state = excluded.state,"
+            " expires_at = excluded.expires_at",
+            (
+                [k.tenant_id for k, _ in marks],
+                [k.conversation_id for k, _ in marks],
+                [m.flow_id for _, m in marks],
+                [m.flow_version for _, m in marks],
+                [m.state for _, m in marks],
+                [m.expires_at for _, m in marks],
+            ),
+        )
+    gone = [k for k, m in planned.sessions.items() if m is None]
+    if gone:
+        db.execute(
+            "DELETE FROM analytics_sessions s USING unnest(%b::text[], %b::text[]) AS g (tenant_id,"
+            " conversation_id) WHERE s.tenant_id = g.tenant_id AND s.conversation_id = g.conversation_id",
+            ([k.tenant_id for k in gone], [k.conversation_id for k in gone]),
+        )
+    if planned.missed:
+        db.cursor().executemany(
+            _ADD_MISSED,
+            [{"t": t, "f": f, "b": b, "x": x, "n": n, "k": k} for t, f, b, x, n, k in planned.missed_rows],
+        )
 
 
 def _kept(row: tuple[Any, ...]) -> KeptTurn:

@@ -16,8 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from confab.runtime.analytics import MISSED_BUCKET_S, AnalyticsQuery, AnalyticsRows, bucket_of
 from confab.runtime.model import ConversationKey
 from confab.runtime.store import (
+    AnalyticsWrite,
     ConversationWrite,
     Fence,
     FencedOut,
@@ -27,6 +29,7 @@ from confab.runtime.store import (
     StaleWrite,
     StoredConversation,
     StoreError,
+    plan_analytics,
 )
 from confab.runtime.store.migrations import SQLITE, SQLITE_V1_COLUMNS, SQLITE_VERSION
 from confab.runtime.store.paging import key_page
@@ -247,10 +250,72 @@ class SqliteStore:
                     )
             if stale:
                 raise StaleWrite(frozenset(stale))
+            planned = plan_analytics(writes)
+            if planned is not None:
+                self._write_analytics(planned)
             self._when_free(lambda: db.execute("COMMIT"))
         except BaseException:
             _roll_back(db)
             raise
+
+    def _write_analytics(self, planned: AnalyticsWrite) -> None:
+        """Inside the write's transaction: the open sessions that ended settled, then replaced,
+        the counters added to, the missed texts counted (runtime.analytics)."""
+        db = self._db
+        if planned.settles:
+            db.executemany(_SETTLE, planned.settles)
+        gone = [(k.tenant_id, k.conversation_id) for k, mark in planned.sessions.items() if mark is None]
+        if gone:
+            db.executemany("DELETE FROM analytics_sessions WHERE tenant_id=? AND conversation_id=?", gone)
+        marks = [
+            (k.tenant_id, k.conversation_id, m.flow_id, m.flow_version, m.state, m.expires_at)
+            for k, m in planned.sessions.items()
+            if m is not None
+        ]
+        if marks:
+            db.executemany(
+                "INSERT INTO analytics_sessions (tenant_id, conversation_id, flow_id, flow_version, state,"
+                " expires_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, conversation_id) DO UPDATE"
+                " SET flow_id=excluded.flow_id, flow_version=excluded.flow_version, state=excluded.state,"
+                " expires_at=excluded.expires_at",
+                marks,
+            )
+        if planned.counts:
+            db.executemany(
+                "INSERT INTO analytics_counts (tenant_id, flow_id, flow_version, state, bucket, name, item,"
+                " count, total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (tenant_id, bucket, flow_id, flow_version, state, name, item)"
+                " DO UPDATE SET count = count + excluded.count, total = total + excluded.total",
+                [(*key, int(count), total) for key, (count, total) in planned.counts.items()],
+            )
+        if planned.missed:
+            db.executemany(_ADD_MISSED, planned.missed_rows)
+
+    def analytics(self, query: AnalyticsQuery, now: float) -> AnalyticsRows:
+        flow = " AND flow_id = ?" if query.flow_id else ""
+        flow_args: tuple[str, ...] = (query.flow_id,) if query.flow_id else ()
+        tenant, since, until = query.tenant_id, int(query.since), int(query.until)
+
+        def read() -> AnalyticsRows:
+            db = self._db
+            counts = db.execute(
+                "SELECT flow_id, flow_version, state, bucket, name, item, count, total FROM analytics_counts"
+                f" WHERE tenant_id = ? AND bucket >= ? AND bucket < ?{flow}",
+                (tenant, since, until, *flow_args),
+            ).fetchall()
+            expired = db.execute(
+                "SELECT flow_id, flow_version, state, expires_at FROM analytics_sessions"
+                f" WHERE tenant_id = ? AND expires_at >= ? AND expires_at < ?{flow}",
+                (tenant, since, min(float(until), now), *flow_args),
+            ).fetchall()
+            missed = db.execute(
+                "SELECT flow_id, text, SUM(count) FROM analytics_missed"
+                f" WHERE tenant_id = ? AND bucket >= ? AND bucket < ?{flow} GROUP BY flow_id, text",
+                (tenant, bucket_of(since, MISSED_BUCKET_S), until, *flow_args),
+            ).fetchall()
+            return AnalyticsRows(counts, expired, missed)
+
+        return self._when_free(read)
 
     def _put_state(self, w: ConversationWrite, now: float) -> bool:
         """Write ``w``'s state if the stored one is the one it was computed from (its ``base_seq``);
@@ -397,6 +462,26 @@ class SqliteStore:
 
 # The store's clock (Unix seconds): leases are judged by it, whichever process asks.
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
+# A stored open session that expired before the given time is counted abandoned, in the minute
+# it expired (runtime.analytics); the write then replaces or removes the row.
+_SETTLE = (
+    "INSERT INTO analytics_counts (tenant_id, bucket, flow_id, flow_version, state, name, item, count, total)"
+    " SELECT tenant_id, (CAST(expires_at AS INTEGER) / 60) * 60, flow_id, flow_version, state, 'abandoned',"
+    " '', 1, 0 FROM analytics_sessions WHERE tenant_id = ? AND conversation_id = ? AND expires_at < ?"
+    " ON CONFLICT (tenant_id, bucket, flow_id, flow_version, state, name, item)"
+    " DO UPDATE SET count = count + excluded.count"
+)
+# A missed text is kept if it is kept already or its hour keeps fewer than ?6 texts; else it is
+# added to the hour's "" row.
+_ADD_MISSED = (
+    "INSERT INTO analytics_missed (tenant_id, flow_id, bucket, text, count)"
+    " SELECT ?1, ?2, ?3, CASE WHEN EXISTS (SELECT 1 FROM analytics_missed"
+    " WHERE tenant_id = ?1 AND flow_id = ?2 AND bucket = ?3 AND text = ?4)"
+    " OR (SELECT COUNT(*) FROM analytics_missed WHERE tenant_id = ?1 AND flow_id = ?2 AND bucket = ?3) < ?6"
+    " THEN ?4 ELSE '' END, ?5"
+    " ON CONFLICT (tenant_id, flow_id, bucket, text) DO UPDATE SET count = count + excluded.count"
+)
 
 _TURN_COLUMNS = "seq, message_id, kind, reply, created_at, input, fingerprint, recorded"
 

@@ -1,6 +1,7 @@
 """Benchmark Confab against baselines measured in the same run.
 
-    python -m confab.tools.bench [--servers bare,direct,confab[,confab-quiet,confab-pg]] [--scenarios ...]
+    python -m confab.tools.bench [--servers bare,direct,confab[,confab-quiet,confab-pg,confab-noanalytics]]
+                                 [--scenarios ...]
                                  [--duration S] [--scale F] [--shards N] [--json FILE]
 
 Each server runs in its own process group with a marker in its environment, so
@@ -21,6 +22,9 @@ no access lines, to see what they cost.
 a server of its own is started for the run, with fsync on, as durable as the SQLite
 store's synchronous=FULL; its processes' CPU per message is noted apart, and a last
 table sets its rates against ``confab``'s.
+
+``confab-noanalytics`` (only when named) is the same server with ``engine.analytics: false``:
+the shards count no conversation analytics, to see what counting them costs.
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ from confab.tools.bench.load import SCENARIOS
 from confab.tools.postgres_server import PostgresServer, PostgresUnavailable
 
 SERVERS = ("bare", "direct", "confab")
-ON_REQUEST = ("confab-quiet", "confab-pg")  # measured only when --servers names them
+# measured only when --servers names them
+ON_REQUEST = ("confab-quiet", "confab-pg", "confab-noanalytics")
 # Conversations Confab keeps in memory per shard during the benchmark: small enough that
 # the cold scenario passes it, so the table shows RSS flattening once the cap is reached.
 BENCH_RESIDENT_CAP = 50_000
@@ -87,8 +92,12 @@ class Server:
                 self.postgres.close()
                 raise
         if kind.startswith("confab"):
-            config = workdir / "confab-bench.yaml"
-            config.write_text(f"engine:\n  resident_conversations_per_shard: {BENCH_RESIDENT_CAP}\n")
+            config = workdir / f"{kind}-bench.yaml"
+            analytics = "false" if kind == "confab-noanalytics" else "true"
+            config.write_text(
+                f"engine:\n  resident_conversations_per_shard: {BENCH_RESIDENT_CAP}\n"
+                f"  analytics: {analytics}\n"
+            )
             command = [
                 sys.executable,
                 "-m",
@@ -440,7 +449,8 @@ def main() -> int:
         "--servers",
         default=",".join(SERVERS),
         help=f"comma-separated, of {', '.join(SERVERS + ON_REQUEST)} "
-        " (confab-quiet: --log-level WARNING, no access lines; confab-pg: on a PostgreSQL store)",
+        " (confab-quiet: --log-level WARNING, no access lines; confab-pg: on a PostgreSQL store;"
+        " confab-noanalytics: engine.analytics false)",
     )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per timed scenario")

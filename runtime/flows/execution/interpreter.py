@@ -115,6 +115,8 @@ class _Turn:
     asked: set[str] = field(default_factory=set)  # slots prompted for in this turn
     sensitive_values: list[Any] = field(default_factory=list)  # read from the message this turn
     hops: int = 0
+    session_started: bool = False
+    handoff_reason: str = ""  # as the flow file writes it (the template, not what it rendered)
 
 
 class DeclarativeFlow:
@@ -165,11 +167,13 @@ class DeclarativeFlow:
         if HANDOFF in memory:
             self._in_handoff(turn)
         elif hints.bypass_automation:
+            turn.handoff_reason = "bypass_automation"
             self._hand_off(turn, "bypass_automation")
         else:
             expired = bool(state.current_state) and self._expired(state, now)
             starting = not state.current_state or expired or self._ended(state)
             if starting:
+                turn.session_started = True
                 self._start_session(turn, expired=expired)
             self._active(state)._take_turn(turn, first_of_session=starting)
 
@@ -184,6 +188,8 @@ class DeclarativeFlow:
             actions_performed=turn.actions,
             ab_variant=",".join(f"{k}:{v}" for k, v in sorted(memory.get(VARIANTS, {}).items())),
             recorded_input=self._recorded_input(turn),
+            session_started=turn.session_started,
+            handoff_reason=turn.handoff_reason,
         )
 
     def force(self, state: ConversationState, name: str) -> None:
@@ -312,6 +318,7 @@ class DeclarativeFlow:
         if content.type == "system" and content.payload == "resume":
             del memory[HANDOFF]
             turn.actions.append("handoff_resumed")
+            turn.session_started = True  # automation starts afresh: a session of the flow's
             self._leave_sub_flows(turn.state)
             self._enter(turn, self.settings.start)  # the person dealt with it: automation starts afresh
             return
@@ -695,6 +702,7 @@ class DeclarativeFlow:
                 if not self._call_webhook(turn, action.webhook):
                     return False
             else:
+                turn.handoff_reason = action.handoff or ""
                 self._hand_off(turn, self._text(turn, action.handoff or ""))
                 return False
         return True
