@@ -57,8 +57,8 @@ BACKEND = web.AppKey("backend", Backend)
 SESSIONS = web.AppKey("sessions", Sessions)
 SETTINGS = web.AppKey("settings", dict[str, Any])
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
-SESSION = "console.session"
-SESSION_ID = "console.session_id"
+SESSION = web.RequestKey("session", Session)
+SESSION_ID = web.RequestKey("session_id", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -78,7 +78,6 @@ def make_app(
     app[TEMPLATES] = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
-        undefined=jinja2.StrictUndefined,
     )
     app[TEMPLATES].filters["ago"] = views.ago
     app[TEMPLATES].filters["stamp"] = views.stamp_text
@@ -146,7 +145,7 @@ async def signed_in(request: web.Request, handler: Handler) -> web.StreamRespons
         if not session.csrf_ok(str(form.get("csrf", ""))):
             raise web.HTTPForbidden(text="the form's CSRF token does not match this session: reload the page")
     request[SESSION] = session
-    request[SESSION_ID] = session_id
+    request[SESSION_ID] = session_id or ""
     return await handler(request)
 
 
@@ -162,7 +161,7 @@ def same_origin(request: web.Request) -> bool:
 
 
 def render(request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
-    session: Session | None = request.get(SESSION)
+    session = request.get(SESSION)
     page = (
         request.app[TEMPLATES]
         .get_template(template)
@@ -185,8 +184,7 @@ def problem(error: CallFailed, what: str) -> dict[str, str]:
 
 
 def session_of(request: web.Request) -> Session:
-    session: Session = request[SESSION]
-    return session
+    return request[SESSION]
 
 
 def backend_of(request: web.Request) -> Backend:
