@@ -7,6 +7,7 @@ server are tests/test_console.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -152,9 +153,11 @@ def test_listen_addresses() -> None:
 class FakeAdmin(admin_grpc.AdminServicer):
     """Keys as the real server treats them: an operator, acme's admin, a key with no role."""
 
-    def __init__(self) -> None:
+    def __init__(self, report: admin.AnalyticsReport | None = None) -> None:
         self.seen_keys: list[str] = []
         self.resets: list[str] = []
+        self.report = report  # None: GetAnalytics is UNIMPLEMENTED, as on a server without it
+        self.asked_analytics: Any = None
 
     async def _who(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         key = dict(context.invocation_metadata() or ()).get("x-api-key", "")
@@ -198,13 +201,44 @@ class FakeAdmin(admin_grpc.AdminServicer):
         return admin.ActionResult(ok=True, message="reset")
 
     async def GetAnalytics(self, request: Any, context: Any) -> admin.AnalyticsReport:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
-        raise AssertionError("unreachable")
+        await self._who(context)
+        if self.report is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+            raise AssertionError("abort raises")
+        self.asked_analytics = request
+        return self.report
 
 
-def with_console(test: Callable[[TestClient[Any, Any], FakeAdmin], Awaitable[None]]) -> None:
+def pizza_report() -> admin.AnalyticsReport:
+    """A day of the pizza flow, as GetAnalytics would answer it."""
+    report = admin.AnalyticsReport(tenant_id="acme", bucket_s=3600)
+    flow = report.flows.add(flow_id="pizza")
+    flow.totals.sessions_started, flow.totals.completed, flow.totals.handoffs = 40, 25, 3
+    states = (("greet", 40, 6, 2), ("take_order", 33, 2, 1), ("confirm", 30, 2, 0), ("ordered", 25, 25, 0))
+    for name, entered, ended, abandoned in states:
+        flow.states.add(state=name, entered=entered, sessions_ended=ended, abandoned=abandoned)
+    for a, b, n in (("greet", "take_order", 33), ("take_order", "confirm", 30), ("confirm", "ordered", 25)):
+        flow.transitions.add(from_state=a, to_state=b, count=n)
+    flow.transitions.add(from_state="confirm", to_state="take_order", count=4)
+    flow.webhooks.add(name="price", calls=30, failures=1, p50_ms=40.0, p95_ms=120.0)
+    flow.handoff_reasons.add(name="asked for a person", count=3)
+    flow.missed_utterances.add(text="do you deliver to the moon", count=2)
+    start = int(time.time()) // 3600 * 3600 - 23 * 3600
+    for hour in range(24):
+        bucket = flow.series.add()
+        bucket.start.FromSeconds(start + hour * 3600)
+        bucket.counts.sessions_started = 1 + hour % 4
+        bucket.counts.completed = hour % 3
+        bucket.counts.turns = 5 + hour
+    return report
+
+
+def with_console(
+    test: Callable[[TestClient[Any, Any], FakeAdmin], Awaitable[None]], fake: FakeAdmin | None = None
+) -> None:
     async def run() -> None:
-        fake = FakeAdmin()
+        nonlocal fake
+        fake = fake or FakeAdmin()
         server = grpc.aio.server()
         admin_grpc.add_AdminServicer_to_server(fake, server)
         port = server.add_insecure_port("127.0.0.1:0")
@@ -297,3 +331,21 @@ def test_actions_need_the_csrf_token_and_a_confirmation() -> None:
         assert (await client.get("/cluster", allow_redirects=False)).status == 303
 
     with_console(check)
+
+
+def test_analytics_show_the_figures_where_sessions_end_and_the_flow_graph() -> None:
+    async def check(client: TestClient[Any, Any], fake: FakeAdmin) -> None:
+        await sign_in(client, ADMIN)
+        await client.get("/conversations")  # the console learns the admin's tenant from its listing
+        page = await (await client.get("/analytics?range=24h")).text()
+        asked = fake.asked_analytics
+        assert asked.tenant_id == "acme" and asked.bucket_s == 3600
+        assert asked.until.seconds - asked.since.seconds == 86400
+        assert 'data-count="sessions_started">40<' in page
+        assert 'data-edge="greet>take_order"' in page and 'data-edge="confirm>take_order"' in page
+        assert 'data-state="ordered"' in page and "25 (" not in page  # no abandoned figure where none
+        assert "2 abandoned" in page and "asked for a person" in page and "do you deliver" in page
+        series = re.search(r'<script type="application/json" id="series-0">(.*?)</script>', page, re.S)
+        assert series and len(json.loads(series.group(1))["t"]) == 24
+
+    with_console(check, FakeAdmin(pizza_report()))

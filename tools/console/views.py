@@ -403,7 +403,7 @@ def flow_graph(flow: admin.FlowAnalytics) -> Graph:
             x1, y1, x2, y2 = ax + NODE_W, ay + NODE_H / 2, bx, by + NODE_H / 2
             mid = (x1 + x2) / 2
             path = f"M{x1:.0f},{y1:.0f} C{mid:.0f},{y1:.0f} {mid:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
-            lx, ly = mid, (y1 + y2) / 2 - 4
+            lx, ly = mid, min(y1, y2) - width / 2 - 5  # over the arrow
         else:  # back or within a column: a loop over the top
             x1, y1, x2, y2 = ax + NODE_W / 2 + 10, ay, bx + NODE_W / 2 - 10, by
             lift = min(y1, y2) - 30 - 10 * abs(column[a] - column[b])
