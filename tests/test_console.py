@@ -15,7 +15,6 @@ it when missing). Without it these tests are skipped, unless ``CONFAB_REQUIRE_CH
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
@@ -156,14 +155,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         print(f"\nconsole screenshots: {shots}")
         yield World(server, prices, url, keys, shots)
     finally:
+        stopped = None
         if console is not None:
             console.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                assert console.wait(10) == 0, console_log.read_text()
-            if console.poll() is None:
+            try:
+                stopped = console.wait(10)
+            except subprocess.TimeoutExpired:
                 console.kill()
+                console.wait(10)
         server.stop()
         prices.stop()
+        if console is not None:
+            assert stopped == 0, "SIGTERM did not stop the console at once:\n" + console_log.read_text()
 
 
 def _wait_for_console(console: subprocess.Popen[bytes], log: Path) -> str:

@@ -10,7 +10,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -200,6 +200,13 @@ class FakeAdmin(admin_grpc.AdminServicer):
         self.resets.append(request.reason)
         return admin.ActionResult(ok=True, message="reset")
 
+    async def TailEvents(self, request: Any, context: Any) -> AsyncIterator[admin.Event]:
+        await self._who(context)
+        event = admin.Event(type="turn", tenant_id="acme", conversation_id="c-1", shard=0)
+        event.data.update({"state": "menu", "intent": "hours"})
+        yield event
+        await asyncio.Event().wait()  # then nothing, for ever: as a quiet server's tail
+
     async def GetAnalytics(self, request: Any, context: Any) -> admin.AnalyticsReport:
         await self._who(context)
         if self.report is None:
@@ -349,3 +356,20 @@ def test_analytics_show_the_figures_where_sessions_end_and_the_flow_graph() -> N
         assert series and len(json.loads(series.group(1))["t"]) == 24
 
     with_console(check, FakeAdmin(pizza_report()))
+
+
+def test_the_tail_is_sent_as_server_sent_events_and_an_open_one_does_not_hold_up_a_stop() -> None:
+    async def check(client: TestClient[Any, Any], fake: FakeAdmin) -> None:
+        await sign_in(client, OPERATOR)
+        stream = await client.get("/events/stream?type=turn")
+        assert stream.headers["Content-Type"] == "text/event-stream"
+        lines: list[str] = []
+        while not any(line.startswith("data:") for line in lines):
+            lines.append((await stream.content.readline()).decode())
+        event = json.loads(next(line for line in lines if line.startswith("data:"))[5:])
+        assert (event["conversation"], event["summary"]) == ("c-1", "state menu; intent hours")
+        started = time.monotonic()
+        await client.server.close()  # as SIGTERM stops the console, with the stream still open
+        assert time.monotonic() - started < 5.0
+
+    with_console(check)

@@ -57,6 +57,7 @@ BACKEND = web.AppKey("backend", Backend)
 SESSIONS = web.AppKey("sessions", Sessions)
 SETTINGS = web.AppKey("settings", dict[str, Any])
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
+STREAMS = web.AppKey("streams", set[asyncio.Task[Any]])  # the event streams being served
 SESSION = web.RequestKey("session", Session)
 SESSION_ID = web.RequestKey("session_id", str)
 
@@ -89,7 +90,16 @@ def make_app(
     async def close_channel(app: web.Application) -> None:
         await app[BACKEND].channel.close()
 
+    async def end_streams(app: web.Application) -> None:
+        # An open event stream never ends by itself: without this, stopping the console would
+        # wait for every browser tab that follows the tail to go away.
+        streams: set[asyncio.Task[Any]] = app[STREAMS]
+        for task in list(streams):
+            task.cancel()
+
+    app[STREAMS] = set()
     app.on_startup.append(open_channel)
+    app.on_shutdown.append(end_streams)
     app.on_cleanup.append(close_channel)
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login)
@@ -510,6 +520,9 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
             queue.put_nowait(exc)
 
     task = asyncio.create_task(follow())
+    this = asyncio.current_task()
+    assert this is not None
+    request.app[STREAMS].add(this)
     try:
         while True:
             try:
@@ -529,6 +542,7 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:
         pass  # the page went away
     finally:
+        request.app[STREAMS].discard(this)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
