@@ -75,7 +75,7 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "confab serve --store postgresql://": "test_store_postgres.py, on a PostgreSQL of its own",
     "confab serve --config prod.yaml --tls-cert": "test_tls.py, with certificates of its own",
     "confab shell --target 127.0.0.1:50051": "interactive: test_shell.py drives it in a terminal",
-    "confab console --target 127.0.0.1:50051": "test_console.py runs it on free ports and drives it in Chromium",
+    "confab console --target 127.0.0.1:50051": "test_console.py runs it on free ports, in Chromium",
     "confab serve --listen 10.0.0.11:50051": "test_cluster.py, the same flags on network-namespace hosts",
     "confab cluster certs --out certs": "test_data_plane_security.py runs it; test_cluster.py uses its code",
     "confab cluster certs --out var/certs": "the one-machine cluster: test_cluster.py makes its certificates",
