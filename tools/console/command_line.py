@@ -8,12 +8,14 @@ import ipaddress
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
-from aiohttp import web
 
 from confab.tools.connection import DEFAULT_TARGET
-from confab.tools.console.app import make_app
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -72,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
             return grpc.aio.insecure_channel(args.target)
         return grpc.aio.secure_channel(args.target, grpc.ssl_channel_credentials(root_certificates=tls_ca))
 
+    # The web server is loaded only to serve: every other confab command starts without it.
+    from confab.tools.console.app import make_app
+
     app = make_app(args.target, channel, secure_cookie=args.secure_cookie)
     try:
         asyncio.run(_serve(app, host, port, args.target))
@@ -82,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(app: web.Application, host: str, port: int, target: str) -> None:
+    from aiohttp import web
+
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
