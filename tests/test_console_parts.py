@@ -22,7 +22,7 @@ from confab.protos import admin_pb2_grpc as admin_grpc
 from confab.protos import mcp_engine_pb2 as pb
 from confab.tools.console import views
 from confab.tools.console.app import make_app
-from confab.tools.console.backend import Credential
+from confab.tools.console.backend import Backend, Credential
 from confab.tools.console.command_line import is_loopback, split_listen
 from confab.tools.console.sessions import COOKIE, Sessions
 
@@ -373,3 +373,26 @@ def test_the_tail_is_sent_as_server_sent_events_and_an_open_one_does_not_hold_up
         assert time.monotonic() - started < 5.0
 
     with_console(check)
+
+
+def test_whether_the_server_fills_the_webhook_fields_is_learned_from_a_listing_that_shows_it() -> None:
+    class Listing:
+        def __init__(self) -> None:
+            self.pages: list[list[admin.ConversationSummary]] = []
+
+        async def ListConversations(self, request: Any, **_: Any) -> admin.ListConversationsResponse:
+            return admin.ListConversationsResponse(conversations=self.pages.pop(0))
+
+    async def check() -> None:
+        backend = Backend(grpc.aio.insecure_channel("127.0.0.1:9"))  # never dialled: the stub is replaced
+        listing = Listing()
+        backend.admin = listing
+        who = Credential("api_key", "k")
+        listing.pages = [[], [summary("calm")], [summary("x", webhook="price")]]
+        assert await backend.webhook_fields_served(who)  # nothing listed: nothing learned
+        assert not await backend.webhook_fields_served(who)  # the filter let a calm one through
+        assert not await backend.webhook_fields_served(who)  # remembered: not asked again
+        assert listing.pages == [[summary("x", webhook="price")]]
+        await backend.channel.close()
+
+    asyncio.run(check())

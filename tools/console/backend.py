@@ -181,6 +181,10 @@ class Backend:
         if self._filter_known is not None and time.monotonic() - self._filter_known[1] < 60.0:
             return self._filter_known[0]
         page = await self.list_page(who, admin.ListConversationsRequest(waiting_on_webhook=True, page_size=5))
+        if not page.conversations:
+            # Nothing waits, or (a server that ignores the filter) nothing is listed at all:
+            # either way nothing to ask the shards now, and nothing learned for later.
+            return True
         served = all(has_webhook_fields(c) for c in page.conversations)
         self._filter_known = (served, time.monotonic())
         return served
