@@ -79,6 +79,7 @@ COVERED_ELSEWHERE: dict[str, str] = {
     'confab shell -c "abandon-webhook acme order-7781 price service down"': (
         "test_incidents.py, on a conversation whose webhook hangs"
     ),
+    "confab console --target 127.0.0.1:50051": "test_console.py runs it on free ports, in Chromium",
     "confab serve --listen 10.0.0.11:50051": "test_cluster.py, the same flags on network-namespace hosts",
     "confab cluster certs --out certs": "test_data_plane_security.py runs it; test_cluster.py uses its code",
     "confab cluster certs --out var/certs": "the one-machine cluster: test_cluster.py makes its certificates",

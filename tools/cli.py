@@ -15,6 +15,8 @@
     confab flows test PATH... | confab flows replay --flow NAME --from STORE ...  (see tools/flows_cli.py)
     confab chat --target HOST:PORT --tenant T [--conversation ID] [--flow NAME] ...  (see tools/chat/)
     confab shell [--target HOST:PORT] [-c COMMAND] [--json] ...  (operator shell; see tools/shell/)
+    confab console [--target HOST:PORT] [--tls-ca FILE] [--listen 127.0.0.1:8080]
+                (web console over the Admin API; each person signs in with their key; see tools/console/)
     confab reload [--target HOST:PORT] [--api-key KEY | --token JWT] [--tls-ca FILE] [--json]
                 (a running server loads its flow files again, as SIGHUP does; see tools/reload.py)
     confab call [--target HOST:PORT] [-H 'KEY: VALUE'] METHOD [JSON | -]  (any RPC, JSON in and out;
@@ -37,7 +39,7 @@ import yaml
 
 from confab.runtime import VERSION
 from confab.runtime.config import ConfigError, load_config
-from confab.tools import call, cluster_certs, flows_cli, price_service, reload, shell
+from confab.tools import call, cluster_certs, console, flows_cli, price_service, reload, shell
 from confab.tools.chat import command_line as chat
 
 
@@ -110,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     flows_cli.add_parser(commands)
     chat.add_parser(commands)
     shell.add_parser(commands)
+    console.add_parser(commands)
     reload.add_parser(commands)
     call.add_parser(commands)
     cluster_certs.add_parser(commands)
@@ -129,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return chat.run(args)
     if args.command == "shell":
         return shell.run(args)
+    if args.command == "console":
+        return console.run(args)
     if args.command == "reload":
         return reload.run(args)
     if args.command == "call":
