@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from confab.actors.placement import place
@@ -109,6 +109,7 @@ class Peer:
     shards: tuple[ShardEndpoint, ...] = ()
     unreachable: frozenset[str] = frozenset()
     pid: int = 0
+    vshards: int = 0  # its cluster.vshards (0: a row that does not say)
 
     @property
     def host(self) -> str:
@@ -123,19 +124,24 @@ class Peer:
                 for i, g, a, p, e in detail.get("shards", ())
             )
             return Peer(
-                member, shards, frozenset(map(str, detail.get("unreachable", ()))), int(detail.get("pid", 0))
+                member,
+                shards,
+                frozenset(map(str, detail.get("unreachable", ()))),
+                int(detail.get("pid", 0)),
+                int(detail.get("vshards", 0)),
             )
-        except (ValueError, TypeError) as exc:  # a row of another version, or damaged: no shards of its own
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:  # another version's row, or damaged
             log.warning("member %s: unreadable detail (%s)", member.host, exc)
             return Peer(member)
 
 
-def detail_of(shards: Iterable[ShardEndpoint], unreachable: Iterable[str], pid: int) -> str:
+def detail_of(shards: Iterable[ShardEndpoint], unreachable: Iterable[str], pid: int, vshards: int = 0) -> str:
     return json.dumps(
         {
             "shards": [[s.index, s.generation, s.address, s.pid, s.error] for s in shards],
             "unreachable": sorted(unreachable),
             "pid": pid,
+            "vshards": vshards,
         },
         separators=(",", ":"),
     )
@@ -161,15 +167,45 @@ def excluded_hosts(peers: Sequence[Peer]) -> set[str]:
 # The host's view --------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
 class _Reachability:
-    """Which other hosts this one could not reach on the data plane, and since when."""
+    """Which other hosts this one could not reach on the data plane, and since when.
 
-    since: dict[str, float] = field(default_factory=dict)
-    probing: set[str] = field(default_factory=set)
+    Probes answer on the probe pool's threads while the membership's thread reads: every
+    access holds the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: dict[str, float] = {}  # host -> when it first failed to answer
+        self._probing: dict[str, float] = {}  # host -> when its probe was sent
 
     def suspects(self, now: float, after_s: float) -> set[str]:
-        return {host for host, since in self.since.items() if now - since >= after_s}
+        with self._lock:
+            return {host for host, since in self._since.items() if now - since >= after_s}
+
+    def keep_only(self, live: set[str]) -> None:
+        with self._lock:
+            for host in [h for h in self._since if h not in live]:
+                del self._since[host]
+
+    def start(self, host: str, now: float, hung_after_s: float) -> bool:
+        """Whether to send ``host`` a probe now (not while one is out; one out too long counts as
+        no answer)."""
+        with self._lock:
+            sent = self._probing.get(host)
+            if sent is None:
+                self._probing[host] = now
+                return True
+            if now - sent > hung_after_s:
+                self._since.setdefault(host, sent)
+            return False
+
+    def answered(self, host: str, problem: str, now: float) -> str:
+        """Record a probe's answer; what changed, for the log ("lost", "back" or "")."""
+        with self._lock:
+            self._probing.pop(host, None)
+            if problem:
+                return "lost" if self._since.setdefault(host, now) == now else ""
+            return "back" if self._since.pop(host, None) is not None else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +260,12 @@ class ClusterMembership:
         self._last_live: set[str] = set()
         self._conflict_since: float | None = None
         self._reachability = _Reachability()
-        self._probes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="confab-probe") if reach else None
+        # One worker per peer, up to 16: an unreachable peer holds its worker for the whole timeout.
+        self._probes = (
+            ThreadPoolExecutor(max_workers=16, thread_name_prefix="confab-probe") if reach else None
+        )
+        self._outage_s = 0.0  # how long the last stretch of failed heartbeats lasted
+        self._wake = threading.Event()
         self._assigned: Assignment | None = None
         self._excluded = False
         self._version = time.time_ns() // 1000  # grows across restarts of this host too
@@ -245,9 +286,10 @@ class ClusterMembership:
             return self._directory()
 
     def leave(self) -> None:
-        """Hand this host's share off: the others stop placing virtual shards here."""
+        """Hand this host's share off: the others stop placing virtual shards here. (The
+        membership's thread makes the new assignment, at once: it alone assigns.)"""
         self.leaving = True
-        self._reassign()
+        self._wake.set()
 
     def edge_serving(self, address: str) -> None:
         self.identity = replace(self.identity, edge=address)
@@ -255,15 +297,19 @@ class ClusterMembership:
     @property
     def in_touch(self) -> bool:
         """This host's heartbeat was written recently: the others count it up, and it reads them."""
-        return time.monotonic() - self._last_beat_ok < self.settings.lost_after_s
+        return not self.fatal and time.monotonic() - self._last_beat_ok < self.settings.lost_after_s
 
     def close(self) -> None:
         """Stop beating and leave the member table (the others place without this host at once)."""
         self._closing.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(5.0)
         if self._probes is not None:
             self._probes.shutdown(wait=False, cancel_futures=True)
+        if self._thread.is_alive():  # a heartbeat still in flight would write the row back: let it age out
+            log.warning("the membership thread did not stop in time; this host's row ages out by itself")
+            return
         try:
             self.table.remove_member(self.identity.host, self.identity.incarnation)
         except Exception as exc:  # its row ages out by itself
@@ -276,15 +322,19 @@ class ClusterMembership:
         next_beat = 0.0
         while not self._closing.is_set():
             now = time.monotonic()
-            if now >= next_beat:
-                next_beat = now + self.settings.heartbeat_every_s
-                self._beat(now)
-            self._read_leases()
-            self._reassign()
-            with self._lock:
-                directory = self._directory()
-            self._maybe_publish(directory, force=now + TICK_S >= next_beat)
-            self._closing.wait(TICK_S)
+            try:
+                if now >= next_beat:
+                    next_beat = now + self.settings.heartbeat_every_s
+                    self._beat(now)
+                self._read_leases()
+                self._reassign()
+                with self._lock:
+                    directory = self._directory()
+                self._maybe_publish(directory, force=now + TICK_S >= next_beat)
+            except Exception:  # a bug: keep the host's view going rather than freeze it as it was
+                log.exception("the cluster membership failed a round; trying again")
+            self._wake.wait(TICK_S)
+            self._wake.clear()
 
     def _beat(self, now: float) -> None:
         local = self._local
@@ -298,6 +348,7 @@ class ClusterMembership:
                 local.shards if local else (),
                 self._reachability.suspects(now, self.settings.lost_after_s),
                 self.identity.pid,
+                self.settings.vshards,
             ),
         )
         try:
@@ -317,15 +368,36 @@ class ClusterMembership:
             self._failed(f"the member table cannot be written: {type(exc).__name__}: {exc}")
             return
         self._conflict_since = None
-        self._last_beat_ok = time.monotonic()
+        previous, self._last_beat_ok = self._last_beat_ok, time.monotonic()
         if self._failing:
             self._failing = False
-            self._beating_since = self._last_beat_ok
+            outage = self._last_beat_ok - previous
+            if outage >= self.settings.lost_after_s:  # out of touch: the others could not beat either
+                self._beating_since, self._outage_s = self._last_beat_ok, outage
         self._ok()
-        foreign = {m.cluster for m in members if m.cluster != self.settings.name}
-        if foreign:
-            self._failed(f"the store also has hosts of cluster(s) {sorted(foreign)}: ignored")
+        lost_after = self.settings.lost_after_s
+        live = [m for m in members if m.heartbeat_age_s < lost_after and m.host != self.identity.host]
+        foreign = sorted({m.cluster for m in live if m.cluster != self.settings.name})
         peers = tuple(Peer.read(m) for m in members if m.cluster == self.settings.name)
+        other_vshards = sorted(
+            {
+                p.vshards
+                for p in peers
+                if p.vshards and p.vshards != self.settings.vshards and p.host in {m.host for m in live}
+            }
+        )
+        if foreign or other_vshards:
+            # The store's lease table is one per database: a second cluster, or hosts that hash
+            # conversations onto another number of virtual shards, would take the same rows.
+            self.fatal = (
+                f"the store is used by a live host of another cluster ({', '.join(foreign)}):"
+                " one store, one cluster"
+                if foreign
+                else f"live hosts of this cluster have cluster.vshards {other_vshards}, this one"
+                f" {self.settings.vshards}: every host must have the same"
+            )
+            log.error("%s; this host claims nothing", self.fatal)
+            return
         with self._lock:
             self._peers = peers
         self._probe(peers, now)
@@ -348,34 +420,25 @@ class ClusterMembership:
         """Ask each other live host's data plane whether it answers (in the background)."""
         if self._probes is None or self._reach is None:
             return
-        reachability = self._reachability
         live = {p.host for p in peers if p.member.heartbeat_age_s < self.settings.lost_after_s}
-        for host in list(reachability.since):
-            if host not in live:
-                del reachability.since[host]
+        self._reachability.keep_only(live)
         for peer in peers:
             address = next((s.address for s in peer.shards if s.address and not s.error), "")
             if peer.host == self.identity.host or peer.host not in live or not address:
                 continue
-            if peer.host in reachability.probing:
-                reachability.since.setdefault(peer.host, now)  # a probe still hanging: no answer yet
-                continue
-            reachability.probing.add(peer.host)
-            future = self._probes.submit(self._reach, address)
-            future.add_done_callback(lambda done, host=peer.host: self._probed(host, done))  # type: ignore[misc]
+            if self._reachability.start(peer.host, now, 2 * PROBE_TIMEOUT_S):
+                future = self._probes.submit(self._reach, address)
+                future.add_done_callback(lambda done, host=peer.host: self._probed(host, done))  # type: ignore[misc]
 
     def _probed(self, host: str, done: Future[str]) -> None:
-        reachability = self._reachability
-        reachability.probing.discard(host)
         if done.cancelled():
             return
         error = done.exception()
         problem = f"{type(error).__name__}: {error}" if error is not None else done.result()
-        if problem:
-            if host not in reachability.since:
-                log.warning("host %s does not answer on the data plane: %s", host, problem)
-            reachability.since.setdefault(host, time.monotonic())
-        elif reachability.since.pop(host, None) is not None:
+        change = self._reachability.answered(host, problem, time.monotonic())
+        if change == "lost":
+            log.warning("host %s does not answer on the data plane: %s", host, problem)
+        elif change == "back":
             log.info("host %s answers on the data plane again", host)
 
     # Placement and the directory ----------------------------------------------------------
@@ -387,7 +450,8 @@ class ClusterMembership:
         live = [
             p
             for p in self._peers
-            if p.member.heartbeat_age_s < lost_after or (back and p.host in self._last_live)
+            if p.member.heartbeat_age_s < lost_after
+            or (back and p.host in self._last_live and p.member.heartbeat_age_s < lost_after + self._outage_s)
         ]
         if not back and self.in_touch:
             self._last_live = {p.host for p in live}

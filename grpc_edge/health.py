@@ -244,7 +244,12 @@ def _cluster_check(cluster: ClusterView, now: float) -> DependencyCheck:
         if hosts and problems:
             problems.append(f"{state}: {', '.join(hosts)}")
     ok = cluster.complete
-    return DependencyCheck("cluster", "cluster", ok, 0.0, "; ".join(problems), now, required=False)
+    # A host that cannot beat, or that the others cannot reach (it gave its share up), can route
+    # nothing it does not hold itself: it is not serving at all, so a load balancer drains it.
+    # A few virtual shards moving is the cluster's business, not a reason to drain this edge.
+    this = next((h for h in cluster.hosts if h.host == cluster.this_host), None)
+    alone = not cluster.in_touch or (this is not None and this.state == "unreachable")
+    return DependencyCheck("cluster", "cluster", ok, 0.0, "; ".join(problems), now, required=alone)
 
 
 class HealthService(pb_grpc.HealthServicer):

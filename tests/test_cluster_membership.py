@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from confab.actors.cluster import Assignment, ClusterMembership, ClusterSettings, Peer, detail_of
 from confab.actors.settings import HostIdentity
@@ -169,3 +170,70 @@ def test_a_host_whose_id_is_still_taken_claims_nothing_until_its_first_heartbeat
         assert max(share(a) for a in assignments) <= 22
     finally:
         member.close()
+
+
+def test_a_live_host_of_another_cluster_in_the_store_makes_this_one_claim_nothing() -> None:
+    """One store, one cluster: the lease table is the database's, whatever the cluster's name."""
+    table = Table()
+    with table.lock:
+        member, at = table.rows["b"]
+        table.rows["b"] = (replace(member, cluster="other"), at)
+        table._write = lambda host, started: None  # type: ignore[method-assign]
+    assignments: list[Assignment] = []
+    member_ = membership(table, assignments)
+    member_.start()
+    try:
+        wait_for(lambda: bool(member_.fatal))
+        assert "another cluster" in member_.fatal and not member_.in_touch
+        time.sleep(3 * SETTINGS.heartbeat_every_s)
+        assert not any(a.claim for a in assignments)
+    finally:
+        member_.close()
+
+
+def test_a_host_with_another_number_of_virtual_shards_claims_nothing() -> None:
+    table = Table()
+    with table.lock:
+        member, at = table.rows["b"]
+        table.rows["b"] = (replace(member, detail=detail_of([], (), 0, 128)), at)
+        table._write = lambda host, started: None  # type: ignore[method-assign]
+    assignments: list[Assignment] = []
+    member_ = membership(table, assignments)
+    member_.start()
+    try:
+        wait_for(lambda: bool(member_.fatal))
+        assert "cluster.vshards" in member_.fatal
+        assert not any(a.claim for a in assignments)
+    finally:
+        member_.close()
+
+
+def test_a_damaged_row_or_a_failing_probe_does_not_stop_the_membership() -> None:
+    table = Table()
+    with table.lock:
+        member, at = table.rows["c"]
+        table.rows["c"] = (replace(member, detail="null"), at)  # JSON, but not an object
+        table._write = lambda host, started: None  # type: ignore[method-assign]
+
+    def probe(address: str) -> str:
+        raise RuntimeError("a probe that fails in a way nobody planned for")
+
+    assignments: list[Assignment] = []
+    member_ = ClusterMembership(
+        HostIdentity("a", incarnation=1),
+        SETTINGS,
+        1,
+        table,
+        publish=lambda directory: None,
+        assign=assignments.append,
+        reach=probe,
+    )
+    member_.local(ShardDirectory(1, (ShardEndpoint(0, 0, "tcp:a:1", host="a"),)))
+    member_.start()
+    try:
+        wait_for(lambda: bool(assignments) and assignments[-1].claim)
+        seen = len(assignments)
+        time.sleep(4 * SETTINGS.heartbeat_every_s)
+        assert member_.in_touch and len(assignments) >= seen  # still beating
+    finally:
+        member_.close()

@@ -40,7 +40,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import replace
 from typing import Any
 
@@ -163,7 +163,8 @@ class ActorHost:
                 self._host_one_system()
             except Exception as exc:
                 if not self._started.done():
-                    self._started.set_exception(HostError(f"the actor system did not start: {exc}"))
+                    with contextlib.suppress(InvalidStateError):
+                        self._started.set_exception(HostError(f"the actor system did not start: {exc}"))
                     return
                 log.exception("the actor system failed; starting it again")
                 time.sleep(1.0)
@@ -195,7 +196,8 @@ class ActorHost:
                         self._problem = ""
                     self._accept(message)
                 if self.membership.fatal and not self._started.done():
-                    self._started.set_exception(HostError(self.membership.fatal))
+                    with contextlib.suppress(InvalidStateError):
+                        self._started.set_exception(HostError(self.membership.fatal))
                     return
                 if not self._started.done() and now - started > self.start_timeout_s:
                     raise HostError(f"the shards did not start within {self.start_timeout_s:.0f}s")
@@ -244,7 +246,8 @@ class ActorHost:
                 settled = bool(mine) and all(s.serving or s.error for s in mine)
                 # Serving starts once this host's shards are up and every conversation has a holder.
                 if settled and (directory.complete or any(s.error for s in mine)):
-                    self._started.set_result(directory)
+                    with contextlib.suppress(InvalidStateError):  # it failed meanwhile, on the host's thread
+                        self._started.set_result(directory)
                 return
         self._on_directory(directory)
 
