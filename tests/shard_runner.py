@@ -21,12 +21,15 @@ from typing import Any
 from confab.actors.settings import ShardSettings
 from confab.actors.shard import Shard
 from confab.runtime.errors import ConfabError, Unavailable
-from confab.runtime.flows.authoring.dialogues import TurnView, WebhookAnswers, webhook_result
+from confab.runtime.flows.authoring.dialogues import (
+    TurnView,
+    WebhookAnswers,
+    dialogue_message,
+    webhook_result,
+)
 from confab.runtime.model import (
-    Content,
     ConversationKey,
     InboundMessage,
-    ProcessingHints,
     ResetResult,
     StateResult,
     TurnResult,
@@ -124,12 +127,7 @@ class LocalRunner:
         now: float | None = None,
         webhooks: WebhookAnswers | None = None,
     ) -> TurnView:
-        message = InboundMessage(
-            user_id="dialogue",
-            content=Content(text=text, payload=payload, language=language),
-            channel=channel,
-            hints=ProcessingHints(force_flow=flow),
-        )
+        message = dialogue_message(text, payload, channel, flow, language)
         return TurnView.of(self.turn(conversation, message, now=now, webhooks=webhooks))
 
     def turn(

@@ -57,8 +57,11 @@ from confab.runtime.errors import ConfabError
 from confab.runtime.flows import Flow
 from confab.runtime.flows.execution.interpreter import DeclarativeFlow
 from confab.runtime.model import (
+    Content,
     ConversationKey,
+    InboundMessage,
     JsonDict,
+    ProcessingHints,
     TurnResult,
 )
 
@@ -188,6 +191,17 @@ class TurnRunner(Protocol):
 
 
 # --- reading dialogue files ---------------------------------------------------------------------------
+
+
+def dialogue_message(text: str, payload: str, channel: str, flow: str, language: str = "") -> InboundMessage:
+    """The message a dialogue's turn sends, as every in-process runner sends it (a server gets
+    the same fields as a ProcessMessageRequest: ``tools.dialogue_client``)."""
+    return InboundMessage(
+        user_id="dialogue",
+        content=Content(text=text, payload=payload, language=language),
+        channel=channel,
+        hints=ProcessingHints(force_flow=flow),
+    )
 
 
 def _keys(raw: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:

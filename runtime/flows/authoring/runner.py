@@ -15,15 +15,18 @@ from collections.abc import Callable, Sequence
 
 from confab.runtime.errors import ConversationNotFound, Unavailable
 from confab.runtime.flows import Flow, FlowRegistry, FlowReply, UnknownFlow, WebhookCall
-from confab.runtime.flows.authoring.dialogues import TurnView, WebhookAnswers, webhook_result
+from confab.runtime.flows.authoring.dialogues import (
+    TurnView,
+    WebhookAnswers,
+    dialogue_message,
+    webhook_result,
+)
 from confab.runtime.flows.execution import turn
 from confab.runtime.model import (
-    Content,
     ConversationKey,
     ConversationState,
     InboundMessage,
     JsonDict,
-    ProcessingHints,
 )
 from confab.runtime.webhooks import WebhookClient, WebhookTarget
 
@@ -81,12 +84,7 @@ class FlowRunner:
         now: float | None = None,
         webhooks: WebhookAnswers | None = None,
     ) -> TurnView:
-        message = InboundMessage(
-            user_id="dialogue",
-            content=Content(text=text, payload=payload, language=language),
-            channel=channel,
-            hints=ProcessingHints(force_flow=flow),
-        )
+        message = dialogue_message(text, payload, channel, flow, language)
         answers = webhooks or {}
         state, reply = self.play(
             conversation,
