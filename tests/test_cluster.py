@@ -93,6 +93,21 @@ def cluster_health(edge: str, timeout: float = 2.0) -> int:
         return -1
 
 
+def settles_serving(edge: str, timeout: float = 10.0) -> bool:
+    """Whether ``edge`` reports the cluster SERVING within ``timeout``.
+
+    Each host computes placement from its own reads of the member table, and an edge's health
+    is re-checked when its directory changes: another edge may see the cluster complete a
+    moment before this one does.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cluster_health(edge) == SERVING:
+            return True
+        time.sleep(0.2)
+    return cluster_health(edge) == SERVING
+
+
 class HolderWatch:
     """Samples, from one edge, how many virtual shards each host holds (to catch one holding all)."""
 
@@ -200,7 +215,7 @@ def test_a_cut_off_host_is_replaced_never_written_beside_and_rejoins(
         assert cluster.hosts.address(cut) not in cluster.holders()
         assert cluster.servers[cut].alive()
         assert [h.state for h in view.hosts if h.host == cluster.hosts.address(cut)] == ["lost"]
-        assert all(cluster_health(edge) == SERVING for edge in survivors)
+        assert all(settles_serving(edge) for edge in survivors)
         time.sleep(max(0.0, 20.0 - (time.monotonic() - cut_at)))
         cluster.hosts.heal(cut)
         view = cluster.wait_complete(HOSTS)  # back, and given a share again
@@ -237,7 +252,7 @@ def test_a_host_cut_off_from_the_others_but_not_the_store_stops_serving_and_rejo
     print(result.summary())
     check_exactly_once(result, others[0])
     assert cluster.holders().get(cluster.hosts.address(cut), 0) > 0
-    assert cluster_health(cluster.edges[cut]) == SERVING
+    assert settles_serving(cluster.edges[cut])
 
 
 def test_sigterm_hands_a_hosts_share_off_without_a_failed_call(cluster: Cluster, tmp_path: Path) -> None:
