@@ -744,8 +744,9 @@ class DeclarativeFlow:
         given), or, after ``max_fallbacks`` in a row, the fallback state.
 
         The flow's own fallback response offers the choices of the question it answers, when
-        that question had some, instead of its own: a number or a button then still means
-        what it meant in the question (its own choices are for the questions without any).
+        that question had some (and is the one its user saw last), instead of its own: a
+        number or a button then still means what it meant in the question (its own choices
+        are for the questions without any).
         """
         state = turn.state
         state.error_count += 1
@@ -758,7 +759,7 @@ class DeclarativeFlow:
             self._enter(turn, target)
             return
         if response is None and current.fallback_response is None and choices is None:
-            shown = _shown_at(state.flow_memory.get(SHOWN, []), None)
+            shown = _shown_at(state.flow_memory.get(SHOWN, []), turn.message.seen_turn)
             if shown is not None and shown["question"] == _question(state):
                 choices = shown["choices"] or None
         said = self._render(turn, response or current.fallback_response or self.settings.fallback_response)
