@@ -315,3 +315,17 @@ def test_a_dialogue_turn_says_seen_turn_as_a_whole_number(tmp_path: Path, seen: 
     path.write_text(f"flow: shop\ndialogues:\n  - turns:\n      - user: hi\n        seen_turn: {seen}\n")
     with pytest.raises(DialogueFileError, match="seen_turn"):
         load_dialogues(path)
+
+
+def test_operators_see_the_kept_choices_masked_as_the_flow_says(tmp_path: Path) -> None:
+    masked = SHOP.replace(
+        "      max_fallbacks: 5\n", "      max_fallbacks: 5\n      mask_patterns: ['\\d{3}-\\d{4}']\n"
+    )
+    flow = flow_of(
+        tmp_path, masked.replace("{title: Help, payload: HELP}]}", "{title: Call 555-1234, payload: HELP}]}")
+    )
+    chat = Conversation(flow)
+    chat.send("hi")
+    assert "555-1234" in str(chat.state.flow_memory)
+    assert "555-1234" not in str(flow.redact_state(chat.state).flow_memory)
+    assert "555-1234" in str(chat.state.flow_memory)  # the conversation's own copy is untouched

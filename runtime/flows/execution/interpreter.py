@@ -261,6 +261,9 @@ class DeclarativeFlow:
         memory = shown.flow_memory
         for entry in memory.get(HANDOFF_LOG, []):
             entry["text"] = self.redact_text(str(entry.get("text", "")))
+        for question in memory.get(SHOWN, []):  # choices' titles are rendered text too
+            for choice in question.get("choices", []):
+                choice[0] = self.redact_text(str(choice[0]))
         owner: DeclarativeFlow | None = self
         for frame in memory.get(CALLS, []):
             frame["slots"] = _redact_slots(owner, frame.get("slots", {}))
