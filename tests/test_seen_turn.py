@@ -150,14 +150,19 @@ def test_the_stream_carries_it_both_ways(stub: pb_grpc.MCPEngineStub) -> None:
         init=pb.StreamInit(tenant_context={"tenant_id": "acme"}, conversation_id="streamed")
     )
     messages = [said("streamed", payload="ORDER", seen=0), said("streamed", "2 large", seen=1)]
-    messages += [said("streamed", "yes", seen=1), said("streamed", "yes", seen=3)]
+    messages += [said("streamed", "yes", seen=1), said("streamed", "yes", seen="3rd")]  # refused alone
+    messages += [said("streamed", "yes", seen=3)]
     requests = [init, *(pb.ConversationStreamRequest(message=m) for m in messages)]
     requests.append(pb.ConversationStreamRequest(close=pb.StreamClose(reason="done")))
-    replies = [
-        r.message_response
+    answers = [
+        r
         for r in stub.StreamConversation(iter(requests), timeout=WAIT_S)
-        if r.WhichOneof("response_type") == "message_response"
+        if r.WhichOneof("response_type") in ("message_response", "error")
     ]
+    errors = [r.error for r in answers if r.HasField("error")]
+    assert [(e.error_code, e.recoverable) for e in errors] == [("INVALID_ARGUMENT", True)]
+    assert SEEN_TURN_FIELD in errors[0].message
+    replies = [r.message_response for r in answers if r.HasField("message_response")]
     assert [(r.turn, r.current_state) for r in replies] == [
         (1, "take_order"),
         (2, "confirm"),

@@ -792,6 +792,7 @@ class DeclarativeFlow:
             return True
         picked = int(number.group(1))
         if not 1 <= picked <= len(choices):
+            self._note_intent(turn)  # no intent: the message meant nothing offered
             turn.actions.append(f"choice_out_of_range:{picked}")
             self._fall_back(turn, current, self.settings.choice_out_of_range_response, choices)
             return False
