@@ -5,11 +5,9 @@ confirmation never takes an answer written before its question was seen -- the p
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -19,7 +17,7 @@ from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.protocol.wire_pb import SEEN_TURN_KEY
 from confab.tools.chat import ChatClient, ChatOptions
-from confab.tools.price_service import quote
+from confab.tools.price_service import PriceService
 from tests.support import ServerProcess, pizza, price_webhook_config, state_request, status_details
 
 pytestmark = pytest.mark.integration  # every test here starts a server
@@ -28,33 +26,18 @@ WAIT_S = 20.0
 SEEN_TURN_FIELD = f"metadata.custom_metadata.{SEEN_TURN_KEY}"
 
 
-class GatedPrices:
-    """The pizza flow's price webhook, answering only once ``release`` is called: the turn that asks
-    it stays suspended on its shard until then, and messages behind it wait in order."""
+class GatedPrices(PriceService):
+    """The pizza flow's price service, answering only while its gate is open: a turn that asks it
+    while it is held stays suspended on its shard, and the messages behind it wait in order."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.asked = threading.Semaphore(0)  # one release per request received
         self._gate = threading.Event()
-        gate, asked = self._gate, self.asked
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                asked.release()
-                gate.wait(WAIT_S)
-                answer = json.dumps(quote(body)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/price"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def before_answering(self) -> None:
+        self.asked.release()
+        self._gate.wait(WAIT_S)
 
     def hold(self) -> None:
         self._gate.clear()
@@ -64,14 +47,14 @@ class GatedPrices:
 
     def stop(self) -> None:
         self._gate.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().stop()
 
 
 @pytest.fixture(scope="module")
 def prices() -> Iterator[GatedPrices]:
     service = GatedPrices()
     service.release()
+    service.start()
     try:
         yield service
     finally:
