@@ -285,7 +285,7 @@ class GetMetricsRequest(_message.Message):
     def __init__(self, tenant_context: _Optional[_Union[_common_pb2.TenantContext, _Mapping]] = ..., metric_names: _Optional[_Iterable[str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., granularity: _Optional[str] = ..., metadata: _Optional[_Union[_common_pb2.Metadata, _Mapping]] = ...) -> None: ...
 
 class ProcessMessageResponse(_message.Message):
-    __slots__ = ("status", "conversation_id", "current_state", "response", "context_updates", "actions_performed", "conversation_state", "performance_metrics", "ab_variant", "metadata")
+    __slots__ = ("status", "conversation_id", "current_state", "response", "context_updates", "actions_performed", "conversation_state", "performance_metrics", "ab_variant", "metadata", "turn")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     CURRENT_STATE_FIELD_NUMBER: _ClassVar[int]
@@ -296,6 +296,7 @@ class ProcessMessageResponse(_message.Message):
     PERFORMANCE_METRICS_FIELD_NUMBER: _ClassVar[int]
     AB_VARIANT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    TURN_FIELD_NUMBER: _ClassVar[int]
     status: _common_pb2.Status
     conversation_id: str
     current_state: str
@@ -306,7 +307,8 @@ class ProcessMessageResponse(_message.Message):
     performance_metrics: _common_pb2.PerformanceMetrics
     ab_variant: str
     metadata: _common_pb2.Metadata
-    def __init__(self, status: _Optional[_Union[_common_pb2.Status, _Mapping]] = ..., conversation_id: _Optional[str] = ..., current_state: _Optional[str] = ..., response: _Optional[_Union[MessageContent, _Mapping]] = ..., context_updates: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., actions_performed: _Optional[_Iterable[str]] = ..., conversation_state: _Optional[_Union[ConversationState, _Mapping]] = ..., performance_metrics: _Optional[_Union[_common_pb2.PerformanceMetrics, _Mapping]] = ..., ab_variant: _Optional[str] = ..., metadata: _Optional[_Union[_common_pb2.Metadata, _Mapping]] = ...) -> None: ...
+    turn: int
+    def __init__(self, status: _Optional[_Union[_common_pb2.Status, _Mapping]] = ..., conversation_id: _Optional[str] = ..., current_state: _Optional[str] = ..., response: _Optional[_Union[MessageContent, _Mapping]] = ..., context_updates: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., actions_performed: _Optional[_Iterable[str]] = ..., conversation_state: _Optional[_Union[ConversationState, _Mapping]] = ..., performance_metrics: _Optional[_Union[_common_pb2.PerformanceMetrics, _Mapping]] = ..., ab_variant: _Optional[str] = ..., metadata: _Optional[_Union[_common_pb2.Metadata, _Mapping]] = ..., turn: _Optional[int] = ...) -> None: ...
 
 class GetConversationStateResponse(_message.Message):
     __slots__ = ("status", "conversation_state", "performance_metrics", "metadata")

@@ -166,6 +166,9 @@ class InboundMessage:
     channel: str = "web"
     session_id: str = ""
     hints: ProcessingHints = field(default_factory=ProcessingHints)
+    # The turn of the last reply its user had seen when they wrote it (the wire's
+    # metadata.custom_metadata["confab.seen_turn"]); None: the client did not say.
+    seen_turn: int | None = None
 
     def to_wire(self) -> list[Any]:
         return [
@@ -174,11 +177,14 @@ class InboundMessage:
             self.channel,
             self.session_id,
             self.hints.to_wire(),
+            self.seen_turn,
         ]
 
     @classmethod
     def from_wire(cls, w: list[Any]) -> InboundMessage:
-        return cls(w[0], Content.from_wire(w[1]), w[2], w[3], ProcessingHints.from_wire(w[4]))
+        # Messages recorded before seen_turn was appended have five items.
+        seen_turn = w[5] if len(w) > 5 else None
+        return cls(w[0], Content.from_wire(w[1]), w[2], w[3], ProcessingHints.from_wire(w[4]), seen_turn)
 
 
 @dataclass(slots=True)
@@ -246,6 +252,12 @@ class TurnResult:
     replayed: bool = False
     # The conversation's current_state before this turn ("" for a new conversation).
     state_before: str = ""
+
+    @property
+    def turn(self) -> int:
+        """The turn this reply answers: the conversation's message count after it. A client
+        sends it back as the turn its user has seen (``InboundMessage.seen_turn``)."""
+        return self.state.message_count
 
     def to_wire(self) -> list[Any]:
         return [

@@ -126,8 +126,9 @@ class LocalRunner:
         language: str = "",
         now: float | None = None,
         webhooks: WebhookAnswers | None = None,
+        seen_turn: int | None = None,
     ) -> TurnView:
-        message = dialogue_message(text, payload, channel, flow, language)
+        message = dialogue_message(text, payload, channel, flow, language, seen_turn)
         return TurnView.of(self.turn(conversation, message, now=now, webhooks=webhooks))
 
     def turn(

@@ -29,8 +29,11 @@ def flow_of(tmp_path: Path, text: str, name: str = "flow.yaml") -> DeclarativeFl
     return DeclarativeFlow(load_flow_file(path))
 
 
-def say(text: str = "", payload: str = "", language: str = "") -> InboundMessage:
-    return InboundMessage("u", Content(text=text, payload=payload, language=language))
+def say(
+    text: str = "", payload: str = "", language: str = "", seen_turn: int | None = None
+) -> InboundMessage:
+    content = Content(text=text, payload=payload, language=language)
+    return InboundMessage("u", content, seen_turn=seen_turn)
 
 
 class Conversation:

@@ -87,10 +87,11 @@ def test_show_prints_the_state_graph(tmp_path: Path, capsys: pytest.CaptureFixtu
         "      collects: size (enum; after 3 failures -> human)",
         "      collects: quantity (integer)",
         "      always -> confirm  [set variables.total = slots.quantity * 9.5]",
-        "  confirm",
+        "  confirm (confirm)",
         '      on enter: say "{{ slots.quantity }} {{ slots.size }} pizza(s..." (+2 buttons)',
         "      intent yes -> done",
         "      intent no -> take_order  [clear slots]",
+        "      corrects size, quantity -> take_order",
         "* done (terminal)",
         '      on enter: say "Thanks! Your order is on its way."',
         "  human",
@@ -115,6 +116,7 @@ def test_show_dot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         '  "take_order" -> "confirm" [label="always\\nset variables.total = slots.quantity * 9.5"];' in lines
     )
     assert '  "confirm" -> "done" [label="intent yes"];' in lines
+    assert '  "confirm" -> "take_order" [label="corrects size, quantity", style=dashed];' in lines
     assert '  "take_order" -> "human" [label="size: 3 failures", style=dotted];' in lines
     assert '  "__any__" -> "human" [label="intent human", style=bold];' in lines
     assert '  "__any__" -> "human" [label="3 unmatched", style=dotted];' in lines

@@ -422,3 +422,20 @@ def test_exact_means_a_payload_or_nothing_but_a_keyword() -> None:
     within = recognizer.recognize("my card was stolen")
     assert whole is not None and whole.exact
     assert within is not None and within.name == "lost_card" and not within.exact
+
+
+def test_a_pattern_that_matches_the_whole_message_is_exact_too() -> None:
+    specs = {
+        "stop": IntentSpec("stop", patterns=(r"^\W*(stop|quit)\W*$",)),
+        "caffe": IntentSpec("caffe", patterns=(r"caf[eé] (latte|au lait)",)),
+    }
+    recognizer = DefaultRecognizer(specs, 0.5)
+    for text in ("stop", "  Quit! ", "...stop."):
+        match = recognizer.recognize(text)
+        assert match == IntentMatch("stop", 1.0, exact=True), text
+    assert recognizer.recognize("stop sending me emails") is None  # anchored: not the whole message
+    # Unanchored, a pattern is exact when its match is the whole message, with or without accents.
+    assert recognizer.recognize("Café latte") == IntentMatch("caffe", 1.0, exact=True)
+    assert recognizer.recognize("cafe au lait") == IntentMatch("caffe", 1.0, exact=True)
+    searched = recognizer.recognize("a cafe latte please")
+    assert searched is not None and searched.name == "caffe" and not searched.exact

@@ -111,6 +111,7 @@ def sample_message() -> InboundMessage:
             force_flow="echo",
             custom_hints={"a": 1, "b": [True, "x"]},
         ),
+        seen_turn=7,
     )
 
 
@@ -150,6 +151,14 @@ RECORDS: list[Any] = [
     ResetResult("chatting", sample_state(0), replayed=True),
     StateResult(sample_state()),
 ]
+
+
+def test_a_message_recorded_before_seen_turn_reads_without_one() -> None:
+    """Stored turns keep the message's wire list; those of older versions have five items."""
+    old = InboundMessage("u", Content(text="hi"), "sms").to_wire()[:5]
+    assert InboundMessage.from_wire(old) == InboundMessage("u", Content(text="hi"), "sms", seen_turn=None)
+    message, now, answers = codec.unpack_recorded(codec.pack([old, 5.0, {}]))
+    assert (message.seen_turn, now, answers) == (None, 5.0, {})
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)

@@ -165,3 +165,35 @@ def test_a_raw_wire_method_is_registered_without_serializers() -> None:
     )
     handler = guarded("/mcp.engine.v2.MCPEngine/ProcessMessage", plain, [])
     assert handler.request_deserializer is None and handler.response_serializer is None
+
+
+@pytest.mark.parametrize(
+    ("given", "read"),
+    [(None, None), (0, 0), (3, 3), (3.0, 3), ("12", 12), (2**31 - 1, 2**31 - 1)],
+)
+def test_the_shard_reads_the_turn_its_user_had_seen(given: Any, read: int | None) -> None:
+    message = request()
+    if given is not None:
+        message.metadata.custom_metadata.update({wire_pb.SEEN_TURN_KEY: given, "other": "kept out"})
+    assert wire_pb.read_turn(message.SerializeToString()).seen_turn == read
+
+
+@pytest.mark.parametrize("given", [-1, 2.5, "two", "", "-3", "١٢", True, None, [1], 2**31])
+def test_a_seen_turn_that_is_no_turn_is_invalid_argument_naming_it(given: Any) -> None:
+    message = request()
+    message.metadata.custom_metadata.update({wire_pb.SEEN_TURN_KEY: given})
+    with pytest.raises(InvalidArgument) as caught:
+        wire_pb.read_turn(message.SerializeToString(), "messages[2].")
+    assert caught.value.field == "messages[2].metadata.custom_metadata.confab.seen_turn"
+
+
+def test_a_reply_carries_its_turn(make_shard: Callable[..., Shard]) -> None:
+    shard = make_shard()
+    turns = []
+    for n in range(3):
+        (outcome,) = run(shard, wire_command(request(), f"m-{n}"))
+        reply = decode_outcome(outcome)
+        assert isinstance(reply, WireReply)
+        response = pb.ProcessMessageResponse.FromString(reply.response)
+        turns.append((response.turn, response.conversation_state.message_count))
+    assert turns == [(1, 1), (2, 2), (3, 3)]

@@ -17,6 +17,7 @@ from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.errors import error_from_reason
 from confab.runtime.flows.authoring.dialogues import TurnView, WebhookAnswers
 from confab.runtime.model import ConversationKey
+from confab.runtime.protocol.wire_pb import SEEN_TURN_KEY
 
 
 class GrpcRunner:
@@ -47,6 +48,7 @@ class GrpcRunner:
         language: str = "",
         now: float | None = None,
         webhooks: WebhookAnswers | None = None,
+        seen_turn: int | None = None,
     ) -> TurnView:
         request = pb.ProcessMessageRequest(
             tenant_context={"tenant_id": conversation.tenant_id},
@@ -57,6 +59,8 @@ class GrpcRunner:
         request.channel = _channel(channel)  # type: ignore[assignment]
         if flow:
             request.processing_hints.force_flow = flow
+        if seen_turn is not None:
+            request.metadata.custom_metadata.update({SEEN_TURN_KEY: seen_turn})
         try:
             reply = self._stub.ProcessMessage(request, metadata=self._metadata, timeout=30)
         except grpc.RpcError as exc:
@@ -72,6 +76,7 @@ class GrpcRunner:
             quick_replies=[q.title for q in reply.response.quick_replies],
             buttons=[b.title for b in reply.response.buttons],
             error_count=state.error_count,
+            turn=reply.turn,
         )
 
 

@@ -267,7 +267,15 @@ def to_text(document: FlowDocument) -> str:
         lines += _transition_lines(document.routes, "  ")
     lines += ["", "states:"]
     for name, state in document.states.items():
-        marks = [m for m, on in (("start", name == settings.start), ("terminal", state.terminal)) if on]
+        marks = [
+            m
+            for m, on in (
+                ("start", name == settings.start),
+                ("terminal", state.terminal),
+                ("confirm", state.confirm),
+            )
+            if on
+        ]
         marker = ">" if name == settings.start else "*" if state.terminal else " "
         lines.append(f"{marker} {name}" + (f" ({', '.join(marks)})" if marks else ""))
         for action in state.on_enter:
@@ -281,6 +289,8 @@ def to_text(document: FlowDocument) -> str:
         if state.fallback_response is not None:
             lines.append(f"      fallback: say {_describe_response(state.fallback_response)}")
         lines += _transition_lines(state.transitions, "      ")
+        for label, to in _correction_edges(state):
+            lines.append(f"      {label} -> {to}")
         if state.decide:
             lines.append("      decides at once:")
             lines += _transition_lines(state.decide, "        ")
@@ -296,10 +306,23 @@ def to_text(document: FlowDocument) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _correction_edges(state: StateSpec) -> list[tuple[str, str]]:
+    """(label, target) of the state's correction route, if it has one."""
+    corrections = state.corrections
+    if corrections is None:
+        return []
+    label = f"corrects {', '.join(corrections.slots)}"
+    if corrections.actions:
+        label += f"  [{'; '.join(describe_action(a) for a in corrections.actions)}]"
+    return [(label, corrections.to or state.name)]
+
+
 def _failure_edges(document: FlowDocument, state: StateSpec) -> list[tuple[str, str]]:
     """(label, target) of where a failing webhook or a failing slot check leads from ``state``."""
     edges = []
-    for action in [*state.on_enter, *(a for t in (*state.transitions, *state.decide) for a in t.actions)]:
+    corrections = state.corrections.actions if state.corrections is not None else ()
+    transitions = (a for t in (*state.transitions, *state.decide) for a in t.actions)
+    for action in [*state.on_enter, *transitions, *corrections]:
         if action.webhook is not None and action.webhook.on_failure:
             edges.append((f"webhook {action.webhook.name} fails", action.webhook.on_failure))
     for slot_name in state.collect:
@@ -442,6 +465,10 @@ def to_dot(document: FlowDocument) -> str:
         for choice in state.decide:
             label = _quote("decides: " + _edge(choice))
             lines.append(f"  {_quote(name)} -> {_quote(choice.to)} [label={label}];")
+        if state.corrections is not None:
+            label = _quote(f"corrects {', '.join(state.corrections.slots)}")
+            target = _quote(state.corrections.to or name)
+            lines.append(f"  {_quote(name)} -> {target} [label={label}, style=dashed];")
         for label, target in _failure_edges(document, state):
             lines.append(
                 f"  {_quote(name)} -> {_quote(target)} [label={_quote(label)}, style=dotted, color=red];"

@@ -43,7 +43,7 @@ class PriceService:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 service.calls += 1
-                time.sleep(service.delay_s)
+                service.before_answering()
                 if service.fail or self.path != "/price":
                     self.send_response(503 if service.fail else 404)
                     self.end_headers()
@@ -60,6 +60,10 @@ class PriceService:
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.url = f"http://{host}:{self.server.server_address[1]}/price"
+
+    def before_answering(self) -> None:
+        """Called for each request before it is answered: waits ``delay_s``."""
+        time.sleep(self.delay_s)
 
     def start(self) -> PriceService:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

@@ -64,8 +64,9 @@ DEFERRED_OUTCOME: list[Any] = [DEFERRED]
 
 # The data plane's version: a peer saying another is refused at its HELLO. 1: the first
 # with a HELLO (and queries carrying their tenant scope). 2: WIRE_TURN commands. 3: AGENT_MESSAGE
-# commands, EVENT frames, the abandon and waiting queries.
-PROTOCOL_VERSION = 3
+# commands, EVENT frames, the abandon and waiting queries. 4: a message carries the turn its user
+# had seen (InboundMessage.seen_turn).
+PROTOCOL_VERSION = 4
 # Who sends a HELLO: a shard serves; an edge sends commands; a probe only checks the peer answers.
 SHARD_ROLE, EDGE_ROLE, PROBE_ROLE = "shard", "edge", "probe"
 ROLES = (SHARD_ROLE, EDGE_ROLE, PROBE_ROLE)

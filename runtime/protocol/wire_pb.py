@@ -53,6 +53,10 @@ BUTTON_TYPE_VALUES = {n: v for v, n in BUTTON_TYPES.items()}
 
 # For callers that pass no limits (tools, tests): the bundled defaults.
 DEFAULT_LIMITS = LimitsConfig()
+# The key of ProcessMessageRequest.metadata.custom_metadata naming the turn of the last reply
+# the user had seen (ProcessMessageResponse.turn); docs/api.md, "Which turn the user has seen".
+SEEN_TURN_KEY = "confab.seen_turn"
+MAX_TURN = 2**31 - 1  # a reply's turn is an int32
 
 
 def require(value: str, field: str) -> str:
@@ -139,7 +143,7 @@ def idempotency_key(
 
 def message_of(request: engine.ProcessMessageRequest, prefix: str = "") -> InboundMessage:
     """The message of a request whose routing fields passed :func:`check_routing`; the rest
-    (enums, hints, structs) is checked here."""
+    (enums, hints, structs, the turn its user has seen) is checked here."""
     channel = CHANNELS.get(request.channel) or known(request.channel, CHANNELS, f"{prefix}channel")
     hints = (
         processing_hints(request.processing_hints, prefix)
@@ -147,7 +151,30 @@ def message_of(request: engine.ProcessMessageRequest, prefix: str = "") -> Inbou
         else ProcessingHints()
     )
     content = inbound_content(request.content, prefix)
-    return InboundMessage(request.user_id, content, channel, request.session_id, hints)
+    seen = seen_turn(request, prefix)
+    return InboundMessage(request.user_id, content, channel, request.session_id, hints, seen)
+
+
+def seen_turn(request: engine.ProcessMessageRequest, prefix: str = "") -> int | None:
+    """``metadata.custom_metadata["confab.seen_turn"]``: the turn of the last reply the user had
+    seen (a whole number >= 0, as a JSON number or a string of digits); None when absent."""
+    if not request.HasField("metadata") or not request.metadata.HasField("custom_metadata"):
+        return None
+    value = request.metadata.custom_metadata.fields.get(SEEN_TURN_KEY)
+    if value is None:
+        return None
+    field = f"{prefix}metadata.custom_metadata.{SEEN_TURN_KEY}"
+    kind = value.WhichOneof("kind")
+    if kind == "number_value" and value.number_value.is_integer() and 0 <= value.number_value <= MAX_TURN:
+        return int(value.number_value)
+    # A string of digits too: the JSON form of a 64-bit integer is a string.
+    text = value.string_value if kind == "string_value" else ""
+    if text.isascii() and text.isdigit() and len(text) <= len(str(MAX_TURN)) and int(text) <= MAX_TURN:
+        return int(text)
+    raise InvalidArgument(
+        f"{field} must be the turn of a reply the user has seen: a whole number from 0 to {MAX_TURN}",
+        field=field,
+    )
 
 
 def inbound_message(
@@ -330,6 +357,7 @@ def turn_fields(conversation_id: str, result: TurnResult, response: engine.Proce
     """Every field of the response to a processed message but its ``metadata`` (the call's)."""
     response.conversation_id = conversation_id
     response.current_state = result.state.current_state
+    response.turn = result.turn
     response.ab_variant = result.ab_variant
     response.status.success = True
     response.status.message = "already processed; original reply" if result.replayed else "processed"

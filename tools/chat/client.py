@@ -14,6 +14,12 @@ answered when the stream broke is reported *not confirmed* (``Turn.lost``) and n
 again by itself: the server may have applied it, and a blind resend could apply it twice
 (a caller that wants a safe resend sets ``metadata.request_id``: see docs/streaming.md).
 
+Every message says which reply its user had seen when it was sent (the ``turn`` of the last
+reply handed to the listener, as ``metadata.custom_metadata["confab.seen_turn"]``; 0 for a
+conversation that had not begun): a message typed before the question it lands on was
+shown is then not taken as its answer by a confirmation (docs/api.md). Until a reply has
+been seen, for a conversation that began elsewhere, it says nothing.
+
 Nothing here needs a terminal::
 
     client = ChatClient(ChatOptions(target="127.0.0.1:50051", tenant="acme", conversation_id="c-1"))
@@ -44,6 +50,7 @@ from google.protobuf import json_format
 from confab.protos import common_pb2
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
+from confab.runtime.protocol.wire_pb import SEEN_TURN_KEY
 from confab.tools.connection import Connection, Metadata
 
 # Codes after which a new stream may well succeed; any other code will not change by retrying.
@@ -160,6 +167,7 @@ class ChatClient:
         self._settling: Turn | None = None  # answered, its state_changed event still expected
         self._known_state = ""
         self._flow_confirmed = not options.flow  # force_flow goes out until a message is answered
+        self._seen_turn: int | None = None  # the turn of the last reply the listener was given
         self._connected_once = False
         self._bound = False  # the current stream was acknowledged (link thread only)
         self.fatal: str | None = None
@@ -237,6 +245,8 @@ class ChatClient:
             # Until one message is answered, the flow may not have been started yet: ask again.
             if not self._flow_confirmed:
                 request.processing_hints.force_flow = o.flow
+            if self._seen_turn is not None:  # what its user had seen when they wrote it
+                request.metadata.custom_metadata.update({SEEN_TURN_KEY: self._seen_turn})
             if self._outbox is None:
                 self._held.append(turn)
                 held = True
@@ -308,6 +318,7 @@ class ChatClient:
             self._known_state = ""
             # The conversation starts over; the flow asked for must be named again.
             self._flow_confirmed = not o.flow
+            self._seen_turn = 0  # its turns count from 0 again, and nothing of them was seen
         previous: str = reply.previous_state
         return previous
 
@@ -422,6 +433,8 @@ class ChatClient:
                 self._bound = True
                 self._known_state = state.current_state if state is not None else ""
                 self._connected_once = True
+                if state is None:  # a conversation not begun: its user has seen all of it
+                    self._seen_turn = 0
             # Told before anything is sent on it, so the news comes before the held turns' replies;
             # anything sent meanwhile is still held, and goes out below in the order it was sent.
             self.listener.connected(state, reconnected_after)
@@ -483,6 +496,8 @@ class ChatClient:
                     turn.answered_at = time.monotonic()
                     self._settling = turn
         self.listener.replied(turn, reply)
+        with self._lock:
+            self._seen_turn = reply.turn  # shown now: the next message is written having seen it
         if turn is not None and not expect_event:
             turn.settled.set()
 

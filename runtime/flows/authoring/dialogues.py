@@ -19,13 +19,16 @@ A flow author's test file (``confab flows test FILE``)::
           - payload: ORDER
             language: en         # optional: MessageContent.language
             after: 3600          # optional: seconds of silence before this turn (in-process only)
+            seen_turn: 1         # optional: the turn of the last reply its user had seen
             expect: {state: take_order, says: "Which size"}
 
-A turn sends ``user`` (text) and/or ``payload``. Every key of ``expect`` is optional:
-``says`` (a piece of the response text, or a list of pieces), ``says_not``,
+A turn sends ``user`` (text) and/or ``payload``; ``seen_turn`` says which reply its user had
+seen when they wrote it (``metadata.custom_metadata["confab.seen_turn"]``: the dialogue's turn
+1 answers with turn 1), to play a message typed before the last replies arrived. Every key of
+``expect`` is optional: ``says`` (a piece of the response text, or a list of pieces), ``says_not``,
 ``state``, ``intent``, ``slots`` and ``variables`` (the given keys must have these
 values), ``actions`` (these must be among actions_performed), ``quick_replies``
-and ``buttons`` (their titles, exactly), ``error_count``.
+and ``buttons`` (their titles, exactly), ``error_count``, ``turn`` (the reply's turn).
 
 Each dialogue runs on a fresh conversation whose id puts it in the ``variants`` asked
 for (the variant follows from a hash of the conversation's key, so the right id is
@@ -78,10 +81,11 @@ EXPECT_KEYS = (
     "quick_replies",
     "buttons",
     "error_count",
+    "turn",
 )
 FILE_KEYS = ("flow", "tenant", "now", "webhooks", "dialogues")
 DIALOGUE_KEYS = ("name", "channel", "variants", "now", "webhooks", "turns")
-TURN_KEYS = ("user", "payload", "language", "after", "expect")
+TURN_KEYS = ("user", "payload", "language", "after", "seen_turn", "expect")
 
 # A webhook answer as a dialogue gives it: the body of a success, or {"fail": reason}.
 WebhookAnswers = Mapping[str, Any]
@@ -98,6 +102,7 @@ class DialogueTurn:
     expect: dict[str, Any]
     language: str = ""
     after_s: float = 0.0
+    seen_turn: int | None = None  # the turn of the last reply its user had seen; None: not said
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,12 +139,14 @@ class TurnView:
     quick_replies: list[str]
     buttons: list[str]
     error_count: int
+    turn: int = 0  # the reply's turn (the conversation's message count after it)
 
     @classmethod
     def of(cls, result: TurnResult) -> TurnView:
         r, s = result.response, result.state
         return cls(
             text=r.text,
+            turn=result.turn,
             state=s.current_state,
             intent=s.current_intent,
             slots=dict(s.slots),
@@ -187,13 +194,16 @@ class TurnRunner(Protocol):
         language: str = "",
         now: float | None = None,
         webhooks: WebhookAnswers | None = None,
+        seen_turn: int | None = None,
     ) -> TurnView: ...
 
 
 # --- reading dialogue files ---------------------------------------------------------------------------
 
 
-def dialogue_message(text: str, payload: str, channel: str, flow: str, language: str = "") -> InboundMessage:
+def dialogue_message(
+    text: str, payload: str, channel: str, flow: str, language: str = "", seen_turn: int | None = None
+) -> InboundMessage:
     """The message a dialogue's turn sends, as every in-process runner sends it (a server gets
     the same fields as a ProcessMessageRequest: ``tools.dialogue_client``)."""
     return InboundMessage(
@@ -201,6 +211,7 @@ def dialogue_message(text: str, payload: str, channel: str, flow: str, language:
         content=Content(text=text, payload=payload, language=language),
         channel=channel,
         hints=ProcessingHints(force_flow=flow),
+        seen_turn=seen_turn,
     )
 
 
@@ -265,6 +276,11 @@ def load_dialogues(path: Path) -> DialogueFile:
             after = turn.get("after", 0)
             if isinstance(after, bool) or not isinstance(after, int | float) or after < 0:
                 raise DialogueFileError(f"{twhere}.after: expected seconds (a number >= 0)")
+            seen_turn = turn.get("seen_turn")
+            if seen_turn is not None and (
+                isinstance(seen_turn, bool) or not isinstance(seen_turn, int) or seen_turn < 0
+            ):
+                raise DialogueFileError(f"{twhere}.seen_turn: expected a reply's turn (a whole number >= 0)")
             turns.append(
                 DialogueTurn(
                     str(turn.get("user", "")),
@@ -272,6 +288,7 @@ def load_dialogues(path: Path) -> DialogueFile:
                     dict(expect),
                     language=str(turn.get("language", "")),
                     after_s=float(after),
+                    seen_turn=seen_turn,
                 )
             )
         now = _instant(raw.get("now"), where)
@@ -304,7 +321,7 @@ def check(expect: dict[str, Any], view: TurnView) -> list[str]:
     for piece in [says_not] if isinstance(says_not, str) else says_not:
         if piece.lower() in view.text.lower():
             problems.append(f"expected the response not to say {piece!r}; it said {view.text!r}")
-    for key in ("state", "intent", "error_count"):
+    for key in ("state", "intent", "error_count", "turn"):
         if key in expect and expect[key] != getattr(view, key):
             problems.append(f"expected {key} {expect[key]!r}, got {getattr(view, key)!r}")
     for key in ("slots", "variables"):
@@ -379,6 +396,7 @@ def run_dialogues(
                     language=turn.language,
                     now=clock,
                     webhooks=dialogue.webhooks,
+                    seen_turn=turn.seen_turn,
                 )
             except ConfabError as exc:
                 problem = f"failed: {exc.message}"

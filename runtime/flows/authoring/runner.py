@@ -83,8 +83,9 @@ class FlowRunner:
         language: str = "",
         now: float | None = None,
         webhooks: WebhookAnswers | None = None,
+        seen_turn: int | None = None,
     ) -> TurnView:
-        message = dialogue_message(text, payload, channel, flow, language)
+        message = dialogue_message(text, payload, channel, flow, language, seen_turn)
         answers = webhooks or {}
         state, reply = self.play(
             conversation,
@@ -103,6 +104,7 @@ class FlowRunner:
             quick_replies=[q.title for q in response.quick_replies],
             buttons=[b.title for b in response.buttons],
             error_count=state.error_count,
+            turn=state.message_count,
         )
 
     def play(

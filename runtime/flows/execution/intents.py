@@ -1,4 +1,4 @@
-"""Intent recognition for flow files: which declared intent a message means, and how surely.
+r"""Intent recognition for flow files: which declared intent a message means, and how surely.
 
 :class:`IntentRecognizer` is the pluggable interface (the interpreter only calls
 ``recognize``); :class:`DefaultRecognizer` implements the rules of ``docs/flows.md``:
@@ -10,7 +10,10 @@
    stripped, case folded, apostrophes inside words dropped ("I'd" -> "id"), every run
    of other punctuation a word break, so "Pizzéria" matches the keyword "pizzeria"
    and "e-mail" matches "e mail". Patterns are searched in the raw text, then in the
-   accent-stripped text, so ``caf[eé]`` is not needed to match "café".
+   accent-stripped text, so ``caf[eé]`` is not needed to match "café". A match is
+   *exact* (:attr:`IntentMatch.exact`) when the message is nothing but one of the
+   intent's keywords, or when one of its patterns matches the whole message (its
+   surrounding spaces aside): ``^\W*(stop|quit)\W*$`` against "Stop!".
 3. **Examples** score their similarity to the message, in [0, 1] (below).
 
 The best score at or above ``threshold`` wins (a score of 0 never does); equal scores go
@@ -122,8 +125,9 @@ TYPO_PENALTY = 0.9  # a corrected message's confidence counts this much
 class IntentMatch:
     name: str
     confidence: float  # 0..1; 1.0 for a payload, keyword or pattern hit
-    # A payload, or a message that is nothing but one of the intent's keywords ("stop"):
-    # unmistakable, so it interrupts even a question's answer (docs/flows.md, precedence).
+    # A payload, a message that is nothing but one of the intent's keywords ("stop"), or one
+    # that a pattern of the intent matches whole: unmistakable, so it interrupts even a
+    # question's answer (docs/flows.md, precedence).
     exact: bool = False
     # Slot values a recognizer found in the message (a plug-in's entities), by slot name.
     entities: Mapping[str, Any] = field(default_factory=dict)
@@ -271,6 +275,7 @@ class DefaultRecognizer:
             for index, (name, spec) in enumerate(intents.items())
             if spec.patterns
         ]
+        self._patterns_of = dict(self._patterns)
         self._index_examples(intents.values())
         # The words a typo is corrected towards: every keyword's and example's content words.
         vocabulary = {w for p in self._keywords for w in p.split()}
@@ -334,8 +339,18 @@ class DefaultRecognizer:
         confidence = _calibrated(best_raw)
         if confidence < self.threshold:
             return None
-        exact = best in self._keywords.get(" ".join(tokens), ())
+        exact = best in self._keywords.get(" ".join(tokens), ()) or self._matches_whole(best, text)
         return IntentMatch(self._names[best], confidence, exact=exact)
+
+    def _matches_whole(self, index: int, text: str) -> bool:
+        """Whether a pattern of intent ``index`` matches all of ``text`` (its outer spaces aside),
+        as written or without accents, as patterns are searched."""
+        patterns = self._patterns_of.get(index, ())
+        if not patterns:
+            return False
+        stripped = text.strip()
+        forms = {stripped, strip_accents(stripped)}
+        return any(p.fullmatch(form) for p in patterns for form in forms)
 
     def scores(self, text: str) -> list[float]:
         """Every intent's text score (confidence), in declaration order, for debugging and tuning."""

@@ -12,8 +12,15 @@ A turn, in order (docs/flows.md, "How a turn runs", says the same for flow autho
    conversation's last one, else the flow's first), the intent is recognised (payload
    first, then text) and the intent's own slots read; slots the current state collects
    are read from the message, several at once, each value through its slot's checks.
-4. An answer to the question just asked wins over intents read from the same words
-   (unless the intent is exact: a payload, or the message is only one of its keywords).
+   Before that, a message that is only a number answers the choices of the last question
+   its user saw (kept in flow_memory when the reply was made; the message's ``seen_turn``
+   says which reply that was): it becomes that choice, or, out of range, is re-asked.
+4. A state's correction route comes first: a message giving one of its slots a new value
+   sets it and goes where the route says. A confirmation (``confirm``) whose question the
+   user had not seen when they wrote (``seen_turn`` older than the turn it was asked in)
+   takes only global routes, else asks its question again. An answer to the question just
+   asked wins over intents read from the same words (unless the intent is exact: a
+   payload, a message that is only one of its keywords, or that a pattern matches whole).
    Then global routes, then the state's transitions (in a collecting state, only once
    every collected slot is filled); the first that matches is taken: its actions, then
    the target's on_enter. On the first message of a session, a transition back into the
@@ -40,9 +47,11 @@ bookkeeping lives in ``ConversationState.flow_memory``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +73,15 @@ from confab.runtime.flows.language.document import (
 from confab.runtime.flows.language.expressions import ExpressionError, ExpressionEvalError, parse_expression
 from confab.runtime.flows.language.masking import Masker, mask_value
 from confab.runtime.flows.language.templates import TemplateError, render_response, render_text
-from confab.runtime.model import Content, ConversationKey, ConversationState, InboundMessage, JsonDict
+from confab.runtime.model import (
+    Button,
+    Content,
+    ConversationKey,
+    ConversationState,
+    InboundMessage,
+    JsonDict,
+    QuickReply,
+)
 
 HISTORY_KEPT = 20  # intent_history and previous_states entries kept
 HANDOFF_LOG_KEPT = 50  # messages recorded while a human has the conversation
@@ -83,8 +100,15 @@ LANGUAGE = "language"  # the conversation's language, once a message named one t
 CONVERSATION = "conversation"  # a fingerprint of the conversation's key (webhook idempotency keys)
 MOVED_ON = "moved_on"  # collecting state -> fingerprint of the values it last moved on with
 CALLS = "calls"  # sub-flow frames, outermost first
+ASKED_AT = "asked_at"  # a confirmation's question: the turn it was last asked in
+# The choices of the last questions shown (a number picks one): [{"turn", "question", "choices"}],
+# oldest first; "question" is [state, slot asked], "choices" [title, payload, type, url] lists.
+SHOWN = "shown"
+SHOWN_KEPT = 3  # lists kept: a number written before the last replies were seen picks from its own
 # What a sub-flow shares with its caller; the rest of flow_memory is the caller's own, kept in the frame.
-_SHARED = frozenset({VARIANTS, HANDOFF, HANDOFF_LOG, REVIEW, LANGUAGE, CONVERSATION, CALLS})
+_SHARED = frozenset({VARIANTS, HANDOFF, HANDOFF_LOG, REVIEW, LANGUAGE, CONVERSATION, CALLS, SHOWN})
+_NUMERIC_TYPES = ("integer", "number")  # an asked slot of these takes a bare number as its answer
+_CHOICE_NUMBER = re.compile(r"#?\s*(\d{1,3})\s*[.)]?")  # "2", "#2", "2." or "2)": a choice's number
 
 
 @dataclass(slots=True)
@@ -102,9 +126,10 @@ class _Turn:
     """What one turn collects while it runs."""
 
     state: ConversationState
-    message: InboundMessage
+    message: InboundMessage  # as the flow reads it: a choice's number becomes that choice
     now: float
     root: DeclarativeFlow
+    received: InboundMessage | None = None  # as it came (what the store keeps); None: ``message``
     language: str = ""
     match: IntentMatch | None = None
     webhook_results: Mapping[str, JsonDict] = field(default_factory=dict)
@@ -156,7 +181,7 @@ class DeclarativeFlow:
         webhook_results: Mapping[str, JsonDict] | None = None,
     ) -> FlowReply:
         before = _snapshot(state)
-        turn = _Turn(state, message, now, self, webhook_results=webhook_results or {})
+        turn = _Turn(state, message, now, self, received=message, webhook_results=webhook_results or {})
         memory = state.flow_memory
         turn.language = self._language(turn)
         hints = message.hints
@@ -180,6 +205,7 @@ class DeclarativeFlow:
         state.intent_history = state.intent_history[-HISTORY_KEPT:]
         state.previous_states = state.previous_states[-HISTORY_KEPT:]
         response = _combine(turn.said, turn.entered_at)
+        _remember_choices(state, response)
         if memory.get(REVIEW):
             response.metadata["held_for_review"] = True
         return FlowReply(
@@ -201,7 +227,7 @@ class DeclarativeFlow:
         if state.current_state and state.current_state != name:
             state.previous_states.append(state.current_state)
         state.current_state = name
-        for key in (ASKING, ATTEMPTS, FALLBACKS):  # whatever it was asking no longer applies
+        for key in (ASKING, ATTEMPTS, FALLBACKS, ASKED_AT):  # whatever it was asking no longer applies
             state.flow_memory.pop(key, None)
 
     def assign_variants(self, key: ConversationKey) -> dict[str, str]:
@@ -235,6 +261,9 @@ class DeclarativeFlow:
         memory = shown.flow_memory
         for entry in memory.get(HANDOFF_LOG, []):
             entry["text"] = self.redact_text(str(entry.get("text", "")))
+        for question in memory.get(SHOWN, []):  # choices' titles are rendered text too
+            for choice in question.get("choices", []):
+                choice[0] = self.redact_text(str(choice[0]))
         owner: DeclarativeFlow | None = self
         for frame in memory.get(CALLS, []):
             frame["slots"] = _redact_slots(owner, frame.get("slots", {}))
@@ -247,7 +276,7 @@ class DeclarativeFlow:
 
     def _recorded_input(self, turn: _Turn) -> str | None:
         """What the store may keep of the message: None when nothing needs masking."""
-        content = turn.message.content
+        content = (turn.received or turn.message).content
         text = content.text or content.payload
         if not turn.sensitive_values and not self.masker.active:
             return None
@@ -332,14 +361,30 @@ class DeclarativeFlow:
     # The turn ------------------------------------------------------------------
 
     def _take_turn(self, turn: _Turn, *, first_of_session: bool) -> None:
-        state, message = turn.state, turn.message
+        state = turn.state
+        current = self._state(state.current_state)
+        if not first_of_session and not self._pick_choice(turn, current):
+            return
+        message = turn.message
         recognizer = self.recognizers.get(turn.language) or next(iter(self.recognizers.values()))
         turn.match = recognizer.recognize(message.content.text, message.content.payload)
         self._note_intent(turn)
         if turn.match is not None:
             self._fill_intent_slots(turn, turn.match)
 
-        current = self._state(state.current_state)
+        if not first_of_session and self._correct(turn, current):
+            state.flow_memory[FALLBACKS] = 0
+            return
+        if not first_of_session and self._unseen(turn, current):
+            # Typed before its user saw the question: no answer to it. A route still means
+            # what it means anywhere ("stop", "a person").
+            if self._follow(turn, current, first_of_session=False, routes_only=True):
+                state.flow_memory[FALLBACKS] = 0
+                return
+            turn.actions.append(f"typed_ahead:{current.name}")
+            self._ask_again(turn, current, self._render(turn, self.settings.typed_ahead_response))
+            return
+        asking = str(state.flow_memory.get(ASKING, ""))
         fill = self._fill_slots(turn, current, answering=not first_of_session)
         if fill.moved:
             return
@@ -348,7 +393,9 @@ class DeclarativeFlow:
             turn.actions.append(f"answer_over_intent:{turn.match.name}")
             turn.match = None
             self._note_intent(turn, record=False)
-        if self._follow(turn, current, first_of_session=first_of_session):
+        if self._follow_interrupting(turn, current, asking, fill) or self._follow(
+            turn, current, first_of_session=first_of_session
+        ):
             state.flow_memory[FALLBACKS] = 0
             return
         missing = self._missing(turn, current)
@@ -359,6 +406,25 @@ class DeclarativeFlow:
         if first_of_session:  # the greeting was the answer; nothing to fall back from
             return
         self._fall_back(turn, current)
+
+    def _follow_interrupting(self, turn: _Turn, current: StateSpec, asking: str, fill: _Fill) -> bool:
+        """An exact intent that interrupts a free-text question ("stop" while asked for feedback):
+        a route or transition it takes leaves the text slot empty, the message being no answer.
+        False, with the slot as it was, when the intent leads nowhere from here."""
+        slot = self.document.slots.get(asking)
+        if not (fill.answered and turn.match is not None and turn.match.exact):
+            return False
+        if slot is None or slot.type != "text":
+            return False
+        state = turn.state
+        value = state.slots.pop(asking)
+        if self._follow(turn, current, first_of_session=False):
+            turn.actions.remove(f"fill:{asking}")
+            if asking in self.sensitive_slots:
+                turn.sensitive_values.remove(value)
+            return True
+        state.slots[asking] = value
+        return False
 
     def _note_intent(self, turn: _Turn, *, record: bool = True) -> None:
         state, match = turn.state, turn.match
@@ -371,10 +437,12 @@ class DeclarativeFlow:
                 state.intent_history.pop()
             state.current_intent, state.intent_confidence = "", 0.0
 
-    def _follow(self, turn: _Turn, current: StateSpec, *, first_of_session: bool) -> bool:
+    def _follow(
+        self, turn: _Turn, current: StateSpec, *, first_of_session: bool, routes_only: bool = False
+    ) -> bool:
         """Take the first matching global route or transition; False if none matched."""
         candidates: list[tuple[TransitionSpec, StateSpec | None]] = [(r, None) for r in self.document.routes]
-        if self._missing(turn, current) is None:
+        if not routes_only and self._missing(turn, current) is None:
             # Only the state's own transitions move on from it (a route is a detour, not a "done").
             candidates += [(t, current) for t in current.transitions]
         for transition, source in candidates:
@@ -412,9 +480,12 @@ class DeclarativeFlow:
         memory = state.flow_memory
         memory.pop(ASKING, None)
         memory.pop(ATTEMPTS, None)
+        memory.pop(ASKED_AT, None)
         turn.actions.append(f"enter:{target.name}")
         if not self._act(turn, target.on_enter):
             return
+        if target.confirm:
+            memory[ASKED_AT] = _this_turn(state)
         if target.terminal:
             if memory.get(CALLS):
                 self._return(turn)
@@ -665,7 +736,21 @@ class DeclarativeFlow:
 
     # Fallback --------------------------------------------------------------------
 
-    def _fall_back(self, turn: _Turn, current: StateSpec) -> None:
+    def _fall_back(
+        self,
+        turn: _Turn,
+        current: StateSpec,
+        response: ResponseSpec | None = None,
+        choices: list[list[str]] | None = None,
+    ) -> None:
+        """Not understood: the fallback answers (``response`` instead, offering ``choices``, when
+        given), or, after ``max_fallbacks`` in a row, the fallback state.
+
+        The flow's own fallback response offers the choices of the question it answers, when
+        that question had some (and is the one its user saw last), instead of its own: a
+        number or a button then still means what it meant in the question (its own choices
+        are for the questions without any).
+        """
         state = turn.state
         state.error_count += 1
         fallbacks = int(state.flow_memory.get(FALLBACKS, 0)) + 1
@@ -676,7 +761,123 @@ class DeclarativeFlow:
             state.flow_memory[FALLBACKS] = 0
             self._enter(turn, target)
             return
-        turn.said.append(self._render(turn, current.fallback_response or self.settings.fallback_response))
+        if response is None and current.fallback_response is None and choices is None:
+            shown = _shown_at(state.flow_memory.get(SHOWN, []), turn.message.seen_turn)
+            if shown is not None and shown["question"] == _question(state):
+                choices = shown["choices"] or None
+        said = self._render(turn, response or current.fallback_response or self.settings.fallback_response)
+        turn.said.append(_offering(said, choices) if choices else said)
+
+    # Numbered choices, corrections, unseen questions --------------------------------------
+
+    def _pick_choice(self, turn: _Turn, current: StateSpec) -> bool:
+        """A message that is only a number picks from the choices of the last question its user saw
+        (the reply its ``seen_turn`` names, else the last): the turn reads it as that choice.
+        False when the number is none of those choices: that was said, the turn is over.
+
+        A number is the answer itself when the slot being asked is a number, and plain text
+        when that question offered no choices.
+        """
+        content = turn.message.content
+        number = _CHOICE_NUMBER.fullmatch(content.text.strip()) if not content.payload else None
+        if number is None:
+            return True
+        memory = turn.state.flow_memory
+        asking = self.document.slots.get(str(memory.get(ASKING, "")))
+        if asking is not None and asking.type in _NUMERIC_TYPES:
+            return True
+        shown = _shown_at(memory.get(SHOWN, []), turn.message.seen_turn)
+        choices: list[list[str]] = shown["choices"] if shown is not None else []
+        if not choices:
+            return True
+        picked = int(number.group(1))
+        if not 1 <= picked <= len(choices):
+            self._note_intent(turn)  # no intent: the message meant nothing offered
+            turn.actions.append(f"choice_out_of_range:{picked}")
+            self._fall_back(turn, current, self.settings.choice_out_of_range_response, choices)
+            return False
+        title, payload, _kind, _url = choices[picked - 1]
+        chosen = dataclasses.replace(content, text=title, payload=payload)
+        turn.message = dataclasses.replace(turn.message, content=chosen)
+        turn.actions.append(f"choice:{picked}")
+        return True
+
+    def _correct(self, turn: _Turn, current: StateSpec) -> bool:
+        """The state's correction route: the message gives some of its slots a value other than
+        theirs ("actually make it medium"). They are set and the route is taken; a value the
+        slot refuses is said so and the state's question asked again, as it is when the message
+        names only the values the slots have and its intent (if any) goes nowhere from here.
+        False: no correction."""
+        spec = current.corrections
+        if spec is None or self._payload_is_intent(turn):
+            return False
+        state, slots = turn.state, self.document.slots
+        filled = [slots[n] for n in spec.slots if state.slots.get(n) is not None]
+        if not filled:
+            return False
+        found = extract_all(filled, _text_of(turn.message), asking="", today=_today(turn.now))
+        changed: dict[str, Any] = {}
+        unchanged: list[str] = []
+        refused: tuple[SlotSpec, Content | None] | None = None
+        for slot in filled:
+            value, problem = _value_and_problem(found[slot.name])
+            if not problem and value == state.slots.get(slot.name):
+                unchanged.append(slot.name)
+                continue
+            if not problem and value is None:
+                continue
+            said = None
+            if not problem:
+                accepted, value, said, _moved = self._check(turn, slot, value, may_move=False)
+                if accepted:
+                    changed[slot.name] = value
+                    continue
+            refused = refused or (slot, said)
+        if changed:
+            for name, value in changed.items():
+                self._set_slot(turn, name, value)
+                turn.actions.append(f"correct:{name}")
+            target = spec.to or current.name
+            # The values changed, so a collecting target moves on with them (not "asked again").
+            state.flow_memory.get(MOVED_ON, {}).pop(target, None)
+            self._take(turn, TransitionSpec(to=target, actions=spec.actions))
+            return True
+        if refused is None:
+            if unchanged and not self._routed(turn, current):
+                # "Make it two" when it is two already: nothing to change, and nothing not understood.
+                turn.actions += [f"correct_unchanged:{name}" for name in unchanged]
+                self._ask_again(turn, current, None)
+                return True
+            return False
+        slot, said = refused
+        turn.actions.append(f"correction_refused:{slot.name}")
+        if said is None:
+            prompt = slot.reprompts[0] if slot.reprompts else slot.prompt
+            said = self._render(turn, prompt) if prompt is not None else None
+        # Its words only: the question asked again offers the choices.
+        self._ask_again(turn, current, Content(text=said.text) if said is not None else None)
+        return True
+
+    def _routed(self, turn: _Turn, current: StateSpec) -> bool:
+        """Whether the message's intent takes a route or a transition of ``current``."""
+        return any(t.intent and self._matches(turn, t) for t in (*self.document.routes, *current.transitions))
+
+    def _unseen(self, turn: _Turn, current: StateSpec) -> bool:
+        """A confirmation whose question the message's user had not seen when they wrote it."""
+        seen = turn.message.seen_turn
+        asked = turn.state.flow_memory.get(ASKED_AT)
+        return current.confirm and seen is not None and isinstance(asked, int) and seen < asked
+
+    def _ask_again(self, turn: _Turn, current: StateSpec, before: Content | None) -> None:
+        """The state's question (the ``say`` actions of its on_enter, nothing else of it) once
+        more, after ``before``; a confirmation counts it as asked in this turn."""
+        if before is not None and (before.text or before.quick_replies or before.buttons):
+            turn.said.append(before)
+        for action in current.on_enter:
+            if action.say is not None:
+                turn.said.append(self._render(turn, action.say))
+        if current.confirm:
+            turn.state.flow_memory[ASKED_AT] = _this_turn(turn.state)
 
     # Actions ------------------------------------------------------------------
 
@@ -846,6 +1047,53 @@ def _says_anything(spec: ResponseSpec) -> bool:
 
 def _text_of(message: InboundMessage) -> str:
     return message.content.text or message.content.payload
+
+
+def _this_turn(state: ConversationState) -> int:
+    """The number of the turn running: its reply's ``turn`` (the message count after it)."""
+    return state.message_count + 1
+
+
+def _question(state: ConversationState) -> list[str]:
+    """What the conversation is asking now: its state and the slot it asked for, if any."""
+    return [state.current_state, str(state.flow_memory.get(ASKING, ""))]
+
+
+def _choices_of(response: Content) -> list[list[str]]:
+    """The choices a response offers, numbered as a chat frontend numbers them: quick replies,
+    then buttons, then the cards' buttons."""
+    choices = [[q.title, q.payload, "quick_reply", ""] for q in response.quick_replies]
+    buttons = [*response.buttons, *(b for card in response.carousel for b in card.buttons)]
+    return choices + [[b.title, b.payload, b.type, b.url] for b in buttons]
+
+
+def _remember_choices(state: ConversationState, response: Content) -> None:
+    """Keep the choices of the question a reply asks, for a number the user sends next. A reply
+    without choices to the same question (a re-prompt, a fallback) leaves the list shown."""
+    shown: list[JsonDict] = state.flow_memory.get(SHOWN, [])
+    question, choices = _question(state), _choices_of(response)
+    if choices or not shown or shown[-1]["question"] != question:
+        shown.append({"turn": _this_turn(state), "question": question, "choices": choices})
+        state.flow_memory[SHOWN] = shown[-SHOWN_KEPT:]
+
+
+def _shown_at(shown: list[JsonDict], seen_turn: int | None) -> JsonDict | None:
+    """The question whose choices the user saw last by ``seen_turn`` (the last one when None)."""
+    for entry in reversed(shown):
+        if seen_turn is None or int(entry["turn"]) <= seen_turn:
+            return entry
+    return None
+
+
+def _offering(said: Content, choices: list[list[str]]) -> Content:
+    """``said`` offering ``choices`` (as :func:`_choices_of` keeps them) instead of its own."""
+    quick_replies = [
+        QuickReply(title, payload) for title, payload, kind, _ in choices if kind == "quick_reply"
+    ]
+    buttons = [
+        Button(title, kind, payload, url) for title, payload, kind, url in choices if kind != "quick_reply"
+    ]
+    return dataclasses.replace(said, quick_replies=quick_replies, buttons=buttons, carousel=[])
 
 
 def _today(now: float) -> datetime.date:

@@ -148,6 +148,16 @@ class TransitionSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class CorrectionSpec:
+    """A state's correction route: a message that gives one of ``slots`` a new value ("actually
+    make it medium") sets it and goes to ``to`` (the state itself when "") after ``actions``."""
+
+    slots: tuple[str, ...]
+    to: str = ""
+    actions: tuple[ActionSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class CallSpec:
     """A sub-flow: another flow runs until it ends, then this state decides where to go."""
 
@@ -170,6 +180,10 @@ class StateSpec:
     decide: tuple[TransitionSpec, ...] = ()
     fallback_response: ResponseSpec | None = None  # said instead of the flow's in this state
     call: CallSpec | None = None  # a sub-flow; `decide` is tried when it returns
+    # A confirmation: its on_enter asks yes or no to commit something, so an answer typed before
+    # the user saw that question (the message's seen_turn) is not taken: the question is asked again.
+    confirm: bool = False
+    corrections: CorrectionSpec | None = None  # slots a message here may change, and where to then
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +222,15 @@ class FlowSettings:
     nlu: NluSpec | None = None  # a registered recognizer instead of the built-in one
     mask: tuple[str, ...] = ()  # built-in detectors (MASKS) of data to mask in stored text
     mask_patterns: tuple[str, ...] = ()  # regular expressions of more data to mask
+    # Said before a confirmation's question is asked again because the answer came before the
+    # user had seen it (StateSpec.confirm).
+    typed_ahead_response: ResponseSpec = field(default_factory=lambda: ResponseSpec(text="Just to be sure:"))
+    # Said, with the choices shown last, to a number that is none of them.
+    choice_out_of_range_response: ResponseSpec = field(
+        default_factory=lambda: ResponseSpec(
+            text="That number isn't one of the choices. Please pick one of these:"
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)

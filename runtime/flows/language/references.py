@@ -74,6 +74,7 @@ def check_document(reader: FlowReader, document: FlowDocument) -> None:
     (when there are no errors, which would make targets look unreachable) the warnings."""
     check_expression_names(reader, document)
     check_template_names(reader, document)
+    check_corrections(reader, document)
     if not reader.errors:
         check_reachable(reader, document)
         check_silent_waits(reader, document)
@@ -125,6 +126,23 @@ def check_template_names(reader: FlowReader, document: FlowDocument) -> None:
                 reader.error(embedded.node, f"{embedded.where}: {problem}")
 
 
+# Slot types read only as the answer to their own prompt: a correction, which no prompt asked
+# for, can never find a value of theirs.
+_ANSWER_ONLY_TYPES = ("text", "boolean")
+
+
+def check_corrections(reader: FlowReader, document: FlowDocument) -> None:
+    for spec, node, where in reader.corrections:
+        for name in spec.slots:
+            slot = document.slots.get(name)
+            if slot is not None and slot.type in _ANSWER_ONLY_TYPES:
+                reader.error(
+                    node,
+                    f"{where}: {name!r} is a {slot.type} slot, read only as the answer to its own "
+                    "prompt, so a correction cannot find its value",
+                )
+
+
 def check_reachable(reader: FlowReader, document: FlowDocument) -> None:
     """Warn about states no conversation can enter (experiments' swaps aside)."""
     states = document.states
@@ -159,6 +177,10 @@ def check_reachable(reader: FlowReader, document: FlowDocument) -> None:
 def successors(document: FlowDocument, state: StateSpec) -> list[str]:
     """Every state ``state`` can lead to: transitions, decisions, give-ups and failure routes."""
     found = [t.to for t in (*state.transitions, *state.decide)]
+    corrections = state.corrections
+    if corrections is not None:
+        found.append(corrections.to)
+        found += [a.webhook.on_failure for a in corrections.actions if a.webhook is not None]
     for slot_name in state.collect:
         slot = document.slots.get(slot_name)
         if slot is not None:

@@ -37,6 +37,7 @@ from confab.runtime.flows.language.document import (
     ButtonSpec,
     CallSpec,
     CardSpec,
+    CorrectionSpec,
     ExperimentSpec,
     FlowDocument,
     FlowSettings,
@@ -95,6 +96,8 @@ SETTINGS_KEYS = (
     "nlu",
     "mask",
     "mask_patterns",
+    "typed_ahead_response",
+    "choice_out_of_range_response",
 )
 INTENT_KEYS = ("payloads", "keywords", "patterns", "examples", "slots", "languages")
 INTENT_LANGUAGE_KEYS = ("keywords", "patterns", "examples")
@@ -113,7 +116,18 @@ SLOT_KEYS = (
     "sensitive",
 )
 CHECK_KEYS = ("when", "message", "webhook", "on_failure")
-STATE_KEYS = ("on_enter", "collect", "transitions", "terminal", "decide", "fallback_response", "call")
+STATE_KEYS = (
+    "on_enter",
+    "collect",
+    "transitions",
+    "terminal",
+    "decide",
+    "fallback_response",
+    "call",
+    "confirm",
+    "corrections",
+)
+CORRECTION_KEYS = ("slots", "to", "actions")
 CALL_KEYS = ("flow", "store_as", "with")
 TRANSITION_KEYS = ("to", "intent", "when", "actions")
 ACTION_KEYS = ("say", "set", "clear", "handoff", "webhook")
@@ -189,6 +203,7 @@ class FlowReader(NodeReader):
         self.templates: list[Embedded] = []
         self.variables_set: set[str] = set()  # variables.NAME some action or call writes
         self.calls: list[tuple[CallSpec, Node, str]] = []  # checked against the other files
+        self.corrections: list[tuple[CorrectionSpec, Node, str]] = []  # slot types checked at the end
         self._in_validation = False
 
     # --- the document ---
@@ -280,6 +295,8 @@ class FlowReader(NodeReader):
         kw["mask_patterns"] = self.get(
             f, "mask_patterns", where, lambda n, w: self.text_list(n, w, check=self.regex)
         )
+        kw["typed_ahead_response"] = self.get(f, "typed_ahead_response", where, self.response)
+        kw["choice_out_of_range_response"] = self.get(f, "choice_out_of_range_response", where, self.response)
         return FlowSettings(start=start or "", **{k: v for k, v in kw.items() if v is not None})
 
     def languages(self, node: Node, where: str) -> tuple[str, ...] | None:
@@ -480,6 +497,8 @@ class FlowReader(NodeReader):
         kw["decide"] = self.get(f, "decide", where, lambda n, w: self.each(n, w, self.decision))
         kw["fallback_response"] = self.get(f, "fallback_response", where, self.response)
         kw["call"] = self.get(f, "call", where, self.call)
+        kw["confirm"] = self.get(f, "confirm", where, self.boolean)
+        kw["corrections"] = self.get(f, "corrections", where, self.correction)
         if kw["terminal"] and (kw["transitions"] or kw["collect"]):
             self.warn(
                 f["terminal"][1],
@@ -507,6 +526,37 @@ class FlowReader(NodeReader):
                 )
         if "call" in f and "decide" not in f:
             self.error(f["call"][0], f"{where}: a state that calls a flow needs decide: (where to go after)")
+        for key in ("confirm", "corrections"):
+            if key not in f or (key == "confirm" and not kw["confirm"]):
+                continue
+            for moving in ("decide", "terminal", "call"):
+                if moving in f:
+                    self.error(
+                        f[key][0],
+                        f"{where}.{key}: a state with {moving} does not wait for an answer, so it "
+                        f"cannot have {key}",
+                    )
+        if kw["confirm"] and not any(a.say is not None for a in kw["on_enter"] or ()):
+            self.error(
+                f["confirm"][0],
+                f"{where}.confirm: a confirmation asks its question in on_enter (a say), so that it "
+                "can be asked again when an answer came before the user saw it",
+            )
+
+    def correction(self, node: Node, where: str) -> CorrectionSpec | None:
+        f = self.fields(node, where, CORRECTION_KEYS, required=("slots",))
+        if f is None:
+            return None
+        slots = self.get(f, "slots", where, lambda n, w: self.text_list(n, w, self.slot_refs))
+        to = self.get(f, "to", where, self.state_name)
+        actions = self.get(f, "actions", where, lambda n, w: self.each(n, w, self.action))
+        if slots is not None and not slots:
+            self.error(f["slots"][1], f"{where}.slots: name the slots a message here may correct")
+        if not slots:
+            return None
+        spec = CorrectionSpec(slots=slots, to=to or "", actions=actions or ())
+        self.corrections.append((spec, f["slots"][1], f"{where}.slots"))
+        return spec
 
     def call(self, node: Node, where: str) -> CallSpec | None:
         f = self.fields(node, where, CALL_KEYS, required=("flow", "store_as"))
