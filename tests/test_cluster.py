@@ -105,7 +105,7 @@ def settles_serving(edge: str, timeout: float = 10.0) -> bool:
         if cluster_health(edge) == SERVING:
             return True
         time.sleep(0.2)
-    return cluster_health(edge) == SERVING
+    return bool(cluster_health(edge) == SERVING)
 
 
 class HolderWatch:
