@@ -216,6 +216,9 @@ class Command:
     budget_s: float | None = None
     # The epoch of the command's virtual shard the edge routed it by (see runtime.protocol.directory).
     epoch: int = 0
+    # The caller hears a turn's generated text as it is written (a stream asked for deltas): the
+    # shard hands each chunk to Shard.on_delta. Not on the wire here: whoever sends it there sets it.
+    wants_deltas: bool = False
 
     @property
     def mutates(self) -> bool:
