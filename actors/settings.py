@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from confab.runtime.models import ModelSettings
 from confab.runtime.protocol.security import DataPlaneSettings
 from confab.runtime.store import Retention
 from confab.runtime.webhooks import WebhookTarget
@@ -25,6 +26,8 @@ class ShardSettings:
     retention: Retention = field(default_factory=Retention)
     flow_dirs: tuple[str, ...] = ()  # loaded after the bundled flows
     webhooks: tuple[WebhookTarget, ...] = ()  # what flows' webhook actions may call
+    # What flows' generate steps may call (model providers), and the tenants' token budgets.
+    models: ModelSettings = field(default_factory=ModelSettings)
     # Where shard N of generation G listens for its own host's edge:
     # "unix:<dir>/s{index}.{generation}.sock".
     data_address: str = ""

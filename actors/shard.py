@@ -23,14 +23,24 @@ wait in its mailbox while other conversations carry on. When the call answers, t
 webhook client says so (``on_webhook_done``), :meth:`Shard.finish_webhooks` runs the
 turn again with the result, the mailbox drains, and the outcomes go back as late
 outcomes to where the commands came from.
+
+A ``generate`` step's call to a language model (``runtime.models``) is suspended the same
+way, and everything above (the mailbox, abandoning the call, deadlines, the figures of
+what waits) applies to it alike. Besides: the tenant's token budget for the day is checked
+in the store before the call and what the call spent is added there after it (every shard
+of every host shares those counts); while the model writes an answer the user is to read,
+each chunk goes to ``on_delta`` if the command asked for deltas; and
+:meth:`Shard.cancel_generation` stops a generation whose caller no longer wants it.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -44,7 +54,7 @@ from confab.actors.ownership import OwnershipChange, VshardOwnership
 from confab.actors.settings import ShardSettings
 from confab.runtime import telemetry
 from confab.runtime.errors import ConfabError, DeadlineExceeded, InternalError, Unavailable
-from confab.runtime.flows import FlowRegistry
+from confab.runtime.flows import GENERATE, FlowRegistry
 from confab.runtime.flows.execution.catalog import load_flows
 from confab.runtime.inspection import Abandoned, FlowReload, ShardStatus
 from confab.runtime.model import (
@@ -54,6 +64,17 @@ from confab.runtime.model import (
     StateResult,
     TurnResult,
 )
+from confab.runtime.models import (
+    BUDGET,
+    CANCELLED,
+    ChunkSink,
+    ModelClient,
+    ModelResult,
+    failure,
+    tokens_spent,
+    utc_day,
+)
+from confab.runtime.outbound import answered
 from confab.runtime.protocol import codec, wire_pb
 from confab.runtime.protocol.directory import shard_id, vshard_of
 from confab.runtime.protocol.records import (
@@ -144,6 +165,14 @@ class _Waiting:
     origin: Origin
     future: Future[WebhookResult]
     since: float = 0.0  # time.time() when the call was made
+    # Set to stop the command's generation (a model call; None for a webhook): the model client
+    # checks it between chunks. It stays with the command for the rest of its turn.
+    cancel: threading.Event | None = None
+
+
+# Called on a model call's thread with each chunk of a generated answer the user is to read:
+# (where the command came from, the stream's id, the chunk's number from 0, its text).
+DeltaSink = Callable[[Origin, str, int, str], None]
 
 
 class Shard:
@@ -165,8 +194,15 @@ class Shard:
             log.debug("shard %d: flow file skipped: %s", index, problem)
         self.flows = FlowRegistry(flows, settings.default_flow)
         self.webhooks = WebhookClient(settings.webhooks)
-        # Called on a webhook thread when a call finishes: the owner schedules finish_webhooks().
+        self.models = ModelClient(settings.models.providers, settings.models.max_concurrent)
+        # Called on a webhook (or model) thread when a call finishes: the owner schedules
+        # finish_webhooks().
         self.on_webhook_done = on_webhook_done
+        # Set by the owner to hear generated text as it is written (commands with wants_deltas).
+        self.on_delta: DeltaSink | None = None
+        # (tenant, UTC day, tokens) of model calls finished and not yet added to the store's counts;
+        # appended to on the calls' threads, taken on the shard's.
+        self._spent: deque[tuple[str, str, int]] = deque()
         self.waiting: set[Conversation] = set()  # turns suspended on a webhook
         # Late outcomes of deferred commands given back: MOVED (their virtual shard went to another
         # shard) or UNAVAILABLE (their conversation left memory after a write that failed).
@@ -201,6 +237,7 @@ class Shard:
 
     def close(self) -> None:
         self.webhooks.close()
+        self.models.close()
         self.store.close()
 
     # Rounds --------------------------------------------------------------------
@@ -258,6 +295,7 @@ class Shard:
             command.trace,
             command.budget_s,
             command.epoch,
+            command.wants_deltas,
         )
         self._run_command(turn, origin, arrived, done)
 
@@ -317,10 +355,15 @@ class Shard:
         return answers
 
     def _settle(
-        self, conversation: Conversation, outcome: list[Any] | Suspended, origin: Origin, done: _Round
+        self,
+        conversation: Conversation,
+        outcome: list[Any] | Suspended,
+        origin: Origin,
+        done: _Round,
+        cancel: threading.Event | None = None,
     ) -> None:
         if isinstance(outcome, Suspended):
-            self._suspend(conversation, outcome, origin)
+            self._suspend(conversation, outcome, origin, cancel)
             done.add(origin, conversation, None)
         else:
             done.add(origin, conversation, outcome)
@@ -455,6 +498,8 @@ class Shard:
                 continue
             outcome = late_outcome(key)
             if conversation.waiting is not None:
+                if conversation.waiting.cancel is not None:  # nobody will read what it writes
+                    conversation.waiting.cancel.set()
                 origin = conversation.waiting.origin
                 late.append((origin.sender, (origin.batch_id, origin.index, outcome)))
                 self.waiting.discard(conversation)
@@ -470,22 +515,109 @@ class Shard:
         late, self.moved_late = self.moved_late, []
         return late
 
-    # Webhooks ------------------------------------------------------------------
+    # Webhooks and model calls ----------------------------------------------------
 
-    def _suspend(self, conversation: Conversation, suspended: Suspended, origin: Origin) -> None:
-        future = self.webhooks.call(suspended.call.name, suspended.pending.body)
-        conversation.waiting = _Waiting(suspended, origin, future, time.time())
+    def _suspend(
+        self,
+        conversation: Conversation,
+        suspended: Suspended,
+        origin: Origin,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        """Make the call ``suspended`` waits on. ``cancel``: the command's, from an earlier call
+        of its turn (a generation cancelled then leaves the rest of the turn none)."""
+        if suspended.call.kind == GENERATE:
+            cancel = cancel or threading.Event()
+            future = self._generate(conversation.key, suspended, origin, cancel)
+        else:
+            future = self.webhooks.call(suspended.call.name, suspended.pending.body)
+        conversation.waiting = _Waiting(suspended, origin, future, time.time(), cancel)
         self.waiting.add(conversation)
         if self.on_webhook_done is not None:
             callback = self.on_webhook_done
             future.add_done_callback(lambda _: callback())
+
+    def _generate(
+        self, key: ConversationKey, suspended: Suspended, origin: Origin, cancel: threading.Event
+    ) -> Future[ModelResult]:
+        """Ask the model, within the tenant's budget; what the call spends is counted after it."""
+        if cancel.is_set():
+            return answered(failure(CANCELLED, "the turn's generation was cancelled", chunks=0))
+        call = suspended.call
+        limit = self.settings.models.budget.limit(key.tenant_id)
+        if limit and self.models.configured and self._tokens_used(key.tenant_id) >= limit:
+            return answered(
+                failure(BUDGET, f"tenant {key.tenant_id!r} has spent its {limit} tokens for today", chunks=0)
+            )
+        future = self.models.call(call.name, call.body, self._delta_sink(suspended, origin), cancel)
+        tenant = key.tenant_id
+        future.add_done_callback(lambda finished: self._note_spent(tenant, finished))
+        return future
+
+    def _delta_sink(self, suspended: Suspended, origin: Origin) -> ChunkSink | None:
+        """Where the chunks of ``suspended``'s generation go: ``on_delta``, numbered from 0 in a
+        stream whose id is the command's and the call's (the same if the turn is run again)."""
+        on_delta = self.on_delta
+        if on_delta is None or not suspended.command.wants_deltas or not suspended.call.body.get("say"):
+            return None
+        stream_id = f"{suspended.command.message_id}/{suspended.call.key}"
+        numbers = itertools.count()
+        return lambda text: on_delta(origin, stream_id, next(numbers), text)
+
+    def cancel_generation(self, sender: Any, batch_id: int, position: int) -> bool:
+        """Stop the generation the command at ``position`` of batch ``batch_id`` from ``sender``
+        waits on: it ends as a failure ("cancelled"), and its turn takes its failure route.
+        False if that command waits on no generation (it may have finished meanwhile)."""
+        for conversation in self.waiting:
+            waiting: _Waiting = conversation.waiting
+            origin = waiting.origin
+            if (origin.sender, origin.batch_id, origin.index) != (sender, batch_id, position):
+                continue
+            if waiting.cancel is None or waiting.suspended.call.kind != GENERATE:
+                return False
+            waiting.cancel.set()
+            return True
+        return False
+
+    def _tokens_used(self, tenant: str) -> int:
+        """What ``tenant`` spent today: the store's count, and what this shard has yet to add."""
+        day = utc_day(time.time())
+        pending = sum(n for t, d, n in list(self._spent) if t == tenant and d == day)
+        try:
+            return self.store.model_tokens_used(tenant, day) + pending
+        except Exception as exc:  # the call is not refused for it: the turn's own write will tell
+            log.warning("shard %d: reading tenant %r's token count failed: %s", self.index, tenant, exc)
+            return pending
+
+    def _note_spent(self, tenant: str, future: Future[ModelResult]) -> None:
+        """On the call's thread: keep what it spent for the store (``_record_spending``)."""
+        if future.cancelled():
+            return
+        tokens = tokens_spent(future.result())
+        if tokens:
+            self._spent.append((tenant, utc_day(time.time()), tokens))
+
+    def _record_spending(self) -> None:
+        """Add what finished model calls spent to the store's counts (kept for later if it fails)."""
+        if not self._spent:
+            return
+        spent: dict[tuple[str, str], int] = {}
+        while self._spent:
+            tenant, day, tokens = self._spent.popleft()
+            spent[(tenant, day)] = spent.get((tenant, day), 0) + tokens
+        try:
+            self.store.add_model_tokens(spent)
+        except Exception as exc:
+            log.warning("shard %d: adding model tokens to the store failed: %s", self.index, exc)
+            self._spent.extend((tenant, day, tokens) for (tenant, day), tokens in spent.items())
 
     @property
     def has_waiting(self) -> bool:
         return bool(self.waiting)
 
     def finish_webhooks(self) -> list[tuple[Any, tuple[int, int, list[Any]]]]:
-        """Finish the turns whose webhook answered; return (sender, late outcome) pairs."""
+        """Finish the turns whose webhook (or model call) answered; return (sender, late outcome) pairs."""
+        self._record_spending()
         ready = [c for c in self.waiting if c.waiting.future.done()]
         if not ready:
             return []
@@ -504,6 +636,8 @@ class Shard:
             return Abandoned(False, "its turn waits on no webhook (it may have answered meanwhile)")
         waiting: _Waiting = conversation.waiting
         name = waiting.suspended.call.name
+        if waiting.cancel is not None:  # a generation: no use writing what nobody will read
+            waiting.cancel.set()
         error = f"abandoned by {who}" + (f": {reason}" if reason else "")
         result: WebhookResult = {"ok": False, "error": error, "abandoned_by": who}
         log.warning("shard %d: %s: webhook %r %s", self.index, key, name, error)
@@ -541,7 +675,7 @@ class Shard:
             webhook_result=result,
             count=self.settings.analytics,
         )
-        self._settle(conversation, outcome, waiting.origin, done)
+        self._settle(conversation, outcome, waiting.origin, done, waiting.cancel)
         while conversation.waiting is None and conversation.mailbox:
             queued = conversation.mailbox.popleft()
             applied = self._apply(conversation, queued.command, queued.arrived)

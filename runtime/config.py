@@ -261,6 +261,38 @@ class FlowsConfig:
 
 
 @dataclass(slots=True)
+class ModelProviderConfig:
+    """A language model flows' generate steps may call by name: an OpenAI-compatible
+    chat-completions server (runtime.models). Its key is never here: ``api_key_env`` names
+    the environment variable that holds it."""
+
+    name: str = ""
+    base_url: str = ""  # e.g. http://127.0.0.1:11434/v1 (Ollama)
+    model: str = ""
+    api_key_env: str = ""  # "" = the server needs no key
+    timeout_s: float = 30.0  # per attempt: connection, first chunk, and between two chunks
+    retries: int = 1  # attempts after the first (429, 5xx, timeouts, connection errors), before any chunk
+    max_tokens: int = 512  # of an answer, unless the step says fewer
+    temperature: float = 0.3
+    stream: bool = True  # false: the whole answer at once (servers that cannot stream)
+
+
+@dataclass(slots=True)
+class ModelBudgetConfig:
+    # Tokens a tenant's model calls may spend per UTC day, over every provider; 0 = no limit.
+    tokens_per_day: int = 0
+    # A tenant's own limit instead (0 = none): {acme: 200000}.
+    tenants: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ModelsConfig:
+    providers: list[ModelProviderConfig] = field(default_factory=list)
+    budget: ModelBudgetConfig = field(default_factory=ModelBudgetConfig)
+    max_concurrent: int = 16  # model calls at once, per shard
+
+
+@dataclass(slots=True)
 class LimitsConfig:
     # Longest tenant_id, conversation_id, user_id and session_id, in characters (INVALID_ARGUMENT beyond).
     max_id_chars: int = 128
@@ -355,6 +387,7 @@ class ConfabConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     data_plane: DataPlaneConfig = field(default_factory=DataPlaneConfig)
     flows: FlowsConfig = field(default_factory=FlowsConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -448,8 +481,51 @@ def _validate_webhooks(webhooks: list[WebhookConfig]) -> None:
         raise ConfigError("flows.webhooks names must be unique")
 
 
+ENVIRONMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _validate_models(models: ModelsConfig) -> None:
+    names = [p.name for p in models.providers]
+    for i, provider in enumerate(models.providers):
+        where = f"models.providers[{i}]"
+        if not ENVIRONMENT_NAME.match(provider.name or "-"):
+            raise ConfigError(f"{where}.name is required: letters, digits and _ (flows name it)")
+        if not provider.base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{where}.base_url must be an http:// or https:// URL, got {provider.base_url!r}"
+            )
+        if not provider.model:
+            raise ConfigError(f"{where}.model is required (the model's name on that server)")
+        if provider.api_key_env and not ENVIRONMENT_NAME.match(provider.api_key_env):
+            # Never echoed: a key written here by mistake must not reach a log.
+            raise ConfigError(
+                f"{where}.api_key_env must be the NAME of the environment variable that holds the key"
+                " (e.g. OPENAI_API_KEY), never the key itself"
+            )
+        checks = [
+            (provider.timeout_s > 0, "timeout_s must be > 0"),
+            (provider.retries >= 0, "retries must be >= 0"),
+            (provider.max_tokens >= 1, "max_tokens must be >= 1"),
+            (0.0 <= provider.temperature <= 2.0, "temperature must be between 0 and 2"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"{where}.{message}")
+    if len(set(names)) != len(names):
+        raise ConfigError("models.providers names must be unique")
+    budget = models.budget
+    if budget.tokens_per_day < 0:
+        raise ConfigError("models.budget.tokens_per_day must be 0 (no limit) or more")
+    for tenant, tokens in budget.tenants.items():
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            raise ConfigError(f"models.budget.tenants.{tenant} must be a number of tokens (0: no limit)")
+    if models.max_concurrent < 1:
+        raise ConfigError("models.max_concurrent must be >= 1")
+
+
 def _validate(config: ConfabConfig) -> None:
     _validate_webhooks(config.flows.webhooks)
+    _validate_models(config.models)
     checks = [
         (config.engine.shards >= 0, "engine.shards must be 0 (one per CPU) or more"),
         (
@@ -652,6 +728,11 @@ def _merge(target: Any, data: dict[str, Any], prefix: str) -> None:
 def _set(target: Any, key: str, value: Any, where: str) -> None:
     names = {f.name: f for f in dataclasses.fields(target)}
     if key not in names:
+        if key == "api_key" and isinstance(target, ModelProviderConfig):
+            raise ConfigError(
+                f"{where}: a key never goes in the config; put it in an environment variable and"
+                " name that variable in api_key_env"
+            )
         raise ConfigError(f"unknown config key {where!r}; expected one of {sorted(names)}")
     current = getattr(target, key)
     if dataclasses.is_dataclass(current):

@@ -1,9 +1,10 @@
 """Webhook calls made by flows, off the shard's thread.
 
 A shard runs its conversations one turn at a time on one thread; a webhook can
-take seconds. :class:`WebhookClient` runs each call on a small thread pool and
-hands back a future, so the shard keeps serving other conversations while that
-conversation's later messages wait, in order, for the answer.
+take seconds. :class:`WebhookClient` runs each call on a small thread pool
+(``runtime.outbound``, which language model calls share) and hands back a future, so
+the shard keeps serving other conversations while that conversation's later messages
+wait, in order, for the answer.
 
 The request is ``POST <url>`` with a JSON body (docs/flows.md, "Webhooks")::
 
@@ -28,16 +29,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
+
+from confab.runtime.outbound import IDEMPOTENCY_HEADER, CallPool, CallResult, answered, elapsed_ms
 
 # What a call produced: {"ok": True, "status": 200, "body": ...} or {"ok": False, "error": "..."},
 # with "elapsed_ms" (every attempt included) and, for a call whose last attempt timed out,
 # "timed_out": True (for analytics; a flow reads ok, body and error only).
-WebhookResult = dict[str, Any]
+WebhookResult = CallResult
 MAX_RESPONSE_BYTES = 1 << 20
-IDEMPOTENCY_HEADER = "Idempotency-Key"
+__all__ = ["IDEMPOTENCY_HEADER", "MAX_RESPONSE_BYTES", "WebhookClient", "WebhookResult", "WebhookTarget"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,17 +55,15 @@ class WebhookTarget:
 class WebhookClient:
     def __init__(self, targets: Iterable[WebhookTarget], max_concurrent: int = 16) -> None:
         self._targets = {t.name: t for t in targets}
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="confab-webhook")
+        self._pool = CallPool(max_concurrent, "confab-webhook")
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.close()
 
     def call(self, name: str, body: dict[str, Any]) -> Future[WebhookResult]:
         target = self._targets.get(name)
         if target is None:
-            failed: Future[WebhookResult] = Future()
-            failed.set_result({"ok": False, "error": f"no webhook named {name!r} is configured"})
-            return failed
+            return answered({"ok": False, "error": f"no webhook named {name!r} is configured"})
         return self._pool.submit(_post_with_retries, target, body)
 
 
@@ -85,7 +86,8 @@ def _post_with_retries(target: WebhookTarget, body: dict[str, Any]) -> WebhookRe
                     error = "the answer is larger than 1 MiB"
                     continue
                 answer = json.loads(payload or b"null")
-                return {"ok": True, "status": response.status, "body": answer, "elapsed_ms": _since(started)}
+                took = elapsed_ms(started)
+                return {"ok": True, "status": response.status, "body": answer, "elapsed_ms": took}
         except urllib.error.HTTPError as exc:
             error = f"HTTP {exc.code}"
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
@@ -95,11 +97,7 @@ def _post_with_retries(target: WebhookTarget, body: dict[str, Any]) -> WebhookRe
             )
         except ValueError:
             error = "the answer is not JSON"
-    failed: WebhookResult = {"ok": False, "error": error, "elapsed_ms": _since(started)}
+    failed: WebhookResult = {"ok": False, "error": error, "elapsed_ms": elapsed_ms(started)}
     if timed_out:
         failed["timed_out"] = True
     return failed
-
-
-def _since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0

@@ -34,6 +34,7 @@ from confab.runtime.config import ConfabConfig, ConfigError, split_password
 from confab.runtime.engine import Engine
 from confab.runtime.flows import FlowRegistry, UnknownFlow
 from confab.runtime.flows.execution.catalog import load_flows
+from confab.runtime.models import ModelProvider, ModelSettings, TokenBudget
 from confab.runtime.protocol import transport
 from confab.runtime.protocol.security import data_plane_settings
 from confab.runtime.store import Retention, StoreError, open_store
@@ -106,6 +107,31 @@ def shard_settings(config: ConfabConfig, run_dir: Path) -> ShardSettings:
         renew_every_s=config.cluster.renew_every_s,
         data_plane=data_plane_settings(config),
         analytics=config.engine.analytics,
+        models=model_settings(config),
+    )
+
+
+def model_settings(config: ConfabConfig) -> ModelSettings:
+    """The model providers and budgets of ``config``, as the shards get them (no key: each shard
+    reads it from the environment variable each provider names)."""
+    models = config.models
+    return ModelSettings(
+        providers=tuple(
+            ModelProvider(
+                p.name,
+                p.base_url,
+                p.model,
+                p.api_key_env,
+                p.timeout_s,
+                p.retries,
+                p.max_tokens,
+                p.temperature,
+                p.stream,
+            )
+            for p in models.providers
+        ),
+        budget=TokenBudget(models.budget.tokens_per_day, tuple(sorted(models.budget.tenants.items()))),
+        max_concurrent=models.max_concurrent,
     )
 
 

@@ -49,17 +49,25 @@ class FlowReply:
     handoff_reason: str = ""
 
 
+# What a turn may wait on (WebhookCall.kind): an HTTP webhook, or a language model's answer.
+WEBHOOK = "webhook"
+GENERATE = "generate"
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookCall:
-    """A webhook a turn must hear back from before it can finish."""
+    """An outside call a turn must hear back from before it can finish: a webhook, or a
+    language model's answer (``kind`` GENERATE: ``name`` is the model provider, "" for the
+    first configured, and ``body`` the request, ``runtime.models``)."""
 
     key: str  # which call of the turn ("0", "1", ...): the turn is replayed with its result
     name: str
     body: JsonDict
+    kind: str = WEBHOOK
 
 
 class NeedsWebhook(Exception):
-    """Raised by a turn that reached a webhook whose result it does not have yet.
+    """Raised by a turn that reached a webhook (or a model call) whose result it does not have yet.
 
     Turns are deterministic given (state, message, now, webhook results), so the
     turn (``runtime.flows.execution.turn``) simply runs again, from the same state, once the result is in.

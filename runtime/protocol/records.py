@@ -225,8 +225,8 @@ class Command:
     budget_s: float | None = None
     # The epoch of the command's virtual shard the edge routed it by (see runtime.protocol.directory).
     epoch: int = 0
-    # Its caller shows the reply's text as it is written (a StreamConversation): the shard sends
-    # what the turn generates back in DELTA frames before the outcome.
+    # The caller hears a turn's generated text as it is written (a stream asked for deltas): the
+    # shard hands each chunk to Shard.on_delta, and its data server sends them in DELTA frames.
     wants_deltas: bool = False
 
     @property

@@ -15,6 +15,10 @@ What a store keeps of each conversation:
   its time and its webhook answers: what a flow author replays against a new version
   of a flow (``confab flows replay``).
 
+Besides conversations, it counts the tokens each tenant's model calls spent per UTC day
+(``runtime.models``): every shard of every host reads and adds to the same counts, so a
+tenant's budget holds across all of them.
+
 Single activation. Conversations are grouped into a fixed number of *virtual shards*
 (``runtime.protocol.directory.vshard_of``); the store keeps, for each, its owner (a
 shard process's id), an *epoch* bumped on every change of hands, and a lease that
@@ -266,6 +270,14 @@ class Store(Protocol):
         """What the analytics tables hold for ``query`` (a tenant, a flow or every one, a range
         of whole minutes): its counters, the open sessions that expired in it before ``now``
         (abandoned, their users never came back), and the missed texts of its hours."""
+        ...
+
+    def model_tokens_used(self, tenant_id: str, day: str) -> int:
+        """The tokens ``tenant_id``'s model calls spent on ``day`` (``runtime.models.utc_day``)."""
+        ...
+
+    def add_model_tokens(self, spent: Mapping[tuple[str, str], int]) -> None:
+        """Add to the counts of model tokens spent: (tenant, day) -> tokens, in one transaction."""
         ...
 
     def ping(self) -> float:

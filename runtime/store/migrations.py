@@ -111,6 +111,18 @@ SQLITE: tuple[Migration, ...] = (
             ) WITHOUT ROWID""",
         ),
     ),
+    Migration(
+        7,
+        "tokens each tenant's model calls spent per UTC day (generate steps' budgets)",
+        (
+            """CREATE TABLE IF NOT EXISTS model_usage (
+                tenant_id TEXT NOT NULL,
+                day       TEXT NOT NULL,
+                tokens    INTEGER NOT NULL,
+                PRIMARY KEY (tenant_id, day)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 
 # Columns a version-1 store may lack: data dirs from before versions were recorded.
@@ -253,6 +265,18 @@ POSTGRES: tuple[Migration, ...] = (
                 text      TEXT COLLATE "C" NOT NULL,
                 count     BIGINT NOT NULL,
                 PRIMARY KEY (tenant_id, flow_id, bucket, text)
+            )""",
+        ),
+    ),
+    Migration(
+        9,
+        "tokens each tenant's model calls spent per UTC day (generate steps' budgets)",
+        (
+            """CREATE TABLE model_usage (
+                tenant_id TEXT COLLATE "C" NOT NULL,
+                day       TEXT COLLATE "C" NOT NULL,
+                tokens    BIGINT NOT NULL,
+                PRIMARY KEY (tenant_id, day)
             )""",
         ),
     ),

@@ -238,6 +238,25 @@ class PostgresStore:
         with self._pool.connection() as db:
             return int(_one(db, "SELECT COUNT(*) FROM conversations"))
 
+    def model_tokens_used(self, tenant_id: str, day: str) -> int:
+        with self._pool.connection() as db:
+            row = db.execute(
+                "SELECT tokens FROM model_usage WHERE tenant_id = %s AND day = %s", (tenant_id, day)
+            ).fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def add_model_tokens(self, spent: Mapping[tuple[str, str], int]) -> None:
+        if not spent:
+            return
+        rows = sorted(spent.items())  # in key order, as every writer locks them
+        with self._pool.connection() as db:
+            db.execute(
+                "INSERT INTO model_usage (tenant_id, day, tokens)"
+                " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])"
+                " ON CONFLICT (tenant_id, day) DO UPDATE SET tokens = model_usage.tokens + excluded.tokens",
+                ([t for (t, _), _n in rows], [d for (_, d), _n in rows], [n for _, n in rows]),
+            )
+
     def ping(self) -> float:
         started = time.perf_counter()
         with self._pool.connection() as db:

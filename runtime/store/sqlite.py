@@ -200,6 +200,30 @@ class SqliteStore:
             self._when_free(lambda: self._db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0])
         )
 
+    def model_tokens_used(self, tenant_id: str, day: str) -> int:
+        row = self._when_free(
+            lambda: self._db.execute(
+                "SELECT tokens FROM model_usage WHERE tenant_id=? AND day=?", (tenant_id, day)
+            ).fetchone()
+        )
+        return int(row[0]) if row is not None else 0
+
+    def add_model_tokens(self, spent: Mapping[tuple[str, str], int]) -> None:
+        if not spent:
+            return
+        db = self._db
+        self._when_free(lambda: db.execute("BEGIN IMMEDIATE"))
+        try:
+            db.executemany(
+                "INSERT INTO model_usage (tenant_id, day, tokens) VALUES (?, ?, ?)"
+                " ON CONFLICT (tenant_id, day) DO UPDATE SET tokens = tokens + excluded.tokens",
+                [(tenant, day, tokens) for (tenant, day), tokens in sorted(spent.items())],
+            )
+            self._when_free(lambda: db.execute("COMMIT"))
+        except BaseException:
+            _roll_back(db)
+            raise
+
     def ping(self) -> float:
         started = time.perf_counter()
         self._when_free(lambda: self._db.execute("SELECT 1 FROM conversations LIMIT 1").fetchall())

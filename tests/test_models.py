@@ -1,0 +1,249 @@
+"""The model client (runtime.models) against a local OpenAI-compatible stand-in: streams, the
+whole answer at once, retries with one idempotency key, every way a call fails, cancellation,
+and the key kept out of everything but the Authorization header."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from confab.runtime.models import ModelClient, ModelProvider, ModelResult, tokens_spent
+from confab.runtime.outbound import IDEMPOTENCY_HEADER
+from tests.model_standin import DEFAULT_USAGE, WAIT_S, ModelStandIn, Script
+
+REQUEST: dict[str, Any] = {
+    "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello?"}],
+    "idempotency_key": "key-1234",
+}
+
+
+@pytest.fixture
+def standin() -> Iterator[ModelStandIn]:
+    with ModelStandIn() as server:
+        yield server
+
+
+def provider(standin: ModelStandIn, **options: Any) -> ModelProvider:
+    settings: dict[str, Any] = {"timeout_s": 5.0, "retries": 1, **options}
+    return ModelProvider("local", standin.url, "standin-model", **settings)
+
+
+def ask(
+    client: ModelClient, request: dict[str, Any] | None = None, cancel: threading.Event | None = None
+) -> tuple[ModelResult, list[str]]:
+    chunks: list[str] = []
+    future = client.call("", request or REQUEST, chunks.append, cancel)
+    return future.result(timeout=30), chunks
+
+
+def test_a_streamed_answer_arrives_in_order_and_whole(standin: ModelStandIn) -> None:
+    standin.script = Script(text="We open at nine and close at five.")
+    client = ModelClient([provider(standin)])
+    try:
+        result, chunks = ask(client)
+    finally:
+        client.close()
+    assert result["ok"], result
+    assert result["text"] == "We open at nine and close at five."
+    assert "".join(chunks) == result["text"] and len(chunks) == result["chunks"] == 8
+    assert result["usage"] == {**DEFAULT_USAGE, "estimated": False}
+    assert tokens_spent(result) == 30
+    assert result["attempts"] == 1 and result["provider"] == "local"
+    assert result["first_chunk_ms"] <= result["elapsed_ms"]
+    (received,) = standin.received()
+    assert received.completed
+    assert received.body["model"] == "standin-model"
+    assert received.body["stream"] is True
+    assert received.body["stream_options"] == {"include_usage": True}
+    assert received.body["messages"] == REQUEST["messages"]
+    assert received.body["max_tokens"] == 512
+    assert received.header(IDEMPOTENCY_HEADER) == "key-1234"
+    assert received.header("Authorization") == "Bearer unused"  # a keyless provider
+
+
+def test_a_provider_that_does_not_stream_answers_in_one_chunk(standin: ModelStandIn) -> None:
+    standin.script = Script(text="All at once.")
+    client = ModelClient([provider(standin, stream=False)])
+    try:
+        result, chunks = ask(client, {**REQUEST, "json": True, "max_tokens": 20, "temperature": 0.0})
+    finally:
+        client.close()
+    assert result["ok"] and result["text"] == "All at once." and chunks == ["All at once."]
+    (received,) = standin.received()
+    assert "stream" not in received.body or received.body["stream"] is False
+    assert received.body["response_format"] == {"type": "json_object"}
+    assert (received.body["max_tokens"], received.body["temperature"]) == (20, 0.0)
+
+
+@pytest.mark.parametrize("status", [500, 429])
+def test_a_failure_before_the_first_chunk_is_retried_with_the_same_key(
+    standin: ModelStandIn, status: int
+) -> None:
+    standin.script = Script(text="Second time lucky.", fail_status=status, fail_times=1)
+    client = ModelClient([provider(standin, retries=2)])
+    try:
+        result, _ = ask(client)
+    finally:
+        client.close()
+    assert result["ok"] and result["text"] == "Second time lucky." and result["attempts"] == 2
+    keys = [r.header(IDEMPOTENCY_HEADER) for r in standin.received()]
+    assert keys == ["key-1234", "key-1234"]
+
+
+def test_a_failure_on_every_attempt_fails_with_its_status(standin: ModelStandIn) -> None:
+    standin.script = Script(fail_status=503)
+    client = ModelClient([provider(standin, retries=2)])
+    try:
+        result, chunks = ask(client)
+    finally:
+        client.close()
+    assert not result["ok"] and result["reason"] == "http_503" and result["error"] == "HTTP 503"
+    assert result["attempts"] == 3 and len(standin.received()) == 3 and chunks == []
+    assert tokens_spent(result) == 0
+
+
+def test_a_client_error_is_not_retried(standin: ModelStandIn) -> None:
+    standin.script = Script(fail_status=400)
+    client = ModelClient([provider(standin, retries=2)])
+    try:
+        result, _ = ask(client)
+    finally:
+        client.close()
+    assert (result["ok"], result["reason"], result["attempts"]) == (False, "http_400", 1)
+
+
+def test_a_slow_first_chunk_times_out_on_every_attempt(standin: ModelStandIn) -> None:
+    standin.script = Script(first_delay_s=3.0)
+    client = ModelClient([provider(standin, timeout_s=0.3, retries=1)])
+    try:
+        result, chunks = ask(client)
+    finally:
+        client.close()
+    assert not result["ok"] and result["reason"] == "timeout" and result["timed_out"]
+    assert result["attempts"] == 2 and chunks == []
+
+
+def test_a_stream_cut_after_some_chunks_fails_and_is_not_retried(standin: ModelStandIn) -> None:
+    standin.script = Script(text="one two three four five", cut_after=2)
+    client = ModelClient([provider(standin, retries=3)])
+    try:
+        result, chunks = ask(client)
+    finally:
+        client.close()
+    assert not result["ok"] and result["reason"] == "cut", result
+    assert chunks == ["one ", "two "] and result["chunks"] == 2
+    assert len(standin.received()) == 1  # the user may have seen the first chunks: never again
+    assert result["usage"]["estimated"] and tokens_spent(result) > 0  # what was written was spent
+
+
+def test_a_stream_that_ends_unfinished_was_cut(standin: ModelStandIn) -> None:
+    standin.script = Script(text="half an answer", finish=False, usage=None)
+    client = ModelClient([provider(standin)])
+    try:
+        result, _ = ask(client)
+    finally:
+        client.close()
+    assert (result["ok"], result["reason"]) == (False, "cut")
+
+
+def test_a_chunk_that_is_not_json_is_malformed(standin: ModelStandIn) -> None:
+    standin.script = Script(text="one two three", malformed_after=1)
+    client = ModelClient([provider(standin, retries=2)])
+    try:
+        result, chunks = ask(client)
+    finally:
+        client.close()
+    assert (result["ok"], result["reason"]) == (False, "malformed")
+    assert chunks == ["one "] and len(standin.received()) == 1
+
+
+def test_without_usage_the_tokens_are_estimated(standin: ModelStandIn) -> None:
+    standin.script = Script(text="x" * 40, usage=None)
+    client = ModelClient([provider(standin)])
+    try:
+        result, _ = ask(client)
+    finally:
+        client.close()
+    prompt = len("Be brief.") + len("Hello?")
+    assert result["usage"] == {
+        "prompt_tokens": -(-prompt // 4),
+        "completion_tokens": 10,
+        "total_tokens": -(-prompt // 4) + 10,
+        "estimated": True,
+    }
+
+
+def test_a_cancelled_stream_stops_and_its_request_ends(standin: ModelStandIn) -> None:
+    standin.script = Script(chunks=[f"{n} " for n in range(50)], chunk_delay_s=0.05)
+    cancel = threading.Event()
+    chunks: list[str] = []
+
+    def on_chunk(text: str) -> None:
+        chunks.append(text)
+        if len(chunks) == 3:
+            cancel.set()
+
+    client = ModelClient([provider(standin)])
+    try:
+        result = client.call("", REQUEST, on_chunk, cancel).result(timeout=30)
+    finally:
+        client.close()
+    assert not result["ok"] and result["reason"] == "cancelled"
+    assert chunks[:3] == ["0 ", "1 ", "2 "] and len(chunks) < 50
+    (received,) = standin.received()
+    assert received.ended.wait(WAIT_S)
+    assert received.left and not received.completed and received.chunks_sent < 50
+
+
+def test_no_provider_and_an_unknown_one_fail_at_once() -> None:
+    none = ModelClient([])
+    some = ModelClient([ModelProvider("local", "http://127.0.0.1:9/v1", "m")])
+    try:
+        assert not none.configured
+        nothing = none.call("", REQUEST).result(timeout=1)
+        unknown = some.call("elsewhere", REQUEST).result(timeout=1)
+    finally:
+        none.close()
+        some.close()
+    assert (nothing["reason"], nothing["error"]) == ("no_provider", "no model provider is configured")
+    assert unknown["reason"] == "no_provider" and "'elsewhere'" in unknown["error"]
+
+
+def test_an_unreachable_provider_fails_with_a_connection_error() -> None:
+    client = ModelClient([ModelProvider("local", "http://127.0.0.1:9/v1", "m", timeout_s=2.0, retries=1)])
+    try:
+        result = client.call("", REQUEST).result(timeout=30)
+    finally:
+        client.close()
+    assert (result["ok"], result["reason"], result["attempts"]) == (False, "connection", 2)
+
+
+def test_the_key_comes_from_its_environment_variable_and_goes_nowhere_else(
+    standin: ModelStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "sk-test-0123456789abcdef"
+    monkeypatch.setenv("STANDIN_MODEL_KEY", secret)
+    client = ModelClient([provider(standin, api_key_env="STANDIN_MODEL_KEY")])
+    try:
+        result, _ = ask(client)
+    finally:
+        client.close()
+    (received,) = standin.received()
+    assert received.header("Authorization") == f"Bearer {secret}"
+    assert secret not in str(result) and secret not in str(received.body)
+
+
+def test_a_key_variable_that_is_not_set_fails_naming_the_variable(
+    standin: ModelStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STANDIN_MISSING_KEY", raising=False)
+    client = ModelClient([provider(standin, api_key_env="STANDIN_MISSING_KEY")])
+    try:
+        result, _ = ask(client)
+    finally:
+        client.close()
+    assert result["reason"] == "no_key" and "STANDIN_MISSING_KEY" in result["error"]
+    assert standin.received() == []
