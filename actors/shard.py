@@ -189,7 +189,7 @@ class Shard:
         self.generation = generation
         self.settings = settings
         self.store = store
-        flows, problems = load_flows(settings.flow_dirs)
+        flows, problems = load_flows(settings.flow_dirs, providers=settings.models.names)
         for problem in problems:  # the edge reported each at start already: once is enough
             log.debug("shard %d: flow file skipped: %s", index, problem)
         self.flows = FlowRegistry(flows, settings.default_flow)
@@ -364,6 +364,11 @@ class Shard:
     ) -> None:
         if isinstance(outcome, Suspended):
             self._suspend(conversation, outcome, origin, cancel)
+            waiting: _Waiting = conversation.waiting
+            if waiting.suspended.call.kind == GENERATE and waiting.future.done():
+                # Answered at once (no provider, the budget spent, cancelled): no need to wait.
+                self._resume(conversation, waiting.future.result(), done)
+                return
             done.add(origin, conversation, None)
         else:
             done.add(origin, conversation, outcome)
@@ -533,7 +538,8 @@ class Shard:
             future = self.webhooks.call(suspended.call.name, suspended.pending.body)
         conversation.waiting = _Waiting(suspended, origin, future, time.time(), cancel)
         self.waiting.add(conversation)
-        if self.on_webhook_done is not None:
+        answered_at_once = suspended.call.kind == GENERATE and future.done()  # _settle resumes it
+        if self.on_webhook_done is not None and not answered_at_once:
             callback = self.on_webhook_done
             future.add_done_callback(lambda _: callback())
 
@@ -768,7 +774,7 @@ class Shard:
         """Load the flow files again. New versions become the latest; conversations on an
         older version keep it until they end (the registry keeps every version)."""
         try:
-            flows, problems = load_flows(self.settings.flow_dirs)
+            flows, problems = load_flows(self.settings.flow_dirs, providers=self.settings.models.names)
         except Exception as exc:  # keep serving the flows it had
             log.exception("shard %d: flow reload failed", self.index)
             return FlowReload([], [], [f"shard {self.index}: {type(exc).__name__}: {exc}"])

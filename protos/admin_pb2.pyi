@@ -349,7 +349,7 @@ class GetAnalyticsRequest(_message.Message):
     def __init__(self, tenant_id: _Optional[str] = ..., flow_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket_s: _Optional[int] = ..., by_version: _Optional[bool] = ...) -> None: ...
 
 class AnalyticsCounts(_message.Message):
-    __slots__ = ("sessions_started", "turns", "completed", "abandoned", "handoffs", "fallbacks", "slot_reprompts", "slots_given_up", "webhook_calls", "webhook_failures")
+    __slots__ = ("sessions_started", "turns", "completed", "abandoned", "handoffs", "fallbacks", "slot_reprompts", "slots_given_up", "webhook_calls", "webhook_failures", "generative_fallbacks", "generations", "generation_failures")
     SESSIONS_STARTED_FIELD_NUMBER: _ClassVar[int]
     TURNS_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_FIELD_NUMBER: _ClassVar[int]
@@ -360,6 +360,9 @@ class AnalyticsCounts(_message.Message):
     SLOTS_GIVEN_UP_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_CALLS_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    GENERATIVE_FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    GENERATIONS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FAILURES_FIELD_NUMBER: _ClassVar[int]
     sessions_started: int
     turns: int
     completed: int
@@ -370,7 +373,10 @@ class AnalyticsCounts(_message.Message):
     slots_given_up: int
     webhook_calls: int
     webhook_failures: int
-    def __init__(self, sessions_started: _Optional[int] = ..., turns: _Optional[int] = ..., completed: _Optional[int] = ..., abandoned: _Optional[int] = ..., handoffs: _Optional[int] = ..., fallbacks: _Optional[int] = ..., slot_reprompts: _Optional[int] = ..., slots_given_up: _Optional[int] = ..., webhook_calls: _Optional[int] = ..., webhook_failures: _Optional[int] = ...) -> None: ...
+    generative_fallbacks: int
+    generations: int
+    generation_failures: int
+    def __init__(self, sessions_started: _Optional[int] = ..., turns: _Optional[int] = ..., completed: _Optional[int] = ..., abandoned: _Optional[int] = ..., handoffs: _Optional[int] = ..., fallbacks: _Optional[int] = ..., slot_reprompts: _Optional[int] = ..., slots_given_up: _Optional[int] = ..., webhook_calls: _Optional[int] = ..., webhook_failures: _Optional[int] = ..., generative_fallbacks: _Optional[int] = ..., generations: _Optional[int] = ..., generation_failures: _Optional[int] = ...) -> None: ...
 
 class StateAnalytics(_message.Message):
     __slots__ = ("state", "entered", "turns", "fallbacks", "sessions_ended", "abandoned", "handoffs")

@@ -60,6 +60,9 @@ WEBHOOK_FAILURES = "webhook_failures"  # failed, timed out or abandoned
 WEBHOOK_TIMEOUTS = "webhook_timeouts"
 WEBHOOK_ABANDONED = "webhook_abandoned"
 WEBHOOK_LATENCY = "webhook_latency"  # item: "webhook|bound" (the bucket's upper bound, ms; "inf")
+GENERATIONS = "generations"  # item: the model provider ("default": the first); total: latency in ms
+GENERATION_FAILURES = "generation_failures"  # item: why (runtime.models.REASONS, http_<status>)
+GENERATIVE_FALLBACKS = "generative_fallbacks"  # fallbacks a model answered (counted in FALLBACKS too)
 VARIANT_SESSIONS = "variant_sessions"  # item: "experiment=variant"
 VARIANT_COMPLETED = "variant_completed"
 VARIANT_HANDOFFS = "variant_handoffs"
@@ -79,6 +82,9 @@ NAMES = (
     WEBHOOK_TIMEOUTS,
     WEBHOOK_ABANDONED,
     WEBHOOK_LATENCY,
+    GENERATIONS,
+    GENERATION_FAILURES,
+    GENERATIVE_FALLBACKS,
     VARIANT_SESSIONS,
     VARIANT_COMPLETED,
     VARIANT_HANDOFFS,
@@ -198,6 +204,9 @@ _COUNT_FIELDS = {
     GIVEN_UP: "slots_given_up",
     WEBHOOK_CALLS: "webhook_calls",
     WEBHOOK_FAILURES: "webhook_failures",
+    GENERATIVE_FALLBACKS: "generative_fallbacks",
+    GENERATIONS: "generations",
+    GENERATION_FAILURES: "generation_failures",
 }
 _STATE_FIELDS = {
     ENTERED: "entered",

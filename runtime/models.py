@@ -145,6 +145,10 @@ class ModelSettings:
     budget: TokenBudget = field(default_factory=TokenBudget)
     max_concurrent: int = 16
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.providers)
+
 
 def utc_day(at: float) -> str:
     """The UTC day of ``at`` (Unix seconds), as budgets are counted: ``2026-03-12``."""

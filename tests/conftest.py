@@ -22,6 +22,7 @@ import pytest
 from confab.actors.settings import ShardSettings
 from confab.actors.shard import Shard
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
+from confab.runtime.models import ModelSettings
 from confab.runtime.store import Retention, open_store
 from confab.tools.postgres_server import PostgresServer
 from confab.tools.price_service import PriceService
@@ -123,6 +124,8 @@ def make_shard(db_path: Path) -> Iterator[Callable[..., Shard]]:
         generation: int = 1,
         window_s: float = 3600.0,
         history_s: float = 0.0,
+        flow_dirs: tuple[str, ...] = (),
+        models: ModelSettings | None = None,
     ) -> Shard:
         settings = ShardSettings(
             store_path=str(db_path),
@@ -130,6 +133,8 @@ def make_shard(db_path: Path) -> Iterator[Callable[..., Shard]]:
             resident_limit=resident_limit,
             default_flow="echo",
             retention=Retention(turns_kept, window_s, history_s),
+            flow_dirs=flow_dirs,
+            models=models or ModelSettings(),
         )
         store = open_store(settings.store_path, synchronous="NORMAL", retention=settings.retention)
         shard = Shard(index, generation, settings, store)

@@ -4,9 +4,9 @@
 ``"stream": true`` server-sent events (``data: {chunk}`` ... ``data: [DONE]``), the usage in
 a last chunk when ``stream_options.include_usage`` asks for it. What it answers is a
 :class:`Script` (one for every request, or one chosen per request by ``choose``): the text
-and its chunks, a delay before the first chunk and between chunks, a status to fail with
-(for the first N requests, or all), a stream cut after K chunks, a chunk that is not JSON,
-usage or none.
+and its chunks, a delay (or a gate to wait for) before the first chunk and between chunks,
+a status to fail with (for the first N requests, or all), a stream cut after K chunks, a
+chunk that is not JSON, usage or none.
 
 It records every request (:class:`Received`: headers and JSON body), and how each ended:
 answered in full, cut by the script, or left by the client (the connection closed while it
@@ -40,6 +40,7 @@ class Script:
     malformed_after: int | None = None  # send a chunk that is not JSON after this many
     finish: bool = True  # the last chunk has a finish_reason
     usage: dict[str, int] | None = field(default_factory=lambda: dict(DEFAULT_USAGE))  # None: none
+    gate: threading.Event | None = None  # set: the answer may begin (after first_delay_s)
     failed: int = 0  # requests failed so far
 
     def pieces(self) -> list[str]:
@@ -80,6 +81,7 @@ class ModelStandIn:
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="model-standin", daemon=True)
+        self._closing = threading.Event()  # gates open: nothing waits on a test that is over
         self.port = 0
 
     @property
@@ -93,6 +95,7 @@ class ModelStandIn:
         return self
 
     def close(self) -> None:
+        self._closing.set()
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(WAIT_S)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -140,6 +143,8 @@ class ModelStandIn:
                     status=script.fail_status,
                 )
             await asyncio.sleep(script.first_delay_s)
+            while script.gate is not None and not script.gate.is_set() and not self._closing.is_set():
+                await asyncio.sleep(0.01)
             if not body.get("stream"):
                 received.completed = True
                 return web.json_response(_completion(body, script))

@@ -3,16 +3,17 @@
 For dialogue tests that need what only a shard does: its conversations, the store,
 webhooks answered off the shard's thread, flow reloads keeping running conversations
 on their version, the history a shard records for replays. Like the in-process runner it
-can pin a turn's clock and answer its webhooks as a dialogue says (the shard still
-suspends the turn and finishes it when the answer is in), so the two can be compared.
+can pin a turn's clock and answer its webhooks and model calls as a dialogue says (the shard
+still suspends the turn and finishes it when the answer is in), so the two can be compared.
 """
 
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from confab.actors.settings import ShardSettings
 from confab.actors.shard import Shard
 from confab.runtime.errors import ConfabError, Unavailable
 from confab.runtime.flows.authoring.dialogues import (
+    ScriptedGenerations,
     TurnView,
     WebhookAnswers,
     dialogue_message,
@@ -34,6 +36,8 @@ from confab.runtime.model import (
     StateResult,
     TurnResult,
 )
+from confab.runtime.models import ChunkSink, ModelClient, ModelResult
+from confab.runtime.outbound import answered
 from confab.runtime.protocol.directory import vshard_of
 from confab.runtime.protocol.records import Command, CommandBatch, CommandKind, decode_outcome, is_deferred
 from confab.runtime.store import Retention, open_store
@@ -72,6 +76,28 @@ class AnsweringWebhooks(WebhookClient):
         return answered
 
 
+class ScriptedModels(ModelClient):
+    """A model client that calls no model: each call gets the next of ``scripted``'s answers, as
+    a dialogue gives them, its chunks handed on one by one as a provider's would be."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.scripted = ScriptedGenerations()
+
+    def call(
+        self,
+        name: str,
+        request: Mapping[str, Any],
+        on_chunk: ChunkSink | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Future[ModelResult]:
+        result = self.scripted.next()
+        if on_chunk is not None and result.get("ok"):
+            for piece in result.get("pieces") or [result["text"]]:
+                on_chunk(piece)
+        return answered(result)
+
+
 class LocalRunner:
     """Runs turns on a real shard in this process, with a throwaway store."""
 
@@ -103,6 +129,8 @@ class LocalRunner:
         self.shard = Shard(0, 1, settings, store)
         self.shard.webhooks.close()
         self.webhooks = self.shard.webhooks = AnsweringWebhooks(settings.webhooks)
+        self.shard.models.close()
+        self.models = self.shard.models = ScriptedModels()
         hold_every_vshard(self.shard)
 
     def close(self) -> None:
@@ -126,9 +154,12 @@ class LocalRunner:
         language: str = "",
         now: float | None = None,
         webhooks: WebhookAnswers | None = None,
+        generations: ScriptedGenerations | None = None,
     ) -> TurnView:
         message = dialogue_message(text, payload, channel, flow, language)
-        return TurnView.of(self.turn(conversation, message, now=now, webhooks=webhooks))
+        return TurnView.of(
+            self.turn(conversation, message, now=now, webhooks=webhooks, generations=generations)
+        )
 
     def turn(
         self,
@@ -137,11 +168,13 @@ class LocalRunner:
         *,
         now: float | None = None,
         webhooks: WebhookAnswers | None = None,
+        generations: ScriptedGenerations | None = None,
     ) -> TurnResult:
         """One turn through the shard, at ``now`` (default: the time), its webhook calls
-        answered by ``webhooks`` where they name them."""
+        answered by ``webhooks`` where they name them, its model calls by ``generations``."""
         self.shard.clock = time.time if now is None else lambda: now
         self.webhooks.answers = webhooks or {}
+        self.models.scripted = generations or ScriptedGenerations()
         command = Command(CommandKind.TURN, uuid.uuid4().hex, conversation, message)
         batch = CommandBatch(1, routed(self.shard, [command]))
         ((_, answer),) = self.shard.run_round([(None, batch)])

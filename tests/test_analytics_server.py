@@ -181,6 +181,9 @@ def test_the_dialogues_are_counted_exactly(stubs: admin_grpc.AdminStub) -> None:
         "slots_given_up": 0,
         "webhook_calls": 1,
         "webhook_failures": 1,
+        "generative_fallbacks": 0,
+        "generations": 0,
+        "generation_failures": 0,
     }
     states = per_state(pizza)
     assert states["greet"].fallbacks == 3

@@ -422,7 +422,10 @@ ERRORS: dict[str, tuple[str, str, list[str]]] = {
     "a variable nothing sets": (
         "{intent: go, to: done}",
         "{intent: go, when: 'variables.scroe > 3', to: done, actions: [{set: {variables.score: '1'}}]}  # <-",
-        ["variables.scroe is never set by a `set`, a webhook's store_as or a call; did you mean 'score'?"],
+        [
+            "variables.scroe is never set by a `set`, a webhook's store_as, a generate's into or a call;"
+            " did you mean 'score'?"
+        ],
     ),
     "a misspelt slot in a template": (
         "\n  done:\n",

@@ -3,8 +3,9 @@
 Every bundled dialogue is played twice, turn by turn: through the in-process runner
 (``runtime.flows.authoring.runner``) and through a real shard with its SQLite store
 (``tests.shard_runner``), on the same clock and with the same webhook answers (the
-dialogue's, else the price service's). Each turn must give the same reply and leave the
-same state, whatever the dialogue expects; a turn that fails must fail alike.
+dialogue's, else the price service's) and model answers (the dialogue's). Each turn must
+give the same reply and leave the same state, whatever the dialogue expects; a turn that
+fails must fail alike.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ import pytest
 
 from confab.runtime.errors import ConfabError
 from confab.runtime.flows import FlowReply
-from confab.runtime.flows.authoring.dialogues import conversation_for_variants, dialogue_files, load_dialogues
+from confab.runtime.flows.authoring.dialogues import (
+    ScriptedGenerations,
+    conversation_for_variants,
+    dialogue_files,
+    load_dialogues,
+)
 from confab.runtime.flows.authoring.runner import FlowRunner
 from confab.runtime.flows.execution.catalog import load_flows
 from confab.runtime.model import Content, ConversationState, InboundMessage, ProcessingHints, TurnResult
@@ -46,22 +52,34 @@ def shown(value: Any) -> str:
 
 
 def in_process(
-    runner: FlowRunner, key: Any, message: InboundMessage, now: float, answers: dict[str, Any]
+    runner: FlowRunner,
+    key: Any,
+    message: InboundMessage,
+    now: float,
+    answers: dict[str, Any],
+    generations: ScriptedGenerations,
 ) -> dict[str, str]:
     before = runner.state_of(key)
     state_before = before.current_state if before is not None else ""
     try:
-        state, reply = runner.play(key, message, now, lambda call: runner.answer(call, answers, key))
+        state, reply = runner.play(
+            key, message, now, lambda call: runner.answer(call, answers, key, generations)
+        )
     except ConfabError as exc:
         return {"failed": f"{type(exc).__name__}: {exc.message}"}
     return turn_shown(state, reply, state_before)
 
 
 def on_the_shard(
-    shard: LocalRunner, key: Any, message: InboundMessage, now: float, answers: dict[str, Any]
+    shard: LocalRunner,
+    key: Any,
+    message: InboundMessage,
+    now: float,
+    answers: dict[str, Any],
+    generations: ScriptedGenerations,
 ) -> dict[str, str]:
     try:
-        result: TurnResult = shard.turn(key, message, now=now, webhooks=answers)
+        result: TurnResult = shard.turn(key, message, now=now, webhooks=answers, generations=generations)
     except ConfabError as exc:
         return {"failed": f"{type(exc).__name__}: {exc.message}"}
     reply = FlowReply(result.response, result.context_updates, result.actions_performed, result.ab_variant)
@@ -104,8 +122,12 @@ def test_the_in_process_runner_and_a_shard_run_the_same_turns(
                     channel=dialogue.channel,
                     hints=ProcessingHints(force_flow=file.flow),
                 )
-                expected = in_process(local, key, message, clock, dialogue.webhooks)
-                actual = on_the_shard(shard, key, message, clock, dialogue.webhooks)
+                expected = in_process(
+                    local, key, message, clock, dialogue.webhooks, dialogue.generations(sent)
+                )
+                actual = on_the_shard(
+                    shard, key, message, clock, dialogue.webhooks, dialogue.generations(sent)
+                )
                 assert actual == expected, f"{dialogue.name}, turn {t}"
                 turns += 1
     assert turns == sum(len(d.turns) for d in file.dialogues) >= 4

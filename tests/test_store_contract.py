@@ -489,6 +489,26 @@ def test_a_reopened_store_keeps_what_was_written(backend: Backend) -> None:
     assert loaded is not None and loaded.seq == 1
 
 
+def test_model_tokens_add_up_per_tenant_and_day(store: Store) -> None:
+    assert store.model_tokens_used("acme", "2026-03-12") == 0
+    store.add_model_tokens({("acme", "2026-03-12"): 30, ("globex", "2026-03-12"): 5})
+    store.add_model_tokens({("acme", "2026-03-12"): 12, ("acme", "2026-03-13"): 1})
+    store.add_model_tokens({})
+    assert store.model_tokens_used("acme", "2026-03-12") == 42
+    assert store.model_tokens_used("acme", "2026-03-13") == 1
+    assert store.model_tokens_used("globex", "2026-03-12") == 5
+    assert store.model_tokens_used("globex", "2026-03-13") == 0
+
+
+def test_every_store_on_one_location_counts_the_same_model_tokens(backend: Backend) -> None:
+    first, second = backend.open(), backend.open()
+    first.add_model_tokens({("acme", "2026-03-12"): 30})
+    second.add_model_tokens({("acme", "2026-03-12"): 20})
+    assert (
+        first.model_tokens_used("acme", "2026-03-12") == second.model_tokens_used("acme", "2026-03-12") == 50
+    )
+
+
 def test_count_conversations(store: Store) -> None:
     assert store.count_conversations() == 0
     write_one(store, KEY, 1)

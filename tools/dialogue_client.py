@@ -15,12 +15,12 @@ from confab.protos import common_pb2
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.errors import error_from_reason
-from confab.runtime.flows.authoring.dialogues import TurnView, WebhookAnswers
+from confab.runtime.flows.authoring.dialogues import ScriptedGenerations, TurnView, WebhookAnswers
 from confab.runtime.model import ConversationKey
 
 
 class GrpcRunner:
-    pins_time = False  # the server's clock and webhooks are its own
+    pins_time = False  # the server's clock, webhooks and models are its own
 
     def __init__(self, target: str, *, metadata: tuple[tuple[str, str], ...] = ()) -> None:
         self._channel = grpc.insecure_channel(target)
@@ -47,6 +47,7 @@ class GrpcRunner:
         language: str = "",
         now: float | None = None,
         webhooks: WebhookAnswers | None = None,
+        generations: ScriptedGenerations | None = None,
     ) -> TurnView:
         request = pb.ProcessMessageRequest(
             tenant_context={"tenant_id": conversation.tenant_id},

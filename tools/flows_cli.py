@@ -142,7 +142,8 @@ def play(
         WebhookTarget(w.name, w.url, w.timeout_s, w.retries, tuple(w.headers.items()))
         for w in cfg.flows.webhooks
     )
-    flows, problems = load_flows(dirs)
+    # Model providers are checked by name only: a dialogue never calls one.
+    flows, problems = load_flows(dirs, providers=[p.name for p in cfg.models.providers])
     for problem in problems:
         print(f"confab: flow file skipped: {problem}", file=err)
     local = FlowRunner(flows, webhooks=webhooks)
@@ -262,6 +263,11 @@ def to_text(document: FlowDocument) -> str:
         lines.append(f"  from {document.source}")
     fallback = f"{settings.fallback_state} after {settings.max_fallbacks} unmatched in a row"
     lines.append(f"start: {settings.start}; fallback: {fallback if settings.fallback_state else 'stay'}")
+    if settings.generative_fallback is not None:
+        grounded = (
+            f", from {len(document.knowledge)} passages" if settings.generative_fallback.knowledge else ""
+        )
+        lines.append(f"generative fallback: a language model answers what nothing matched{grounded}")
     if document.routes:
         lines += ["", "routes (tried first, in every state):"]
         lines += _transition_lines(document.routes, "  ")
@@ -297,11 +303,13 @@ def to_text(document: FlowDocument) -> str:
 
 
 def _failure_edges(document: FlowDocument, state: StateSpec) -> list[tuple[str, str]]:
-    """(label, target) of where a failing webhook or a failing slot check leads from ``state``."""
+    """(label, target) of where a failing webhook, model call or slot check leads from ``state``."""
     edges = []
     for action in [*state.on_enter, *(a for t in (*state.transitions, *state.decide) for a in t.actions)]:
         if action.webhook is not None and action.webhook.on_failure:
             edges.append((f"webhook {action.webhook.name} fails", action.webhook.on_failure))
+        if action.generate is not None and action.generate.on_failure:
+            edges.append(("generate fails", action.generate.on_failure))
     for slot_name in state.collect:
         slot = document.slots.get(slot_name)
         for check in slot.validate if slot else ():
@@ -376,6 +384,10 @@ def describe_action(action: ActionSpec) -> str:
         return f"webhook {hook.name} -> variables.{hook.store_as}" + (
             f" (fails -> {hook.on_failure})" if hook.on_failure else ""
         )
+    if kind == "generate" and action.generate is not None:
+        step = action.generate
+        line = f'generate "{_short(step.prompt)}"' + (f" -> {step.into}" if step.into else "")
+        return line + (f" (fails -> {step.on_failure})" if step.on_failure else "")
     return f'handoff "{_short(action.handoff)}"' if action.handoff else "handoff"
 
 

@@ -63,7 +63,7 @@ def check_store(config: ConfabConfig) -> float:
 
 def check_flows(config: ConfabConfig) -> None:
     """Load the flows once, saying which loaded and which files were skipped (and why)."""
-    flows, _ = load_flows(config.flows.dirs, log=log)
+    flows, _ = load_flows(config.flows.dirs, providers=[p.name for p in config.models.providers], log=log)
     try:
         FlowRegistry(flows, config.flows.default)
     except UnknownFlow as exc:

@@ -21,6 +21,26 @@ A flow author's test file (``confab flows test FILE``)::
             after: 3600          # optional: seconds of silence before this turn (in-process only)
             expect: {state: take_order, says: "Which size"}
 
+A flow's language models are never called: a turn scripts the answers of its ``generate``
+steps (and generative fallback) in call order, and a dialogue or the file may give one for
+every call its turns do not script::
+
+    generate: {fail: no_provider}          # optional: every call's answer, unless a turn says
+    dialogues:
+      - name: the FAQ answers
+        generate: "We open at nine."       # optional: this dialogue's default
+        turns:
+          - user: when do you open?
+            generate: "We open at nine."   # the answer's text
+          - user: and on Sundays?
+            generate: {chunks: ["Closed ", "on Sundays."]}   # or streamed in chunks
+          - user: is it raining?
+            generate: {fail: timeout}      # or a failure (runtime.models.REASONS, http_500...)
+          - user: two questions
+            generate: ["First.", {fail: budget}]             # several calls, in order
+
+A call nothing scripts fails as with no model provider configured (``no_provider``).
+
 A turn sends ``user`` (text) and/or ``payload``. Every key of ``expect`` is optional:
 ``says`` (a piece of the response text, or a list of pieces), ``says_not``,
 ``state``, ``intent``, ``slots`` and ``variables`` (the given keys must have these
@@ -64,6 +84,7 @@ from confab.runtime.model import (
     ProcessingHints,
     TurnResult,
 )
+from confab.runtime.models import NO_PROVIDER, failure
 
 WEBHOOK_WAIT_S = 30.0
 MAX_VARIANT_SEARCH = 100_000  # conversation ids tried to land in the asked-for variants
@@ -79,12 +100,60 @@ EXPECT_KEYS = (
     "buttons",
     "error_count",
 )
-FILE_KEYS = ("flow", "tenant", "now", "webhooks", "dialogues")
-DIALOGUE_KEYS = ("name", "channel", "variants", "now", "webhooks", "turns")
-TURN_KEYS = ("user", "payload", "language", "after", "expect")
+FILE_KEYS = ("flow", "tenant", "now", "webhooks", "generate", "dialogues")
+DIALOGUE_KEYS = ("name", "channel", "variants", "now", "webhooks", "generate", "turns")
+TURN_KEYS = ("user", "payload", "language", "after", "generate", "expect")
+GENERATE_KEYS = ("text", "chunks", "fail")
+NOT_SCRIPTED = "a dialogue calls no language model, and no answer is scripted for this call (generate:)"
 
 # A webhook answer as a dialogue gives it: the body of a success, or {"fail": reason}.
 WebhookAnswers = Mapping[str, Any]
+
+
+class ScriptedGenerations:
+    """The answers a turn's model calls get: its own, in call order, then the default."""
+
+    def __init__(self, answers: Sequence[Any] = (), default: Any = None) -> None:
+        self._answers = list(answers)
+        self._default = default
+
+    def next(self) -> JsonDict:
+        """The next call's answer, as the call's result (``runtime.models``)."""
+        if self._answers:
+            return generation_result(self._answers.pop(0))
+        if self._default is not None:
+            return generation_result(self._default)
+        return failure(NO_PROVIDER, NOT_SCRIPTED, chunks=0, attempts=0)
+
+
+def generation_result(given: Any) -> JsonDict:
+    """A model's answer as a dialogue gives it (its text, ``{chunks: [...]}``, ``{text: ...}`` or
+    ``{fail: reason}``), as the result of the call a flow sees; DialogueFileError if it is none."""
+    if isinstance(given, str):
+        return {"ok": True, "text": given, "chunks": 1}
+    if not isinstance(given, Mapping) or len(given) != 1 or next(iter(given)) not in GENERATE_KEYS:
+        raise DialogueFileError(
+            f"generate: {given!r} is not an answer: give its text, {{chunks: [...]}} or {{fail: REASON}}"
+        )
+    ((kind, value),) = given.items()
+    if kind == "fail":
+        return failure(str(value), f"scripted failure: {value}", chunks=0)
+    if kind == "text" and isinstance(value, str):
+        return {"ok": True, "text": value, "chunks": 1}
+    if kind == "chunks" and isinstance(value, list) and value and all(isinstance(c, str) for c in value):
+        return {"ok": True, "text": "".join(value), "chunks": len(value), "pieces": list(value)}
+    raise DialogueFileError(f"generate: {given!r}: {kind} must be text, or a list of texts for chunks")
+
+
+def _scripted(value: Any, where: str, *, several: bool = True) -> tuple[Any, ...]:
+    """A ``generate:``: one answer, or (``several``: a turn's) a list of them; each checked."""
+    answers = tuple(value) if several and isinstance(value, list) else (value,)
+    for answer in answers:
+        try:
+            generation_result(answer)
+        except DialogueFileError as exc:
+            raise DialogueFileError(f"{where}: {exc}") from None
+    return answers
 
 
 class DialogueFileError(ValueError):
@@ -98,6 +167,7 @@ class DialogueTurn:
     expect: dict[str, Any]
     language: str = ""
     after_s: float = 0.0
+    generate: tuple[Any, ...] = ()  # the answers of its model calls, in call order
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +178,17 @@ class Dialogue:
     variants: dict[str, str] = field(default_factory=dict)
     now: float | None = None
     webhooks: dict[str, Any] = field(default_factory=dict)
+    generate: Any = None  # the answer of every model call its turns do not script
 
     @property
     def needs_pinned_time(self) -> bool:
-        return self.now is not None or bool(self.webhooks) or any(t.after_s for t in self.turns)
+        """Whether it needs the in-process runner: a pinned clock, scripted answers."""
+        scripted = self.generate is not None or any(t.generate for t in self.turns)
+        return self.now is not None or bool(self.webhooks) or scripted or any(t.after_s for t in self.turns)
+
+    def generations(self, turn: DialogueTurn) -> ScriptedGenerations:
+        """The answers ``turn``'s model calls get."""
+        return ScriptedGenerations(turn.generate, self.generate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +264,7 @@ class TurnRunner(Protocol):
         language: str = "",
         now: float | None = None,
         webhooks: WebhookAnswers | None = None,
+        generations: ScriptedGenerations | None = None,
     ) -> TurnView: ...
 
 
@@ -246,6 +324,9 @@ def load_dialogues(path: Path) -> DialogueFile:
     _keys(data, FILE_KEYS, str(path))
     file_now = _instant(data.get("now"), str(path))
     file_hooks = _mapping(data.get("webhooks"), f"{path}: webhooks")
+    file_generate = data.get("generate")
+    if file_generate is not None:
+        _scripted(file_generate, f"{path}: generate", several=False)
     dialogues = []
     for i, raw in enumerate(data["dialogues"]):
         where = f"{path}: dialogues[{i}]"
@@ -272,9 +353,13 @@ def load_dialogues(path: Path) -> DialogueFile:
                     dict(expect),
                     language=str(turn.get("language", "")),
                     after_s=float(after),
+                    generate=_scripted(turn["generate"], f"{twhere}.generate") if "generate" in turn else (),
                 )
             )
         now = _instant(raw.get("now"), where)
+        generate = raw.get("generate", file_generate)
+        if generate is not None:
+            _scripted(generate, f"{where}.generate", several=False)
         dialogues.append(
             Dialogue(
                 str(raw.get("name", f"dialogue {i + 1}")),
@@ -283,6 +368,7 @@ def load_dialogues(path: Path) -> DialogueFile:
                 variants={k: str(v) for k, v in _mapping(raw.get("variants"), f"{where}.variants").items()},
                 now=now if now is not None else file_now,
                 webhooks={**file_hooks, **_mapping(raw.get("webhooks"), f"{where}.webhooks")},
+                generate=generate,
             )
         )
     return DialogueFile(
@@ -379,6 +465,7 @@ def run_dialogues(
                     language=turn.language,
                     now=clock,
                     webhooks=dialogue.webhooks,
+                    generations=dialogue.generations(turn),
                 )
             except ConfabError as exc:
                 problem = f"failed: {exc.message}"
@@ -438,11 +525,13 @@ __all__ = [
     "DialogueResult",
     "DialogueTurn",
     "PlayedTurn",
+    "ScriptedGenerations",
     "TurnRunner",
     "TurnView",
     "check",
     "conversation_for_variants",
     "dialogue_files",
+    "generation_result",
     "load_dialogues",
     "run_dialogues",
     "transcript_lines",

@@ -17,6 +17,9 @@ Deterministic, and with no effect outside this process:
   call the recording cannot answer gets the answer given for that webhook (``answers``,
   as a dialogue file gives them), else fails -- and is reported. A real webhook is never
   called: replaying a "block my card" conversation must not block a card;
+* a language model's answer (a ``generate`` step, a generative fallback) is the n-th
+  recorded model answer of the turn, whichever provider; one the recording does not have
+  fails (as with no provider) and is reported. A model is never called;
 * A/B variants follow from the conversation's key, as they did when it ran.
 
 Operators' acts are replayed as the actor does them: a reset starts the conversation's
@@ -44,18 +47,23 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from confab.runtime.errors import ConfabError
-from confab.runtime.flows import Flow, UnknownFlow, UnknownState, WebhookCall
+from confab.runtime.flows import GENERATE, WEBHOOK, Flow, UnknownFlow, UnknownState, WebhookCall
 from confab.runtime.flows.authoring.dialogues import webhook_result
 from confab.runtime.flows.authoring.runner import FlowRunner
 from confab.runtime.flows.language.document import FlowDocument
 from confab.runtime.flows.language.masking import MASK
 from confab.runtime.model import Content, ConversationKey, ConversationState, InboundMessage, JsonDict
+from confab.runtime.models import NO_PROVIDER, failure
 
 # A webhook call leaves one of these actions (interpreter: "webhook:price" or
-# "webhook_failed:price"), in the order of the calls: a recorded turn's answers are keyed
-# by call number only, and these give each call's webhook name.
+# "webhook_failed:price"), and a model call one of the others ("generate:default",
+# "generate_failed:timeout"), in the order of the calls: a recorded turn's answers are keyed
+# by call number only, and these give each call's kind and webhook name.
 _CALL_ACTIONS = ("webhook:", "webhook_failed:")
+_GENERATE_ACTIONS = ("generate:", "generate_failed:")
+_NOT_CALLED = "generate_failed:template"  # a prompt that did not render: no call was made
 NOT_RECORDED = "not recorded: a replay calls no webhook, and no answer was given for this one"
+MODEL_NOT_RECORDED = "not recorded: a replay calls no language model"
 
 # What a replay compares, in the order a divergence lists it.
 STATE, RESPONSE, SLOTS, FAILED = "state", "response", "slots", "failed"
@@ -458,24 +466,32 @@ class _RecordedAnswers:
         self._given = given
         self.unrecorded: list[UnrecordedCall] = []
         keys = sorted(turn.webhook_results, key=_call_number)
-        names = [a.split(":", 1)[1] for a in turn.actions if a.startswith(_CALL_ACTIONS)]
-        # By webhook name, in call order; by call key when the actions do not name every call.
-        self._by_name: dict[str, deque[JsonDict]] | None = None
+        # (kind, webhook name) of each call, in call order; a model call's name is not compared.
+        calls = [
+            (WEBHOOK, a.split(":", 1)[1]) if a.startswith(_CALL_ACTIONS) else (GENERATE, "")
+            for a in turn.actions
+            if a.startswith((*_CALL_ACTIONS, *_GENERATE_ACTIONS)) and a != _NOT_CALLED
+        ]
+        # By kind and name, in call order; by call key when the actions do not name every call.
+        self._by_name: dict[tuple[str, str], deque[JsonDict]] | None = None
         self._by_key = dict(turn.webhook_results)
-        if len(names) == len(keys):
+        if len(calls) == len(keys):
             self._by_name = {}
-            for name, call_key in zip(names, keys, strict=True):
-                self._by_name.setdefault(name, deque()).append(turn.webhook_results[call_key])
+            for named, call_key in zip(calls, keys, strict=True):
+                self._by_name.setdefault(named, deque()).append(turn.webhook_results[call_key])
 
     def answer(self, call: WebhookCall) -> JsonDict:
         recorded: JsonDict | None = None
         if self._by_name is not None:
-            queue = self._by_name.get(call.name)
+            queue = self._by_name.get((call.kind, "" if call.kind == GENERATE else call.name))
             recorded = queue.popleft() if queue else None
         else:
             recorded = self._by_key.pop(call.key, None)
         if recorded is not None:
             return copy.deepcopy(recorded)
+        if call.kind == GENERATE:
+            self.unrecorded.append(UnrecordedCall(self._seq, f"generate:{call.name or 'default'}", "failed"))
+            return failure(NO_PROVIDER, MODEL_NOT_RECORDED, chunks=0)
         if call.name in self._given:
             self.unrecorded.append(UnrecordedCall(self._seq, call.name, "given"))
             return webhook_result(self._given[call.name])

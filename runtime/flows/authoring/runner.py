@@ -4,7 +4,9 @@
 replay`` plays recorded conversations through one. It holds no turn logic of its own: a
 turn, a reset and a forced state are those of ``runtime.flows.execution.turn``, which the shard's
 conversations run too. What it adds is where the states live (a dict) and who answers a
-webhook call: at once, from a dialogue's or a recording's answers, or by a real call.
+webhook call: at once, from a dialogue's or a recording's answers, or by a real call. A
+language model is never called: a model call gets the dialogue's scripted answer, else fails
+as with no provider configured.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from confab.runtime.errors import ConversationNotFound, Unavailable
-from confab.runtime.flows import Flow, FlowRegistry, FlowReply, UnknownFlow, WebhookCall
+from confab.runtime.flows import GENERATE, Flow, FlowRegistry, FlowReply, UnknownFlow, WebhookCall
 from confab.runtime.flows.authoring.dialogues import (
+    ScriptedGenerations,
     TurnView,
     WebhookAnswers,
     dialogue_message,
@@ -83,14 +86,16 @@ class FlowRunner:
         language: str = "",
         now: float | None = None,
         webhooks: WebhookAnswers | None = None,
+        generations: ScriptedGenerations | None = None,
     ) -> TurnView:
         message = dialogue_message(text, payload, channel, flow, language)
         answers = webhooks or {}
+        scripted = generations or ScriptedGenerations()
         state, reply = self.play(
             conversation,
             message,
             time.time() if now is None else now,
-            lambda call: self.answer(call, answers, conversation),
+            lambda call: self.answer(call, answers, conversation, scripted),
         )
         response = reply.response
         return TurnView(
@@ -153,9 +158,18 @@ class FlowRunner:
         """Drop what the runner keeps of conversation ``key``."""
         self._states.pop(key, None)
 
-    def answer(self, call: WebhookCall, answers: WebhookAnswers, key: ConversationKey) -> JsonDict:
-        """The answer to a webhook call of conversation ``key``: ``answers``' for it if they name it,
-        else a real call (Unavailable without webhook targets)."""
+    def answer(
+        self,
+        call: WebhookCall,
+        answers: WebhookAnswers,
+        key: ConversationKey,
+        generations: ScriptedGenerations | None = None,
+    ) -> JsonDict:
+        """The answer to a call of conversation ``key``: a model's is ``generations``' next (never a
+        real call); a webhook's is ``answers``' for it if they name it, else a real call
+        (Unavailable without webhook targets)."""
+        if call.kind == GENERATE:
+            return (generations or ScriptedGenerations()).next()
         if call.name in answers:
             return webhook_result(answers[call.name])
         if self._client is None:

@@ -3,10 +3,12 @@
 Read from the turn a shard ran, never from logs: the turn's ``actions_performed`` say, in
 order, which states it entered (``enter:S``), the transitions it took, where it fell back,
 re-prompted or gave up on a slot, which webhooks it called (``webhook:W`` /
-``webhook_failed:W``, in the order of their answers in the turn's ``webhook_results``) and
-whether it handed over; the flow's reply says whether a session began and the handoff's
-reason as the flow file writes it. Every label is a name from the flow file (states,
-slots, webhooks, reasons, variants); the user's text is kept only as a missed utterance,
+``webhook_failed:W``) and which language models (``generate:P`` / ``generate_failed:REASON``),
+in the order of their answers in the turn's ``webhook_results``, whether a model answered a
+fallback (``generative_fallback``) and whether it handed over; the flow's reply says
+whether a session began and the handoff's reason as the flow file writes it. Every label is
+a name from the flow file (states, slots, webhooks, reasons, variants) or the config (model
+providers), or a reason of ``runtime.models``; the user's text is kept only as a missed utterance,
 masked as the flow says (and card numbers, IBANs, e-mail addresses and phone numbers
 always), in the store's bounded list, never as a label.
 """
@@ -20,6 +22,9 @@ from confab.runtime.analytics import (
     COMPLETED,
     ENTERED,
     FALLBACKS,
+    GENERATION_FAILURES,
+    GENERATIONS,
+    GENERATIVE_FALLBACKS,
     GIVEN_UP,
     HANDOFFS,
     MISSED_BUCKET_S,
@@ -54,6 +59,8 @@ _ALWAYS_MASKED = Masker.of(["card_number", "iban", "email", "phone"], [])
 # flow_memory keys of the interpreter's (runtime.flows.execution.interpreter)
 _VARIANTS = "ab"
 _CALLS = "calls"
+# The interpreter's reason for a generate step whose prompt did not render: no call was made.
+_NOT_CALLED = "template"
 
 
 def count_turn(flow: Flow, key: ConversationKey, done: Done) -> TurnCounts:
@@ -97,6 +104,15 @@ def count_turn(flow: Flow, key: ConversationKey, done: Done) -> TurnCounts:
         elif kind in ("webhook", "webhook_failed"):
             _count_webhook(add, current, arg, kind == "webhook_failed", done.webhook_results.get(str(calls)))
             calls += 1
+        elif kind == "generate":
+            answer = done.webhook_results.get(str(calls)) or {}
+            add(current, GENERATIONS, arg, 1, float(answer.get("elapsed_ms", 0.0) or 0.0))
+            calls += 1
+        elif kind == "generate_failed":
+            add(current, GENERATION_FAILURES, arg)
+            calls += 0 if arg == _NOT_CALLED else 1
+        elif kind == "generative_fallback":
+            add(current, GENERATIVE_FALLBACKS)
         elif kind == "handoff":
             add(current, HANDOFFS, reply.handoff_reason[:REASON_CHARS])
             for variant in variants or _variant_items(state):

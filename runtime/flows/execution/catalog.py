@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 from confab.config import bundled_path
@@ -26,15 +26,21 @@ def declarative_flows(documents: Iterable[FlowDocument]) -> list[DeclarativeFlow
 
 
 def load_flows(
-    extra_dirs: Iterable[str | Path] = (), *, log: logging.Logger | None = None
+    extra_dirs: Iterable[str | Path] = (),
+    *,
+    providers: Collection[str] = (),
+    log: logging.Logger | None = None,
 ) -> tuple[list[Flow], list[FlowFileError]]:
     """The runnable flows, and the files that could not be loaded (reported, then skipped).
+
+    ``providers``: the model providers of the server config, which generate steps may name
+    (none: a name is not checked, and every generate step fails as without a provider).
 
     With ``log`` (the one process that reports for all, e.g. the server at start), one line
     says which flows loaded, from where, and one line per file skipped for errors; YAML files
     in a flow directory that are not flows are named at debug level only.
     """
-    flow_set = load_flow_dirs([bundled_flow_dir(), *(Path(d) for d in extra_dirs)])
+    flow_set = load_flow_dirs([bundled_flow_dir(), *(Path(d) for d in extra_dirs)], providers)
     flows: list[Flow] = [*builtin_flows(), *declarative_flows(flow_set.flows)]
     if log is not None:
         log.info("flows loaded: %s", summary(flows))

@@ -25,7 +25,9 @@ A turn, in order (docs/flows.md, "How a turn runs", says the same for flow autho
    the conversation came back to change them: it asks for them again.
 6. Otherwise: a missing slot is asked for (re-prompts after failed answers, then
    ``on_max_attempts``), or the fallback answers (``error_count`` and ``fallback_count``;
-   after ``max_fallbacks`` in a row, ``fallback_state``).
+   after ``max_fallbacks`` in a row, ``fallback_state``) -- or, with a
+   ``generative_fallback`` and no ``fallback_response`` of the state's own, a language model
+   answers, and only if it fails does the fallback go on as it would.
 
 Everything said in the turn is joined; quick replies, buttons and cards are kept only
 from what was said in the state the turn ends in (choices of a state passed through
@@ -33,8 +35,14 @@ would answer a question no longer asked).
 
 A turn is deterministic given (state, message, now, webhook results): the shard replays
 a turn suspended on a webhook (:class:`~runtime.flows.NeedsWebhook`) with the answer, and
-the replay takes exactly the same steps up to the call. The interpreter's own
-bookkeeping lives in ``ConversationState.flow_memory``.
+the replay takes exactly the same steps up to the call. A ``generate`` step's model call
+(docs/flows.md, "Generative steps") is such a call too, of kind ``generate``: its prompt is
+the step's system instructions (with the flow's ``knowledge`` passages), the conversation's
+recent texts and the step's prompt, each masked before it leaves (sensitive slots never
+appear: templates see them masked, and any value of theirs found in the text is masked
+too; the flow's masking patterns apply). A flow that generates keeps its conversations'
+recent texts in ``flow_memory`` for that, masked as the store keeps them. The
+interpreter's own bookkeeping lives in ``ConversationState.flow_memory``.
 """
 
 from __future__ import annotations
@@ -43,18 +51,31 @@ import copy
 import datetime
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from confab.runtime.errors import InternalError
-from confab.runtime.flows import HANDOFF, FlowReply, NeedsWebhook, UnknownState, WebhookCall
+from confab.runtime.flows import (
+    GENERATE,
+    HANDOFF,
+    WEBHOOK,
+    FlowReply,
+    NeedsWebhook,
+    UnknownState,
+    WebhookCall,
+)
 from confab.runtime.flows.execution.intents import IntentMatch, IntentRecognizer
 from confab.runtime.flows.execution.nlu import make_recognizers
 from confab.runtime.flows.execution.slots import extract_all
 from confab.runtime.flows.language.document import (
+    KNOWLEDGE_SHOWN,
+    TEXTS_KEPT,
     ActionSpec,
     FlowDocument,
+    GenerateSpec,
+    KnowledgeSpec,
     ResponseSpec,
     SlotSpec,
     StateSpec,
@@ -62,7 +83,7 @@ from confab.runtime.flows.language.document import (
     WebhookSpec,
 )
 from confab.runtime.flows.language.expressions import ExpressionError, ExpressionEvalError, parse_expression
-from confab.runtime.flows.language.masking import Masker, mask_value
+from confab.runtime.flows.language.masking import MASK, Masker, mask_spans, mask_value
 from confab.runtime.flows.language.templates import TemplateError, render_response, render_text
 from confab.runtime.model import Content, ConversationKey, ConversationState, InboundMessage, JsonDict
 
@@ -71,6 +92,22 @@ HANDOFF_LOG_KEPT = 50  # messages recorded while a human has the conversation
 MAX_HOPS = 10  # state changes in one turn: a guard against transitions that loop
 MAX_CALL_DEPTH = 5  # sub-flows inside sub-flows
 TEMPLATE_FAILED = "Sorry, something went wrong on our side."
+# What a generate step says when the model fails and the flow says nothing of its own.
+GENERATE_FAILED = "Sorry, I can't answer that right now."
+BUDGET_SPENT = "Sorry, I can't answer questions like this any more today. Please try again tomorrow."
+DEFAULT_SYSTEM = (
+    "You are the assistant in a customer conversation. Answer the user's last message briefly"
+    " and politely, in the language it is written in. If you do not know the answer, say so."
+)
+GROUNDING = (
+    "Answer only from the passages below. If they do not hold the answer, say that you do not"
+    " know it and offer to connect the user with a person.\n\nPassages:"
+)
+HISTORY_CHARS = 500  # of one remembered text
+# Why a model call failed when its result names no reason (runtime.models.REASONS otherwise).
+ABANDONED = "abandoned"  # an operator gave the call up (Admin.AbandonWebhook)
+TEMPLATE = "template"  # the step's prompt did not render: no call was made
+BUDGET = "budget"
 
 # Keys of flow_memory.
 ASKING = "asking"  # the slot whose prompt was said last
@@ -83,8 +120,9 @@ LANGUAGE = "language"  # the conversation's language, once a message named one t
 CONVERSATION = "conversation"  # a fingerprint of the conversation's key (webhook idempotency keys)
 MOVED_ON = "moved_on"  # collecting state -> fingerprint of the values it last moved on with
 CALLS = "calls"  # sub-flow frames, outermost first
+HISTORY = "history"  # recent texts, [role, text] (masked), for the prompts of generate steps
 # What a sub-flow shares with its caller; the rest of flow_memory is the caller's own, kept in the frame.
-_SHARED = frozenset({VARIANTS, HANDOFF, HANDOFF_LOG, REVIEW, LANGUAGE, CONVERSATION, CALLS})
+_SHARED = frozenset({VARIANTS, HANDOFF, HANDOFF_LOG, REVIEW, LANGUAGE, CONVERSATION, CALLS, HISTORY})
 
 
 @dataclass(slots=True)
@@ -133,6 +171,7 @@ class DeclarativeFlow:
         self.recognizers: dict[str, IntentRecognizer] = make_recognizers(document.intents, document.settings)
         self.masker = Masker.of(document.settings.mask, document.settings.mask_patterns)
         self.sensitive_slots = frozenset(n for n, s in document.slots.items() if s.sensitive)
+        self.generates = bool(document.generations())  # then conversations keep recent texts
 
     # Flow interface -----------------------------------------------------------
 
@@ -182,12 +221,15 @@ class DeclarativeFlow:
         response = _combine(turn.said, turn.entered_at)
         if memory.get(REVIEW):
             response.metadata["held_for_review"] = True
+        recorded_input = self._recorded_input(turn)
+        if self.generates or self._active(state).generates:
+            self._remember(turn, recorded_input, response.text)
         return FlowReply(
             response=response,
             context_updates=_changes(before, _snapshot(state)),
             actions_performed=turn.actions,
             ab_variant=",".join(f"{k}:{v}" for k, v in sorted(memory.get(VARIANTS, {}).items())),
-            recorded_input=self._recorded_input(turn),
+            recorded_input=recorded_input,
             session_started=turn.session_started,
             handoff_reason=turn.handoff_reason,
         )
@@ -286,6 +328,7 @@ class DeclarativeFlow:
             state.slots = {k: v for k, v in state.slots.items() if k in kept}
             state.variables = {}
             state.flow_memory = {k: v for k, v in state.flow_memory.items() if k in _SHARED}
+            state.flow_memory.pop(HISTORY, None)  # a new session's prompts start afresh
             turn.actions.append("session_restarted")
             if expired:
                 turn.actions.append("session_expired")
@@ -667,6 +710,17 @@ class DeclarativeFlow:
 
     def _fall_back(self, turn: _Turn, current: StateSpec) -> None:
         state = turn.state
+        said = current.fallback_response or self.settings.fallback_response
+        generative = self.settings.generative_fallback
+        if generative is not None and current.fallback_response is None:
+            result = self._generation(turn, generative)
+            if result.get("ok"):
+                turn.actions += ["fallback", "generative_fallback"]
+                turn.said.append(Content(text=str(result.get("text", ""))))
+                state.flow_memory[FALLBACKS] = 0  # answered: not a misunderstanding in a row
+                return
+            if _failure_reason(result) == BUDGET:
+                said = generative.budget_response or ResponseSpec(text=BUDGET_SPENT)
         state.error_count += 1
         fallbacks = int(state.flow_memory.get(FALLBACKS, 0)) + 1
         state.flow_memory[FALLBACKS] = fallbacks
@@ -676,7 +730,7 @@ class DeclarativeFlow:
             state.flow_memory[FALLBACKS] = 0
             self._enter(turn, target)
             return
-        turn.said.append(self._render(turn, current.fallback_response or self.settings.fallback_response))
+        turn.said.append(self._render(turn, said))
 
     # Actions ------------------------------------------------------------------
 
@@ -701,6 +755,10 @@ class DeclarativeFlow:
                 assert action.webhook is not None
                 if not self._call_webhook(turn, action.webhook):
                     return False
+            elif kind == "generate":
+                assert action.generate is not None
+                if not self._generate(turn, action.generate):
+                    return False
             else:
                 turn.handoff_reason = action.handoff or ""
                 self._hand_off(turn, self._text(turn, action.handoff or ""))
@@ -722,14 +780,131 @@ class DeclarativeFlow:
             return False
         return True
 
-    def _webhook_result(self, turn: _Turn, name: str, body: JsonDict) -> JsonDict:
-        """The answer to this turn's next webhook call; raises NeedsWebhook until the shard has it."""
+    def _webhook_result(self, turn: _Turn, name: str, body: JsonDict, kind: str = WEBHOOK) -> JsonDict:
+        """The answer to this turn's next outside call (a webhook, or a model's answer); raises
+        NeedsWebhook until the shard has it."""
         key = str(turn.webhook_calls)
         turn.webhook_calls += 1
         result = turn.webhook_results.get(key)
         if result is None:  # the actor calls it and runs this turn again with the answer
-            raise NeedsWebhook(WebhookCall(key, name, body))
+            raise NeedsWebhook(WebhookCall(key, name, body, kind))
         return result
+
+    # Generation --------------------------------------------------------------------
+
+    def _generate(self, turn: _Turn, spec: GenerateSpec) -> bool:
+        """A generate step: its answer said or stored; False when its failure route took the
+        conversation elsewhere (what would have followed it does not happen)."""
+        result = self._generation(turn, spec)
+        if result.get("ok"):
+            text = str(result.get("text", ""))
+            if spec.into:
+                _assign(turn.state, spec.into, text)
+            else:
+                turn.said.append(Content(text=text))
+            return True
+        if _failure_reason(result) == BUDGET:  # refused politely, whatever the route after it
+            turn.said.append(self._render(turn, spec.budget_response or ResponseSpec(text=BUDGET_SPENT)))
+        elif spec.failure_response is not None:
+            turn.said.append(self._render(turn, spec.failure_response))
+        elif spec.says and not spec.on_failure:
+            turn.said.append(Content(text=GENERATE_FAILED))
+        if spec.on_failure:
+            self._enter(turn, spec.on_failure)
+            return False
+        return True
+
+    def _generation(self, turn: _Turn, spec: GenerateSpec) -> JsonDict:
+        """The model's answer to ``spec`` (a result of ``runtime.models``), its action noted:
+        ``generate:PROVIDER``, or ``generate_failed:REASON``."""
+        try:
+            request = self._generation_request(turn, spec)
+        except TemplateError as exc:  # the loader checks templates; a render can still fail
+            turn.actions.append(f"template_failed:{exc.message}")
+            result: JsonDict = {"ok": False, "reason": TEMPLATE, "error": exc.message}
+        else:
+            result = self._webhook_result(turn, spec.provider, request, GENERATE)
+        if result.get("ok"):
+            turn.actions.append(f"generate:{spec.provider or 'default'}")
+        else:
+            turn.actions.append(f"generate_failed:{_failure_reason(result)}")
+        return result
+
+    def _generation_request(self, turn: _Turn, spec: GenerateSpec) -> JsonDict:
+        """What the model is asked: system instructions (and passages), recent texts, the prompt;
+        every text masked as the flow says before it leaves."""
+        environment = self._prompt_environment(turn)
+        system = render_text(spec.system, environment).strip() if spec.system else DEFAULT_SYSTEM
+        if spec.knowledge:
+            system += "\n\n" + _grounding(self._passages(turn))
+        messages: list[JsonDict] = [{"role": "system", "content": system}]
+        remembered = turn.state.flow_memory.get(HISTORY, [])
+        for role, text in remembered[len(remembered) - spec.history :] if spec.history else ():
+            messages.append({"role": str(role), "content": str(text)})
+        messages.append({"role": "user", "content": render_text(spec.prompt, environment).strip()})
+        for message in messages:
+            message["content"] = self._masked_for_prompt(turn, message["content"])
+        call = str(turn.webhook_calls)
+        request: JsonDict = {
+            "messages": messages,
+            "idempotency_key": idempotency_key(turn.state, call, f"generate:{spec.provider}"),
+            "say": spec.says,  # streamed to a frontend that asked for deltas
+        }
+        if spec.max_tokens:
+            request["max_tokens"] = spec.max_tokens
+        if spec.temperature is not None:
+            request["temperature"] = spec.temperature
+        return request
+
+    def _prompt_environment(self, turn: _Turn) -> dict[str, Any]:
+        """What a prompt's templates see: sensitive slots as ``****``, the message masked."""
+        environment = self._environment(turn)
+        environment["slots"] = {
+            name: MASK if name in self.sensitive_slots and value is not None else value
+            for name, value in turn.state.slots.items()
+        }
+        masked = turn.root._recorded_input(turn)
+        if masked is not None:
+            environment["message"] = masked
+        return environment
+
+    def _masked_for_prompt(self, turn: _Turn, text: str) -> str:
+        """``text`` as it may leave for a model: what the flow's patterns match masked, and every
+        value of a sensitive slot wherever it appears (a variable may hold a copy)."""
+        values = [*turn.sensitive_values]
+        values += [v for k, v in turn.state.slots.items() if k in self.sensitive_slots and v is not None]
+        spans = [*turn.root.masker.spans(text), *self.masker.spans(text)]
+        for value in values:
+            needle = str(value)
+            start = text.find(needle) if needle else -1
+            while start >= 0:
+                spans.append((start, start + len(needle)))
+                start = text.find(needle, start + len(needle))
+        return mask_spans(text, spans) if spans else text
+
+    def _passages(self, turn: _Turn) -> list[KnowledgeSpec]:
+        """The flow's passages that go with a prompt: all of them when there are few, else those
+        sharing most words with the message (in the file's order)."""
+        passages = list(self.document.knowledge)
+        if len(passages) <= KNOWLEDGE_SHOWN:
+            return passages
+        words = _words(_text_of(turn.message))
+        scored = sorted(
+            range(len(passages)),
+            key=lambda i: (-len(words & _words(f"{passages[i].title} {passages[i].text}")), i),
+        )
+        return [passages[i] for i in sorted(scored[:KNOWLEDGE_SHOWN])]
+
+    def _remember(self, turn: _Turn, recorded_input: str | None, said: str) -> None:
+        """Keep the turn's texts for later prompts, masked as the store keeps them."""
+        content = turn.message.content
+        heard = recorded_input if recorded_input is not None else content.text or content.payload
+        remembered: list[list[str]] = turn.state.flow_memory.setdefault(HISTORY, [])
+        if heard:
+            remembered.append(["user", heard[:HISTORY_CHARS]])
+        if said:
+            remembered.append(["assistant", self._masked_for_prompt(turn, said)[:HISTORY_CHARS]])
+        del remembered[:-TEXTS_KEPT]
 
     def _webhook_body(self, turn: _Turn, name: str) -> JsonDict:
         state, content = turn.state, turn.message.content
@@ -838,6 +1013,27 @@ def _redact_slots(owner: DeclarativeFlow | None, slots: JsonDict) -> JsonDict:
 
 def _fingerprint(tenant_id: str, conversation_id: str) -> str:
     return hashlib.sha256(f"{tenant_id}\x00{conversation_id}".encode()).hexdigest()[:16]
+
+
+def _failure_reason(result: Mapping[str, Any]) -> str:
+    """Why a model call failed: its reason (runtime.models.REASONS, http_<status>), or abandoned."""
+    if result.get("abandoned_by"):
+        return ABANDONED
+    return str(result.get("reason") or "failed")
+
+
+def _grounding(passages: Iterable[KnowledgeSpec]) -> str:
+    lines = [GROUNDING]
+    for passage in passages:
+        lines.append(f"- {passage.title}: {passage.text}" if passage.title else f"- {passage.text}")
+    return "\n".join(lines)
+
+
+_WORD = re.compile(r"\w{3,}")
+
+
+def _words(text: str) -> set[str]:
+    return {word.lower() for word in _WORD.findall(text)}
 
 
 def _says_anything(spec: ResponseSpec) -> bool:

@@ -115,6 +115,45 @@ class WebhookSpec:
     on_failure: str = ""  # state to go to when it fails after its retries ("" = carry on)
 
 
+# Recent texts (the user's and the flow's, masked) a conversation keeps for its prompts, and the
+# most a generate step may send.
+TEXTS_KEPT = 12
+DEFAULT_HISTORY = 6
+# Passages of `knowledge` a prompt carries at most (the ones sharing most words with the message).
+KNOWLEDGE_SHOWN = 5
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateSpec:
+    """A language model's answer (docs/flows.md, "Generative steps"): said to the user, or
+    stored ``into`` a slot or variable. The prompt is the ``system`` instructions, the
+    conversation's recent texts and the ``prompt``, every piece masked as the flow says."""
+
+    prompt: str = "{{ message }}"  # template: what the user asks (default: the message)
+    system: str = ""  # template: instructions to the model ("" = a short default)
+    provider: str = ""  # a `models.providers` name of the server config ("" = the first one)
+    history: int = DEFAULT_HISTORY  # recent texts of the conversation sent with it (0..TEXTS_KEPT)
+    knowledge: bool = False  # the flow's `knowledge` passages go with it (grounding)
+    into: str = ""  # "slots.x" / "variables.y": stored there; "" = said to the user
+    max_tokens: int = 0  # 0 = the provider's
+    temperature: float | None = None  # None = the provider's
+    on_failure: str = ""  # state to go to when it fails ("" = carry on)
+    failure_response: ResponseSpec | None = None  # said when it fails (None: a default, if said)
+    budget_response: ResponseSpec | None = None  # said when the tenant's budget is spent (None: a default)
+
+    @property
+    def says(self) -> bool:
+        return not self.into
+
+
+@dataclass(frozen=True, slots=True)
+class KnowledgeSpec:
+    """A short passage a generative step may answer from (``knowledge:``)."""
+
+    text: str
+    title: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class ActionSpec:
     """One step of on_enter or of a transition; exactly one of the fields is set."""
@@ -125,6 +164,7 @@ class ActionSpec:
     clear: tuple[str, ...] = ()  # targets ("slots.x", "variables.y", or "slots" for all slots)
     handoff: str | None = None  # reason (template): the conversation enters human mode
     webhook: WebhookSpec | None = None
+    generate: GenerateSpec | None = None
 
     @property
     def kind(self) -> str:
@@ -136,6 +176,8 @@ class ActionSpec:
             return "clear"
         if self.webhook is not None:
             return "webhook"
+        if self.generate is not None:
+            return "generate"
         return "handoff"
 
 
@@ -208,6 +250,9 @@ class FlowSettings:
     nlu: NluSpec | None = None  # a registered recognizer instead of the built-in one
     mask: tuple[str, ...] = ()  # built-in detectors (MASKS) of data to mask in stored text
     mask_patterns: tuple[str, ...] = ()  # regular expressions of more data to mask
+    # The model answers what nothing matched (a state's own fallback_response still wins); when
+    # it fails, the fallback goes on as without it.
+    generative_fallback: GenerateSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +273,15 @@ class FlowDocument:
     slots: dict[str, SlotSpec] = field(default_factory=dict)
     routes: tuple[TransitionSpec, ...] = ()  # global: tried first, in every state
     experiments: dict[str, ExperimentSpec] = field(default_factory=dict)
+    knowledge: tuple[KnowledgeSpec, ...] = ()  # passages generative steps may answer from
     tenant: str = ""  # "" = every tenant without a flow of its own
     description: str = ""
     source: str = ""  # the file it came from
+
+    def generations(self) -> list[GenerateSpec]:
+        """Every generate step of the flow, its generative fallback's too."""
+        found = [self.settings.generative_fallback] if self.settings.generative_fallback else []
+        actions = [a for t in self.routes for a in t.actions]
+        for state in self.states.values():
+            actions += [*state.on_enter, *(a for t in (*state.transitions, *state.decide) for a in t.actions)]
+        return found + [a.generate for a in actions if a.generate is not None]

@@ -11,6 +11,10 @@ Entry points: :func:`load_flow_file` (one file; raises the first error),
 :func:`check_flow_file` (one file; every error and warning), :func:`load_flow_dirs`
 and :func:`load_flow_paths` (many files: invalid ones are reported and skipped).
 
+The last two also check the model providers that generate steps name, given the server
+config's: a file naming one the config does not have is skipped with an error. With no
+provider configured at all, nothing is refused (every generate step takes its failure route).
+
 In a directory, every ``*.yaml``/``*.yml`` below it (sub-directories too, hidden files
 and directories skipped) whose top level has a ``flow`` or a ``states`` key is a flow
 file; other YAML files (a server config left there, say) are not flows and are skipped
@@ -19,7 +23,7 @@ without a word, listed in :attr:`FlowSet.skipped`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +60,7 @@ class FlowCheck:
     warnings: list[FlowWarning] = field(default_factory=list)  # by line
     flow_line: int = 0  # the line of the `flow:` key (where a duplicate flow is reported)
     calls: list[tuple[CallSpec, int, str]] = field(default_factory=list)  # (call, line, where)
+    providers: list[tuple[str, int, str]] = field(default_factory=list)  # (model provider, line, where)
 
 
 @dataclass(slots=True)
@@ -93,7 +98,8 @@ def check_flow_file(path: Path) -> FlowCheck:
     errors = sorted(reader.errors, key=lambda e: e.line)  # stable: one line's errors keep their order
     warnings = sorted(reader.warnings, key=lambda w: w.line)
     calls = [(spec, node.start_mark.line + 1, where) for spec, node, where in reader.calls]
-    return FlowCheck(name, None if errors else document, errors, warnings, reader.flow_line, calls)
+    providers = [(provider, node.start_mark.line + 1, where) for provider, node, where in reader.providers]
+    return FlowCheck(name, None if errors else document, errors, warnings, reader.flow_line, calls, providers)
 
 
 def is_flow_file(path: Path) -> bool:
@@ -108,11 +114,13 @@ def is_flow_file(path: Path) -> bool:
     return bool(keys & _FLOW_KEYS)
 
 
-def load_flow_dirs(dirs: Iterable[Path]) -> FlowSet:
+def load_flow_dirs(dirs: Iterable[Path], providers: Collection[str] = ()) -> FlowSet:
     """Every flow file in each of ``dirs`` and below (sorted by path, hidden ones skipped).
 
     A file with errors is skipped (its errors are in ``errors``); so is a second file
-    declaring the same (flow id, tenant). A directory that does not exist is an error.
+    declaring the same (flow id, tenant), and one naming a model provider not among
+    ``providers`` (the server config's; none: not checked). A directory that does not exist
+    is an error.
     """
     paths: list[Path] = []
     errors: list[FlowFileError] = []
@@ -121,7 +129,7 @@ def load_flow_dirs(dirs: Iterable[Path]) -> FlowSet:
             paths.append(Path(directory))
         else:
             errors.append(FlowFileError(directory, 0, "not a directory"))
-    flows = load_flow_paths(paths)
+    flows = load_flow_paths(paths, providers)
     flows.errors[:0] = errors
     return flows
 
@@ -140,7 +148,7 @@ def _directory_files(directory: Path, result: FlowSet) -> list[Path]:
     return files
 
 
-def load_flow_paths(paths: Iterable[Path]) -> FlowSet:
+def load_flow_paths(paths: Iterable[Path], providers: Collection[str] = ()) -> FlowSet:
     """Like :func:`load_flow_dirs`, but each path may also be a file (loaded whatever its suffix)."""
     result = FlowSet()
     seen: dict[tuple[str, str], FlowDocument] = {}
@@ -160,7 +168,7 @@ def load_flow_paths(paths: Iterable[Path]) -> FlowSet:
             result.errors.extend(check.errors)
             result.warnings.extend(check.warnings)
             document = check.document
-            if document is None:
+            if document is None or not _providers_known(check, providers, result):
                 continue
             key = (document.flow_id, document.tenant)
             first = seen.get(key)
@@ -181,6 +189,24 @@ def load_flow_paths(paths: Iterable[Path]) -> FlowSet:
     _check_calls(seen, calls, result)
     result.flows.extend(d for d in seen.values())
     return result
+
+
+def _providers_known(check: FlowCheck, providers: Collection[str], result: FlowSet) -> bool:
+    """Whether every model provider ``check``'s file names is configured (each one that is not
+    is an error in ``result``); with none configured, nothing is checked."""
+    if not providers:
+        return True
+    unknown = [(name, line, where) for name, line, where in check.providers if name not in providers]
+    for name, line, where in unknown:
+        result.errors.append(
+            FlowFileError(
+                check.path,
+                line,
+                f"{where}: no model provider {name!r} is configured (models.providers:"
+                f" {', '.join(sorted(providers))}); this file is skipped",
+            )
+        )
+    return not unknown
 
 
 def _check_calls(

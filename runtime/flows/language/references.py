@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from confab.runtime.flows.language.document import (
+    ActionSpec,
     ExperimentSpec,
     FlowDocument,
     FlowSettings,
@@ -90,7 +91,8 @@ def _field_problem(root: str, name: str, document: FlowDocument, variables: Iter
         hint = suggest(name, known) or (
             f" (set: {', '.join(known)})" if known else " (no action or webhook sets any variable)"
         )
-        return f"variables.{name} is never set by a `set`, a webhook's store_as or a call{hint}"
+        setters = "a `set`, a webhook's store_as, a generate's into or a call"
+        return f"variables.{name} is never set by {setters}{hint}"
     return ""
 
 
@@ -136,7 +138,7 @@ def check_reachable(reader: FlowReader, document: FlowDocument) -> None:
     # Global routes and the fallback lead out of any state, so they count as reachable from start.
     todo = [document.settings.start, document.settings.fallback_state]
     todo += [route.to for route in document.routes]
-    todo += [a.webhook.on_failure for route in document.routes for a in route.actions if a.webhook]
+    todo += [failure_route(a) for route in document.routes for a in route.actions]
     reached: set[str] = set()
     while todo:
         name = todo.pop()
@@ -165,8 +167,17 @@ def successors(document: FlowDocument, state: StateSpec) -> list[str]:
             found.append(slot.on_max_attempts)
             found += [check.on_failure for check in slot.validate]
     actions = [*state.on_enter, *(a for t in (*state.transitions, *state.decide) for a in t.actions)]
-    found += [a.webhook.on_failure for a in actions if a.webhook is not None]
+    found += [failure_route(a) for a in actions]
     return [name for name in found if name]
+
+
+def failure_route(action: ActionSpec) -> str:
+    """Where ``action`` leads when it fails (a webhook, a model call), or ""."""
+    if action.webhook is not None:
+        return action.webhook.on_failure
+    if action.generate is not None:
+        return action.generate.on_failure
+    return ""
 
 
 def check_silent_waits(reader: FlowReader, document: FlowDocument) -> None:

@@ -10,8 +10,13 @@ and checks, each reported with its line:
   [0, 1], ``max_fallbacks``/``max_attempts`` >= 1, ``session_ttl_s`` >= 0, experiment
   weights > 0, ``minimum`` <= ``maximum``), regular expressions compile, every
   expression (``when``, ``set``) and template (texts, titles, urls, prompts, reprompts,
-  handoff reasons) parses, media/location keys are the proto's field names, the shape
-  of decision and sub-flow states.
+  handoff reasons, a generate step's prompt and system) parses, media/location keys are
+  the proto's field names, the shape of decision and sub-flow states, a generate step's
+  ``into`` (a text slot or a variable), ``history``, ``temperature`` and ``knowledge``
+  (which needs passages under ``knowledge:``).
+
+The model providers generate steps name are the server config's: the loader checks them
+against it when it is given (:mod:`.loader`).
 
 Names used across sections (states, intents, slots, variables, variants, languages, and
 the names inside expressions and templates) are recorded as it reads and checked at the
@@ -31,8 +36,10 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from confab.runtime.flows.language.document import (
     BUTTON_TYPES,
     DATE_RANGES,
+    DEFAULT_HISTORY,
     MASKS,
     SLOT_TYPES,
+    TEXTS_KEPT,
     ActionSpec,
     ButtonSpec,
     CallSpec,
@@ -40,7 +47,9 @@ from confab.runtime.flows.language.document import (
     ExperimentSpec,
     FlowDocument,
     FlowSettings,
+    GenerateSpec,
     IntentSpec,
+    KnowledgeSpec,
     NluSpec,
     QuickReplySpec,
     ResponseSpec,
@@ -79,6 +88,7 @@ TOP_KEYS = (
     "routes",
     "states",
     "experiments",
+    "knowledge",
 )
 SETTINGS_KEYS = (
     "start",
@@ -95,6 +105,7 @@ SETTINGS_KEYS = (
     "nlu",
     "mask",
     "mask_patterns",
+    "generative_fallback",
 )
 INTENT_KEYS = ("payloads", "keywords", "patterns", "examples", "slots", "languages")
 INTENT_LANGUAGE_KEYS = ("keywords", "patterns", "examples")
@@ -116,8 +127,28 @@ CHECK_KEYS = ("when", "message", "webhook", "on_failure")
 STATE_KEYS = ("on_enter", "collect", "transitions", "terminal", "decide", "fallback_response", "call")
 CALL_KEYS = ("flow", "store_as", "with")
 TRANSITION_KEYS = ("to", "intent", "when", "actions")
-ACTION_KEYS = ("say", "set", "clear", "handoff", "webhook")
+ACTION_KEYS = ("say", "set", "clear", "handoff", "webhook", "generate")
 WEBHOOK_KEYS = ("name", "store_as", "on_failure")
+GENERATE_KEYS = (
+    "prompt",
+    "system",
+    "provider",
+    "history",
+    "knowledge",
+    "into",
+    "max_tokens",
+    "temperature",
+    "on_failure",
+    "failure_response",
+    "budget_response",
+)
+# A generative fallback answers the user; when it fails, the flow's own fallback goes on.
+FALLBACK_GENERATE_KEYS = tuple(
+    k for k in GENERATE_KEYS if k not in ("into", "on_failure", "failure_response")
+)
+KNOWLEDGE_KEYS = ("title", "text")
+MAX_KNOWLEDGE = 200  # passages
+MAX_PASSAGE_CHARS = 4000
 NLU_KEYS = ("recognizer", "options")
 RESPONSE_KEYS = (
     "text",
@@ -189,6 +220,10 @@ class FlowReader(NodeReader):
         self.templates: list[Embedded] = []
         self.variables_set: set[str] = set()  # variables.NAME some action or call writes
         self.calls: list[tuple[CallSpec, Node, str]] = []  # checked against the other files
+        # Model providers named by generate steps: checked against the server config's (loader).
+        self.providers: list[tuple[str, Node, str]] = []
+        self.into_slots: list[Ref] = []  # slots generate steps store into: text slots only
+        self.knowledge_wanted: list[tuple[Node, str]] = []  # generate steps with knowledge: true
         self._in_validation = False
 
     # --- the document ---
@@ -229,8 +264,10 @@ class FlowReader(NodeReader):
         states = self.named(top, "states", self.state)
         routes = self.get(top, "routes", "", lambda n, w: self.each(n, w, self.transition))
         experiments = self.named(top, "experiments", self.experiment)
+        knowledge = self.get(top, "knowledge", "", self.knowledge) or ()
         settings = self.get(top, "settings", "", self.settings)
         resolve(self, states, intents, slots, experiments, settings)
+        self.check_generations(slots, knowledge)
         if flow_id is None or settings is None:
             return None
         document = FlowDocument(
@@ -242,6 +279,7 @@ class FlowReader(NodeReader):
             slots=slots,
             routes=tuple(routes or ()),
             experiments=experiments,
+            knowledge=knowledge,
             tenant=tenant or "",
             description=description or "",
             source=self.path,
@@ -279,6 +317,9 @@ class FlowReader(NodeReader):
         kw["mask"] = self.get(f, "mask", where, lambda n, w: self.text_list(n, w, check=self.mask_name))
         kw["mask_patterns"] = self.get(
             f, "mask_patterns", where, lambda n, w: self.text_list(n, w, check=self.regex)
+        )
+        kw["generative_fallback"] = self.get(
+            f, "generative_fallback", where, lambda n, w: self.generate(n, w, fallback=True)
         )
         return FlowSettings(start=start or "", **{k: v for k, v in kw.items() if v is not None})
 
@@ -641,6 +682,9 @@ class FlowReader(NodeReader):
         if kind == "webhook":
             webhook = self.webhook(value, awhere)
             return ActionSpec(webhook=webhook) if webhook is not None else None
+        if kind == "generate":
+            generate = self.generate(value, awhere)
+            return ActionSpec(generate=generate) if generate is not None else None
         reason = "" if is_null(value) else self.template(value, awhere)  # `- handoff:` needs no reason
         return ActionSpec(handoff=reason) if reason is not None else None
 
@@ -654,6 +698,89 @@ class FlowReader(NodeReader):
         if name is None or store_as is None:
             return None
         return WebhookSpec(name=name, store_as=store_as, on_failure=on_failure or "")
+
+    def generate(self, node: Node, where: str, *, fallback: bool = False) -> GenerateSpec | None:
+        keys = FALLBACK_GENERATE_KEYS if fallback else GENERATE_KEYS
+        f = self.fields(node, where, keys, required=() if fallback else ("prompt",))
+        if f is None:
+            return None
+        kw: dict[str, Any] = {}
+        kw["prompt"] = self.get(f, "prompt", where, self.template)
+        kw["system"] = self.get(f, "system", where, self.template)
+        kw["provider"] = self.get(f, "provider", where, self.name)
+        if kw["provider"] is not None:
+            self.providers.append((kw["provider"], f["provider"][1], f"{where}.provider"))
+        kw["history"] = self.get(f, "history", where, self.integer)
+        history = kw["history"]
+        if history is not None and not 0 <= history <= TEXTS_KEPT:
+            self.error(
+                f["history"][1],
+                f"{where}.history: must be between 0 and {TEXTS_KEPT} (texts a conversation keeps),"
+                f" found {history}",
+            )
+        kw["knowledge"] = self.get(f, "knowledge", where, self.boolean)
+        if kw["knowledge"]:
+            self.knowledge_wanted.append((f["knowledge"][1], f"{where}.knowledge"))
+        into = self.get(f, "into", where, self.text)
+        if into is not None:
+            self.target(into, f["into"][1], f"{where}.into", clear=False)
+            scope, _, name = into.partition(".")
+            if scope == "slots":
+                self.into_slots.append(Ref(name, f["into"][1], f"{where}.into"))
+            kw["into"] = into
+        kw["max_tokens"] = self.get(f, "max_tokens", where, self.integer)
+        self.at_least(f, "max_tokens", where, kw["max_tokens"], 1)
+        kw["temperature"] = self.get(f, "temperature", where, self.number)
+        temperature = kw["temperature"]
+        if temperature is not None and not 0.0 <= temperature <= 2.0:
+            self.error(
+                f["temperature"][1], f"{where}.temperature: must be between 0 and 2, found {temperature:g}"
+            )
+        kw["on_failure"] = self.get(f, "on_failure", where, self.optional_state_name)
+        kw["failure_response"] = self.get(f, "failure_response", where, self.prompt)
+        kw["budget_response"] = self.get(f, "budget_response", where, self.prompt)
+        if kw["history"] is None:
+            kw["history"] = DEFAULT_HISTORY
+        return GenerateSpec(**{k: v for k, v in kw.items() if v is not None})
+
+    def knowledge(self, node: Node, where: str) -> tuple[KnowledgeSpec, ...] | None:
+        passages = self.each(node, where, self.passage)
+        if passages is not None and len(passages) > MAX_KNOWLEDGE:
+            self.error(node, f"{where}: at most {MAX_KNOWLEDGE} passages, found {len(passages)}")
+        return passages
+
+    def passage(self, node: Node, where: str) -> KnowledgeSpec | None:
+        """A passage: its text, or {title, text}."""
+        if isinstance(node, ScalarNode):
+            text = self.name(node, where)
+            title = ""
+        else:
+            f = self.fields(node, where, KNOWLEDGE_KEYS, required=("text",))
+            if f is None:
+                return None
+            text = self.get(f, "text", where, self.name)
+            title = self.get(f, "title", where, self.text) or ""
+        if text is None:
+            return None
+        if len(text) > MAX_PASSAGE_CHARS:
+            self.error(
+                node, f"{where}: a passage is at most {MAX_PASSAGE_CHARS} characters, found {len(text)}"
+            )
+        return KnowledgeSpec(text=text.strip(), title=title.strip())
+
+    def check_generations(self, slots: dict[str, SlotSpec], knowledge: tuple[KnowledgeSpec, ...]) -> None:
+        """What a generate step needs of the rest of the file: passages, and a text slot to fill."""
+        if not knowledge:
+            for node, where in self.knowledge_wanted:
+                self.error(node, f"{where}: the flow has no passages; list them under knowledge: at the top")
+        for ref in self.into_slots:
+            slot = slots.get(ref.name)
+            if slot is not None and slot.type != "text":
+                self.error(
+                    ref.node,
+                    f"{ref.where}: slots.{ref.name} is a {slot.type} slot; a model's answer is text"
+                    " (store it into a text slot or a variable)",
+                )
 
     def variable_name(self, node: Node, where: str) -> str | None:
         name = self.name(node, where)
