@@ -146,6 +146,22 @@ def stream_error(
     return response
 
 
+def delta_event(conversation_id: str, request_id: str, piece: TextDelta) -> pb.ConversationStreamResponse:
+    """A ``response.delta`` event: :func:`stream_event`'s, its data set field by field (one of
+    these per piece of a reply: several times cheaper than filling the Struct from a dict)."""
+    response = pb.ConversationStreamResponse()
+    event = response.event
+    event.event_type = DELTA_EVENT
+    event.conversation_id = conversation_id
+    fields = event.event_data.fields
+    fields["stream_id"].string_value = piece.stream_id
+    fields["sequence"].number_value = piece.sequence
+    fields["text"].string_value = piece.text
+    fields["request_id"].string_value = request_id
+    convert.set_timestamp(event.timestamp, time.time())
+    return response
+
+
 def stream_event(
     event_type: str, conversation_id: str, data: dict[str, object]
 ) -> pb.ConversationStreamResponse:
@@ -362,17 +378,11 @@ class ConversationStream:
         outcome = turn.outcome
         if not outcome.done():
             outcome.add_done_callback(deltas.wake_up)
-        conversation_id = turn.key.conversation_id
+        conversation_id, request_id = turn.key.conversation_id, turn.message_id
         while True:
             for piece in deltas.take():
-                data = {
-                    "stream_id": piece.stream_id,
-                    "sequence": piece.sequence,
-                    "text": piece.text,
-                    "request_id": turn.message_id,
-                }
                 await self._places.acquire()
-                self._wire.put_nowait((stream_event(DELTA_EVENT, conversation_id, data), True))
+                self._wire.put_nowait((delta_event(conversation_id, request_id, piece), True))
             if deltas.pieces:
                 continue  # more came while a place was awaited
             if outcome.done():

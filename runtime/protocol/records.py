@@ -491,19 +491,33 @@ def deltas_from_frame(w: list[Any]) -> list[DeltaEntry]:
     _expect(len(w) == 2 and isinstance(w[1], list), "a delta frame must be [DELTA, entries]")
     entries: list[DeltaEntry] = []
     for e in w[1]:
-        _expect(
-            isinstance(e, list) and len(e) == 5, "a delta must be [batch_id, position, stream, seq, text]"
-        )
-        for value, hint, name in (
-            (e[0], "int", "batch id"),
-            (e[1], "int", "position"),
-            (e[2], "str", "stream id"),
-            (e[3], "int", "sequence"),
-            (e[4], "str", "text"),
+        # One of these per piece of text: the usual shape is checked in one go (``type(x) is int``
+        # is no bool either), and only one that fails it is looked at field by field.
+        if not (
+            type(e) is list
+            and len(e) == 5
+            and type(e[0]) is int
+            and type(e[1]) is int
+            and type(e[2]) is str
+            and type(e[3]) is int
+            and type(e[4]) is str
         ):
-            check_shape(value, hint, f"the delta's {name}")
+            _delta_shape(e)
         entries.append((e[0], e[1], TextDelta(e[2], e[3], e[4])))
     return entries
+
+
+def _delta_shape(e: Any) -> None:
+    """Raise the ShapeError that says what is wrong with the DELTA entry ``e``."""
+    _expect(isinstance(e, list) and len(e) == 5, "a delta must be [batch_id, position, stream, seq, text]")
+    for value, hint, name in (
+        (e[0], "int", "batch id"),
+        (e[1], "int", "position"),
+        (e[2], "str", "stream id"),
+        (e[3], "int", "sequence"),
+        (e[4], "str", "text"),
+    ):
+        check_shape(value, hint, f"the delta's {name}")
 
 
 def cancel_frame(commands: list[tuple[int, int]]) -> list[Any]:
