@@ -136,7 +136,7 @@ def _inspect(shard: Shard, key: ConversationKey, last_turns: int) -> list[Any] |
         commands += [queued.command for queued in conversation.mailbox]
         queued = [(c.message_id, int(c.kind), flow.redact_text(c.said)) for c in commands]
         if conversation.waiting is not None:
-            webhook = conversation.waiting.suspended.call.name
+            webhook = conversation.waiting.suspended.call.label
             waiting_s = max(0.0, time.time() - conversation.waiting.since)
     turns = [
         (t.seq, t.message_id, t.kind, t.reply, t.created_at, t.input)
@@ -179,7 +179,7 @@ def _waiting(shard: Shard, scope: str | None) -> list[Any]:
             in_handoff(state),
             resident=True,
             shard=shard.index,
-            webhook=waiting.suspended.call.name,
+            webhook=waiting.suspended.call.label,
             webhook_waiting_s=max(0.0, now - waiting.since),
             mailbox=len(conversation.mailbox),
             stored=conversation.exists,

@@ -641,7 +641,7 @@ class Shard:
         if conversation is None or conversation.waiting is None:
             return Abandoned(False, "its turn waits on no webhook (it may have answered meanwhile)")
         waiting: _Waiting = conversation.waiting
-        name = waiting.suspended.call.name
+        name = waiting.suspended.call.label
         if waiting.cancel is not None:  # a generation: no use writing what nobody will read
             waiting.cancel.set()
         error = f"abandoned by {who}" + (f": {reason}" if reason else "")
@@ -706,7 +706,7 @@ class Shard:
             mailbox = conversation.mailbox
             if not any(_expired(q, now) for q in mailbox):
                 continue
-            name = conversation.waiting.suspended.call.name
+            name = conversation.waiting.suspended.call.label
             dropped = error_outcome(
                 DeadlineExceeded(
                     f"not done: the deadline passed while it waited behind the webhook {name!r}"

@@ -217,9 +217,25 @@ class ModelClient:
                 else "no model provider is configured"
             )
             return answered(failure(NO_PROVIDER, error, chunks=0, attempts=0))
-        return self._pool.submit(self._complete, provider, request, on_chunk, cancel)
+        return self._pool.submit(self._answer, provider, request, on_chunk, cancel)
 
     # On the call's thread ----------------------------------------------------------------
+
+    def _answer(
+        self,
+        provider: ModelProvider,
+        request: Mapping[str, Any],
+        on_chunk: ChunkSink | None,
+        cancel: threading.Event | None,
+    ) -> ModelResult:
+        """The call's result, whatever happens: a turn waits on it."""
+        try:
+            return self._complete(provider, request, on_chunk, cancel)
+        except Exception as exc:  # a client library's surprise must not leave a turn hanging
+            log.warning(
+                "model provider %r: the call failed unexpectedly: %s", provider.name, type(exc).__name__
+            )
+            return failure(PROVIDER_ERROR, f"the call failed: {type(exc).__name__}", provider=provider.name)
 
     def _client(self, provider: ModelProvider) -> Any:
         with self._lock:

@@ -71,7 +71,8 @@ def test_the_docs_dialogue_plays_against_the_docs_flow(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", list(dialogue_files([EXAMPLES])), ids=lambda p: p.stem)
 def test_example_flows_play_their_dialogues(path: Path) -> None:
-    """A bank's card support calling an identity sub-flow, and a survey (tests/dialogues/examples)."""
+    """A bank's card support calling an identity sub-flow, a survey, and a concierge whose notes and
+    answers a language model writes (tests/dialogues/examples)."""
     flows, problems = load_flows([EXAMPLES / "flows"])
     assert not problems
     with FlowRunner(flows) as runner:

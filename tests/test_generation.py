@@ -426,7 +426,7 @@ def test_abandoning_a_generation_ends_its_request(
         assert time.monotonic() < give_up
         time.sleep(0.01)
     abandoned = driver.shard.abandon_webhook(ConversationKey(TENANT, "c1"), "operator-1", "too long")
-    assert abandoned.done and abandoned.state == "sorry"
+    assert abandoned.done and abandoned.state == "sorry" and abandoned.webhook == "generate:default"
     assert "generate_failed:abandoned" in abandoned.actions
     for _, (late_batch, _, wire) in driver.shard.take_moved():
         driver.outcomes[late_batch] = wire

@@ -1,17 +1,20 @@
 """The model client (runtime.models) against a local OpenAI-compatible stand-in: streams, the
 whole answer at once, retries with one idempotency key, every way a call fails, cancellation,
-and the key kept out of everything but the Authorization header."""
+and the key kept out of everything but the Authorization header; and the config's ``models``."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from confab.runtime.config import ConfabConfig, ConfigError, load_config
 from confab.runtime.models import ModelClient, ModelProvider, ModelResult, tokens_spent
 from confab.runtime.outbound import IDEMPOTENCY_HEADER
+from confab.tools.serve import model_settings
 from tests.model_standin import DEFAULT_USAGE, WAIT_S, ModelStandIn, Script
 
 REQUEST: dict[str, Any] = {
@@ -247,3 +250,77 @@ def test_a_key_variable_that_is_not_set_fails_naming_the_variable(
         client.close()
     assert result["reason"] == "no_key" and "STANDIN_MISSING_KEY" in result["error"]
     assert standin.received() == []
+
+
+# The configuration -----------------------------------------------------------------------------
+
+
+def config_with(tmp_path: Path, models_yaml: str) -> ConfabConfig:
+    path = tmp_path / "confab.yaml"
+    path.write_text("models:\n" + models_yaml)
+    return load_config(path)
+
+
+def test_providers_and_budgets_come_from_the_config(tmp_path: Path) -> None:
+    config = config_with(
+        tmp_path,
+        """\
+  providers:
+    - {name: local, base_url: "http://127.0.0.1:11434/v1", model: llama3.2}
+    - {name: openai, base_url: "https://api.openai.com/v1", model: gpt-4o-mini, api_key_env: OPENAI_API_KEY,
+       timeout_s: 10, retries: 2, max_tokens: 200, temperature: 0.1, stream: false}
+  budget: {tokens_per_day: 100000, tenants: {acme: 5000, friends: 0}}
+  max_concurrent: 4
+""",
+    )
+    settings = model_settings(config)
+    assert settings.providers == (
+        ModelProvider("local", "http://127.0.0.1:11434/v1", "llama3.2"),
+        ModelProvider(
+            "openai", "https://api.openai.com/v1", "gpt-4o-mini", "OPENAI_API_KEY", 10.0, 2, 200, 0.1, False
+        ),
+    )
+    assert settings.names == ("local", "openai") and settings.max_concurrent == 4
+    budget = settings.budget
+    assert (budget.limit("acme"), budget.limit("friends"), budget.limit("anyone")) == (5000, 0, 100000)
+
+
+@pytest.mark.parametrize(
+    ("models_yaml", "message"),
+    [
+        ("  providers: [{name: local, base_url: 'ftp://x', model: m}]\n", "base_url must be an http"),
+        ("  providers: [{name: local, base_url: 'http://x/v1'}]\n", "model is required"),
+        ("  providers: [{base_url: 'http://x/v1', model: m}]\n", "name is required"),
+        (
+            "  providers: [{name: a, base_url: 'http://x/v1', model: m},"
+            " {name: a, base_url: 'http://y/v1', model: m}]\n",
+            "names must be unique",
+        ),
+        (
+            "  providers: [{name: a, base_url: 'http://x/v1', model: m, retries: -1}]\n",
+            "retries must be >= 0",
+        ),
+        ("  providers: [{name: a, base_url: 'http://x/v1', model: m, temperature: 7}]\n", "between 0 and 2"),
+        ("  budget: {tokens_per_day: -5}\n", "tokens_per_day must be 0"),
+        ("  budget: {tenants: {acme: lots}}\n", "models.budget.tenants.acme must be a number of tokens"),
+        ("  max_concurrent: 0\n", "max_concurrent must be >= 1"),
+    ],
+)
+def test_a_bad_model_config_is_refused(tmp_path: Path, models_yaml: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_with(tmp_path, models_yaml)
+
+
+def test_a_key_in_the_config_is_refused_and_never_repeated(tmp_path: Path) -> None:
+    secret = "sk-live-abcdef0123456789"
+    with pytest.raises(ConfigError) as in_place:
+        config_with(
+            tmp_path, f"  providers: [{{name: a, base_url: 'http://x/v1', model: m, api_key: {secret}}}]\n"
+        )
+    assert "never goes in the config" in str(in_place.value) and secret not in str(in_place.value)
+    with pytest.raises(ConfigError) as as_name:
+        config_with(
+            tmp_path,
+            f"  providers: [{{name: a, base_url: 'http://x/v1', model: m, api_key_env: {secret}}}]\n",
+        )
+    assert "NAME of the environment variable" in str(as_name.value) and secret not in str(as_name.value)

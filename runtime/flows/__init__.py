@@ -65,6 +65,11 @@ class WebhookCall:
     body: JsonDict
     kind: str = WEBHOOK
 
+    @property
+    def label(self) -> str:
+        """The call as operators see it: the webhook's name, or ``generate:PROVIDER``."""
+        return f"generate:{self.name or 'default'}" if self.kind == GENERATE else self.name
+
 
 class NeedsWebhook(Exception):
     """Raised by a turn that reached a webhook (or a model call) whose result it does not have yet.
