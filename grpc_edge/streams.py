@@ -148,7 +148,7 @@ def stream_error(
 
 def delta_event(conversation_id: str, request_id: str, piece: TextDelta) -> pb.ConversationStreamResponse:
     """A ``response.delta`` event: :func:`stream_event`'s, its data set field by field (one of
-    these per piece of a reply: several times cheaper than filling the Struct from a dict)."""
+    these per piece of a reply: cheaper than filling the Struct from a dict)."""
     response = pb.ConversationStreamResponse()
     event = response.event
     event.event_type = DELTA_EVENT
