@@ -27,6 +27,7 @@ from confab.runtime.store import Retention, open_store
 from confab.tools.postgres_server import PostgresServer
 from confab.tools.price_service import PriceService
 from tests.hosts import Hosts, unavailable_reason
+from tests.model_standin import ModelStandIn
 from tests.postgres import database_name, start_server
 from tests.shard_runner import hold_every_vshard
 from tests.support import ServerProcess, wait_until_gone
@@ -145,6 +146,13 @@ def make_shard(db_path: Path) -> Iterator[Callable[..., Shard]]:
     yield factory
     for shard in opened:
         shard.close()
+
+
+@pytest.fixture
+def standin() -> Iterator[ModelStandIn]:
+    """A local OpenAI-compatible model provider (tests.model_standin), on a thread of the test's."""
+    with ModelStandIn() as server:
+        yield server
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ has, and dialogues that script a model's answers (no model is ever called by the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -234,12 +233,6 @@ def helper_dir(tmp_path: Path) -> Path:
     directory.mkdir()
     (directory / "helper.yaml").write_text(HELPER)
     return directory
-
-
-@pytest.fixture
-def standin() -> Iterator[ModelStandIn]:
-    with ModelStandIn() as server:
-        yield server
 
 
 def test_dialogues_script_the_models_answers(tmp_path: Path, helper_dir: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,12 +148,6 @@ class Driver:
         outcome = decode_outcome(answer.outcomes[0])
         assert isinstance(outcome, StateResult), outcome
         return outcome.state.current_state
-
-
-@pytest.fixture
-def standin() -> Iterator[ModelStandIn]:
-    with ModelStandIn() as server:
-        yield server
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Generate steps through a real server (``confab serve``: edge, shard processes, SQLite store)
-whose config names a local OpenAI-compatible stand-in (tests.model_standin) as its provider."""
+whose config names a local OpenAI-compatible stand-in (tests.model_standin) as its provider;
+the flow is the one the shard-level tests run (tests.test_generation)."""
 
 from __future__ import annotations
 
@@ -13,26 +14,11 @@ from confab.protos import mcp_engine_pb2 as pb
 from confab.runtime.flows.execution.interpreter import BUDGET_SPENT
 from tests.model_standin import ModelStandIn, Script
 from tests.support import ServerProcess, message
+from tests.test_generation import FLOW
 
 pytestmark = pytest.mark.integration
 
 KEY = "sk-test-served-0123456789"
-FLOW = """\
-flow: helper
-settings:
-  start: ask
-intents:
-  explain: {keywords: [explain]}
-routes: [{intent: explain, to: explain}]
-states:
-  ask:
-    on_enter: [{say: {text: "Ask me."}}]
-  explain:
-    on_enter:
-      - generate: {prompt: "Explain: {{ message }}", on_failure: sorry}
-  sorry:
-    on_enter: [{say: {text: "The model is away."}}]
-"""
 
 
 Served = tuple[ServerProcess, ModelStandIn]

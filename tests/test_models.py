@@ -5,7 +5,6 @@ and the key kept out of everything but the Authorization header; and the config'
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,6 @@ REQUEST: dict[str, Any] = {
     "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello?"}],
     "idempotency_key": "key-1234",
 }
-
-
-@pytest.fixture
-def standin() -> Iterator[ModelStandIn]:
-    with ModelStandIn() as server:
-        yield server
 
 
 def provider(standin: ModelStandIn, **options: Any) -> ModelProvider:

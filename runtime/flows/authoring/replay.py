@@ -50,6 +50,7 @@ from confab.runtime.errors import ConfabError
 from confab.runtime.flows import GENERATE, WEBHOOK, Flow, UnknownFlow, UnknownState, WebhookCall
 from confab.runtime.flows.authoring.dialogues import webhook_result
 from confab.runtime.flows.authoring.runner import FlowRunner
+from confab.runtime.flows.execution.interpreter import NOT_CALLED
 from confab.runtime.flows.language.document import FlowDocument
 from confab.runtime.flows.language.masking import MASK
 from confab.runtime.model import Content, ConversationKey, ConversationState, InboundMessage, JsonDict
@@ -61,7 +62,7 @@ from confab.runtime.models import NO_PROVIDER, failure
 # by call number only, and these give each call's kind and webhook name.
 _CALL_ACTIONS = ("webhook:", "webhook_failed:")
 _GENERATE_ACTIONS = ("generate:", "generate_failed:")
-_NOT_CALLED = "generate_failed:template"  # a prompt that did not render: no call was made
+_NOT_CALLED = f"generate_failed:{NOT_CALLED}"  # a prompt that did not render: no call was made
 NOT_RECORDED = "not recorded: a replay calls no webhook, and no answer was given for this one"
 MODEL_NOT_RECORDED = "not recorded: a replay calls no language model"
 

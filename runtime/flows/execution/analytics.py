@@ -48,6 +48,7 @@ from confab.runtime.analytics import (
     normalize_text,
 )
 from confab.runtime.flows import HANDOFF, Flow
+from confab.runtime.flows.execution.interpreter import NOT_CALLED
 from confab.runtime.flows.execution.turn import Done
 from confab.runtime.flows.language.masking import Masker
 from confab.runtime.model import ConversationKey, ConversationState, JsonDict
@@ -59,8 +60,6 @@ _ALWAYS_MASKED = Masker.of(["card_number", "iban", "email", "phone"], [])
 # flow_memory keys of the interpreter's (runtime.flows.execution.interpreter)
 _VARIANTS = "ab"
 _CALLS = "calls"
-# The interpreter's reason for a generate step whose prompt did not render: no call was made.
-_NOT_CALLED = "template"
 
 
 def count_turn(flow: Flow, key: ConversationKey, done: Done) -> TurnCounts:
@@ -110,7 +109,7 @@ def count_turn(flow: Flow, key: ConversationKey, done: Done) -> TurnCounts:
             calls += 1
         elif kind == "generate_failed":
             add(current, GENERATION_FAILURES, arg)
-            calls += 0 if arg == _NOT_CALLED else 1
+            calls += 0 if arg == NOT_CALLED else 1
         elif kind == "generative_fallback":
             add(current, GENERATIVE_FALLBACKS)
         elif kind == "handoff":

@@ -86,6 +86,7 @@ from confab.runtime.flows.language.expressions import ExpressionError, Expressio
 from confab.runtime.flows.language.masking import MASK, Masker, mask_spans, mask_value
 from confab.runtime.flows.language.templates import TemplateError, render_response, render_text
 from confab.runtime.model import Content, ConversationKey, ConversationState, InboundMessage, JsonDict
+from confab.runtime.models import BUDGET
 
 HISTORY_KEPT = 20  # intent_history and previous_states entries kept
 HANDOFF_LOG_KEPT = 50  # messages recorded while a human has the conversation
@@ -106,8 +107,7 @@ GROUNDING = (
 HISTORY_CHARS = 500  # of one remembered text
 # Why a model call failed when its result names no reason (runtime.models.REASONS otherwise).
 ABANDONED = "abandoned"  # an operator gave the call up (Admin.AbandonWebhook)
-TEMPLATE = "template"  # the step's prompt did not render: no call was made
-BUDGET = "budget"
+NOT_CALLED = "template"  # the step's prompt did not render: no call was made
 
 # Keys of flow_memory.
 ASKING = "asking"  # the slot whose prompt was said last
@@ -821,7 +821,7 @@ class DeclarativeFlow:
             request = self._generation_request(turn, spec)
         except TemplateError as exc:  # the loader checks templates; a render can still fail
             turn.actions.append(f"template_failed:{exc.message}")
-            result: JsonDict = {"ok": False, "reason": TEMPLATE, "error": exc.message}
+            result: JsonDict = {"ok": False, "reason": NOT_CALLED, "error": exc.message}
         else:
             result = self._webhook_result(turn, spec.provider, request, GENERATE)
         if result.get("ok"):
