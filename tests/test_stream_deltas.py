@@ -79,14 +79,15 @@ def scripts() -> Scripts:
 
 
 @pytest.fixture(scope="module")
-def standin(scripts: Scripts) -> Iterator[ModelStandIn]:
+def scripted_model(scripts: Scripts) -> Iterator[ModelStandIn]:
+    """The stand-in provider for this module's server, answering each request by ``scripts``."""
     with ModelStandIn() as model:
         model.choose = scripts
         yield model
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, standin: ModelStandIn) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, scripted_model: ModelStandIn) -> Iterator[ServerProcess]:
     directory = tmp_path_factory.mktemp("deltas")
     flows = directory / "flows"
     flows.mkdir()
@@ -95,7 +96,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, standin: ModelStandIn) -> I
     config.write_text(
         f"flows:\n  default: writer\n  dirs: ['{flows}']\n"
         "models:\n  providers:\n"
-        f"    - {{name: standin, base_url: '{standin.url}', model: test, timeout_s: 5.0, retries: 0}}\n",
+        f"    - {{name: standin, base_url: '{scripted_model.url}', model: test, timeout_s: 5.0,"
+        " retries: 0}\n",
         encoding="utf-8",
     )
     process = ServerProcess(directory / "data", shards=2, extra=["--config", str(config)]).start()
@@ -145,8 +147,8 @@ def answers(responses: list[pb.ConversationStreamResponse]) -> list[pb.ProcessMe
     return [r.message_response for r in responses if kind(r) == "message_response"]
 
 
-def last_request(standin: ModelStandIn, word: str) -> Received:
-    found = [r for r in standin.received() if word in str(r.body["messages"][-1].get("content", ""))]
+def last_request(model: ModelStandIn, word: str) -> Received:
+    found = [r for r in model.received() if word in str(r.body["messages"][-1].get("content", ""))]
     assert found, f"the stand-in got no request about {word!r}"
     return found[-1]
 
@@ -236,12 +238,12 @@ def test_pipelined_messages_keep_their_deltas_behind_the_earlier_answer(
 
 
 def test_unary_calls_and_streams_that_leave_the_event_out_get_the_whole_text_only(
-    stub: pb_grpc.MCPEngineStub, scripts: Scripts, standin: ModelStandIn
+    stub: pb_grpc.MCPEngineStub, scripts: Scripts, scripted_model: ModelStandIn
 ) -> None:
     scripts.by_word["whole"] = Script(chunks=["all ", "of ", "it"])
     unary = stub.ProcessMessage(message(new_id(), "whole, unary"))
     assert unary.response.text == "all of it"
-    assert last_request(standin, "whole, unary").completed
+    assert last_request(scripted_model, "whole, unary").completed
     conversation = new_id()
     requests = [init(conversation, "state_changed"), say(conversation, "whole, quiet stream")]
     responses = list(stub.StreamConversation(iter(requests)))
@@ -292,7 +294,7 @@ def test_two_conversations_generating_at_once_each_get_only_their_own_deltas(
 
 
 def test_cancelling_the_stream_stops_the_generation_and_the_conversation_goes_on(
-    stub: pb_grpc.MCPEngineStub, scripts: Scripts, standin: ModelStandIn
+    stub: pb_grpc.MCPEngineStub, scripts: Scripts, scripted_model: ModelStandIn
 ) -> None:
     scripts.by_word["never ending"] = Script(chunks=[f"w{n} " for n in range(400)], chunk_delay_s=0.05)
     conversation = new_id()
@@ -300,7 +302,7 @@ def test_cancelling_the_stream_stops_the_generation_and_the_conversation_goes_on
     stream.outbox.put(say(conversation, "never ending"))
     assert kind(stream.next()) == f"event:{DELTA}"
     stream.call.cancel()
-    request = last_request(standin, "never ending")
+    request = last_request(scripted_model, "never ending")
     assert request.ended.wait(WAIT_S), "the stand-in's request did not end"
     assert request.left and not request.completed and request.chunks_sent < 400
     stream.close()
