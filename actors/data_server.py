@@ -11,6 +11,13 @@ many batches at once, and an idle one answers a lone request at once. A webhook
 that finishes wakes the loop (``call_soon_threadsafe``), and its late outcomes are
 pushed on the connection the command came from.
 
+A generation's text comes the same way, from its model call's thread (``Shard.on_delta``):
+pieces that arrive while the loop is busy share one DELTA frame per connection, in the
+order written, and always go out before the outcome of their command (the thread
+schedules the send before it can schedule its turn's end). A CANCEL frame (the edge's
+caller went away) stops the generation its command waits on, after the round that
+arrived with it, so that a command and its cancel sent together meet in that order.
+
 A peer's bad input costs that peer its connection and nobody else anything: a frame
 that is not the record it claims to be closes its connection before it is queued
 (so it never reaches a round other connections' batches ride in); the connections
@@ -25,18 +32,21 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 from confab.actors import queries
-from confab.actors.shard import Shard
+from confab.actors.shard import Origin, Shard
 from confab.runtime import eventloop
 from confab.runtime.errors import InternalError
 from confab.runtime.protocol import codec, transport
 from confab.runtime.protocol.records import (
     ANSWER,
     BATCH,
+    CANCEL,
     DEFERRED_OUTCOME,
+    DELTA,
     EDGE_ROLE,
     LATE,
     OUTCOMES,
@@ -47,6 +57,8 @@ from confab.runtime.protocol.records import (
     LateOutcomes,
     OutcomeBatch,
     Query,
+    cancels_from_frame,
+    deltas_frame,
     error_outcome,
     events_frame,
 )
@@ -75,10 +87,18 @@ class ShardServer:
         self._connections: set[transport.FrameConnection] = set()
         self._batches: list[tuple[transport.FrameConnection, CommandBatch]] = []
         self._queries: list[tuple[transport.FrameConnection, Query]] = []
+        # Commands whose caller went away: (connection, batch id, position), after the next round.
+        self._cancels: list[tuple[transport.FrameConnection, int, int]] = []
+        # Pieces of generated text from model threads, (connection, DELTA entry), until the loop
+        # sends them; _deltas_scheduled: a send is scheduled already (both under _deltas_lock).
+        self._deltas: list[tuple[Any, list[Any]]] = []
+        self._deltas_lock = threading.Lock()
+        self._deltas_scheduled = False
         self._scheduled = False
         self._busy = False  # reading is paused: too many frames wait for a round
         self._last_round_end = 0.0
         shard.on_webhook_done = self._webhook_done
+        shard.on_delta = self._delta
 
     def start(self, timeout: float = 10.0) -> list[str]:
         """Listen; return the addresses the shard really listens on (edges connect there)."""
@@ -177,6 +197,7 @@ class ShardServer:
         now = time.perf_counter()
         batches: list[CommandBatch] = []
         asked: list[Query] = []
+        cancels: list[tuple[int, int]] = []
         try:
             for value in frames:
                 kind = value[0] if isinstance(value, list) and value else None
@@ -188,6 +209,8 @@ class ShardServer:
                     query = Query.from_frame(value)
                     query.received_at = now
                     asked.append(query)
+                elif kind == CANCEL:
+                    cancels += cancels_from_frame(value)
                 else:
                     raise ValueError(f"a frame of kind {kind!r} has no place here")
         except Exception as exc:  # any shape this shard cannot run: this connection's problem only
@@ -201,7 +224,9 @@ class ShardServer:
             return
         self._batches.extend((connection, batch) for batch in batches)
         self._queries.extend((connection, query) for query in asked)
-        if not self._busy and len(self._batches) + len(self._queries) >= self.settings.max_inbound_frames:
+        self._cancels.extend((connection, batch_id, position) for batch_id, position in cancels)
+        waiting = len(self._batches) + len(self._queries) + len(self._cancels)
+        if not self._busy and waiting >= self.settings.max_inbound_frames:
             self._busy = True  # read nothing more until the next round has taken them
             for other in self._connections:
                 other.hold_reading(transport.BUSY, True)
@@ -232,6 +257,8 @@ class ShardServer:
                 out.setdefault(connection, []).append(queries.answer(self.shard, query).to_frame())
         for connection, frames in out.items():
             self._send(connection, frames)
+        if self._cancels:
+            self._cancel_generations()
         if self._busy:
             self._busy = False
             for connection in self._connections:
@@ -304,6 +331,43 @@ class ShardServer:
                 if connection.peer_role == EDGE_ROLE:
                     self._send(connection, [frame])
 
+    def _cancel_generations(self) -> None:
+        """Stop the generations whose callers went away (their turns end on their own, late)."""
+        cancels, self._cancels = self._cancels, []
+        for connection, batch_id, position in cancels:
+            try:
+                self.shard.cancel_generation(connection, batch_id, position)
+            except Exception:  # the generation runs to its end; its caller hears nothing of it
+                log.exception("shard %d: cancelling a generation failed", self.shard.index)
+
+    def _delta(self, origin: Origin, stream_id: str, sequence: int, text: str) -> None:
+        """A piece of a generation's text (called on its model call's thread, in the order written)."""
+        entry = [origin.batch_id, origin.index, stream_id, sequence, text]
+        with self._deltas_lock:
+            self._deltas.append((origin.sender, entry))
+            if self._deltas_scheduled:
+                return  # the send already scheduled takes it along
+            self._deltas_scheduled = True
+            # Scheduled under the lock: a thread that finds a send scheduled knows it was scheduled
+            # before anything that thread schedules next (its turn's end among them).
+            try:
+                self._loop.call_soon_threadsafe(self._send_deltas)
+            except RuntimeError:  # the loop is closed: the server stopped, nobody is listening
+                self._deltas_scheduled = False
+                self._deltas.clear()
+
+    def _send_deltas(self) -> None:
+        """Whatever pieces arrived since the last send, one DELTA frame per connection."""
+        with self._deltas_lock:
+            taken, self._deltas = self._deltas, []
+            self._deltas_scheduled = False
+        by_connection: dict[Any, list[list[Any]]] = {}
+        for sender, entry in taken:
+            by_connection.setdefault(sender, []).append(entry)
+        for connection, entries in by_connection.items():
+            if connection in self._connections:  # an edge that went away gets nothing
+                self._send(connection, [deltas_frame(entries)])
+
     def _send_late(self, late: list[tuple[Any, tuple[int, int, list[Any]]]]) -> None:
         by_connection: dict[Any, list[tuple[int, int, list[Any]]]] = {}
         for connection, entry in late:
@@ -331,6 +395,8 @@ def fit_frames(value: list[Any], limit: int) -> list[bytes]:
         return [codec.frame(head.to_frame()), *_late_frames(entries, limit)]
     if kind == LATE:
         return _late_frames(LateOutcomes.from_frame(value).entries, limit)
+    if kind == DELTA:
+        return _delta_frames(value[1], limit)
     if kind == ANSWER:
         failed = Answer.failed(value[1], InternalError(f"the answer is larger than {limit} bytes"))
         return [codec.frame(failed.to_frame())]
@@ -338,24 +404,48 @@ def fit_frames(value: list[Any], limit: int) -> list[bytes]:
     return []
 
 
-_FRAME_OVERHEAD = 64  # header, tag and list headers of a LATE frame, generously
+_FRAME_OVERHEAD = 64  # header, tag and list headers of a LATE or DELTA frame, generously
 
 
 def _late_frames(entries: list[tuple[int, int, list[Any]]], limit: int) -> list[bytes]:
-    frames: list[bytes] = []
-    chunk: list[tuple[int, int, list[Any]]] = []
-    size = _FRAME_OVERHEAD
+    fitted: list[list[Any]] = []
     for batch_id, position, outcome in entries:
-        entry_size = len(codec.pack([batch_id, position, outcome]))
-        if entry_size + _FRAME_OVERHEAD > limit:
+        if len(codec.pack([batch_id, position, outcome])) + _FRAME_OVERHEAD > limit:
             too_big = InternalError(f"the reply is larger than {limit} bytes (data_plane.max_frame_bytes)")
             outcome = error_outcome(too_big)
-            entry_size = len(codec.pack([batch_id, position, outcome]))
+        fitted.append([batch_id, position, outcome])
+    return _frames_of(fitted, limit, _late_frame)
+
+
+def _late_frame(entries: list[list[Any]]) -> list[Any]:
+    return LateOutcomes([(e[0], e[1], e[2]) for e in entries]).to_frame()
+
+
+def _delta_frames(entries: list[list[Any]], limit: int) -> list[bytes]:
+    fitted = []
+    for entry in entries:
+        if len(codec.pack(entry)) + _FRAME_OVERHEAD > limit:
+            # Not sent rather than refused by the edge: the outcome carries the whole text anyway.
+            log.error("a piece of generated text is larger than %d bytes: not sent as a delta", limit)
+            continue
+        fitted.append(entry)
+    return _frames_of(fitted, limit, deltas_frame)
+
+
+def _frames_of(
+    entries: list[list[Any]], limit: int, make: Callable[[list[list[Any]]], list[Any]]
+) -> list[bytes]:
+    """``entries`` (each one fits) as frames ``make`` makes of consecutive runs, each within ``limit``."""
+    frames: list[bytes] = []
+    chunk: list[list[Any]] = []
+    size = _FRAME_OVERHEAD
+    for entry in entries:
+        entry_size = len(codec.pack(entry))
         if chunk and size + entry_size > limit:
-            frames.append(codec.frame(LateOutcomes(chunk).to_frame()))
+            frames.append(codec.frame(make(chunk)))
             chunk, size = [], _FRAME_OVERHEAD
-        chunk.append((batch_id, position, outcome))
+        chunk.append(entry)
         size += entry_size
     if chunk:
-        frames.append(codec.frame(LateOutcomes(chunk).to_frame()))
+        frames.append(codec.frame(make(chunk)))
     return frames

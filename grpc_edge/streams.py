@@ -7,7 +7,15 @@ Events pushed by the conversation's shard (an operator's action, a person's mess
 Protocol mistakes (a message before init, a message for another conversation)
 answer with a recoverable StreamError and the stream goes on. A stream with no
 request for ``idle_timeout_s`` (heartbeats count) is closed; a client that cancels
-takes its reader task and queued work with it.
+takes its reader task and queued work with it: every message not answered yet is
+given up (``Engine.process_many``'s futures cancelled), which stops a generation
+under way.
+
+A message's reply text, as its turn generates it, comes as ``response.delta`` events
+(the engine's delta listener keeps them with the message's turn): the sequencer sends
+them in order while that turn is the one it answers, then the turn's answer; a later
+message's pieces wait for their turn, so that nothing of one message comes before the
+answer to an earlier one. They hold places among the answers like the answers do.
 
 Drain: once the server begins to shut down (:meth:`StreamRegistry.drain`), every
 open stream stops reading, answers what it had already read, sends a StreamError
@@ -23,7 +31,7 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from confab.grpc_edge import auth, convert, errors
@@ -32,13 +40,21 @@ from confab.grpc_edge.limits import TenantRateLimiter
 from confab.protos import mcp_engine_pb2 as pb
 from confab.runtime import VERSION
 from confab.runtime.config import LimitsConfig
-from confab.runtime.engine import ConversationEvent, Engine, WireReply
+from confab.runtime.engine import ConversationEvent, Engine, Outcome, TextDelta, WireReply
 from confab.runtime.errors import ConfabError, Unavailable
 from confab.runtime.model import ConversationKey, new_id
 
 # Responses computed but not yet written, per stream: beyond this, reading pauses.
 MAX_PENDING = 256
-STREAM_EVENT_TYPES = ("state_changed", "heartbeat", "stream_closed", "agent_message", "operator_action")
+DELTA_EVENT = "response.delta"
+STREAM_EVENT_TYPES = (
+    "state_changed",
+    "heartbeat",
+    "stream_closed",
+    "agent_message",
+    "operator_action",
+    DELTA_EVENT,
+)
 SHUTTING_DOWN = "the server is shutting down; reconnect and send again what got no answer"
 
 
@@ -72,12 +88,44 @@ class StreamSettings:
     registry: StreamRegistry = field(default_factory=StreamRegistry)
 
 
-@dataclass(slots=True)
+class _Deltas:
+    """The pieces of one message's reply text that came and are not sent yet (the engine's
+    listener adds them, on the loop), and the sequencer's wait for more."""
+
+    __slots__ = ("_wake", "pieces")
+
+    def __init__(self) -> None:
+        self.pieces: list[TextDelta] = []
+        self._wake: asyncio.Future[None] | None = None
+
+    def add(self, delta: TextDelta) -> None:
+        self.pieces.append(delta)
+        self.wake_up()
+
+    def wake_up(self, _: object = None) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    def take(self) -> list[TextDelta]:
+        pieces, self.pieces = self.pieces, []
+        return pieces
+
+    async def more(self) -> None:
+        """Return once :meth:`wake_up` is called (a piece came, or the outcome)."""
+        self._wake = asyncio.get_running_loop().create_future()
+        try:
+            await self._wake
+        finally:
+            self._wake = None
+
+
+@dataclass(slots=True, eq=False)
 class _Turn:
     key: ConversationKey
     message_id: str
     started: float
-    outcome: Awaitable[object]
+    outcome: asyncio.Future[Outcome]
+    deltas: _Deltas | None  # None: the stream does not want response.delta events
 
 
 # What the sequencer gets from the reader: a ready response, a turn to await, or the end.
@@ -95,6 +143,22 @@ def stream_error(
     response.error.recoverable = recoverable
     if request_id:
         response.error.metadata.request_id = request_id
+    return response
+
+
+def delta_event(conversation_id: str, request_id: str, piece: TextDelta) -> pb.ConversationStreamResponse:
+    """A ``response.delta`` event: :func:`stream_event`'s, its data set field by field (one of
+    these per piece of a reply: cheaper than filling the Struct from a dict)."""
+    response = pb.ConversationStreamResponse()
+    event = response.event
+    event.event_type = DELTA_EVENT
+    event.conversation_id = conversation_id
+    fields = event.event_data.fields
+    fields["stream_id"].string_value = piece.stream_id
+    fields["sequence"].number_value = piece.sequence
+    fields["text"].string_value = piece.text
+    fields["request_id"].string_value = request_id
+    convert.set_timestamp(event.timestamp, time.time())
     return response
 
 
@@ -133,6 +197,8 @@ class ConversationStream:
         # conversation's operator actions and people's messages), as the client is sent them.
         self._wire: asyncio.Queue[_Out] = asyncio.Queue()
         self._places = asyncio.Semaphore(MAX_PENDING)  # answers in _wire not yet sent
+        # Messages handed to the engine and not answered yet: given up if the stream ends first.
+        self._unanswered: set[asyncio.Future[Outcome]] = set()
         self._reader: asyncio.Task[None] | None = None
         self._sequencer: asyncio.Task[None] | None = None
         self._drained = False
@@ -161,6 +227,10 @@ class ConversationStream:
             registry.discard(self)
             if self.key is not None:
                 self.engine.unwatch(self.key, self._pushed)
+            # Only a stream that ends before its answers (the client cancelled) has any: what it
+            # would have been sent has nobody to go to, and a generation under way stops.
+            for outcome in self._unanswered:
+                outcome.cancel()
             for task in (self._reader, self._sequencer):
                 task.cancel()
             for task in (self._reader, self._sequencer):
@@ -290,23 +360,45 @@ class ConversationStream:
                 recoverable=True,
                 request_id=message_id,
             )
+        deltas = _Deltas() if self._wants(DELTA_EVENT) else None
         try:
             if self.rate_limiter is not None:
                 # RateLimited says when to retry in its message: a StreamError has no RetryInfo.
                 self.rate_limiter.charge(turn.key.tenant_id)
-            future = self.engine.process_many([turn])[0]
+            future = self.engine.process_many([turn], on_delta=[deltas.add if deltas else None])[0]
         except ConfabError as exc:
             return stream_error(exc.reason, exc.message, recoverable=True, request_id=message_id)
-        return _Turn(turn.key, message_id, started, future)
+        self._unanswered.add(future)
+        return _Turn(turn.key, message_id, started, future, deltas)
 
     # Sequencer -------------------------------------------------------------
 
+    async def _relay(self, turn: _Turn, deltas: _Deltas) -> None:
+        """Send ``turn``'s deltas as they come, until its outcome is in and they are all sent."""
+        outcome = turn.outcome
+        if not outcome.done():
+            outcome.add_done_callback(deltas.wake_up)
+        conversation_id, request_id = turn.key.conversation_id, turn.message_id
+        while True:
+            for piece in deltas.take():
+                await self._places.acquire()
+                self._wire.put_nowait((delta_event(conversation_id, request_id, piece), True))
+            if deltas.pieces:
+                continue  # more came while a place was awaited
+            if outcome.done():
+                return
+            await deltas.more()
+
     async def _answer(self, turn: _Turn) -> list[pb.ConversationStreamResponse]:
+        if turn.deltas is not None:
+            await self._relay(turn, turn.deltas)
         try:
             outcome = await turn.outcome
         except Exception as exc:
             error = errors.as_confab_error(exc, turn.message_id)
             return [stream_error(error.reason, error.message, recoverable=True, request_id=turn.message_id)]
+        finally:
+            self._unanswered.discard(turn.outcome)
         assert isinstance(outcome, WireReply)
         response = pb.ConversationStreamResponse()
         # The shard's serialized response, parsed in place (upb), then this message's metadata.

@@ -29,7 +29,7 @@ import pytest
 from cryptography import x509
 
 from confab.actors.data_server import ShardServer, fit_frames
-from confab.actors.shard import Shard
+from confab.actors.shard import Origin, Shard
 from confab.runtime import eventloop
 from confab.runtime.errors import InternalError
 from confab.runtime.inspection import ConversationFilter
@@ -38,7 +38,9 @@ from confab.runtime.protocol import codec, queries, transport
 from confab.runtime.protocol.records import (
     ANSWER,
     BATCH,
+    CANCEL,
     DEFERRED,
+    DELTA,
     EDGE_ROLE,
     HELLO,
     LATE,
@@ -53,6 +55,11 @@ from confab.runtime.protocol.records import (
     LateOutcomes,
     OutcomeBatch,
     Query,
+    TextDelta,
+    cancel_frame,
+    delta_entry_wire,
+    deltas_frame,
+    deltas_from_frame,
     error_outcome,
 )
 from confab.runtime.protocol.security import DataPlaneSettings
@@ -402,6 +409,112 @@ def test_outcomes_too_big_for_one_frame_go_as_late_frames_that_fit() -> None:
     assert [o for _, _, o in entries[:8]] == outcomes[:8]
     too_big = InternalError(f"the reply is larger than {limit} bytes (data_plane.max_frame_bytes)")
     assert entries[8][2] == error_outcome(too_big)
+
+
+@pytest.mark.parametrize(
+    ("frame", "complaint"),
+    [
+        ([CANCEL, [[1]]], "a cancelled command must be [batch_id, position]"),
+        ([CANCEL, [["1", 0]]], "batch id must be int"),
+        ([CANCEL, "everything"], "a cancel frame must be [CANCEL, commands]"),
+        ([DELTA, [[1, 0, "g", 0, "text"]]], "a frame of kind 8 has no place here"),  # shard to edge only
+    ],
+)
+def test_a_malformed_cancel_or_a_delta_frame_closes_only_its_connection(
+    serve: Callable[..., Served], caplog: pytest.LogCaptureFixture, frame: list[Any], complaint: str
+) -> None:
+    served = serve()
+    bad, good = raw_socket(served.unix), raw_socket(served.unix)
+    for sock in (bad, good):
+        sock.sendall(hello())
+        assert kinds(read_frames(sock, 1)) == [HELLO]
+    assert read_until_closed_after(bad, codec.frame(frame)) == []
+    good.sendall(codec.frame(turn(served.shard, "acme", "c1", batch_id=6)))
+    (answer,) = read_frames(good, 1)
+    assert answer[0] == OUTCOMES and answer[1] == 6 and answer[2][0][0] != 0  # not an ERROR outcome
+    (line,) = warnings_logged(caplog)
+    assert "a bad frame" in line and complaint in line
+    good.close()
+
+
+def test_a_cancel_naming_a_command_that_waits_on_nothing_changes_nothing(
+    serve: Callable[..., Served], caplog: pytest.LogCaptureFixture
+) -> None:
+    served = serve()
+    sock = raw_socket(served.unix)
+    sock.sendall(hello() + codec.frame(turn(served.shard, "acme", "c1", batch_id=1)))
+    assert kinds(read_frames(sock, 2)) == [HELLO, OUTCOMES]
+    # Answered already, and a command never sent: the shard has no generation for either.
+    sock.sendall(codec.frame(cancel_frame([(1, 0), (99, 3)])) + codec.frame(status_query(7)))
+    (answer,) = read_frames(sock, 1)
+    assert Answer.from_frame(answer).ok and warnings_logged(caplog) == []
+    sock.close()
+
+
+def test_pieces_written_together_share_one_delta_frame_per_connection_in_order(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve()
+    first, second = raw_socket(served.unix), raw_socket(served.unix)
+    for sock in (first, second):
+        sock.sendall(hello())
+        assert kinds(read_frames(sock, 1)) == [HELLO]
+    one, two = served.connections()  # which socket is which does not matter: both are checked
+    on_delta = served.shard.on_delta
+    assert on_delta is not None
+    # Hold the shard's loop while two model threads write, so that their pieces arrive together.
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(SAFETY_TIMEOUT_S)
+
+    served.server._loop.call_soon_threadsafe(hold)
+    assert holding.wait(SAFETY_TIMEOUT_S)
+
+    def write(connection: transport.FrameConnection, batch_id: int, stream: str, count: int) -> None:
+        for n in range(count):
+            on_delta(Origin(connection, batch_id, 0), stream, n, f"{stream}:{n} ")
+
+    writers = [
+        threading.Thread(target=write, args=(one, 1, "a", 50)),
+        threading.Thread(target=write, args=(one, 2, "b", 50)),
+        threading.Thread(target=write, args=(two, 5, "c", 30)),
+    ]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(SAFETY_TIMEOUT_S)
+    release.set()
+    received = {}
+    for sock in (first, second):
+        (frame,) = read_frames(sock, 1)  # one frame for every piece of that connection
+        assert frame[0] == DELTA
+        received[sock] = deltas_from_frame(frame)
+    streams = {
+        stream: [(d.sequence, d.text) for _, _, d in entries if d.stream_id == stream]
+        for entries in received.values()
+        for stream in {d.stream_id for _, _, d in entries}
+    }
+    assert streams["a"] == [(n, f"a:{n} ") for n in range(50)]
+    assert streams["b"] == [(n, f"b:{n} ") for n in range(50)]
+    assert streams["c"] == [(n, f"c:{n} ") for n in range(30)]
+    assert {len(entries) for entries in received.values()} == {100, 30}
+    first.close()
+    second.close()
+
+
+def test_deltas_too_big_for_one_frame_go_in_frames_that_fit_and_a_piece_too_big_is_left_out() -> None:
+    limit = 64 * 1024
+    pieces = [delta_entry_wire(3, 0, TextDelta("g", n, "x" * 20_000)) for n in range(8)]
+    huge = delta_entry_wire(3, 0, TextDelta("g", 8, "y" * limit))
+    last = delta_entry_wire(3, 0, TextDelta("g", 9, "end"))
+    frames = [
+        codec.unpack(f[codec.HEADER_BYTES :]) for f in fit_frames(deltas_frame([*pieces, huge, last]), limit)
+    ]
+    assert len(frames) > 1 and all(len(codec.frame(f)) <= limit for f in frames)
+    sent = [d for f in frames for _, _, d in deltas_from_frame(f)]
+    assert [d.sequence for d in sent] == [0, 1, 2, 3, 4, 5, 6, 7, 9]  # in order; the huge one is not sent
 
 
 # Tenant scope ----------------------------------------------------------------------------

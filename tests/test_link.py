@@ -19,14 +19,16 @@ from typing import Any
 import pytest
 
 from confab.runtime import eventloop
-from confab.runtime.engine.link import LinkSettings, Pending, ShardLink
+from confab.runtime.engine.link import DeltaListener, LinkSettings, Pending, ShardLink
 from confab.runtime.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from confab.runtime.model import Content, ConversationKey, ConversationState, InboundMessage, StateResult
 from confab.runtime.protocol import codec, queries, transport
 from confab.runtime.protocol.directory import ShardEndpoint
 from confab.runtime.protocol.records import (
     BATCH,
+    CANCEL,
     DEFERRED_OUTCOME,
+    DELTA,
     DONE,
     QUERY,
     SHARD_ROLE,
@@ -38,6 +40,10 @@ from confab.runtime.protocol.records import (
     Outcome,
     OutcomeBatch,
     Query,
+    TextDelta,
+    cancels_from_frame,
+    delta_entry_wire,
+    deltas_frame,
     moved_outcome,
 )
 from confab.runtime.protocol.security import DataPlaneSettings
@@ -71,6 +77,7 @@ class ScriptedShard:
         self.defer = False  # answer with DEFERRED
         self.silent = False  # answer nothing at all, as a stopped process would
         self.moved: set[str] = set()  # conversations whose commands are answered MOVED
+        self.cancels: list[tuple[int, int]] = []  # (batch id, position) of every CANCEL received
         self.connections: list[transport.FrameConnection] = []
         self.server: asyncio.Server | None = None
         self.status_wire = [0, 0, 1, 0.0, 0, 10, 0, 0, 0, 0, True, 0.1, "", 1, 0.0, 0]
@@ -102,6 +109,8 @@ class ScriptedShard:
                     for c in batch.commands
                 ]
                 connection.send(OutcomeBatch(batch.batch_id, outcomes).to_frame())
+            elif value[0] == CANCEL:
+                self.cancels += cancels_from_frame(value)
             elif value[0] == QUERY:
                 query = Query.from_frame(value)
                 if query.name == queries.STATUS:
@@ -126,12 +135,19 @@ def new_link(address: str, generation: int = 0, **settings: Any) -> ShardLink:
 
 
 def submit(
-    link: ShardLink, commands: list[Command], deadline: float | None = None, vshard: int = 7
+    link: ShardLink,
+    commands: list[Command],
+    deadline: float | None = None,
+    vshard: int = 7,
+    listeners: list[DeltaListener | None] | None = None,
 ) -> list[asyncio.Future[Outcome]]:
-    """Queue ``commands`` on the link as the router does; their futures."""
+    """Queue ``commands`` on the link as the router does (``listeners``: each one's delta
+    listener); their futures."""
     loop = asyncio.get_running_loop()
+    heard = listeners or [None] * len(commands)
     pending = [
-        Pending(c, loop.create_future(), deadline, time.monotonic(), vshard, next(_seqs)) for c in commands
+        Pending(c, loop.create_future(), deadline, time.monotonic(), vshard, next(_seqs), on_delta=listener)
+        for c, listener in zip(commands, heard, strict=True)
     ]
     link.submit(pending)
     return [p.future for p in pending]
@@ -375,6 +391,156 @@ def test_heartbeats_report_a_silent_shard_unresponsive(tmp_path: Path) -> None:
         shard.silent = True
         await until(lambda: not link.responsive, timeout=3.0)
         assert link.connected  # still connected: unresponsive, not gone
+        await link.close(0.1)
+        await shard.stop()
+
+    run(test, tmp_path)
+
+
+# Deltas ----------------------------------------------------------------------------------
+
+
+class Heard:
+    """A delta listener that records each piece and whether its command was settled by then."""
+
+    def __init__(self) -> None:
+        self.pieces: list[TextDelta] = []
+        self.settled_before: list[bool] = []
+        self.future: asyncio.Future[Outcome] | None = None
+
+    def __call__(self, delta: TextDelta) -> None:
+        self.pieces.append(delta)
+        self.settled_before.append(self.future is not None and self.future.done())
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.pieces)
+
+
+def wanting(conversation: str = "c") -> Command:
+    return replace(command(conversation), wants_deltas=True)
+
+
+def test_deltas_go_to_their_commands_listener_in_order_before_its_late_outcome(tmp_path: Path) -> None:
+    async def test(tmp: Path) -> None:
+        shard = await ScriptedShard(f"unix:{tmp}/s.sock").start()
+        shard.defer = True
+        link = new_link(shard.address)
+        await until(lambda: link.connected)
+        first, second = Heard(), Heard()
+        futures = submit(link, [wanting("a"), command("b"), wanting("c")], listeners=[first, None, second])
+        first.future, second.future = futures[0], futures[2]
+        await until(lambda: len(shard.batches) == 1)
+        batch = shard.batches[0]
+        pieces = [
+            (0, "g1", 0, "Hel"),
+            (2, "g2", 0, "Other"),
+            (0, "g1", 1, "lo"),
+            (1, "g9", 0, "nobody"),
+            (0, "g1", 2, "!"),
+        ]
+        entries = [delta_entry_wire(batch.batch_id, i, TextDelta(g, n, t)) for i, g, n, t in pieces]
+        late = LateOutcomes([(batch.batch_id, i, reply_naming(c)) for i, c in enumerate(batch.commands)])
+        shard.connections[-1].send_many(
+            [deltas_frame(entries[:2]), deltas_frame(entries[2:]), late.to_frame()]
+        )
+        await asyncio.gather(*futures)
+        assert [(p.stream_id, p.sequence) for p in first.pieces] == [("g1", 0), ("g1", 1), ("g1", 2)]
+        assert first.text == "Hello!" and second.text == "Other"
+        assert first.settled_before == [False] * 3 and second.settled_before == [False]
+        assert batch.commands[0].wants_deltas and not batch.commands[1].wants_deltas
+        await link.close(0.1)
+        await shard.stop()
+
+    run(test, tmp_path)
+
+
+def test_deltas_nobody_listens_to_are_dropped_quietly(tmp_path: Path) -> None:
+    async def test(tmp: Path) -> None:
+        shard = await ScriptedShard(f"unix:{tmp}/s.sock").start()
+        link = new_link(shard.address)
+        await until(lambda: link.connected)
+        heard = Heard()
+        (future,) = submit(link, [wanting()], listeners=[heard])
+        await future  # answered at once: settled, so no longer listened to
+        batch = shard.batches[0]
+        late_piece = delta_entry_wire(batch.batch_id, 0, TextDelta("g", 0, "late"))
+        stranger = delta_entry_wire(batch.batch_id + 100, 3, TextDelta("g", 0, "unknown"))
+        shard.connections[-1].send(deltas_frame([late_piece, stranger]))
+        (after,) = submit(link, [command()])
+        await after  # the connection took the frame and goes on
+        assert heard.pieces == [] and link.connected and len(shard.connections) == 1
+        await link.close(0.1)
+        await shard.stop()
+
+    run(test, tmp_path)
+
+
+def test_a_caller_that_gives_up_has_the_shard_told_and_hears_nothing_more(tmp_path: Path) -> None:
+    async def test(tmp: Path) -> None:
+        shard = await ScriptedShard(f"unix:{tmp}/s.sock").start()
+        shard.defer = True
+        link = new_link(shard.address)
+        await until(lambda: link.connected)
+        heard = Heard()
+        generating, plain = submit(link, [wanting("a"), command("b")], listeners=[heard, None])
+        await until(lambda: len(shard.batches) == 1)
+        batch = shard.batches[0]
+        shard.connections[-1].send(
+            deltas_frame([delta_entry_wire(batch.batch_id, 0, TextDelta("g", 0, "Hi"))])
+        )
+        await until(lambda: len(heard.pieces) == 1)
+        generating.cancel()
+        plain.cancel()  # wants no deltas: nothing to stop, nothing said
+        await until(lambda: bool(shard.cancels))
+        assert shard.cancels == [(batch.batch_id, 0)]
+        shard.connections[-1].send(
+            deltas_frame([delta_entry_wire(batch.batch_id, 0, TextDelta("g", 1, " there"))])
+        )
+        late = LateOutcomes([(batch.batch_id, i, reply_naming(c)) for i, c in enumerate(batch.commands)])
+        shard.connections[-1].send(late.to_frame())
+        (after,) = submit(link, [wanting("c")], listeners=[Heard()])
+        shard.defer = False
+        await after
+        assert heard.text == "Hi" and shard.cancels == [(batch.batch_id, 0)]
+        await link.close(0.1)
+        await shard.stop()
+
+    run(test, tmp_path)
+
+
+def test_a_command_given_up_before_it_was_sent_is_neither_sent_nor_cancelled(tmp_path: Path) -> None:
+    async def test(tmp: Path) -> None:
+        shard = await ScriptedShard(f"unix:{tmp}/s.sock").start()
+        link = new_link(shard.address)
+        await until(lambda: link.connected)
+        given_up, kept = submit(link, [wanting("a"), wanting("b")], listeners=[Heard(), Heard()])
+        given_up.cancel()  # before the loop flushed the queue
+        await kept
+        assert [c.key.conversation_id for b in shard.batches for c in b.commands] == ["b"]
+        assert shard.cancels == []
+        await link.close(0.1)
+        await shard.stop()
+
+    run(test, tmp_path)
+
+
+def test_a_malformed_delta_frame_drops_the_connection_and_its_commands_are_sent_again(tmp_path: Path) -> None:
+    async def test(tmp: Path) -> None:
+        shard = await ScriptedShard(f"unix:{tmp}/s.sock").start()
+        shard.hold = True
+        link = new_link(shard.address)
+        await until(lambda: link.connected)
+        heard = Heard()
+        (future,) = submit(link, [wanting()], listeners=[heard])
+        await until(lambda: len(shard.batches) == 1)
+        batch_id = shard.batches[0].batch_id
+        shard.hold = False
+        shard.connections[-1].send([DELTA, [[batch_id, 0, "g", "zero", "x"]]])  # a sequence that is no int
+        outcome = await future
+        assert named(outcome) == shard.batches[1].commands[0].message_id
+        assert len(shard.connections) == 2 and shard.connections[0].closed  # a new connection
+        assert heard.pieces == [] and link.statistics().resends == 1
         await link.close(0.1)
         await shard.stop()
 

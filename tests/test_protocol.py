@@ -38,6 +38,8 @@ from confab.runtime.protocol import codec
 from confab.runtime.protocol.codec import FrameDecoder, FrameError, frame, pack, unpack
 from confab.runtime.protocol.records import (
     BATCH,
+    CANCEL,
+    DELTA,
     DONE,
     ERROR,
     REPLAYED,
@@ -48,7 +50,15 @@ from confab.runtime.protocol.records import (
     OutcomeBatch,
     Routed,
     RoutedBatch,
+    ShapeError,
+    TextDelta,
+    WireMessage,
+    cancel_frame,
+    cancels_from_frame,
     decode_outcome,
+    delta_entry_wire,
+    deltas_frame,
+    deltas_from_frame,
     error_outcome,
 )
 
@@ -397,3 +407,76 @@ def test_a_routed_command_is_read_by_the_shard_as_one_command_with_its_routing(
     assert pack(frame) == pack(CommandBatch(4, [stamped], True).to_frame())
     assert CommandBatch.from_frame(through_msgpack(frame)).commands == [stamped]
     assert made.epoch == 0 and made.budget_s is None  # sending it changed nothing
+
+
+# Deltas and cancels ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("trace", "budget_s"), [(None, None), ("00-t", None), (None, 2.0), ("00-t", 0.5)])
+def test_a_command_that_wants_deltas_says_so_on_the_wire_and_a_plain_one_does_not(
+    trace: str | None, budget_s: float | None
+) -> None:
+    wanting = Command(
+        CommandKind.WIRE_TURN, "m-1", KEY, WireMessage(b"\x01", "message."), trace, wants_deltas=True
+    )
+    wire = through_msgpack(Routed(wanting, 3, budget_s).to_wire())
+    assert len(wire) == 9 and wire[8] is True
+    back = Command.from_wire(wire)
+    assert back.wants_deltas and (back.trace, back.budget_s, back.epoch) == (trace, budget_s, 3)
+    plain = Command(CommandKind.WIRE_TURN, "m-1", KEY, WireMessage(b"\x01", "message."), trace)
+    plain_wire = through_msgpack(Routed(plain, 3, budget_s).to_wire())
+    assert len(plain_wire) < 9  # unchanged for a command that does not
+    assert not Command.from_wire(plain_wire).wants_deltas
+
+
+@pytest.mark.parametrize("flag", [1, "yes", None, 0.0])
+def test_a_wants_deltas_that_is_not_a_bool_is_a_shape_error(flag: Any) -> None:
+    wire = Command(CommandKind.TURN, "m-1", KEY, sample_message(), wants_deltas=True).to_wire()
+    wire[8] = flag
+    with pytest.raises(ShapeError, match="wants_deltas must be bool"):
+        Command.from_wire(through_msgpack(wire))
+
+
+def test_delta_and_cancel_frames_round_trip_in_order() -> None:
+    deltas = [
+        (4, 0, TextDelta("g-1", 0, "Hel")),
+        (4, 0, TextDelta("g-1", 1, "lo")),
+        (9, 2, TextDelta("g-2", 0, "")),
+    ]
+    frame = deltas_frame([delta_entry_wire(b, p, d) for b, p, d in deltas])
+    assert frame[0] == DELTA
+    assert deltas_from_frame(through_msgpack(frame)) == deltas
+    cancels = cancel_frame([(4, 0), (9, 2)])
+    assert cancels[0] == CANCEL
+    assert cancels_from_frame(through_msgpack(cancels)) == [(4, 0), (9, 2)]
+
+
+@pytest.mark.parametrize(
+    ("frame", "complaint"),
+    [
+        ([DELTA], "must be \\[DELTA, entries\\]"),
+        ([DELTA, {"a": 1}], "must be \\[DELTA, entries\\]"),
+        ([DELTA, [[1, 0, "g", 0]]], "a delta must be"),
+        ([DELTA, [[1, 0, "g", "0", "x"]]], "sequence must be int"),
+        ([DELTA, [[1, 0, "g", 0, b"x"]]], "text must be str"),
+        ([DELTA, [[1, True, "g", 0, "x"]]], "position must be int"),
+        ([DELTA, [[1, 0, 7, 0, "x"]]], "stream id must be str"),
+    ],
+)
+def test_a_malformed_delta_frame_is_a_shape_error(frame: list[Any], complaint: str) -> None:
+    with pytest.raises(ShapeError, match=complaint):
+        deltas_from_frame(through_msgpack(frame))
+
+
+@pytest.mark.parametrize(
+    ("frame", "complaint"),
+    [
+        ([CANCEL, 5], "must be \\[CANCEL, commands\\]"),
+        ([CANCEL, [[1]]], "must be \\[batch_id, position\\]"),
+        ([CANCEL, [["1", 0]]], "batch id must be int"),
+        ([CANCEL, [[1, None]]], "position must be int"),
+    ],
+)
+def test_a_malformed_cancel_frame_is_a_shape_error(frame: list[Any], complaint: str) -> None:
+    with pytest.raises(ShapeError, match=complaint):
+        cancels_from_frame(through_msgpack(frame))

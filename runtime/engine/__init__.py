@@ -7,16 +7,19 @@ runtime does to live subscribers (Admin.TailEvents).
 """
 
 from confab.runtime.engine.engine import Engine, EngineStatistics, ShardHost, TurnRequest, WireTurnRequest
-from confab.runtime.engine.link import LinkSettings, LinkStatistics
-from confab.runtime.protocol.records import ConversationEvent, WireReply
+from confab.runtime.engine.link import DeltaListener, LinkSettings, LinkStatistics
+from confab.runtime.protocol.records import ConversationEvent, Outcome, TextDelta, WireReply
 
 __all__ = [
     "ConversationEvent",
+    "DeltaListener",
     "Engine",
     "EngineStatistics",
     "LinkSettings",
     "LinkStatistics",
+    "Outcome",
     "ShardHost",
+    "TextDelta",
     "TurnRequest",
     "WireReply",
     "WireTurnRequest",

@@ -19,7 +19,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -27,7 +27,7 @@ from confab.runtime import telemetry
 from confab.runtime.analytics import AnalyticsQuery, JsonDict
 from confab.runtime.config import ConfabConfig
 from confab.runtime.engine.events import EventHub
-from confab.runtime.engine.link import LinkSettings, LinkStatistics, ShardLink
+from confab.runtime.engine.link import DeltaListener, LinkSettings, LinkStatistics, ShardLink
 from confab.runtime.engine.router import Router
 from confab.runtime.errors import ConversationNotFound, DeadlineExceeded, InvalidArgument, Unavailable
 from confab.runtime.inspection import (
@@ -115,10 +115,11 @@ class TurnRequest:
     # idempotency window gets the first reply and is not applied again. "" for none.
     idempotency_key: str = ""
 
-    def command(self, trace: str | None = None) -> Command:
-        """The command that carries this message (``trace``: the edge span's traceparent)."""
+    def command(self, trace: str | None = None, *, wants_deltas: bool = False) -> Command:
+        """The command that carries this message (``trace``: the edge span's traceparent;
+        ``wants_deltas``: its caller shows the reply's text as it is written)."""
         message_id = client_message_id(self.idempotency_key) if self.idempotency_key else self.message_id
-        return Command(CommandKind.TURN, message_id, self.key, self.message, trace)
+        return Command(CommandKind.TURN, message_id, self.key, self.message, trace, wants_deltas=wants_deltas)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +137,10 @@ class WireTurnRequest:
     prefix: str = ""
     said: str = ""
 
-    def command(self, trace: str | None = None) -> Command:
+    def command(self, trace: str | None = None, *, wants_deltas: bool = False) -> Command:
         message_id = client_message_id(self.idempotency_key) if self.idempotency_key else self.message_id
         body = WireMessage(self.data, self.prefix, self.said)
-        return Command(CommandKind.WIRE_TURN, message_id, self.key, body, trace)
+        return Command(CommandKind.WIRE_TURN, message_id, self.key, body, trace, wants_deltas=wants_deltas)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +338,10 @@ class Engine:
         return link
 
     def _submit(
-        self, commands: list[Command], deadline: float | None = None
+        self,
+        commands: list[Command],
+        deadline: float | None = None,
+        on_delta: Sequence[DeltaListener | None] = (),
     ) -> list[asyncio.Future[Outcome]]:
         """Queue commands in this order; commands of one conversation run in this order.
 
@@ -345,11 +349,16 @@ class Engine:
         unless tracing is on): the engine makes it so, and nothing on the way changes it.
 
         ``deadline`` is a ``time.monotonic()`` value: a command still queued then is
-        not run (it fails with DEADLINE_EXCEEDED).
+        not run (it fails with DEADLINE_EXCEEDED). ``on_delta``: the listener of each
+        command's deltas, by position (the commands that have one want deltas).
+
+        Cancelling a command's future gives it up: one still queued is not sent; one its
+        shard has and whose turn generates has its generation stopped (the turn then takes
+        its failure route, and is applied all the same).
         """
         if not self._running:
             raise Unavailable("the engine is not running")
-        futures = self._router.submit(commands, deadline)
+        futures = self._router.submit(commands, deadline, on_delta)
         if self.events.active:  # an operator is watching (Admin.TailEvents)
             for command, future in zip(commands, futures, strict=True):
                 future.add_done_callback(functools.partial(self._publish, command))
@@ -362,28 +371,52 @@ class Engine:
             shard = link.index if link is not None else -1
             self.events.publish_outcome(command, shard, error if error is not None else future.result())
 
-    async def _one(self, command: Command, deadline: float | None) -> Outcome:
-        return await self._submit([command], deadline)[0]
+    async def _one(
+        self, command: Command, deadline: float | None, on_delta: DeltaListener | None = None
+    ) -> Outcome:
+        return await self._submit([command], deadline, (on_delta,))[0]
 
-    async def process(self, request: TurnRequest, *, deadline: float | None = None) -> TurnResult:
-        result = await self._one(request.command(telemetry.current_traceparent()), deadline)
+    async def process(
+        self, request: TurnRequest, *, deadline: float | None = None, on_delta: DeltaListener | None = None
+    ) -> TurnResult:
+        """Apply a message; its reply. ``on_delta`` hears the reply's text as its turn generates
+        it (on the loop, in order, all before this returns); the reply has the whole text.
+        Cancelled while the turn generates: the generation stops."""
+        command = request.command(telemetry.current_traceparent(), wants_deltas=on_delta is not None)
+        result = await self._one(command, deadline, on_delta)
         assert isinstance(result, TurnResult)
         return result
 
-    async def process_wire(self, request: WireTurnRequest, *, deadline: float | None = None) -> WireReply:
+    async def process_wire(
+        self,
+        request: WireTurnRequest,
+        *,
+        deadline: float | None = None,
+        on_delta: DeltaListener | None = None,
+    ) -> WireReply:
         """:meth:`process` for a message its shard converts: the answer is the serialized response."""
-        result = await self._one(request.command(telemetry.current_traceparent()), deadline)
+        command = request.command(telemetry.current_traceparent(), wants_deltas=on_delta is not None)
+        result = await self._one(command, deadline, on_delta)
         assert isinstance(result, WireReply)
         return result
 
     def process_many(
-        self, requests: list[TurnRequest] | list[WireTurnRequest], deadline: float | None = None
+        self,
+        requests: list[TurnRequest] | list[WireTurnRequest],
+        deadline: float | None = None,
+        *,
+        on_delta: Sequence[DeltaListener | None] = (),
     ) -> list[asyncio.Future[Outcome]]:
         """Queue messages in this order (one conversation's run in it); each future gets a
         TurnResult (a WireReply for a WireTurnRequest) or raises the error that stopped that
-        message alone."""
+        message alone. ``on_delta``: the listener of each message's deltas, by position (see
+        :meth:`process`); a message without one gets the whole text only."""
         trace = telemetry.current_traceparent()
-        return self._submit([r.command(trace) for r in requests], deadline)
+        listened = [listener is not None for listener in on_delta]
+        listened += [False] * (len(requests) - len(listened))
+        asked: Sequence[TurnRequest | WireTurnRequest] = requests
+        commands = [r.command(trace, wants_deltas=w) for r, w in zip(asked, listened, strict=False)]
+        return self._submit(commands, deadline, on_delta)
 
     async def get_state(self, key: ConversationKey, *, deadline: float | None = None) -> ConversationState:
         result = await self._one(

@@ -23,6 +23,13 @@ what it has outstanding per virtual shard, so that the router can wait for a vir
 shard's commands to be done here before it sends later ones elsewhere
 (``drain``/``on_drained``): one conversation's commands never overtake each other.
 
+A command that wants deltas (its caller shows the reply's text as it is written) is
+known here by where it was sent, its batch id and position: the shard's DELTA entries
+name it so and go to its listener (``Pending.on_delta``) as they come, on the loop;
+pieces for a command whose caller is gone are dropped. When its caller gives up first
+(its future is cancelled) while the shard has it, a CANCEL frame names it, and the
+shard stops the generation its turn waits on.
+
 A heartbeat (a status query) runs every ``heartbeat_interval_s``: a shard that has
 answered nothing for ``heartbeat_timeout_s`` is reported unresponsive, and its latest
 figures are what health checks and the cluster view show without asking again.
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -46,6 +54,7 @@ from confab.runtime.protocol import codec, queries, transport
 from confab.runtime.protocol.directory import ShardEndpoint
 from confab.runtime.protocol.records import (
     ANSWER,
+    DELTA,
     EVENT,
     LATE,
     OUTCOMES,
@@ -58,7 +67,10 @@ from confab.runtime.protocol.records import (
     Query,
     Routed,
     RoutedBatch,
+    TextDelta,
+    cancel_frame,
     decode_outcome,
+    deltas_from_frame,
     events_from_frame,
     is_deferred,
     is_moved,
@@ -72,6 +84,9 @@ RECONNECT_FIRST_S, RECONNECT_MOST_S = 0.02, 1.0
 # Commands waiting behind a webhook are failed after this long without an outcome.
 DEFERRED_TIMEOUT_S = 120.0
 TICK_S = 0.25  # how often deadlines and timeouts are looked at
+
+# Hears the pieces of a command's reply text as they are written (on the loop, in order).
+DeltaListener = Callable[[TextDelta], None]
 
 
 @dataclass(slots=True)
@@ -88,6 +103,8 @@ class Pending:
     vshard: int
     seq: int  # submission order across the engine: re-placed commands keep their place
     epoch: int = 0  # of its virtual shard's holder the router sent it to
+    # Where the reply's text goes as it is written (the command wants deltas); None: nowhere.
+    on_delta: DeltaListener | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +160,9 @@ class ShardLink:
         self._queue: deque[Pending] = deque()
         self._in_flight: dict[int, tuple[list[Pending], float]] = {}
         self._deferred: dict[tuple[int, int], tuple[Pending, float]] = {}
+        # Commands with a delta listener, by (batch id, position) as sent, until their outcome.
+        self._listening: dict[tuple[int, int], Pending] = {}
+        self._unsent_cancels: list[tuple[int, int]] = []
         self._queries: dict[int, asyncio.Future[Any]] = {}
         self._unsent_queries: list[Query] = []
         self._batch_ids = itertools.count(1)
@@ -219,6 +239,7 @@ class ShardLink:
         self._queue.clear()
         self._in_flight.clear()
         self._deferred.clear()
+        self._listening.clear()
         self.outstanding.clear()
         self._draining.clear()
         taken.sort(key=lambda p: p.seq)
@@ -257,6 +278,9 @@ class ShardLink:
             return
         frames: list[bytes] = [codec.frame(q.to_frame()) for q in self._unsent_queries]
         self._unsent_queries.clear()
+        if self._unsent_cancels:
+            frames.append(codec.frame(cancel_frame(self._unsent_cancels)))
+            self._unsent_cancels = []
         now = time.monotonic()
         while (
             self._queue and connection.writable and len(self._in_flight) < self.settings.max_batches_in_flight
@@ -279,6 +303,9 @@ class ShardLink:
                 continue
             batch_id, data = encoded
             self._in_flight[batch_id] = (taken, now)
+            for position, p in enumerate(taken):
+                if p.on_delta is not None:
+                    self._listen(p, batch_id, position)
             frames.append(data)
             self._batches_sent += 1
             self._commands_sent += len(taken)
@@ -311,6 +338,36 @@ class ShardLink:
             half = len(taken) // 2
             self._queue.extendleft(reversed(taken[half:]))
             del taken[half:]
+
+    # Deltas ----------------------------------------------------------------------------
+
+    def _listen(self, p: Pending, batch_id: int, position: int) -> None:
+        """``p`` went out as (batch id, position): its deltas come so named, and if its caller
+        gives up before its outcome the shard is told to stop its generation."""
+        self._listening[(batch_id, position)] = p
+        p.future.add_done_callback(functools.partial(self._caller_gone, p, batch_id, position))
+
+    def _caller_gone(self, p: Pending, batch_id: int, position: int, future: asyncio.Future[Outcome]) -> None:
+        # Only if the shard still has it as sent then: an outcome, a lost connection or a
+        # resend under another id took it out of _listening already.
+        if future.cancelled() and self._listening.get((batch_id, position)) is p:
+            del self._listening[(batch_id, position)]
+            self._unsent_cancels.append((batch_id, position))
+            self._schedule_flush()
+
+    def _unlisten(self, batch_id: int, position: int) -> None:
+        self._listening.pop((batch_id, position), None)
+
+    def _deltas(self, value: list[Any]) -> None:
+        listening = self._listening
+        for batch_id, position, delta in deltas_from_frame(value):
+            p = listening.get((batch_id, position))
+            if p is None or p.on_delta is None or p.future.done():
+                continue  # nobody listens any more: dropped
+            try:
+                p.on_delta(delta)
+            except Exception:  # one listener's bug is its own
+                log.exception("a delta listener of %s failed", p.command.key)
 
     # Queries ---------------------------------------------------------------------------
 
@@ -357,6 +414,8 @@ class ShardLink:
                 self._settle_late(LateOutcomes.from_frame(value))
             elif kind == EVENT:
                 self.on_events(events_from_frame(value))
+            elif kind == DELTA:
+                self._deltas(value)
             elif kind == ANSWER:
                 answer = Answer.from_frame(value)
                 future = self._queries.get(answer.query_id)
@@ -377,7 +436,10 @@ class ShardLink:
         for i, (p, outcome) in enumerate(zip(pending, answer.outcomes, strict=True)):
             if is_deferred(outcome):  # behind a webhook: a LATE frame answers it
                 self._deferred[(answer.batch_id, i)] = (p, now)
-            elif is_moved(outcome):
+                continue
+            if p.on_delta is not None:
+                self._unlisten(answer.batch_id, i)
+            if is_moved(outcome):
                 self._moved(p)
             else:
                 self._finish(p, decode_outcome(outcome))
@@ -388,6 +450,8 @@ class ShardLink:
         for batch_id, position, outcome in late.entries:
             entry = self._deferred.pop((batch_id, position), None)
             if entry is not None:
+                if entry[0].on_delta is not None:
+                    self._unlisten(batch_id, position)
                 if is_moved(outcome):
                     self._moved(entry[0])
                 else:
@@ -443,6 +507,9 @@ class ShardLink:
         unanswered.sort(key=lambda entry: (entry[0], entry[1]))
         self._in_flight.clear()
         self._deferred.clear()
+        # Sent again under new ids (their deltas start over there); a cancel not yet sent is moot.
+        self._listening.clear()
+        self._unsent_cancels = []
         resent = []
         for _, _, p in unanswered:
             if p.future.done():
@@ -523,13 +590,15 @@ class ShardLink:
         for batch_id, (pending, sent_at) in list(self._in_flight.items()):
             if now - sent_at > timeout:
                 del self._in_flight[batch_id]
-                for p in pending:
+                for position, p in enumerate(pending):
+                    self._unlisten(batch_id, position)
                     self._finish(p, Unavailable(f"shard {self.shard_id} did not answer in {timeout:g}s"))
                 if self._queue:  # room for another batch in flight
                     self._schedule_flush()
         for key, (p, since) in list(self._deferred.items()):
             if now - since > DEFERRED_TIMEOUT_S:
                 del self._deferred[key]
+                self._unlisten(*key)
                 self._finish(p, Unavailable("the shard did not finish the request (webhook)"))
 
     def _fail_everything(self, error: ConfabError) -> None:

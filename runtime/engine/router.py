@@ -25,9 +25,9 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from confab.runtime.engine.link import LinkSettings, Pending, ShardLink
+from confab.runtime.engine.link import DeltaListener, LinkSettings, Pending, ShardLink
 from confab.runtime.errors import DeadlineExceeded, Overloaded, Unavailable
 from confab.runtime.protocol.directory import NOBODY, Owner, ShardDirectory, vshard_of
 from confab.runtime.protocol.records import Command, Outcome
@@ -114,17 +114,24 @@ class Router:
 
     # Commands -------------------------------------------------------------------------
 
-    def submit(self, commands: list[Command], deadline: float | None) -> list[asyncio.Future[Outcome]]:
-        """Place commands in this order; each future gets its outcome."""
+    def submit(
+        self,
+        commands: list[Command],
+        deadline: float | None,
+        on_delta: Sequence[DeltaListener | None] = (),
+    ) -> list[asyncio.Future[Outcome]]:
+        """Place commands in this order; each future gets its outcome. ``on_delta``: the
+        listener of each command's deltas (by position; None or missing: none)."""
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         count = self.vshards
         by_link: dict[ShardLink, list[Pending]] = {}
         futures: list[asyncio.Future[Outcome]] = []
-        for command in commands:
+        for i, command in enumerate(commands):
             future: asyncio.Future[Outcome] = loop.create_future()
             v = vshard_of(command.key, count)
-            p = Pending(command, future, deadline, now, v, next(self._seq))
+            listener = on_delta[i] if i < len(on_delta) else None
+            p = Pending(command, future, deadline, now, v, next(self._seq), on_delta=listener)
             futures.append(future)
             link = self._link_for(v)
             if link is None:

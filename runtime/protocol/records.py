@@ -10,6 +10,8 @@ what it is:
     [QUERY,    query_id, name, args, scope]                edge → shard (status, inspect, ...)
     [ANSWER,   query_id, ok, result]                       shard → edge
     [EVENT,    [[tenant, conversation, type, data], ...]]  shard → every edge connected to it
+    [DELTA,    [[batch_id, position, stream, seq, text], ...]]  shard → edge, a reply's text as it is written
+    [CANCEL,   [[batch_id, position], ...]]                edge → shard: its caller gave up on the command
 
 Each side's first frame is a HELLO: a peer of another protocol version or another
 cluster, or one whose first frame is anything else, is refused before it is read
@@ -35,6 +37,13 @@ also names the epoch of its virtual shard the edge routed it by, and runs only o
 the shard that holds that virtual shard at that very epoch: a command that reaches a
 shard after its virtual shard changed hands comes back MOVED, and the edge sends it
 again, in order, once it knows the new holder.
+
+A command that ``wants_deltas`` (a message on a StreamConversation) has the text its turn
+generates sent back as it is written: DELTA entries name the command by its batch and
+position, as LATE ones do, and carry the generation's stream id, the piece's sequence
+number (from 0 in each stream) and its text; they all come before the command's outcome.
+A CANCEL names a command the same way: the edge's caller went away, and the generation
+its turn waits on stops (the turn takes its failure route; its outcome still comes).
 """
 
 from __future__ import annotations
@@ -57,7 +66,7 @@ from confab.runtime.model import (
 from confab.runtime.protocol import codec
 from confab.runtime.protocol.codec import Result
 
-BATCH, OUTCOMES, LATE, QUERY, ANSWER, HELLO, EVENT = 1, 2, 3, 4, 5, 6, 7
+BATCH, OUTCOMES, LATE, QUERY, ANSWER, HELLO, EVENT, DELTA, CANCEL = 1, 2, 3, 4, 5, 6, 7, 8, 9
 ERROR, DONE, REPLAYED, DEFERRED, MOVED = 0, 1, 2, 3, 4
 
 DEFERRED_OUTCOME: list[Any] = [DEFERRED]
@@ -65,7 +74,7 @@ DEFERRED_OUTCOME: list[Any] = [DEFERRED]
 # The data plane's version: a peer saying another is refused at its HELLO. 1: the first
 # with a HELLO (and queries carrying their tenant scope). 2: WIRE_TURN commands. 3: AGENT_MESSAGE
 # commands, EVENT frames, the abandon and waiting queries. 4: a message carries the turn its user
-# had seen (InboundMessage.seen_turn).
+# had seen (InboundMessage.seen_turn); commands that want deltas, DELTA and CANCEL frames.
 PROTOCOL_VERSION = 4
 # Who sends a HELLO: a shard serves; an edge sends commands; a probe only checks the peer answers.
 SHARD_ROLE, EDGE_ROLE, PROBE_ROLE = "shard", "edge", "probe"
@@ -217,7 +226,7 @@ class Command:
     # The epoch of the command's virtual shard the edge routed it by (see runtime.protocol.directory).
     epoch: int = 0
     # The caller hears a turn's generated text as it is written (a stream asked for deltas): the
-    # shard hands each chunk to Shard.on_delta. Not on the wire here: whoever sends it there sets it.
+    # shard hands each chunk to Shard.on_delta, and its data server sends them in DELTA frames.
     wants_deltas: bool = False
 
     @property
@@ -249,16 +258,18 @@ class Command:
             epoch,
         ]
         # Appended, and only when set: a plain command stays six items long.
-        if self.trace is not None or budget_s is not None:
+        if self.trace is not None or budget_s is not None or self.wants_deltas:
             wire.append(self.trace)
-        if budget_s is not None:
+        if budget_s is not None or self.wants_deltas:
             wire.append(budget_s)
+        if self.wants_deltas:
+            wire.append(True)
         return wire
 
     @classmethod
     def from_wire(cls, w: list[Any]) -> Command:
         """The command ``w`` carries; ShapeError when it is not one (every field's type is checked)."""
-        _expect(isinstance(w, list) and 6 <= len(w) <= 8, "a command must be a list of 6 to 8 items")
+        _expect(isinstance(w, list) and 6 <= len(w) <= 9, "a command must be a list of 6 to 9 items")
         _expect(isinstance(w[0], int) and w[0] in CommandKind._value2member_map_, f"unknown command {w[0]!r}")
         kind = CommandKind(w[0])
         for i, name in ((1, "message id"), (2, "tenant id"), (3, "conversation id")):
@@ -280,9 +291,13 @@ class Command:
             body = w[4]
         trace = w[6] if len(w) > 6 else None
         budget = w[7] if len(w) > 7 else None
+        wants_deltas = w[8] if len(w) > 8 else False
         check_shape(trace, "str|None", "the command's trace")
         check_shape(budget, "float|None", "the command's budget")
-        return cls(kind, w[1], ConversationKey(w[2], w[3]), body, trace, budget, w[5])
+        check_shape(wants_deltas, "bool", "the command's wants_deltas")
+        return cls(
+            kind, w[1], ConversationKey(w[2], w[3]), body, trace, budget, w[5], wants_deltas=wants_deltas
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,6 +458,83 @@ def events_frame(events: list[ConversationEvent]) -> list[Any]:
 def events_from_frame(w: list[Any]) -> list[ConversationEvent]:
     _expect(len(w) == 2 and isinstance(w[1], list), "an event frame must be [EVENT, events]")
     return [ConversationEvent.from_wire(e) for e in w[1]]
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of a reply's text as the turn's generation writes it.
+
+    ``stream_id`` names the generation (a turn may generate more than once); ``sequence``
+    counts its pieces from 0, so that their order is never in doubt. Advisory: the
+    command's outcome carries the whole text, which is what counts."""
+
+    stream_id: str
+    sequence: int
+    text: str
+
+
+# A delta as a shard sends it: (batch id, position in that batch) name its command.
+DeltaEntry = tuple[int, int, TextDelta]
+
+
+def delta_entry_wire(batch_id: int, position: int, delta: TextDelta) -> list[Any]:
+    return [batch_id, position, delta.stream_id, delta.sequence, delta.text]
+
+
+def deltas_frame(entries: list[list[Any]]) -> list[Any]:
+    """A DELTA frame of entries made by :func:`delta_entry_wire`, in the order written."""
+    return [DELTA, entries]
+
+
+def deltas_from_frame(w: list[Any]) -> list[DeltaEntry]:
+    """The entries of a DELTA frame; ShapeError when it is not one."""
+    _expect(len(w) == 2 and isinstance(w[1], list), "a delta frame must be [DELTA, entries]")
+    entries: list[DeltaEntry] = []
+    for e in w[1]:
+        # One of these per piece of text: the usual shape is checked in one go (``type(x) is int``
+        # is no bool either), and only one that fails it is looked at field by field.
+        if not (
+            type(e) is list
+            and len(e) == 5
+            and type(e[0]) is int
+            and type(e[1]) is int
+            and type(e[2]) is str
+            and type(e[3]) is int
+            and type(e[4]) is str
+        ):
+            _delta_shape(e)
+        entries.append((e[0], e[1], TextDelta(e[2], e[3], e[4])))
+    return entries
+
+
+def _delta_shape(e: Any) -> None:
+    """Raise the ShapeError that says what is wrong with the DELTA entry ``e``."""
+    _expect(isinstance(e, list) and len(e) == 5, "a delta must be [batch_id, position, stream, seq, text]")
+    for value, hint, name in (
+        (e[0], "int", "batch id"),
+        (e[1], "int", "position"),
+        (e[2], "str", "stream id"),
+        (e[3], "int", "sequence"),
+        (e[4], "str", "text"),
+    ):
+        check_shape(value, hint, f"the delta's {name}")
+
+
+def cancel_frame(commands: list[tuple[int, int]]) -> list[Any]:
+    """A CANCEL frame: the (batch id, position) of each command whose caller went away."""
+    return [CANCEL, [[batch_id, position] for batch_id, position in commands]]
+
+
+def cancels_from_frame(w: list[Any]) -> list[tuple[int, int]]:
+    """The commands a CANCEL frame names; ShapeError when it is not one."""
+    _expect(len(w) == 2 and isinstance(w[1], list), "a cancel frame must be [CANCEL, commands]")
+    named: list[tuple[int, int]] = []
+    for e in w[1]:
+        _expect(isinstance(e, list) and len(e) == 2, "a cancelled command must be [batch_id, position]")
+        check_shape(e[0], "int", "the cancelled command's batch id")
+        check_shape(e[1], "int", "the cancelled command's position")
+        named.append((e[0], e[1]))
+    return named
 
 
 @dataclass(slots=True)

@@ -2,7 +2,9 @@
 
 It uses the stream the way a streaming chat frontend does: one StreamConversation call
 bound to the conversation by an init (events: ``state_changed``, ``agent_message``,
-``operator_action``), messages pipelined on it, heartbeats while the user is quiet.
+``operator_action``, ``response.delta``), messages pipelined on it, heartbeats while the
+user is quiet. A reply its flow generates comes as it is written (``ChatListener.delta``,
+``Turn.streamed``) before the reply itself, whose text is the one that counts.
 ``ChatOptions.flow`` asks for that flow (``processing_hints.force_flow``) until a message is
 answered, so a new conversation starts on it.
 
@@ -67,7 +69,7 @@ RETRYABLE = frozenset(
 )
 # The events a chat asks for: its turns' state changes, and what reaches the conversation from
 # elsewhere, at once (a person's message while it is handed over, an operator's action).
-STREAM_EVENT_TYPES = ("state_changed", "agent_message", "operator_action")
+STREAM_EVENT_TYPES = ("state_changed", "agent_message", "operator_action", "response.delta")
 # The server sends state_changed right after the response it belongs to; this long is
 # waited for it before a turn counts as settled without one.
 EVENT_GRACE_S = 1.0
@@ -113,6 +115,9 @@ class Turn:
     reply: pb.ProcessMessageResponse | None = None
     error: pb.StreamError | None = None  # the stream answered it with an error frame
     state_change: tuple[str, str] | None = None  # (from, to), when the turn moved the conversation
+    # The reply's text as it was written (its response.delta events, in order), before the reply.
+    streamed: str = ""
+    streamed_at: float | None = None  # when the last piece came: a reply being written is no silence
     lost: bool = False  # the stream broke before it was answered: it may or may not have counted
 
 
@@ -133,6 +138,10 @@ class ChatListener:
 
     def held(self, turn: Turn) -> None:
         """``turn`` was sent while disconnected: it goes out once the stream is back (caller's thread)."""
+
+    def delta(self, turn: Turn | None, stream_id: str, sequence: int, text: str) -> None:
+        """A piece of the reply to ``turn`` as its flow writes it, in order, before :meth:`replied`;
+        the reply's text is the whole of it (or, when the generation failed, what replaces it)."""
 
     def replied(self, turn: Turn | None, reply: pb.ProcessMessageResponse) -> None:
         """The answer to ``turn`` (None: to a message this client did not send)."""
@@ -269,7 +278,8 @@ class ChatClient:
         """Wait until ``turn`` is settled: answered (with its state change), failed or lost.
 
         False when ``timeout_s`` (by default ``reply_timeout_s``) passed since it was sent
-        and it is still unanswered; its answer still reaches the listener when it comes.
+        (or since the last piece of its reply came) and it is still unanswered; its answer
+        still reaches the listener when it comes.
         """
         timeout = self.options.reply_timeout_s if timeout_s is None else timeout_s
         while not turn.settled.wait(POLL_S):
@@ -278,7 +288,8 @@ class ChatClient:
             now = time.monotonic()
             if turn.answered_at is not None and now - turn.answered_at > EVENT_GRACE_S:
                 return True  # answered; the state change it might have brought did not come
-            if turn.sent_at is not None and now - turn.sent_at > timeout:
+            heard_at = turn.streamed_at if turn.streamed_at is not None else turn.sent_at
+            if heard_at is not None and now - heard_at > timeout:
                 return False
         return True
 
@@ -502,6 +513,9 @@ class ChatClient:
             turn.settled.set()
 
     def _on_event(self, event: pb.StreamEvent) -> None:
+        if event.event_type == "response.delta":
+            self._on_delta(event)
+            return
         if event.event_type == "operator_action":  # pushed at once: it moved the conversation
             state = json_format.MessageToDict(event.event_data).get("state")
             if isinstance(state, str) and state:
@@ -520,3 +534,16 @@ class ChatClient:
         self.listener.state_changed(before, after)
         if settling is not None:
             settling.settled.set()
+
+    def _on_delta(self, event: pb.StreamEvent) -> None:
+        fields = event.event_data.fields
+        text = fields["text"].string_value if "text" in fields else ""
+        stream_id = fields["stream_id"].string_value if "stream_id" in fields else ""
+        sequence = int(fields["sequence"].number_value) if "sequence" in fields else 0
+        with self._lock:
+            # Responses come in request order: a piece belongs to the oldest message not answered.
+            turn = self._in_flight[0] if self._in_flight else None
+            if turn is not None:
+                turn.streamed += text
+                turn.streamed_at = time.monotonic()
+        self.listener.delta(turn, stream_id, sequence, text)

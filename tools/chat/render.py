@@ -32,9 +32,7 @@ def render(content: pb.MessageContent) -> tuple[list[str], list[Choice]]:
     """The bot's response as lines for the terminal, and the choices it numbered."""
     lines: list[str] = []
     if content.text:
-        first, *rest = content.text.splitlines() or [""]
-        lines.append(f"{BOT}{first}")
-        lines += [f"{INDENT}{line}" for line in rest]
+        lines += text_lines(content.text)
     if content.HasField("media"):
         lines.append(f"{INDENT}{_media(content)}")
     if content.HasField("location"):
@@ -59,6 +57,19 @@ def render(content: pb.MessageContent) -> tuple[list[str], list[Choice]]:
     if not lines:
         lines.append(f"{BOT}(no reply)")
     return lines, choices
+
+
+def text_lines(text: str) -> list[str]:
+    """The bot's text as the lines :func:`render` starts with."""
+    first, *rest = text.splitlines() or [""]
+    return [f"{BOT}{first}", *(f"{INDENT}{line}" for line in rest)]
+
+
+def streamed_piece(text: str, first: bool) -> str:
+    """A piece of the bot's text as it is written, shown as :func:`text_lines` would show it
+    (the first piece after the bot's prefix, a new line indented)."""
+    shown = text.replace("\r\n", "\n").replace("\n", "\n" + INDENT)
+    return f"{BOT}{shown}" if first else shown
 
 
 def _media(content: pb.MessageContent) -> str:

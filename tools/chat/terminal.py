@@ -5,6 +5,11 @@ sends that choice (its payload, its title as text). ``/state``, ``/reset``, ``/h
 ``/quit`` are the chat's own commands; ``//text`` sends ``/text``. News from the link
 (a reply, a lost connection) may arrive while the user types: :class:`Console` writes it
 above the prompt and draws the prompt and the typed text again.
+
+A reply the flow generates is shown as it is written (its ``response.delta`` pieces,
+appended to one open line); when the reply comes its text is not shown again if it is
+what was written, and is shown whole on a line of its own if it is not (the generation
+failed and the flow answered otherwise).
 """
 
 from __future__ import annotations
@@ -17,7 +22,15 @@ import grpc
 
 from confab.protos import mcp_engine_pb2 as pb
 from confab.tools.chat.client import ChatClient, ChatFailed, ChatListener, ChatOptions, Turn
-from confab.tools.chat.render import INDENT, Choice, as_dict, describe_state, render
+from confab.tools.chat.render import (
+    INDENT,
+    Choice,
+    as_dict,
+    describe_state,
+    render,
+    streamed_piece,
+    text_lines,
+)
 
 try:  # line editing and history for input(); absent on some platforms, and not needed there
     import readline
@@ -44,6 +57,7 @@ class Console:
         self._lock = threading.RLock()
         self._prompting = False
         self._interrupted = False
+        self._line_open = False  # text was appended to the last line: anything else starts a new one
 
     def interrupt(self) -> None:
         """Get the main thread out of ``read`` (now or at its next call) with KeyboardInterrupt."""
@@ -53,8 +67,27 @@ class Console:
                 # Blocked in input(): only a signal aimed at the main thread gets it out.
                 signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
+    def append(self, text: str) -> None:
+        """Text that goes on where the last appended text ended (a reply as it is written)."""
+        with self._lock:
+            if self._prompting:  # the user types meanwhile: the piece is news, on a line of its own
+                self.say(text)
+                return
+            self.out.write(text)
+            self._line_open = True
+            self.out.flush()
+
+    def end_line(self) -> None:
+        """End the line text was appended to, if one is open."""
+        with self._lock:
+            if self._line_open:
+                self.out.write("\n")
+                self.out.flush()
+                self._line_open = False
+
     def say(self, *lines: str) -> None:
         with self._lock:
+            self.end_line()
             redraw = self._prompting and self.interactive
             if redraw:
                 self.out.write("\r\x1b[K")  # the prompt line goes; it is drawn again below the news
@@ -69,6 +102,7 @@ class Console:
         with self._lock:
             if self._interrupted:  # checked under the lock interrupt() takes: no window between
                 raise KeyboardInterrupt
+            self.end_line()
             self._prompting = True
         try:
             return input(self.prompt)
@@ -85,6 +119,7 @@ class TerminalListener(ChatListener):
         self.console = console
         self._lock = threading.Lock()
         self._choices: list[Choice] = []
+        self._streamed = ""  # the text of the reply being written, shown as it came
 
     def choice_for(self, line: str) -> Choice | None:
         with self._lock:
@@ -118,6 +153,8 @@ class TerminalListener(ChatListener):
         )
 
     def disconnected(self, reason: str, unconfirmed: list[Turn]) -> None:
+        with self._lock:
+            self._streamed = ""
         self.console.say(f"!! connection lost ({reason}); reconnecting...")
         for turn in unconfirmed:
             self.console.say(
@@ -128,18 +165,32 @@ class TerminalListener(ChatListener):
     def held(self, turn: Turn) -> None:
         self.console.say("-- not connected: the message will be sent once the stream is back")
 
+    def delta(self, turn: Turn | None, stream_id: str, sequence: int, text: str) -> None:
+        with self._lock:
+            first = not self._streamed
+            self._streamed += text
+        if text:
+            self.console.append(streamed_piece(text, first))
+
     def replied(self, turn: Turn | None, reply: pb.ProcessMessageResponse) -> None:
         lines, choices = render(reply.response)
-        if "handoff" in reply.actions_performed:
-            lines.append("== handed over to a person: someone will answer you here ==")
         with self._lock:
             self._choices = choices
-        self.console.say(*lines)
+            streamed, self._streamed = self._streamed, ""
+        if streamed and streamed == reply.response.text:
+            lines = lines[len(text_lines(streamed)) :]  # on the screen already, as it was written
+        if "handoff" in reply.actions_performed:
+            lines.append("== handed over to a person: someone will answer you here ==")
+        self.console.end_line()  # a reply that differs from what was written starts a line of its own
+        if lines:
+            self.console.say(*lines)
 
     def state_changed(self, before: str, after: str) -> None:
         self.console.say(f"-- state: {before or '(new)'} -> {after}")
 
     def stream_error(self, turn: Turn | None, error: pb.StreamError) -> None:
+        with self._lock:
+            self._streamed = ""  # what was written of a reply that failed does not count
         tail = "" if error.recoverable else " (the server closes the stream)"
         self.console.say(f"!! error {error.error_code}: {error.message}{tail}")
 
