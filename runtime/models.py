@@ -525,9 +525,14 @@ class _Watcher:
     The thread reading a stream waits in the socket for the next chunk, which a slow model may
     take long over (up to ``timeout_s``). This thread, one per client and started with its first
     stream, shuts the stream's connection down then: the read returns at once, the call ends as
-    cancelled or timed out, and the provider sees the request end. A stream is forgotten, under
-    the same lock, before its connection can go back to the client's pool (so a connection that
-    another call has taken over is never shut down), and as soon as its answer is whole."""
+    cancelled or timed out, and the provider sees the request end.
+
+    A stream is forgotten, under the same lock, as soon as its answer is whole (its
+    ``finish_reason`` came), so before its connection can go back to the client's pool for
+    another call to use. One that ends without a ``finish_reason`` (cut) is forgotten just
+    after; in that instant the watcher may still shut its connection down, idle in the pool,
+    which the pool then finds closed and replaces (or, had another call taken it in that same
+    instant, that call's attempt fails as a connection error, and is retried)."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
