@@ -857,8 +857,8 @@ class Shard:
 
 
 def _expired(queued: Queued, now: float) -> bool:
-    budget = queued.command.budget_s
-    return budget is not None and now - queued.arrived > budget
+    deadline = queued.deadline
+    return deadline is not None and now > deadline
 
 
 def _deadline_of(command: Command, arrived: float) -> float | None:
