@@ -15,8 +15,9 @@ A generation's text comes the same way, from its model call's thread (``Shard.on
 pieces that arrive while the loop is busy share one DELTA frame per connection, in the
 order written, and always go out before the outcome of their command (the thread
 schedules the send before it can schedule its turn's end). A CANCEL frame (the edge's
-caller went away) stops the generation its command waits on, after the round that
-arrived with it, so that a command and its cancel sent together meet in that order.
+caller went away) stops the generation its command waits on, or marks it if it is still
+queued behind another turn (it runs without asking the model), after the round that arrived
+with it, so that a command and its cancel sent together meet in that order.
 
 A peer's bad input costs that peer its connection and nobody else anything: a frame
 that is not the record it claims to be closes its connection before it is queued

@@ -29,8 +29,10 @@ way, and everything above (the mailbox, abandoning the call, deadlines, the figu
 what waits) applies to it alike. Besides: the tenant's token budget for the day is checked
 in the store before the call and what the call spent is added there after it (every shard
 of every host shares those counts); while the model writes an answer the user is to read,
-each chunk goes to ``on_delta`` if the command asked for deltas; and
-:meth:`Shard.cancel_generation` stops a generation whose caller no longer wants it.
+each chunk goes to ``on_delta`` if the command asked for deltas; a generation ends when its
+command's caller's deadline passes (the model client is given what is left of it); and
+:meth:`Shard.cancel_generation` stops a generation whose caller no longer wants it, or marks
+the command still queued so that its turn, when it runs, asks the model nothing.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psutil
@@ -125,11 +127,19 @@ class Origin:
 
 @dataclass(frozen=True, slots=True)
 class Queued:
-    """A command waiting in its conversation's mailbox, and when the shard got it."""
+    """A command waiting in its conversation's mailbox, and when the shard got it.
+
+    ``cancel``: set once its caller gave it up (``Shard.cancel_generation``): it still runs in
+    its turn (it was accepted), but its generations are answered at once as cancelled."""
 
     origin: Origin
     command: Command
     arrived: float
+    cancel: threading.Event | None = None
+
+    @property
+    def deadline(self) -> float | None:
+        return _deadline_of(self.command, self.arrived)
 
 
 @dataclass(slots=True)
@@ -166,8 +176,11 @@ class _Waiting:
     future: Future[WebhookResult]
     since: float = 0.0  # time.time() when the call was made
     # Set to stop the command's generation (a model call; None for a webhook): the model client
-    # checks it between chunks. It stays with the command for the rest of its turn.
+    # ends its stream then. It stays with the command for the rest of its turn.
     cancel: threading.Event | None = None
+    # When the command's caller stops waiting (a time.perf_counter(); None: never): a generation
+    # of its turn ends then, as cancelled. It too stays with the command for its turn.
+    deadline: float | None = None
 
 
 # Called on a model call's thread with each chunk of a generated answer the user is to read:
@@ -309,7 +322,8 @@ class Shard:
             conversation.mailbox.append(Queued(origin, command, arrived))
             done.add(origin, conversation, None)
             return
-        self._settle(conversation, self._apply(conversation, command, arrived), origin, done)
+        applied = self._apply(conversation, command, arrived)
+        self._settle(conversation, applied, origin, done, deadline=_deadline_of(command, arrived))
         if not conversation.exists and conversation.waiting is None and not conversation.staged:
             del self.residents[command.key]  # e.g. a lookup of an unknown id: keep no trace
 
@@ -361,9 +375,10 @@ class Shard:
         origin: Origin,
         done: _Round,
         cancel: threading.Event | None = None,
+        deadline: float | None = None,
     ) -> None:
         if isinstance(outcome, Suspended):
-            self._suspend(conversation, outcome, origin, cancel)
+            self._suspend(conversation, outcome, origin, cancel, deadline)
             waiting: _Waiting = conversation.waiting
             if waiting.suspended.call.kind == GENERATE and waiting.future.done():
                 # Answered at once (no provider, the budget spent, cancelled): no need to wait.
@@ -528,15 +543,17 @@ class Shard:
         suspended: Suspended,
         origin: Origin,
         cancel: threading.Event | None = None,
+        deadline: float | None = None,
     ) -> None:
         """Make the call ``suspended`` waits on. ``cancel``: the command's, from an earlier call
-        of its turn (a generation cancelled then leaves the rest of the turn none)."""
+        of its turn or from its caller while it was queued (a generation cancelled then leaves
+        the rest of the turn none); ``deadline``: its caller's (a generation ends by it)."""
         if suspended.call.kind == GENERATE:
             cancel = cancel or threading.Event()
-            future = self._generate(conversation.key, suspended, origin, cancel)
+            future = self._generate(conversation.key, suspended, origin, cancel, deadline)
         else:
             future = self.webhooks.call(suspended.call.name, suspended.pending.body)
-        conversation.waiting = _Waiting(suspended, origin, future, time.time(), cancel)
+        conversation.waiting = _Waiting(suspended, origin, future, time.time(), cancel, deadline)
         self.waiting.add(conversation)
         answered_at_once = suspended.call.kind == GENERATE and future.done()  # _settle resumes it
         if self.on_webhook_done is not None and not answered_at_once:
@@ -544,18 +561,28 @@ class Shard:
             future.add_done_callback(lambda _: callback())
 
     def _generate(
-        self, key: ConversationKey, suspended: Suspended, origin: Origin, cancel: threading.Event
+        self,
+        key: ConversationKey,
+        suspended: Suspended,
+        origin: Origin,
+        cancel: threading.Event,
+        deadline: float | None,
     ) -> Future[ModelResult]:
-        """Ask the model, within the tenant's budget; what the call spends is counted after it."""
+        """Ask the model, within the tenant's budget and by the caller's deadline; what the call
+        spends is counted after it."""
         if cancel.is_set():
             return answered(failure(CANCELLED, "the turn's generation was cancelled", chunks=0))
+        within_s = None if deadline is None else deadline - time.perf_counter()
+        if within_s is not None and within_s <= 0:
+            return answered(failure(CANCELLED, "the caller's deadline passed before the call", chunks=0))
         call = suspended.call
         limit = self.settings.models.budget.limit(key.tenant_id)
         if limit and self.models.configured and self._tokens_used(key.tenant_id) >= limit:
             return answered(
                 failure(BUDGET, f"tenant {key.tenant_id!r} has spent its {limit} tokens for today", chunks=0)
             )
-        future = self.models.call(call.name, call.body, self._delta_sink(suspended, origin), cancel)
+        sink = self._delta_sink(suspended, origin)
+        future = self.models.call(call.name, call.body, sink, cancel, within_s=within_s)
         tenant = key.tenant_id
         future.add_done_callback(lambda finished: self._note_spent(tenant, finished))
         return future
@@ -571,18 +598,28 @@ class Shard:
         return lambda text: on_delta(origin, stream_id, next(numbers), text)
 
     def cancel_generation(self, sender: Any, batch_id: int, position: int) -> bool:
-        """Stop the generation the command at ``position`` of batch ``batch_id`` from ``sender``
-        waits on: it ends as a failure ("cancelled"), and its turn takes its failure route.
-        False if that command waits on no generation (it may have finished meanwhile)."""
+        """The caller of the command at ``position`` of batch ``batch_id`` from ``sender`` gave it
+        up: stop its generations. One its turn waits on ends as a failure ("cancelled"), and the
+        turn takes its failure route. A command still queued behind another turn is marked: it
+        runs in its turn all the same (it was accepted, and is applied once), but every model
+        call of that turn is answered at once as cancelled, and nothing is asked of the model.
+        False if that command waits on no generation and is not queued (it may have finished)."""
+        wanted = (sender, batch_id, position)
         for conversation in self.waiting:
             waiting: _Waiting = conversation.waiting
             origin = waiting.origin
-            if (origin.sender, origin.batch_id, origin.index) != (sender, batch_id, position):
-                continue
-            if waiting.cancel is None or waiting.suspended.call.kind != GENERATE:
-                return False
-            waiting.cancel.set()
-            return True
+            if (origin.sender, origin.batch_id, origin.index) == wanted:
+                if waiting.cancel is None or waiting.suspended.call.kind != GENERATE:
+                    return False
+                waiting.cancel.set()
+                return True
+            mailbox = conversation.mailbox
+            for i, queued in enumerate(mailbox):
+                if (queued.origin.sender, queued.origin.batch_id, queued.origin.index) == wanted:
+                    cancelled = threading.Event()
+                    cancelled.set()
+                    mailbox[i] = replace(queued, cancel=cancelled)
+                    return True
         return False
 
     def _tokens_used(self, tenant: str) -> int:
@@ -681,11 +718,11 @@ class Shard:
             webhook_result=result,
             count=self.settings.analytics,
         )
-        self._settle(conversation, outcome, waiting.origin, done, waiting.cancel)
+        self._settle(conversation, outcome, waiting.origin, done, waiting.cancel, waiting.deadline)
         while conversation.waiting is None and conversation.mailbox:
             queued = conversation.mailbox.popleft()
             applied = self._apply(conversation, queued.command, queued.arrived)
-            self._settle(conversation, applied, queued.origin, done)
+            self._settle(conversation, applied, queued.origin, done, queued.cancel, queued.deadline)
 
     def _finish_late(self, done: _Round) -> list[tuple[Any, tuple[int, int, list[Any]]]]:
         if done.touched:
@@ -820,8 +857,13 @@ class Shard:
 
 
 def _expired(queued: Queued, now: float) -> bool:
-    budget = queued.command.budget_s
-    return budget is not None and now - queued.arrived > budget
+    deadline = queued.deadline
+    return deadline is not None and now > deadline
+
+
+def _deadline_of(command: Command, arrived: float) -> float | None:
+    """When ``command``'s caller stops waiting (a ``time.perf_counter()``; None: it has no deadline)."""
+    return None if command.budget_s is None else arrived + command.budget_s
 
 
 def _may_make_event(command: Command) -> bool:

@@ -275,6 +275,8 @@ class ModelProviderConfig:
     max_tokens: int = 512  # of an answer, unless the step says fewer
     temperature: float = 0.3
     stream: bool = True  # false: the whole answer at once (servers that cannot stream)
+    # The whole call, every attempt, pause and chunk: a stream still going then is closed.
+    max_duration_s: float = 60.0
 
 
 @dataclass(slots=True)
@@ -504,6 +506,7 @@ def _validate_models(models: ModelsConfig) -> None:
             )
         checks = [
             (provider.timeout_s > 0, "timeout_s must be > 0"),
+            (provider.max_duration_s > 0, "max_duration_s must be > 0"),
             (provider.retries >= 0, "retries must be >= 0"),
             (provider.max_tokens >= 1, "max_tokens must be >= 1"),
             (0.0 <= provider.temperature <= 2.0, "temperature must be between 0 and 2"),

@@ -30,15 +30,25 @@ Retries: a connection error, a timeout, a 429 or a 5xx is retried up to ``retrie
 with a pause between attempts, and only while no chunk of the answer has been received (a
 user may have seen the first chunks: the answer is never started twice). Every attempt
 carries the same ``Idempotency-Key`` header. The ``openai`` client's own retries are off.
+A 429 or 503 with a ``Retry-After`` header (seconds, or a date) is retried no sooner than it
+asks; a pause that does not fit in what is left of the call's deadline (below) is not taken:
+the call fails at once, with the status's reason (``http_429``).
 
 Timeouts: ``timeout_s`` bounds the connection, the wait for the first chunk and every wait
-between two chunks (a stream that stalls fails, one that keeps coming may run longer).
+between two chunks (a stream that stalls fails). ``max_duration_s`` bounds the whole call,
+every attempt and pause included, however steadily a stream keeps trickling: when it passes,
+the stream is closed and the call fails (``timeout``); nothing waits or sleeps past it. The
+caller may give a shorter deadline (``within_s``: a turn's caller's own); when that one passes
+first, the call ends the same way, as ``cancelled`` (nobody waits for the answer any more).
 A stream that ends without a ``finish_reason`` was cut; one whose chunk is not JSON, or not a
 chunk, is malformed. Neither is retried once a chunk has arrived.
 
-Cancellation: a ``cancel`` event set while a stream runs stops it at the next chunk; the
-HTTP response is closed then, so the provider sees the request end. A call waiting for its
-first chunk notices within ``timeout_s``. The result is ``reason: "cancelled"``.
+Cancellation: a ``cancel`` event set while a stream runs stops it at once: a watcher thread
+(one per client, :class:`_Watcher`) shuts the stream's connection down, which ends the read
+waiting for the next chunk, and the provider sees the request end; the deadline ends a stream
+the same way. A call still waiting for the response to begin (its status and headers) or for
+a whole answer (``stream: false``) notices within its timeout. The result is
+``reason: "cancelled"``.
 
 The key: ``api_key_env`` names the environment variable that holds it; the key is never in
 the config, in a result, in an error or in a log line. A provider without ``api_key_env``
@@ -52,9 +62,12 @@ some text) an estimate of four characters a token, ``"estimated": True``. Budget
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import math
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -68,7 +81,9 @@ from confab.runtime.outbound import (
     CallResult,
     answered,
     elapsed_ms,
-    pause_before_retry,
+    pause,
+    retry_after_s,
+    retry_pause_s,
 )
 
 log = logging.getLogger(__name__)
@@ -78,14 +93,14 @@ ModelResult = CallResult
 ChunkSink = Callable[[str], None]
 
 # Why a call failed (besides http_<status>).
-TIMEOUT = "timeout"  # no connection, first chunk or next chunk within timeout_s
+TIMEOUT = "timeout"  # no connection, first chunk or next chunk within timeout_s; or max_duration_s passed
 CONNECTION = "connection"  # the server could not be reached
 CUT = "cut"  # the stream ended before the answer did
 MALFORMED = "malformed"  # a chunk (or the answer) was not what the API sends
 EMPTY = "empty"  # the model answered nothing
 PROVIDER_ERROR = "provider_error"  # the provider reported an error in the stream
 BUDGET = "budget"  # the tenant's token budget for the day is spent
-CANCELLED = "cancelled"  # the caller stopped it (a chat frontend cancelled its stream)
+CANCELLED = "cancelled"  # the caller stopped it (a chat frontend cancelled its stream) or its deadline passed
 NO_PROVIDER = "no_provider"  # no provider is configured (or none of that name)
 NO_KEY = "no_key"  # the environment variable that holds the key is not set
 REASONS = (
@@ -106,6 +121,10 @@ CHARS_PER_TOKEN = 4  # the estimate, when a server reports no usage
 KEYLESS = "unused"
 # A status worth another attempt: rate limited, or the server's own trouble.
 RETRIED_STATUS = 429
+# The statuses whose Retry-After header says when to try again (RFC 9110, RFC 6585).
+RETRY_AFTER_STATUSES = (429, 503)
+# How often the watcher looks at the open streams' cancel events (deadlines it waits for exactly).
+WATCH_TICK_S = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +140,7 @@ class ModelProvider:
     max_tokens: int = 512
     temperature: float = 0.3
     stream: bool = True  # false: ask for the whole answer at once (nothing streams)
+    max_duration_s: float = 60.0  # the whole call: every attempt, pause and chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +205,7 @@ class ModelClient:
         self._pool = CallPool(max_concurrent, "confab-model")
         self._clients: dict[str, Any] = {}  # provider name -> its openai client, made on first use
         self._lock = threading.Lock()
+        self._watcher = _Watcher()
 
     @property
     def configured(self) -> bool:
@@ -196,6 +217,7 @@ class ModelClient:
 
     def close(self) -> None:
         self._pool.close()
+        self._watcher.close()
         with self._lock:
             clients, self._clients = self._clients, {}
         for client in clients.values():
@@ -207,8 +229,12 @@ class ModelClient:
         request: Mapping[str, Any],
         on_chunk: ChunkSink | None = None,
         cancel: threading.Event | None = None,
+        *,
+        within_s: float | None = None,
     ) -> Future[ModelResult]:
-        """Ask provider ``name`` ("": the first configured) for the answer to ``request``."""
+        """Ask provider ``name`` ("": the first configured) for the answer to ``request``.
+        ``within_s``: the caller's own deadline, seconds from now, if it is shorter than the
+        provider's ``max_duration_s``."""
         provider = self.provider(name)
         if provider is None:
             error = (
@@ -217,7 +243,8 @@ class ModelClient:
                 else "no model provider is configured"
             )
             return answered(failure(NO_PROVIDER, error, chunks=0, attempts=0))
-        return self._pool.submit(self._answer, provider, request, on_chunk, cancel)
+        deadline = _Deadline.of(provider, time.perf_counter(), within_s)
+        return self._pool.submit(self._answer, provider, request, on_chunk, cancel, deadline)
 
     # On the call's thread ----------------------------------------------------------------
 
@@ -227,10 +254,11 @@ class ModelClient:
         request: Mapping[str, Any],
         on_chunk: ChunkSink | None,
         cancel: threading.Event | None,
+        deadline: _Deadline,
     ) -> ModelResult:
         """The call's result, whatever happens: a turn waits on it."""
         try:
-            return self._complete(provider, request, on_chunk, cancel)
+            return self._complete(provider, request, on_chunk, cancel, deadline)
         except Exception as exc:  # a client library's surprise must not leave a turn hanging
             log.warning(
                 "model provider %r: the call failed unexpectedly: %s", provider.name, type(exc).__name__
@@ -259,6 +287,7 @@ class ModelClient:
         request: Mapping[str, Any],
         on_chunk: ChunkSink | None,
         cancel: threading.Event | None,
+        deadline: _Deadline,
     ) -> ModelResult:
         started = time.perf_counter()
         client = self._client(provider)
@@ -272,16 +301,25 @@ class ModelClient:
                 provider=provider.name,
             )
         reading = _Reading(started, _sink(on_chunk, provider.name))
+        call = _Call(client, provider, request, reading, cancel, deadline, self._watcher)
         retry: _Retry | None = None
         attempts = 0
         for attempt in range(provider.retries + 1):
-            if attempt and not pause_before_retry(attempt, cancel):
-                break
+            if retry is not None:
+                wait = max(retry_pause_s(attempt), retry.after_s or 0.0)
+                if wait >= deadline.left():  # never slept past the deadline: fail now instead
+                    asked = "" if retry.after_s is None else f" (Retry-After: {retry.after_s:g}s)"
+                    error = f"{retry.error}; the next attempt{asked} would begin after {deadline.what}"
+                    return _finished(failure(retry.reason, error), provider, request, reading, attempts)
+                if not pause(wait, cancel):
+                    break
             if cancel is not None and cancel.is_set():
                 break
+            if deadline.left() <= 0:
+                return _finished(deadline.failure(reading), provider, request, reading, attempts)
             attempts += 1
             try:
-                result = _attempt(client, provider, request, reading, cancel)
+                result = call.attempt()
             except _Retry as again:
                 retry = again
                 continue
@@ -292,6 +330,32 @@ class ModelClient:
             assert retry is not None
             result = failure(retry.reason, retry.error)
         return _finished(result, provider, request, reading, attempts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Deadline:
+    """When a call must be over (a ``time.perf_counter()``), and what it fails with then."""
+
+    at: float
+    reason: str  # TIMEOUT: the provider's max_duration_s; CANCELLED: the caller's deadline
+    what: str  # the deadline, in words
+
+    @staticmethod
+    def of(provider: ModelProvider, now: float, within_s: float | None) -> _Deadline:
+        if within_s is not None and within_s < provider.max_duration_s:
+            return _Deadline(now + within_s, CANCELLED, "the caller's deadline")
+        return _Deadline(
+            now + provider.max_duration_s,
+            TIMEOUT,
+            f"the call's max_duration_s ({provider.max_duration_s:g}s)",
+        )
+
+    def left(self) -> float:
+        """Seconds until the deadline (0 or less: it has passed)."""
+        return self.at - time.perf_counter()
+
+    def failure(self, reading: _Reading) -> ModelResult:
+        return failure(self.reason, f"{self.what} passed, after {reading.chunks} chunk(s)")
 
 
 @dataclass(slots=True)
@@ -320,12 +384,14 @@ class _Reading:
 
 
 class _Retry(Exception):
-    """An attempt failed in a way another attempt may not (and nothing was received)."""
+    """An attempt failed in a way another attempt may not (and nothing was received).
+    ``after_s``: how long the provider asked to wait first (its Retry-After header)."""
 
-    def __init__(self, reason: str, error: str) -> None:
+    def __init__(self, reason: str, error: str, after_s: float | None = None) -> None:
         super().__init__(error)
         self.reason = reason
         self.error = error
+        self.after_s = after_s
 
 
 class _Malformed(Exception):
@@ -346,64 +412,185 @@ def _sink(on_chunk: ChunkSink | None, provider: str) -> ChunkSink:
     return sink
 
 
-def _attempt(
-    client: Any,
-    provider: ModelProvider,
-    request: Mapping[str, Any],
-    reading: _Reading,
-    cancel: threading.Event | None,
-) -> ModelResult:
-    """One attempt: the answer, or a failure; raises _Retry for what may be tried again."""
-    import openai
+@dataclass(slots=True)
+class _Call:
+    """One call's attempts, on its thread."""
 
-    arguments: dict[str, Any] = {
-        "model": provider.model,
-        "messages": list(request.get("messages", ())),
-        "max_tokens": int(request.get("max_tokens") or provider.max_tokens),
-        "temperature": float(request.get("temperature", provider.temperature)),
-    }
-    key = request.get("idempotency_key")
-    if isinstance(key, str) and key:
-        arguments["extra_headers"] = {IDEMPOTENCY_HEADER: key}
-    if request.get("json"):
-        arguments["response_format"] = {"type": "json_object"}
-    try:
-        if not provider.stream:
-            return _whole(client.chat.completions.create(**arguments), reading, cancel)
-        stream = client.chat.completions.create(
-            stream=True, stream_options={"include_usage": True}, **arguments
-        )
+    client: Any
+    provider: ModelProvider
+    request: Mapping[str, Any]
+    reading: _Reading
+    cancel: threading.Event | None
+    deadline: _Deadline
+    watcher: _Watcher
+
+    def attempt(self) -> ModelResult:
+        """One attempt: the answer, or a failure; raises _Retry for what may be tried again."""
+        import openai
+
+        provider, reading = self.provider, self.reading
+        arguments: dict[str, Any] = {
+            "model": provider.model,
+            "messages": list(self.request.get("messages", ())),
+            "max_tokens": int(self.request.get("max_tokens") or provider.max_tokens),
+            "temperature": float(self.request.get("temperature", provider.temperature)),
+            # Each wait of this attempt ends by the call's deadline too.
+            "timeout": max(min(provider.timeout_s, self.deadline.left()), 0.001),
+        }
+        key = self.request.get("idempotency_key")
+        if isinstance(key, str) and key:
+            arguments["extra_headers"] = {IDEMPOTENCY_HEADER: key}
+        if self.request.get("json"):
+            arguments["response_format"] = {"type": "json_object"}
+        try:
+            if not provider.stream:
+                return _whole(self.client.chat.completions.create(**arguments), reading, self.cancel)
+            return self._stream(
+                self.client.chat.completions.create(
+                    stream=True, stream_options={"include_usage": True}, **arguments
+                )
+            )
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            if status == RETRIED_STATUS or status >= 500:
+                after = None
+                if status in RETRY_AFTER_STATUSES:
+                    after = retry_after_s(exc.response.headers.get("retry-after"))
+                raise _Retry(f"http_{status}", f"HTTP {status}", after) from None
+            return failure(f"http_{status}", f"HTTP {status}")
+        except openai.APITimeoutError:
+            if (stopped := self._stopped()) is not None:
+                return stopped
+            error = f"no answer within {provider.timeout_s:g}s"
+            if not reading.received:
+                raise _Retry(TIMEOUT, error) from None
+            return failure(TIMEOUT, f"{error} after {reading.chunks} chunk(s)")
+        except openai.APIConnectionError:
+            if (stopped := self._stopped()) is not None:
+                return stopped  # the watcher ended the stream
+            if not reading.received:
+                raise _Retry(CONNECTION, "the connection to the provider failed") from None
+            return failure(CUT, f"the stream broke off after {reading.chunks} chunk(s)")
+        except openai.APIError:  # an error event in the stream, in the provider's words
+            return failure(PROVIDER_ERROR, "the provider reported an error in its answer")
+        except (_Malformed, ValueError, TypeError, AttributeError):
+            if (stopped := self._stopped()) is not None:
+                return stopped
+            return failure(MALFORMED, f"a chunk was not a chat completion chunk (after {reading.chunks})")
+
+    def _stream(self, stream: Any) -> ModelResult:
+        reading = self.reading
+        watched = self.watcher.watch(stream.response, self.cancel, self.deadline.at)
         try:
             for chunk in stream:
                 reading.received = True
-                if cancel is not None and cancel.is_set():
-                    return failure(CANCELLED, f"cancelled after {reading.chunks} chunk(s)")
+                if not reading.finished and (stopped := self._stopped()) is not None:
+                    return stopped
                 _read_chunk(chunk, reading)
+                if reading.finished:  # the answer is whole: what is left of the stream is not cut
+                    self.watcher.forget(watched)
         finally:
+            self.watcher.forget(watched)  # before the connection may go back to the client's pool
             stream.close()  # also on cancel: the provider sees the request end
-    except openai.APIStatusError as exc:
-        status = exc.status_code
-        if status == RETRIED_STATUS or status >= 500:
-            raise _Retry(f"http_{status}", f"HTTP {status}") from None
-        return failure(f"http_{status}", f"HTTP {status}")
-    except openai.APITimeoutError:
-        error = f"no answer within {provider.timeout_s:g}s"
-        if not reading.received:
-            raise _Retry(TIMEOUT, error) from None
-        return failure(TIMEOUT, f"{error} after {reading.chunks} chunk(s)")
-    except openai.APIConnectionError:
-        if not reading.received:
-            raise _Retry(CONNECTION, "the connection to the provider failed") from None
-        return failure(CUT, f"the stream broke off after {reading.chunks} chunk(s)")
-    except openai.APIError:  # an error event in the stream, in the provider's words
-        return failure(PROVIDER_ERROR, "the provider reported an error in its answer")
-    except (_Malformed, ValueError, TypeError, AttributeError):
-        return failure(MALFORMED, f"a chunk was not a chat completion chunk (after {reading.chunks})")
-    if cancel is not None and cancel.is_set():
-        return failure(CANCELLED, f"cancelled after {reading.chunks} chunk(s)")
-    if not reading.finished:
-        return failure(CUT, f"the stream ended without finishing, after {reading.chunks} chunk(s)")
-    return {"ok": True, "text": reading.text}
+        if not reading.finished:
+            return self._stopped() or failure(
+                CUT, f"the stream ended without finishing, after {reading.chunks} chunk(s)"
+            )
+        return {"ok": True, "text": reading.text}
+
+    def _stopped(self) -> ModelResult | None:
+        """The failure of a call cancelled or past its deadline (None: neither)."""
+        if self.cancel is not None and self.cancel.is_set():
+            return failure(CANCELLED, f"cancelled after {self.reading.chunks} chunk(s)")
+        if self.deadline.left() <= 0:
+            return self.deadline.failure(self.reading)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Watched:
+    """A stream the watcher ends when ``cancel`` is set or at ``at`` (a ``time.perf_counter()``)."""
+
+    connection: socket.socket
+    cancel: threading.Event | None
+    at: float
+
+    def due(self, now: float) -> bool:
+        return now >= self.at or (self.cancel is not None and self.cancel.is_set())
+
+
+class _Watcher:
+    """Ends a stream at once when its call is cancelled or its deadline passes.
+
+    The thread reading a stream waits in the socket for the next chunk, which a slow model may
+    take long over (up to ``timeout_s``). This thread, one per client and started with its first
+    stream, shuts the stream's connection down then: the read returns at once, the call ends as
+    cancelled or timed out, and the provider sees the request end.
+
+    A stream is forgotten, under the same lock, as soon as its answer is whole (its
+    ``finish_reason`` came), so before its connection can go back to the client's pool for
+    another call to use. One that ends without a ``finish_reason`` (cut) is forgotten just
+    after; in that instant the watcher may still shut its connection down, idle in the pool,
+    which the pool then finds closed and replaces (or, had another call taken it in that same
+    instant, that call's attempt fails as a connection error, and is retried)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._open: dict[int, _Watched] = {}
+        self._keys = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def watch(self, response: Any, cancel: threading.Event | None, at: float) -> int:
+        """Watch the stream of ``response``; the key to forget it by (0: it cannot be watched, as
+        its transport shows no socket: it is looked at between chunks only)."""
+        stream = getattr(response, "extensions", {}).get("network_stream")
+        connection = stream.get_extra_info("socket") if stream is not None else None
+        if not isinstance(connection, socket.socket):
+            return 0
+        with self._changed:
+            if self._closed:
+                return 0
+            key = next(self._keys)
+            self._open[key] = _Watched(connection, cancel, at)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="confab-model-watcher", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+        return key
+
+    def forget(self, key: int) -> None:
+        if key:
+            with self._changed:
+                self._open.pop(key, None)
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._open.clear()
+            self._changed.notify()
+
+    def _run(self) -> None:
+        with self._changed:
+            while not self._closed:
+                if not self._open:
+                    self._changed.wait()
+                    continue
+                now = time.perf_counter()
+                for key, watched in list(self._open.items()):
+                    if watched.due(now):
+                        del self._open[key]
+                        _shut_down(watched.connection)
+                # Deadlines are waited for exactly; cancel events are looked at every tick.
+                nearest = min((w.at for w in self._open.values()), default=now + WATCH_TICK_S)
+                self._changed.wait(min(WATCH_TICK_S, max(nearest - time.perf_counter(), 0.0)))
+
+
+def _shut_down(connection: socket.socket) -> None:
+    """End the read waiting on ``connection`` (closing it would not wake that read)."""
+    with contextlib.suppress(OSError):  # closed meanwhile: nothing waits on it any more
+        # socket.socket's own: a TLS socket's would drop its TLS state under the reading thread.
+        socket.socket.shutdown(connection, socket.SHUT_RDWR)
 
 
 def _read_chunk(chunk: Any, reading: _Reading) -> None:

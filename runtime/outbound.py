@@ -14,6 +14,9 @@ replay of a turn after a restart sends it again too.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -51,13 +54,38 @@ def answered(result: CallResult) -> Future[CallResult]:
     return future
 
 
-def pause_before_retry(attempt: int, cancel: threading.Event | None = None) -> bool:
-    """Wait before attempt ``attempt`` (1 = the first retry); False if ``cancel`` was set meanwhile."""
-    pause = RETRY_PAUSES_S[min(attempt, len(RETRY_PAUSES_S)) - 1]
+def retry_pause_s(attempt: int) -> float:
+    """The pause before attempt ``attempt`` (1 = the first retry), when the service asks none."""
+    return RETRY_PAUSES_S[min(attempt, len(RETRY_PAUSES_S)) - 1]
+
+
+def pause(seconds: float, cancel: threading.Event | None = None) -> bool:
+    """Wait ``seconds``; False if ``cancel`` was set meanwhile (the wait ends then)."""
     if cancel is None:
-        time.sleep(pause)
+        time.sleep(seconds)
         return True
-    return not cancel.wait(pause)
+    return not cancel.wait(seconds)
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """How long a ``Retry-After`` header asks to wait before the next attempt: seconds, or an HTTP
+    date (RFC 9110; one in the past asks for no wait). None: no header, or one that does not read."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000": the RFC's dates are in GMT anyway
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = max(when.timestamp() - (time.time() if now is None else now), 0.0)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
 
 
 def elapsed_ms(started: float) -> float:

@@ -5,10 +5,10 @@
 a last chunk when ``stream_options.include_usage`` asks for it. What it answers is a
 :class:`Script` (one for every request, or one chosen per request by ``choose``): the text
 and its chunks, a delay (or a gate to wait for) before the first chunk and between chunks,
-a status to fail with (for the first N requests, or all), a stream cut after K chunks, a
-chunk that is not JSON, usage or none.
+a status to fail with (for the first N requests, or all, with a ``Retry-After`` header or
+without), a stream cut after K chunks, a chunk that is not JSON, usage or none.
 
-It records every request (:class:`Received`: headers and JSON body), and how each ended:
+It records every request (:class:`Received`: headers, JSON body, when it came), and how each ended:
 answered in full, cut by the script, or left by the client (the connection closed while it
 still had chunks to send). It runs on 127.0.0.1, on a free port, on a thread of its own.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ class Script:
     chunk_delay_s: float = 0.0  # between two chunks
     fail_status: int = 0  # answer with this HTTP status...
     fail_times: int = -1  # ...for the first N requests of this script (-1: every one)
+    retry_after: str | None = None  # ...with this Retry-After header (seconds, or an HTTP date)
     cut_after: int | None = None  # close the connection after this many chunks of text
     malformed_after: int | None = None  # send a chunk that is not JSON after this many
     finish: bool = True  # the last chunk has a finish_reason
@@ -56,6 +58,7 @@ class Received:
 
     headers: dict[str, str]  # by lower-case name
     body: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)  # when it came
     chunks_sent: int = 0
     completed: bool = False  # the whole answer went out
     cut: bool = False  # the script cut it
@@ -141,6 +144,7 @@ class ModelStandIn:
                 return web.json_response(
                     {"error": {"message": "scripted failure", "type": "server_error"}},
                     status=script.fail_status,
+                    headers={} if script.retry_after is None else {"Retry-After": script.retry_after},
                 )
             await asyncio.sleep(script.first_delay_s)
             while script.gate is not None and not script.gate.is_set() and not self._closing.is_set():

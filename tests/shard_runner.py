@@ -90,6 +90,8 @@ class ScriptedModels(ModelClient):
         request: Mapping[str, Any],
         on_chunk: ChunkSink | None = None,
         cancel: threading.Event | None = None,
+        *,
+        within_s: float | None = None,
     ) -> Future[ModelResult]:
         result = self.scripted.next()
         if on_chunk is not None and result.get("ok"):

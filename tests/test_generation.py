@@ -2,7 +2,9 @@
 
 The shard makes a model call as it makes a webhook call (suspended turn, mailbox, late outcome);
 these tests look at what is particular to models: chunks handed to ``on_delta`` in order, a
-cancelled generation, each way a call fails taking the flow's failure route, sensitive data
+cancelled generation (and a cancelled message still queued behind one, which runs without
+asking the model), a generation ended by its caller's deadline, each way a call fails taking
+the flow's failure route, sensitive data
 kept out of every request, per-tenant budgets counted in the store, and a slow generation in
 one conversation leaving the others alone.
 """
@@ -94,9 +96,16 @@ class Driver:
         self.outcomes: dict[int, Any] = {}  # batch id -> its one command's outcome (wire)
 
     def start(
-        self, conversation: str, text: str, *, tenant: str = TENANT, wants_deltas: bool = False
+        self,
+        conversation: str,
+        text: str,
+        *,
+        tenant: str = TENANT,
+        wants_deltas: bool = False,
+        budget_s: float | None = None,
     ) -> tuple[int, str]:
-        """Send one message; (its batch id, its message id). Its outcome may come later (``wait``)."""
+        """Send one message; (its batch id, its message id). Its outcome may come later (``wait``).
+        ``budget_s``: what its caller's deadline leaves, as the edge sends it."""
         message_id = f"m-{next(_ids)}"
         message = InboundMessage("user-1", Content(text=text), hints=ProcessingHints(force_flow="helper"))
         command = Command(
@@ -104,6 +113,7 @@ class Driver:
             message_id,
             ConversationKey(tenant, conversation),
             message,
+            budget_s=budget_s,
             wants_deltas=wants_deltas,
         )
         batch_id = next(_batches)
@@ -230,6 +240,49 @@ def test_a_cancelled_generation_stops_its_request_and_takes_the_failure_route(
     standin.script = Script(text="Back again.")
     assert driver.state("c1") == "sorry"
     assert driver.say("c1", "explain once more").response.text == "Back again."
+
+
+def test_a_cancelled_message_queued_behind_a_generation_runs_without_asking_the_model(
+    make_shard: ShardMaker, flow_dir: Path, standin: ModelStandIn
+) -> None:
+    standin.script = Script(chunks=[f"{n} " for n in range(60)], chunk_delay_s=0.05)
+    driver = on_standin(make_shard, flow_dir, standin)
+    writing = threading.Event()
+    driver.shard.on_delta = lambda _origin, _stream, _seq, _text: writing.set()
+    driver.say("c1", "hello")
+    running, _ = driver.start("c1", "explain everything", wants_deltas=True)
+    queued, _ = driver.start("c1", "explain it again", wants_deltas=True)  # in the mailbox
+    assert queued not in driver.outcomes
+    assert writing.wait(WAIT_S)  # the first generation is under way
+    assert driver.shard.cancel_generation(SENDER, queued, 0)  # marked, in its place
+    assert driver.shard.cancel_generation(SENDER, running, 0)
+    first, second = driver.wait(running), driver.wait(queued)
+    for result in (first, second):
+        assert result.state.current_state == "sorry" and result.response.text == "The model is away."
+        assert "generate_failed:cancelled" in result.actions_performed
+    assert second.state.message_count == first.state.message_count + 1  # applied, once
+    (request,) = standin.received()  # the queued message's turn asked the model nothing
+    assert request.ended.wait(WAIT_S) and request.left and not request.completed
+    # Its mark went with it: the conversation's next message asks the model again.
+    standin.script = Script(text="Back again.")
+    assert driver.say("c1", "explain once more").response.text == "Back again."
+    assert len(standin.received()) == 2
+
+
+def test_a_generation_ends_when_its_callers_deadline_passes(
+    make_shard: ShardMaker, flow_dir: Path, standin: ModelStandIn
+) -> None:
+    standin.script = Script(chunks=[f"{n} " for n in range(200)], chunk_delay_s=0.05)
+    driver = on_standin(make_shard, flow_dir, standin)
+    driver.say("c1", "hello")
+    batch_id, _ = driver.start("c1", "explain at length", budget_s=0.5)
+    result = driver.wait(batch_id)
+    assert result.state.current_state == "sorry" and result.response.text == "The model is away."
+    assert "generate_failed:cancelled" in result.actions_performed
+    (request,) = standin.received()
+    assert request.ended.wait(WAIT_S)
+    assert request.left and not request.completed and request.chunks_sent < 200
+    assert driver.state("c1") == "sorry"  # stored, like any turn that took its failure route
 
 
 # Failures -----------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
 """The model client (runtime.models) against a local OpenAI-compatible stand-in: streams, the
-whole answer at once, retries with one idempotency key, every way a call fails, cancellation,
-and the key kept out of everything but the Authorization header; and the config's ``models``."""
+whole answer at once, retries with one idempotency key (and the waits a Retry-After header asks
+for), every way a call fails, the call's overall deadline, cancellation, and the key kept out of
+everything but the Authorization header; and the config's ``models``."""
 
 from __future__ import annotations
 
+import email.utils
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,7 @@ import pytest
 
 from confab.runtime.config import ConfabConfig, ConfigError, load_config
 from confab.runtime.models import ModelClient, ModelProvider, ModelResult, tokens_spent
-from confab.runtime.outbound import IDEMPOTENCY_HEADER
+from confab.runtime.outbound import IDEMPOTENCY_HEADER, RETRY_PAUSES_S, retry_after_s
 from confab.tools.serve import model_settings
 from tests.model_standin import DEFAULT_USAGE, WAIT_S, ModelStandIn, Script
 
@@ -120,6 +123,117 @@ def test_a_slow_first_chunk_times_out_on_every_attempt(standin: ModelStandIn) ->
         client.close()
     assert not result["ok"] and result["reason"] == "timeout" and result["timed_out"]
     assert result["attempts"] == 2 and chunks == []
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_retry_waits_as_long_as_retry_after_asks(standin: ModelStandIn, status: int) -> None:
+    standin.script = Script(text="Worth the wait.", fail_status=status, fail_times=1, retry_after="1")
+    client = ModelClient([provider(standin, retries=1)])
+    try:
+        result, _ = ask(client)
+    finally:
+        client.close()
+    assert result["ok"] and result["text"] == "Worth the wait." and result["attempts"] == 2
+    first, second = standin.received()
+    assert RETRY_PAUSES_S[0] < 1.0  # so it is the header that made the wait as long as this:
+    assert second.at - first.at >= 1.0
+    assert second.header(IDEMPOTENCY_HEADER) == first.header(IDEMPOTENCY_HEADER) == "key-1234"
+
+
+@pytest.mark.parametrize("form", ["seconds", "date"])
+def test_a_retry_after_beyond_the_deadline_fails_at_once(standin: ModelStandIn, form: str) -> None:
+    later = "120" if form == "seconds" else email.utils.formatdate(time.time() + 120, usegmt=True)
+    standin.script = Script(fail_status=429, retry_after=later)
+    client = ModelClient([provider(standin, retries=3, max_duration_s=10.0)])
+    try:
+        result, chunks = ask(client)
+    finally:
+        client.close()
+    assert (result["ok"], result["reason"], result["attempts"]) == (False, "http_429", 1), result
+    assert "Retry-After" in result["error"] and "max_duration_s (10s)" in result["error"]
+    assert len(standin.received()) == 1 and chunks == []
+
+
+def test_retry_after_reads_seconds_and_dates() -> None:
+    now = 1_700_000_000.0
+    assert retry_after_s("2") == 2.0 and retry_after_s(" 1.5 ") == 1.5 and retry_after_s("0") == 0.0
+    assert retry_after_s(email.utils.formatdate(now + 30, usegmt=True), now) == 30.0
+    assert retry_after_s(email.utils.formatdate(now - 30, usegmt=True), now) == 0.0  # past: no wait
+    for unreadable in (None, "", "soon", "-1", "nan", "inf"):
+        assert retry_after_s(unreadable) is None, unreadable
+
+
+def test_a_stream_that_keeps_trickling_ends_at_max_duration(standin: ModelStandIn) -> None:
+    standin.script = Script(chunks=[f"{n} " for n in range(200)], chunk_delay_s=0.05)
+    client = ModelClient([provider(standin, timeout_s=5.0, max_duration_s=0.5)])
+    try:
+        result, chunks = ask(client)
+    finally:
+        client.close()
+    assert (result["ok"], result["reason"], result["timed_out"]) == (False, "timeout", True), result
+    assert "max_duration_s (0.5s) passed" in result["error"]
+    assert 0 < len(chunks) < 200 and result["usage"]["estimated"]  # what was written was spent
+    (received,) = standin.received()
+    assert received.ended.wait(WAIT_S)
+    assert received.left and not received.completed
+
+
+def test_max_duration_bounds_the_wait_for_the_first_chunk_and_every_retry(standin: ModelStandIn) -> None:
+    standin.script = Script(text="Too late.", first_delay_s=3.0)
+    client = ModelClient([provider(standin, timeout_s=5.0, retries=3, max_duration_s=0.5)])
+    try:
+        result, chunks = ask(client)
+    finally:
+        client.close()
+    assert (result["ok"], result["reason"]) == (False, "timeout"), result
+    assert result["attempts"] == 1 and len(standin.received()) == 1 and chunks == []
+
+
+def test_a_stalled_stream_ends_at_the_deadline_not_at_its_next_chunk(standin: ModelStandIn) -> None:
+    standin.script = Script(chunks=["first ", "second ", "third"], chunk_delay_s=3.0)
+    client = ModelClient([provider(standin, timeout_s=10.0, max_duration_s=0.5)])
+    try:
+        result, chunks = ask(client)
+    finally:
+        client.close()
+    assert (result["ok"], result["reason"], chunks) == (False, "timeout", ["first "]), result
+    (received,) = standin.received()
+    assert received.ended.wait(WAIT_S)
+    assert received.left and received.chunks_sent == 1  # the connection ended before the second
+
+
+def test_a_cancel_ends_a_stalled_stream_before_its_next_chunk(standin: ModelStandIn) -> None:
+    standin.script = Script(chunks=["first ", "second ", "third"], chunk_delay_s=3.0)
+    cancel = threading.Event()
+    chunks: list[str] = []
+
+    def on_chunk(text: str) -> None:
+        chunks.append(text)
+        cancel.set()
+
+    client = ModelClient([provider(standin, timeout_s=10.0)])
+    try:
+        result = client.call("", REQUEST, on_chunk, cancel).result(timeout=30)
+    finally:
+        client.close()
+    assert (result["ok"], result["reason"], chunks) == (False, "cancelled", ["first "]), result
+    (received,) = standin.received()
+    assert received.ended.wait(WAIT_S)
+    assert received.left and received.chunks_sent == 1
+
+
+def test_a_callers_shorter_deadline_ends_the_call_as_cancelled(standin: ModelStandIn) -> None:
+    standin.script = Script(chunks=[f"{n} " for n in range(200)], chunk_delay_s=0.05)
+    client = ModelClient([provider(standin, max_duration_s=60.0)])
+    try:
+        result = client.call("", REQUEST, within_s=0.5).result(timeout=30)
+    finally:
+        client.close()
+    assert (result["ok"], result["reason"]) == (False, "cancelled"), result
+    assert "the caller's deadline passed" in result["error"] and "timed_out" not in result
+    (received,) = standin.received()
+    assert received.ended.wait(WAIT_S)
+    assert received.left and not received.completed
 
 
 def test_a_stream_cut_after_some_chunks_fails_and_is_not_retried(standin: ModelStandIn) -> None:
@@ -261,7 +375,7 @@ def test_providers_and_budgets_come_from_the_config(tmp_path: Path) -> None:
   providers:
     - {name: local, base_url: "http://127.0.0.1:11434/v1", model: llama3.2}
     - {name: openai, base_url: "https://api.openai.com/v1", model: gpt-4o-mini, api_key_env: OPENAI_API_KEY,
-       timeout_s: 10, retries: 2, max_tokens: 200, temperature: 0.1, stream: false}
+       timeout_s: 10, retries: 2, max_tokens: 200, temperature: 0.1, stream: false, max_duration_s: 45}
   budget: {tokens_per_day: 100000, tenants: {acme: 5000, friends: 0}}
   max_concurrent: 4
 """,
@@ -270,7 +384,16 @@ def test_providers_and_budgets_come_from_the_config(tmp_path: Path) -> None:
     assert settings.providers == (
         ModelProvider("local", "http://127.0.0.1:11434/v1", "llama3.2"),
         ModelProvider(
-            "openai", "https://api.openai.com/v1", "gpt-4o-mini", "OPENAI_API_KEY", 10.0, 2, 200, 0.1, False
+            "openai",
+            "https://api.openai.com/v1",
+            "gpt-4o-mini",
+            "OPENAI_API_KEY",
+            10.0,
+            2,
+            200,
+            0.1,
+            False,
+            45.0,
         ),
     )
     assert settings.names == ("local", "openai") and settings.max_concurrent == 4
@@ -294,6 +417,10 @@ def test_providers_and_budgets_come_from_the_config(tmp_path: Path) -> None:
             "retries must be >= 0",
         ),
         ("  providers: [{name: a, base_url: 'http://x/v1', model: m, temperature: 7}]\n", "between 0 and 2"),
+        (
+            "  providers: [{name: a, base_url: 'http://x/v1', model: m, max_duration_s: 0}]\n",
+            "max_duration_s must be > 0",
+        ),
         ("  budget: {tokens_per_day: -5}\n", "tokens_per_day must be 0"),
         ("  budget: {tenants: {acme: lots}}\n", "models.budget.tenants.acme must be a number of tokens"),
         ("  max_concurrent: 0\n", "max_concurrent must be >= 1"),

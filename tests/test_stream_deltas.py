@@ -6,13 +6,16 @@ What docs/streaming.md ("Text as it is written") promises a client: a message's
 put together (or the failure answer when the generation failed midway); unary calls and
 streams that leave the event out get the whole text only; two conversations generating at
 once each get their own; cancelling the stream stops the generation (the stand-in sees its
-request left) and the conversation goes on, the turn having taken its failure route.
+request left) and the conversation goes on, the turn having taken its failure route; a message
+queued behind it is applied without asking the model; and a unary call's deadline ends the
+generation its turn waits on.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +23,8 @@ from typing import Any
 import grpc
 import pytest
 
+from confab.protos import admin_pb2 as admin
+from confab.protos import admin_pb2_grpc as admin_grpc
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.tools.chat import ChatClient, ChatListener, ChatOptions, Turn
@@ -316,6 +321,72 @@ def test_cancelling_the_stream_stops_the_generation_and_the_conversation_goes_on
     assert answer.conversation_state.message_count == 2
     unary = stub.ProcessMessage(message(conversation, "and unary?"))
     assert unary.response.text == "You asked, and here is the answer."
+
+
+def inspect(stub: admin_grpc.AdminStub, conversation: str) -> admin.ConversationDetail:
+    detail: admin.ConversationDetail = stub.InspectConversation(
+        admin.InspectConversationRequest(tenant_id="acme", conversation_id=conversation, last_turns=10)
+    )
+    return detail
+
+
+def test_cancelling_the_stream_applies_its_queued_message_without_asking_the_model(
+    server: ServerProcess, stub: pb_grpc.MCPEngineStub, scripts: Scripts, scripted_model: ModelStandIn
+) -> None:
+    scripts.by_word["first in line"] = Script(chunks=[f"w{n} " for n in range(400)], chunk_delay_s=0.05)
+    scripts.by_word["second in line"] = Script(text="Nobody would have read this.")
+    conversation = new_id()
+    stream = OpenStream(stub, conversation)
+    stream.outbox.put(say(conversation, "first in line"))
+    stream.outbox.put(say(conversation, "second in line"))
+    assert kind(stream.next()) == f"event:{DELTA}"  # the first message's generation is under way
+    with server.channel() as channel:
+        admin_stub = admin_grpc.AdminStub(channel)
+        give_up = time.monotonic() + WAIT_S
+        while len(inspect(admin_stub, conversation).queued) < 2:  # the second waits at the shard
+            assert time.monotonic() < give_up, "the second message did not reach its shard"
+            time.sleep(0.02)
+        stream.call.cancel()
+        first = last_request(scripted_model, "first in line")
+        assert first.ended.wait(WAIT_S), "the stand-in's request did not end"
+        assert first.left and not first.completed and first.chunks_sent < 400
+        while (detail := inspect(admin_stub, conversation)).queued:
+            assert time.monotonic() < give_up, "the queued message was not applied"
+            time.sleep(0.02)
+    stream.close()
+    # Both turns were applied, once each, by their failure route; only the first asked the model.
+    turns = list(detail.last_turns)
+    assert [t.input for t in turns] == ["first in line", "second in line"]
+    for turn in turns:
+        assert turn.state_after == "failed" and turn.response == FAILED
+        assert "generate_failed:cancelled" in turn.actions
+    assert not [r for r in scripted_model.received() if "second in line" in r.user_text]
+    state = stub.GetConversationState(state_request(conversation)).conversation_state
+    assert (state.current_state, state.message_count) == ("failed", 2)
+
+
+def test_a_unary_callers_deadline_ends_the_generation_its_turn_waits_on(
+    stub: pb_grpc.MCPEngineStub, scripts: Scripts, scripted_model: ModelStandIn
+) -> None:
+    scripts.by_word["too long to wait for"] = Script(
+        chunks=[f"w{n} " for n in range(1000)], chunk_delay_s=0.05
+    )
+    conversation = new_id()
+    assert stub.ProcessMessage(message(conversation, "hello")).response.text  # it exists, in `writing`
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ProcessMessage(message(conversation, "too long to wait for"), timeout=1.0)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    request = last_request(scripted_model, "too long to wait for")
+    assert request.ended.wait(WAIT_S), "the stand-in's request did not end"
+    assert request.left and not request.completed and request.chunks_sent < 1000
+    # The turn took its failure route and was kept, as a cancelled one is.
+    give_up = time.monotonic() + WAIT_S
+    state = stub.GetConversationState(state_request(conversation)).conversation_state
+    while state.message_count < 2:
+        assert time.monotonic() < give_up, "the turn was not stored"
+        time.sleep(0.02)
+        state = stub.GetConversationState(state_request(conversation)).conversation_state
+    assert (state.current_state, state.message_count) == ("failed", 2)
 
 
 # confab chat -------------------------------------------------------------------------------

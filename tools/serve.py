@@ -127,6 +127,7 @@ def model_settings(config: ConfabConfig) -> ModelSettings:
                 p.max_tokens,
                 p.temperature,
                 p.stream,
+                p.max_duration_s,
             )
             for p in models.providers
         ),
