@@ -24,13 +24,14 @@ webhook client says so (``on_webhook_done``), :meth:`Shard.finish_webhooks` runs
 turn again with the result, the mailbox drains, and the outcomes go back as late
 outcomes to where the commands came from.
 
-A ``generate`` step's call to a language model (``runtime.models``) is suspended the same
-way, and everything above (the mailbox, abandoning the call, deadlines, the figures of
-what waits) applies to it alike. Besides: the tenant's token budget for the day is checked
-in the store before the call and what the call spent is added there after it (every shard
-of every host shares those counts); while the model writes an answer the user is to read,
-each chunk goes to ``on_delta`` if the command asked for deltas; and
-:meth:`Shard.cancel_generation` stops a generation whose caller no longer wants it.
+A ``generate`` step's call to a language model (``runtime.models``), and a model
+recognizer's, is suspended the same way, and everything above (the mailbox, abandoning the
+call, deadlines, the figures of what waits) applies to it alike. Besides: the tenant's
+token budget for the day is checked in the store before the call and what the call spent is
+added there after it (every shard of every host shares those counts); while the model
+writes an answer the user is to read, each chunk goes to ``on_delta`` if the command asked
+for deltas; and :meth:`Shard.cancel_generation` stops a model call whose caller no longer
+wants it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from confab.actors.ownership import OwnershipChange, VshardOwnership
 from confab.actors.settings import ShardSettings
 from confab.runtime import telemetry
 from confab.runtime.errors import ConfabError, DeadlineExceeded, InternalError, Unavailable
-from confab.runtime.flows import GENERATE, FlowRegistry
+from confab.runtime.flows import FlowRegistry
 from confab.runtime.flows.execution.catalog import load_flows
 from confab.runtime.inspection import Abandoned, FlowReload, ShardStatus
 from confab.runtime.model import (
@@ -365,7 +366,7 @@ class Shard:
         if isinstance(outcome, Suspended):
             self._suspend(conversation, outcome, origin, cancel)
             waiting: _Waiting = conversation.waiting
-            if waiting.suspended.call.kind == GENERATE and waiting.future.done():
+            if waiting.suspended.call.to_model and waiting.future.done():
                 # Answered at once (no provider, the budget spent, cancelled): no need to wait.
                 self._resume(conversation, waiting.future.result(), done)
                 return
@@ -531,14 +532,14 @@ class Shard:
     ) -> None:
         """Make the call ``suspended`` waits on. ``cancel``: the command's, from an earlier call
         of its turn (a generation cancelled then leaves the rest of the turn none)."""
-        if suspended.call.kind == GENERATE:
+        if suspended.call.to_model:
             cancel = cancel or threading.Event()
             future = self._generate(conversation.key, suspended, origin, cancel)
         else:
             future = self.webhooks.call(suspended.call.name, suspended.pending.body)
         conversation.waiting = _Waiting(suspended, origin, future, time.time(), cancel)
         self.waiting.add(conversation)
-        answered_at_once = suspended.call.kind == GENERATE and future.done()  # _settle resumes it
+        answered_at_once = suspended.call.to_model and future.done()  # _settle resumes it
         if self.on_webhook_done is not None and not answered_at_once:
             callback = self.on_webhook_done
             future.add_done_callback(lambda _: callback())
@@ -572,14 +573,15 @@ class Shard:
 
     def cancel_generation(self, sender: Any, batch_id: int, position: int) -> bool:
         """Stop the generation the command at ``position`` of batch ``batch_id`` from ``sender``
-        waits on: it ends as a failure ("cancelled"), and its turn takes its failure route.
-        False if that command waits on no generation (it may have finished meanwhile)."""
+        waits on: it ends as a failure ("cancelled"), and its turn takes its failure route (a
+        model recognizer's call: the message is read without it). False if that command waits
+        on no model call (it may have finished meanwhile)."""
         for conversation in self.waiting:
             waiting: _Waiting = conversation.waiting
             origin = waiting.origin
             if (origin.sender, origin.batch_id, origin.index) != (sender, batch_id, position):
                 continue
-            if waiting.cancel is None or waiting.suspended.call.kind != GENERATE:
+            if waiting.cancel is None or not waiting.suspended.call.to_model:
                 return False
             waiting.cancel.set()
             return True
