@@ -286,7 +286,7 @@ def test_no_prompt_carries_a_sensitive_value_or_what_the_masks_match(
 
 class Echoing:
     """A plug-in that asks a model (AsksModel) with its own prompt and its own reading: the model's
-    answer is "INTENT SLOT=VALUE..."."""
+    answer is "INTENT;SLOT=VALUE;..." (no intent: "")."""
 
     def __init__(
         self, intents: Mapping[str, IntentSpec], threshold: float, options: Mapping[str, Any], language: str
@@ -302,8 +302,8 @@ class Echoing:
         return ModelQuestion(({"role": "user", "content": f"Read: {utterance.text}"},), provider="own")
 
     def read(self, utterance: Utterance, answer: str) -> ModelReading:
-        intent, *pairs = answer.split()
-        return ModelReading(intent, 1.0, dict(p.split("=", 1) for p in pairs))
+        intent, *pairs = answer.split(";")
+        return ModelReading(intent or None, 1.0, dict(p.split("=", 1) for p in pairs))
 
 
 PLUGGED = """\
@@ -312,15 +312,16 @@ settings: {start: ask, nlu: {recognizer: echoing}}
 intents: {book: {keywords: [book]}}
 slots:
   nights: {type: integer, minimum: 1, maximum: 14, validate: [{when: "value != 13"}]}
+  note: {type: text, prompt: "Anything else?"}
   card: {type: regex, pattern: '(?P<value>\\d{16})', sensitive: true}
 states:
   ask:
     transitions: [{intent: book, to: booking}]
   booking:
-    collect: [nights]
+    collect: [nights, note]
     transitions: [{to: booked}]
   booked:
-    on_enter: [{say: {text: "{{ slots.nights }} nights."}}]
+    on_enter: [{say: {text: "{{ slots.nights }} nights, {{ slots.note }}."}}]
 """
 
 
@@ -345,16 +346,25 @@ def test_a_plug_in_that_asks_a_model_goes_through_the_same_checks(tmp_path: Path
                     key, text, "", "web", "plugged", generations=ScriptedGenerations(reading=answer)
                 )
 
-            send("hi", "none")  # an intent the flow lacks
-            booking = send("a room please", "book nights=13")  # 13 nights: the slot's check refuses
+            assert "nlu_fallback:unknown_intent" in send("hi", "stay").actions  # an intent the flow lacks
+            booking = send("a room please", "book;nights=13")  # 13 nights: the slot's check refuses
             assert booking.state == "ask" and "nlu_fallback:invalid_slot" in booking.actions
             assert "rejected:nights" in booking.actions
-            booked = send("a room, 4111111111111111, for a week", "book nights=7")
-            assert (booked.state, booked.text) == ("booked", "7 nights.")
-            assert "recognize:own" in booked.actions
-        asked = [u.text for u in recognizer.asked]
-        assert asked[-1] == "a room, ****1111, for a week"  # the card slot's value, masked
-        assert set(recognizer.asked[-1].slots) == {"nights"}
+            booking = send("a room, 4111111111111111, for a week", "book;nights=7")
+            assert (booking.state, booking.slots) == ("booking", {"nights": 7})
+            assert "recognize:own" in booking.actions and booking.text == "Anything else?"
+            booked = send("we arrive around ten, thanks", ";note=arriving around ten")
+            assert (booked.state, booked.text) == ("booked", "7 nights, arriving around ten.")
+        # Asked once a message (a turn that waits on a call runs again with its answer, asking the same).
+        asked = list(dict.fromkeys((u.text, tuple(u.slots)) for u in recognizer.asked))
+        assert [text for text, _ in asked] == [
+            "hi",
+            "a room please",
+            "a room, ****1111, for a week",  # the card slot's value, masked
+            "we arrive around ten, thanks",
+        ]
+        # A text slot is offered only to the answer to its question; a sensitive slot never.
+        assert [slots for _, slots in asked] == [("nights",)] * 3 + [("nights", "note")]
     finally:
         unregister_recognizer("echoing")
 
@@ -375,7 +385,8 @@ def test_a_plug_in_without_question_and_read_is_asked_nothing(tmp_path: Path) ->
             key = ConversationKey("acme", "p")
             runner.send(key, "hi", "", "web", "plugged")
             view = runner.send(key, "book a room for 3 nights", "", "web", "plugged")
-        assert view.state == "booked" and not any("recognize" in a or "nlu" in a for a in view.actions)
+        assert (view.state, view.slots) == ("booking", {"nights": 3})
+        assert not any("recognize" in a or "nlu" in a for a in view.actions)
     finally:
         unregister_recognizer("echoing")
 

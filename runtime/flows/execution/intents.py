@@ -186,7 +186,9 @@ class AsksModel(IntentRecognizer, Protocol):
     exact, the interpreter asks ``question`` (None: nothing to ask), makes the call as a turn
     makes every outside call (recorded with the turn, scripted in dialogues, replayed), and
     hands the model's text to ``read``. A failed call, or a reading with a problem, an unknown
-    intent or slot, or a value its slot refuses, leaves ``recognize``'s answer in place.
+    intent or slot, or a value its slot refuses, leaves ``recognize``'s answer in place. Both
+    must be deterministic: a turn that waits on the call runs again with its answer, and asks
+    the same question again.
     """
 
     def question(self, utterance: Utterance) -> ModelQuestion | None: ...

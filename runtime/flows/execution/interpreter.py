@@ -10,8 +10,11 @@ A turn, in order (docs/flows.md, "How a turn runs", says the same for flow autho
    conversation goes back to ``start``).
 3. The language is chosen (``MessageContent.language`` when the flow speaks it, else the
    conversation's last one, else the flow's first), the intent is recognised (payload
-   first, then text) and the intent's own slots read; slots the current state collects
-   are read from the message, several at once, each value through its slot's checks.
+   first, then text; a recognizer that asks a model does it here, for a message its own
+   rules leave open: a call of kind ``recognize``, its reading used only once every name
+   and value in it passed the flow's checks) and the intent's own slots read; slots the
+   current state collects are read from the message, several at once, each value through
+   its slot's checks.
    Before that, a message that is only a number answers the choices of the last question
    its user saw (kept in flow_memory when the reply was made; the message's ``seen_turn``
    says which reply that was): it becomes that choice, or, out of range, is re-asked.
@@ -192,8 +195,10 @@ class _Turn:
     asked: set[str] = field(default_factory=set)  # slots prompted for in this turn
     sensitive_values: list[Any] = field(default_factory=list)  # read from the message this turn
     # Slot values a model recognizer read from the message, each through its slot's parsing and
-    # checks already: where the flow reads those slots from the message this turn, they come first.
+    # checks (those of ``proposed_by``, the flow it read for): where that flow reads those slots
+    # from the message this turn, they come first.
     proposed: dict[str, Any] = field(default_factory=dict)
+    proposed_by: DeclarativeFlow | None = None
     hops: int = 0
     session_started: bool = False
     handoff_reason: str = ""  # as the flow file writes it (the template, not what it rendered)
@@ -681,9 +686,10 @@ class DeclarativeFlow:
             return fill
         asking = turn.state.flow_memory.get(ASKING, "") if answering else ""
         found = extract_all(wanted, _text_of(turn.message), asking=asking, today=_today(turn.now))
+        proposed = self._proposed(turn)
         for name, extraction in found.items():
-            if name in turn.proposed:  # a model recognizer's reading: parsed and checked already
-                self._set_slot(turn, name, turn.proposed[name])
+            if name in proposed:  # a model recognizer's reading: parsed and checked already
+                self._set_slot(turn, name, proposed[name])
                 fill.answered = fill.answered or name == asking
                 continue
             value, reason = _value_and_problem(extraction)
@@ -717,10 +723,11 @@ class DeclarativeFlow:
         slots = self.document.slots
         spec = self.document.intents.get(match.name)
         names = [n for n in (spec.slots if spec else ()) if turn.state.slots.get(n) is None]
+        proposed = self._proposed(turn)
         for name in names:
-            if name in turn.proposed:  # a model recognizer's reading: parsed and checked already
-                self._set_slot(turn, name, turn.proposed[name])
-        names = [n for n in names if n not in turn.proposed]
+            if name in proposed:  # a model recognizer's reading: parsed and checked already
+                self._set_slot(turn, name, proposed[name])
+        names = [n for n in names if n not in proposed]
         found: dict[str, Any] = {}
         if names:
             extracted = extract_all(
@@ -904,11 +911,10 @@ class DeclarativeFlow:
         changed: dict[str, Any] = {}
         unchanged: list[str] = []
         refused: tuple[SlotSpec, Content | None] | None = None
+        proposed = self._proposed(turn)
         for slot in filled:
-            checked = slot.name in turn.proposed  # a model recognizer's reading: checked already
-            value, problem = (
-                (turn.proposed[slot.name], "") if checked else _value_and_problem(found[slot.name])
-            )
+            checked = slot.name in proposed  # a model recognizer's reading: checked already
+            value, problem = (proposed[slot.name], "") if checked else _value_and_problem(found[slot.name])
             if not problem and value == state.slots.get(slot.name):
                 unchanged.append(slot.name)
                 continue
@@ -1062,14 +1068,19 @@ class DeclarativeFlow:
         if problem:
             turn.actions.append(f"nlu_fallback:{problem}")
             return match
-        turn.proposed = values
+        turn.proposed, turn.proposed_by = values, self
         return IntentMatch(reading.intent, reading.confidence) if reading.intent is not None else None
+
+    def _proposed(self, turn: _Turn) -> Mapping[str, Any]:
+        """The slot values a model recognizer read this turn, if they were checked as this flow's
+        slots (a sub-flow entered in the turn may have slots of the same names, and other checks)."""
+        return turn.proposed if turn.proposed_by is self else {}
 
     def _utterance(self, turn: _Turn, lexical: IntentMatch | None, *, answering: bool) -> Utterance | None:
         """What a recognizer may tell a model of the message: its text as the store keeps it, and
-        the slots it may fill (no sensitive one). None when it may tell nothing: the message
-        answers a sensitive slot's question, or holds a sensitive value that only masking all of
-        it hides."""
+        the slots it may fill: none sensitive, and a text slot only when the message answers its
+        question (as the words fill one). None when it may tell nothing: the message answers a
+        sensitive slot's question, or holds a sensitive value that only masking all of it hides."""
         asking = str(turn.state.flow_memory.get(ASKING, "")) if answering else ""
         if asking in self.sensitive_slots:
             return None
@@ -1082,7 +1093,11 @@ class DeclarativeFlow:
         masked = turn.root._masked_input(text, held)
         if masked is None:
             return None
-        offered = {name: spec for name, spec in self.document.slots.items() if not spec.sensitive}
+        offered = {
+            name: spec
+            for name, spec in self.document.slots.items()
+            if not spec.sensitive and (spec.type != "text" or name == asking)
+        }
         return Utterance(masked, lexical, offered, asking, today)
 
     def _recognition_request(self, turn: _Turn, question: ModelQuestion) -> JsonDict:
