@@ -396,7 +396,7 @@ def test_a_plug_in_without_question_and_read_is_asked_nothing(tmp_path: Path) ->
 
 def model_recognizer(**options: Any) -> ModelRecognizer:
     intents = {"order": IntentSpec("order", keywords=("latte",)), "hours": IntentSpec("hours")}
-    return ModelRecognizer(intents, 0.5, options, "")
+    return ModelRecognizer(DefaultRecognizer(intents, 0.5), intents, options)
 
 
 UTTERANCE = Utterance(

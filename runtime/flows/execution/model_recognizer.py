@@ -1,9 +1,10 @@
 """The built-in recognizer that asks a language model: ``settings.nlu: {recognizer: model}``.
 
 Its own answer (``recognize``) is the built-in recognizer's (:class:`~.intents.DefaultRecognizer`:
-payloads, keywords, patterns, examples). For a message that answer does not settle (no exact
-match), it is an :class:`~.intents.AsksModel`: it asks a model, with the flow's intents and the
-slots the message may fill, for a JSON object::
+payloads, keywords, patterns, examples, with the flow's typo tolerance and threshold). For a
+message that answer does not settle (no exact match), it is an :class:`~.intents.AsksModel`:
+it asks a model, with the flow's intents and the slots the message may fill, for a JSON
+object::
 
     {"intent": "order", "confidence": 0.92, "slots": {"size": "large", "quantity": 2}}
 
@@ -32,8 +33,8 @@ from collections.abc import Mapping
 from typing import Any, TypeGuard
 
 from confab.runtime.flows.execution.intents import (
-    DefaultRecognizer,
     IntentMatch,
+    IntentRecognizer,
     ModelQuestion,
     ModelReading,
     Utterance,
@@ -96,26 +97,17 @@ def _number_between(value: Any, low: float, high: float) -> TypeGuard[float]:
 
 
 class ModelRecognizer:
-    """The built-in recognizer's answers, and a model's reading of what they leave open.
-
-    The class is its own factory (``runtime.flows.execution.nlu.RecognizerFactory``).
-    """
+    """``lexical``'s answers (the built-in recognizer's: ``runtime.flows.execution.nlu`` makes
+    it as for a flow without this one), and a model's reading of what they leave open."""
 
     def __init__(
-        self,
-        intents: Mapping[str, IntentSpec],
-        threshold: float,
-        options: Mapping[str, Any],
-        language: str,
+        self, lexical: IntentRecognizer, intents: Mapping[str, IntentSpec], options: Mapping[str, Any]
     ) -> None:
-        self.lexical = DefaultRecognizer(
-            intents, threshold, typo_tolerance=bool(options.get("typo_tolerance", True))
-        )
+        self.lexical = lexical
         self.provider = str(options.get("provider", ""))
         self.min_confidence = float(options.get("min_confidence", MIN_CONFIDENCE))
         self.max_tokens = int(options.get("max_tokens", MAX_TOKENS))
         self.temperature = float(options.get("temperature", 0.0))
-        self.language = language
         self._intents = "\n".join(
             _intent_line(spec, examples=bool(options.get("examples", True))) for spec in intents.values()
         )

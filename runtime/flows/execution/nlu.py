@@ -79,6 +79,13 @@ def _builtin(
     return DefaultRecognizer(intents, threshold, typo_tolerance=bool(options.get("typo_tolerance", True)))
 
 
+def _model(
+    intents: Mapping[str, IntentSpec], threshold: float, options: Mapping[str, Any], language: str
+) -> IntentRecognizer:
+    lexical = _builtin(intents, threshold, options, language)
+    return model_recognizer.ModelRecognizer(lexical, intents, options)
+
+
 def registered_recognizers() -> list[str]:
     """Every recognizer name a flow can use, the built-in ones first."""
     installed = [ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)]
@@ -89,7 +96,7 @@ def factory_for(name: str) -> RecognizerFactory:
     if name == BUILTIN:
         return _builtin
     if name == MODEL:
-        return model_recognizer.ModelRecognizer
+        return _model
     if name in _registered:
         return _registered[name]
     for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
