@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from confab.protos import mcp_engine_pb2 as pb
 from confab.runtime.flows import RECOGNIZE
 from confab.runtime.flows.authoring.dialogues import (
     DialogueFileError,
@@ -53,6 +54,7 @@ from confab.runtime.models import ModelProvider, ModelSettings, TokenBudget
 from confab.tools.cli import main
 from tests.model_standin import ModelStandIn, Script
 from tests.shard_runner import LocalRunner
+from tests.support import ServerProcess, message
 from tests.test_flow_loader import MARK, only_error, write
 from tests.test_generation import Driver, ShardMaker
 
@@ -254,6 +256,48 @@ def test_a_model_call_is_waited_on_in_its_own_conversation_only(
     gate.set()
     assert driver.wait(slow).state.slots == {"drink": "tea"}
     assert driver.wait(queued).state.current_state == "take_order"
+
+
+@pytest.mark.integration
+def test_through_a_real_server_a_failed_call_leaves_the_words_and_a_reading_fills_the_order(
+    tmp_path: Path, standin: ModelStandIn
+) -> None:
+    config = tmp_path / "confab.yaml"
+    config.write_text(
+        f"flows: {{dirs: ['{CAFE.parent}']}}\n"
+        f"models: {{providers: [{{name: standin, base_url: '{standin.url}', model: m, retries: 0}}]}}\n"
+    )
+    server = ServerProcess(tmp_path / "data", shards=1, extra=["--config", str(config)])
+    try:
+        stub = server.start().stub()
+
+        def send(text: str) -> pb.ProcessMessageResponse:
+            request = message("c1", text)
+            request.processing_hints.force_flow = "cafe"
+            reply: pb.ProcessMessageResponse = stub.ProcessMessage(request)
+            return reply
+
+        standin.script = reading()
+        assert send("hello").current_state == "welcome"
+        standin.script = Script(fail_status=500)
+        fell_back = send("a latte, the big one")
+        assert (fell_back.current_state, fell_back.response.text) == (
+            "take_order",
+            "Which size: small, medium or large?",
+        )
+        assert "recognize_failed:http_500" in fell_back.actions_performed
+        standin.script = reading(None, 0.9, size="large", quantity=2)
+        read = send("the big one, two of them")
+        assert (read.current_state, read.response.text) == (
+            "take_order",
+            "Your phone number, so we can text you when it's ready?",
+        )
+        assert "recognize:default" in read.actions_performed and "nlu_fallback" not in str(
+            read.actions_performed
+        )
+        assert len(standin.received()) == 3
+    finally:
+        server.stop()
 
 
 # Masking -------------------------------------------------------------------------------------------
