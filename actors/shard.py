@@ -24,15 +24,16 @@ webhook client says so (``on_webhook_done``), :meth:`Shard.finish_webhooks` runs
 turn again with the result, the mailbox drains, and the outcomes go back as late
 outcomes to where the commands came from.
 
-A ``generate`` step's call to a language model (``runtime.models``) is suspended the same
-way, and everything above (the mailbox, abandoning the call, deadlines, the figures of
-what waits) applies to it alike. Besides: the tenant's token budget for the day is checked
-in the store before the call and what the call spent is added there after it (every shard
-of every host shares those counts); while the model writes an answer the user is to read,
-each chunk goes to ``on_delta`` if the command asked for deltas; a generation ends when its
-command's caller's deadline passes (the model client is given what is left of it); and
-:meth:`Shard.cancel_generation` stops a generation whose caller no longer wants it, or marks
-the command still queued so that its turn, when it runs, asks the model nothing.
+A ``generate`` step's call to a language model (``runtime.models``), and a model
+recognizer's, is suspended the same way, and everything above (the mailbox, abandoning the
+call, deadlines, the figures of what waits) applies to it alike. Besides: the tenant's
+token budget for the day is checked in the store before the call and what the call spent is
+added there after it (every shard of every host shares those counts); while the model
+writes an answer the user is to read, each chunk goes to ``on_delta`` if the command asked
+for deltas; a model call ends when its command's caller's deadline passes (the model client
+is given what is left of it); and :meth:`Shard.cancel_generation` stops a model call whose
+caller no longer wants it, or marks the command still queued so that its turn, when it
+runs, asks the model nothing.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from confab.actors.ownership import OwnershipChange, VshardOwnership
 from confab.actors.settings import ShardSettings
 from confab.runtime import telemetry
 from confab.runtime.errors import ConfabError, DeadlineExceeded, InternalError, Unavailable
-from confab.runtime.flows import GENERATE, FlowRegistry
+from confab.runtime.flows import FlowRegistry
 from confab.runtime.flows.execution.catalog import load_flows
 from confab.runtime.inspection import Abandoned, FlowReload, ShardStatus
 from confab.runtime.model import (
@@ -380,7 +381,7 @@ class Shard:
         if isinstance(outcome, Suspended):
             self._suspend(conversation, outcome, origin, cancel, deadline)
             waiting: _Waiting = conversation.waiting
-            if waiting.suspended.call.kind == GENERATE and waiting.future.done():
+            if waiting.suspended.call.to_model and waiting.future.done():
                 # Answered at once (no provider, the budget spent, cancelled): no need to wait.
                 self._resume(conversation, waiting.future.result(), done)
                 return
@@ -547,15 +548,15 @@ class Shard:
     ) -> None:
         """Make the call ``suspended`` waits on. ``cancel``: the command's, from an earlier call
         of its turn or from its caller while it was queued (a generation cancelled then leaves
-        the rest of the turn none); ``deadline``: its caller's (a generation ends by it)."""
-        if suspended.call.kind == GENERATE:
+        the rest of the turn none); ``deadline``: its caller's (a model call ends by it)."""
+        if suspended.call.to_model:
             cancel = cancel or threading.Event()
             future = self._generate(conversation.key, suspended, origin, cancel, deadline)
         else:
             future = self.webhooks.call(suspended.call.name, suspended.pending.body)
         conversation.waiting = _Waiting(suspended, origin, future, time.time(), cancel, deadline)
         self.waiting.add(conversation)
-        answered_at_once = suspended.call.kind == GENERATE and future.done()  # _settle resumes it
+        answered_at_once = suspended.call.to_model and future.done()  # _settle resumes it
         if self.on_webhook_done is not None and not answered_at_once:
             callback = self.on_webhook_done
             future.add_done_callback(lambda _: callback())
@@ -599,8 +600,8 @@ class Shard:
 
     def cancel_generation(self, sender: Any, batch_id: int, position: int) -> bool:
         """The caller of the command at ``position`` of batch ``batch_id`` from ``sender`` gave it
-        up: stop its generations. One its turn waits on ends as a failure ("cancelled"), and the
-        turn takes its failure route. A command still queued behind another turn is marked: it
+        up: stop its model calls. One its turn waits on ends as a failure ("cancelled"), and the
+        turn takes its failure route (a model recognizer's call: the message is read without it). A command still queued behind another turn is marked: it
         runs in its turn all the same (it was accepted, and is applied once), but every model
         call of that turn is answered at once as cancelled, and nothing is asked of the model.
         False if that command waits on no generation and is not queued (it may have finished)."""
@@ -609,7 +610,7 @@ class Shard:
             waiting: _Waiting = conversation.waiting
             origin = waiting.origin
             if (origin.sender, origin.batch_id, origin.index) == wanted:
-                if waiting.cancel is None or waiting.suspended.call.kind != GENERATE:
+                if waiting.cancel is None or not waiting.suspended.call.to_model:
                     return False
                 waiting.cancel.set()
                 return True

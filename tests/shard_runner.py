@@ -22,6 +22,7 @@ from typing import Any
 from confab.actors.settings import ShardSettings
 from confab.actors.shard import Shard
 from confab.runtime.errors import ConfabError, Unavailable
+from confab.runtime.flows import GENERATE, RECOGNIZE
 from confab.runtime.flows.authoring.dialogues import (
     ScriptedGenerations,
     TurnView,
@@ -78,7 +79,9 @@ class AnsweringWebhooks(WebhookClient):
 
 class ScriptedModels(ModelClient):
     """A model client that calls no model: each call gets the next of ``scripted``'s answers, as
-    a dialogue gives them, its chunks handed on one by one as a provider's would be."""
+    a dialogue gives them, its chunks handed on one by one as a provider's would be. A request
+    for a JSON object is a model recognizer's (the client is not told the call's kind): it gets
+    the scripted reading."""
 
     def __init__(self) -> None:
         super().__init__([])
@@ -93,7 +96,7 @@ class ScriptedModels(ModelClient):
         *,
         within_s: float | None = None,
     ) -> Future[ModelResult]:
-        result = self.scripted.next()
+        result = self.scripted.next(RECOGNIZE if request.get("json") else GENERATE)
         if on_chunk is not None and result.get("ok"):
             for piece in result.get("pieces") or [result["text"]]:
                 on_chunk(piece)

@@ -299,6 +299,6 @@ def test_test_names_the_loaded_flows_when_a_dialogue_s_flow_is_not_loaded(
     assert code == 1
     hint = "is loaded (loaded: echo, pizza, support); --dir DIR loads the flow files in DIR"
     assert f"FAIL survey.yaml: no flow 'survey' {hint}" in out.splitlines()
-    assert out.splitlines()[-1] == "0 passed, 11 failed"
+    assert out.splitlines()[-1] == "0 passed, 14 failed"
     code, out, _ = run(capsys, "test", str(EXAMPLES), "--dir", str(EXAMPLES / "flows"))
-    assert (code, out.splitlines()[-1]) == (0, "11 passed, 0 failed")
+    assert (code, out.splitlines()[-1]) == (0, "14 passed, 0 failed")

@@ -91,8 +91,9 @@ _batches = itertools.count(1000)
 class Driver:
     """Runs commands on a shard as its owner does: rounds, and the late outcomes of what waited."""
 
-    def __init__(self, shard: Shard) -> None:
+    def __init__(self, shard: Shard, flow: str = "helper") -> None:
         self.shard = shard
+        self.flow = flow  # every message asks for it (force_flow)
         self.outcomes: dict[int, Any] = {}  # batch id -> its one command's outcome (wire)
 
     def start(
@@ -103,11 +104,13 @@ class Driver:
         tenant: str = TENANT,
         wants_deltas: bool = False,
         budget_s: float | None = None,
+        payload: str = "",
     ) -> tuple[int, str]:
         """Send one message; (its batch id, its message id). Its outcome may come later (``wait``).
         ``budget_s``: what its caller's deadline leaves, as the edge sends it."""
         message_id = f"m-{next(_ids)}"
-        message = InboundMessage("user-1", Content(text=text), hints=ProcessingHints(force_flow="helper"))
+        content = Content(text=text, payload=payload)
+        message = InboundMessage("user-1", content, hints=ProcessingHints(force_flow=self.flow))
         command = Command(
             CommandKind.TURN,
             message_id,

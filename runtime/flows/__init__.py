@@ -49,16 +49,19 @@ class FlowReply:
     handoff_reason: str = ""
 
 
-# What a turn may wait on (WebhookCall.kind): an HTTP webhook, or a language model's answer.
+# What a turn may wait on (WebhookCall.kind): an HTTP webhook, or a language model's answer to
+# a generate step (or generative fallback) or to a recognizer that asks one what a message means.
 WEBHOOK = "webhook"
 GENERATE = "generate"
+RECOGNIZE = "recognize"
+MODEL_CALLS = frozenset({GENERATE, RECOGNIZE})
 
 
 @dataclass(frozen=True, slots=True)
 class WebhookCall:
     """An outside call a turn must hear back from before it can finish: a webhook, or a
-    language model's answer (``kind`` GENERATE: ``name`` is the model provider, "" for the
-    first configured, and ``body`` the request, ``runtime.models``)."""
+    language model's answer (``kind`` GENERATE or RECOGNIZE: ``name`` is the model provider,
+    "" for the first configured, and ``body`` the request, ``runtime.models``)."""
 
     key: str  # which call of the turn ("0", "1", ...): the turn is replayed with its result
     name: str
@@ -66,9 +69,15 @@ class WebhookCall:
     kind: str = WEBHOOK
 
     @property
+    def to_model(self) -> bool:
+        """Whether a language model answers it (a provider of ``runtime.models``, not a webhook)."""
+        return self.kind in MODEL_CALLS
+
+    @property
     def label(self) -> str:
-        """The call as operators see it: the webhook's name, or ``generate:PROVIDER``."""
-        return f"generate:{self.name or 'default'}" if self.kind == GENERATE else self.name
+        """The call as operators see it: the webhook's name, or ``generate:PROVIDER`` /
+        ``recognize:PROVIDER``."""
+        return f"{self.kind}:{self.name or 'default'}" if self.to_model else self.name
 
 
 class NeedsWebhook(Exception):

@@ -40,6 +40,19 @@ every call its turns do not script::
           - user: two questions
             generate: ["First.", {fail: budget}]             # several calls, in order
 
+A flow whose recognizer asks a model (``settings.nlu: {recognizer: model}``) gets that
+call's answer from ``recognize:``, on a turn, a dialogue or the file (the default of every
+such call a turn does not script): the reading as the model would write it, its text as it
+came (to play one that is no JSON), or a failure::
+
+    recognize: {fail: timeout}             # optional: the file's default
+    dialogues:
+      - turns:
+          - user: could I get the big one, two of them
+            recognize: {intent: order, confidence: 0.9, slots: {size: large, quantity: 2}}
+          - user: what?
+            recognize: "not json at all"
+
 A call nothing scripts fails as with no model provider configured (``no_provider``).
 
 A turn sends ``user`` (text) and/or ``payload``; ``seen_turn`` says which reply its user had
@@ -68,6 +81,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,7 +91,7 @@ from typing import Any, Protocol
 import yaml
 
 from confab.runtime.errors import ConfabError
-from confab.runtime.flows import Flow
+from confab.runtime.flows import GENERATE, RECOGNIZE, Flow
 from confab.runtime.flows.execution.interpreter import DeclarativeFlow
 from confab.runtime.model import (
     Content,
@@ -104,10 +118,11 @@ EXPECT_KEYS = (
     "error_count",
     "turn",
 )
-FILE_KEYS = ("flow", "tenant", "now", "webhooks", "generate", "dialogues")
-DIALOGUE_KEYS = ("name", "channel", "variants", "now", "webhooks", "generate", "turns")
-TURN_KEYS = ("user", "payload", "language", "after", "seen_turn", "generate", "expect")
+FILE_KEYS = ("flow", "tenant", "now", "webhooks", "generate", "recognize", "dialogues")
+DIALOGUE_KEYS = ("name", "channel", "variants", "now", "webhooks", "generate", "recognize", "turns")
+TURN_KEYS = ("user", "payload", "language", "after", "seen_turn", "generate", "recognize", "expect")
 GENERATE_KEYS = ("text", "chunks", "fail")
+READING_KEYS = ("intent", "confidence", "slots")  # a model recognizer's answer (its JSON object)
 NOT_SCRIPTED = "a dialogue calls no language model, and no answer is scripted for this call (generate:)"
 
 # A webhook answer as a dialogue gives it: the body of a success, or {"fail": reason}.
@@ -115,19 +130,38 @@ WebhookAnswers = Mapping[str, Any]
 
 
 class ScriptedGenerations:
-    """The answers a turn's model calls get: its own, in call order, then the default."""
+    """The answers a turn's model calls get: its generate steps' own, in call order, then the
+    default; its recognizer's call (one a turn) its own, else the recognizer's default."""
 
-    def __init__(self, answers: Sequence[Any] = (), default: Any = None) -> None:
+    def __init__(
+        self,
+        answers: Sequence[Any] = (),
+        default: Any = None,
+        reading: Any = None,
+        reading_default: Any = None,
+    ) -> None:
         self._answers = list(answers)
         self._default = default
+        self._reading = reading
+        self._reading_default = reading_default
 
-    def next(self) -> JsonDict:
-        """The next call's answer, as the call's result (``runtime.models``)."""
+    def next(self, kind: str = GENERATE) -> JsonDict:
+        """The next call's answer, as the call's result (``runtime.models``); ``kind``: the
+        call's (``runtime.flows.WebhookCall.kind``)."""
+        if kind == RECOGNIZE:
+            given, self._reading = self._reading, None
+            if given is None:
+                given = self._reading_default
+            return reading_result(given) if given is not None else _not_scripted()
         if self._answers:
             return generation_result(self._answers.pop(0))
         if self._default is not None:
             return generation_result(self._default)
-        return failure(NO_PROVIDER, NOT_SCRIPTED, chunks=0, attempts=0)
+        return _not_scripted()
+
+
+def _not_scripted() -> JsonDict:
+    return failure(NO_PROVIDER, NOT_SCRIPTED, chunks=0, attempts=0)
 
 
 def generation_result(given: Any) -> JsonDict:
@@ -147,6 +181,31 @@ def generation_result(given: Any) -> JsonDict:
     if kind == "chunks" and isinstance(value, list) and value and all(isinstance(c, str) for c in value):
         return {"ok": True, "text": "".join(value), "chunks": len(value), "pieces": list(value)}
     raise DialogueFileError(f"generate: {given!r}: {kind} must be text, or a list of texts for chunks")
+
+
+def reading_result(given: Any) -> JsonDict:
+    """A model recognizer's answer as a dialogue gives it (the reading, ``{intent, confidence,
+    slots}``; its text as it came; or ``{fail: reason}``), as the result of the call a flow
+    sees; DialogueFileError if it is none."""
+    if isinstance(given, str):
+        return {"ok": True, "text": given, "chunks": 1}
+    if isinstance(given, Mapping) and set(given) == {"fail"}:
+        return failure(str(given["fail"]), f"scripted failure: {given['fail']}", chunks=0)
+    if isinstance(given, Mapping) and given and set(given) <= set(READING_KEYS):
+        return {"ok": True, "text": json.dumps(dict(given), default=str), "chunks": 1}
+    raise DialogueFileError(
+        f"recognize: {given!r} is not an answer: give the reading ({{{', '.join(READING_KEYS)}}}),"
+        " its text, or {fail: REASON}"
+    )
+
+
+def _reading(value: Any, where: str) -> Any:
+    """A ``recognize:``, checked."""
+    try:
+        reading_result(value)
+    except DialogueFileError as exc:
+        raise DialogueFileError(f"{where}: {exc}") from None
+    return value
 
 
 def _scripted(value: Any, where: str, *, several: bool = True) -> tuple[Any, ...]:
@@ -172,7 +231,8 @@ class DialogueTurn:
     language: str = ""
     after_s: float = 0.0
     seen_turn: int | None = None  # the turn of the last reply its user had seen; None: not said
-    generate: tuple[Any, ...] = ()  # the answers of its model calls, in call order
+    generate: tuple[Any, ...] = ()  # the answers of its generate steps' model calls, in call order
+    recognize: Any = None  # the answer of its model recognizer's call
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,17 +243,19 @@ class Dialogue:
     variants: dict[str, str] = field(default_factory=dict)
     now: float | None = None
     webhooks: dict[str, Any] = field(default_factory=dict)
-    generate: Any = None  # the answer of every model call its turns do not script
+    generate: Any = None  # the answer of every generate step's call its turns do not script
+    recognize: Any = None  # the answer of every model recognizer's call its turns do not script
 
     @property
     def needs_pinned_time(self) -> bool:
         """Whether it needs the in-process runner: a pinned clock, scripted answers."""
         scripted = self.generate is not None or any(t.generate for t in self.turns)
+        scripted = scripted or self.recognize is not None or any(t.recognize is not None for t in self.turns)
         return self.now is not None or bool(self.webhooks) or scripted or any(t.after_s for t in self.turns)
 
     def generations(self, turn: DialogueTurn) -> ScriptedGenerations:
         """The answers ``turn``'s model calls get."""
-        return ScriptedGenerations(turn.generate, self.generate)
+        return ScriptedGenerations(turn.generate, self.generate, turn.recognize, self.recognize)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +400,9 @@ def load_dialogues(path: Path) -> DialogueFile:
     file_generate = data.get("generate")
     if file_generate is not None:
         _scripted(file_generate, f"{path}: generate", several=False)
+    file_reading = data.get("recognize")
+    if file_reading is not None:
+        _reading(file_reading, f"{path}: recognize")
     dialogues = []
     for i, raw in enumerate(data["dialogues"]):
         where = f"{path}: dialogues[{i}]"
@@ -371,12 +436,18 @@ def load_dialogues(path: Path) -> DialogueFile:
                     after_s=float(after),
                     seen_turn=seen_turn,
                     generate=_scripted(turn["generate"], f"{twhere}.generate") if "generate" in turn else (),
+                    recognize=_reading(turn["recognize"], f"{twhere}.recognize")
+                    if "recognize" in turn
+                    else None,
                 )
             )
         now = _instant(raw.get("now"), where)
         generate = raw.get("generate", file_generate)
         if generate is not None:
             _scripted(generate, f"{where}.generate", several=False)
+        reading = raw.get("recognize", file_reading)
+        if reading is not None:
+            _reading(reading, f"{where}.recognize")
         dialogues.append(
             Dialogue(
                 str(raw.get("name", f"dialogue {i + 1}")),
@@ -386,6 +457,7 @@ def load_dialogues(path: Path) -> DialogueFile:
                 now=now if now is not None else file_now,
                 webhooks={**file_hooks, **_mapping(raw.get("webhooks"), f"{where}.webhooks")},
                 generate=generate,
+                recognize=reading,
             )
         )
     return DialogueFile(
@@ -551,6 +623,7 @@ __all__ = [
     "dialogue_files",
     "generation_result",
     "load_dialogues",
+    "reading_result",
     "run_dialogues",
     "transcript_lines",
     "webhook_result",

@@ -18,8 +18,9 @@ Deterministic, and with no effect outside this process:
   as a dialogue file gives them), else fails -- and is reported. A real webhook is never
   called: replaying a "block my card" conversation must not block a card;
 * a language model's answer (a ``generate`` step, a generative fallback) is the n-th
-  recorded model answer of the turn, whichever provider; one the recording does not have
-  fails (as with no provider) and is reported. A model is never called;
+  recorded model answer of the turn, whichever provider, and a model recognizer's the
+  turn's recorded reading; one the recording does not have fails (as with no provider) and
+  is reported. A model is never called;
 * A/B variants follow from the conversation's key, as they did when it ran.
 
 Operators' acts are replayed as the actor does them: a reset starts the conversation's
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from confab.runtime.errors import ConfabError
-from confab.runtime.flows import GENERATE, WEBHOOK, Flow, UnknownFlow, UnknownState, WebhookCall
+from confab.runtime.flows import GENERATE, RECOGNIZE, WEBHOOK, Flow, UnknownFlow, UnknownState, WebhookCall
 from confab.runtime.flows.authoring.dialogues import webhook_result
 from confab.runtime.flows.authoring.runner import FlowRunner
 from confab.runtime.flows.execution.interpreter import NOT_CALLED
@@ -58,10 +59,12 @@ from confab.runtime.models import NO_PROVIDER, failure
 
 # A webhook call leaves one of these actions (interpreter: "webhook:price" or
 # "webhook_failed:price"), and a model call one of the others ("generate:default",
-# "generate_failed:timeout"), in the order of the calls: a recorded turn's answers are keyed
-# by call number only, and these give each call's kind and webhook name.
+# "generate_failed:timeout", "recognize:default", "recognize_failed:http_500"), in the order of
+# the calls: a recorded turn's answers are keyed by call number only, and these give each
+# call's kind and webhook name.
 _CALL_ACTIONS = ("webhook:", "webhook_failed:")
 _GENERATE_ACTIONS = ("generate:", "generate_failed:")
+_RECOGNIZE_ACTIONS = ("recognize:", "recognize_failed:")
 _NOT_CALLED = f"generate_failed:{NOT_CALLED}"  # a prompt that did not render: no call was made
 NOT_RECORDED = "not recorded: a replay calls no webhook, and no answer was given for this one"
 MODEL_NOT_RECORDED = "not recorded: a replay calls no language model"
@@ -468,11 +471,7 @@ class _RecordedAnswers:
         self.unrecorded: list[UnrecordedCall] = []
         keys = sorted(turn.webhook_results, key=_call_number)
         # (kind, webhook name) of each call, in call order; a model call's name is not compared.
-        calls = [
-            (WEBHOOK, a.split(":", 1)[1]) if a.startswith(_CALL_ACTIONS) else (GENERATE, "")
-            for a in turn.actions
-            if a.startswith((*_CALL_ACTIONS, *_GENERATE_ACTIONS)) and a != _NOT_CALLED
-        ]
+        calls = [_call_of(a) for a in turn.actions if a.startswith(_ANY_CALL) and a != _NOT_CALLED]
         # By kind and name, in call order; by call key when the actions do not name every call.
         self._by_name: dict[tuple[str, str], deque[JsonDict]] | None = None
         self._by_key = dict(turn.webhook_results)
@@ -484,20 +483,30 @@ class _RecordedAnswers:
     def answer(self, call: WebhookCall) -> JsonDict:
         recorded: JsonDict | None = None
         if self._by_name is not None:
-            queue = self._by_name.get((call.kind, "" if call.kind == GENERATE else call.name))
+            queue = self._by_name.get((call.kind, "" if call.to_model else call.name))
             recorded = queue.popleft() if queue else None
         else:
             recorded = self._by_key.pop(call.key, None)
         if recorded is not None:
             return copy.deepcopy(recorded)
-        if call.kind == GENERATE:
-            self.unrecorded.append(UnrecordedCall(self._seq, f"generate:{call.name or 'default'}", "failed"))
+        if call.to_model:
+            self.unrecorded.append(UnrecordedCall(self._seq, call.label, "failed"))
             return failure(NO_PROVIDER, MODEL_NOT_RECORDED, chunks=0)
         if call.name in self._given:
             self.unrecorded.append(UnrecordedCall(self._seq, call.name, "given"))
             return webhook_result(self._given[call.name])
         self.unrecorded.append(UnrecordedCall(self._seq, call.name, "failed"))
         return {"ok": False, "error": NOT_RECORDED}
+
+
+_ANY_CALL = (*_CALL_ACTIONS, *_GENERATE_ACTIONS, *_RECOGNIZE_ACTIONS)
+
+
+def _call_of(action: str) -> tuple[str, str]:
+    """(kind, webhook name) of the call an action names; a model call's name is not compared."""
+    if action.startswith(_CALL_ACTIONS):
+        return WEBHOOK, action.split(":", 1)[1]
+    return (RECOGNIZE if action.startswith(_RECOGNIZE_ACTIONS) else GENERATE), ""
 
 
 def _call_number(key: str) -> tuple[int, str]:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from confab.runtime.errors import ConversationNotFound, Unavailable
-from confab.runtime.flows import GENERATE, Flow, FlowRegistry, FlowReply, UnknownFlow, WebhookCall
+from confab.runtime.flows import Flow, FlowRegistry, FlowReply, UnknownFlow, WebhookCall
 from confab.runtime.flows.authoring.dialogues import (
     ScriptedGenerations,
     TurnView,
@@ -167,11 +167,11 @@ class FlowRunner:
         key: ConversationKey,
         generations: ScriptedGenerations | None = None,
     ) -> JsonDict:
-        """The answer to a call of conversation ``key``: a model's is ``generations``' next (never a
-        real call); a webhook's is ``answers``' for it if they name it, else a real call
+        """The answer to a call of conversation ``key``: a model's is ``generations``' next of its
+        kind (never a real call); a webhook's is ``answers``' for it if they name it, else a real call
         (Unavailable without webhook targets)."""
-        if call.kind == GENERATE:
-            return (generations or ScriptedGenerations()).next()
+        if call.to_model:
+            return (generations or ScriptedGenerations()).next(call.kind)
         if call.name in answers:
             return webhook_result(answers[call.name])
         if self._client is None:

@@ -3,7 +3,8 @@
 Read from the turn a shard ran, never from logs: the turn's ``actions_performed`` say, in
 order, which states it entered (``enter:S``), the transitions it took, where it fell back,
 re-prompted or gave up on a slot, which webhooks it called (``webhook:W`` /
-``webhook_failed:W``) and which language models (``generate:P`` / ``generate_failed:REASON``),
+``webhook_failed:W``) and which language models (``generate:P`` / ``generate_failed:REASON``,
+and a model recognizer's ``recognize:P`` / ``recognize_failed:REASON``),
 in the order of their answers in the turn's ``webhook_results``, whether a model answered a
 fallback (``generative_fallback``) and whether it handed over; the flow's reply says
 whether a session began and the handoff's reason as the flow file writes it. Every label is
@@ -103,13 +104,13 @@ def count_turn(flow: Flow, key: ConversationKey, done: Done) -> TurnCounts:
         elif kind in ("webhook", "webhook_failed"):
             _count_webhook(add, current, arg, kind == "webhook_failed", done.webhook_results.get(str(calls)))
             calls += 1
-        elif kind == "generate":
+        elif kind in ("generate", "recognize"):  # a model recognizer's call counts as one too
             answer = done.webhook_results.get(str(calls)) or {}
             add(current, GENERATIONS, arg, 1, float(answer.get("elapsed_ms", 0.0) or 0.0))
             calls += 1
-        elif kind == "generate_failed":
+        elif kind in ("generate_failed", "recognize_failed"):
             add(current, GENERATION_FAILURES, arg)
-            calls += 0 if arg == NOT_CALLED else 1
+            calls += 0 if kind == "generate_failed" and arg == NOT_CALLED else 1
         elif kind == "generative_fallback":
             add(current, GENERATIVE_FALLBACKS)
         elif kind == "handoff":

@@ -1,7 +1,8 @@
 r"""Intent recognition for flow files: which declared intent a message means, and how surely.
 
-:class:`IntentRecognizer` is the pluggable interface (the interpreter only calls
-``recognize``); :class:`DefaultRecognizer` implements the rules of ``docs/flows.md``:
+:class:`IntentRecognizer` is the pluggable interface (the interpreter calls ``recognize``;
+a recognizer that is also :class:`AsksModel` may ask a language model about what its own
+rules leave open); :class:`DefaultRecognizer` implements the rules of ``docs/flows.md``:
 
 1. **Payloads** (quick replies, buttons) are compared exactly, before any text: a hit
    is confidence 1.0. A payload that names no intent is ignored and the text decides.
@@ -75,6 +76,7 @@ serve any number of conversations and threads.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import math
 import operator
@@ -82,12 +84,12 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
-from confab.runtime.flows.language.document import IntentSpec
+from confab.runtime.flows.language.document import IntentSpec, SlotSpec
 
 CHAR_NGRAM_SIZES = (3, 4, 5)
 WORD_WEIGHT = 0.3  # an example's similarity: WORD_WEIGHT x word cosine + CHAR_WEIGHT x char cosine
@@ -137,6 +139,61 @@ class IntentRecognizer(Protocol):
     def recognize(self, text: str, payload: str = "") -> IntentMatch | None:
         """The intent ``text`` (or ``payload``) means, or None below the threshold."""
         ...
+
+
+# A recognizer may also ask a language model (docs/flows.md, "Intent recognition"): the few
+# records below, and AsksModel, are all it needs beyond recognize().
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """What a recognizer that asks a model is told of a message."""
+
+    text: str  # masked as the store keeps it: nothing the flow declares sensitive
+    lexical: IntentMatch | None  # recognize()'s own answer (never exact: those are not asked about)
+    slots: Mapping[str, SlotSpec]  # the slots the message may give values for (no sensitive one)
+    asking: str = ""  # the slot whose question the message answers ("" when none)
+    today: datetime.date | None = None  # the turn's date (what "tomorrow" means)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelQuestion:
+    """What to ask a model about a message: a chat's messages (role, content), for a JSON object."""
+
+    messages: tuple[Mapping[str, str], ...]
+    provider: str = ""  # a models.providers name of the server config ("" = the first)
+    max_tokens: int = 0  # 0 = the provider's
+    temperature: float | None = None  # None = the provider's
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReading:
+    """What a model's answer says a message means, as the model wrote it (the interpreter checks
+    the names and passes every value through its slot's parsing and checks), or why it says
+    nothing usable (``problem``: the rest is then ignored)."""
+
+    intent: str | None = None  # None: no intent
+    confidence: float = 0.0
+    slots: Mapping[str, Any] = field(default_factory=dict)  # slot name -> value
+    problem: str = ""
+
+
+@runtime_checkable
+class AsksModel(IntentRecognizer, Protocol):
+    """A recognizer that asks a language model about the messages its own rules do not settle.
+
+    ``recognize`` answers without a model, as any recognizer does. When its answer is not
+    exact, the interpreter asks ``question`` (None: nothing to ask), makes the call as a turn
+    makes every outside call (recorded with the turn, scripted in dialogues, replayed), and
+    hands the model's text to ``read``. A failed call, or a reading with a problem, an unknown
+    intent or slot, or a value its slot refuses, leaves ``recognize``'s answer in place. Both
+    must be deterministic: a turn that waits on the call runs again with its answer, and asks
+    the same question again.
+    """
+
+    def question(self, utterance: Utterance) -> ModelQuestion | None: ...
+
+    def read(self, utterance: Utterance, answer: str) -> ModelReading: ...
 
 
 def strip_accents(text: str) -> str:

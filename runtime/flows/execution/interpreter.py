@@ -10,8 +10,11 @@ A turn, in order (docs/flows.md, "How a turn runs", says the same for flow autho
    conversation goes back to ``start``).
 3. The language is chosen (``MessageContent.language`` when the flow speaks it, else the
    conversation's last one, else the flow's first), the intent is recognised (payload
-   first, then text) and the intent's own slots read; slots the current state collects
-   are read from the message, several at once, each value through its slot's checks.
+   first, then text; a recognizer that asks a model does it here, for a message its own
+   rules leave open: a call of kind ``recognize``, its reading used only once every name
+   and value in it passed the flow's checks) and the intent's own slots read; slots the
+   current state collects are read from the message, several at once, each value through
+   its slot's checks.
    Before that, a message that is only a number answers the choices of the last question
    its user saw (kept in flow_memory when the reply was made; the message's ``seen_turn``
    says which reply that was): it becomes that choice, or, out of range, is re-asked.
@@ -57,6 +60,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import decimal
 import hashlib
 import json
 import re
@@ -68,15 +72,23 @@ from confab.runtime.errors import InternalError
 from confab.runtime.flows import (
     GENERATE,
     HANDOFF,
+    RECOGNIZE,
     WEBHOOK,
     FlowReply,
     NeedsWebhook,
     UnknownState,
     WebhookCall,
 )
-from confab.runtime.flows.execution.intents import IntentMatch, IntentRecognizer
+from confab.runtime.flows.execution.intents import (
+    AsksModel,
+    IntentMatch,
+    IntentRecognizer,
+    ModelQuestion,
+    ModelReading,
+    Utterance,
+)
 from confab.runtime.flows.execution.nlu import make_recognizers
-from confab.runtime.flows.execution.slots import extract_all
+from confab.runtime.flows.execution.slots import extract, extract_all
 from confab.runtime.flows.language.document import (
     KNOWLEDGE_SHOWN,
     TEXTS_KEPT,
@@ -124,6 +136,12 @@ HISTORY_CHARS = 500  # of one remembered text
 # Why a model call failed when its result names no reason (runtime.models.REASONS otherwise).
 ABANDONED = "abandoned"  # an operator gave the call up (Admin.AbandonWebhook)
 NOT_CALLED = "template"  # the step's prompt did not render: no call was made
+# Why a model recognizer's reading is not used (``nlu_fallback:REASON``), besides why its call
+# failed and what its own read() says (runtime.flows.execution.model_recognizer).
+SENSITIVE = "sensitive"  # not asked: the message answers a sensitive slot, or only all of it masked hides one
+UNKNOWN_INTENT = "unknown_intent"  # an intent the flow does not have
+UNKNOWN_SLOT = "unknown_slot"  # a slot the flow does not have, or one never offered (a sensitive one)
+INVALID_SLOT = "invalid_slot"  # a value its slot's parsing or checks refuse
 
 # Keys of flow_memory.
 ASKING = "asking"  # the slot whose prompt was said last
@@ -176,6 +194,11 @@ class _Turn:
     actions: list[str] = field(default_factory=list)
     asked: set[str] = field(default_factory=set)  # slots prompted for in this turn
     sensitive_values: list[Any] = field(default_factory=list)  # read from the message this turn
+    # Slot values a model recognizer read from the message, each through its slot's parsing and
+    # checks (those of ``proposed_by``, the flow it read for): where that flow reads those slots
+    # from the message this turn, they come first.
+    proposed: dict[str, Any] = field(default_factory=dict)
+    proposed_by: DeclarativeFlow | None = None
     hops: int = 0
     session_started: bool = False
     handoff_reason: str = ""  # as the flow file writes it (the template, not what it rendered)
@@ -321,20 +344,28 @@ class DeclarativeFlow:
         text = content.text or content.payload
         if not turn.sensitive_values and not self.masker.active:
             return None
-        spans = []
-        for value in turn.sensitive_values:
-            needle = str(value)
-            at = text.find(needle) if needle else -1
-            if at < 0:  # read from a form the text does not hold verbatim (a phone number's digits)
-                return mask_value(text)
-            spans.append((at, at + len(needle)))
-        redacted = self.masker.redact(text, spans)
+        redacted = self._masked_input(text, turn.sensitive_values)
+        if redacted is None:
+            return mask_value(text)
         if not content.text and redacted == content.payload:
             # A payload alone with nothing to mask (a button): the message is kept as it came.
             # The text the store keeps replaces the message's text, and a payload kept as
             # text reads otherwise when replayed (a payload that is an intent's fills no slot).
             return None
         return redacted
+
+    def _masked_input(self, text: str, values: Iterable[Any]) -> str | None:
+        """``text`` with ``values`` (read from it for sensitive slots) and what the flow's masks
+        match masked; None when a value is not in it as written (read from another form, a
+        phone number's digits): only masking all of it hides that."""
+        spans = []
+        for value in values:
+            needle = str(value)
+            at = text.find(needle) if needle else -1
+            if at < 0:
+                return None
+            spans.append((at, at + len(needle)))
+        return self.masker.redact(text, spans)
 
     # Sessions ----------------------------------------------------------------
 
@@ -407,9 +438,7 @@ class DeclarativeFlow:
         current = self._state(state.current_state)
         if not first_of_session and not self._pick_choice(turn, current):
             return
-        message = turn.message
-        recognizer = self.recognizers.get(turn.language) or next(iter(self.recognizers.values()))
-        turn.match = recognizer.recognize(message.content.text, message.content.payload)
+        turn.match = self._recognize(turn, answering=not first_of_session)
         self._note_intent(turn)
         if turn.match is not None:
             self._fill_intent_slots(turn, turn.match)
@@ -657,7 +686,12 @@ class DeclarativeFlow:
             return fill
         asking = turn.state.flow_memory.get(ASKING, "") if answering else ""
         found = extract_all(wanted, _text_of(turn.message), asking=asking, today=_today(turn.now))
+        proposed = self._proposed(turn)
         for name, extraction in found.items():
+            if name in proposed:  # a model recognizer's reading: parsed and checked already
+                self._set_slot(turn, name, proposed[name])
+                fill.answered = fill.answered or name == asking
+                continue
             value, reason = _value_and_problem(extraction)
             message = None
             if not reason and value is not None:
@@ -689,6 +723,11 @@ class DeclarativeFlow:
         slots = self.document.slots
         spec = self.document.intents.get(match.name)
         names = [n for n in (spec.slots if spec else ()) if turn.state.slots.get(n) is None]
+        proposed = self._proposed(turn)
+        for name in names:
+            if name in proposed:  # a model recognizer's reading: parsed and checked already
+                self._set_slot(turn, name, proposed[name])
+        names = [n for n in names if n not in proposed]
         found: dict[str, Any] = {}
         if names:
             extracted = extract_all(
@@ -872,8 +911,10 @@ class DeclarativeFlow:
         changed: dict[str, Any] = {}
         unchanged: list[str] = []
         refused: tuple[SlotSpec, Content | None] | None = None
+        proposed = self._proposed(turn)
         for slot in filled:
-            value, problem = _value_and_problem(found[slot.name])
+            checked = slot.name in proposed  # a model recognizer's reading: checked already
+            value, problem = (proposed[slot.name], "") if checked else _value_and_problem(found[slot.name])
             if not problem and value == state.slots.get(slot.name):
                 unchanged.append(slot.name)
                 continue
@@ -881,7 +922,9 @@ class DeclarativeFlow:
                 continue
             said = None
             if not problem:
-                accepted, value, said, _moved = self._check(turn, slot, value, may_move=False)
+                accepted = True
+                if not checked:
+                    accepted, value, said, _moved = self._check(turn, slot, value, may_move=False)
                 if accepted:
                     changed[slot.name] = value
                     continue
@@ -989,6 +1032,134 @@ class DeclarativeFlow:
         if result is None:  # the actor calls it and runs this turn again with the answer
             raise NeedsWebhook(WebhookCall(key, name, body, kind))
         return result
+
+    # Recognition -------------------------------------------------------------------
+
+    def _recognize(self, turn: _Turn, *, answering: bool) -> IntentMatch | None:
+        """The intent the message means: its recognizer's answer; or, from a recognizer that asks
+        a model (AsksModel) about a message its answer does not settle, the model's reading once
+        it passed every check (its slot values in ``turn.proposed``). A reading that cannot be
+        used leaves the recognizer's answer, and the actions say why: ``nlu_fallback:REASON``.
+
+        ``answering``: the message answers the question said last (see ``_fill_slots``)."""
+        content = turn.message.content
+        recognizer = self.recognizers.get(turn.language) or next(iter(self.recognizers.values()))
+        match = recognizer.recognize(content.text, content.payload)
+        if not isinstance(recognizer, AsksModel) or (match is not None and match.exact):
+            return match  # an exact match is never asked about: it is certain, and costs nothing
+        if not content.text.strip():
+            return match
+        utterance = self._utterance(turn, match, answering=answering)
+        if utterance is None:
+            turn.actions.append(f"nlu_fallback:{SENSITIVE}")
+            return match
+        question = recognizer.question(utterance)
+        if question is None:
+            return match
+        request = self._recognition_request(turn, question)
+        result = self._webhook_result(turn, question.provider, request, RECOGNIZE)
+        if not result.get("ok"):
+            reason = _failure_reason(result)
+            turn.actions += [f"recognize_failed:{reason}", f"nlu_fallback:{reason}"]
+            return match
+        turn.actions.append(f"recognize:{question.provider or 'default'}")
+        reading = recognizer.read(utterance, str(result.get("text", "")))
+        problem, values = self._accepted(turn, reading, utterance)
+        if problem:
+            turn.actions.append(f"nlu_fallback:{problem}")
+            return match
+        turn.proposed, turn.proposed_by = values, self
+        return IntentMatch(reading.intent, reading.confidence) if reading.intent is not None else None
+
+    def _proposed(self, turn: _Turn) -> Mapping[str, Any]:
+        """The slot values a model recognizer read this turn, if they were checked as this flow's
+        slots (a sub-flow entered in the turn may have slots of the same names, and other checks)."""
+        return turn.proposed if turn.proposed_by is self else {}
+
+    def _utterance(self, turn: _Turn, lexical: IntentMatch | None, *, answering: bool) -> Utterance | None:
+        """What a recognizer may tell a model of the message: its text as the store keeps it, and
+        the slots it may fill: none sensitive, and a text slot only when the message answers its
+        question (as the words fill one). None when it may tell nothing: the message answers a
+        sensitive slot's question, or holds a sensitive value that only masking all of it hides."""
+        asking = str(turn.state.flow_memory.get(ASKING, "")) if answering else ""
+        if asking in self.sensitive_slots:
+            return None
+        text, today = turn.message.content.text, _today(turn.now)
+        held = []  # what any sensitive slot would read from it
+        for name in sorted(self.sensitive_slots):
+            found = extract(self.document.slots[name], text, asked=False, today=today)
+            if found.found:
+                held.append(found.value)
+        masked = turn.root._masked_input(text, held)
+        if masked is None:
+            return None
+        offered = {
+            name: spec
+            for name, spec in self.document.slots.items()
+            if not spec.sensitive and (spec.type != "text" or name == asking)
+        }
+        return Utterance(masked, lexical, offered, asking, today)
+
+    def _recognition_request(self, turn: _Turn, question: ModelQuestion) -> JsonDict:
+        """The request for a recognizer's question (``runtime.models``): a JSON object asked for,
+        every message masked as a generate step's prompt is."""
+        messages = [
+            {
+                "role": str(m.get("role", "user")),
+                "content": self._masked_for_prompt(turn, str(m.get("content", ""))),
+            }
+            for m in question.messages
+        ]
+        call = str(turn.webhook_calls)
+        request: JsonDict = {
+            "messages": messages,
+            "idempotency_key": idempotency_key(turn.state, call, f"recognize:{question.provider}"),
+            "json": True,
+        }
+        if question.max_tokens:
+            request["max_tokens"] = question.max_tokens
+        if question.temperature is not None:
+            request["temperature"] = question.temperature
+        return request
+
+    def _accepted(
+        self, turn: _Turn, reading: ModelReading, utterance: Utterance
+    ) -> tuple[str, dict[str, Any]]:
+        """Why ``reading`` cannot be used ("" when it can), and the slot values it gives, each as
+        its slot reads it and its checks accept it."""
+        if reading.problem:
+            return reading.problem, {}
+        if reading.intent is not None and reading.intent not in self.document.intents:
+            return UNKNOWN_INTENT, {}
+        values: dict[str, Any] = {}
+        for name, given in reading.slots.items():
+            slot = utterance.slots.get(name)
+            if slot is None:
+                return UNKNOWN_SLOT, {}
+            if given is None:
+                continue
+            value = self._read_as(turn, slot, given)
+            if value is None:
+                return INVALID_SLOT, {}
+            values[name] = value
+        return "", values
+
+    def _read_as(self, turn: _Turn, slot: SlotSpec, given: Any) -> Any:
+        """``given`` (a model's value for ``slot``) as the slot reads it when typed as the answer
+        to its own question, if its checks accept that; None if not."""
+        if isinstance(given, Mapping | list):
+            return None
+        if isinstance(given, bool):
+            written = "true" if given else "false"
+        elif isinstance(given, int | float):
+            written = format(decimal.Decimal(repr(given)), "f")  # 1e-07 is 0.0000001, not "1"
+        else:
+            written = str(given)
+        value, problem = _value_and_problem(extract(slot, written, asked=True, today=_today(turn.now)))
+        if problem or value is None:
+            return None
+        accepted, value, _said, _moved = self._check(turn, slot, value, may_move=False)
+        return value if accepted else None
 
     # Generation --------------------------------------------------------------------
 

@@ -20,7 +20,15 @@ A recognizer must be deterministic (turns are replayed) and thread-safe, and sho
 answer in milliseconds: it runs on the shard's thread.
 
 The built-in recognizer (:class:`~.intents.DefaultRecognizer`) needs no model and
-downloads nothing.
+downloads nothing. The built-in ``model`` recognizer
+(:class:`~.model_recognizer.ModelRecognizer`) asks a language model about what the built-in
+one leaves open.
+
+A recognizer may ask a language model too: one that is also an
+:class:`~.intents.AsksModel` (``question`` and ``read`` besides ``recognize``) is asked, for a
+message its own answer does not settle, what to ask the model; the interpreter makes the
+call as a turn makes its outside calls (recorded, scripted in dialogues, replayed), masks
+the prompt, and validates the reading. A recognizer without those methods works as before.
 """
 
 from __future__ import annotations
@@ -29,11 +37,14 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
+from confab.runtime.flows.execution import model_recognizer
 from confab.runtime.flows.execution.intents import DefaultRecognizer, IntentRecognizer
 from confab.runtime.flows.language.document import FlowSettings, IntentSpec
 
 ENTRY_POINT_GROUP = "confab.nlu"
 BUILTIN = "builtin"
+MODEL = model_recognizer.NAME
+_BUILT_IN = (BUILTIN, MODEL)  # what the server has without any plug-in
 
 
 class RecognizerFactory(Protocol):
@@ -68,15 +79,24 @@ def _builtin(
     return DefaultRecognizer(intents, threshold, typo_tolerance=bool(options.get("typo_tolerance", True)))
 
 
+def _model(
+    intents: Mapping[str, IntentSpec], threshold: float, options: Mapping[str, Any], language: str
+) -> IntentRecognizer:
+    lexical = _builtin(intents, threshold, options, language)
+    return model_recognizer.ModelRecognizer(lexical, intents, options)
+
+
 def registered_recognizers() -> list[str]:
-    """Every recognizer name a flow can use, the built-in one first."""
+    """Every recognizer name a flow can use, the built-in ones first."""
     installed = [ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)]
-    return [BUILTIN, *sorted({*_registered, *installed} - {BUILTIN})]
+    return [*_BUILT_IN, *sorted({*_registered, *installed} - set(_BUILT_IN))]
 
 
 def factory_for(name: str) -> RecognizerFactory:
     if name == BUILTIN:
         return _builtin
+    if name == MODEL:
+        return _model
     if name in _registered:
         return _registered[name]
     for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
@@ -111,7 +131,7 @@ def make_recognizers(
     nlu = settings.nlu
     factory = factory_for(nlu.recognizer) if nlu is not None else _builtin
     options: Mapping[str, Any] = nlu.options if nlu is not None else {}
-    if nlu is None or nlu.recognizer == BUILTIN:
+    if nlu is None or nlu.recognizer in _BUILT_IN:
         options = {**options, "typo_tolerance": settings.typo_tolerance}
     languages = settings.languages or ("",)
     return {

@@ -6,12 +6,13 @@ direct baseline all run a turn through :func:`begin`, so a flow that passes its 
 here does the same on a server.
 
 A turn is deterministic given (the state before it, the message, its clock, the answers
-of its webhooks and model calls). A flow that reaches a webhook, or a ``generate`` step,
-whose answer the turn does not have yet raises ``NeedsWebhook``; the turn comes back
-:class:`Pending` with the ``call`` to make, and :func:`resume` runs it again from the same
-state with that call's answer, until it is :class:`Done`. Who makes the call, and when, is
-the host's: the shard on a thread while other conversations carry on, the in-process runner
-at once (a dialogue's answers, a recording's, or a real webhook; never a model).
+of its webhooks and model calls). A flow that reaches a webhook, a ``generate`` step or a
+model recognizer's question, whose answer the turn does not have yet, raises
+``NeedsWebhook``; the turn comes back :class:`Pending` with the ``call`` to make, and
+:func:`resume` runs it again from the same state with that call's answer, until it is
+:class:`Done`. Who makes the call, and when, is the host's: the shard on a thread while
+other conversations carry on, the in-process runner at once (a dialogue's answers, a
+recording's, or a real webhook; never a model).
 
 The state comes from ``source``, called once per attempt: it gives a working copy the
 turn may change freely (or None for a conversation that does not exist yet), so a turn
@@ -28,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from confab.runtime.errors import InvalidArgument
-from confab.runtime.flows import GENERATE, FlowRegistry, FlowReply, NeedsWebhook, UnknownFlow, WebhookCall
+from confab.runtime.flows import FlowRegistry, FlowReply, NeedsWebhook, UnknownFlow, WebhookCall
 from confab.runtime.model import ConversationKey, ConversationState, InboundMessage, JsonDict, TurnResult
 
 # A working copy of the conversation's state before the turn (None: it has not begun).
@@ -88,7 +89,7 @@ class Pending:
     def body(self) -> JsonDict:
         """What to send: a webhook gets the flow's body and which conversation calls; a model,
         the request as the flow made it (a prompt says nothing of whose conversation it is)."""
-        if self.call.kind == GENERATE:
+        if self.call.to_model:
             return self.call.body
         return webhook_body(self.key, self.call)
 

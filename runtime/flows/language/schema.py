@@ -360,6 +360,7 @@ class FlowReader(NodeReader):
             )
 
     def nlu(self, node: Node, where: str) -> NluSpec | None:
+        from confab.runtime.flows.execution import model_recognizer  # its options are checked here
         from confab.runtime.flows.execution.nlu import (
             registered_recognizers,  # the registry reads plug-ins' entry points
         )
@@ -378,6 +379,18 @@ class FlowReader(NodeReader):
                 f"{where}.recognizer: no recognizer {name!r} is registered{suggest(name, known)} "
                 f"(registered: {', '.join(known) or 'none'})",
             )
+        if name == model_recognizer.NAME and options is not None:
+            options_node = f["options"][1]
+            for option, problem in model_recognizer.option_problems(options):
+                self.error(
+                    _value_of(options_node, option),
+                    f"{where}.options{'.' + option if option else ''}: {problem}",
+                )
+            provider = options.get("provider")
+            if isinstance(provider, str) and provider:
+                self.providers.append(
+                    (provider, _value_of(options_node, "provider"), f"{where}.options.provider")
+                )
         return NluSpec(recognizer=name, options=options or {})
 
     def intent(self, name: str, key: Node, node: Node) -> IntentSpec:
@@ -1043,3 +1056,12 @@ class FlowReader(NodeReader):
         except re.error as exc:
             position = f" at character {exc.pos + 1}" if exc.pos is not None else ""
             self.error(node, f"{where}: invalid regular expression {text!r}{position}: {exc.msg}")
+
+
+def _value_of(node: Node, key: str) -> Node:
+    """The value node of ``key`` in the mapping ``node`` (``node`` itself when there is none)."""
+    if key and isinstance(node, MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.value == key and isinstance(value_node, Node):
+                return value_node
+    return node
