@@ -601,10 +601,11 @@ class Shard:
     def cancel_generation(self, sender: Any, batch_id: int, position: int) -> bool:
         """The caller of the command at ``position`` of batch ``batch_id`` from ``sender`` gave it
         up: stop its model calls. One its turn waits on ends as a failure ("cancelled"), and the
-        turn takes its failure route (a model recognizer's call: the message is read without it). A command still queued behind another turn is marked: it
-        runs in its turn all the same (it was accepted, and is applied once), but every model
-        call of that turn is answered at once as cancelled, and nothing is asked of the model.
-        False if that command waits on no generation and is not queued (it may have finished)."""
+        turn takes its failure route (a model recognizer's call: the message is read without
+        it). A command still queued behind another turn is marked: it runs in its turn all the
+        same (it was accepted, and is applied once), but every model call of that turn is
+        answered at once as cancelled, and nothing is asked of the model. False if that command
+        waits on no model call and is not queued (it may have finished)."""
         wanted = (sender, batch_id, position)
         for conversation in self.waiting:
             waiting: _Waiting = conversation.waiting

@@ -183,9 +183,10 @@ class ModelStandIn:
             if include_usage and script.usage is not None:
                 usage_chunk = {**_chunk(model, {}, None), "choices": [], "usage": script.usage}
                 await response.write(_event(usage_chunk))
+            # Before the end is written: a client that read it may look at once.
+            received.completed = True
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
-            received.completed = True
         except (ConnectionResetError, ConnectionError):
             received.left = True
         return response
