@@ -19,6 +19,7 @@ from confab.runtime.errors import ConversationNotFound, Unavailable
 from confab.runtime.flows import GENERATE, Flow, FlowRegistry, FlowReply, UnknownFlow, WebhookCall
 from confab.runtime.flows.authoring.dialogues import (
     ScriptedGenerations,
+    ShownTurn,
     TurnView,
     WebhookAnswers,
     dialogue_message,
@@ -99,6 +100,10 @@ class FlowRunner:
             lambda call: self.answer(call, answers, conversation, scripted),
         )
         response = reply.response
+        said, slots = self.masked(state, response.text)
+        user, payload = text, payload
+        if reply.recorded_input is not None:  # the message as the store keeps it
+            user, payload = (reply.recorded_input, payload) if text else ("", reply.recorded_input)
         return TurnView(
             text=response.text,
             state=state.current_state,
@@ -110,7 +115,19 @@ class FlowRunner:
             buttons=[b.title for b in response.buttons],
             error_count=state.error_count,
             turn=state.message_count,
+            shown=ShownTurn(user, payload, said, slots),
         )
+
+    def masked(self, state: ConversationState, text: str) -> tuple[str, JsonDict]:
+        """``text`` (what the flow said) and ``state``'s slots as operators may see them: masked
+        as the state's flow says (its sensitive slots; its mask patterns in every text, since a
+        free-text slot holds whatever the user typed)."""
+        flow = self.registry.for_state(state)
+        slots = {
+            name: flow.redact_text(value) if isinstance(value, str) else value
+            for name, value in flow.redact_state(state).slots.items()
+        }
+        return flow.redact_text(text), slots
 
     def play(
         self,
