@@ -10,8 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from confab.runtime.flows.authoring.dialogues import DialogueFileError, generation_result, load_dialogues
+from confab.runtime.flows.authoring.dialogues import (
+    DialogueFileError,
+    DialogueTurn,
+    TurnView,
+    generation_result,
+    load_dialogues,
+    shown_by_flow,
+)
 from confab.runtime.flows.authoring.replay import UnrecordedCall
+from confab.runtime.flows.execution.catalog import load_flows
 from confab.runtime.flows.language.loader import check_flow_file
 from confab.runtime.model import ConversationKey
 from confab.runtime.models import REASONS
@@ -282,3 +290,36 @@ def test_replay_names_a_model_call_it_cannot_answer_as_one(
     assert "webhook generate" not in out
     assert "1 model call had no recorded answer: 0 answered as given, 1 as failures" in out
     assert UnrecordedCall(2, "stock", "failed").label == "webhook stock"
+
+
+def test_a_turn_a_server_played_is_masked_by_the_flow_the_file_names(tmp_path: Path) -> None:
+    flows, problems = load_flows([write_dir(tmp_path, ECHOED)])
+    assert not problems
+    flow = next(f for f in flows if f.flow_id == "carded")
+    sent = DialogueTurn("my card is 4111111111111111 thanks", "", {})
+    view = TurnView(
+        text="Noted.",
+        state="done",
+        intent="",
+        slots={"card": "4111111111111111"},
+        variables={},
+        actions=[],
+        quick_replies=[],
+        buttons=[],
+        error_count=0,
+    )
+    shown = shown_by_flow(flow, sent, view, {})
+    # Which part of it the card came from, a client cannot tell: masked whole, as the store masks
+    # a message a value was read from in another form.
+    assert (shown.user, shown.slots, shown.text) == ("****anks", {"card": "****1111"}, "Noted.")
+    later = shown_by_flow(flow, DialogueTurn("explain", "", {}), view, view.slots)
+    assert later.user == "explain"  # the card was given before: this message gave nothing
+    unknown = shown_by_flow(None, sent, view, {})
+    assert (unknown.user, unknown.slots) == ("****anks", {"card": "****1111"})
+
+
+def write_dir(tmp_path: Path, text: str) -> Path:
+    directory = tmp_path / "flows"
+    directory.mkdir()
+    write(directory, text, "flow.yaml")
+    return directory

@@ -532,6 +532,16 @@ def run_dialogues(
     return results
 
 
+def masked_slots(flow: Flow, state: ConversationState) -> JsonDict:
+    """``state``'s slots as operators may see them: masked as ``flow`` (the state's) says, its
+    sensitive slots and its mask patterns in every text (a free-text slot holds whatever the
+    user typed)."""
+    return {
+        name: flow.redact_text(value) if isinstance(value, str) else value
+        for name, value in flow.redact_state(state).slots.items()
+    }
+
+
 def shown_by_flow(
     flow: Flow | None, turn: DialogueTurn, view: TurnView, slots_before: Mapping[str, Any]
 ) -> ShownTurn:
@@ -540,17 +550,14 @@ def shown_by_flow(
     message a sensitive value was read from, which a client cannot tell: a message that gave
     a sensitive slot its value is shown masked whole. A flow not loaded here declares nothing
     that can be known: every slot value is masked, and every message that changed one."""
-    slots = dict(view.slots)
     if flow is not None:
-        state = ConversationState(view.state, flow.flow_id, flow.version, slots=dict(view.slots))
-        slots = {
-            k: flow.redact_text(v) if isinstance(v, str) else v
-            for k, v in flow.redact_state(state).slots.items()
-        }
+        slots = masked_slots(
+            flow, ConversationState(view.state, flow.flow_id, flow.version, slots=dict(view.slots))
+        )
     else:
         slots = {
             k: mask_value(v if isinstance(v, str) else json.dumps(v)) if v is not None else v
-            for k, v in slots.items()
+            for k, v in view.slots.items()
         }
     masked = [k for k in view.slots if slots.get(k) != view.slots[k]]
     filled = any(view.slots[k] != slots_before.get(k) for k in masked)
@@ -617,6 +624,7 @@ __all__ = [
     "dialogue_files",
     "generation_result",
     "load_dialogues",
+    "masked_slots",
     "run_dialogues",
     "shown_by_flow",
     "transcript_lines",

@@ -23,6 +23,7 @@ from confab.runtime.flows.authoring.dialogues import (
     TurnView,
     WebhookAnswers,
     dialogue_message,
+    masked_slots,
     webhook_result,
 )
 from confab.runtime.flows.execution import turn
@@ -120,14 +121,9 @@ class FlowRunner:
 
     def masked(self, state: ConversationState, text: str) -> tuple[str, JsonDict]:
         """``text`` (what the flow said) and ``state``'s slots as operators may see them: masked
-        as the state's flow says (its sensitive slots; its mask patterns in every text, since a
-        free-text slot holds whatever the user typed)."""
+        as the state's flow says (``masked_slots``; its mask patterns in the text too)."""
         flow = self.registry.for_state(state)
-        slots = {
-            name: flow.redact_text(value) if isinstance(value, str) else value
-            for name, value in flow.redact_state(state).slots.items()
-        }
-        return flow.redact_text(text), slots
+        return flow.redact_text(text), masked_slots(flow, state)
 
     def play(
         self,
