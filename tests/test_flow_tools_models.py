@@ -158,9 +158,7 @@ dialogues:
 def test_a_dir_the_config_names_too_is_loaded_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    flows = tmp_path / "flows"
-    flows.mkdir()
-    write(flows, ECHOED, "carded.yaml")
+    flows = write_dir(tmp_path, ECHOED)
     dialogues = write(tmp_path, CARDED_DIALOGUES, "d.yaml")
     config = config_with(tmp_path, [], flows)
     spelled_otherwise = f"{tmp_path}/./flows/"
@@ -172,9 +170,7 @@ def test_a_dir_the_config_names_too_is_loaded_once(
 def test_a_transcript_masks_sensitive_values_as_the_store_keeps_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    flows = tmp_path / "flows"
-    flows.mkdir()
-    write(flows, ECHOED, "carded.yaml")
+    flows = write_dir(tmp_path, ECHOED)
     dialogues = write(tmp_path, CARDED_DIALOGUES, "d.yaml")
     code, out, _ = run(capsys, "test", str(dialogues), "--dir", str(flows), "--transcript")
     assert code == 0

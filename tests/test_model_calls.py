@@ -42,18 +42,12 @@ from confab.runtime.models import (
     failure,
 )
 from tests.model_standin import ModelStandIn, Script
-from tests.test_generation import FLOW, TENANT, Driver, ShardMaker
+from tests.test_generation import TENANT, Driver, ShardMaker
+from tests.test_generation import flow_dir as flow_dir  # the helper flow's directory, a fixture
+from tests.test_ownership import Clock
 
 LOGGER = "confab.actors.model_calls"
 KEY = ConversationKey("acme", "order-7")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -136,14 +130,6 @@ def test_a_cancelled_call_is_counted_not_logged_and_no_provider_is_neither(
 
 
 # On a real shard -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def flow_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "flows"
-    directory.mkdir()
-    (directory / "helper.yaml").write_text(FLOW)
-    return directory
 
 
 def on_standin(
