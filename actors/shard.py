@@ -31,9 +31,10 @@ token budget for the day is checked in the store before the call and what the ca
 added there after it (every shard of every host shares those counts); while the model
 writes an answer the user is to read, each chunk goes to ``on_delta`` if the command asked
 for deltas; a model call ends when its command's caller's deadline passes (the model client
-is given what is left of it); and :meth:`Shard.cancel_generation` stops a model call whose
+is given what is left of it); :meth:`Shard.cancel_generation` stops a model call whose
 caller no longer wants it, or marks the command still queued so that its turn, when it
-runs, asks the model nothing.
+runs, asks the model nothing; and every call, as it ends, is counted for the shard's
+figures and logged if it failed (``actors.model_calls``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ import psutil
 
 from confab.actors.analytics import LiveAnalytics
 from confab.actors.conversation import Conversation, Suspended
+from confab.actors.model_calls import ModelCalls
 from confab.actors.ownership import OwnershipChange, VshardOwnership
 from confab.actors.settings import ShardSettings
 from confab.runtime import telemetry
@@ -238,6 +240,8 @@ class Shard:
         self._recording = store.retention.history_s > 0
         # What the committed turns counted since this process started, for the live figures.
         self.analytics = LiveAnalytics()
+        # Its model calls, counted and (when they fail) logged as they end.
+        self.model_calls = ModelCalls(index)
         self.ownership = VshardOwnership(
             shard_id(settings.host, index),
             store,
@@ -579,13 +583,14 @@ class Shard:
         call = suspended.call
         limit = self.settings.models.budget.limit(key.tenant_id)
         if limit and self.models.configured and self._tokens_used(key.tenant_id) >= limit:
-            return answered(
-                failure(BUDGET, f"tenant {key.tenant_id!r} has spent its {limit} tokens for today", chunks=0)
+            refused = failure(
+                BUDGET, f"tenant {key.tenant_id!r} has spent its {limit} tokens for today", chunks=0
             )
+            self._model_call_finished(key, call.name, answered(refused))
+            return answered(refused)
         sink = self._delta_sink(suspended, origin)
         future = self.models.call(call.name, call.body, sink, cancel, within_s=within_s)
-        tenant = key.tenant_id
-        future.add_done_callback(lambda finished: self._note_spent(tenant, finished))
+        future.add_done_callback(lambda finished: self._model_call_finished(key, call.name, finished))
         return future
 
     def _delta_sink(self, suspended: Suspended, origin: Origin) -> ChunkSink | None:
@@ -634,13 +639,17 @@ class Shard:
             log.warning("shard %d: reading tenant %r's token count failed: %s", self.index, tenant, exc)
             return pending
 
-    def _note_spent(self, tenant: str, future: Future[ModelResult]) -> None:
-        """On the call's thread: keep what it spent for the store (``_record_spending``)."""
+    def _model_call_finished(self, key: ConversationKey, name: str, future: Future[ModelResult]) -> None:
+        """On the call's thread: keep what it spent for the store (``_record_spending``), count it
+        for the figures and log it if it failed (``actors.model_calls``)."""
         if future.cancelled():
             return
-        tokens = tokens_spent(future.result())
+        result = future.result()
+        tokens = tokens_spent(result)
         if tokens:
-            self._spent.append((tenant, utc_day(time.time()), tokens))
+            self._spent.append((key.tenant_id, utc_day(time.time()), tokens))
+        provider = self.models.provider(name)
+        self.model_calls.finished(key, provider.name if provider is not None else name, result)
 
     def _record_spending(self) -> None:
         """Add what finished model calls spent to the store's counts (kept for later if it fails)."""
@@ -822,6 +831,7 @@ class Shard:
 
     def status(self) -> ShardStatus:
         """The shard's figures; the store is probed with a write while its last write failed."""
+        self.model_calls.flush()
         store_ok, latency_ms, error = True, 0.0, ""
         try:
             latency_ms = (self.store.probe_write() if self.last_write_error else self.store.ping()) * 1000.0
@@ -855,6 +865,7 @@ class Shard:
             analytics=tuple(
                 (f, t, fl, s, w, o, v) for (f, t, fl, s, w, o), v in self.analytics.totals.items()
             ),
+            models=self.model_calls.counts.totals(),
         )
 
 

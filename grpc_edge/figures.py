@@ -10,17 +10,19 @@ the like add nothing) and a counter ends in ``_total``: ``confab_rpc_requests_to
 
 GetMetrics answers a counter with its increase per interval (RPC counts, which the edge
 keeps per second) or its value now (the shards' figures); a histogram with its mean and
-quantiles per interval (attribute ``stat``: ``mean``, ``p50``, ``p99``; seconds).
+quantiles (attribute ``stat``: ``mean``, ``p50``, ``p99``; seconds) per interval (RPC
+durations) or over everything the shards counted (model calls, ``runtime.model_figures``).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from confab.runtime.analytics import LIVE_FIGURES, LiveKey
 from confab.runtime.inspection import ShardStatus
+from confab.runtime.model_figures import MODEL_FIGURES, ModelKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +69,14 @@ _FIGURES = [
         Figure(name, "counter", unit, description, labels)
         for name, (unit, description, labels) in LIVE_FIGURES.items()
     ),
+    *(
+        Figure(name, kind, unit, description, labels)
+        for name, (kind, unit, description, labels) in MODEL_FIGURES.items()
+    ),
 ]
 FIGURES: dict[str, Figure] = {f.name: f for f in _FIGURES}
 ANALYTICS = tuple(LIVE_FIGURES)
+MODELS = tuple(MODEL_FIGURES)
 
 # GetMetrics' names before they were the instruments' (accepted, answered under the new name).
 ALIASES = {
@@ -87,36 +94,60 @@ ALIASES = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class LiveTotals:
+    """What this host's shards counted since they started, added up."""
+
+    analytics: dict[LiveKey, float]
+    models: dict[ModelKey, float]
+
+
 class LiveAnalyticsView:
-    """The shards' live analytics added up, as counters that only go up.
+    """The shards' live analytics and model calls added up, as counters that only go up.
 
     Each shard reports what it counted since its process started; a replaced shard (a new
     generation at the same index) starts again at 0, so the view adds each report's increase
     over the last one of the same process, and a new process's figures whole. A report older
     than one seen already (GetMetrics asks the shards afresh; the health monitor's may be a
     second old) is passed over: every figure only goes up. Read from the exporter's thread and
-    the event loop alike: one lock."""
+    the event loop alike: one lock.
+
+    ``on_models`` hears what the model figures grew by, once per increase, whoever asked
+    (the OpenTelemetry histograms are recorded from it: ``grpc_edge.telemetry``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seen: dict[int, tuple[int, int, dict[LiveKey, float]]] = {}  # index -> (generation, pid, ...)
-        self._totals: dict[LiveKey, float] = {}
+        # index -> (generation, pid, what it reported)
+        self._seen: dict[int, tuple[int, int, dict[tuple[str, ...], float]]] = {}
+        self._analytics: dict[LiveKey, float] = {}
+        self._models: dict[ModelKey, float] = {}
+        self.on_models: Callable[[dict[ModelKey, float]], None] | None = None
 
-    def update(self, shards: Iterable[ShardStatus]) -> dict[LiveKey, float]:
+    def update(self, shards: Iterable[ShardStatus]) -> LiveTotals:
         with self._lock:
-            totals = self._totals
+            grew: dict[ModelKey, float] = {}
             for status in shards:
-                current: dict[LiveKey, float] = {
+                analytics: dict[LiveKey, float] = {
                     (a[0], a[1], a[2], a[3], a[4], a[5]): a[6] for a in status.analytics
                 }
+                models: dict[ModelKey, float] = {(m[0], m[1], m[2]): m[3] for m in status.models}
+                current: dict[tuple[str, ...], float] = {k: v for k, v in analytics.items()}
+                current.update((k, v) for k, v in models.items())
                 seen = self._seen.get(status.index)
                 same = seen is not None and seen[:2] == (status.generation, status.pid)
                 before = seen[2] if seen is not None and same else {}
                 if any(current.get(key, -1.0) < value for key, value in before.items()):
                     continue  # an older report than one seen already (a fresh one came first)
-                for key, value in current.items():
+                for key, value in analytics.items():
                     increase = value - before.get(key, 0.0)
                     if increase:
-                        totals[key] = totals.get(key, 0.0) + increase
+                        self._analytics[key] = self._analytics.get(key, 0.0) + increase
+                for model_key, value in models.items():
+                    increase = value - before.get(model_key, 0.0)
+                    if increase:
+                        self._models[model_key] = self._models.get(model_key, 0.0) + increase
+                        grew[model_key] = grew.get(model_key, 0.0) + increase
                 self._seen[status.index] = (status.generation, status.pid, current)
-            return dict(totals)
+            if grew and self.on_models is not None:
+                self.on_models(grew)
+            return LiveTotals(dict(self._analytics), dict(self._models))

@@ -32,12 +32,19 @@ confab.analytics.slots_given_up       counter    by tenant, flow and state
 confab.analytics.webhook_calls        counter    by tenant, flow, webhook and outcome
                                                  (ok, failed, timeout, abandoned)
 confab.analytics.webhook_duration     counter    seconds spent in calls, by tenant, flow, webhook
+confab.model.calls                    counter    calls to language models, by provider and
+                                                 outcome (ok, or the failure's reason)
+confab.model.duration                 histogram  a whole model call, by provider: ``stat``
+                                                 ``mean``, ``p50``, ``p99`` (seconds)
+confab.model.first_chunk              histogram  time to an answer's first chunk, likewise
+confab.model.tokens                   counter    by provider and type (input, output)
 ====================================  =========  ===========================================
 
 Time-series metrics honour ``start_time``/``end_time`` (default: the last hour) and
 ``granularity`` (1s, 10s, 1m, 5m, 15m, 1h; default 1m); live figures are one point, now.
 The analytics figures (counted since this host's shards started, docs/analytics.md) are a
-tenant's own for a tenant's credentials, every tenant's for an operator's. The names
+tenant's own for a tenant's credentials, every tenant's for an operator's; the model figures
+(also since this host's shards started, ``runtime.model_figures``) are by provider, no tenant's. The names
 GetMetrics had before (``rpc.requests``, ``engine.shard.commands``, ``link.queued``...) are
 still accepted and answered under the new name.
 """
@@ -50,14 +57,15 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from confab.grpc_edge import auth, convert
-from confab.grpc_edge.figures import ALIASES, ANALYTICS, FIGURES, LiveAnalyticsView
+from confab.grpc_edge.figures import ALIASES, ANALYTICS, FIGURES, MODELS, LiveAnalyticsView
 from confab.grpc_edge.health import HealthMonitor
 from confab.grpc_edge.metrics import GRANULARITIES, RpcMetrics, RpcPoint, parse_granularity
 from confab.protos import mcp_engine_pb2 as pb
-from confab.runtime.analytics import live_labels
+from confab.runtime.analytics import LiveKey, live_labels
 from confab.runtime.engine import Engine
 from confab.runtime.errors import InvalidArgument
 from confab.runtime.inspection import ShardStatus
+from confab.runtime.model_figures import HISTOGRAMS, ModelKey, histogram_stats, model_labels
 
 RPC_SERIES = ("confab.rpc.requests", "confab.rpc.duration")
 METRIC_NAMES = tuple(FIGURES)
@@ -111,7 +119,9 @@ class MetricsReport:
     async def _live(self, names: list[str], now: float) -> list[pb.MetricData]:
         """One point each; shard figures fresh from every shard that answers within a second."""
         stats = self.engine.statistics()
-        wants_shards = any(n.startswith(("confab.shard.", "confab.analytics.")) for n in names)
+        wants_shards = any(
+            n.startswith(("confab.shard.", "confab.analytics.", "confab.model.")) for n in names
+        )
         cluster = await self.engine.refresh_cluster(1.0) if wants_shards else self.engine.cluster()
         shards: list[ShardStatus] = [v.status for v in cluster.shards if v.status is not None]
         values: dict[str, list[tuple[float, dict[str, Any]]]] = {
@@ -133,9 +143,11 @@ class MetricsReport:
                 for link in stats.links
             ],
         }
-        if any(n in ANALYTICS for n in names):
+        if any(n in ANALYTICS or n in MODELS for n in names):
             here = [v.status for v in cluster.shards if v.status is not None and v.host == cluster.this_host]
-            values.update(self._analytics(here))
+            totals = self.live.update(here)
+            values.update(self._analytics(totals.analytics))
+            values.update(_models(totals.models))
         out = []
         for name in names:
             data = pb.MetricData(name=name, type=FIGURES[name].kind)
@@ -146,15 +158,28 @@ class MetricsReport:
             out.append(data)
         return out
 
-    def _analytics(self, shards: list[ShardStatus]) -> dict[str, list[tuple[float, dict[str, Any]]]]:
+    def _analytics(self, totals: dict[LiveKey, float]) -> dict[str, list[tuple[float, dict[str, Any]]]]:
         """This host's shards' analytics, a tenant's own for a tenant's credentials."""
         principal = auth.current_principal()
         tenant = None if principal is None or auth.OPERATOR_ROLE in principal.roles else principal.tenant_id
         out: dict[str, list[tuple[float, dict[str, Any]]]] = {name: [] for name in ANALYTICS}
-        for key, value in sorted(self.live.update(shards).items()):
+        for key, value in sorted(totals.items()):
             if tenant is None or key[1] == tenant:
                 out[key[0]].append((value, dict(live_labels(key))))
         return out
+
+
+def _models(totals: dict[ModelKey, float]) -> dict[str, list[tuple[float, dict[str, Any]]]]:
+    """This host's shards' model calls: counters as they stand, histograms as their mean and quantiles."""
+    out: dict[str, list[tuple[float, dict[str, Any]]]] = {name: [] for name in MODELS}
+    for key, value in sorted(totals.items()):
+        if key[0] not in HISTOGRAMS:
+            out[key[0]].append((value, model_labels(key)))
+    for figure in HISTOGRAMS:
+        for provider, stats in sorted(histogram_stats(totals, figure).items()):
+            for stat, seconds in stats.items():
+                out[figure].append((seconds, {"provider": provider, "stat": stat}))
+    return out
 
 
 def _requests(points: list[RpcPoint]) -> pb.MetricData:

@@ -10,7 +10,9 @@ the conversation analytics (``confab.analytics.turns`` and the rest), which the 
 count from the turns they commit and report with their status: derived here, at the edge,
 because the edge is where the scrape endpoint is (a shard process has none) and it
 already hears every shard's figures each second; the durable counts are the store's
-(Admin GetAnalytics).
+(Admin GetAnalytics). The model calls' figures come the same way (``runtime.model_figures``);
+their two histograms are recorded here from what the shards' bucket counts grew by, whenever
+the view of them is brought up to date (each collection brings it up to date first).
 
 Observable instruments are read when an exporter collects (Prometheus: on each scrape,
 on its HTTP thread), so their callbacks never ask a shard: shard figures come from the
@@ -28,13 +30,14 @@ from typing import Any
 import grpc
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from confab.grpc_edge.figures import ANALYTICS, FIGURES, LiveAnalyticsView
+from confab.grpc_edge.figures import ANALYTICS, FIGURES, MODELS, LiveAnalyticsView
 from confab.grpc_edge.health import HealthMonitor
 from confab.grpc_edge.metrics import RpcMetrics
 from confab.runtime import telemetry
 from confab.runtime.analytics import live_labels
 from confab.runtime.config import ConfabConfig
 from confab.runtime.engine import Engine
+from confab.runtime.model_figures import BOUNDS_S, HISTOGRAMS, ModelKey, histogram_records, model_labels
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,7 @@ class EdgeTelemetry:
     def close(self) -> None:
         if self.metrics.on_record is not None:
             self.metrics.on_record = None
+        self.live.on_models = None
         telemetry.shutdown()
 
     def _register(self, meter: Any) -> None:
@@ -138,8 +142,27 @@ class EdgeTelemetry:
             "confab.shard.commands": self._commands,
             "confab.shard.restarts": self._restarts,
             **{name: self._analytics(name) for name in ANALYTICS},
+            **{name: self._models(name) for name in MODELS if name not in HISTOGRAMS},
         }
-        assert set(observed) | {rpc_requests.name, rpc_duration.name} == set(FIGURES)
+        recorded = {rpc_requests.name, rpc_duration.name, *HISTOGRAMS}
+        assert set(observed) | recorded == set(FIGURES)
+        histograms = {
+            name: meter.create_histogram(
+                name,
+                unit=FIGURES[name].unit,
+                description=FIGURES[name].description,
+                explicit_bucket_boundaries_advisory=BOUNDS_S,
+            )
+            for name in HISTOGRAMS
+        }
+
+        def on_models(grew: dict[ModelKey, float]) -> None:
+            for figure, provider, seconds, times in histogram_records(grew):
+                labels = {"provider": provider}
+                for _ in range(times):
+                    histograms[figure].record(seconds, labels)
+
+        self.live.on_models = on_models
         for name, callback in observed.items():
             figure = FIGURES[name]
             create = (
@@ -171,8 +194,17 @@ class EdgeTelemetry:
 
     def _analytics(self, figure: str) -> Any:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
-            totals = self.live.update(self.health.latest.shards)
+            totals = self.live.update(self.health.latest.shards).analytics
             return [Observation(value, live_labels(key)) for key, value in totals.items() if key[0] == figure]
+
+        return observe
+
+    def _models(self, figure: str) -> Any:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            totals = self.live.update(self.health.latest.shards).models
+            return [
+                Observation(value, model_labels(key)) for key, value in totals.items() if key[0] == figure
+            ]
 
         return observe
 

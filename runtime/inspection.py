@@ -38,6 +38,8 @@ class ShardStatus:
     ownership_error: str = ""  # why its last claim or renewal failed, "" if it did not
     # Its live analytics: (figure, tenant, flow, state, webhook, outcome, value), runtime.analytics.
     analytics: tuple[tuple[str, str, str, str, str, str, float], ...] = ()
+    # Its model calls: (figure, provider, item, value), runtime.model_figures.
+    models: tuple[tuple[str, str, str, float], ...] = ()
 
     def to_wire(self) -> list[Any]:
         return [
@@ -61,6 +63,7 @@ class ShardStatus:
             [list(h) for h in self.held],
             self.ownership_error,
             [list(a) for a in self.analytics],
+            [list(m) for m in self.models],
         ]
 
     @classmethod
@@ -70,6 +73,8 @@ class ShardStatus:
             fields[17] = tuple((v, epoch) for v, epoch in fields[17])
         if len(fields) > 19:
             fields[19] = tuple(tuple(a) for a in fields[19])
+        if len(fields) > 20:
+            fields[20] = tuple(tuple(m) for m in fields[20])
         return cls(*fields)
 
 

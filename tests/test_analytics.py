@@ -270,12 +270,13 @@ def test_the_edge_adds_up_the_shards_live_figures_so_they_only_go_up() -> None:
     view = LiveAnalyticsView()
     key = ("confab.analytics.turns", "acme", "pizza", "greet", "", "")
     fallbacks = ("confab.analytics.fallbacks", "acme", "pizza", "greet", "", "")
-    assert view.update([status(0, 1, 5), status(1, 1, 2)])[key] == 7
-    fresh = view.update([status(0, 1, 6, ("confab.analytics.fallbacks", 1))])  # GetMetrics asked afresh
+    assert view.update([status(0, 1, 5), status(1, 1, 2)]).analytics[key] == 7
+    # GetMetrics asked afresh
+    fresh = view.update([status(0, 1, 6, ("confab.analytics.fallbacks", 1))]).analytics
     assert (fresh[key], fresh[fallbacks]) == (8, 1)
-    stale = view.update([status(0, 1, 5)])  # the health monitor's older report: passed over
+    stale = view.update([status(0, 1, 5)]).analytics  # the health monitor's older report: passed over
     assert (stale[key], stale[fallbacks]) == (8, 1)
-    again = view.update([status(0, 1, 6, ("confab.analytics.fallbacks", 1))])
+    again = view.update([status(0, 1, 6, ("confab.analytics.fallbacks", 1))]).analytics
     assert (again[key], again[fallbacks]) == (8, 1)
-    restarted = view.update([status(0, 2, 1)])  # a new shard process counts from 0
+    restarted = view.update([status(0, 2, 1)]).analytics  # a new shard process counts from 0
     assert restarted[key] == 9

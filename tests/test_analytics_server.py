@@ -56,13 +56,18 @@ def as_(name: str) -> tuple[tuple[str, str]]:
 
 
 class Analytics:
-    """A server whose pizza flow's price webhook fails (HTTP 503), with a quick-expiring flow."""
+    """A server whose pizza flow's price webhook fails (HTTP 503), with a quick-expiring flow;
+    ``flows_added`` and ``config_added``: flow files (name: YAML) and config text of a test's own."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, *, flows_added: dict[str, str] | None = None, config_added: str = ""
+    ) -> None:
         self.prices = PriceService(fail=True).start()
         flows = root / "flows"
         flows.mkdir()
         (flows / "quick.yaml").write_text(QUICK_FLOW)
+        for name, text in (flows_added or {}).items():
+            (flows / name).write_text(text)
         entries = "".join(
             f"    - {{name: {name}, sha256: {hash_api_key(secret(name))}, tenant: '{t}', roles: {roles}}}\n"
             for name, (t, roles) in KEYS.items()
@@ -73,6 +78,7 @@ class Analytics:
             + entries
             + f"flows:\n  dirs: ['{flows}']\n  webhooks:\n"
             + f"    - {{name: price, url: '{self.prices.url}', timeout_s: 3.0, retries: 0, headers: {{}}}}\n"
+            + config_added
         )
         self.metrics_port = free_port()
         self.server = ServerProcess(

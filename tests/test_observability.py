@@ -5,12 +5,16 @@ free loopback port, traffic through it (the analytics dialogues among it), then
   Prometheus convention: dots to underscores, a unit suffix, ``_total`` for counters), and
   agree with each other and with Admin GetAnalytics on the analytics counts;
 - every metric a PromQL query of the Grafana dashboard (docs/grafana/confab.json) names is
-  one the server really exports.
+  one the server really exports;
+- model calls (to a local OpenAI-compatible stand-in, tests.model_standin) are in both, by
+  provider and outcome, with their latency histograms; the server warns at start of a
+  provider whose key's variable is unset, and of each failing call, never with a prompt.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import urllib.request
@@ -26,7 +30,9 @@ from confab.protos import admin_pb2 as admin
 from confab.protos import admin_pb2_grpc as admin_grpc
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
+from tests.model_standin import ModelStandIn, Script
 from tests.test_analytics_server import TTL_S, Analytics, as_, come_back, play_dialogues, send
+from tests.test_generation import FLOW as HELPER_FLOW
 
 pytestmark = pytest.mark.integration  # a server
 
@@ -34,13 +40,38 @@ DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana" / "confa
 UNIT_SUFFIXES = ("_seconds", "_milliseconds", "_bytes")
 
 
+UNSET_KEY = "CONFAB_TEST_KEY_NOBODY_SET"
+ANSWER = Script(text="We open at nine.")
+FAILING = Script(fail_status=500)
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Analytics]:
-    analytics = Analytics(tmp_path_factory.mktemp("observability"))
+def standin() -> Iterator[ModelStandIn]:
+    with ModelStandIn() as server:
+        # What the user asked last says which: the history before it holds earlier asks too.
+        server.choose = lambda body: FAILING if "broken" in body["messages"][-1]["content"] else ANSWER
+        yield server
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, standin: ModelStandIn) -> Iterator[Analytics]:
+    assert UNSET_KEY not in os.environ
+    analytics = Analytics(
+        tmp_path_factory.mktemp("observability"),
+        flows_added={"helper.yaml": HELPER_FLOW},
+        config_added=(
+            "models:\n  providers:\n"
+            f"    - {{name: standin, base_url: '{standin.url}', model: m, retries: 0, timeout_s: 10}}\n"
+            f"    - {{name: keyless, base_url: '{standin.url}', model: m, api_key_env: {UNSET_KEY}}}\n"
+        ),
+    )
     try:
         analytics.server.start()
         with analytics.server.channel() as channel:
             stub = pb_grpc.MCPEngineStub(channel)
+            send(stub, "tenant-a", "model-1", "helper", "hello")
+            for text in ("explain the hours", "explain it broken", "explain it broken again", "explain more"):
+                send(stub, "tenant-a", "model-1", "helper", text)
             play_dialogues(stub)
             for _ in range(4):  # a slot given up, so that every figure has a series to show
                 send(stub, "tenant-a", "giveup-1", "pizza", "purple", payload="ORDER" if _ == 0 else "")
@@ -141,9 +172,50 @@ def test_every_metric_of_the_dashboard_is_exported(served: Analytics) -> None:
     exported = {s.name for f in families for s in f.samples}
     missing = sorted(named - exported)
     assert not missing, f"the dashboard names metrics the server does not export: {missing}"
-    # and it covers what it is for: RPC health, the shards, the conversation analytics
-    for prefix in ("confab_rpc_", "confab_shard_", "confab_link_", "confab_analytics_"):
+    # and it covers what it is for: RPC health, the shards, the conversation analytics, the models
+    for prefix in ("confab_rpc_", "confab_shard_", "confab_link_", "confab_analytics_", "confab_model_"):
         assert any(n.startswith(prefix) for n in named), prefix
+
+
+def test_model_calls_agree_in_getmetrics_and_prometheus(served: Analytics, standin: ModelStandIn) -> None:
+    names = ["confab.model.calls", "confab.model.duration", "confab.model.first_chunk", "confab.model.tokens"]
+    with served.server.channel() as channel:
+        report = pb_grpc.MCPEngineStub(channel).GetMetrics(
+            pb.GetMetricsRequest(metric_names=names), metadata=as_("operator")
+        )
+    calls, duration, first_chunk, tokens = report.metrics
+    by_outcome = {(p.attributes["provider"], p.attributes["outcome"]): p.value for p in calls.points}
+    assert by_outcome == {("standin", "ok"): 2.0, ("standin", "http_500"): 2.0}
+    assert len(standin.received()) == 4  # one request per call: retries 0
+    stats = {p.attributes["stat"]: p.value for p in duration.points if p.attributes["provider"] == "standin"}
+    assert set(stats) == {"mean", "p50", "p99"} and 0 < stats["mean"] <= stats["p99"]
+    assert {p.attributes["provider"] for p in first_chunk.points} == {"standin"}
+    spent = {p.attributes["type"]: p.value for p in tokens.points}
+    assert spent == {"input": 40.0, "output": 20.0}  # the stand-in's usage, twice
+
+    families = scraped_until(served.metrics_port, {"confab_model_calls", "confab_model_duration"})
+    scraped = {
+        (s.labels["provider"], s.labels["outcome"]): s.value
+        for s in samples(families, "confab_model_calls_total")
+    }
+    assert scraped == by_outcome
+    (count,) = [s.value for s in samples(families, "confab_model_duration_seconds_count")]
+    (total,) = [s.value for s in samples(families, "confab_model_duration_seconds_sum")]
+    assert count == 4 and total == pytest.approx(stats["mean"] * 4)
+    buckets = [
+        s for s in samples(families, "confab_model_duration_seconds_bucket") if s.labels["le"] == "+Inf"
+    ]
+    assert [b.value for b in buckets] == [4.0]
+
+
+def test_the_server_warns_of_an_unset_key_at_start_and_of_each_failing_provider(served: Analytics) -> None:
+    output = "".join(served.server.output)
+    (unset,) = [line for line in output.splitlines() if UNSET_KEY in line]
+    assert "model provider 'keyless'" in unset and "WARNING" in unset
+    failed = [line for line in output.splitlines() if "model provider 'standin' failed" in line]
+    assert len(failed) == 1  # two failures within the window: one line
+    assert "http_500 (HTTP 500) for conversation tenant-a/model-1 after" in failed[0]
+    assert "broken" not in output  # never the prompt
 
 
 def _expressions(node: Any) -> Iterator[str]:

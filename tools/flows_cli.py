@@ -1,22 +1,29 @@
 """``confab flows``: check flow files, look at them, play dialogues and recorded traffic through them.
 
-    confab flows validate PATH...                   files or directories of *.yaml / *.yml
-    confab flows show NAME|FILE [--dir DIR ...] [--tenant T] [--dot]
+    confab flows validate PATH... [--config FILE]   files or directories of *.yaml / *.yml
+    confab flows show NAME|FILE [--dir DIR ...] [--config FILE] [--tenant T] [--dot]
     confab flows test PATH... [--dir DIR ...] [--config FILE] [--transcript]
                               [--target HOST:PORT [--api-key KEY]]
     confab flows replay --flow NAME[@VERSION] --from STORE [...]   (see tools/flows_replay.py)
 
+Each reads the server config as ``confab serve`` does: ``--config FILE`` over the bundled
+defaults, or the defaults alone. Its model providers are the ones a flow's generate steps
+may name: a file naming another is an error, as the server says; with none configured (the
+defaults), generate steps take their failure route and no name is refused.
+
 ``validate`` prints one line per error (``PATH:LINE: MESSAGE``) and per warning
-(``PATH:LINE: warning: MESSAGE``), then a summary; it exits 0 when every file is
-valid (warnings allowed), 1 otherwise. ``show`` finds the flow among the bundled
-flows and the ``--dir`` directories (or reads FILE) and prints its state graph as
-text, or as Graphviz DOT with ``--dot`` (``confab flows show pizza --dot | dot -Tsvg``).
-``test`` plays dialogue files (``runtime.flows.authoring.dialogues``) in-process, with the flow
-directories and webhooks of a server config (``--config``; without it, the defaults
-``confab serve`` has), or against a server with ``--target``; it prints PASS/FAIL/SKIP
-per dialogue (every failing turn of a failed one), the transcript of each with
-``--transcript``, then a summary. ``replay`` (``tools.flows_replay``) replays the conversations
-a server recorded against a new version of a flow and reports where it does otherwise.
+(``PATH:LINE: warning: MESSAGE``), then a summary (which providers the files were checked
+against, when a file calls a model); it exits 0 when every file is valid (warnings
+allowed), 1 otherwise. ``show`` finds the flow among the bundled flows, the config's flow
+directories and the ``--dir`` ones (or reads FILE) and prints its state graph as text, or as
+Graphviz DOT with ``--dot`` (``confab flows show pizza --dot | dot -Tsvg``). ``test`` plays
+dialogue files (``runtime.flows.authoring.dialogues``) in-process, with the flow directories
+and webhooks of the server config, or against a server with ``--target``; it prints
+PASS/FAIL/SKIP per dialogue (every failing turn of a failed one), the transcript of each
+with ``--transcript`` (masked as the store keeps turns), then a summary. A file reached
+twice (a ``--dir`` that the config names too) is loaded once. ``replay``
+(``tools.flows_replay``) replays the conversations a server recorded against a new version
+of a flow and reports where it does otherwise.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from pathlib import Path
 from typing import TextIO
 
 from confab.config import bundled_path
-from confab.runtime.config import ConfigError, load_config
+from confab.runtime.config import ConfabConfig, ConfigError, load_config
 from confab.runtime.flows import Flow
 from confab.runtime.flows.authoring.dialogues import (
     DialogueFileError,
@@ -72,10 +79,20 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     flow_commands = flows.add_subparsers(dest="flows_command", required=True)
     validate = flow_commands.add_parser("validate", help="check flow files; exit 1 if any is invalid")
     validate.add_argument("paths", nargs="+", metavar="PATH", help="a flow file or a directory of them")
+    validate.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the server config whose model providers the flows may name (default: the bundled defaults)",
+    )
     show = flow_commands.add_parser("show", help="print a flow's state graph")
     show.add_argument("name", metavar="NAME", help="a flow id (bundled or in a --dir), or a flow file")
     show.add_argument(
         "--dir", action="append", default=[], metavar="DIR", help="more flow files (repeatable)"
+    )
+    show.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the server config whose flow directories and model providers to use (default: defaults)",
     )
     show.add_argument(
         "--tenant", default="", help="the tenant whose flow NAME to show (default: the shared one)"
@@ -101,7 +118,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     out = out or sys.stdout
     err = err or sys.stderr
     if args.flows_command == "validate":
-        return validate([Path(p) for p in args.paths], out)
+        return validate([Path(p) for p in args.paths], out, err, config=args.config)
     if args.flows_command == "replay":
         return flows_replay.run(args, out, err)
     if args.flows_command == "test":
@@ -115,7 +132,21 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             config=args.config,
             transcript=args.transcript,
         )
-    return show(args.name, [Path(d) for d in args.dir], args.tenant, args.dot, out, err)
+    return show(args.name, [Path(d) for d in args.dir], args.tenant, args.dot, out, err, config=args.config)
+
+
+def _server_config(config: str | None, err: TextIO) -> ConfabConfig | None:
+    """The server config as ``confab serve`` reads it (``config`` over the bundled defaults, or
+    the defaults alone); None, said on ``err``, when it does not load."""
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        print(f"confab: {config}: {exc}", file=err)
+        return None
+
+
+def _providers(cfg: ConfabConfig) -> list[str]:
+    return [p.name for p in cfg.models.providers]
 
 
 def play(
@@ -132,10 +163,8 @@ def play(
     """Run every dialogue of every file; print one line per dialogue and a summary."""
     # The server's config (without --config, its defaults, as `confab serve` has them): the
     # same flow directories and webhooks a server would use.
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        print(f"confab: {config}: {exc}", file=err)
+    cfg = _server_config(config, err)
+    if cfg is None:
         return 2
     dirs = [*flow_dirs, *cfg.flows.dirs]  # relative to the working directory, as the server reads them
     webhooks = tuple(
@@ -143,7 +172,7 @@ def play(
         for w in cfg.flows.webhooks
     )
     # Model providers are checked by name only: a dialogue never calls one.
-    flows, problems = load_flows(dirs, providers=[p.name for p in cfg.models.providers])
+    flows, problems = load_flows(dirs, providers=_providers(cfg))
     for problem in problems:
         print(f"confab: flow file skipped: {problem}", file=err)
     local = FlowRunner(flows, webhooks=webhooks)
@@ -198,8 +227,12 @@ def _missing_flow(flow_id: str, tenant: str, runner: FlowRunner, flows: list[Flo
     return f"no flow {flow_id!r} is loaded (loaded: {loaded}); --dir DIR loads the flow files in DIR"
 
 
-def validate(paths: list[Path], out: TextIO) -> int:
-    flows = load_flow_paths(paths)
+def validate(paths: list[Path], out: TextIO, err: TextIO | None = None, *, config: str | None = None) -> int:
+    cfg = _server_config(config, err or sys.stderr)
+    if cfg is None:
+        return 2
+    providers = _providers(cfg)
+    flows = load_flow_paths(paths, providers)
     problems: list[FlowFileError | FlowWarning] = [*flows.errors, *flows.warnings]
     problems.sort(key=lambda p: (p.path, p.line))
     for problem in problems:
@@ -216,17 +249,41 @@ def validate(paths: list[Path], out: TextIO) -> int:
     if not flows.files:
         summary += " (no flow files found)"
     print(summary, file=out)
+    if flows.calling_models:
+        print(_providers_line(providers, config), file=out)
     return 1 if flows.errors or not flows.files else 0
 
 
-def show(name: str, dirs: list[Path], tenant: str, dot: bool, out: TextIO, err: TextIO) -> int:
+def _providers_line(providers: list[str], config: str | None) -> str:
+    """Which model providers the files' generate steps were checked against, and from where."""
+    where = config or "the bundled defaults; --config FILE checks them against a server's"
+    if providers:
+        return f"model providers ({where}): {', '.join(providers)}"
+    return f"model providers ({where}): none, so generate steps take their failure route"
+
+
+def show(
+    name: str,
+    dirs: list[Path],
+    tenant: str,
+    dot: bool,
+    out: TextIO,
+    err: TextIO,
+    *,
+    config: str | None = None,
+) -> int:
+    cfg = _server_config(config, err)
+    if cfg is None:
+        return 2
+    providers = _providers(cfg)
     as_file = Path(name)
     flows: FlowSet
     if as_file.suffix in FLOW_SUFFIXES and as_file.is_file():
-        flows = load_flow_paths([as_file])
+        flows = load_flow_paths([as_file], providers)
         candidates = flows.flows
     else:
-        flows = load_flow_dirs([bundled_path("flows"), *dirs])
+        # As the server loads them: the bundled flows, then the config's directories.
+        flows = load_flow_dirs([bundled_path("flows"), *(Path(d) for d in cfg.flows.dirs), *dirs], providers)
         candidates = [f for f in flows.flows if f.flow_id == name and f.tenant == tenant]
     document = candidates[0] if candidates else None
     if document is None:

@@ -35,7 +35,7 @@ from typing import Any, TextIO
 import yaml
 
 from confab.runtime.config import ConfigError, load_config
-from confab.runtime.flows import Flow, builtin_flows
+from confab.runtime.flows import GENERATE, Flow, builtin_flows
 from confab.runtime.flows.authoring.replay import (
     FAILED,
     ConversationReplay,
@@ -242,9 +242,16 @@ def _print_report(
             file=out,
         )
     if summary.unrecorded_calls:
-        given = sum(c.answered == "given" for r in replays for c in r.unrecorded_calls)
+        calls = [c for r in replays for c in r.unrecorded_calls]
+        given = sum(c.answered == "given" for c in calls)
+        models = sum(c.kind == GENERATE for c in calls)
+        kinds = [
+            _count(n, what)
+            for n, what in ((len(calls) - models, "webhook call"), (models, "model call"))
+            if n
+        ]
         print(
-            f"{_count(summary.unrecorded_calls, 'webhook call')} had no recorded answer:"
+            f"{' and '.join(kinds)} had no recorded answer:"
             f" {given} answered as given, {summary.unrecorded_calls - given} as failures",
             file=out,
         )
@@ -287,7 +294,7 @@ def _details(replay: ConversationReplay, flow_id: str) -> list[str]:
             lines.append("! the message was masked when recorded: the new version read the masks")
     for call in replay.unrecorded_calls:
         how = "answered as given" if call.answered == "given" else "answered as a failure"
-        lines.append(f"! turn {call.seq}: webhook {call.webhook} has no recorded answer, {how}")
+        lines.append(f"! turn {call.seq}: {call.label} has no recorded answer, {how}")
     return lines
 
 

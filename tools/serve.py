@@ -1,7 +1,8 @@
 """``confab serve``: the process that puts Confab together and runs it until it is told to stop.
 
 This is the one place that knows every part: it checks the store, loads the flows
-once (a bad file is reported now, a missing default flow stops the start), builds
+once (a bad file is reported now, a missing default flow stops the start), warns of a
+model provider whose key's environment variable is not set, builds
 the actor host that runs the shards (``actors.system.host``), the engine that reaches them
 (``runtime.engine``) and the gRPC edge (``grpc_edge.server``), and wires the
 signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the flow files.
@@ -68,6 +69,19 @@ def check_flows(config: ConfabConfig) -> None:
         FlowRegistry(flows, config.flows.default)
     except UnknownFlow as exc:
         raise ConfigError(f"flows.default: {exc}") from exc
+
+
+def check_model_keys(config: ConfabConfig) -> None:
+    """Warn, once per provider, of a key that is not there: every call to that provider would
+    fail (``no_key``). The line names the variable, never a value."""
+    for provider in config.models.providers:
+        if provider.api_key_env and not os.environ.get(provider.api_key_env):
+            log.warning(
+                "model provider %r: the environment variable %s that holds its key is not set or"
+                " empty; every call to it will fail (no_key) until the server starts with it set",
+                provider.name,
+                provider.api_key_env,
+            )
 
 
 def store_password_to_environment(config: ConfabConfig) -> None:
@@ -178,6 +192,7 @@ async def run(config: ConfabConfig, *, log_level: str | None = None) -> int:
         seconds = check_store(config)
         log.info("store %s checked in %.3fs", config.store_shown, seconds)
         check_flows(config)
+        check_model_keys(config)
         # The first thing that starts a process: this one still has a single thread.
         host = actor_host(config, run_dir)
         if edges > 1:

@@ -82,6 +82,7 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,15 +94,17 @@ import yaml
 from confab.runtime.errors import ConfabError
 from confab.runtime.flows import GENERATE, RECOGNIZE, Flow
 from confab.runtime.flows.execution.interpreter import DeclarativeFlow
+from confab.runtime.flows.language.masking import mask_value
 from confab.runtime.model import (
     Content,
     ConversationKey,
+    ConversationState,
     InboundMessage,
     JsonDict,
     ProcessingHints,
     TurnResult,
 )
-from confab.runtime.models import NO_PROVIDER, failure
+from confab.runtime.models import NO_PROVIDER, REASONS, failure
 
 WEBHOOK_WAIT_S = 30.0
 MAX_VARIANT_SEARCH = 100_000  # conversation ids tried to land in the asked-for variants
@@ -124,6 +127,7 @@ TURN_KEYS = ("user", "payload", "language", "after", "seen_turn", "generate", "r
 GENERATE_KEYS = ("text", "chunks", "fail")
 READING_KEYS = ("intent", "confidence", "slots")  # a model recognizer's answer (its JSON object)
 NOT_SCRIPTED = "a dialogue calls no language model, and no answer is scripted for this call (generate:)"
+_HTTP_REASON = re.compile(r"http_[1-5]\d\d")  # a model call failed with this HTTP status
 
 # A webhook answer as a dialogue gives it: the body of a success, or {"fail": reason}.
 WebhookAnswers = Mapping[str, Any]
@@ -175,7 +179,13 @@ def generation_result(given: Any) -> JsonDict:
         )
     ((kind, value),) = given.items()
     if kind == "fail":
-        return failure(str(value), f"scripted failure: {value}", chunks=0)
+        reason = str(value)
+        if reason not in REASONS and not _HTTP_REASON.fullmatch(reason):
+            raise DialogueFileError(
+                f"generate: {{fail: {value!r}}}: not a reason a model call fails for; known: "
+                f"{', '.join(REASONS)}, or http_NNN for an HTTP status (http_429, http_500...)"
+            )
+        return failure(reason, f"scripted failure: {reason}", chunks=0)
     if kind == "text" and isinstance(value, str):
         return {"ok": True, "text": value, "chunks": 1}
     if kind == "chunks" and isinstance(value, list) and value and all(isinstance(c, str) for c in value):
@@ -247,11 +257,19 @@ class Dialogue:
     recognize: Any = None  # the answer of every model recognizer's call its turns do not script
 
     @property
-    def needs_pinned_time(self) -> bool:
-        """Whether it needs the in-process runner: a pinned clock, scripted answers."""
+    def in_process_only(self) -> str:
+        """Why only the in-process runner can play it ("": any runner can): a server has its own
+        clock, calls its own webhooks and its own models."""
+        reasons = []
         scripted = self.generate is not None or any(t.generate for t in self.turns)
         scripted = scripted or self.recognize is not None or any(t.recognize is not None for t in self.turns)
-        return self.now is not None or bool(self.webhooks) or scripted or any(t.after_s for t in self.turns)
+        if scripted:
+            reasons.append("scripts model answers: a server calls its own models")
+        if self.webhooks:
+            reasons.append("scripts webhook answers: a server calls its own webhooks")
+        if self.now is not None or any(t.after_s for t in self.turns):
+            reasons.append("pins the clock (now: or after:): a server keeps its own time")
+        return "; ".join(reasons)
 
     def generations(self, turn: DialogueTurn) -> ScriptedGenerations:
         """The answers ``turn``'s model calls get."""
@@ -263,6 +281,16 @@ class DialogueFile:
     flow: str
     tenant: str
     dialogues: tuple[Dialogue, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ShownTurn:
+    """A turn as a transcript shows it: masked as the store keeps it and operators see it."""
+
+    user: str  # what was sent: the text, or the payload alone
+    payload: str
+    text: str  # what the flow said
+    slots: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +307,9 @@ class TurnView:
     buttons: list[str]
     error_count: int
     turn: int = 0  # the reply's turn (the conversation's message count after it)
+    # The turn masked as the store keeps it, when the runner knows (in-process: the flow said
+    # which part of the message it read a sensitive value from); else see ``shown_by_flow``.
+    shown: ShownTurn | None = None
 
     @classmethod
     def of(cls, result: TurnResult) -> TurnView:
@@ -304,6 +335,7 @@ class PlayedTurn:
     sent: DialogueTurn
     view: TurnView | None
     problems: tuple[str, ...]
+    shown: ShownTurn | None = None  # the turn masked, for the transcript (None: the turn failed)
 
 
 @dataclass(slots=True)
@@ -529,8 +561,8 @@ def run_dialogues(
     for dialogue in file.dialogues:
         result = DialogueResult(dialogue.name)
         results.append(result)
-        if dialogue.needs_pinned_time and not runner.pins_time:
-            result.skipped = "pins the clock or webhook answers, which only the in-process runner can"
+        if dialogue.in_process_only and not runner.pins_time:
+            result.skipped = f"{dialogue.in_process_only}; only the in-process runner plays it"
             continue
         prefix = f"dialogue-{uuid.uuid4().hex[:12]}"
         try:
@@ -540,6 +572,8 @@ def run_dialogues(
             result.problems.append(str(exc))
             continue
         clock = dialogue.now
+        masking = find_flow(file.flow, file.tenant) if find_flow else None
+        slots_before: dict[str, Any] = {}
         for n, turn in enumerate(dialogue.turns, start=1):
             if clock is not None:
                 clock += turn.after_s
@@ -564,8 +598,46 @@ def run_dialogues(
                 continue
             problems = check(turn.expect, view)
             result.problems.extend(f"{label}: {p}" for p in problems)
-            result.transcript.append(PlayedTurn(turn, view, tuple(problems)))
+            shown = view.shown or shown_by_flow(masking, turn, view, slots_before)
+            result.transcript.append(PlayedTurn(turn, view, tuple(problems), shown))
+            slots_before = view.slots
     return results
+
+
+def masked_slots(flow: Flow, state: ConversationState) -> JsonDict:
+    """``state``'s slots as operators may see them: masked as ``flow`` (the state's) says, its
+    sensitive slots and its mask patterns in every text (a free-text slot holds whatever the
+    user typed)."""
+    return {
+        name: flow.redact_text(value) if isinstance(value, str) else value
+        for name, value in flow.redact_state(state).slots.items()
+    }
+
+
+def shown_by_flow(
+    flow: Flow | None, turn: DialogueTurn, view: TurnView, slots_before: Mapping[str, Any]
+) -> ShownTurn:
+    """A turn a runner could not mask itself (a server's), masked by the flow the dialogue file
+    names: its sensitive slots and its mask patterns. The store masks only the part of a
+    message a sensitive value was read from, which a client cannot tell: a message that gave
+    a sensitive slot its value is shown masked whole. A flow not loaded here declares nothing
+    that can be known: every slot value is masked, and every message that changed one."""
+    if flow is not None:
+        slots = masked_slots(
+            flow, ConversationState(view.state, flow.flow_id, flow.version, slots=dict(view.slots))
+        )
+    else:
+        slots = {
+            k: mask_value(v if isinstance(v, str) else json.dumps(v)) if v is not None else v
+            for k, v in view.slots.items()
+        }
+    masked = [k for k in view.slots if slots.get(k) != view.slots[k]]
+    filled = any(view.slots[k] != slots_before.get(k) for k in masked)
+    redact = flow.redact_text if flow is not None else (lambda text: text)
+    user, payload = turn.user, turn.payload
+    if filled:
+        user, payload = (mask_value(user), "") if user else ("", mask_value(payload))
+    return ShownTurn(redact(user), redact(payload), redact(view.text), slots)
 
 
 # --- runners --------------------------------------------------------------------------------------------
@@ -591,18 +663,18 @@ def transcript_lines(result: DialogueResult) -> list[str]:
     """A dialogue as it went: each line sent, what came back, the state it left, and what was wrong."""
     lines = []
     for played in result.transcript:
-        sent = played.sent
+        view, shown = played.view, played.shown
+        sent = shown if shown is not None else played.sent
         said = sent.user + (f" [{sent.payload}]" if sent.payload else "")
         lines.append(f"  you> {said}")
-        view = played.view
-        if view is not None:
-            lines += [f"  bot> {line}" for line in (view.text.splitlines() or [""])]
+        if view is not None and shown is not None:
+            lines += [f"  bot> {line}" for line in (shown.text.splitlines() or [""])]
             choices = [*view.quick_replies, *view.buttons]
             if choices:
                 lines.append("       " + "  ".join(f"[{c}]" for c in choices))
             detail = f"state {view.state}" + (f", intent {view.intent}" if view.intent else "")
-            if view.slots:
-                detail += ", slots " + ", ".join(f"{k}={v!r}" for k, v in view.slots.items())
+            if shown.slots:
+                detail += ", slots " + ", ".join(f"{k}={v!r}" for k, v in shown.slots.items())
             lines.append(f"       ({detail})")
         lines += [f"    ! {problem}" for problem in played.problems]
     return lines
@@ -616,6 +688,7 @@ __all__ = [
     "DialogueTurn",
     "PlayedTurn",
     "ScriptedGenerations",
+    "ShownTurn",
     "TurnRunner",
     "TurnView",
     "check",
@@ -623,8 +696,10 @@ __all__ = [
     "dialogue_files",
     "generation_result",
     "load_dialogues",
+    "masked_slots",
     "reading_result",
     "run_dialogues",
+    "shown_by_flow",
     "transcript_lines",
     "webhook_result",
 ]

@@ -189,11 +189,19 @@ class Divergence:
 
 @dataclass(frozen=True, slots=True)
 class UnrecordedCall:
-    """A webhook call of the new version that the recording could not answer."""
+    """A call of the new version that the recording could not answer: to a webhook, or to a
+    language model (``webhook`` then reads ``generate:PROVIDER`` or ``recognize:PROVIDER``, as
+    the turn's action would)."""
 
     seq: int
     webhook: str
     answered: str  # "given" (an answer for it was given) or "failed" (answered as a failure)
+    kind: str = WEBHOOK  # WEBHOOK, GENERATE or RECOGNIZE (runtime.flows)
+
+    @property
+    def label(self) -> str:
+        """The call as a person reads it: ``webhook stock``, ``model call generate:default``."""
+        return f"webhook {self.webhook}" if self.kind == WEBHOOK else f"model call {self.webhook}"
 
 
 @dataclass(slots=True)
@@ -418,15 +426,11 @@ class Replayer:
     def _shown(self, state: ConversationState, response: Content) -> TurnOutcome:
         """What a version did, masked as its flow says: sensitive slots, and the flow's mask
         patterns in every text (a free-text slot holds whatever the user typed)."""
-        flow = self._runner.registry.for_state(state)
-        slots = {
-            name: flow.redact_text(value) if isinstance(value, str) else value
-            for name, value in flow.redact_state(state).slots.items()
-        }
+        text, slots = self._runner.masked(state, response.text)
         return TurnOutcome(
             flow=state.flow_id,
             state=state.current_state,
-            text=flow.redact_text(response.text),
+            text=text,
             choices=_said(response)[1],
             slots=slots,
         )
@@ -490,7 +494,7 @@ class _RecordedAnswers:
         if recorded is not None:
             return copy.deepcopy(recorded)
         if call.to_model:
-            self.unrecorded.append(UnrecordedCall(self._seq, call.label, "failed"))
+            self.unrecorded.append(UnrecordedCall(self._seq, call.label, "failed", call.kind))
             return failure(NO_PROVIDER, MODEL_NOT_RECORDED, chunks=0)
         if call.name in self._given:
             self.unrecorded.append(UnrecordedCall(self._seq, call.name, "given"))

@@ -19,9 +19,11 @@ from confab.runtime.errors import ConversationNotFound, Unavailable
 from confab.runtime.flows import Flow, FlowRegistry, FlowReply, UnknownFlow, WebhookCall
 from confab.runtime.flows.authoring.dialogues import (
     ScriptedGenerations,
+    ShownTurn,
     TurnView,
     WebhookAnswers,
     dialogue_message,
+    masked_slots,
     webhook_result,
 )
 from confab.runtime.flows.execution import turn
@@ -99,6 +101,10 @@ class FlowRunner:
             lambda call: self.answer(call, answers, conversation, scripted),
         )
         response = reply.response
+        said, slots = self.masked(state, response.text)
+        user, payload = text, payload
+        if reply.recorded_input is not None:  # the message as the store keeps it
+            user, payload = (reply.recorded_input, payload) if text else ("", reply.recorded_input)
         return TurnView(
             text=response.text,
             state=state.current_state,
@@ -110,7 +116,14 @@ class FlowRunner:
             buttons=[b.title for b in response.buttons],
             error_count=state.error_count,
             turn=state.message_count,
+            shown=ShownTurn(user, payload, said, slots),
         )
+
+    def masked(self, state: ConversationState, text: str) -> tuple[str, JsonDict]:
+        """``text`` (what the flow said) and ``state``'s slots as operators may see them: masked
+        as the state's flow says (``masked_slots``; its mask patterns in the text too)."""
+        flow = self.registry.for_state(state)
+        return flow.redact_text(text), masked_slots(flow, state)
 
     def play(
         self,

@@ -4,14 +4,15 @@ Read from the turn a shard ran, never from logs: the turn's ``actions_performed`
 order, which states it entered (``enter:S``), the transitions it took, where it fell back,
 re-prompted or gave up on a slot, which webhooks it called (``webhook:W`` /
 ``webhook_failed:W``) and which language models (``generate:P`` / ``generate_failed:REASON``,
-and a model recognizer's ``recognize:P`` / ``recognize_failed:REASON``),
-in the order of their answers in the turn's ``webhook_results``, whether a model answered a
-fallback (``generative_fallback``) and whether it handed over; the flow's reply says
-whether a session began and the handoff's reason as the flow file writes it. Every label is
-a name from the flow file (states, slots, webhooks, reasons, variants) or the config (model
-providers), or a reason of ``runtime.models``; the user's text is kept only as a missed utterance,
-masked as the flow says (and card numbers, IBANs, e-mail addresses and phone numbers
-always), in the store's bounded list, never as a label.
+and a model recognizer's ``recognize:P`` / ``recognize_failed:REASON``), in the order of
+their answers in the turn's ``webhook_results`` (a step that found no provider configured,
+``generate_failed:no_provider``, is no generation and no failure of one), whether a model
+answered a fallback (``generative_fallback``) and whether it handed over; the flow's reply
+says whether a session began and the handoff's reason as the flow file writes it. Every
+label is a name from the flow file (states, slots, webhooks, reasons, variants) or the config
+(model providers), or a reason of ``runtime.models``; the user's text is kept only as a missed
+utterance, masked as the flow says (and card numbers, IBANs, e-mail addresses and phone
+numbers always), in the store's bounded list, never as a label.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from confab.runtime.flows.execution.interpreter import NOT_CALLED
 from confab.runtime.flows.execution.turn import Done
 from confab.runtime.flows.language.masking import Masker
 from confab.runtime.model import ConversationKey, ConversationState, JsonDict
+from confab.runtime.models import NO_PROVIDER
 
 # Missed texts are shown in reports and dashboards: besides what the flow masks, the built-in
 # detectors always apply to them (a card number typed by mistake is never shown).
@@ -109,7 +111,8 @@ def count_turn(flow: Flow, key: ConversationKey, done: Done) -> TurnCounts:
             add(current, GENERATIONS, arg, 1, float(answer.get("elapsed_ms", 0.0) or 0.0))
             calls += 1
         elif kind in ("generate_failed", "recognize_failed"):
-            add(current, GENERATION_FAILURES, arg)
+            if arg != NO_PROVIDER:  # with no provider to ask, there was no generation to fail
+                add(current, GENERATION_FAILURES, arg)
             calls += 0 if kind == "generate_failed" and arg == NOT_CALLED else 1
         elif kind == "generative_fallback":
             add(current, GENERATIVE_FALLBACKS)

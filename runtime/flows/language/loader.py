@@ -61,6 +61,7 @@ class FlowCheck:
     flow_line: int = 0  # the line of the `flow:` key (where a duplicate flow is reported)
     calls: list[tuple[CallSpec, int, str]] = field(default_factory=list)  # (call, line, where)
     providers: list[tuple[str, int, str]] = field(default_factory=list)  # (model provider, line, where)
+    generations: int = 0  # generate steps and generative fallbacks: how often the flow may call a model
 
 
 @dataclass(slots=True)
@@ -72,6 +73,7 @@ class FlowSet:
     warnings: list[FlowWarning] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # every flow file looked at, in load order
     skipped: list[str] = field(default_factory=list)  # YAML files in a directory that are not flows
+    calling_models: list[str] = field(default_factory=list)  # flow files with a generate step or fallback
 
 
 def load_flow_file(path: Path) -> FlowDocument:
@@ -99,7 +101,16 @@ def check_flow_file(path: Path) -> FlowCheck:
     warnings = sorted(reader.warnings, key=lambda w: w.line)
     calls = [(spec, node.start_mark.line + 1, where) for spec, node, where in reader.calls]
     providers = [(provider, node.start_mark.line + 1, where) for provider, node, where in reader.providers]
-    return FlowCheck(name, None if errors else document, errors, warnings, reader.flow_line, calls, providers)
+    return FlowCheck(
+        name,
+        None if errors else document,
+        errors,
+        warnings,
+        reader.flow_line,
+        calls,
+        providers,
+        reader.generations,
+    )
 
 
 def is_flow_file(path: Path) -> bool:
@@ -149,13 +160,20 @@ def _directory_files(directory: Path, result: FlowSet) -> list[Path]:
 
 
 def load_flow_paths(paths: Iterable[Path], providers: Collection[str] = ()) -> FlowSet:
-    """Like :func:`load_flow_dirs`, but each path may also be a file (loaded whatever its suffix)."""
+    """Like :func:`load_flow_dirs`, but each path may also be a file (loaded whatever its suffix).
+
+    A file reached twice (a directory given twice, or a file and its directory, whatever the
+    spelling of the path) is loaded once: it does not define its flow a second time."""
     result = FlowSet()
     seen: dict[tuple[str, str], FlowDocument] = {}
     calls: dict[tuple[str, str], FlowCheck] = {}
+    loaded: set[Path] = set()
     for path in paths:
         path = Path(path)
         if path.is_dir():
+            if path.resolve() in loaded:
+                continue
+            loaded.add(path.resolve())
             files = _directory_files(path, result)
         elif path.exists():
             files = [path]
@@ -163,10 +181,16 @@ def load_flow_paths(paths: Iterable[Path], providers: Collection[str] = ()) -> F
             result.errors.append(FlowFileError(path, 0, "no such file or directory"))
             continue
         for file in files:
+            resolved = file.resolve()
+            if resolved in loaded:
+                continue
+            loaded.add(resolved)
             check = check_flow_file(file)
             result.files.append(check.path)
             result.errors.extend(check.errors)
             result.warnings.extend(check.warnings)
+            if check.generations:
+                result.calling_models.append(check.path)
             document = check.document
             if document is None or not _providers_known(check, providers, result):
                 continue

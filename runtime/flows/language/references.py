@@ -202,13 +202,19 @@ def failure_route(action: ActionSpec) -> str:
     return ""
 
 
+def _speaks(action: ActionSpec) -> bool:
+    """Whether ``action`` answers the user: a response, a handoff, or a model's answer said."""
+    generated = action.generate is not None and action.generate.says
+    return action.say is not None or action.handoff is not None or generated
+
+
 def check_silent_waits(reader: FlowReader, document: FlowDocument) -> None:
     """A state that says nothing on entry, collects nothing and waits for a message whose words none
     of its transitions looks at: a routing state that answers the turn with nothing."""
     for name, state in document.states.items():
         if state.terminal or state.collect or state.decide or state.call:
             continue
-        if any(action.say is not None or action.handoff is not None for action in state.on_enter):
+        if any(_speaks(action) for action in state.on_enter):
             continue
         if not state.transitions or any(t.intent for t in state.transitions):
             continue  # a dead end, or a question whose words a transition waits for

@@ -237,6 +237,7 @@ class FlowReader(NodeReader):
         self.corrections: list[tuple[CorrectionSpec, Node, str]] = []  # slot types checked at the end
         # Model providers named by generate steps: checked against the server config's (loader).
         self.providers: list[tuple[str, Node, str]] = []
+        self.generations = 0  # generate steps and generative fallbacks read: the flow calls a model
         self.into_slots: list[Ref] = []  # slots generate steps store into: text slots only
         self.knowledge_wanted: list[tuple[Node, str]] = []  # generate steps with knowledge: true
         self._in_validation = False
@@ -767,6 +768,7 @@ class FlowReader(NodeReader):
         f = self.fields(node, where, keys, required=() if fallback else ("prompt",))
         if f is None:
             return None
+        self.generations += 1
         kw: dict[str, Any] = {}
         kw["prompt"] = self.get(f, "prompt", where, self.template)
         kw["system"] = self.get(f, "system", where, self.template)
