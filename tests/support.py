@@ -284,10 +284,16 @@ def price_webhook_config(path: Path, price_url: str, *, timeout_s: float = 3.0, 
 
 
 @contextlib.contextmanager
-def pizza_server(directory: Path, *, timeout_s: float = 3.0) -> Iterator[tuple[ServerProcess, PriceService]]:
-    """A one-shard server (every conversation shares it) and the price service its pizza flow asks."""
-    prices = PriceService().start()
-    config = price_webhook_config(directory / "confab.yaml", prices.url, timeout_s=timeout_s)
+def pizza_server(
+    directory: Path, *, timeout_s: float = 3.0, prices: PriceService | None = None, more_yaml: str = ""
+) -> Iterator[tuple[ServerProcess, PriceService]]:
+    """A one-shard server (every conversation shares it) and the price service its pizza flow asks:
+    ``prices``, started and stopped here, else one answering at once; ``more_yaml`` adds to the
+    server's config."""
+    prices = (prices or PriceService()).start()
+    config = price_webhook_config(
+        directory / "confab.yaml", prices.url, timeout_s=timeout_s, more_yaml=more_yaml
+    )
     server = ServerProcess(directory / "data", shards=1, extra=["--config", str(config)])
     try:
         yield server.start(), prices

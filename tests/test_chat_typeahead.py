@@ -22,8 +22,8 @@ from tests.support import (
     GatedPrices,
     ServerProcess,
     exit_status,
+    pizza_server,
     plain_greeting_id,
-    price_webhook_config,
     spawn_confab,
     type_line,
 )
@@ -143,25 +143,17 @@ def test_only_a_terminal_has_lines_typed_ahead(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def prices() -> Iterator[GatedPrices]:
-    service = GatedPrices(WAIT_S).start()
-    try:
-        yield service
-    finally:
-        service.stop()
+def prices() -> GatedPrices:
+    return GatedPrices(WAIT_S)  # started and stopped with the server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, prices: GatedPrices) -> Iterator[ServerProcess]:
+    # A short shutdown grace: an open stream holds a SIGTERM'd server for the whole grace.
+    grace = "server: {shutdown_grace_s: 1.0}\n"
     directory = tmp_path_factory.mktemp("chat-typeahead")
-    config = price_webhook_config(
-        directory / "confab.yaml", prices.url, timeout_s=WAIT_S, more_yaml="server: {shutdown_grace_s: 1.0}\n"
-    )
-    process = ServerProcess(directory / "data", shards=1, extra=["--config", str(config)]).start()
-    try:
+    with pizza_server(directory, timeout_s=WAIT_S, prices=prices, more_yaml=grace) as (process, _):
         yield process
-    finally:
-        process.stop()
 
 
 def spawn_chat(address: str, conversation: str) -> pexpect.spawn[str]:

@@ -20,7 +20,7 @@ from tests.support import (
     GatedPrices,
     ServerProcess,
     pizza,
-    price_webhook_config,
+    pizza_server,
     state_request,
     status_details,
 )
@@ -32,23 +32,14 @@ SEEN_TURN_FIELD = f"metadata.custom_metadata.{SEEN_TURN_KEY}"
 
 
 @pytest.fixture(scope="module")
-def prices() -> Iterator[GatedPrices]:
-    service = GatedPrices(WAIT_S).start()
-    try:
-        yield service
-    finally:
-        service.stop()
+def prices() -> GatedPrices:
+    return GatedPrices(WAIT_S)  # started and stopped with the server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, prices: GatedPrices) -> Iterator[ServerProcess]:
-    directory = tmp_path_factory.mktemp("seen-turn")
-    config = price_webhook_config(directory / "confab.yaml", prices.url, timeout_s=WAIT_S)
-    process = ServerProcess(directory / "data", shards=1, extra=["--config", str(config)]).start()
-    try:
+    with pizza_server(tmp_path_factory.mktemp("seen-turn"), timeout_s=WAIT_S, prices=prices) as (process, _):
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture()

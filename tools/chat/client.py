@@ -241,20 +241,13 @@ class ChatClient:
 
     # Sending -----------------------------------------------------------------
 
-    @property
-    def seen_turn(self) -> int | None:
-        """The turn of the last reply handed to the listener (None: unknown, the conversation
-        began elsewhere). Inside :meth:`ChatListener.replied` it is still the one before."""
-        with self._lock:
-            return self._seen_turn
-
     def send(
         self, text: str, payload: str = "", quick_reply: bool = False, seen_turn: int | None = None
     ) -> Turn:
         """Send a message (its text, or a choice's payload); held while disconnected.
 
         ``seen_turn``: the turn of the last reply its user had seen when they wrote it, when that
-        is not the last reply shown (:attr:`seen_turn`, the default): a line typed while a reply
+        is not the last reply handed to the listener (the default): a line typed while a reply
         was still to come.
         """
         o = self.options
