@@ -17,8 +17,9 @@ A turn, in order (docs/flows.md, "How a turn runs", says the same for flow autho
    says which reply that was): it becomes that choice, or, out of range, is re-asked.
 4. A state's correction route comes first: a message giving one of its slots a new value
    sets it and goes where the route says. A confirmation (``confirm``) whose question the
-   user had not seen when they wrote (``seen_turn`` older than the turn it was asked in)
-   takes only global routes, else asks its question again. An answer to the question just
+   user had not seen when they wrote (``seen_turn`` older than the turn it was asked in; a
+   question asked again word for word, with the same values, keeps the turn it was first
+   asked in) takes only global routes, else asks its question again. An answer to the question just
    asked wins over intents read from the same words (unless the intent is exact: a
    payload, a message that is only one of its keywords, or that a pattern matches whole).
    Then global routes, then the state's transitions (in a collecting state, only once
