@@ -525,8 +525,9 @@ class DeclarativeFlow:
         memory = state.flow_memory
         memory.pop(ASKING, None)
         memory.pop(ATTEMPTS, None)
+        asked = (memory.pop(ASKED_AT, None), memory.pop(ASKED, None))
         # A confirmation entered again from itself ("how much is that?") may ask what it asked.
-        standing = (memory.pop(ASKED_AT, None), memory.pop(ASKED, None)) if again else None
+        standing = asked if again else None
         turn.actions.append(f"enter:{target.name}")
         if not self._act(turn, target.on_enter):
             return
