@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -283,16 +284,49 @@ def price_webhook_config(path: Path, price_url: str, *, timeout_s: float = 3.0, 
 
 
 @contextlib.contextmanager
-def pizza_server(directory: Path, *, timeout_s: float = 3.0) -> Iterator[tuple[ServerProcess, PriceService]]:
-    """A one-shard server (every conversation shares it) and the price service its pizza flow asks."""
-    prices = PriceService().start()
-    config = price_webhook_config(directory / "confab.yaml", prices.url, timeout_s=timeout_s)
+def pizza_server(
+    directory: Path, *, timeout_s: float = 3.0, prices: PriceService | None = None, more_yaml: str = ""
+) -> Iterator[tuple[ServerProcess, PriceService]]:
+    """A one-shard server (every conversation shares it) and the price service its pizza flow asks:
+    ``prices``, started and stopped here, else one answering at once; ``more_yaml`` adds to the
+    server's config."""
+    prices = (prices or PriceService()).start()
+    config = price_webhook_config(
+        directory / "confab.yaml", prices.url, timeout_s=timeout_s, more_yaml=more_yaml
+    )
     server = ServerProcess(directory / "data", shards=1, extra=["--config", str(config)])
     try:
         yield server.start(), prices
     finally:
         server.stop()
         prices.stop()
+
+
+class GatedPrices(PriceService):
+    """The pizza flow's price service, answering only while its gate is open: a turn that asks it
+    while it is held stays suspended on its shard, and the messages behind it wait in order.
+    A request waits at most ``hold_s`` for the gate."""
+
+    def __init__(self, hold_s: float) -> None:
+        super().__init__()
+        self.hold_s = hold_s
+        self.asked = threading.Semaphore(0)  # one release per request received
+        self._gate = threading.Event()
+        self._gate.set()
+
+    def before_answering(self) -> None:
+        self.asked.release()
+        self._gate.wait(self.hold_s)
+
+    def hold(self) -> None:
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def stop(self) -> None:
+        self._gate.set()
+        super().stop()
 
 
 def plain_greeting_id(prefix: str) -> str:

@@ -131,7 +131,7 @@ def play_dialogues(stub: pb_grpc.MCPEngineStub) -> None:
     send(stub, a, "lost-1", "pizza", "hello")
     for _ in range(3):
         last = send(stub, a, "lost-1", "pizza", "xyzzy plugh")
-    assert last.current_state == "human"
+    assert last.current_state == "stuck"
     # a size it cannot take, twice, then a good one: two re-prompts, then on
     send(stub, a, "size-1", "pizza", payload="ORDER")
     send(stub, a, "size-1", "pizza", "purple")
@@ -193,18 +193,24 @@ def test_the_dialogues_are_counted_exactly(stubs: admin_grpc.AdminStub) -> None:
     }
     states = per_state(pizza)
     assert states["greet"].fallbacks == 3
-    assert states["human"].handoffs == 2 and states["human"].entered == 2
+    assert states["human"].handoffs == 1 and states["human"].entered == 1
+    assert states["stuck"].handoffs == 1 and states["stuck"].entered == 1
     assert states["ordered"].sessions_ended == 1
-    assert {(r.name, r.count) for r in pizza.handoff_reasons} == {("customer asked for a person", 2)}
+    assert {(r.name, r.count) for r in pizza.handoff_reasons} == {
+        ("customer asked for a person", 1),
+        ("not understood three times in a row", 1),
+    }
     assert [(m.text, m.count) for m in pizza.missed_utterances] == [("xyzzy plugh", 3)]
     assert {(s.name, s.count) for s in pizza.slots_reprompted} == {("size", 2)}
     (webhook,) = pizza.webhooks
     assert (webhook.name, webhook.calls, webhook.failures, webhook.timeouts) == ("price", 1, 1, 0)
     assert webhook.p50_ms > 0
     transitions = {(t.from_state, t.to_state): t.count for t in pizza.transitions}
-    assert transitions[("greet", "take_order")] == 2
+    assert transitions[("greet", "take_order")] == 1
+    assert transitions[("begin", "take_order")] == 1  # an order as the first message: no greeting
     assert transitions[("take_order", "price_unavailable")] == 1
-    assert transitions[("greet", "human")] == 2
+    assert transitions[("greet", "human")] == 1
+    assert transitions[("greet", "stuck")] == 1
     assert sum(v.sessions for v in pizza.variants) == 4
     assert sum(v.completed for v in pizza.variants) == 1
     assert sum(b.counts.turns for b in pizza.series) == 13

@@ -1,6 +1,7 @@
 """``confab chat``'s terminal with a reply written as it comes: each piece appended to the bot's
-line, the reply's text not printed again when it is what was written, and on a line of its own
-when it is not (a generation that failed and the flow answered otherwise)."""
+line, a second generation of the reply on a line of its own, the reply's text not printed again
+when it is what was written, and when it is not (a generation that failed and the flow answered
+otherwise), what was written marked as replaced and the reply shown whole below it."""
 
 from __future__ import annotations
 
@@ -35,11 +36,29 @@ def test_pieces_are_appended_to_one_line_and_the_same_text_is_not_printed_again(
     assert listener.choice_for("2") is not None
 
 
-def test_a_final_text_that_differs_from_what_was_written_comes_whole_on_a_line_of_its_own() -> None:
+def test_a_final_text_that_differs_from_what_was_written_replaces_it() -> None:
     listener, out = terminal()
-    listener.delta(None, "m/0", 0, "Let me che")
+    listener.delta(None, "m/0", 0, "Part one")  # the model's stream was cut here
     listener.replied(None, reply("Sorry, I cannot answer that now."))
-    assert out.getvalue() == "bot> Let me che\nbot> Sorry, I cannot answer that now.\n"
+    assert out.getvalue() == "bot> Part one\n     (replaced)\nbot> Sorry, I cannot answer that now.\n"
+
+
+def test_two_generations_of_one_reply_are_two_lines_as_its_text_has_them() -> None:
+    listener, out = terminal()
+    for n, piece in enumerate(["AB", "C"]):
+        listener.delta(None, "m/0", n, piece)
+    for n, piece in enumerate(["AB", "C"]):
+        listener.delta(None, "m/1", n, piece)
+    assert out.getvalue() == "bot> ABC\n     ABC"
+    listener.replied(None, reply("ABC\nABC", "More"))  # the turn's texts joined line by line
+    assert out.getvalue() == "bot> ABC\n     ABC\n     [1] More\n"
+
+
+def test_text_said_around_generations_shows_the_reply_whole_below_what_was_written() -> None:
+    listener, out = terminal()
+    listener.delta(None, "m/0", 0, "ABC")
+    listener.replied(None, reply("Here is what I found:\nABC"))
+    assert out.getvalue() == "bot> ABC\n     (replaced)\nbot> Here is what I found:\n     ABC\n"
 
 
 def test_a_piece_with_new_lines_is_indented_as_a_reply_is() -> None:

@@ -88,7 +88,7 @@ def test_show_prints_the_state_graph(tmp_path: Path, capsys: pytest.CaptureFixtu
         "      collects: quantity (integer)",
         "      always -> confirm  [set variables.total = slots.quantity * 9.5]",
         "  confirm (confirm)",
-        '      on enter: say "{{ slots.quantity }} {{ slots.size }} pizza(s..." (+2 buttons)',
+        '      on enter: say "{{ slots.quantity }} {{ slots.size }} pizza{{..." (+2 buttons)',
         "      intent yes -> done",
         "      intent no -> take_order  [clear slots]",
         "      corrects size, quantity -> take_order",

@@ -157,7 +157,7 @@ def test_a_model_answer_goes_into_a_text_slot_only(tmp_path: Path) -> None:
         "  done:\n", "  done:\n    on_enter: [{generate: {prompt: hi, into: slots.age}}]  # <-\n", text
     )
     error = only_error(tmp_path, text)
-    assert "slots.age is a integer slot; a model's answer is text" in error.message
+    assert "slots.age is an integer slot; a model's answer is text" in error.message
 
 
 def test_a_provider_the_server_lacks_skips_the_file_and_none_configured_checks_nothing(

@@ -179,9 +179,36 @@ def test_an_answer_written_before_the_question_was_seen_is_not_taken(tmp_path: P
     assert "typed_ahead:check" in early.actions_performed
     assert "set:variables.checked" not in early.actions_performed  # the question alone, not on_enter
     assert chat.state.current_state == "check" and chat.state.error_count == 0
-    # The question of turn 3, seen; but it was asked again in turn 4, unseen yet.
-    assert "typed_ahead:check" in chat.send("yes", seen_turn=3).actions_performed
-    assert chat.send("yes", seen_turn=5).response.text == "Any note?"
+    assert chat.send("yes", seen_turn=4).response.text == "Any note?"
+
+
+def test_a_question_asked_again_as_it_was_may_be_answered_by_who_saw_it_first(tmp_path: Path) -> None:
+    chat = at_check(shop(tmp_path), seen_turn=1)  # "2 red for 4?" asked in turn 3
+    assert "typed_ahead:check" in chat.send("yes", seen_turn=2).actions_performed  # asked again in 4
+    # The question of turn 4 is the one of turn 3, word for word and with the same values:
+    # a user who saw turn 3 has seen it, and is not asked "just to be sure" once more.
+    assert chat.send("yes", seen_turn=3).response.text == "Any note?"
+
+
+def test_a_question_asked_again_with_other_values_must_be_seen_again(tmp_path: Path) -> None:
+    own = SHOP.replace('to: pick, actions: [{say: {text: "Changed."}}]}', "to: pick}")
+    chat = at_check(flow_of(tmp_path, own), seen_turn=1)  # "2 red for 4?" asked in turn 3
+    assert chat.send("make it blue", seen_turn=3).response.text == "2 blue for 4?"  # asked in 4
+    assert "typed_ahead:check" in chat.send("yes", seen_turn=3).actions_performed  # not the blue one
+    again = chat.send("yes", seen_turn=3)  # turn 5 asked it again as in turn 4: still unseen
+    assert "typed_ahead:check" in again.actions_performed
+    assert chat.send("yes", seen_turn=4).response.text == "Any note?"
+
+
+def test_a_value_the_slot_has_may_be_said_so_before_the_question(tmp_path: Path) -> None:
+    said = 'unchanged_response: {text: "It is {{ slots.count }} {{ slots.color }} already."}, '
+    own = SHOP.replace(
+        "corrections: {slots: [color, count], ", "corrections: {slots: [color, count], " + said
+    )
+    chat = at_check(flow_of(tmp_path, own))
+    reply = chat.send("make it two")
+    assert reply.response.text == "It is 2 red already.\n2 red for 4?" and buttons(reply) == ["Yes", "No"]
+    assert "correct_unchanged:count" in reply.actions_performed and chat.state.error_count == 0
 
 
 def test_routes_still_work_from_an_unseen_question(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ confirmation never takes an answer written before its question was seen -- the p
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -17,8 +16,14 @@ from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.protocol.wire_pb import SEEN_TURN_KEY
 from confab.tools.chat import ChatClient, ChatOptions
-from confab.tools.price_service import PriceService
-from tests.support import ServerProcess, pizza, price_webhook_config, state_request, status_details
+from tests.support import (
+    GatedPrices,
+    ServerProcess,
+    pizza,
+    pizza_server,
+    state_request,
+    status_details,
+)
 
 pytestmark = pytest.mark.integration  # every test here starts a server
 
@@ -26,50 +31,15 @@ WAIT_S = 20.0
 SEEN_TURN_FIELD = f"metadata.custom_metadata.{SEEN_TURN_KEY}"
 
 
-class GatedPrices(PriceService):
-    """The pizza flow's price service, answering only while its gate is open: a turn that asks it
-    while it is held stays suspended on its shard, and the messages behind it wait in order."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.asked = threading.Semaphore(0)  # one release per request received
-        self._gate = threading.Event()
-
-    def before_answering(self) -> None:
-        self.asked.release()
-        self._gate.wait(WAIT_S)
-
-    def hold(self) -> None:
-        self._gate.clear()
-
-    def release(self) -> None:
-        self._gate.set()
-
-    def stop(self) -> None:
-        self._gate.set()
-        super().stop()
-
-
 @pytest.fixture(scope="module")
-def prices() -> Iterator[GatedPrices]:
-    service = GatedPrices()
-    service.release()
-    service.start()
-    try:
-        yield service
-    finally:
-        service.stop()
+def prices() -> GatedPrices:
+    return GatedPrices(WAIT_S)  # started and stopped with the server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, prices: GatedPrices) -> Iterator[ServerProcess]:
-    directory = tmp_path_factory.mktemp("seen-turn")
-    config = price_webhook_config(directory / "confab.yaml", prices.url, timeout_s=WAIT_S)
-    process = ServerProcess(directory / "data", shards=1, extra=["--config", str(config)]).start()
-    try:
+    with pizza_server(tmp_path_factory.mktemp("seen-turn"), timeout_s=WAIT_S, prices=prices) as (process, _):
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture()
@@ -104,7 +74,7 @@ def test_a_yes_written_while_the_price_was_asked_is_not_taken(
     assert (asked.current_state, asked.turn) == ("confirm", 2)
     assert "Shall I place the order?" in asked.response.text
     assert (again.current_state, again.turn) == ("confirm", 3)
-    assert again.response.text.startswith("Just to be sure:\n2 large pizza(s) for 24.00 EUR.")
+    assert again.response.text.startswith("Just to be sure:\n2 large pizzas for 24.00 EUR.")
     assert [b.title for b in again.response.buttons] == ["Yes", "No, change it"]
     assert "typed_ahead:confirm" in again.actions_performed
     assert again.conversation_state.error_count == 0

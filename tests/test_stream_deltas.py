@@ -59,6 +59,20 @@ states:
     transitions:
       - to: writing
 """
+# Two generations in one reply: the reply's text is both, a line each.
+TWICE = """\
+flow: twice
+description: Every message answered twice by the model
+settings:
+  start: writing
+states:
+  writing:
+    on_enter:
+      - generate: {prompt: "First: {{ message }}"}
+      - generate: {prompt: "Second: {{ message }}"}
+    transitions:
+      - to: writing
+"""
 
 
 class Scripts:
@@ -97,6 +111,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, scripted_model: ModelStandI
     flows = directory / "flows"
     flows.mkdir()
     (flows / "writer.yaml").write_text(WRITER, encoding="utf-8")
+    (flows / "twice.yaml").write_text(TWICE, encoding="utf-8")
     config = directory / "confab.yaml"
     config.write_text(
         f"flows:\n  default: writer\n  dirs: ['{flows}']\n"
@@ -423,7 +438,7 @@ def test_the_chat_client_hears_the_pieces_before_the_reply(server: ServerProcess
     assert turn.streamed == turn.reply.response.text
 
 
-def test_confab_chat_prints_a_reply_as_it_is_written_once_and_a_failure_on_its_own_line(
+def test_confab_chat_prints_a_reply_as_it_is_written_once_and_marks_it_replaced_by_a_failure(
     server: ServerProcess, scripts: Scripts
 ) -> None:
     scripts.by_word["a poem"] = Script(chunks=["Roses ", "are ", "red."], chunk_delay_s=0.02)
@@ -438,7 +453,34 @@ def test_confab_chat_prints_a_reply_as_it_is_written_once_and_a_failure_on_its_o
         child.sendline("a broken poem")
         child.expect_exact(PROMPT)
         shown = str(child.before)
-        assert f"bot> Violets are \r\nbot> {FAILED}\r\n" in shown  # what was written, then the answer
+        # What was written, marked as replaced, then the answer.
+        assert f"bot> Violets are \r\n     (replaced)\r\nbot> {FAILED}\r\n" in shown
+        child.sendline("/quit")
+        assert exit_status(child) == 0
+    finally:
+        child.close(force=True)
+
+
+def test_two_generations_in_one_reply_are_a_line_each_as_the_reply_has_them(
+    server: ServerProcess, scripts: Scripts
+) -> None:
+    scripts.by_word["First: two parts"] = Script(chunks=["AB", "C"], chunk_delay_s=0.02)
+    scripts.by_word["Second: two parts"] = Script(chunks=["DE", "F"], chunk_delay_s=0.02)
+    options = ChatOptions(target=server.address, tenant="acme", conversation_id=new_id(), flow="twice")
+    with ChatClient(options) as client:
+        assert client.wait_connected(WAIT_S)
+        turn = client.send("two parts")
+        assert client.wait(turn, WAIT_S) and turn.reply is not None
+    assert turn.reply.response.text == "ABC\nDEF" and turn.streamed == turn.reply.response.text
+    child = spawn_confab(
+        "chat", "--target", server.address, "--tenant", "acme", "--conversation", new_id(), "--flow", "twice"
+    )
+    try:
+        child.expect_exact(PROMPT)
+        child.sendline("two parts")
+        child.expect_exact(PROMPT)
+        shown = str(child.before)
+        assert "bot> ABC\r\n     DEF\r\n" in shown and shown.count("ABC") == 1 and "(replaced)" not in shown
         child.sendline("/quit")
         assert exit_status(child) == 0
     finally:

@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 UNIT_PRICES = {"small": 7.5, "medium": 9.5, "large": 12.0}
 
@@ -65,7 +65,7 @@ class PriceService:
         """Called for each request before it is answered: waits ``delay_s``."""
         time.sleep(self.delay_s)
 
-    def start(self) -> PriceService:
+    def start(self) -> Self:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 

@@ -9,7 +9,8 @@ stream open across server restarts (reconnect with backoff, messages held while
 disconnected, unanswered ones reported, never resent blindly) and tells a
 :class:`ChatListener` what happens; it needs no terminal. ``terminal`` is ``confab chat``
 on top of it (numbered choices, ``/state``, ``/reset``), ``render`` writes responses and
-states as lines, ``command_line`` holds the subcommand's options.
+states as lines, ``typeahead`` tells which lines were typed before the reply on the screen
+came (they say so to the server), ``command_line`` holds the subcommand's options.
 
 Ctrl-D, Ctrl-C and ``/quit`` exit 0; a credential or argument the server refuses, or a
 server that stays unreachable, exits 1.

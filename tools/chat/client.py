@@ -4,7 +4,9 @@ It uses the stream the way a streaming chat frontend does: one StreamConversatio
 bound to the conversation by an init (events: ``state_changed``, ``agent_message``,
 ``operator_action``, ``response.delta``), messages pipelined on it, heartbeats while the
 user is quiet. A reply its flow generates comes as it is written (``ChatListener.delta``,
-``Turn.streamed``) before the reply itself, whose text is the one that counts.
+``Turn.streamed``) before the reply itself, whose text is the one that counts; the pieces of a
+second generation in the same turn start a line of their own (:func:`delta_piece`), as the
+reply's text joins what the turn says.
 ``ChatOptions.flow`` asks for that flow (``processing_hints.force_flow``) until a message is
 answered, so a new conversation starts on it.
 
@@ -20,7 +22,9 @@ Every message says which reply its user had seen when it was sent (the ``turn`` 
 reply handed to the listener, as ``metadata.custom_metadata["confab.seen_turn"]``; 0 for a
 conversation that had not begun): a message typed before the question it lands on was
 shown is then not taken as its answer by a confirmation (docs/api.md). Until a reply has
-been seen, for a conversation that began elsewhere, it says nothing.
+been seen, for a conversation that began elsewhere, it says nothing. A caller that knows its
+user wrote before the last reply was shown (a line typed ahead) says so:
+``send(text, seen_turn=...)``.
 
 Nothing here needs a terminal::
 
@@ -115,8 +119,10 @@ class Turn:
     reply: pb.ProcessMessageResponse | None = None
     error: pb.StreamError | None = None  # the stream answered it with an error frame
     state_change: tuple[str, str] | None = None  # (from, to), when the turn moved the conversation
-    # The reply's text as it was written (its response.delta events, in order), before the reply.
+    # The reply's text as it was written (its response.delta events, in order, a line break
+    # between two generations: delta_piece), before the reply.
     streamed: str = ""
+    stream_id: str = ""  # the generation the last piece belonged to
     streamed_at: float | None = None  # when the last piece came: a reply being written is no silence
     lost: bool = False  # the stream broke before it was answered: it may or may not have counted
 
@@ -235,8 +241,15 @@ class ChatClient:
 
     # Sending -----------------------------------------------------------------
 
-    def send(self, text: str, payload: str = "", quick_reply: bool = False) -> Turn:
-        """Send a message (its text, or a choice's payload); held while disconnected."""
+    def send(
+        self, text: str, payload: str = "", quick_reply: bool = False, seen_turn: int | None = None
+    ) -> Turn:
+        """Send a message (its text, or a choice's payload); held while disconnected.
+
+        ``seen_turn``: the turn of the last reply its user had seen when they wrote it, when that
+        is not the last reply handed to the listener (the default): a line typed while a reply
+        was still to come.
+        """
         o = self.options
         request = pb.ProcessMessageRequest(
             tenant_context=common_pb2.TenantContext(tenant_id=o.tenant),
@@ -254,8 +267,9 @@ class ChatClient:
             # Until one message is answered, the flow may not have been started yet: ask again.
             if not self._flow_confirmed:
                 request.processing_hints.force_flow = o.flow
-            if self._seen_turn is not None:  # what its user had seen when they wrote it
-                request.metadata.custom_metadata.update({SEEN_TURN_KEY: self._seen_turn})
+            seen = self._seen_turn if seen_turn is None else seen_turn
+            if seen is not None:  # what its user had seen when they wrote it
+                request.metadata.custom_metadata.update({SEEN_TURN_KEY: seen})
             if self._outbox is None:
                 self._held.append(turn)
                 held = True
@@ -544,6 +558,17 @@ class ChatClient:
             # Responses come in request order: a piece belongs to the oldest message not answered.
             turn = self._in_flight[0] if self._in_flight else None
             if turn is not None:
-                turn.streamed += text
+                turn.streamed += delta_piece(turn.streamed, turn.stream_id, stream_id, text)
+                turn.stream_id = stream_id
                 turn.streamed_at = time.monotonic()
         self.listener.delta(turn, stream_id, sequence, text)
+
+
+def delta_piece(streamed: str, last_stream_id: str, stream_id: str, text: str) -> str:
+    """What a ``response.delta`` adds to the text ``streamed`` so far: its ``text``, after a line
+    break when it starts another generation of the same reply (``stream_id`` differs from the
+    last piece's). A reply's text joins what its turn says line by line, so two generations'
+    pieces put together this way are that text (docs/streaming.md)."""
+    if streamed and stream_id != last_stream_id:
+        return "\n" + text
+    return text

@@ -13,6 +13,8 @@ from confab.protos import mcp_engine_pb2 as pb
 
 BOT = "bot> "
 INDENT = " " * len(BOT)
+# Under a reply's text as it was written, when the reply says otherwise (shown below it).
+REPLACED = "(replaced)"
 CARD_BUTTON_INDENT = INDENT + "    "
 FLOW_VERSION_SHOWN = 12  # characters of a flow version (a hash) in the state line
 PREVIOUS_STATES_SHOWN = 5

@@ -7,23 +7,30 @@ sends that choice (its payload, its title as text). ``/state``, ``/reset``, ``/h
 above the prompt and draws the prompt and the typed text again.
 
 A reply the flow generates is shown as it is written (its ``response.delta`` pieces,
-appended to one open line); when the reply comes its text is not shown again if it is
-what was written, and is shown whole on a line of its own if it is not (the generation
-failed and the flow answered otherwise).
+appended to one open line; a second generation of the same reply starts a line of its own).
+When the reply comes its text is not shown again if it is what was written; if it is not (the
+generation failed and the flow answered otherwise, or the flow said more around it), what was
+written is marked ``(replaced)`` and the reply is shown whole below it.
+
+A line finished while a reply was still to come was typed ahead (:mod:`typeahead`): it is sent
+with the turn of the reply that was on the screen then, and a number in it goes as text, for the
+server to read against the choices that were on the screen then (not the new reply's).
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from typing import TextIO
 
 import grpc
 
 from confab.protos import mcp_engine_pb2 as pb
-from confab.tools.chat.client import ChatClient, ChatFailed, ChatListener, ChatOptions, Turn
+from confab.tools.chat.client import ChatClient, ChatFailed, ChatListener, ChatOptions, Turn, delta_piece
 from confab.tools.chat.render import (
     INDENT,
+    REPLACED,
     Choice,
     as_dict,
     describe_state,
@@ -31,6 +38,7 @@ from confab.tools.chat.render import (
     streamed_piece,
     text_lines,
 )
+from confab.tools.chat.typeahead import TypeAhead
 
 try:  # line editing and history for input(); absent on some platforms, and not needed there
     import readline
@@ -114,12 +122,14 @@ class Console:
 class TerminalListener(ChatListener):
     """The link's news as lines on the console; remembers the choices the last reply numbered."""
 
-    def __init__(self, options: ChatOptions, console: Console) -> None:
+    def __init__(self, options: ChatOptions, console: Console, typeahead: TypeAhead | None = None) -> None:
         self.options = options
         self.console = console
+        self.typeahead = typeahead  # the terminal's lines typed ahead; None: not reading a terminal
         self._lock = threading.Lock()
         self._choices: list[Choice] = []
         self._streamed = ""  # the text of the reply being written, shown as it came
+        self._stream_id = ""  # the generation its last piece belonged to
 
     def choice_for(self, line: str) -> Choice | None:
         with self._lock:
@@ -129,8 +139,11 @@ class TerminalListener(ChatListener):
         return None
 
     def forget_choices(self) -> None:
+        """The conversation starts over: nothing it showed counts any more."""
         with self._lock:
             self._choices = []
+        if self.typeahead is not None:
+            self.typeahead.forget()
 
     def connected(self, state: pb.ConversationState | None, reconnected_after_s: float | None) -> None:
         o = self.options
@@ -168,17 +181,25 @@ class TerminalListener(ChatListener):
     def delta(self, turn: Turn | None, stream_id: str, sequence: int, text: str) -> None:
         with self._lock:
             first = not self._streamed
-            self._streamed += text
-        if text:
-            self.console.append(streamed_piece(text, first))
+            piece = delta_piece(self._streamed, self._stream_id, stream_id, text)
+            self._streamed += piece
+            self._stream_id = stream_id
+        if piece:
+            self.console.append(streamed_piece(piece, first))
 
     def replied(self, turn: Turn | None, reply: pb.ProcessMessageResponse) -> None:
+        if self.typeahead is not None:  # before it shows: lines finished until now were typed ahead
+            self.typeahead.reply_coming(reply.turn)
         lines, choices = render(reply.response)
         with self._lock:
             self._choices = choices
-            streamed, self._streamed = self._streamed, ""
+            streamed, self._streamed, self._stream_id = self._streamed, "", ""
         if streamed and streamed == reply.response.text:
             lines = lines[len(text_lines(streamed)) :]  # on the screen already, as it was written
+        elif streamed:
+            # What was written is not the reply (the generation failed and the flow answered
+            # otherwise, or said more around it): the reply below takes its place.
+            lines.insert(0, f"{INDENT}{REPLACED}")
         if "handoff" in reply.actions_performed:
             lines.append("== handed over to a person: someone will answer you here ==")
         self.console.end_line()  # a reply that differs from what was written starts a line of its own
@@ -190,7 +211,7 @@ class TerminalListener(ChatListener):
 
     def stream_error(self, turn: Turn | None, error: pb.StreamError) -> None:
         with self._lock:
-            self._streamed = ""  # what was written of a reply that failed does not count
+            self._streamed, self._stream_id = "", ""  # what was written of a reply that failed does not count
         tail = "" if error.recoverable else " (the server closes the stream)"
         self.console.say(f"!! error {error.error_code}: {error.message}{tail}")
 
@@ -219,7 +240,8 @@ def chat(options: ChatOptions, console: Console) -> int:
         # Started with SIGINT ignored (a shell's background job, some runners), Python installs no
         # KeyboardInterrupt handler; Ctrl-C, and the link thread's way out of input(), need it.
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    listener = TerminalListener(options, console)
+    typeahead = TypeAhead.of(sys.stdin)
+    listener = TerminalListener(options, console, typeahead)
     client = ChatClient(options, listener)
     try:
         client.start()
@@ -227,9 +249,12 @@ def chat(options: ChatOptions, console: Console) -> int:
         console.say("-- type /help for commands; Ctrl-D or /quit leaves")
         while client.fatal is None:
             try:
-                line = console.read().strip()
+                typed = console.read()
             except EOFError:
                 break
+            # Typed before the reply now on the screen came: what its user saw is older.
+            seen_turn = typeahead.line_read(typed) if typeahead is not None else None
+            line = typed.strip()
             if not line:
                 continue
             if line.startswith("/") and not line.startswith("//"):
@@ -237,14 +262,16 @@ def chat(options: ChatOptions, console: Console) -> int:
                     break
                 continue
             line = line[1:] if line.startswith("//") else line
-            choice = listener.choice_for(line)
+            # A number typed ahead picks from what was on the screen when it was typed: the
+            # server, told what that was, reads it; the choices shown now are not those.
+            choice = listener.choice_for(line) if seen_turn is None else None
             if choice is not None and not choice.payload and choice.url:
                 console.say(f"-- a link, nothing to send: {choice.url}")
                 continue
             if choice is not None:
                 turn = client.send(choice.title, choice.payload, choice.quick_reply)
             else:
-                turn = client.send(line)
+                turn = client.send(line, seen_turn=seen_turn)
             if not client.wait(turn):
                 console.say(f"-- no reply after {options.reply_timeout_s:.0f} s; it is shown when it comes")
     except (KeyboardInterrupt, ChatFailed):

@@ -20,8 +20,9 @@ A turn, in order (docs/flows.md, "How a turn runs", says the same for flow autho
    says which reply that was): it becomes that choice, or, out of range, is re-asked.
 4. A state's correction route comes first: a message giving one of its slots a new value
    sets it and goes where the route says. A confirmation (``confirm``) whose question the
-   user had not seen when they wrote (``seen_turn`` older than the turn it was asked in)
-   takes only global routes, else asks its question again. An answer to the question just
+   user had not seen when they wrote (``seen_turn`` older than the turn it was asked in; a
+   question asked again word for word, with the same values, keeps the turn it was first
+   asked in) takes only global routes, else asks its question again. An answer to the question just
    asked wins over intents read from the same words (unless the intent is exact: a
    payload, a message that is only one of its keywords, or that a pattern matches whole).
    Then global routes, then the state's transitions (in a collecting state, only once
@@ -154,7 +155,8 @@ LANGUAGE = "language"  # the conversation's language, once a message named one t
 CONVERSATION = "conversation"  # a fingerprint of the conversation's key (webhook idempotency keys)
 MOVED_ON = "moved_on"  # collecting state -> fingerprint of the values it last moved on with
 CALLS = "calls"  # sub-flow frames, outermost first
-ASKED_AT = "asked_at"  # a confirmation's question: the turn it was last asked in
+ASKED_AT = "asked_at"  # a confirmation's question: the turn it was asked in (as it stands)
+ASKED = "asked"  # ... and a fingerprint of it: its words and the values they were said with
 # The choices of the last questions shown (a number picks one): [{"turn", "question", "choices"}],
 # oldest first; "question" is [state, slot asked], "choices" [title, payload, type, url] lists.
 SHOWN = "shown"
@@ -291,7 +293,7 @@ class DeclarativeFlow:
         if state.current_state and state.current_state != name:
             state.previous_states.append(state.current_state)
         state.current_state = name
-        for key in (ASKING, ATTEMPTS, FALLBACKS, ASKED_AT):  # whatever it was asking no longer applies
+        for key in (ASKING, ATTEMPTS, FALLBACKS, ASKED_AT, ASKED):  # whatever it was asking no longer applies
             state.flow_memory.pop(key, None)
 
     def assign_variants(self, key: ConversationKey) -> dict[str, str]:
@@ -544,19 +546,22 @@ class DeclarativeFlow:
             raise InternalError(f"flow {self.flow_id}: more than {MAX_HOPS} state changes in one turn")
         state = turn.state
         target = self._state(self._swap(state, name))
-        if state.current_state and state.current_state != target.name:
+        again = state.current_state == target.name
+        if state.current_state and not again:
             state.previous_states.append(state.current_state)
         state.current_state = target.name
         turn.entered_at = len(turn.said)
         memory = state.flow_memory
         memory.pop(ASKING, None)
         memory.pop(ATTEMPTS, None)
-        memory.pop(ASKED_AT, None)
+        asked = (memory.pop(ASKED_AT, None), memory.pop(ASKED, None))
+        # A confirmation entered again from itself ("how much is that?") may ask what it asked.
+        standing = asked if again else None
         turn.actions.append(f"enter:{target.name}")
         if not self._act(turn, target.on_enter):
             return
         if target.confirm:
-            memory[ASKED_AT] = _this_turn(state)
+            self._mark_asked(turn, turn.said[turn.entered_at :], standing)
         if target.terminal:
             if memory.get(CALLS):
                 self._return(turn)
@@ -942,7 +947,9 @@ class DeclarativeFlow:
             if unchanged and not self._routed(turn, current):
                 # "Make it two" when it is two already: nothing to change, and nothing not understood.
                 turn.actions += [f"correct_unchanged:{name}" for name in unchanged]
-                self._ask_again(turn, current, None)
+                unchanged_said = spec.unchanged_response
+                before = self._render(turn, unchanged_said) if unchanged_said is not None else None
+                self._ask_again(turn, current, before)
                 return True
             return False
         slot, said = refused
@@ -966,14 +973,30 @@ class DeclarativeFlow:
 
     def _ask_again(self, turn: _Turn, current: StateSpec, before: Content | None) -> None:
         """The state's question (the ``say`` actions of its on_enter, nothing else of it) once
-        more, after ``before``; a confirmation counts it as asked in this turn."""
+        more, after ``before``; a confirmation counts it as asked in this turn, unless it is
+        the very question that stands (:meth:`_mark_asked`)."""
         if before is not None and (before.text or before.quick_replies or before.buttons):
             turn.said.append(before)
-        for action in current.on_enter:
-            if action.say is not None:
-                turn.said.append(self._render(turn, action.say))
+        question = [self._render(turn, action.say) for action in current.on_enter if action.say is not None]
+        turn.said += question
         if current.confirm:
-            turn.state.flow_memory[ASKED_AT] = _this_turn(turn.state)
+            memory = turn.state.flow_memory
+            self._mark_asked(turn, question, (memory.get(ASKED_AT), memory.get(ASKED)))
+
+    def _mark_asked(self, turn: _Turn, question: list[Content], standing: tuple[Any, Any] | None) -> None:
+        """A confirmation asked ``question`` in this turn: an answer to it must have been written
+        having seen this turn's reply -- unless the question ``standing`` (the turn it was asked
+        in, its fingerprint) is the same one, same words and same values: a user who saw it then
+        has seen this one, and may answer it (a "Just to be sure" must not repeat itself)."""
+        state = turn.state
+        values = {"slots": state.slots, "variables": state.variables}
+        said = [content.to_wire() for content in question]
+        fingerprint = hashlib.sha256(json.dumps([said, values], sort_keys=True, default=str).encode())
+        asked = fingerprint.hexdigest()[:16]
+        asked_at, standing_asked = standing or (None, None)
+        if not isinstance(asked_at, int) or standing_asked != asked:
+            asked_at = _this_turn(state)
+        state.flow_memory[ASKED_AT], state.flow_memory[ASKED] = asked_at, asked
 
     # Actions ------------------------------------------------------------------
 

@@ -192,11 +192,14 @@ class TransitionSpec:
 @dataclass(frozen=True, slots=True)
 class CorrectionSpec:
     """A state's correction route: a message that gives one of ``slots`` a new value ("actually
-    make it medium") sets it and goes to ``to`` (the state itself when "") after ``actions``."""
+    make it medium") sets it and goes to ``to`` (the state itself when "") after ``actions``.
+    One that names only the values they have ("make it two" when it is two) hears
+    ``unchanged_response`` (if any) and the state's question again."""
 
     slots: tuple[str, ...]
     to: str = ""
     actions: tuple[ActionSpec, ...] = ()
+    unchanged_response: ResponseSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from confab.runtime.flows.language.document import (
 )
 from confab.runtime.flows.language.expressions import parse_expression
 from confab.runtime.flows.language.templates import TEMPLATE_NAMES, template_references
-from confab.runtime.flows.language.yaml_nodes import FlowWarning, Ref, listing, suggest
+from confab.runtime.flows.language.yaml_nodes import FlowWarning, Ref, a_kind, listing, suggest
 
 if TYPE_CHECKING:
     from confab.runtime.flows.language.schema import FlowReader
@@ -140,7 +140,7 @@ def check_corrections(reader: FlowReader, document: FlowDocument) -> None:
             if slot is not None and slot.type in _ANSWER_ONLY_TYPES:
                 reader.error(
                     node,
-                    f"{where}: {name!r} is a {slot.type} slot, read only as the answer to its own "
+                    f"{where}: {name!r} is {a_kind(slot.type)} slot, read only as the answer to its own "
                     "prompt, so a correction cannot find its value",
                 )
 

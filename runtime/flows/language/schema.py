@@ -67,6 +67,7 @@ from confab.runtime.flows.language.yaml_nodes import (
     FlowFileError,
     NodeReader,
     Ref,
+    a_kind,
     at,
     compose,
     found,
@@ -138,7 +139,7 @@ STATE_KEYS = (
     "confirm",
     "corrections",
 )
-CORRECTION_KEYS = ("slots", "to", "actions")
+CORRECTION_KEYS = ("slots", "to", "actions", "unchanged_response")
 CALL_KEYS = ("flow", "store_as", "with")
 TRANSITION_KEYS = ("to", "intent", "when", "actions")
 ACTION_KEYS = ("say", "set", "clear", "handoff", "webhook", "generate")
@@ -605,11 +606,14 @@ class FlowReader(NodeReader):
         slots = self.get(f, "slots", where, lambda n, w: self.text_list(n, w, self.slot_refs))
         to = self.get(f, "to", where, self.state_name)
         actions = self.get(f, "actions", where, lambda n, w: self.each(n, w, self.action))
+        unchanged_response = self.get(f, "unchanged_response", where, self.response)
         if slots is not None and not slots:
             self.error(f["slots"][1], f"{where}.slots: name the slots a message here may correct")
         if not slots:
             return None
-        spec = CorrectionSpec(slots=slots, to=to or "", actions=actions or ())
+        spec = CorrectionSpec(
+            slots=slots, to=to or "", actions=actions or (), unchanged_response=unchanged_response
+        )
         self.corrections.append((spec, f["slots"][1], f"{where}.slots"))
         return spec
 
@@ -843,7 +847,7 @@ class FlowReader(NodeReader):
             if slot is not None and slot.type != "text":
                 self.error(
                     ref.node,
-                    f"{ref.where}: slots.{ref.name} is a {slot.type} slot; a model's answer is text"
+                    f"{ref.where}: slots.{ref.name} is {a_kind(slot.type)} slot; a model's answer is text"
                     " (store it into a text slot or a variable)",
                 )
 

@@ -96,6 +96,11 @@ def suggest(name: str, known: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def a_kind(word: str) -> str:
+    """``word`` after its indefinite article, in a message: "a text", "an integer", "an enum"."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 def listing(names: Sequence[str]) -> str:
     """Known names, in a message, when there are few enough to read."""
     if not names:
