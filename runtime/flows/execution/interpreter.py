@@ -91,7 +91,7 @@ from confab.runtime.flows.language.document import (
     WebhookSpec,
 )
 from confab.runtime.flows.language.expressions import ExpressionError, ExpressionEvalError, parse_expression
-from confab.runtime.flows.language.masking import MASK, Masker, mask_spans, mask_value
+from confab.runtime.flows.language.masking import MASK, Masker, mask_spans, mask_value, value_spans
 from confab.runtime.flows.language.templates import TemplateError, render_response, render_text
 from confab.runtime.model import (
     Button,
@@ -176,6 +176,7 @@ class _Turn:
     actions: list[str] = field(default_factory=list)
     asked: set[str] = field(default_factory=set)  # slots prompted for in this turn
     sensitive_values: list[Any] = field(default_factory=list)  # read from the message this turn
+    held_sensitive: list[Any] = field(default_factory=list)  # sensitive slots' values as the turn began
     hops: int = 0
     session_started: bool = False
     handoff_reason: str = ""  # as the flow file writes it (the template, not what it rendered)
@@ -220,6 +221,7 @@ class DeclarativeFlow:
     ) -> FlowReply:
         before = _snapshot(state)
         turn = _Turn(state, message, now, self, received=message, webhook_results=webhook_results or {})
+        turn.held_sensitive = self._active(state)._sensitive_held(state)
         memory = state.flow_memory
         turn.language = self._language(turn)
         hints = message.hints
@@ -315,19 +317,28 @@ class DeclarativeFlow:
     def _callee(self, flow_id: str) -> DeclarativeFlow | None:
         return self.library.get((flow_id, self.tenant)) or self.library.get((flow_id, ""))
 
+    def _sensitive_held(self, state: ConversationState) -> list[Any]:
+        """The values this flow's sensitive slots hold in ``state``."""
+        return [v for k, v in state.slots.items() if k in self.sensitive_slots and v is not None]
+
     def _recorded_input(self, turn: _Turn) -> str | None:
-        """What the store may keep of the message: None when nothing needs masking."""
+        """What the store may keep of the message: None when nothing needs masking.
+
+        Masked: the values of sensitive slots read from it, and those any sensitive slot held
+        before or holds after the turn (a card number typed again), however written
+        (``masking.value_spans``); and whatever the flow's masks match."""
         content = (turn.received or turn.message).content
         text = content.text or content.payload
-        if not turn.sensitive_values and not self.masker.active:
-            return None
         spans = []
         for value in turn.sensitive_values:
-            needle = str(value)
-            at = text.find(needle) if needle else -1
-            if at < 0:  # read from a form the text does not hold verbatim (a phone number's digits)
+            found = value_spans(text, value)
+            if not found:  # read from a form the text does not hold (a phone number's digits)
                 return mask_value(text)
-            spans.append((at, at + len(needle)))
+            spans += found
+        for value in (*turn.held_sensitive, *self._active(turn.state)._sensitive_held(turn.state)):
+            spans += value_spans(text, value)
+        if not spans and not self.masker.active:
+            return None
         redacted = self.masker.redact(text, spans)
         if not content.text and redacted == content.payload:
             # A payload alone with nothing to mask (a button): the message is kept as it came.
@@ -394,7 +405,8 @@ class DeclarativeFlow:
             self._enter(turn, self.settings.start)  # the person dealt with it: automation starts afresh
             return
         log = memory.setdefault(HANDOFF_LOG, [])
-        text = self.redact_text(content.text)
+        held = [span for value in turn.held_sensitive for span in value_spans(content.text, value)]
+        text = self.masker.redact(content.text, held)
         log.append({"text": text, "payload": content.payload, "user_id": turn.message.user_id})
         del log[:-HANDOFF_LOG_KEPT]
         turn.actions.append("handoff_hold")
@@ -1039,7 +1051,7 @@ class DeclarativeFlow:
             system += "\n\n" + _grounding(self._passages(turn))
         messages: list[JsonDict] = [{"role": "system", "content": system}]
         remembered = turn.state.flow_memory.get(HISTORY, [])
-        for role, text in remembered[len(remembered) - spec.history :] if spec.history else ():
+        for role, text in remembered[-spec.history :] if spec.history else ():
             messages.append({"role": str(role), "content": str(text)})
         messages.append({"role": "user", "content": render_text(spec.prompt, environment).strip()})
         for message in messages:
@@ -1070,16 +1082,12 @@ class DeclarativeFlow:
 
     def _masked_for_prompt(self, turn: _Turn, text: str) -> str:
         """``text`` as it may leave for a model: what the flow's patterns match masked, and every
-        value of a sensitive slot wherever it appears (a variable may hold a copy)."""
-        values = [*turn.sensitive_values]
-        values += [v for k, v in turn.state.slots.items() if k in self.sensitive_slots and v is not None]
+        value of a sensitive slot wherever it appears (a variable may hold a copy), however it is
+        written (``masking.value_spans``)."""
+        values = [*turn.sensitive_values, *turn.held_sensitive, *self._sensitive_held(turn.state)]
         spans = [*turn.root.masker.spans(text), *self.masker.spans(text)]
         for value in values:
-            needle = str(value)
-            start = text.find(needle) if needle else -1
-            while start >= 0:
-                spans.append((start, start + len(needle)))
-                start = text.find(needle, start + len(needle))
+            spans += value_spans(text, value)
         return mask_spans(text, spans) if spans else text
 
     def _passages(self, turn: _Turn) -> list[KnowledgeSpec]:
