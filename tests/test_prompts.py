@@ -179,3 +179,40 @@ def test_the_store_keeps_a_sensitive_value_masked_however_it_is_typed_again(tmp_
     chat.send("a person")
     chat.send(f"my card is {WRITTEN[0]}")
     assert chat.state.flow_memory["handoff_log"][-1]["text"] == "my card is ****2222"
+
+
+# The first message ----------------------------------------------------------------------------------
+
+
+def test_a_question_as_the_first_message_gets_the_greeting_then_the_answer(
+    make_shard: ShardMaker, flow_dir: Path, standin: ModelStandIn
+) -> None:
+    numbered_answers(standin)
+    # No greeting intent: what only greets is told from what asks by its words alone.
+    (flow_dir / "helper.yaml").write_text(
+        "".join(line for line in FLOW.splitlines(True) if "greet" not in line)
+    )
+    driver = on_standin(make_shard, flow_dir, standin)
+    opened = driver.say("c1", "Do you accept PayPal?")
+    assert opened.response.text == "Hello! How can I help?\nAnswer 1"
+    assert "generative_fallback" in opened.actions_performed and opened.state.error_count == 0
+    (request,) = standin.received()
+    assert conversation(request) == [("user", "Do you accept PayPal?")]
+    # The same words again are answered as any message is, with the first exchange before them.
+    again = driver.say("c1", "Do you accept PayPal?")
+    assert again.response.text == "Answer 2"
+    assert conversation(standin.received()[1]) == [
+        ("user", "Do you accept PayPal?"),
+        ("assistant", "Hello! How can I help?\nAnswer 1"),
+        ("user", "Do you accept PayPal?"),
+    ]
+    for greeting in ("hi", "Hello there!", "good morning", "hallo zusammen"):
+        assert driver.say(greeting, greeting).response.text == "Hello! How can I help?", greeting
+    assert len(standin.received()) == 2  # a greeting asks the model nothing
+
+
+def test_without_a_generative_fallback_a_first_question_gets_the_greeting_alone(tmp_path: Path) -> None:
+    chat = Conversation(flow_of(tmp_path, FLOW.replace("  generative_fallback: {}\n", "")))
+    opened = chat.send("Do you accept PayPal?")
+    assert opened.response.text == "Hello! How can I help?" and chat.state.error_count == 0
+    assert "fallback" not in opened.actions_performed

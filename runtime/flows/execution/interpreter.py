@@ -74,9 +74,11 @@ from confab.runtime.flows import (
     UnknownState,
     WebhookCall,
 )
+from confab.runtime.flows.execution.folding import words
 from confab.runtime.flows.execution.intents import IntentMatch, IntentRecognizer
+from confab.runtime.flows.execution.lexicon import lexicon
 from confab.runtime.flows.execution.nlu import make_recognizers
-from confab.runtime.flows.execution.slots import extract_all
+from confab.runtime.flows.execution.slots import Extraction, extract_all
 from confab.runtime.flows.language.document import (
     KNOWLEDGE_SHOWN,
     TEXTS_KEPT,
@@ -421,7 +423,9 @@ class DeclarativeFlow:
             return
         message = turn.message
         recognizer = self.recognizers.get(turn.language) or next(iter(self.recognizers.values()))
-        turn.match = recognizer.recognize(message.content.text, message.content.payload)
+        turn.match = self._preferred(
+            recognizer.recognize(message.content.text, message.content.payload), current
+        )
         self._note_intent(turn)
         if turn.match is not None:
             self._fill_intent_slots(turn, turn.match)
@@ -457,9 +461,18 @@ class DeclarativeFlow:
             failed = bool(fill.problem) or self._asked_and_unanswered(turn, missing)
             self._ask(turn, missing, failed=failed, message=fill.message)
             return
-        if first_of_session:  # the greeting was the answer; nothing to fall back from
+        if first_of_session:
+            self._answer_opening(turn, current)
             return
         self._fall_back(turn, current)
+
+    def _preferred(self, match: IntentMatch | None, current: StateSpec) -> IntentMatch | None:
+        """Of a match and its alternatives (intents the message means as surely, by as specific a
+        match), the first that a global route or a transition of ``current`` names; else the match."""
+        if match is None or not match.alternatives:
+            return match
+        usable = {t.intent for t in (*self.document.routes, *current.transitions) if t.intent}
+        return next((m for m in (match, *match.alternatives) if m.name in usable), match)
 
     def _follow_interrupting(self, turn: _Turn, current: StateSpec, asking: str, fill: _Fill) -> bool:
         """An exact intent that interrupts a free-text question ("stop" while asked for feedback):
@@ -668,7 +681,7 @@ class DeclarativeFlow:
         if not wanted or self._payload_is_intent(turn):
             return fill
         asking = turn.state.flow_memory.get(ASKING, "") if answering else ""
-        found = extract_all(wanted, _text_of(turn.message), asking=asking, today=_today(turn.now))
+        found = self._extract_all(turn, wanted, asking)
         for name, extraction in found.items():
             value, reason = _value_and_problem(extraction)
             message = None
@@ -688,6 +701,11 @@ class DeclarativeFlow:
                 fill.answered = fill.answered or name == asking
         return fill
 
+    def _extract_all(self, turn: _Turn, slots: list[SlotSpec], asking: str = "") -> dict[str, Extraction]:
+        """``slots`` read from the message (slots.extract_all), as this flow reads them."""
+        text, today = _text_of(turn.message), _today(turn.now)
+        return extract_all(slots, text, asking=asking, today=today, typos=self.settings.typo_tolerance)
+
     def _payload_is_intent(self, turn: _Turn) -> bool:
         return (
             bool(turn.message.content.payload)
@@ -703,9 +721,7 @@ class DeclarativeFlow:
         names = [n for n in (spec.slots if spec else ()) if turn.state.slots.get(n) is None]
         found: dict[str, Any] = {}
         if names:
-            extracted = extract_all(
-                [slots[n] for n in names], _text_of(turn.message), asking="", today=_today(turn.now)
-            )
+            extracted = self._extract_all(turn, [slots[n] for n in names])
             found = {n: e.value for n, e in extracted.items() if e.found}
         for name, value in match.entities.items():
             if name in slots and turn.state.slots.get(name) is None:
@@ -807,16 +823,12 @@ class DeclarativeFlow:
         """
         state = turn.state
         said = current.fallback_response or self.settings.fallback_response
-        generative = self.settings.generative_fallback
-        if generative is not None and current.fallback_response is None and response is None:
-            result = self._generation(turn, generative)
-            if result.get("ok"):
-                turn.actions += ["fallback", "generative_fallback"]
-                turn.said.append(Content(text=str(result.get("text", ""))))
-                state.flow_memory[FALLBACKS] = 0  # answered: not a misunderstanding in a row
-                return
-            if _failure_reason(result) == BUDGET:
-                said = generative.budget_response or ResponseSpec(text=BUDGET_SPENT)
+        result = self._generative_answer(turn, current) if response is None else None
+        if result is not None and result.get("ok"):
+            state.flow_memory[FALLBACKS] = 0  # answered: not a misunderstanding in a row
+            return
+        if result is not None and _failure_reason(result) == BUDGET:
+            said = self._budget_response()
         state.error_count += 1
         fallbacks = int(state.flow_memory.get(FALLBACKS, 0)) + 1
         state.flow_memory[FALLBACKS] = fallbacks
@@ -832,6 +844,36 @@ class DeclarativeFlow:
                 choices = shown["choices"] or None
         answer = self._render(turn, response or said)
         turn.said.append(_offering(answer, choices) if choices else answer)
+
+    def _answer_opening(self, turn: _Turn, current: StateSpec) -> None:
+        """The first message of a session, which nothing took further than the greeting: a question
+        the generative fallback answers after it. No fallback response otherwise, and no error:
+        the greeting is the answer to a message that only opens the conversation ("hello there",
+        a button from an old session); when the model fails, it stands alone (a spent budget is
+        said so)."""
+        if not lexicon(turn.language).asks_something(words(turn.message.content.text)):
+            return
+        result = self._generative_answer(turn, current)
+        if result is not None and not result.get("ok") and _failure_reason(result) == BUDGET:
+            turn.said.append(self._render(turn, self._budget_response()))
+
+    def _generative_answer(self, turn: _Turn, current: StateSpec) -> JsonDict | None:
+        """The generative fallback's answer to a message nothing matched, said when it came (a
+        model result, ``ok`` or not); None when there is none here: the flow has no generative
+        fallback, or the state a fallback response of its own."""
+        generative = self.settings.generative_fallback
+        if generative is None or current.fallback_response is not None:
+            return None
+        result = self._generation(turn, generative)
+        if result.get("ok"):
+            turn.actions += ["fallback", "generative_fallback"]
+            turn.said.append(Content(text=str(result.get("text", ""))))
+        return result
+
+    def _budget_response(self) -> ResponseSpec:
+        generative = self.settings.generative_fallback
+        spent = generative.budget_response if generative is not None else None
+        return spent or ResponseSpec(text=BUDGET_SPENT)
 
     # Numbered choices, corrections, unseen questions --------------------------------------
 
@@ -874,13 +916,13 @@ class DeclarativeFlow:
         names only the values the slots have and its intent (if any) goes nowhere from here.
         False: no correction."""
         spec = current.corrections
-        if spec is None or self._payload_is_intent(turn):
+        if spec is None or self._payload_is_intent(turn) or self._asks_otherwise(turn, current):
             return False
         state, slots = turn.state, self.document.slots
         filled = [slots[n] for n in spec.slots if state.slots.get(n) is not None]
         if not filled:
             return False
-        found = extract_all(filled, _text_of(turn.message), asking="", today=_today(turn.now))
+        found = self._extract_all(turn, filled)
         changed: dict[str, Any] = {}
         unchanged: list[str] = []
         refused: tuple[SlotSpec, Content | None] | None = None
@@ -922,6 +964,20 @@ class DeclarativeFlow:
         # Its words only: the question asked again offers the choices.
         self._ask_again(turn, current, Content(text=said.text) if said is not None else None)
         return True
+
+    def _asks_otherwise(self, turn: _Turn, current: StateSpec) -> bool:
+        """Whether the message's intent is something the state handles other than an answer to its
+        question: a global route's ("cancel the 2 pizzas"), or a transition's that stays in this
+        state ("how much is one pizza?"). The state's other transitions are the answers, which a
+        new value corrects: "no, 3 please" changes the quantity."""
+        if turn.match is None:
+            return False
+        if any(route.intent and self._matches(turn, route) for route in self.document.routes):
+            return True
+        return any(
+            t.intent and self._swap(turn.state, t.to) == current.name and self._matches(turn, t)
+            for t in current.transitions
+        )
 
     def _routed(self, turn: _Turn, current: StateSpec) -> bool:
         """Whether the message's intent takes a route or a transition of ``current``."""
@@ -1096,10 +1152,10 @@ class DeclarativeFlow:
         passages = list(self.document.knowledge)
         if len(passages) <= KNOWLEDGE_SHOWN:
             return passages
-        words = _words(_text_of(turn.message))
+        asked = _words(_text_of(turn.message))
         scored = sorted(
             range(len(passages)),
-            key=lambda i: (-len(words & _words(f"{passages[i].title} {passages[i].text}")), i),
+            key=lambda i: (-len(asked & _words(f"{passages[i].title} {passages[i].text}")), i),
         )
         return [passages[i] for i in sorted(scored[:KNOWLEDGE_SHOWN])]
 
