@@ -223,7 +223,7 @@ class DeclarativeFlow:
     ) -> FlowReply:
         before = _snapshot(state)
         turn = _Turn(state, message, now, self, received=message, webhook_results=webhook_results or {})
-        turn.held_sensitive = self._active(state)._sensitive_held(state)
+        turn.held_sensitive = self._held_at_start(state)
         memory = state.flow_memory
         turn.language = self._language(turn)
         hints = message.hints
@@ -318,6 +318,14 @@ class DeclarativeFlow:
 
     def _callee(self, flow_id: str) -> DeclarativeFlow | None:
         return self.library.get((flow_id, self.tenant)) or self.library.get((flow_id, ""))
+
+    def _held_at_start(self, state: ConversationState) -> list[Any]:
+        """The values sensitive slots hold as a turn begins (those of the flow the conversation
+        is in; of this one when a sub-flow it was in is no longer loaded: the turn starts afresh)."""
+        try:
+            return self._active(state)._sensitive_held(state)
+        except InternalError:
+            return self._sensitive_held(state)
 
     def _sensitive_held(self, state: ConversationState) -> list[Any]:
         """The values this flow's sensitive slots hold in ``state``."""
@@ -847,11 +855,13 @@ class DeclarativeFlow:
 
     def _answer_opening(self, turn: _Turn, current: StateSpec) -> None:
         """The first message of a session, which nothing took further than the greeting: a question
-        the generative fallback answers after it. No fallback response otherwise, and no error:
-        the greeting is the answer to a message that only opens the conversation ("hello there",
-        a button from an old session); when the model fails, it stands alone (a spent budget is
-        said so)."""
-        if not lexicon(turn.language).asks_something(words(turn.message.content.text)):
+        no intent matched, which the generative fallback answers after it. No fallback response
+        otherwise, and no error: the greeting is the answer to a message that only opens the
+        conversation ("hello there", "yes", a button from an old session); when the model fails,
+        it stands alone (a spent budget is said so)."""
+        if turn.match is not None or not lexicon(turn.language).asks_something(
+            words(turn.message.content.text)
+        ):
             return
         result = self._generative_answer(turn, current)
         if result is not None and not result.get("ok") and _failure_reason(result) == BUDGET:
