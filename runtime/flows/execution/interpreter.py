@@ -10,21 +10,24 @@ A turn, in order (docs/flows.md, "How a turn runs", says the same for flow autho
    conversation goes back to ``start``).
 3. The language is chosen (``MessageContent.language`` when the flow speaks it, else the
    conversation's last one, else the flow's first), the intent is recognised (payload
-   first, then text) and the intent's own slots read; slots the current state collects
-   are read from the message, several at once, each value through its slot's checks.
+   first, then text; of matches as sure and as specific, the first one a route or a
+   transition of the current state names) and the intent's own slots read; slots the
+   current state collects are read from the message, several at once, each value through
+   its slot's checks.
    Before that, a message that is only a number answers the choices of the last question
    its user saw (kept in flow_memory when the reply was made; the message's ``seen_turn``
    says which reply that was): it becomes that choice, or, out of range, is re-asked.
 4. A state's correction route comes first: a message giving one of its slots a new value
-   sets it and goes where the route says. A confirmation (``confirm``) whose question the
-   user had not seen when they wrote (``seen_turn`` older than the turn it was asked in)
-   takes only global routes, else asks its question again. An answer to the question just
-   asked wins over intents read from the same words (unless the intent is exact: a
-   payload, a message that is only one of its keywords, or that a pattern matches whole).
-   Then global routes, then the state's transitions (in a collecting state, only once
-   every collected slot is filled); the first that matches is taken: its actions, then
-   the target's on_enter. On the first message of a session, a transition back into the
-   start state is not taken (the greeting has just been said).
+   sets it and goes where the route says (unless its intent takes a global route or a
+   transition that stays in the state: a question about it, not an answer). A confirmation
+   (``confirm``) whose question the user had not seen when they wrote (``seen_turn`` older
+   than the turn it was asked in) takes only global routes, else asks its question again.
+   An answer to the question just asked wins over intents read from the same words (unless
+   the intent is exact: a payload, a message that is only one of its keywords, or that a
+   pattern matches whole). Then global routes, then the state's transitions (in a
+   collecting state, only once every collected slot is filled); the first that matches is
+   taken: its actions, then the target's on_enter. On the first message of a session, a
+   transition back into the start state is not taken (the greeting has just been said).
 5. Entering a state runs its on_enter, then: a decision state takes its first matching
    choice at once; a state that calls a sub-flow starts it (its end comes back here and
    decides); a collecting state asks for what is missing, or, when everything is known,
@@ -34,7 +37,9 @@ A turn, in order (docs/flows.md, "How a turn runs", says the same for flow autho
    ``on_max_attempts``), or the fallback answers (``error_count`` and ``fallback_count``;
    after ``max_fallbacks`` in a row, ``fallback_state``) -- or, with a
    ``generative_fallback`` and no ``fallback_response`` of the state's own, a language model
-   answers, and only if it fails does the fallback go on as it would.
+   answers, and only if it fails does the fallback go on as it would. On the first message of
+   a session the greeting answers instead, with no fallback; but a question no intent matched
+   gets the generative fallback's answer after it.
 
 Everything said in the turn is joined; quick replies, buttons and cards are kept only
 from what was said in the state the turn ends in (choices of a state passed through
@@ -46,8 +51,8 @@ the replay takes exactly the same steps up to the call. A ``generate`` step's mo
 (docs/flows.md, "Generative steps") is such a call too, of kind ``generate``: its prompt is
 the step's system instructions (with the flow's ``knowledge`` passages), the conversation's
 recent texts and the step's prompt, each masked before it leaves (sensitive slots never
-appear: templates see them masked, and any value of theirs found in the text is masked
-too; the flow's masking patterns apply). A flow that generates keeps its conversations'
+appear: templates see them masked, and any value of theirs found in the text, however it is
+written, is masked too; the flow's masking patterns apply). A flow that generates keeps its conversations'
 recent texts in ``flow_memory`` for that, masked as the store keeps them. The
 interpreter's own bookkeeping lives in ``ConversationState.flow_memory``.
 """
