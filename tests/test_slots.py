@@ -240,6 +240,31 @@ def test_enum(spec: SlotSpec, text: str, asked: bool, expected: Any) -> None:
     check(spec, text, asked, expected)
 
 
+TYPO_ROWS: list[Row] = [
+    (SIZE, "lrage", True, "large"),  # two swapped neighbours: one edit
+    (SIZE, "medum", True, "medium"),
+    (SIZE, "2 lrage ones", False, "large"),  # not asked, too
+    (SIZE, "smal", True, "small"),
+    (SIZE, "mall", True, NOT_FOUND),  # spelled right: no typo of "small"
+    (SIZE, "larger", True, NOT_FOUND),  # nor a comparative
+    (SIZE, "lrg", True, NOT_FOUND),  # shorter than four letters: too easily anything
+    (SIZE, "medum or lrage?", True, problem("is ambiguous: medium or large")),
+    (CRUST, "deep dsih", True, "thick"),  # a word of a synonym of several
+    (SIZES_XL, "extra lagre", True, "xl"),
+]
+
+
+@pytest.mark.parametrize(("spec", "text", "asked", "expected"), TYPO_ROWS, ids=ids(TYPO_ROWS))
+def test_enum_choices_are_read_through_typos_when_the_flow_tolerates_them(
+    spec: SlotSpec, text: str, asked: bool, expected: Any
+) -> None:
+    assert extract(spec, text, asked=asked, today=TODAY, typos=True) == (
+        expected if isinstance(expected, Extraction) else Extraction.of(expected)
+    )
+    if not isinstance(expected, Extraction) or expected.problem:
+        assert extract(spec, text, asked=asked, today=TODAY) == NOT_FOUND  # typos off: as typed
+
+
 # email, phone --------------------------------------------------------------------------------------
 
 CONTACT_ROWS: list[Row] = [

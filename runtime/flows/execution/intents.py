@@ -17,9 +17,14 @@ rules leave open); :class:`DefaultRecognizer` implements the rules of ``docs/flo
    surrounding spaces aside): ``^\W*(stop|quit)\W*$`` against "Stop!".
 3. **Examples** score their similarity to the message, in [0, 1] (below).
 
-The best score at or above ``threshold`` wins (a score of 0 never does); equal scores go
-to the intent declared first. Similarity scores are rounded to 9 decimals, so float
-noise in an otherwise exact tie cannot reorder intents.
+The best score at or above ``threshold`` wins (a score of 0 never does). Of equal scores,
+the more specific match wins: the hit covering more words of the message (the longest
+keyword or pattern match of each intent; all of them for an example typed verbatim), so
+"no thanks" is ``no`` ("no thanks") rather than ``thanks``; then the intent declared
+first, with the others as good reported as :attr:`IntentMatch.alternatives` -- the flow
+prefers the first of them its current state can use (a route or transition names it).
+Similarity scores are rounded to 9 decimals, so float noise in an otherwise exact tie
+cannot reorder intents.
 
 Similarity measure
 ------------------
@@ -37,10 +42,13 @@ not examples, because the question is which intent a word points to: a word ever
 example of one intent shares is that intent's signature, not noise; ``idf = ln(1 + n /
 df)`` (n = intents with examples) falls towards 0 for a word every intent uses. With
 the two or three intents a flow often has, IDF alone cannot tell "pizza" from "please",
-so a short list of English function and request words ("a", "to", "I", "want",
-"please"...) counts a quarter (and adds no character n-grams); other languages work,
-without that help. A message word no example uses counts as rare (``df = 1``): unknown
-words lower the similarity, as a reader would expect of "pizza, and your opening hours?".
+nor "take" from "delivery", so the lexicon of the flow's language (lexicon.py) stands in
+for the corpus it lacks: function and request words ("a", "to", "I", "want", "please";
+"ich", "mit" in German) count a quarter (and add no character n-grams), frequent
+everyday words ("take", "long", "order") half -- one of them shared with an example is a
+weak match, not a 0.45 one. Languages without a bundled list get the English function
+words only. A message word no example uses counts as rare (``df = 1``): unknown words
+lower the similarity, as a reader would expect of "pizza, and your opening hours?".
 
 An intent's similarity is the best of its examples' cosines and of its *centroid* (the
 normalised sum of its example vectors), so "I would like to order a pizza" scores well
@@ -60,11 +68,14 @@ examples, or keywords.
 Typos
 -----
 With ``typo_tolerance`` (on unless a flow turns it off), a message word of four or more
-letters that no keyword or example uses is read as the closest word they do use, when
-that is one edit away (two for words of eight or more letters; swapping two neighbours
-counts as one edit, as rapidfuzz's optimal string alignment distance counts them): "I
-lsot my crad" reads as "I lost my card". Scores of the corrected message count 0.9 of
-a faithful one, so a correctly typed match of another intent still wins.
+letters that no keyword or example uses, and that is no correctly spelled word of the
+bundled lists, is read as the closest word they do use, when that is one edit away (two
+for words of eight or more letters; swapping two neighbours counts as one edit, as
+rapidfuzz's optimal string alignment distance counts them): "I lsot my crad" reads as
+"I lost my card", while "shop" stays shop (not "ship") and "cost" stays cost (not
+"lost"); lexicon.Speller is the rule, which enum slots share. Scores of the corrected
+message count 0.9 of a faithful one, so a correctly typed match of another intent still
+wins.
 
 Speed: every example vector is built, weighted and L2-normalised at construction and
 kept in an inverted index (feature -> rows and weights), so ``recognize`` only builds
@@ -81,14 +92,15 @@ import itertools
 import math
 import operator
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from rapidfuzz import process
-from rapidfuzz.distance import OSA
-
+# fold, strip_accents and words are this module's too: the plug-in interface has always had them.
+from confab.runtime.flows.execution.folding import fold as fold
+from confab.runtime.flows.execution.folding import strip_accents as strip_accents
+from confab.runtime.flows.execution.folding import words as words
+from confab.runtime.flows.execution.lexicon import Lexicon, Speller, lexicon
 from confab.runtime.flows.language.document import IntentSpec, SlotSpec
 
 CHAR_NGRAM_SIZES = (3, 4, 5)
@@ -97,29 +109,13 @@ CHAR_WEIGHT = 1.0 - WORD_WEIGHT
 BIGRAM_WEIGHT = 0.5  # a bigram counts this much of its heavier word
 
 STOP_WORD_WEIGHT = 0.25  # how much a function word counts against a content word
-# English function words and request boilerplate, folded as ``words`` folds them ("I'd" ->
-# "id"). They say little about *which* intent is meant, yet they fill most short messages,
-# so with a handful of examples they would otherwise decide ties ("pizza please" vs "real
-# human please"). Other languages still work, only without this help.
-_STOP_WORDS_TEXT = """
-    a an the this that these those some any each every all no not
-    i me my mine we us our you your yours he him his she her it its they them their
-    im id ive ill youre youd weve theyre thats theres whats lets dont cant wont
-    is am are was were be been being do does did have has had will would shall should
-    can could may might must
-    to of in on at by for with from about into onto over under up down out off
-    and or but so if then than as too also just very really only
-    what which who whom whose when where why how
-    please pls thanks thank hi hello hey ok okay well oh um uh
-    want wanna like need get give let make
-    there here now again
-"""
-STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
-_WORD = re.compile(r"\w+")
-_INNER_APOSTROPHE = re.compile(r"(?<=\w)['\u2019\u02bc](?=\w)")
+COMMON_WORD_WEIGHT = 0.5  # how much a frequent everyday word counts (lexicon.py)
+# English function words and request boilerplate (words/en.txt), folded as ``words`` folds them
+# ("I'd" -> "id"). They say little about *which* intent is meant, yet they fill most short
+# messages, so with a handful of examples they would otherwise decide ties ("pizza please" vs
+# "real human please"). A recognizer for German has the German ones too (lexicon.py).
+STOP_WORDS = lexicon("en").stop
 _SCORE_DIGITS = 9
-TYPO_MIN_LENGTH = 4  # shorter words are too easily another word with one edit
-TYPO_LONG_WORD = 8  # from this length on, two edits
 TYPO_PENALTY = 0.9  # a corrected message's confidence counts this much
 
 
@@ -133,6 +129,10 @@ class IntentMatch:
     exact: bool = False
     # Slot values a recognizer found in the message (a plug-in's entities), by slot name.
     entities: Mapping[str, Any] = field(default_factory=dict)
+    # Other intents the message means just as surely (as confident, as specific a match), in
+    # declaration order: the flow takes the first of this match and these that its current
+    # state can use (docs/flows.md, intent recognition).
+    alternatives: tuple[IntentMatch, ...] = ()
 
 
 class IntentRecognizer(Protocol):
@@ -196,28 +196,16 @@ class AsksModel(IntentRecognizer, Protocol):
     def read(self, utterance: Utterance, answer: str) -> ModelReading: ...
 
 
-def strip_accents(text: str) -> str:
-    """``text`` without combining marks, compatibility forms unfolded ("ﬁ" -> "fi")."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
-
-
-def fold(text: str) -> str:
-    """Accents stripped and case folded: the form every comparison here is made in."""
-    return strip_accents(text).casefold()
-
-
-def words(text: str) -> list[str]:
-    """The folded words of ``text``; apostrophes inside words vanish ("don't" -> "dont")."""
-    return _WORD.findall(_INNER_APOSTROPHE.sub("", fold(text)))
-
-
-def _weights(tokens: Sequence[str]) -> list[float]:
-    """How much each token counts: function words little, unless the text has nothing else."""
-    weights = [STOP_WORD_WEIGHT if t in STOP_WORDS else 1.0 for t in tokens]
+def _weights(tokens: Sequence[str], words_of: Lexicon) -> list[float]:
+    """How much each token counts: function words little and common words less than others,
+    unless the text has nothing but function words."""
+    weights = [
+        STOP_WORD_WEIGHT if t in words_of.stop else COMMON_WORD_WEIGHT if t in words_of.common else 1.0
+        for t in tokens
+    ]
     # A message (or example) made only of function words ("I want it") still has to be
     # comparable with itself at full strength.
-    return weights if any(w == 1.0 for w in weights) else [1.0] * len(tokens)
+    return weights if any(w != STOP_WORD_WEIGHT for w in weights) else [1.0] * len(tokens)
 
 
 def _word_features(tokens: Sequence[str], weights: Sequence[float]) -> dict[str, float]:
@@ -236,7 +224,7 @@ def _char_features(tokens: Sequence[str], weights: Sequence[float]) -> dict[str,
     """Weighted counts of the character n-grams of each word, padded with boundary marks."""
     features: dict[str, float] = {}
     for token, weight in zip(tokens, weights, strict=True):
-        if weight < 1.0:
+        if weight == STOP_WORD_WEIGHT:
             # A function word's unigram already says what little it says; its n-grams
             # ("<th", "the") occur in nearly every example and would only cost time.
             continue
@@ -310,9 +298,17 @@ class DefaultRecognizer:
     """Payloads, then keywords and patterns, then example similarity (see the module doc)."""
 
     def __init__(
-        self, intents: Mapping[str, IntentSpec], threshold: float, *, typo_tolerance: bool = False
+        self,
+        intents: Mapping[str, IntentSpec],
+        threshold: float,
+        *,
+        typo_tolerance: bool = False,
+        language: str = "",
     ) -> None:
+        """``language``: what the intents' words are written in, for the words it weighs less and
+        knows to be spelled right (lexicon.py); "" when the flow names none."""
         self.threshold = threshold
+        self._lexicon = lexicon(language)
         self._names: tuple[str, ...] = tuple(intents)  # declaration order breaks ties
         self._by_payload: dict[str, int] = {}
         for index, spec in enumerate(intents.values()):
@@ -337,22 +333,13 @@ class DefaultRecognizer:
         # The words a typo is corrected towards: every keyword's and example's content words.
         vocabulary = {w for p in self._keywords for w in p.split()}
         vocabulary |= {w for spec in intents.values() for e in spec.examples for w in words(e)}
-        self._vocabulary = sorted(w for w in vocabulary if w not in STOP_WORDS and w.isalpha())
-        self._known = frozenset(self._vocabulary)
-        self._typo_tolerance = typo_tolerance and bool(self._vocabulary)
+        self._speller = Speller(vocabulary, self._lexicon)
+        self._typo_tolerance = typo_tolerance and bool(self._speller)
 
     def corrected(self, tokens: Sequence[str]) -> list[str]:
-        """``tokens`` with each unknown word of 4+ letters replaced by the closest known one, if close."""
-        out = []
-        for token in tokens:
-            unknown = token not in self._known and token not in STOP_WORDS  # "would" is no typo of "world"
-            if len(token) >= TYPO_MIN_LENGTH and token.isalpha() and unknown:
-                limit = 2 if len(token) >= TYPO_LONG_WORD else 1
-                best = process.extractOne(token, self._vocabulary, scorer=OSA.distance, score_cutoff=limit)
-                if best is not None:
-                    token = best[0]
-            out.append(token)
-        return out
+        """``tokens`` with each word of 4+ letters that is no word of the flow's nor spelled right
+        replaced by the closest word of the flow, if close (lexicon.Speller)."""
+        return [self._speller.correct(token) for token in tokens]
 
     def _index_examples(self, specs: Iterable[IntentSpec]) -> None:
         word_groups: list[list[dict[str, float]]] = []
@@ -364,7 +351,7 @@ class DefaultRecognizer:
             examples = [tokens for tokens in map(words, spec.examples) if tokens]
             if not examples:
                 continue
-            weighted = [(tokens, _weights(tokens)) for tokens in examples]
+            weighted = [(tokens, _weights(tokens, self._lexicon)) for tokens in examples]
             word_groups.append([_word_features(t, w) for t, w in weighted])
             char_groups.append([_char_features(t, w) for t, w in weighted])
             self._rows.append((index, row, row + len(examples)))
@@ -378,26 +365,41 @@ class DefaultRecognizer:
             index = self._by_payload.get(payload)
             if index is not None:
                 return IntentMatch(self._names[index], 1.0, exact=True)
-        # Calibration is monotonic: pick the best raw score, calibrate only that one.
         tokens = words(text)
-        raw = self._raw_scores(tokens, text)
+        raw, covered = self._raw_scores(tokens, text)
         if self._typo_tolerance:
             fixed = self.corrected(tokens)
             if fixed != tokens:
                 penalty = TYPO_PENALTY * TYPO_PENALTY  # on the raw cosine: 0.9 once calibrated
-                again = self._raw_scores(fixed, " ".join(fixed))
-                raw = [max(a, penalty * b) for a, b in zip(raw, again, strict=True)]
-        best, best_raw = -1, 0.0
-        for index, score in enumerate(raw):
-            if score > best_raw:  # strictly: an equal later intent never displaces an earlier one
-                best, best_raw = index, score
-        if best < 0:
+                again, again_covered = self._raw_scores(fixed, " ".join(fixed))
+                for index, score in enumerate(again):
+                    if penalty * score > raw[index]:
+                        raw[index], covered[index] = penalty * score, again_covered[index]
+        # The surest, then the most specific (the longer hit: "no thanks" over "thanks"), then
+        # the first declared. Calibration is monotonic: ranking raw scores ranks confidences.
+        ranked = sorted(
+            (i for i, score in enumerate(raw) if score > 0.0), key=lambda i: (-raw[i], -covered[i], i)
+        )
+        if not ranked:
             return None
-        confidence = _calibrated(best_raw)
+        best = ranked[0]
+        confidence = _calibrated(raw[best])
         if confidence < self.threshold:
             return None
-        exact = best in self._keywords.get(" ".join(tokens), ()) or self._matches_whole(best, text)
-        return IntentMatch(self._names[best], confidence, exact=exact)
+        tied = [i for i in ranked[1:] if raw[i] == raw[best] and covered[i] == covered[best]]
+        alternatives = tuple(self._match(i, confidence, tokens, text) for i in tied)
+        return self._match(best, confidence, tokens, text, alternatives)
+
+    def _match(
+        self,
+        index: int,
+        confidence: float,
+        tokens: Sequence[str],
+        text: str,
+        alternatives: tuple[IntentMatch, ...] = (),
+    ) -> IntentMatch:
+        exact = index in self._keywords.get(" ".join(tokens), ()) or self._matches_whole(index, text)
+        return IntentMatch(self._names[index], confidence, exact=exact, alternatives=alternatives)
 
     def _matches_whole(self, index: int, text: str) -> bool:
         """Whether a pattern of intent ``index`` matches all of ``text`` (its outer spaces aside),
@@ -411,24 +413,30 @@ class DefaultRecognizer:
 
     def scores(self, text: str) -> list[float]:
         """Every intent's text score (confidence), in declaration order, for debugging and tuning."""
-        return [_calibrated(score) for score in self._raw_scores(words(text), text)]
+        return [_calibrated(score) for score in self._raw_scores(words(text), text)[0]]
 
-    def _raw_scores(self, tokens: Sequence[str], text: str) -> list[float]:
-        """Per intent: 1.0 for a keyword or pattern hit, else its best uncalibrated cosine."""
+    def _raw_scores(self, tokens: Sequence[str], text: str) -> tuple[list[float], list[int]]:
+        """Per intent: 1.0 for a keyword or pattern hit, else its best uncalibrated cosine; and how
+        many words of the message its longest hit covers (all of them for an example typed
+        verbatim, 0 for a mere similarity)."""
         scores = [0.0] * len(self._names)
+        covered = [0] * len(self._names)
         if not tokens:
-            return scores
+            return scores, covered
         for start in range(len(tokens)):
             for end in range(start + 1, min(start + self._keyword_length, len(tokens)) + 1):
                 for index in self._keywords.get(" ".join(tokens[start:end]), ()):
                     scores[index] = 1.0
+                    covered[index] = max(covered[index], end - start)
         if self._patterns:
             accentless = strip_accents(text)
+            forms = (text, accentless) if accentless != text else (text,)
             for index, patterns in self._patterns:
-                if any(p.search(text) or (accentless != text and p.search(accentless)) for p in patterns):
-                    scores[index] = 1.0
+                for match in (m for p in patterns for form in forms for m in p.finditer(form)):
+                    scores[index] = 1.0  # a match of no words (a lookahead) is a hit all the same
+                    covered[index] = max(covered[index], len(words(match.group())), 1)
         if self._rows:
-            weights = _weights(tokens)
+            weights = _weights(tokens, self._lexicon)
             # Both accumulators come pre-scaled by their blend weight, so an example's
             # similarity is a plain (C-level) sum of the two, and prefix sums give each
             # intent's centroid cosine (linear in its examples') without a Python loop.
@@ -451,7 +459,9 @@ class DefaultRecognizer:
                 best = min(round(best, _SCORE_DIGITS), 1.0)
                 if best > scores[index]:
                     scores[index] = best
-        return scores
+                if best == 1.0:  # the message is one of its examples: it covers every word
+                    covered[index] = len(tokens)
+        return scores, covered
 
 
 def _calibrated(cosine: float) -> float:

@@ -10,25 +10,29 @@ A turn, in order (docs/flows.md, "How a turn runs", says the same for flow autho
    conversation goes back to ``start``).
 3. The language is chosen (``MessageContent.language`` when the flow speaks it, else the
    conversation's last one, else the flow's first), the intent is recognised (payload
-   first, then text; a recognizer that asks a model does it here, for a message its own
-   rules leave open: a call of kind ``recognize``, its reading used only once every name
-   and value in it passed the flow's checks) and the intent's own slots read; slots the
+   first, then text; of matches as sure and as specific, the first one a route or a
+   transition of the current state names; a recognizer that asks a model does it here, for
+   a message its own rules leave open: a call of kind ``recognize``, its reading used only
+   once every name and value in it passed the flow's checks) and the intent's own slots
+   read; slots the
    current state collects are read from the message, several at once, each value through
    its slot's checks.
    Before that, a message that is only a number answers the choices of the last question
    its user saw (kept in flow_memory when the reply was made; the message's ``seen_turn``
    says which reply that was): it becomes that choice, or, out of range, is re-asked.
 4. A state's correction route comes first: a message giving one of its slots a new value
-   sets it and goes where the route says. A confirmation (``confirm``) whose question the
-   user had not seen when they wrote (``seen_turn`` older than the turn it was asked in; a
-   question asked again word for word, with the same values, keeps the turn it was first
-   asked in) takes only global routes, else asks its question again. An answer to the question just
-   asked wins over intents read from the same words (unless the intent is exact: a
-   payload, a message that is only one of its keywords, or that a pattern matches whole).
-   Then global routes, then the state's transitions (in a collecting state, only once
-   every collected slot is filled); the first that matches is taken: its actions, then
-   the target's on_enter. On the first message of a session, a transition back into the
-   start state is not taken (the greeting has just been said).
+   sets it and goes where the route says (unless its intent takes a global route or a
+   transition that stays in the state: a question about it, not an answer). A confirmation
+   (``confirm``) whose question the user had not seen when they wrote (``seen_turn`` older
+   than the turn it was asked in; a question asked again word for word, with the same
+   values, keeps the turn it was first asked in) takes only global routes, else asks its
+   question again. An answer to the question just asked wins over intents read from the
+   same words (unless the intent is exact: a payload, a message that is only one of its
+   keywords, or that a pattern matches whole). Then global routes, then the state's
+   transitions (in a collecting state, only once every collected slot is filled); the first
+   that matches is taken: its actions, then the target's on_enter. On the first message of a
+   session, a transition back into the start state is not taken (the greeting has just been
+   said).
 5. Entering a state runs its on_enter, then: a decision state takes its first matching
    choice at once; a state that calls a sub-flow starts it (its end comes back here and
    decides); a collecting state asks for what is missing, or, when everything is known,
@@ -38,7 +42,9 @@ A turn, in order (docs/flows.md, "How a turn runs", says the same for flow autho
    ``on_max_attempts``), or the fallback answers (``error_count`` and ``fallback_count``;
    after ``max_fallbacks`` in a row, ``fallback_state``) -- or, with a
    ``generative_fallback`` and no ``fallback_response`` of the state's own, a language model
-   answers, and only if it fails does the fallback go on as it would.
+   answers, and only if it fails does the fallback go on as it would. On the first message of
+   a session the greeting answers instead, with no fallback; but a question no intent matched
+   gets the generative fallback's answer after it.
 
 Everything said in the turn is joined; quick replies, buttons and cards are kept only
 from what was said in the state the turn ends in (choices of a state passed through
@@ -50,8 +56,8 @@ the replay takes exactly the same steps up to the call. A ``generate`` step's mo
 (docs/flows.md, "Generative steps") is such a call too, of kind ``generate``: its prompt is
 the step's system instructions (with the flow's ``knowledge`` passages), the conversation's
 recent texts and the step's prompt, each masked before it leaves (sensitive slots never
-appear: templates see them masked, and any value of theirs found in the text is masked
-too; the flow's masking patterns apply). A flow that generates keeps its conversations'
+appear: templates see them masked, and any value of theirs found in the text, however it is
+written, is masked too; the flow's masking patterns apply). A flow that generates keeps its conversations'
 recent texts in ``flow_memory`` for that, masked as the store keeps them. The
 interpreter's own bookkeeping lives in ``ConversationState.flow_memory``.
 """
@@ -80,6 +86,7 @@ from confab.runtime.flows import (
     UnknownState,
     WebhookCall,
 )
+from confab.runtime.flows.execution.folding import words
 from confab.runtime.flows.execution.intents import (
     AsksModel,
     IntentMatch,
@@ -88,8 +95,9 @@ from confab.runtime.flows.execution.intents import (
     ModelReading,
     Utterance,
 )
+from confab.runtime.flows.execution.lexicon import lexicon
 from confab.runtime.flows.execution.nlu import make_recognizers
-from confab.runtime.flows.execution.slots import extract, extract_all
+from confab.runtime.flows.execution.slots import Extraction, extract, extract_all
 from confab.runtime.flows.language.document import (
     KNOWLEDGE_SHOWN,
     TEXTS_KEPT,
@@ -104,7 +112,7 @@ from confab.runtime.flows.language.document import (
     WebhookSpec,
 )
 from confab.runtime.flows.language.expressions import ExpressionError, ExpressionEvalError, parse_expression
-from confab.runtime.flows.language.masking import MASK, Masker, mask_spans, mask_value
+from confab.runtime.flows.language.masking import MASK, Masker, mask_spans, mask_value, value_spans
 from confab.runtime.flows.language.templates import TemplateError, render_response, render_text
 from confab.runtime.model import (
     Button,
@@ -201,6 +209,7 @@ class _Turn:
     # from the message this turn, they come first.
     proposed: dict[str, Any] = field(default_factory=dict)
     proposed_by: DeclarativeFlow | None = None
+    held_sensitive: list[Any] = field(default_factory=list)  # sensitive slots' values as the turn began
     hops: int = 0
     session_started: bool = False
     handoff_reason: str = ""  # as the flow file writes it (the template, not what it rendered)
@@ -245,6 +254,7 @@ class DeclarativeFlow:
     ) -> FlowReply:
         before = _snapshot(state)
         turn = _Turn(state, message, now, self, received=message, webhook_results=webhook_results or {})
+        turn.held_sensitive = self._held_at_start(state)
         memory = state.flow_memory
         turn.language = self._language(turn)
         hints = message.hints
@@ -340,13 +350,34 @@ class DeclarativeFlow:
     def _callee(self, flow_id: str) -> DeclarativeFlow | None:
         return self.library.get((flow_id, self.tenant)) or self.library.get((flow_id, ""))
 
+    def _held_at_start(self, state: ConversationState) -> list[Any]:
+        """The values sensitive slots hold as a turn begins (those of the flow the conversation
+        is in; of this one when a sub-flow it was in is no longer loaded: the turn starts afresh)."""
+        try:
+            return self._active(state)._sensitive_held(state)
+        except InternalError:
+            return self._sensitive_held(state)
+
+    def _sensitive_held(self, state: ConversationState) -> list[Any]:
+        """The values this flow's sensitive slots hold in ``state``."""
+        return [v for k, v in state.slots.items() if k in self.sensitive_slots and v is not None]
+
     def _recorded_input(self, turn: _Turn) -> str | None:
-        """What the store may keep of the message: None when nothing needs masking."""
+        """What the store may keep of the message: None when nothing needs masking.
+
+        Masked: the values of sensitive slots read from it, and those any sensitive slot held
+        before or holds after the turn (a card number typed again), however written
+        (``masking.value_spans``); and whatever the flow's masks match."""
         content = (turn.received or turn.message).content
         text = content.text or content.payload
-        if not turn.sensitive_values and not self.masker.active:
+        held = [
+            v
+            for v in (*turn.held_sensitive, *self._active(turn.state)._sensitive_held(turn.state))
+            if value_spans(text, v)
+        ]
+        if not turn.sensitive_values and not held and not self.masker.active:
             return None
-        redacted = self._masked_input(text, turn.sensitive_values)
+        redacted = self._masked_input(text, turn.sensitive_values, held)
         if redacted is None:
             return mask_value(text)
         if not content.text and redacted == content.payload:
@@ -356,17 +387,20 @@ class DeclarativeFlow:
             return None
         return redacted
 
-    def _masked_input(self, text: str, values: Iterable[Any]) -> str | None:
-        """``text`` with ``values`` (read from it for sensitive slots) and what the flow's masks
-        match masked; None when a value is not in it as written (read from another form, a
-        phone number's digits): only masking all of it hides that."""
+    def _masked_input(self, text: str, values: Iterable[Any], held: Iterable[Any] = ()) -> str | None:
+        """``text`` with ``values`` (read from it for sensitive slots), the values of ``held``
+        (those sensitive slots hold) wherever they turn up, however written
+        (``masking.value_spans``), and what the flow's masks match masked; None when one of
+        ``values`` is not in it in any written form (read from another form, a phone number's
+        digits): only masking all of it hides that."""
         spans = []
         for value in values:
-            needle = str(value)
-            at = text.find(needle) if needle else -1
-            if at < 0:
+            found = value_spans(text, value)
+            if not found:
                 return None
-            spans.append((at, at + len(needle)))
+            spans += found
+        for value in held:
+            spans += value_spans(text, value)
         return self.masker.redact(text, spans)
 
     # Sessions ----------------------------------------------------------------
@@ -427,7 +461,8 @@ class DeclarativeFlow:
             self._enter(turn, self.settings.start)  # the person dealt with it: automation starts afresh
             return
         log = memory.setdefault(HANDOFF_LOG, [])
-        text = self.redact_text(content.text)
+        held = [span for value in turn.held_sensitive for span in value_spans(content.text, value)]
+        text = self.masker.redact(content.text, held)
         log.append({"text": text, "payload": content.payload, "user_id": turn.message.user_id})
         del log[:-HANDOFF_LOG_KEPT]
         turn.actions.append("handoff_hold")
@@ -440,7 +475,7 @@ class DeclarativeFlow:
         current = self._state(state.current_state)
         if not first_of_session and not self._pick_choice(turn, current):
             return
-        turn.match = self._recognize(turn, answering=not first_of_session)
+        turn.match = self._recognize(turn, current, answering=not first_of_session)
         self._note_intent(turn)
         if turn.match is not None:
             self._fill_intent_slots(turn, turn.match)
@@ -476,9 +511,18 @@ class DeclarativeFlow:
             failed = bool(fill.problem) or self._asked_and_unanswered(turn, missing)
             self._ask(turn, missing, failed=failed, message=fill.message)
             return
-        if first_of_session:  # the greeting was the answer; nothing to fall back from
+        if first_of_session:
+            self._answer_opening(turn, current)
             return
         self._fall_back(turn, current)
+
+    def _preferred(self, match: IntentMatch | None, current: StateSpec) -> IntentMatch | None:
+        """Of a match and its alternatives (intents the message means as surely, by as specific a
+        match), the first that a global route or a transition of ``current`` names; else the match."""
+        if match is None or not match.alternatives:
+            return match
+        usable = {t.intent for t in (*self.document.routes, *current.transitions) if t.intent}
+        return next((m for m in (match, *match.alternatives) if m.name in usable), match)
 
     def _follow_interrupting(self, turn: _Turn, current: StateSpec, asking: str, fill: _Fill) -> bool:
         """An exact intent that interrupts a free-text question ("stop" while asked for feedback):
@@ -690,7 +734,7 @@ class DeclarativeFlow:
         if not wanted or self._payload_is_intent(turn):
             return fill
         asking = turn.state.flow_memory.get(ASKING, "") if answering else ""
-        found = extract_all(wanted, _text_of(turn.message), asking=asking, today=_today(turn.now))
+        found = self._extract_all(turn, wanted, asking)
         proposed = self._proposed(turn)
         for name, extraction in found.items():
             if name in proposed:  # a model recognizer's reading: parsed and checked already
@@ -715,6 +759,11 @@ class DeclarativeFlow:
                 fill.answered = fill.answered or name == asking
         return fill
 
+    def _extract_all(self, turn: _Turn, slots: list[SlotSpec], asking: str = "") -> dict[str, Extraction]:
+        """``slots`` read from the message (slots.extract_all), as this flow reads them."""
+        text, today = _text_of(turn.message), _today(turn.now)
+        return extract_all(slots, text, asking=asking, today=today, typos=self.settings.typo_tolerance)
+
     def _payload_is_intent(self, turn: _Turn) -> bool:
         return (
             bool(turn.message.content.payload)
@@ -735,9 +784,7 @@ class DeclarativeFlow:
         names = [n for n in names if n not in proposed]
         found: dict[str, Any] = {}
         if names:
-            extracted = extract_all(
-                [slots[n] for n in names], _text_of(turn.message), asking="", today=_today(turn.now)
-            )
+            extracted = self._extract_all(turn, [slots[n] for n in names])
             found = {n: e.value for n, e in extracted.items() if e.found}
         for name, value in match.entities.items():
             if name in slots and turn.state.slots.get(name) is None:
@@ -839,16 +886,12 @@ class DeclarativeFlow:
         """
         state = turn.state
         said = current.fallback_response or self.settings.fallback_response
-        generative = self.settings.generative_fallback
-        if generative is not None and current.fallback_response is None and response is None:
-            result = self._generation(turn, generative)
-            if result.get("ok"):
-                turn.actions += ["fallback", "generative_fallback"]
-                turn.said.append(Content(text=str(result.get("text", ""))))
-                state.flow_memory[FALLBACKS] = 0  # answered: not a misunderstanding in a row
-                return
-            if _failure_reason(result) == BUDGET:
-                said = generative.budget_response or ResponseSpec(text=BUDGET_SPENT)
+        result = self._generative_answer(turn, current) if response is None else None
+        if result is not None and result.get("ok"):
+            state.flow_memory[FALLBACKS] = 0  # answered: not a misunderstanding in a row
+            return
+        if result is not None and _failure_reason(result) == BUDGET:
+            said = self._budget_response()
         state.error_count += 1
         fallbacks = int(state.flow_memory.get(FALLBACKS, 0)) + 1
         state.flow_memory[FALLBACKS] = fallbacks
@@ -864,6 +907,38 @@ class DeclarativeFlow:
                 choices = shown["choices"] or None
         answer = self._render(turn, response or said)
         turn.said.append(_offering(answer, choices) if choices else answer)
+
+    def _answer_opening(self, turn: _Turn, current: StateSpec) -> None:
+        """The first message of a session, which nothing took further than the greeting: a question
+        no intent matched, which the generative fallback answers after it. No fallback response
+        otherwise, and no error: the greeting is the answer to a message that only opens the
+        conversation ("hello there", "yes", a button from an old session); when the model fails,
+        it stands alone (a spent budget is said so)."""
+        if turn.match is not None or not lexicon(turn.language).asks_something(
+            words(turn.message.content.text)
+        ):
+            return
+        result = self._generative_answer(turn, current)
+        if result is not None and not result.get("ok") and _failure_reason(result) == BUDGET:
+            turn.said.append(self._render(turn, self._budget_response()))
+
+    def _generative_answer(self, turn: _Turn, current: StateSpec) -> JsonDict | None:
+        """The generative fallback's answer to a message nothing matched, said when it came (a
+        model result, ``ok`` or not); None when there is none here: the flow has no generative
+        fallback, or the state a fallback response of its own."""
+        generative = self.settings.generative_fallback
+        if generative is None or current.fallback_response is not None:
+            return None
+        result = self._generation(turn, generative)
+        if result.get("ok"):
+            turn.actions += ["fallback", "generative_fallback"]
+            turn.said.append(Content(text=str(result.get("text", ""))))
+        return result
+
+    def _budget_response(self) -> ResponseSpec:
+        generative = self.settings.generative_fallback
+        spent = generative.budget_response if generative is not None else None
+        return spent or ResponseSpec(text=BUDGET_SPENT)
 
     # Numbered choices, corrections, unseen questions --------------------------------------
 
@@ -906,13 +981,13 @@ class DeclarativeFlow:
         names only the values the slots have and its intent (if any) goes nowhere from here.
         False: no correction."""
         spec = current.corrections
-        if spec is None or self._payload_is_intent(turn):
+        if spec is None or self._payload_is_intent(turn) or self._asks_otherwise(turn, current):
             return False
         state, slots = turn.state, self.document.slots
         filled = [slots[n] for n in spec.slots if state.slots.get(n) is not None]
         if not filled:
             return False
-        found = extract_all(filled, _text_of(turn.message), asking="", today=_today(turn.now))
+        found = self._extract_all(turn, filled)
         changed: dict[str, Any] = {}
         unchanged: list[str] = []
         refused: tuple[SlotSpec, Content | None] | None = None
@@ -960,6 +1035,20 @@ class DeclarativeFlow:
         # Its words only: the question asked again offers the choices.
         self._ask_again(turn, current, Content(text=said.text) if said is not None else None)
         return True
+
+    def _asks_otherwise(self, turn: _Turn, current: StateSpec) -> bool:
+        """Whether the message's intent is something the state handles other than an answer to its
+        question: a global route's ("cancel the 2 pizzas"), or a transition's that stays in this
+        state ("how much is one pizza?"). The state's other transitions are the answers, which a
+        new value corrects: "no, 3 please" changes the quantity."""
+        if turn.match is None:
+            return False
+        if any(route.intent and self._matches(turn, route) for route in self.document.routes):
+            return True
+        return any(
+            t.intent and self._swap(turn.state, t.to) == current.name and self._matches(turn, t)
+            for t in current.transitions
+        )
 
     def _routed(self, turn: _Turn, current: StateSpec) -> bool:
         """Whether the message's intent takes a route or a transition of ``current``."""
@@ -1058,7 +1147,7 @@ class DeclarativeFlow:
 
     # Recognition -------------------------------------------------------------------
 
-    def _recognize(self, turn: _Turn, *, answering: bool) -> IntentMatch | None:
+    def _recognize(self, turn: _Turn, current: StateSpec, *, answering: bool) -> IntentMatch | None:
         """The intent the message means: its recognizer's answer; or, from a recognizer that asks
         a model (AsksModel) about a message its answer does not settle, the model's reading once
         it passed every check (its slot values in ``turn.proposed``). A reading that cannot be
@@ -1067,7 +1156,7 @@ class DeclarativeFlow:
         ``answering``: the message answers the question said last (see ``_fill_slots``)."""
         content = turn.message.content
         recognizer = self.recognizers.get(turn.language) or next(iter(self.recognizers.values()))
-        match = recognizer.recognize(content.text, content.payload)
+        match = self._preferred(recognizer.recognize(content.text, content.payload), current)
         if not isinstance(recognizer, AsksModel) or (match is not None and match.exact):
             return match  # an exact match is never asked about: it is certain, and costs nothing
         if not content.text.strip():
@@ -1113,7 +1202,7 @@ class DeclarativeFlow:
             found = extract(self.document.slots[name], text, asked=False, today=today)
             if found.found:
                 held.append(found.value)
-        masked = turn.root._masked_input(text, held)
+        masked = turn.root._masked_input(text, held, turn.held_sensitive)
         if masked is None:
             return None
         offered = {
@@ -1233,7 +1322,7 @@ class DeclarativeFlow:
             system += "\n\n" + _grounding(self._passages(turn))
         messages: list[JsonDict] = [{"role": "system", "content": system}]
         remembered = turn.state.flow_memory.get(HISTORY, [])
-        for role, text in remembered[len(remembered) - spec.history :] if spec.history else ():
+        for role, text in remembered[-spec.history :] if spec.history else ():
             messages.append({"role": str(role), "content": str(text)})
         messages.append({"role": "user", "content": render_text(spec.prompt, environment).strip()})
         for message in messages:
@@ -1264,16 +1353,12 @@ class DeclarativeFlow:
 
     def _masked_for_prompt(self, turn: _Turn, text: str) -> str:
         """``text`` as it may leave for a model: what the flow's patterns match masked, and every
-        value of a sensitive slot wherever it appears (a variable may hold a copy)."""
-        values = [*turn.sensitive_values]
-        values += [v for k, v in turn.state.slots.items() if k in self.sensitive_slots and v is not None]
+        value of a sensitive slot wherever it appears (a variable may hold a copy), however it is
+        written (``masking.value_spans``)."""
+        values = [*turn.sensitive_values, *turn.held_sensitive, *self._sensitive_held(turn.state)]
         spans = [*turn.root.masker.spans(text), *self.masker.spans(text)]
         for value in values:
-            needle = str(value)
-            start = text.find(needle) if needle else -1
-            while start >= 0:
-                spans.append((start, start + len(needle)))
-                start = text.find(needle, start + len(needle))
+            spans += value_spans(text, value)
         return mask_spans(text, spans) if spans else text
 
     def _passages(self, turn: _Turn) -> list[KnowledgeSpec]:
@@ -1282,10 +1367,10 @@ class DeclarativeFlow:
         passages = list(self.document.knowledge)
         if len(passages) <= KNOWLEDGE_SHOWN:
             return passages
-        words = _words(_text_of(turn.message))
+        asked = _words(_text_of(turn.message))
         scored = sorted(
             range(len(passages)),
-            key=lambda i: (-len(words & _words(f"{passages[i].title} {passages[i].text}")), i),
+            key=lambda i: (-len(asked & _words(f"{passages[i].title} {passages[i].text}")), i),
         )
         return [passages[i] for i in sorted(scored[:KNOWLEDGE_SHOWN])]
 

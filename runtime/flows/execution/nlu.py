@@ -76,7 +76,8 @@ def unregister_recognizer(name: str) -> None:
 def _builtin(
     intents: Mapping[str, IntentSpec], threshold: float, options: Mapping[str, Any], language: str
 ) -> IntentRecognizer:
-    return DefaultRecognizer(intents, threshold, typo_tolerance=bool(options.get("typo_tolerance", True)))
+    typo_tolerance = bool(options.get("typo_tolerance", True))
+    return DefaultRecognizer(intents, threshold, typo_tolerance=typo_tolerance, language=language)
 
 
 def _model(

@@ -42,7 +42,11 @@ enum
     where they overlap ("extra large" over "large"). Returns the canonical value.
     Two different choices in one message is a problem (ambiguous). When not asked,
     one-character values and synonyms ("s", "l") are ignored: in free text they are far
-    more often just letters ("plan a", "size l?" aside).
+    more often just letters ("plan a", "size l?" aside). With ``typos`` (a flow's
+    ``typo_tolerance``), a mistyped word reads as the word of a choice it was meant to be
+    ("lrage" is large, "medum" medium), by the recognizer's rule (``lexicon.Speller``): words
+    of four or more letters, one edit away (two from eight letters on), and never a word
+    spelled right ("mall" is no small).
 email
     The first address (``local@domain.tld``), domain lower-cased. When asked, a word
     with an "@" that is not a valid address is a problem.
@@ -86,7 +90,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confab.runtime.flows.execution.intents import fold
+from confab.runtime.flows.execution.folding import fold
+from confab.runtime.flows.execution.lexicon import Speller, lexicon
 from confab.runtime.flows.language.document import SlotSpec
 
 Span = tuple[int, int]
@@ -112,20 +117,23 @@ class Extraction:
 NOT_FOUND = Extraction()
 
 
-def extract(spec: SlotSpec, text: str, *, asked: bool, today: datetime.date) -> Extraction:
-    """The value ``text`` gives for ``spec`` (``asked``: it answers that slot's prompt)."""
-    return _extract(spec, _Message(text), asked=asked, today=today)[0]
+def extract(
+    spec: SlotSpec, text: str, *, asked: bool, today: datetime.date, typos: bool = False
+) -> Extraction:
+    """The value ``text`` gives for ``spec`` (``asked``: it answers that slot's prompt; ``typos``:
+    mistyped words count as the choices they were meant to be)."""
+    return _extract(spec, _Message(text, typos), asked=asked, today=today)[0]
 
 
 def extract_all(
-    specs: Sequence[SlotSpec], text: str, *, asking: str, today: datetime.date
+    specs: Sequence[SlotSpec], text: str, *, asking: str, today: datetime.date, typos: bool = False
 ) -> dict[str, Extraction]:
     """Every slot in ``specs`` read from one message; ``asking`` names the asked slot, if any.
 
     Each part of the message fills at most one slot (the rule is in the module doc).
     """
     results: dict[str, Extraction] = {}
-    message = _Message(text)
+    message = _Message(text, typos)
     asked_spec = next((s for s in specs if s.name == asking), None) if asking else None
     if asked_spec is not None:
         extraction, spans = _extract(asked_spec, message, asked=True, today=today)
@@ -159,10 +167,11 @@ class _Token:
 class _Message:
     """A message's raw text, its folded twin (same length) and folded words with positions."""
 
-    __slots__ = ("folded", "raw", "tokens")
+    __slots__ = ("folded", "raw", "tokens", "typos")
 
-    def __init__(self, raw: str) -> None:
+    def __init__(self, raw: str, typos: bool = False) -> None:
         self.raw = raw
+        self.typos = typos  # mistyped words may be read as a choice's
         self.folded = _fold_in_place(raw)
         self.tokens = [_Token(m.group(), m.start(), m.end()) for m in _TOKEN.finditer(self.folded)]
 
@@ -171,7 +180,7 @@ class _Message:
         raw = self.raw
         for start, end in spans:
             raw = raw[:start] + " " * (end - start) + raw[end:]
-        return _Message(raw)
+        return _Message(raw, self.typos)
 
 
 _FOLDED_CHARS: dict[str, str] = {}
@@ -362,13 +371,16 @@ def _plain(bound: float) -> str:
 # boolean, enum: phrases ----------------------------------------------------------------------
 
 
-def _phrases(message: _Message, phrases: dict[tuple[str, ...], Any]) -> list[tuple[Span, Any]]:
-    """Every occurrence of ``phrases`` (folded word tuples) as whole words, longest first."""
+def _phrases(
+    message: _Message, phrases: dict[tuple[str, ...], Any], words: Sequence[str] | None = None
+) -> list[tuple[Span, Any]]:
+    """Every occurrence of ``phrases`` (folded word tuples) as whole words, longest first;
+    ``words``: the message's words as they are to be read (a typo corrected), if not as typed."""
     by_first: dict[str, list[tuple[str, ...]]] = {}
     for phrase in sorted(phrases, key=len, reverse=True):
         by_first.setdefault(phrase[0], []).append(phrase)
     tokens = message.tokens
-    words = [t.word for t in tokens]
+    words = [t.word for t in tokens] if words is None else words
     hits: list[tuple[Span, Any]] = []
     i = 0
     while i < len(tokens):
@@ -430,7 +442,11 @@ def _read_enum(spec: SlotSpec, message: _Message, asked: bool, today: datetime.d
             # Not asked, a one-letter synonym is far more often just a letter ("plan a").
             if words and (asked or len(" ".join(words)) > 1):
                 table.setdefault(words, value)  # a synonym listed twice belongs to the first
-    hits = _phrases(message, table)
+    meant = None
+    if message.typos:
+        speller = Speller((word for phrase in table for word in phrase), lexicon(""))
+        meant = [speller.correct(token.word) for token in message.tokens]
+    hits = _phrases(message, table, meant)
     if not hits:
         return _NOTHING
     spans = tuple(span for span, _ in hits)

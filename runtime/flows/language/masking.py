@@ -12,6 +12,12 @@ A flow declares it two ways (docs/flows.md, "Masking"):
 A masked value keeps its last four characters when it has twelve or more (``****1111``,
 what a card statement shows), and is ``****`` otherwise. Masking never changes what the
 flow itself sees: slots keep their values, and webhooks get them unmasked.
+
+A sensitive value is found (:func:`value_spans`) however it is written: with spaces, hyphens,
+dots, slashes or parentheses between its characters or without them, in any case -- "5555 4444 3333 2222",
+"5555-4444-3333-2222" and "5555444433332222" are one card number, whichever of them the
+slot holds. The text kept in the store and the text sent to a language model are masked by
+that one rule.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from dataclasses import dataclass
 MASK = "****"
 _KEEP_LAST = 4
 _KEEP_FROM_LENGTH = 12
+# What people put between the characters of a number they type: "5555 4444", "5555-4444",
+# "5555.4444", "5555 - 4444", "(555) 123/4567". Not part of the value: it is the same without them.
+_SEPARATORS = re.compile(r"[\s.\-/()]+")
+_BETWEEN = r"[\s.\-/()]*"
 
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b", re.IGNORECASE)
@@ -37,6 +47,17 @@ def mask_value(value: str) -> str:
     if len(compact) >= _KEEP_FROM_LENGTH:
         return MASK + compact[-_KEEP_LAST:]
     return MASK
+
+
+def value_spans(text: str, value: object) -> list[tuple[int, int]]:
+    """Where ``value`` (a slot's) appears in ``text``: as it is, or with separators (spaces,
+    hyphens, dots) anywhere between its characters or left out, case aside. A value of nothing
+    but separators appears nowhere."""
+    characters = _SEPARATORS.sub("", str(value))
+    if not characters:
+        return []
+    pattern = re.compile(_BETWEEN.join(map(re.escape, characters)), re.IGNORECASE)
+    return [m.span() for m in pattern.finditer(text)]
 
 
 def luhn_valid(digits: str) -> bool:
