@@ -226,8 +226,20 @@ def test_every_reason_a_model_call_fails_for_may_be_scripted(reason: str) -> Non
 
 def test_a_dialogue_file_with_an_unknown_failure_names_where(tmp_path: Path) -> None:
     path = write(tmp_path, "flow: helper\ngenerate: {fail: nonsense}\ndialogues: []\n", "d.yaml")
-    with pytest.raises(DialogueFileError, match=r"d\.yaml: generate: generate: \{fail: 'nonsense'\}"):
+    with pytest.raises(
+        DialogueFileError, match=r"d\.yaml: generate: \{fail: 'nonsense'\}: not a reason"
+    ) as raised:
         load_dialogues(path)
+    assert str(raised.value).count("generate:") == 1  # where it was, said once
+
+
+def test_a_bad_answer_of_a_turn_names_the_turn_once(tmp_path: Path) -> None:
+    text = "flow: helper\ndialogues:\n  - turns:\n      - user: hi\n        generate: [ok, {chunks: []}]\n"
+    with pytest.raises(DialogueFileError) as raised:
+        load_dialogues(write(tmp_path, text, "d.yaml"))
+    message = str(raised.value)
+    assert "dialogues[0].turns[0].generate: {'chunks': []}: chunks must be text" in message
+    assert message.count("generate:") == 1
 
 
 # The validator ----------------------------------------------------------------------------------
