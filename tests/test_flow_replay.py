@@ -539,6 +539,25 @@ def test_the_command_prints_each_divergence_and_a_summary(
     assert code == 0 and "no recorded conversation ran shop" in out
 
 
+def test_the_command_counts_the_later_turns_that_differ_in_words_that_agree(
+    tmp_path: Path, recorded: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The order's confirmation (turn 3) says it otherwise, and so does its last turn: one later.
+    v2 = shop_version(
+        tmp_path / "v2", "2", ("EUR, card ending", "EUR on the card ending"), ("Thanks!", "Thank you!")
+    )
+    _, out, _ = replay_command(
+        capsys, "--flow", "shop", "--from", str(recorded), "--dir", str(v2), "--tenant", TENANT
+    )
+    assert "         + 1 later turn differs" in out.splitlines()
+    # The greeting asks for the card instead: every later turn of the order differs.
+    v3 = shop_version(tmp_path / "v3", "3", ("start: ask_item", "start: pay"))
+    _, out, _ = replay_command(
+        capsys, "--flow", "shop", "--from", str(recorded), "--dir", str(v3), "--tenant", TENANT
+    )
+    assert "         + 3 later turns differ" in out.splitlines()
+
+
 def test_the_command_replays_only_what_was_recorded_since(
     tmp_path: Path, recorded: Path, v1: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

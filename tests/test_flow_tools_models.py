@@ -192,7 +192,7 @@ def test_against_a_server_a_dialogue_that_scripts_model_answers_is_skipped_sayin
         "d.yaml",
     )
     code, out, _ = run(capsys, "test", str(dialogues), "--target", target)
-    assert code == 1  # nothing passed
+    assert code == 0  # none failed: skipped ones are said, and no failure
     assert out.splitlines() == [
         "SKIP d.yaml: a card, then a model's answer (scripts model answers: a server calls its own"
         " models; only the in-process runner plays it)",
@@ -200,6 +200,15 @@ def test_against_a_server_a_dialogue_that_scripts_model_answers_is_skipped_sayin
         " (now: or after:): a server keeps its own time; only the in-process runner plays it)",
         "0 passed, 0 failed, 2 skipped",
     ]
+
+
+def test_with_no_dialogue_to_play_at_all_the_test_fails_saying_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = write(tmp_path, "flow: pizza\ndialogues: []\n", "empty.yaml")
+    code, out, err = run(capsys, "test", str(empty))
+    assert code == 1 and out.splitlines() == ["0 passed, 0 failed"]
+    assert f"no dialogue to play in {empty}" in err
 
 
 @pytest.mark.parametrize("reason", ["nonsense", "http_5000", "HTTP 500", "abandoned"])
@@ -217,8 +226,20 @@ def test_every_reason_a_model_call_fails_for_may_be_scripted(reason: str) -> Non
 
 def test_a_dialogue_file_with_an_unknown_failure_names_where(tmp_path: Path) -> None:
     path = write(tmp_path, "flow: helper\ngenerate: {fail: nonsense}\ndialogues: []\n", "d.yaml")
-    with pytest.raises(DialogueFileError, match=r"d\.yaml: generate: generate: \{fail: 'nonsense'\}"):
+    with pytest.raises(
+        DialogueFileError, match=r"d\.yaml: generate: \{fail: 'nonsense'\}: not a reason"
+    ) as raised:
         load_dialogues(path)
+    assert str(raised.value).count("generate:") == 1  # where it was, said once
+
+
+def test_a_bad_answer_of_a_turn_names_the_turn_once(tmp_path: Path) -> None:
+    text = "flow: helper\ndialogues:\n  - turns:\n      - user: hi\n        generate: [ok, {chunks: []}]\n"
+    with pytest.raises(DialogueFileError) as raised:
+        load_dialogues(write(tmp_path, text, "d.yaml"))
+    message = str(raised.value)
+    assert "dialogues[0].turns[0].generate: {'chunks': []}: chunks must be text" in message
+    assert message.count("generate:") == 1
 
 
 # The validator ----------------------------------------------------------------------------------

@@ -555,8 +555,11 @@ def test_a_reading_a_dialogue_cannot_mean_is_an_error(given: object) -> None:
 
 def test_a_bad_reading_in_a_dialogue_file_names_its_turn(tmp_path: Path) -> None:
     text = "flow: cafe\ndialogues:\n  - turns:\n      - user: hi\n        recognize: {intnt: order}\n"
-    with pytest.raises(DialogueFileError, match=r"dialogues\[0\]\.turns\[0\]\.recognize"):
+    with pytest.raises(
+        DialogueFileError, match=r"dialogues\[0\]\.turns\[0\]\.recognize: \{'intnt'"
+    ) as raised:
         load_dialogues(write(tmp_path, text, "bad.yaml"))
+    assert str(raised.value).count("recognize:") == 1  # where it was, said once
 
 
 def test_confab_flows_test_plays_the_cafe_without_calling_its_provider(

@@ -216,6 +216,31 @@ def test_routes_still_work_from_an_unseen_question(tmp_path: Path) -> None:
     assert chat.send("stop", seen_turn=1).response.text == "Stopped."
 
 
+def test_a_question_about_an_unseen_confirmation_is_answered_and_the_answers_still_wait(
+    tmp_path: Path,
+) -> None:
+    """A transition back to the confirmation ("how much?") is a question about it, not an
+    answer: taken although the question was not seen; "yes" and "no", which leave, are not."""
+    own = SHOP.replace(
+        "      stop: {patterns:", '      price: {keywords: ["how much"]}\n      stop: {patterns:'
+    ).replace(
+        '          - {intent: "yes", to: noted}\n',
+        '          - {intent: "yes", to: noted}\n'
+        "          - {intent: price, to: check,"
+        ' actions: [{say: {text: "That is {{ variables.total }}."}}]}\n',
+    )
+    chat = at_check(flow_of(tmp_path, own), seen_turn=1)  # "2 red for 4?" asked in turn 3
+    priced = chat.send("how much?", seen_turn=2)
+    assert priced.response.text == "That is 4.\n2 red for 4?" and buttons(priced) == ["Yes", "No"]
+    assert "transition:check->check" in priced.actions_performed
+    assert "typed_ahead:check" not in priced.actions_performed
+    assert chat.state.current_state == "check" and chat.state.error_count == 0
+    # Asked again word for word: still the question of turn 3, which this user has not seen.
+    assert "typed_ahead:check" in chat.send("no", seen_turn=2).actions_performed
+    assert chat.state.current_state == "check" and chat.state.slots == {"color": "red", "count": 2}
+    assert chat.send("yes", seen_turn=3).response.text == "Any note?"
+
+
 def test_a_correction_written_ahead_is_applied_and_asked_again(tmp_path: Path) -> None:
     chat = at_check(shop(tmp_path), seen_turn=1)
     assert chat.send("make it blue", seen_turn=2).response.text == "Changed.\n2 blue for 4?"

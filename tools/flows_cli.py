@@ -20,7 +20,8 @@ Graphviz DOT with ``--dot`` (``confab flows show pizza --dot | dot -Tsvg``). ``t
 dialogue files (``runtime.flows.authoring.dialogues``) in-process, with the flow directories
 and webhooks of the server config, or against a server with ``--target``; it prints
 PASS/FAIL/SKIP per dialogue (every failing turn of a failed one), the transcript of each
-with ``--transcript`` (masked as the store keeps turns), then a summary. A file reached
+with ``--transcript`` (masked as the store keeps turns), then a summary; it exits 1 when a
+dialogue failed or there was none to play, 0 otherwise (skipped ones too). A file reached
 twice (a ``--dir`` that the config names too) is loaded once. ``replay``
 (``tools.flows_replay``) replays the conversations a server recorded against a new version
 of a flow and reports where it does otherwise.
@@ -216,7 +217,11 @@ def play(
         if remote is not None:
             remote.close()
     print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""), file=out)
-    return 1 if failed or not passed else 0
+    # Skipped dialogues are no failure (each was said, with why); finding none to play at all is.
+    if not (passed or failed or skipped):
+        print(f"confab: no dialogue to play in {', '.join(map(str, paths))}", file=err)
+        return 1
+    return 1 if failed else 0
 
 
 def _missing_flow(flow_id: str, tenant: str, runner: FlowRunner, flows: list[Flow]) -> str:

@@ -287,7 +287,7 @@ def _details(replay: ConversationReplay, flow_id: str) -> list[str]:
             was, now = first.recorded.slots.get(name), first.replayed.slots.get(name)
             lines.append(f"slot {name}: {_value(was)} -> {_value(now)}")
         if replay.later:
-            lines.append(f"+ {replay.later} later turn{'s' * (replay.later != 1)} differ")
+            lines.append(f"+ {_count(replay.later, 'later turn')} differ{'s' * (replay.later == 1)}")
         if replay.stopped:
             lines.append(f"! {replay.stopped}")
         if first.masked:

@@ -170,19 +170,20 @@ def _not_scripted() -> JsonDict:
 
 def generation_result(given: Any) -> JsonDict:
     """A model's answer as a dialogue gives it (its text, ``{chunks: [...]}``, ``{text: ...}`` or
-    ``{fail: reason}``), as the result of the call a flow sees; DialogueFileError if it is none."""
+    ``{fail: reason}``), as the result of the call a flow sees; DialogueFileError if it is none
+    (its message names the answer, not where it was: the caller says that)."""
     if isinstance(given, str):
         return {"ok": True, "text": given, "chunks": 1}
     if not isinstance(given, Mapping) or len(given) != 1 or next(iter(given)) not in GENERATE_KEYS:
         raise DialogueFileError(
-            f"generate: {given!r} is not an answer: give its text, {{chunks: [...]}} or {{fail: REASON}}"
+            f"{given!r} is not an answer: give its text, {{chunks: [...]}} or {{fail: REASON}}"
         )
     ((kind, value),) = given.items()
     if kind == "fail":
         reason = str(value)
         if reason not in REASONS and not _HTTP_REASON.fullmatch(reason):
             raise DialogueFileError(
-                f"generate: {{fail: {value!r}}}: not a reason a model call fails for; known: "
+                f"{{fail: {value!r}}}: not a reason a model call fails for; known: "
                 f"{', '.join(REASONS)}, or http_NNN for an HTTP status (http_429, http_500...)"
             )
         return failure(reason, f"scripted failure: {reason}", chunks=0)
@@ -190,7 +191,7 @@ def generation_result(given: Any) -> JsonDict:
         return {"ok": True, "text": value, "chunks": 1}
     if kind == "chunks" and isinstance(value, list) and value and all(isinstance(c, str) for c in value):
         return {"ok": True, "text": "".join(value), "chunks": len(value), "pieces": list(value)}
-    raise DialogueFileError(f"generate: {given!r}: {kind} must be text, or a list of texts for chunks")
+    raise DialogueFileError(f"{given!r}: {kind} must be text, or a list of texts for chunks")
 
 
 def reading_result(given: Any) -> JsonDict:
@@ -204,7 +205,7 @@ def reading_result(given: Any) -> JsonDict:
     if isinstance(given, Mapping) and given and set(given) <= set(READING_KEYS):
         return {"ok": True, "text": json.dumps(dict(given), default=str), "chunks": 1}
     raise DialogueFileError(
-        f"recognize: {given!r} is not an answer: give the reading ({{{', '.join(READING_KEYS)}}}),"
+        f"{given!r} is not an answer: give the reading ({{{', '.join(READING_KEYS)}}}),"
         " its text, or {fail: REASON}"
     )
 

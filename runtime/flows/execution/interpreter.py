@@ -485,8 +485,9 @@ class DeclarativeFlow:
             return
         if not first_of_session and self._unseen(turn, current):
             # Typed before its user saw the question: no answer to it. A route still means
-            # what it means anywhere ("stop", "a person").
-            if self._follow(turn, current, first_of_session=False, routes_only=True):
+            # what it means anywhere ("stop", "a person"), and a question about it ("how
+            # much?": a transition back to this state) is answered, the question asked again.
+            if self._follow(turn, current, first_of_session=False, staying_only=True):
                 state.flow_memory[FALLBACKS] = 0
                 return
             turn.actions.append(f"typed_ahead:{current.name}")
@@ -555,13 +556,16 @@ class DeclarativeFlow:
             state.current_intent, state.intent_confidence = "", 0.0
 
     def _follow(
-        self, turn: _Turn, current: StateSpec, *, first_of_session: bool, routes_only: bool = False
+        self, turn: _Turn, current: StateSpec, *, first_of_session: bool, staying_only: bool = False
     ) -> bool:
-        """Take the first matching global route or transition; False if none matched."""
+        """Take the first matching global route or transition; False if none matched. With
+        ``staying_only``, of the state's transitions only those that stay in it (:meth:`_stays`)."""
         candidates: list[tuple[TransitionSpec, StateSpec | None]] = [(r, None) for r in self.document.routes]
-        if not routes_only and self._missing(turn, current) is None:
+        if self._missing(turn, current) is None:
             # Only the state's own transitions move on from it (a route is a detour, not a "done").
-            candidates += [(t, current) for t in current.transitions]
+            candidates += [
+                (t, current) for t in current.transitions if not staying_only or self._stays(turn, current, t)
+            ]
         for transition, source in candidates:
             if self._matches(turn, transition):
                 start = self._swap(turn.state, self.settings.start)
@@ -1045,10 +1049,12 @@ class DeclarativeFlow:
             return False
         if any(route.intent and self._matches(turn, route) for route in self.document.routes):
             return True
-        return any(
-            t.intent and self._swap(turn.state, t.to) == current.name and self._matches(turn, t)
-            for t in current.transitions
-        )
+        return any(self._stays(turn, current, t) and self._matches(turn, t) for t in current.transitions)
+
+    def _stays(self, turn: _Turn, current: StateSpec, transition: TransitionSpec) -> bool:
+        """Whether ``transition`` of ``current`` is a question about it rather than an answer to
+        it: an intent's, back to ``current`` itself ("how much is that?" at a confirmation)."""
+        return bool(transition.intent) and self._swap(turn.state, transition.to) == current.name
 
     def _routed(self, turn: _Turn, current: StateSpec) -> bool:
         """Whether the message's intent takes a route or a transition of ``current``."""
