@@ -13,8 +13,10 @@ pushed on the connection the command came from.
 
 A generation's text comes the same way, from its model call's thread (``Shard.on_delta``):
 pieces that arrive while the loop is busy share one DELTA frame per connection, in the
-order written, and always go out before the outcome of their command (the thread
-schedules the send before it can schedule its turn's end). A CANCEL frame (the edge's
+order written, and always go out before the outcome of their command: the thread
+schedules the send before it can schedule its turn's end, and whatever sends outcomes sends
+the pieces still waiting first (a pass over finished calls that another call's end scheduled
+may find this one finished too). A CANCEL frame (the edge's
 caller went away) stops the generation its command waits on, or marks it if it is still
 queued behind another turn (it runs without asking the model), after the round that arrived
 with it, so that a command and its cancel sent together meet in that order.
@@ -256,6 +258,7 @@ class ShardServer:
             asked, self._queries = self._queries, []
             for connection, query in asked:
                 out.setdefault(connection, []).append(queries.answer(self.shard, query).to_frame())
+        self._send_deltas()  # an abandoned generation's pieces go before its outcome (moved_late)
         for connection, frames in out.items():
             self._send(connection, frames)
         if self._cancels:
@@ -318,6 +321,9 @@ class ShardServer:
         except Exception:  # the edge times those requests out; the shard keeps serving
             log.exception("shard %d: finishing webhook turns failed", self.shard.index)
             return
+        # A generation this pass finished may have pieces not sent yet (this pass was scheduled by
+        # another call's end, before the send its pieces scheduled): they go before its outcome.
+        self._send_deltas()
         self._send_late(late)
         self._send_moved()
         self._send_events()
@@ -358,8 +364,11 @@ class ShardServer:
                 self._deltas.clear()
 
     def _send_deltas(self) -> None:
-        """Whatever pieces arrived since the last send, one DELTA frame per connection."""
+        """Whatever pieces arrived since the last send, one DELTA frame per connection. Also
+        called before outcomes are sent: a send still scheduled then finds nothing, or later pieces."""
         with self._deltas_lock:
+            if not self._deltas:
+                return
             taken, self._deltas = self._deltas, []
             self._deltas_scheduled = False
         by_connection: dict[Any, list[list[Any]]] = {}
