@@ -328,7 +328,8 @@ class DeclarativeFlow:
         return self.masker.redact(text) if self.masker.active else text
 
     def redact_state(self, state: ConversationState) -> ConversationState:
-        """A copy of ``state`` fit to show an operator: sensitive slots and masked text hidden.
+        """A copy of ``state`` fit to show an operator: sensitive slots and masked text hidden
+        (``redact_slots``).
 
         Slots are masked as the flow that declares them says: while a sub-flow runs, the
         slots are the sub-flow's, and each call frame keeps its caller's.
@@ -342,9 +343,9 @@ class DeclarativeFlow:
                 choice[0] = self.redact_text(str(choice[0]))
         owner: DeclarativeFlow | None = self
         for frame in memory.get(CALLS, []):
-            frame["slots"] = _redact_slots(owner, frame.get("slots", {}))
+            frame["slots"] = redact_slots(owner, frame.get("slots", {}))
             owner = owner._callee(str(frame["flow"])) if owner is not None else None
-        shown.slots = _redact_slots(owner, shown.slots)
+        shown.slots = redact_slots(owner, shown.slots)
         return shown
 
     def _callee(self, flow_id: str) -> DeclarativeFlow | None:
@@ -1479,15 +1480,22 @@ def idempotency_key(state: ConversationState, call: str, name: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
 
-def _redact_slots(owner: DeclarativeFlow | None, slots: JsonDict) -> JsonDict:
-    """``slots`` with the values ``owner`` declares sensitive masked; every value, when the
-    flow they belong to is not loaded (what it declares cannot be known)."""
-    return {
-        k: mask_value(json.dumps(v) if not isinstance(v, str) else v)
-        if v is not None and (owner is None or k in owner.sensitive_slots)
-        else v
-        for k, v in slots.items()
-    }
+def redact_slots(owner: DeclarativeFlow | None, slots: JsonDict) -> JsonDict:
+    """``slots`` as operators may see them: the values ``owner`` declares sensitive masked, and
+    its mask patterns applied to every other text (a free-text slot holds whatever the user
+    typed); every value masked when the flow they belong to is not loaded (what it declares
+    cannot be known)."""
+    shown: JsonDict = {}
+    for name, value in slots.items():
+        if value is None:
+            shown[name] = value
+        elif owner is None or name in owner.sensitive_slots:
+            shown[name] = mask_value(value if isinstance(value, str) else json.dumps(value))
+        elif isinstance(value, str):
+            shown[name] = owner.redact_text(value)
+        else:
+            shown[name] = value
+    return shown
 
 
 def _fingerprint(tenant_id: str, conversation_id: str) -> str:
