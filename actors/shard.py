@@ -178,8 +178,9 @@ class _Waiting:
     origin: Origin
     future: Future[WebhookResult]
     since: float = 0.0  # time.time() when the call was made
-    # Set to stop the command's generation (a model call; None for a webhook): the model client
-    # ends its stream then. It stays with the command for the rest of its turn.
+    # Set to stop the command's generation (the model client ends its stream then), and every
+    # later one of its turn; None: nobody asked to (yet) and the call is a webhook. It stays with
+    # the command for the rest of its turn.
     cancel: threading.Event | None = None
     # When the command's caller stops waiting (a time.perf_counter(); None: never): a generation
     # of its turn ends then, as cancelled. It too stays with the command for its turn.
@@ -609,15 +610,17 @@ class Shard:
         turn takes its failure route (a model recognizer's call: the message is read without
         it). A command still queued behind another turn is marked: it runs in its turn all the
         same (it was accepted, and is applied once), but every model call of that turn is
-        answered at once as cancelled, and nothing is asked of the model. False if that command
-        waits on no model call and is not queued (it may have finished)."""
+        answered at once as cancelled, and nothing is asked of the model; a command whose turn
+        waits on a webhook is marked alike (the webhook call runs on, the turn's later model calls
+        are answered as cancelled). False if that command waits on nothing and is not queued
+        (it may have finished)."""
         wanted = (sender, batch_id, position)
         for conversation in self.waiting:
             waiting: _Waiting = conversation.waiting
             origin = waiting.origin
             if (origin.sender, origin.batch_id, origin.index) == wanted:
-                if waiting.cancel is None or not waiting.suspended.call.to_model:
-                    return False
+                # A webhook runs on; the mark stays with the command (_resume) for what follows.
+                waiting.cancel = waiting.cancel or threading.Event()
                 waiting.cancel.set()
                 return True
             mailbox = conversation.mailbox

@@ -2,8 +2,8 @@
 
 The shard makes a model call as it makes a webhook call (suspended turn, mailbox, late outcome);
 these tests look at what is particular to models: chunks handed to ``on_delta`` in order, a
-cancelled generation (and a cancelled message still queued behind one, which runs without
-asking the model), a generation ended by its caller's deadline, each way a call fails taking
+cancelled generation (and a cancelled message still queued behind one, or whose turn waits on
+a webhook, which runs without asking the model), a generation ended by its caller's deadline, each way a call fails taking
 the flow's failure route, sensitive data
 kept out of every request, per-tenant budgets counted in the store, and a slow generation in
 one conversation leaving the others alone.
@@ -33,8 +33,10 @@ from confab.runtime.model import (
 )
 from confab.runtime.models import ModelProvider, ModelSettings, TokenBudget, utc_day
 from confab.runtime.protocol.records import Command, CommandBatch, CommandKind, decode_outcome, is_deferred
+from confab.runtime.webhooks import WebhookTarget
 from tests.model_standin import WAIT_S, ModelStandIn, Script
 from tests.shard_runner import routed
+from tests.support import GatedPrices
 
 TENANT = "acme"
 SENDER = "edge-connection"
@@ -270,6 +272,56 @@ def test_a_cancelled_message_queued_behind_a_generation_runs_without_asking_the_
     standin.script = Script(text="Back again.")
     assert driver.say("c1", "explain once more").response.text == "Back again."
     assert len(standin.received()) == 2
+
+
+# A turn that asks a webhook, then the model.
+LOOKUP_FLOW = """\
+flow: lookup
+settings:
+  start: ask
+intents:
+  explain: {keywords: [explain]}
+routes:
+  - {intent: explain, to: answer}
+states:
+  ask:
+    on_enter: [{say: {text: "Ask me."}}]
+  answer:
+    on_enter:
+      - webhook: {name: price, store_as: quote}
+      - generate: {prompt: "Explain {{ message }}", on_failure: sorry}
+  sorry:
+    on_enter: [{say: {text: "The model is away."}}]
+"""
+
+
+def test_a_cancel_while_the_turn_waits_on_a_webhook_leaves_its_later_generation_unasked(
+    make_shard: ShardMaker, tmp_path: Path, standin: ModelStandIn
+) -> None:
+    flows = tmp_path / "lookup"
+    flows.mkdir()
+    (flows / "lookup.yaml").write_text(LOOKUP_FLOW)
+    prices = GatedPrices(hold_s=WAIT_S).start()
+    try:
+        provider = ModelProvider("standin", standin.url, "standin-model")
+        shard = make_shard(
+            flow_dirs=(str(flows),),
+            models=ModelSettings((provider,)),
+            webhooks=(WebhookTarget("price", prices.url, WAIT_S, 0),),
+        )
+        driver = Driver(shard, flow="lookup")
+        assert driver.say("c1", "hello").response.text == "Ask me."
+        prices.hold()
+        batch_id, _ = driver.start("c1", "explain the price", wants_deltas=True)
+        assert prices.asked.acquire(timeout=WAIT_S)  # the turn waits on the webhook
+        assert driver.shard.cancel_generation(SENDER, batch_id, 0)
+        prices.release()
+        result = driver.wait(batch_id)
+    finally:
+        prices.stop()
+    assert result.state.current_state == "sorry" and result.response.text == "The model is away."
+    assert "generate_failed:cancelled" in result.actions_performed
+    assert standin.received() == []  # nobody was left to read it: the model was not asked
 
 
 def test_a_generation_ends_when_its_callers_deadline_passes(
