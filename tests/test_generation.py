@@ -3,10 +3,10 @@
 The shard makes a model call as it makes a webhook call (suspended turn, mailbox, late outcome);
 these tests look at what is particular to models: chunks handed to ``on_delta`` in order, a
 cancelled generation (and a cancelled message still queued behind one, or whose turn waits on
-a webhook, which runs without asking the model), a generation ended by its caller's deadline, each way a call fails taking
-the flow's failure route, sensitive data
-kept out of every request, per-tenant budgets counted in the store, and a slow generation in
-one conversation leaving the others alone.
+a webhook, which runs without asking the model), a generation ended by its caller's deadline,
+each way a call fails taking the flow's failure route, sensitive data kept out of every request,
+per-tenant budgets counted in the store, and a slow generation in one conversation leaving the
+others alone.
 """
 
 from __future__ import annotations
