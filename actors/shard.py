@@ -675,7 +675,8 @@ class Shard:
     def finish_webhooks(self) -> list[tuple[Any, tuple[int, int, list[Any]]]]:
         """Finish the turns whose webhook (or model call) answered; return (sender, late outcome) pairs."""
         self._record_spending()
-        ready = [c for c in self.waiting if c.waiting.future.done()]
+        # A cancelled call was dropped unstarted by a pool shutting down: its turn is left as it is.
+        ready = [c for c in self.waiting if c.waiting.future.done() and not c.waiting.future.cancelled()]
         if not ready:
             return []
         done = _Round()

@@ -68,7 +68,7 @@ from confab.runtime.protocol.records import (
 )
 from confab.runtime.protocol.security import DataPlaneSettings
 from confab.tools.cluster_certs import make_certs
-from tests.model_standin import ModelStandIn, Script
+from confab.tools.model_standin import ModelStandIn, Script
 from tests.shard_runner import routed
 from tests.support import free_port, run_confab
 

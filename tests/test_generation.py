@@ -1,4 +1,4 @@
-"""Generate steps on a real shard, against a local OpenAI-compatible stand-in (tests.model_standin).
+"""Generate steps on a real shard, against a local OpenAI-compatible stand-in (tools.model_standin).
 
 The shard makes a model call as it makes a webhook call (suspended turn, mailbox, late outcome);
 these tests look at what is particular to models: chunks handed to ``on_delta`` in order, a
@@ -34,7 +34,7 @@ from confab.runtime.model import (
 from confab.runtime.models import ModelProvider, ModelSettings, TokenBudget, utc_day
 from confab.runtime.protocol.records import Command, CommandBatch, CommandKind, decode_outcome, is_deferred
 from confab.runtime.webhooks import WebhookTarget
-from tests.model_standin import WAIT_S, ModelStandIn, Script
+from confab.tools.model_standin import WAIT_S, ModelStandIn, Script
 from tests.shard_runner import routed
 from tests.support import GatedPrices
 
@@ -338,6 +338,29 @@ def test_a_generation_ends_when_its_callers_deadline_passes(
     assert request.ended.wait(WAIT_S)
     assert request.left and not request.completed and request.chunks_sent < 200
     assert driver.state("c1") == "sorry"  # stored, like any turn that took its failure route
+
+
+def test_a_call_dropped_by_the_pool_shutting_down_leaves_the_others_to_finish(
+    make_shard: ShardMaker, flow_dir: Path, standin: ModelStandIn
+) -> None:
+    gate = threading.Event()
+    standin.script = Script(text="We open at nine.", gate=gate)
+    provider = ModelProvider("standin", standin.url, "standin-model")
+    models = ModelSettings((provider,), max_concurrent=1)
+    driver = Driver(make_shard(flow_dirs=(str(flow_dir),), models=models))
+    driver.say("c1", "hello")
+    driver.say("c2", "hello")
+    running, _ = driver.start("c1", "explain the hours")
+    give_up = time.monotonic() + WAIT_S
+    while not standin.received():  # the pool's one thread makes this call...
+        assert time.monotonic() < give_up, "the stand-in got no request"
+        time.sleep(0.01)
+    dropped, _ = driver.start("c2", "explain the prices")  # ...and this one waits for it
+    driver.shard.models.close()  # shutting down: the call not started is dropped
+    gate.set()
+    # The running call ends (answered, or failed as its client closed) and its turn is finished.
+    assert driver.wait(running).response.text in ("We open at nine.", "The model is away.")
+    assert dropped not in driver.outcomes and len(standin.received()) == 1
 
 
 # Failures -----------------------------------------------------------------------------------
