@@ -60,7 +60,9 @@ from confab.runtime.protocol.records import (
     LateOutcomes,
     OutcomeBatch,
     Query,
+    TextDelta,
     cancels_from_frame,
+    delta_entry_wire,
     deltas_frame,
     error_outcome,
     events_frame,
@@ -349,7 +351,7 @@ class ShardServer:
 
     def _delta(self, origin: Origin, stream_id: str, sequence: int, text: str) -> None:
         """A piece of a generation's text (called on its model call's thread, in the order written)."""
-        entry = [origin.batch_id, origin.index, stream_id, sequence, text]
+        entry = delta_entry_wire(origin.batch_id, origin.index, TextDelta(stream_id, sequence, text))
         with self._deltas_lock:
             self._deltas.append((origin.sender, entry))
             if self._deltas_scheduled:
