@@ -70,6 +70,7 @@ from confab.runtime.model import (
     TurnResult,
 )
 from confab.runtime.models import (
+    ABANDONED,
     BUDGET,
     CANCELLED,
     ChunkSink,
@@ -697,7 +698,7 @@ class Shard:
         if waiting.cancel is not None:  # a generation: no use writing what nobody will read
             waiting.cancel.set()
         error = f"abandoned by {who}" + (f": {reason}" if reason else "")
-        result: WebhookResult = {"ok": False, "error": error, "abandoned_by": who}
+        result: WebhookResult = {"ok": False, "error": error, "abandoned_by": who, "reason": ABANDONED}
         log.warning("shard %d: %s: webhook %r %s", self.index, key, name, error)
         done = _Round()
         self._resume(conversation, result, done)

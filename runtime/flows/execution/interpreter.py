@@ -85,6 +85,7 @@ from confab.runtime.flows import (
     NeedsWebhook,
     UnknownState,
     WebhookCall,
+    call_label,
 )
 from confab.runtime.flows.execution.folding import words
 from confab.runtime.flows.execution.intents import (
@@ -123,7 +124,7 @@ from confab.runtime.model import (
     JsonDict,
     QuickReply,
 )
-from confab.runtime.models import BUDGET
+from confab.runtime.models import BUDGET, failure_reason
 
 HISTORY_KEPT = 20  # intent_history and previous_states entries kept
 HANDOFF_LOG_KEPT = 50  # messages recorded while a human has the conversation
@@ -142,8 +143,7 @@ GROUNDING = (
     " know it and offer to connect the user with a person.\n\nPassages:"
 )
 HISTORY_CHARS = 500  # of one remembered text
-# Why a model call failed when its result names no reason (runtime.models.REASONS otherwise).
-ABANDONED = "abandoned"  # an operator gave the call up (Admin.AbandonWebhook)
+# Why a generate step failed without a call (runtime.models.failure_reason when there was one).
 NOT_CALLED = "template"  # the step's prompt did not render: no call was made
 # Why a model recognizer's reading is not used (``nlu_fallback:REASON``), besides why its call
 # failed and what its own read() says (runtime.flows.execution.model_recognizer).
@@ -891,7 +891,7 @@ class DeclarativeFlow:
         if result is not None and result.get("ok"):
             state.flow_memory[FALLBACKS] = 0  # answered: not a misunderstanding in a row
             return
-        if result is not None and _failure_reason(result) == BUDGET:
+        if result is not None and failure_reason(result) == BUDGET:
             said = self._budget_response()
         state.error_count += 1
         fallbacks = int(state.flow_memory.get(FALLBACKS, 0)) + 1
@@ -920,7 +920,7 @@ class DeclarativeFlow:
         ):
             return
         result = self._generative_answer(turn, current)
-        if result is not None and not result.get("ok") and _failure_reason(result) == BUDGET:
+        if result is not None and not result.get("ok") and failure_reason(result) == BUDGET:
             turn.said.append(self._render(turn, self._budget_response()))
 
     def _generative_answer(self, turn: _Turn, current: StateSpec) -> JsonDict | None:
@@ -1172,10 +1172,10 @@ class DeclarativeFlow:
         request = self._recognition_request(turn, question)
         result = self._webhook_result(turn, question.provider, request, RECOGNIZE)
         if not result.get("ok"):
-            reason = _failure_reason(result)
+            reason = failure_reason(result)
             turn.actions += [f"recognize_failed:{reason}", f"nlu_fallback:{reason}"]
             return match
-        turn.actions.append(f"recognize:{question.provider or 'default'}")
+        turn.actions.append(call_label(RECOGNIZE, question.provider))
         reading = recognizer.read(utterance, str(result.get("text", "")))
         problem, values = self._accepted(turn, reading, utterance)
         if problem:
@@ -1287,7 +1287,7 @@ class DeclarativeFlow:
             else:
                 turn.said.append(Content(text=text))
             return True
-        if _failure_reason(result) == BUDGET:  # refused politely, whatever the route after it
+        if failure_reason(result) == BUDGET:  # refused politely, whatever the route after it
             turn.said.append(self._render(turn, spec.budget_response or ResponseSpec(text=BUDGET_SPENT)))
         elif spec.failure_response is not None:
             turn.said.append(self._render(turn, spec.failure_response))
@@ -1309,9 +1309,9 @@ class DeclarativeFlow:
         else:
             result = self._webhook_result(turn, spec.provider, request, GENERATE)
         if result.get("ok"):
-            turn.actions.append(f"generate:{spec.provider or 'default'}")
+            turn.actions.append(call_label(GENERATE, spec.provider))
         else:
-            turn.actions.append(f"generate_failed:{_failure_reason(result)}")
+            turn.actions.append(f"generate_failed:{failure_reason(result)}")
         return result
 
     def _generation_request(self, turn: _Turn, spec: GenerateSpec) -> JsonDict:
@@ -1500,13 +1500,6 @@ def redact_slots(owner: DeclarativeFlow | None, slots: JsonDict) -> JsonDict:
 
 def _fingerprint(tenant_id: str, conversation_id: str) -> str:
     return hashlib.sha256(f"{tenant_id}\x00{conversation_id}".encode()).hexdigest()[:16]
-
-
-def _failure_reason(result: Mapping[str, Any]) -> str:
-    """Why a model call failed: its reason (runtime.models.REASONS, http_<status>), or abandoned."""
-    if result.get("abandoned_by"):
-        return ABANDONED
-    return str(result.get("reason") or "failed")
 
 
 def _grounding(passages: Iterable[KnowledgeSpec]) -> str:
