@@ -892,7 +892,7 @@ class DeclarativeFlow:
             state.flow_memory[FALLBACKS] = 0  # answered: not a misunderstanding in a row
             return
         if result is not None and failure_reason(result) == BUDGET:
-            said = self._budget_response()
+            said = self._budget_response(self.settings.generative_fallback)
         state.error_count += 1
         fallbacks = int(state.flow_memory.get(FALLBACKS, 0)) + 1
         state.flow_memory[FALLBACKS] = fallbacks
@@ -921,7 +921,7 @@ class DeclarativeFlow:
             return
         result = self._generative_answer(turn, current)
         if result is not None and not result.get("ok") and failure_reason(result) == BUDGET:
-            turn.said.append(self._render(turn, self._budget_response()))
+            turn.said.append(self._render(turn, self._budget_response(self.settings.generative_fallback)))
 
     def _generative_answer(self, turn: _Turn, current: StateSpec) -> JsonDict | None:
         """The generative fallback's answer to a message nothing matched, said when it came (a
@@ -936,9 +936,11 @@ class DeclarativeFlow:
             turn.said.append(Content(text=str(result.get("text", ""))))
         return result
 
-    def _budget_response(self) -> ResponseSpec:
-        generative = self.settings.generative_fallback
-        spent = generative.budget_response if generative is not None else None
+    @staticmethod
+    def _budget_response(spec: GenerateSpec | None) -> ResponseSpec:
+        """What a generation the tenant's budget refused says: ``spec``'s (a generate step or
+        the generative fallback) budget_response, else a default."""
+        spent = spec.budget_response if spec is not None else None
         return spent or ResponseSpec(text=BUDGET_SPENT)
 
     # Numbered choices, corrections, unseen questions --------------------------------------
@@ -1288,7 +1290,7 @@ class DeclarativeFlow:
                 turn.said.append(Content(text=text))
             return True
         if failure_reason(result) == BUDGET:  # refused politely, whatever the route after it
-            turn.said.append(self._render(turn, spec.budget_response or ResponseSpec(text=BUDGET_SPENT)))
+            turn.said.append(self._render(turn, self._budget_response(spec)))
         elif spec.failure_response is not None:
             turn.said.append(self._render(turn, spec.failure_response))
         elif spec.says and not spec.on_failure:
