@@ -59,7 +59,7 @@ from confab.actors.ownership import OwnershipChange, VshardOwnership
 from confab.actors.settings import ShardSettings
 from confab.runtime import telemetry
 from confab.runtime.errors import ConfabError, DeadlineExceeded, InternalError, Unavailable
-from confab.runtime.flows import FlowRegistry
+from confab.runtime.flows import FlowRegistry, WebhookCall
 from confab.runtime.flows.execution.catalog import load_flows
 from confab.runtime.inspection import Abandoned, FlowReload, ShardStatus
 from confab.runtime.model import (
@@ -221,7 +221,7 @@ class Shard:
         # (tenant, UTC day, tokens) of model calls finished and not yet added to the store's counts;
         # appended to on the calls' threads, taken on the shard's.
         self._spent: deque[tuple[str, str, int]] = deque()
-        self.waiting: set[Conversation] = set()  # turns suspended on a webhook
+        self.waiting: set[Conversation] = set()  # turns suspended on a webhook or a model call
         # Late outcomes of deferred commands given back: MOVED (their virtual shard went to another
         # shard) or UNAVAILABLE (their conversation left memory after a write that failed).
         self.moved_late: list[tuple[Any, tuple[int, int, list[Any]]]] = []
@@ -699,7 +699,7 @@ class Shard:
             waiting.cancel.set()
         error = f"abandoned by {who}" + (f": {reason}" if reason else "")
         result: WebhookResult = {"ok": False, "error": error, "abandoned_by": who, "reason": ABANDONED}
-        log.warning("shard %d: %s: webhook %r %s", self.index, key, name, error)
+        log.warning("shard %d: %s: %s %s", self.index, key, _described(waiting.suspended.call), error)
         done = _Round()
         self._resume(conversation, result, done)
         self.moved_late.extend(self._finish_late(done))  # written first: the outcome is as stored
@@ -759,10 +759,10 @@ class Shard:
             mailbox = conversation.mailbox
             if not any(_expired(q, now) for q in mailbox):
                 continue
-            name = conversation.waiting.suspended.call.label
+            call = _described(conversation.waiting.suspended.call)
             dropped = error_outcome(
                 DeadlineExceeded(
-                    f"not done: the deadline passed while it waited behind the webhook {name!r}"
+                    f"not done: the deadline passed while it waited behind the {call}"
                     " its conversation's turn waits on; nothing was changed"
                 )
             )
@@ -872,6 +872,12 @@ class Shard:
             ),
             models=self.model_calls.counts.totals(),
         )
+
+
+def _described(call: WebhookCall) -> str:
+    """The call a turn waits on, for a log line or an error: ``webhook 'price'``, ``model call
+    'generate:default'``."""
+    return f"{'model call' if call.to_model else 'webhook'} {call.label!r}"
 
 
 def _expired(queued: Queued, now: float) -> bool:
