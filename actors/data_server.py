@@ -13,8 +13,10 @@ pushed on the connection the command came from.
 
 A generation's text comes the same way, from its model call's thread (``Shard.on_delta``):
 pieces that arrive while the loop is busy share one DELTA frame per connection, in the
-order written, and always go out before the outcome of their command (the thread
-schedules the send before it can schedule its turn's end). A CANCEL frame (the edge's
+order written, and always go out before the outcome of their command: the thread
+schedules the send before it can schedule its turn's end, and whatever sends outcomes sends
+the pieces still waiting first (a pass over finished calls that another call's end scheduled
+may find this one finished too). A CANCEL frame (the edge's
 caller went away) stops the generation its command waits on, or marks it if it is still
 queued behind another turn (it runs without asking the model), after the round that arrived
 with it, so that a command and its cancel sent together meet in that order.
@@ -58,7 +60,9 @@ from confab.runtime.protocol.records import (
     LateOutcomes,
     OutcomeBatch,
     Query,
+    TextDelta,
     cancels_from_frame,
+    delta_entry_wire,
     deltas_frame,
     error_outcome,
     events_frame,
@@ -256,6 +260,7 @@ class ShardServer:
             asked, self._queries = self._queries, []
             for connection, query in asked:
                 out.setdefault(connection, []).append(queries.answer(self.shard, query).to_frame())
+        self._send_deltas()  # an abandoned generation's pieces go before its outcome (moved_late)
         for connection, frames in out.items():
             self._send(connection, frames)
         if self._cancels:
@@ -318,6 +323,9 @@ class ShardServer:
         except Exception:  # the edge times those requests out; the shard keeps serving
             log.exception("shard %d: finishing webhook turns failed", self.shard.index)
             return
+        # A generation this pass finished may have pieces not sent yet (this pass was scheduled by
+        # another call's end, before the send its pieces scheduled): they go before its outcome.
+        self._send_deltas()
         self._send_late(late)
         self._send_moved()
         self._send_events()
@@ -343,7 +351,7 @@ class ShardServer:
 
     def _delta(self, origin: Origin, stream_id: str, sequence: int, text: str) -> None:
         """A piece of a generation's text (called on its model call's thread, in the order written)."""
-        entry = [origin.batch_id, origin.index, stream_id, sequence, text]
+        entry = delta_entry_wire(origin.batch_id, origin.index, TextDelta(stream_id, sequence, text))
         with self._deltas_lock:
             self._deltas.append((origin.sender, entry))
             if self._deltas_scheduled:
@@ -358,8 +366,11 @@ class ShardServer:
                 self._deltas.clear()
 
     def _send_deltas(self) -> None:
-        """Whatever pieces arrived since the last send, one DELTA frame per connection."""
+        """Whatever pieces arrived since the last send, one DELTA frame per connection. Also
+        called before outcomes are sent: a send still scheduled then finds nothing, or later pieces."""
         with self._deltas_lock:
+            if not self._deltas:
+                return
             taken, self._deltas = self._deltas, []
             self._deltas_scheduled = False
         by_connection: dict[Any, list[list[Any]]] = {}

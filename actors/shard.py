@@ -59,7 +59,7 @@ from confab.actors.ownership import OwnershipChange, VshardOwnership
 from confab.actors.settings import ShardSettings
 from confab.runtime import telemetry
 from confab.runtime.errors import ConfabError, DeadlineExceeded, InternalError, Unavailable
-from confab.runtime.flows import FlowRegistry
+from confab.runtime.flows import FlowRegistry, WebhookCall
 from confab.runtime.flows.execution.catalog import load_flows
 from confab.runtime.inspection import Abandoned, FlowReload, ShardStatus
 from confab.runtime.model import (
@@ -70,6 +70,7 @@ from confab.runtime.model import (
     TurnResult,
 )
 from confab.runtime.models import (
+    ABANDONED,
     BUDGET,
     CANCELLED,
     ChunkSink,
@@ -178,8 +179,9 @@ class _Waiting:
     origin: Origin
     future: Future[WebhookResult]
     since: float = 0.0  # time.time() when the call was made
-    # Set to stop the command's generation (a model call; None for a webhook): the model client
-    # ends its stream then. It stays with the command for the rest of its turn.
+    # Set to stop the command's generation (the model client ends its stream then), and every
+    # later one of its turn; None: nobody asked to (yet) and the call is a webhook. It stays with
+    # the command for the rest of its turn.
     cancel: threading.Event | None = None
     # When the command's caller stops waiting (a time.perf_counter(); None: never): a generation
     # of its turn ends then, as cancelled. It too stays with the command for its turn.
@@ -219,7 +221,7 @@ class Shard:
         # (tenant, UTC day, tokens) of model calls finished and not yet added to the store's counts;
         # appended to on the calls' threads, taken on the shard's.
         self._spent: deque[tuple[str, str, int]] = deque()
-        self.waiting: set[Conversation] = set()  # turns suspended on a webhook
+        self.waiting: set[Conversation] = set()  # turns suspended on a webhook or a model call
         # Late outcomes of deferred commands given back: MOVED (their virtual shard went to another
         # shard) or UNAVAILABLE (their conversation left memory after a write that failed).
         self.moved_late: list[tuple[Any, tuple[int, int, list[Any]]]] = []
@@ -609,15 +611,17 @@ class Shard:
         turn takes its failure route (a model recognizer's call: the message is read without
         it). A command still queued behind another turn is marked: it runs in its turn all the
         same (it was accepted, and is applied once), but every model call of that turn is
-        answered at once as cancelled, and nothing is asked of the model. False if that command
-        waits on no model call and is not queued (it may have finished)."""
+        answered at once as cancelled, and nothing is asked of the model; a command whose turn
+        waits on a webhook is marked alike (the webhook call runs on, the turn's later model calls
+        are answered as cancelled). False if that command waits on nothing and is not queued
+        (it may have finished)."""
         wanted = (sender, batch_id, position)
         for conversation in self.waiting:
             waiting: _Waiting = conversation.waiting
             origin = waiting.origin
             if (origin.sender, origin.batch_id, origin.index) == wanted:
-                if waiting.cancel is None or not waiting.suspended.call.to_model:
-                    return False
+                # A webhook runs on; the mark stays with the command (_resume) for what follows.
+                waiting.cancel = waiting.cancel or threading.Event()
                 waiting.cancel.set()
                 return True
             mailbox = conversation.mailbox
@@ -672,7 +676,8 @@ class Shard:
     def finish_webhooks(self) -> list[tuple[Any, tuple[int, int, list[Any]]]]:
         """Finish the turns whose webhook (or model call) answered; return (sender, late outcome) pairs."""
         self._record_spending()
-        ready = [c for c in self.waiting if c.waiting.future.done()]
+        # A cancelled call was dropped unstarted by a pool shutting down: its turn is left as it is.
+        ready = [c for c in self.waiting if c.waiting.future.done() and not c.waiting.future.cancelled()]
         if not ready:
             return []
         done = _Round()
@@ -693,8 +698,8 @@ class Shard:
         if waiting.cancel is not None:  # a generation: no use writing what nobody will read
             waiting.cancel.set()
         error = f"abandoned by {who}" + (f": {reason}" if reason else "")
-        result: WebhookResult = {"ok": False, "error": error, "abandoned_by": who}
-        log.warning("shard %d: %s: webhook %r %s", self.index, key, name, error)
+        result: WebhookResult = {"ok": False, "error": error, "abandoned_by": who, "reason": ABANDONED}
+        log.warning("shard %d: %s: %s %s", self.index, key, _described(waiting.suspended.call), error)
         done = _Round()
         self._resume(conversation, result, done)
         self.moved_late.extend(self._finish_late(done))  # written first: the outcome is as stored
@@ -754,10 +759,10 @@ class Shard:
             mailbox = conversation.mailbox
             if not any(_expired(q, now) for q in mailbox):
                 continue
-            name = conversation.waiting.suspended.call.label
+            call = _described(conversation.waiting.suspended.call)
             dropped = error_outcome(
                 DeadlineExceeded(
-                    f"not done: the deadline passed while it waited behind the webhook {name!r}"
+                    f"not done: the deadline passed while it waited behind the {call}"
                     " its conversation's turn waits on; nothing was changed"
                 )
             )
@@ -867,6 +872,12 @@ class Shard:
             ),
             models=self.model_calls.counts.totals(),
         )
+
+
+def _described(call: WebhookCall) -> str:
+    """The call a turn waits on, for a log line or an error: ``webhook 'price'``, ``model call
+    'generate:default'``."""
+    return f"{'model call' if call.to_model else 'webhook'} {call.label!r}"
 
 
 def _expired(queued: Queued, now: float) -> bool:

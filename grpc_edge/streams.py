@@ -9,7 +9,9 @@ answer with a recoverable StreamError and the stream goes on. A stream with no
 request for ``idle_timeout_s`` (heartbeats count) is closed; a client that cancels
 takes its reader task and queued work with it: every message not answered yet is
 given up (``Engine.process_many``'s futures cancelled), which stops a generation
-under way.
+under way if the stream subscribed to ``response.delta`` (the engine sends a CANCEL only
+for a command with a delta listener); otherwise the generation runs on until its deadline
+or the provider's ``max_duration_s``.
 
 A message's reply text, as its turn generates it, comes as ``response.delta`` events
 (the engine's delta listener keeps them with the message's turn): the sequencer sends

@@ -34,6 +34,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from confab.runtime.models import failure_reason
+
 CALLS = "confab.model.calls"
 DURATION = "confab.model.duration"
 FIRST_CHUNK = "confab.model.first_chunk"
@@ -60,7 +62,7 @@ ModelKey = tuple[str, str, str]
 
 def outcome_of(result: Mapping[str, Any]) -> str:
     """How a model call ended: ``ok``, or its failure's reason."""
-    return OK if result.get("ok") else str(result.get("reason") or "failed")
+    return OK if result.get("ok") else failure_reason(result)
 
 
 def bucket_name(seconds: float) -> str:

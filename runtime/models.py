@@ -103,6 +103,8 @@ BUDGET = "budget"  # the tenant's token budget for the day is spent
 CANCELLED = "cancelled"  # the caller stopped it (a chat frontend cancelled its stream) or its deadline passed
 NO_PROVIDER = "no_provider"  # no provider is configured (or none of that name)
 NO_KEY = "no_key"  # the environment variable that holds the key is not set
+# Not the call's own: an operator gave it up (Admin.AbandonWebhook), and the shard says so.
+ABANDONED = "abandoned"
 REASONS = (
     TIMEOUT,
     CONNECTION,
@@ -194,6 +196,12 @@ def failure(reason: str, error: str, **more: Any) -> ModelResult:
     if reason == TIMEOUT:
         result["timed_out"] = True
     return result
+
+
+def failure_reason(result: Mapping[str, Any]) -> str:
+    """Why the call whose result is ``result`` failed: its reason (``REASONS``, ``http_<status>``,
+    ``ABANDONED``), else ``failed``."""
+    return str(result.get("reason") or "failed")
 
 
 class ModelClient:

@@ -24,10 +24,11 @@ from confab.actors.shard import Shard
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.runtime.models import ModelSettings
 from confab.runtime.store import Retention, open_store
+from confab.runtime.webhooks import WebhookTarget
+from confab.tools.model_standin import ModelStandIn
 from confab.tools.postgres_server import PostgresServer
 from confab.tools.price_service import PriceService
 from tests.hosts import Hosts, unavailable_reason
-from tests.model_standin import ModelStandIn
 from tests.postgres import database_name, start_server
 from tests.shard_runner import hold_every_vshard
 from tests.support import ServerProcess, wait_until_gone
@@ -127,6 +128,7 @@ def make_shard(db_path: Path) -> Iterator[Callable[..., Shard]]:
         history_s: float = 0.0,
         flow_dirs: tuple[str, ...] = (),
         models: ModelSettings | None = None,
+        webhooks: tuple[WebhookTarget, ...] = (),
     ) -> Shard:
         settings = ShardSettings(
             store_path=str(db_path),
@@ -136,6 +138,7 @@ def make_shard(db_path: Path) -> Iterator[Callable[..., Shard]]:
             retention=Retention(turns_kept, window_s, history_s),
             flow_dirs=flow_dirs,
             models=models or ModelSettings(),
+            webhooks=webhooks,
         )
         store = open_store(settings.store_path, synchronous="NORMAL", retention=settings.retention)
         shard = Shard(index, generation, settings, store)
@@ -150,7 +153,7 @@ def make_shard(db_path: Path) -> Iterator[Callable[..., Shard]]:
 
 @pytest.fixture
 def standin() -> Iterator[ModelStandIn]:
-    """A local OpenAI-compatible model provider (tests.model_standin), on a thread of the test's."""
+    """A local OpenAI-compatible model provider (tools.model_standin), on a thread of the test's."""
     with ModelStandIn() as server:
         yield server
 

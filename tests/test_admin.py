@@ -366,3 +366,42 @@ def test_a_card_number_typed_by_mistake_is_masked_in_what_is_kept_and_shown(
     said = detail.last_turns[-1].input
     assert card not in said and card.replace(" ", "") not in said and "stolen" in said
     assert card not in str(detail.state)
+
+
+# A free-text slot keeps what the user typed: a card number in it is masked as the flow's mask
+# patterns say, though the slot is not sensitive (its value is the user's words, for the flow).
+NOTE_FLOW = """\
+flow: note
+settings:
+  start: asking
+  mask: [card_number]
+slots:
+  note: {type: text, prompt: "What happened?"}
+states:
+  asking:
+    collect: [note]
+    transitions: [{to: noted}]
+  noted:
+    on_enter: [{say: {text: "Noted."}}]
+"""
+
+
+def test_a_card_number_in_a_free_text_slot_is_masked_in_the_state_operators_see(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "note.yaml").write_text(NOTE_FLOW, encoding="utf-8")
+    config = tmp_path / "confab.yaml"
+    config.write_text(f"flows: {{default: note, dirs: ['{flows}']}}\n", encoding="utf-8")
+    card = "4111 1111 1111 1111"  # passes the Luhn check
+    server = ServerProcess(tmp_path / "data", shards=1, extra=["--config", str(config)]).start()
+    try:
+        with server.channel() as channel:
+            stub, engine = admin_grpc.AdminStub(channel), pb_grpc.MCPEngineStub(channel)
+            assert engine.ProcessMessage(message("noted", "hello")).response.text == "What happened?"
+            reply = engine.ProcessMessage(message("noted", f"my card {card} was stolen"))
+            assert reply.response.text == "Noted."
+            slots = state_of(inspect(stub, "noted"))["slots"]
+    finally:
+        server.stop()
+    note = slots["note"]
+    assert "stolen" in note and card not in note and card.replace(" ", "") not in note

@@ -21,6 +21,7 @@ import struct
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,14 +34,17 @@ from confab.actors.shard import Origin, Shard
 from confab.runtime import eventloop
 from confab.runtime.errors import InternalError
 from confab.runtime.inspection import ConversationFilter
-from confab.runtime.model import Content, ConversationKey, InboundMessage
+from confab.runtime.model import Content, ConversationKey, InboundMessage, ProcessingHints
+from confab.runtime.models import ModelProvider, ModelSettings
 from confab.runtime.protocol import codec, queries, transport
 from confab.runtime.protocol.records import (
     ANSWER,
     BATCH,
     CANCEL,
     DEFERRED,
+    DEFERRED_OUTCOME,
     DELTA,
+    DONE,
     EDGE_ROLE,
     HELLO,
     LATE,
@@ -64,6 +68,7 @@ from confab.runtime.protocol.records import (
 )
 from confab.runtime.protocol.security import DataPlaneSettings
 from confab.tools.cluster_certs import make_certs
+from confab.tools.model_standin import ModelStandIn, Script
 from tests.shard_runner import routed
 from tests.support import free_port, run_confab
 
@@ -111,15 +116,16 @@ class Served:
 
 @pytest.fixture
 def serve(make_shard: Callable[..., Shard], certs: Certs) -> Iterator[Callable[..., Served]]:
-    """``serve(**limits)``: a real shard's data-plane server on a Unix socket and on TCP (mTLS)."""
+    """``serve(**limits)``: a real shard's data-plane server on a Unix socket and on TCP (mTLS);
+    ``serve(shard=...)`` serves that shard rather than a new one of ``make_shard``'s."""
     started: list[ShardServer] = []
     with tempfile.TemporaryDirectory(prefix="cf-") as sockets:  # short: Unix socket paths are limited
 
-        def start(**limits: Any) -> Served:
+        def start(shard: Shard | None = None, **limits: Any) -> Served:
             settings = DataPlaneSettings(
                 ca_file=str(certs.ca), cert_file=str(certs.shard[0]), key_file=str(certs.shard[1]), **limits
             )
-            shard = make_shard()
+            shard = shard if shard is not None else make_shard()
             server = ShardServer(shard, [f"unix:{sockets}/s{len(started)}.sock", "tcp:127.0.0.1:0"], settings)
             unix, tcp = server.start()
             started.append(server)
@@ -502,6 +508,62 @@ def test_pieces_written_together_share_one_delta_frame_per_connection_in_order(
     assert {len(entries) for entries in received.values()} == {100, 30}
     first.close()
     second.close()
+
+
+WRITER = """\
+flow: writer
+settings:
+  start: writing
+states:
+  writing:
+    on_enter:
+      - generate: {prompt: "Answer: {{ message }}"}
+    transitions:
+      - to: writing
+"""
+
+
+def test_a_generations_deltas_go_out_before_its_outcome_when_another_call_ends_first(
+    serve: Callable[..., Served], make_shard: Callable[..., Shard], standin: ModelStandIn, tmp_path: Path
+) -> None:
+    """The pass over finished calls that another call's end scheduled finds this generation done
+    too, before the loop got to sending its last pieces: they go out first all the same."""
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "writer.yaml").write_text(WRITER, encoding="utf-8")
+    gate = threading.Event()
+    standin.script = Script(chunks=["one ", "two ", "three"], gate=gate)
+    provider = ModelProvider("standin", standin.url, "standin-model", retries=0)
+    served = serve(shard=make_shard(flow_dirs=(str(flows),), models=ModelSettings((provider,))))
+    sock = raw_socket(served.unix)
+    message = InboundMessage("u", Content(text="write"), hints=ProcessingHints(force_flow="writer"))
+    command = Command(CommandKind.TURN, "m-1", ConversationKey("acme", "c1"), message, wants_deltas=True)
+    sock.sendall(hello() + codec.frame(CommandBatch(4, routed(served.shard, [command])).to_frame()))
+    hello_frame, outcomes = read_frames(sock, 2)
+    assert kinds([hello_frame, outcomes]) == [HELLO, OUTCOMES]
+    assert OutcomeBatch.from_frame(outcomes).outcomes == [DEFERRED_OUTCOME]  # it waits on the model
+    (conversation,) = served.shard.waiting
+    future = conversation.waiting.future
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(SAFETY_TIMEOUT_S)
+
+    served.server._loop.call_soon_threadsafe(hold)
+    assert holding.wait(SAFETY_TIMEOUT_S)
+    on_webhook_done = served.shard.on_webhook_done
+    assert on_webhook_done is not None
+    on_webhook_done()  # another call ended: its pass runs before anything the generation schedules
+    gate.set()
+    assert wait_futures([future], SAFETY_TIMEOUT_S).done  # every piece was handed over before it ended
+    release.set()
+    frames = read_frames(sock, 2)
+    assert kinds(frames) == [DELTA, LATE]
+    assert [d.text for _, _, d in deltas_from_frame(frames[0])] == ["one ", "two ", "three"]
+    ((batch_id, position, outcome),) = LateOutcomes.from_frame(frames[1]).entries
+    assert (batch_id, position, outcome[0]) == (4, 0, DONE)
+    sock.close()
 
 
 def test_deltas_too_big_for_one_frame_go_in_frames_that_fit_and_a_piece_too_big_is_left_out() -> None:

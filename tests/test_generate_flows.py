@@ -22,7 +22,7 @@ from confab.runtime.flows.language.document import GenerateSpec, KnowledgeSpec, 
 from confab.runtime.flows.language.loader import check_flow_file, load_flow_paths
 from confab.runtime.model import ConversationKey
 from confab.tools.cli import main
-from tests.model_standin import ModelStandIn
+from confab.tools.model_standin import ModelStandIn
 from tests.shard_runner import LocalRunner
 from tests.test_flow_loader import edited, only_error, write
 

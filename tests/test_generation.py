@@ -1,12 +1,12 @@
-"""Generate steps on a real shard, against a local OpenAI-compatible stand-in (tests.model_standin).
+"""Generate steps on a real shard, against a local OpenAI-compatible stand-in (tools.model_standin).
 
 The shard makes a model call as it makes a webhook call (suspended turn, mailbox, late outcome);
 these tests look at what is particular to models: chunks handed to ``on_delta`` in order, a
-cancelled generation (and a cancelled message still queued behind one, which runs without
-asking the model), a generation ended by its caller's deadline, each way a call fails taking
-the flow's failure route, sensitive data
-kept out of every request, per-tenant budgets counted in the store, and a slow generation in
-one conversation leaving the others alone.
+cancelled generation (and a cancelled message still queued behind one, or whose turn waits on
+a webhook, which runs without asking the model), a generation ended by its caller's deadline,
+each way a call fails taking the flow's failure route, sensitive data kept out of every request,
+per-tenant budgets counted in the store, and a slow generation in one conversation leaving the
+others alone.
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ from confab.runtime.model import (
 )
 from confab.runtime.models import ModelProvider, ModelSettings, TokenBudget, utc_day
 from confab.runtime.protocol.records import Command, CommandBatch, CommandKind, decode_outcome, is_deferred
-from tests.model_standin import WAIT_S, ModelStandIn, Script
+from confab.runtime.webhooks import WebhookTarget
+from confab.tools.model_standin import WAIT_S, ModelStandIn, Script
 from tests.shard_runner import routed
+from tests.support import GatedPrices
 
 TENANT = "acme"
 SENDER = "edge-connection"
@@ -272,6 +274,56 @@ def test_a_cancelled_message_queued_behind_a_generation_runs_without_asking_the_
     assert len(standin.received()) == 2
 
 
+# A turn that asks a webhook, then the model.
+LOOKUP_FLOW = """\
+flow: lookup
+settings:
+  start: ask
+intents:
+  explain: {keywords: [explain]}
+routes:
+  - {intent: explain, to: answer}
+states:
+  ask:
+    on_enter: [{say: {text: "Ask me."}}]
+  answer:
+    on_enter:
+      - webhook: {name: price, store_as: quote}
+      - generate: {prompt: "Explain {{ message }}", on_failure: sorry}
+  sorry:
+    on_enter: [{say: {text: "The model is away."}}]
+"""
+
+
+def test_a_cancel_while_the_turn_waits_on_a_webhook_leaves_its_later_generation_unasked(
+    make_shard: ShardMaker, tmp_path: Path, standin: ModelStandIn
+) -> None:
+    flows = tmp_path / "lookup"
+    flows.mkdir()
+    (flows / "lookup.yaml").write_text(LOOKUP_FLOW)
+    prices = GatedPrices(hold_s=WAIT_S).start()
+    try:
+        provider = ModelProvider("standin", standin.url, "standin-model")
+        shard = make_shard(
+            flow_dirs=(str(flows),),
+            models=ModelSettings((provider,)),
+            webhooks=(WebhookTarget("price", prices.url, WAIT_S, 0),),
+        )
+        driver = Driver(shard, flow="lookup")
+        assert driver.say("c1", "hello").response.text == "Ask me."
+        prices.hold()
+        batch_id, _ = driver.start("c1", "explain the price", wants_deltas=True)
+        assert prices.asked.acquire(timeout=WAIT_S)  # the turn waits on the webhook
+        assert driver.shard.cancel_generation(SENDER, batch_id, 0)
+        prices.release()
+        result = driver.wait(batch_id)
+    finally:
+        prices.stop()
+    assert result.state.current_state == "sorry" and result.response.text == "The model is away."
+    assert "generate_failed:cancelled" in result.actions_performed
+    assert standin.received() == []  # nobody was left to read it: the model was not asked
+
+
 def test_a_generation_ends_when_its_callers_deadline_passes(
     make_shard: ShardMaker, flow_dir: Path, standin: ModelStandIn
 ) -> None:
@@ -286,6 +338,29 @@ def test_a_generation_ends_when_its_callers_deadline_passes(
     assert request.ended.wait(WAIT_S)
     assert request.left and not request.completed and request.chunks_sent < 200
     assert driver.state("c1") == "sorry"  # stored, like any turn that took its failure route
+
+
+def test_a_call_dropped_by_the_pool_shutting_down_leaves_the_others_to_finish(
+    make_shard: ShardMaker, flow_dir: Path, standin: ModelStandIn
+) -> None:
+    gate = threading.Event()
+    standin.script = Script(text="We open at nine.", gate=gate)
+    provider = ModelProvider("standin", standin.url, "standin-model")
+    models = ModelSettings((provider,), max_concurrent=1)
+    driver = Driver(make_shard(flow_dirs=(str(flow_dir),), models=models))
+    driver.say("c1", "hello")
+    driver.say("c2", "hello")
+    running, _ = driver.start("c1", "explain the hours")
+    give_up = time.monotonic() + WAIT_S
+    while not standin.received():  # the pool's one thread makes this call...
+        assert time.monotonic() < give_up, "the stand-in got no request"
+        time.sleep(0.01)
+    dropped, _ = driver.start("c2", "explain the prices")  # ...and this one waits for it
+    driver.shard.models.close()  # shutting down: the call not started is dropped
+    gate.set()
+    # The running call ends (answered, or failed as its client closed) and its turn is finished.
+    assert driver.wait(running).response.text in ("We open at nine.", "The model is away.")
+    assert dropped not in driver.outcomes and len(standin.received()) == 1
 
 
 # Failures -----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Generate steps through a real server (``confab serve``: edge, shard processes, SQLite store)
-whose config names a local OpenAI-compatible stand-in (tests.model_standin) as its provider;
+whose config names a local OpenAI-compatible stand-in (tools.model_standin) as its provider;
 the flow is the one the shard-level tests run (tests.test_generation)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from confab.protos import mcp_engine_pb2 as pb
 from confab.runtime.flows.execution.interpreter import BUDGET_SPENT
-from tests.model_standin import ModelStandIn, Script
+from confab.tools.model_standin import ModelStandIn, Script
 from tests.support import ServerProcess, message
 from tests.test_generation import FLOW
 

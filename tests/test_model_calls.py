@@ -3,7 +3,7 @@ failed call a WARNING line, rate-limited per provider and reason; every call cou
 figures, which the edge adds up across shard processes and turns into the same histograms.
 
 The shard-level tests run a real shard against the local OpenAI-compatible stand-in
-(tests.model_standin); the histogram test records into a real OpenTelemetry SDK meter.
+(tools.model_standin); the histogram test records into a real OpenTelemetry SDK meter.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from confab.runtime.models import (
     TokenBudget,
     failure,
 )
-from tests.model_standin import ModelStandIn, Script
+from confab.tools.model_standin import ModelStandIn, Script
 from tests.test_generation import TENANT, Driver, ShardMaker
 from tests.test_generation import flow_dir as flow_dir  # the helper flow's directory, a fixture
 from tests.test_ownership import Clock

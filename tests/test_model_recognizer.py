@@ -1,5 +1,5 @@
 """The model recognizer (settings.nlu: {recognizer: model}) on a real shard, against a local
-OpenAI-compatible stand-in (tests.model_standin), and in-process where no model is called.
+OpenAI-compatible stand-in (tools.model_standin), and in-process where no model is called.
 
 The cafe example flow (tests/dialogues/examples/flows/cafe.yaml) reads coffee orders this way.
 A reading that passes every check fills the intent and slots; every way a reading can be
@@ -52,7 +52,7 @@ from confab.runtime.flows.language.loader import load_flow_paths
 from confab.runtime.model import ConversationKey, InboundMessage, TurnResult
 from confab.runtime.models import ModelProvider, ModelSettings, TokenBudget
 from confab.tools.cli import main
-from tests.model_standin import ModelStandIn, Script
+from confab.tools.model_standin import ModelStandIn, Script
 from tests.shard_runner import LocalRunner
 from tests.support import ServerProcess, message
 from tests.test_flow_loader import MARK, only_error, write

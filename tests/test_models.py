@@ -16,8 +16,8 @@ import pytest
 from confab.runtime.config import ConfabConfig, ConfigError, load_config
 from confab.runtime.models import ModelClient, ModelProvider, ModelResult, tokens_spent
 from confab.runtime.outbound import IDEMPOTENCY_HEADER, RETRY_PAUSES_S, retry_after_s
+from confab.tools.model_standin import DEFAULT_USAGE, WAIT_S, ModelStandIn, Script
 from confab.tools.serve import model_settings
-from tests.model_standin import DEFAULT_USAGE, WAIT_S, ModelStandIn, Script
 
 REQUEST: dict[str, Any] = {
     "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello?"}],

@@ -6,7 +6,7 @@ free loopback port, traffic through it (the analytics dialogues among it), then
   agree with each other and with Admin GetAnalytics on the analytics counts;
 - every metric a PromQL query of the Grafana dashboard (docs/grafana/confab.json) names is
   one the server really exports;
-- model calls (to a local OpenAI-compatible stand-in, tests.model_standin) are in both, by
+- model calls (to a local OpenAI-compatible stand-in, tools.model_standin) are in both, by
   provider and outcome, with their latency histograms; the server warns at start of a
   provider whose key's variable is unset, and of each failing call, never with a prompt.
 """
@@ -30,7 +30,7 @@ from confab.protos import admin_pb2 as admin
 from confab.protos import admin_pb2_grpc as admin_grpc
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
-from tests.model_standin import ModelStandIn, Script
+from confab.tools.model_standin import ModelStandIn, Script
 from tests.test_analytics_server import TTL_S, Analytics, as_, come_back, play_dialogues, send
 from tests.test_generation import FLOW as HELPER_FLOW
 

@@ -1,4 +1,4 @@
-"""What a model is sent, on a real shard against the local stand-in (tests.model_standin): the
+"""What a model is sent, on a real shard against the local stand-in (tools.model_standin): the
 conversation's recent texts, the same every call, and sensitive values masked however they are
 written; and what an unmatched first message gets when a model can answer it."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from confab.runtime.flows.execution.interpreter import DEFAULT_SYSTEM
 from confab.runtime.flows.language.masking import value_spans
-from tests.model_standin import ModelStandIn, Script
+from confab.tools.model_standin import ModelStandIn, Script
 from tests.test_flow_turns import Conversation, flow_of
 from tests.test_generation import ShardMaker, on_standin
 

@@ -28,7 +28,7 @@ from confab.protos import admin_pb2_grpc as admin_grpc
 from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.tools.chat import ChatClient, ChatListener, ChatOptions, Turn
-from tests.model_standin import ModelStandIn, Received, Script
+from confab.tools.model_standin import ModelStandIn, Received, Script
 from tests.support import ServerProcess, exit_status, message, spawn_confab, state_request
 
 pytestmark = pytest.mark.integration  # every test here starts a server

@@ -132,16 +132,16 @@ def model_settings(config: ConfabConfig) -> ModelSettings:
     return ModelSettings(
         providers=tuple(
             ModelProvider(
-                p.name,
-                p.base_url,
-                p.model,
-                p.api_key_env,
-                p.timeout_s,
-                p.retries,
-                p.max_tokens,
-                p.temperature,
-                p.stream,
-                p.max_duration_s,
+                name=p.name,
+                base_url=p.base_url,
+                model=p.model,
+                api_key_env=p.api_key_env,
+                timeout_s=p.timeout_s,
+                retries=p.retries,
+                max_tokens=p.max_tokens,
+                temperature=p.temperature,
+                stream=p.stream,
+                max_duration_s=p.max_duration_s,
             )
             for p in models.providers
         ),

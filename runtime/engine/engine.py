@@ -353,8 +353,10 @@ class Engine:
         command's deltas, by position (the commands that have one want deltas).
 
         Cancelling a command's future gives it up: one still queued is not sent; one its
-        shard has and whose turn generates has its generation stopped (the turn then takes
-        its failure route, and is applied all the same).
+        shard has and that has a delta listener is named in a CANCEL frame, and its turn's
+        generation stops (the turn then takes its failure route, and is applied all the
+        same). Any other runs on at its shard: a model call of its turn ends by the command's
+        deadline or the provider's ``max_duration_s``.
         """
         if not self._running:
             raise Unavailable("the engine is not running")
@@ -381,7 +383,8 @@ class Engine:
     ) -> TurnResult:
         """Apply a message; its reply. ``on_delta`` hears the reply's text as its turn generates
         it (on the loop, in order, all before this returns); the reply has the whole text.
-        Cancelled while the turn generates: the generation stops."""
+        Cancelled while the turn generates for ``on_delta``: the generation stops (without a
+        listener it runs on until the deadline or the provider's ``max_duration_s``)."""
         command = request.command(telemetry.current_traceparent(), wants_deltas=on_delta is not None)
         result = await self._one(command, deadline, on_delta)
         assert isinstance(result, TurnResult)

@@ -57,6 +57,13 @@ RECOGNIZE = "recognize"
 MODEL_CALLS = frozenset({GENERATE, RECOGNIZE})
 
 
+def call_label(kind: str, name: str) -> str:
+    """A call as operators see it: a webhook's name, or ``generate:PROVIDER`` /
+    ``recognize:PROVIDER`` (``default``: the first provider configured), which is also the
+    action a turn leaves for a model call that answered."""
+    return f"{kind}:{name or 'default'}" if kind in MODEL_CALLS else name
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookCall:
     """An outside call a turn must hear back from before it can finish: a webhook, or a
@@ -75,9 +82,8 @@ class WebhookCall:
 
     @property
     def label(self) -> str:
-        """The call as operators see it: the webhook's name, or ``generate:PROVIDER`` /
-        ``recognize:PROVIDER``."""
-        return f"{self.kind}:{self.name or 'default'}" if self.to_model else self.name
+        """The call as operators see it (``call_label``)."""
+        return call_label(self.kind, self.name)
 
 
 class NeedsWebhook(Exception):

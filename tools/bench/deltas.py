@@ -2,10 +2,10 @@
 
     python -m confab.tools.bench.deltas [--chunks 200] [--messages 40] [--rounds 3] [--shards 1]
 
-Run it from the repository: the model is the tests' OpenAI-compatible stand-in
-(``tests/model_standin.py``), answering every request with ``--chunks`` chunks and no delay
-between them. ``confab serve`` (one edge, in the server's own process) runs a flow whose every
-turn has a ``generate`` step say what the model writes.
+The model is the local OpenAI-compatible stand-in (``tools.model_standin``), answering every
+request with ``--chunks`` chunks and no delay between them. ``confab serve`` (one edge, in the
+server's own process) runs a flow whose every turn has a ``generate`` step say what the model
+writes.
 
 Each round sends ``--messages`` messages, one after the other, on one StreamConversation,
 twice: once with ``response.delta`` events, once without (the init's ``event_types`` leave
@@ -40,7 +40,7 @@ from confab.protos import mcp_engine_pb2 as pb
 from confab.protos import mcp_engine_pb2_grpc as pb_grpc
 from confab.tools.bench.edges import SERVING, cpu_seconds
 from confab.tools.bench.load import request
-from tests.model_standin import ModelStandIn, Script
+from confab.tools.model_standin import ModelStandIn, Script
 
 TENANT = "bench"
 # Every message has the model write the answer: the first enters the start state, every later

@@ -93,7 +93,7 @@ import yaml
 
 from confab.runtime.errors import ConfabError
 from confab.runtime.flows import GENERATE, RECOGNIZE, Flow
-from confab.runtime.flows.execution.interpreter import DeclarativeFlow
+from confab.runtime.flows.execution.interpreter import DeclarativeFlow, redact_slots
 from confab.runtime.flows.language.masking import mask_value
 from confab.runtime.model import (
     Content,
@@ -607,12 +607,8 @@ def run_dialogues(
 
 def masked_slots(flow: Flow, state: ConversationState) -> JsonDict:
     """``state``'s slots as operators may see them: masked as ``flow`` (the state's) says, its
-    sensitive slots and its mask patterns in every text (a free-text slot holds whatever the
-    user typed)."""
-    return {
-        name: flow.redact_text(value) if isinstance(value, str) else value
-        for name, value in flow.redact_state(state).slots.items()
-    }
+    sensitive slots and its mask patterns in every text (``interpreter.redact_slots``)."""
+    return flow.redact_state(state).slots
 
 
 def shown_by_flow(
@@ -628,10 +624,7 @@ def shown_by_flow(
             flow, ConversationState(view.state, flow.flow_id, flow.version, slots=dict(view.slots))
         )
     else:
-        slots = {
-            k: mask_value(v if isinstance(v, str) else json.dumps(v)) if v is not None else v
-            for k, v in view.slots.items()
-        }
+        slots = redact_slots(None, dict(view.slots))
     masked = [k for k in view.slots if slots.get(k) != view.slots[k]]
     filled = any(view.slots[k] != slots_before.get(k) for k in masked)
     redact = flow.redact_text if flow is not None else (lambda text: text)

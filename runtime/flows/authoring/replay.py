@@ -63,8 +63,8 @@ from confab.runtime.models import NO_PROVIDER, failure
 # the calls: a recorded turn's answers are keyed by call number only, and these give each
 # call's kind and webhook name.
 _CALL_ACTIONS = ("webhook:", "webhook_failed:")
-_GENERATE_ACTIONS = ("generate:", "generate_failed:")
-_RECOGNIZE_ACTIONS = ("recognize:", "recognize_failed:")
+_GENERATE_ACTIONS = (f"{GENERATE}:", f"{GENERATE}_failed:")
+_RECOGNIZE_ACTIONS = (f"{RECOGNIZE}:", f"{RECOGNIZE}_failed:")
 _NOT_CALLED = f"generate_failed:{NOT_CALLED}"  # a prompt that did not render: no call was made
 NOT_RECORDED = "not recorded: a replay calls no webhook, and no answer was given for this one"
 MODEL_NOT_RECORDED = "not recorded: a replay calls no language model"

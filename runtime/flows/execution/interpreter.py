@@ -85,6 +85,7 @@ from confab.runtime.flows import (
     NeedsWebhook,
     UnknownState,
     WebhookCall,
+    call_label,
 )
 from confab.runtime.flows.execution.folding import words
 from confab.runtime.flows.execution.intents import (
@@ -123,7 +124,7 @@ from confab.runtime.model import (
     JsonDict,
     QuickReply,
 )
-from confab.runtime.models import BUDGET
+from confab.runtime.models import BUDGET, failure_reason
 
 HISTORY_KEPT = 20  # intent_history and previous_states entries kept
 HANDOFF_LOG_KEPT = 50  # messages recorded while a human has the conversation
@@ -142,8 +143,7 @@ GROUNDING = (
     " know it and offer to connect the user with a person.\n\nPassages:"
 )
 HISTORY_CHARS = 500  # of one remembered text
-# Why a model call failed when its result names no reason (runtime.models.REASONS otherwise).
-ABANDONED = "abandoned"  # an operator gave the call up (Admin.AbandonWebhook)
+# Why a generate step failed without a call (runtime.models.failure_reason when there was one).
 NOT_CALLED = "template"  # the step's prompt did not render: no call was made
 # Why a model recognizer's reading is not used (``nlu_fallback:REASON``), besides why its call
 # failed and what its own read() says (runtime.flows.execution.model_recognizer).
@@ -328,7 +328,8 @@ class DeclarativeFlow:
         return self.masker.redact(text) if self.masker.active else text
 
     def redact_state(self, state: ConversationState) -> ConversationState:
-        """A copy of ``state`` fit to show an operator: sensitive slots and masked text hidden.
+        """A copy of ``state`` fit to show an operator: sensitive slots and masked text hidden
+        (``redact_slots``).
 
         Slots are masked as the flow that declares them says: while a sub-flow runs, the
         slots are the sub-flow's, and each call frame keeps its caller's.
@@ -342,9 +343,9 @@ class DeclarativeFlow:
                 choice[0] = self.redact_text(str(choice[0]))
         owner: DeclarativeFlow | None = self
         for frame in memory.get(CALLS, []):
-            frame["slots"] = _redact_slots(owner, frame.get("slots", {}))
+            frame["slots"] = redact_slots(owner, frame.get("slots", {}))
             owner = owner._callee(str(frame["flow"])) if owner is not None else None
-        shown.slots = _redact_slots(owner, shown.slots)
+        shown.slots = redact_slots(owner, shown.slots)
         return shown
 
     def _callee(self, flow_id: str) -> DeclarativeFlow | None:
@@ -894,8 +895,8 @@ class DeclarativeFlow:
         if result is not None and result.get("ok"):
             state.flow_memory[FALLBACKS] = 0  # answered: not a misunderstanding in a row
             return
-        if result is not None and _failure_reason(result) == BUDGET:
-            said = self._budget_response()
+        if result is not None and failure_reason(result) == BUDGET:
+            said = self._budget_response(self.settings.generative_fallback)
         state.error_count += 1
         fallbacks = int(state.flow_memory.get(FALLBACKS, 0)) + 1
         state.flow_memory[FALLBACKS] = fallbacks
@@ -923,8 +924,8 @@ class DeclarativeFlow:
         ):
             return
         result = self._generative_answer(turn, current)
-        if result is not None and not result.get("ok") and _failure_reason(result) == BUDGET:
-            turn.said.append(self._render(turn, self._budget_response()))
+        if result is not None and not result.get("ok") and failure_reason(result) == BUDGET:
+            turn.said.append(self._render(turn, self._budget_response(self.settings.generative_fallback)))
 
     def _generative_answer(self, turn: _Turn, current: StateSpec) -> JsonDict | None:
         """The generative fallback's answer to a message nothing matched, said when it came (a
@@ -939,9 +940,11 @@ class DeclarativeFlow:
             turn.said.append(Content(text=str(result.get("text", ""))))
         return result
 
-    def _budget_response(self) -> ResponseSpec:
-        generative = self.settings.generative_fallback
-        spent = generative.budget_response if generative is not None else None
+    @staticmethod
+    def _budget_response(spec: GenerateSpec | None) -> ResponseSpec:
+        """What a generation the tenant's budget refused says: ``spec``'s (a generate step or
+        the generative fallback) budget_response, else a default."""
+        spent = spec.budget_response if spec is not None else None
         return spent or ResponseSpec(text=BUDGET_SPENT)
 
     # Numbered choices, corrections, unseen questions --------------------------------------
@@ -1177,10 +1180,10 @@ class DeclarativeFlow:
         request = self._recognition_request(turn, question)
         result = self._webhook_result(turn, question.provider, request, RECOGNIZE)
         if not result.get("ok"):
-            reason = _failure_reason(result)
+            reason = failure_reason(result)
             turn.actions += [f"recognize_failed:{reason}", f"nlu_fallback:{reason}"]
             return match
-        turn.actions.append(f"recognize:{question.provider or 'default'}")
+        turn.actions.append(call_label(RECOGNIZE, question.provider))
         reading = recognizer.read(utterance, str(result.get("text", "")))
         problem, values = self._accepted(turn, reading, utterance)
         if problem:
@@ -1292,8 +1295,8 @@ class DeclarativeFlow:
             else:
                 turn.said.append(Content(text=text))
             return True
-        if _failure_reason(result) == BUDGET:  # refused politely, whatever the route after it
-            turn.said.append(self._render(turn, spec.budget_response or ResponseSpec(text=BUDGET_SPENT)))
+        if failure_reason(result) == BUDGET:  # refused politely, whatever the route after it
+            turn.said.append(self._render(turn, self._budget_response(spec)))
         elif spec.failure_response is not None:
             turn.said.append(self._render(turn, spec.failure_response))
         elif spec.says and not spec.on_failure:
@@ -1314,9 +1317,9 @@ class DeclarativeFlow:
         else:
             result = self._webhook_result(turn, spec.provider, request, GENERATE)
         if result.get("ok"):
-            turn.actions.append(f"generate:{spec.provider or 'default'}")
+            turn.actions.append(call_label(GENERATE, spec.provider))
         else:
-            turn.actions.append(f"generate_failed:{_failure_reason(result)}")
+            turn.actions.append(f"generate_failed:{failure_reason(result)}")
         return result
 
     def _generation_request(self, turn: _Turn, spec: GenerateSpec) -> JsonDict:
@@ -1485,26 +1488,26 @@ def idempotency_key(state: ConversationState, call: str, name: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
 
-def _redact_slots(owner: DeclarativeFlow | None, slots: JsonDict) -> JsonDict:
-    """``slots`` with the values ``owner`` declares sensitive masked; every value, when the
-    flow they belong to is not loaded (what it declares cannot be known)."""
-    return {
-        k: mask_value(json.dumps(v) if not isinstance(v, str) else v)
-        if v is not None and (owner is None or k in owner.sensitive_slots)
-        else v
-        for k, v in slots.items()
-    }
+def redact_slots(owner: DeclarativeFlow | None, slots: JsonDict) -> JsonDict:
+    """``slots`` as operators may see them: the values ``owner`` declares sensitive masked, and
+    its mask patterns applied to every other text (a free-text slot holds whatever the user
+    typed); every value masked when the flow they belong to is not loaded (what it declares
+    cannot be known)."""
+    shown: JsonDict = {}
+    for name, value in slots.items():
+        if value is None:
+            shown[name] = value
+        elif owner is None or name in owner.sensitive_slots:
+            shown[name] = mask_value(value if isinstance(value, str) else json.dumps(value))
+        elif isinstance(value, str):
+            shown[name] = owner.redact_text(value)
+        else:
+            shown[name] = value
+    return shown
 
 
 def _fingerprint(tenant_id: str, conversation_id: str) -> str:
     return hashlib.sha256(f"{tenant_id}\x00{conversation_id}".encode()).hexdigest()[:16]
-
-
-def _failure_reason(result: Mapping[str, Any]) -> str:
-    """Why a model call failed: its reason (runtime.models.REASONS, http_<status>), or abandoned."""
-    if result.get("abandoned_by"):
-        return ABANDONED
-    return str(result.get("reason") or "failed")
 
 
 def _grounding(passages: Iterable[KnowledgeSpec]) -> str:

@@ -1,4 +1,7 @@
-"""A local OpenAI-compatible chat-completions server: the stand-in for a model provider in tests.
+"""A local OpenAI-compatible chat-completions server: a stand-in for a model provider, for the
+tests, the deltas benchmark (``tools.bench.deltas``) and trying flows without a model (start a
+:class:`ModelStandIn` and name its ``url`` as a provider's ``base_url``). It answers what its
+script says, never what a model would: it is no model.
 
 ``POST /v1/chat/completions`` answers as the API does: a whole ``chat.completion``, or with
 ``"stream": true`` server-sent events (``data: {chunk}`` ... ``data: [DONE]``), the usage in
