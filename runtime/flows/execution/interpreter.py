@@ -1224,24 +1224,10 @@ class DeclarativeFlow:
     def _recognition_request(self, turn: _Turn, question: ModelQuestion) -> JsonDict:
         """The request for a recognizer's question (``runtime.models``): a JSON object asked for,
         every message masked as a generate step's prompt is."""
-        messages = [
-            {
-                "role": str(m.get("role", "user")),
-                "content": self._masked_for_prompt(turn, str(m.get("content", ""))),
-            }
-            for m in question.messages
-        ]
-        call = str(turn.webhook_calls)
-        request: JsonDict = {
-            "messages": messages,
-            "idempotency_key": idempotency_key(turn.state, call, f"recognize:{question.provider}"),
-            "json": True,
-        }
-        if question.max_tokens:
-            request["max_tokens"] = question.max_tokens
-        if question.temperature is not None:
-            request["temperature"] = question.temperature
-        return request
+        messages = [(str(m.get("role", "user")), str(m.get("content", ""))) for m in question.messages]
+        return self._model_request(
+            turn, RECOGNIZE, question.provider, messages, question.max_tokens, question.temperature, json=True
+        )
 
     def _accepted(
         self, turn: _Turn, reading: ModelReading, utterance: Utterance
@@ -1329,23 +1315,44 @@ class DeclarativeFlow:
         system = render_text(spec.system, environment).strip() if spec.system else DEFAULT_SYSTEM
         if spec.knowledge:
             system += "\n\n" + _grounding(self._passages(turn))
-        messages: list[JsonDict] = [{"role": "system", "content": system}]
+        messages = [("system", system)]
         remembered = turn.state.flow_memory.get(HISTORY, [])
         for role, text in remembered[-spec.history :] if spec.history else ():
-            messages.append({"role": str(role), "content": str(text)})
-        messages.append({"role": "user", "content": render_text(spec.prompt, environment).strip()})
-        for message in messages:
-            message["content"] = self._masked_for_prompt(turn, message["content"])
-        call = str(turn.webhook_calls)
+            messages.append((str(role), str(text)))
+        messages.append(("user", render_text(spec.prompt, environment).strip()))
+        return self._model_request(
+            turn,
+            GENERATE,
+            spec.provider,
+            messages,
+            spec.max_tokens,
+            spec.temperature,
+            say=spec.says,  # streamed to a frontend that asked for deltas
+        )
+
+    def _model_request(
+        self,
+        turn: _Turn,
+        kind: str,
+        provider: str,
+        messages: Iterable[tuple[str, str]],
+        max_tokens: int,
+        temperature: float | None,
+        **fields: Any,
+    ) -> JsonDict:
+        """A model call's request (``runtime.models``): the messages (role, text), each masked as
+        the flow says before it leaves; the call's idempotency key (``kind:provider``, its place in
+        the turn); ``fields``; the step's max_tokens and temperature when it sets them."""
+        masked = [{"role": role, "content": self._masked_for_prompt(turn, text)} for role, text in messages]
         request: JsonDict = {
-            "messages": messages,
-            "idempotency_key": idempotency_key(turn.state, call, f"generate:{spec.provider}"),
-            "say": spec.says,  # streamed to a frontend that asked for deltas
+            "messages": masked,
+            "idempotency_key": idempotency_key(turn.state, str(turn.webhook_calls), f"{kind}:{provider}"),
+            **fields,
         }
-        if spec.max_tokens:
-            request["max_tokens"] = spec.max_tokens
-        if spec.temperature is not None:
-            request["temperature"] = spec.temperature
+        if max_tokens:
+            request["max_tokens"] = max_tokens
+        if temperature is not None:
+            request["temperature"] = temperature
         return request
 
     def _prompt_environment(self, turn: _Turn) -> dict[str, Any]:
