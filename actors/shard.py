@@ -591,7 +591,7 @@ class Shard:
             self._model_call_finished(key, call.name, answered(refused))
             return answered(refused)
         sink = self._delta_sink(suspended, origin)
-        future = self.models.call(call.name, call.body, sink, cancel, within_s=within_s)
+        future = self.models.call(call.name, call.body, sink, cancel, within_s=within_s, kind=call.kind)
         future.add_done_callback(lambda finished: self._model_call_finished(key, call.name, finished))
         return future
 
