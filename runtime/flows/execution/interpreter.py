@@ -714,7 +714,7 @@ class DeclarativeFlow:
 
     def _values_of(self, turn: _Turn, spec: StateSpec) -> str:
         values = {name: turn.state.slots.get(name) for name in spec.collect}
-        return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return _digest(values)
 
     def _ask_again_if_stale(self, turn: _Turn, spec: StateSpec) -> None:
         """Back in a collecting state with the very values it moved on with: the conversation came
@@ -1089,8 +1089,7 @@ class DeclarativeFlow:
         state = turn.state
         values = {"slots": state.slots, "variables": state.variables}
         said = [content.to_wire() for content in question]
-        fingerprint = hashlib.sha256(json.dumps([said, values], sort_keys=True, default=str).encode())
-        asked = fingerprint.hexdigest()[:16]
+        asked = _digest([said, values])
         asked_at, standing_asked = standing or (None, None)
         if not isinstance(asked_at, int) or standing_asked != asked:
             asked_at = _this_turn(state)
@@ -1511,6 +1510,12 @@ def redact_slots(owner: DeclarativeFlow | None, slots: JsonDict) -> JsonDict:
         else:
             shown[name] = value
     return shown
+
+
+def _digest(value: Any) -> str:
+    """A short fingerprint of ``value``'s JSON (keys sorted, what JSON cannot hold as its str):
+    equal for equal values, and stored (a conversation's memory keeps it across turns)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _fingerprint(tenant_id: str, conversation_id: str) -> str:
