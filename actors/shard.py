@@ -385,11 +385,9 @@ class Shard:
         deadline: float | None = None,
     ) -> None:
         if isinstance(outcome, Suspended):
-            self._suspend(conversation, outcome, origin, cancel, deadline)
-            waiting: _Waiting = conversation.waiting
-            if waiting.suspended.call.to_model and waiting.future.done():
+            if self._suspend(conversation, outcome, origin, cancel, deadline):
                 # Answered at once (no provider, the budget spent, cancelled): no need to wait.
-                self._resume(conversation, waiting.future.result(), done)
+                self._resume(conversation, conversation.waiting.future.result(), done)
                 return
             done.add(origin, conversation, None)
         else:
@@ -551,10 +549,12 @@ class Shard:
         origin: Origin,
         cancel: threading.Event | None = None,
         deadline: float | None = None,
-    ) -> None:
-        """Make the call ``suspended`` waits on. ``cancel``: the command's, from an earlier call
-        of its turn or from its caller while it was queued (a generation cancelled then leaves
-        the rest of the turn none); ``deadline``: its caller's (a model call ends by it)."""
+    ) -> bool:
+        """Make the call ``suspended`` waits on; whether it was answered at once (a model call
+        with no provider, the budget spent or cancelled: the caller resumes the turn itself).
+        ``cancel``: the command's, from an earlier call of its turn or from its caller while it
+        was queued (a generation cancelled then leaves the rest of the turn none); ``deadline``:
+        its caller's (a model call ends by it)."""
         if suspended.call.to_model:
             cancel = cancel or threading.Event()
             future = self._generate(conversation.key, suspended, origin, cancel, deadline)
@@ -562,10 +562,11 @@ class Shard:
             future = self.webhooks.call(suspended.call.name, suspended.pending.body)
         conversation.waiting = _Waiting(suspended, origin, future, time.time(), cancel, deadline)
         self.waiting.add(conversation)
-        answered_at_once = suspended.call.to_model and future.done()  # _settle resumes it
+        answered_at_once = suspended.call.to_model and future.done()
         if self.on_webhook_done is not None and not answered_at_once:
             callback = self.on_webhook_done
             future.add_done_callback(lambda _: callback())
+        return answered_at_once
 
     def _generate(
         self,
@@ -591,7 +592,7 @@ class Shard:
             self._model_call_finished(key, call.name, answered(refused))
             return answered(refused)
         sink = self._delta_sink(suspended, origin)
-        future = self.models.call(call.name, call.body, sink, cancel, within_s=within_s)
+        future = self.models.call(call.name, call.body, sink, cancel, within_s=within_s, kind=call.kind)
         future.add_done_callback(lambda finished: self._model_call_finished(key, call.name, finished))
         return future
 

@@ -88,6 +88,11 @@ from confab.runtime.outbound import (
 
 log = logging.getLogger(__name__)
 
+# What a model call answers (a flow's ``WebhookCall.kind``): a generate step (or a generative
+# fallback), or a recognizer that asks what a message means.
+GENERATE = "generate"
+RECOGNIZE = "recognize"
+
 ModelResult = CallResult
 # Called with each piece of the answer's text, in order, on the call's thread.
 ChunkSink = Callable[[str], None]
@@ -239,10 +244,12 @@ class ModelClient:
         cancel: threading.Event | None = None,
         *,
         within_s: float | None = None,
+        kind: str = GENERATE,
     ) -> Future[ModelResult]:
         """Ask provider ``name`` ("": the first configured) for the answer to ``request``.
         ``within_s``: the caller's own deadline, seconds from now, if it is shorter than the
-        provider's ``max_duration_s``."""
+        provider's ``max_duration_s``. ``kind``: what the call answers (GENERATE or RECOGNIZE);
+        a provider is asked the same either way, but a client that answers by kind may use it."""
         provider = self.provider(name)
         if provider is None:
             error = (

@@ -22,7 +22,6 @@ from typing import Any
 from confab.actors.settings import ShardSettings
 from confab.actors.shard import Shard
 from confab.runtime.errors import ConfabError, Unavailable
-from confab.runtime.flows import GENERATE, RECOGNIZE
 from confab.runtime.flows.authoring.dialogues import (
     ScriptedGenerations,
     TurnView,
@@ -37,7 +36,7 @@ from confab.runtime.model import (
     StateResult,
     TurnResult,
 )
-from confab.runtime.models import ChunkSink, ModelClient, ModelResult
+from confab.runtime.models import GENERATE, ChunkSink, ModelClient, ModelResult
 from confab.runtime.outbound import answered
 from confab.runtime.protocol.directory import vshard_of
 from confab.runtime.protocol.records import Command, CommandBatch, CommandKind, decode_outcome, is_deferred
@@ -79,9 +78,9 @@ class AnsweringWebhooks(WebhookClient):
 
 class ScriptedModels(ModelClient):
     """A model client that calls no model: each call gets the next of ``scripted``'s answers, as
-    a dialogue gives them, its chunks handed on one by one as a provider's would be. A request
-    for a JSON object is a model recognizer's (the client is not told the call's kind): it gets
-    the scripted reading."""
+    a dialogue gives them, its chunks handed on one by one as a provider's would be: a generate
+    step's call its scripted generation, a model recognizer's its scripted reading (by the
+    call's ``kind``)."""
 
     def __init__(self) -> None:
         super().__init__([])
@@ -95,8 +94,9 @@ class ScriptedModels(ModelClient):
         cancel: threading.Event | None = None,
         *,
         within_s: float | None = None,
+        kind: str = GENERATE,
     ) -> Future[ModelResult]:
-        result = self.scripted.next(RECOGNIZE if request.get("json") else GENERATE)
+        result = self.scripted.next(kind)
         if on_chunk is not None and result.get("ok"):
             for piece in result.get("pieces") or [result["text"]]:
                 on_chunk(piece)

@@ -30,6 +30,8 @@ from confab.runtime.model import (
     JsonDict,
     QuickReply,
 )
+from confab.runtime.models import GENERATE as GENERATE
+from confab.runtime.models import RECOGNIZE as RECOGNIZE
 
 
 @dataclass(slots=True)
@@ -50,10 +52,9 @@ class FlowReply:
 
 
 # What a turn may wait on (WebhookCall.kind): an HTTP webhook, or a language model's answer to
-# a generate step (or generative fallback) or to a recognizer that asks one what a message means.
+# a generate step (or generative fallback) or to a recognizer that asks one what a message means
+# (GENERATE, RECOGNIZE: the kinds runtime.models names).
 WEBHOOK = "webhook"
-GENERATE = "generate"
-RECOGNIZE = "recognize"
 MODEL_CALLS = frozenset({GENERATE, RECOGNIZE})
 
 

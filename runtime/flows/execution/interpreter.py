@@ -714,7 +714,7 @@ class DeclarativeFlow:
 
     def _values_of(self, turn: _Turn, spec: StateSpec) -> str:
         values = {name: turn.state.slots.get(name) for name in spec.collect}
-        return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return _digest(values)
 
     def _ask_again_if_stale(self, turn: _Turn, spec: StateSpec) -> None:
         """Back in a collecting state with the very values it moved on with: the conversation came
@@ -1089,8 +1089,7 @@ class DeclarativeFlow:
         state = turn.state
         values = {"slots": state.slots, "variables": state.variables}
         said = [content.to_wire() for content in question]
-        fingerprint = hashlib.sha256(json.dumps([said, values], sort_keys=True, default=str).encode())
-        asked = fingerprint.hexdigest()[:16]
+        asked = _digest([said, values])
         asked_at, standing_asked = standing or (None, None)
         if not isinstance(asked_at, int) or standing_asked != asked:
             asked_at = _this_turn(state)
@@ -1224,24 +1223,10 @@ class DeclarativeFlow:
     def _recognition_request(self, turn: _Turn, question: ModelQuestion) -> JsonDict:
         """The request for a recognizer's question (``runtime.models``): a JSON object asked for,
         every message masked as a generate step's prompt is."""
-        messages = [
-            {
-                "role": str(m.get("role", "user")),
-                "content": self._masked_for_prompt(turn, str(m.get("content", ""))),
-            }
-            for m in question.messages
-        ]
-        call = str(turn.webhook_calls)
-        request: JsonDict = {
-            "messages": messages,
-            "idempotency_key": idempotency_key(turn.state, call, f"recognize:{question.provider}"),
-            "json": True,
-        }
-        if question.max_tokens:
-            request["max_tokens"] = question.max_tokens
-        if question.temperature is not None:
-            request["temperature"] = question.temperature
-        return request
+        messages = [(str(m.get("role", "user")), str(m.get("content", ""))) for m in question.messages]
+        return self._model_request(
+            turn, RECOGNIZE, question.provider, messages, question.max_tokens, question.temperature, json=True
+        )
 
     def _accepted(
         self, turn: _Turn, reading: ModelReading, utterance: Utterance
@@ -1329,23 +1314,44 @@ class DeclarativeFlow:
         system = render_text(spec.system, environment).strip() if spec.system else DEFAULT_SYSTEM
         if spec.knowledge:
             system += "\n\n" + _grounding(self._passages(turn))
-        messages: list[JsonDict] = [{"role": "system", "content": system}]
+        messages = [("system", system)]
         remembered = turn.state.flow_memory.get(HISTORY, [])
         for role, text in remembered[-spec.history :] if spec.history else ():
-            messages.append({"role": str(role), "content": str(text)})
-        messages.append({"role": "user", "content": render_text(spec.prompt, environment).strip()})
-        for message in messages:
-            message["content"] = self._masked_for_prompt(turn, message["content"])
-        call = str(turn.webhook_calls)
+            messages.append((str(role), str(text)))
+        messages.append(("user", render_text(spec.prompt, environment).strip()))
+        return self._model_request(
+            turn,
+            GENERATE,
+            spec.provider,
+            messages,
+            spec.max_tokens,
+            spec.temperature,
+            say=spec.says,  # streamed to a frontend that asked for deltas
+        )
+
+    def _model_request(
+        self,
+        turn: _Turn,
+        kind: str,
+        provider: str,
+        messages: Iterable[tuple[str, str]],
+        max_tokens: int,
+        temperature: float | None,
+        **fields: Any,
+    ) -> JsonDict:
+        """A model call's request (``runtime.models``): the messages (role, text), each masked as
+        the flow says before it leaves; the call's idempotency key (``kind:provider``, its place in
+        the turn); ``fields``; the step's max_tokens and temperature when it sets them."""
+        masked = [{"role": role, "content": self._masked_for_prompt(turn, text)} for role, text in messages]
         request: JsonDict = {
-            "messages": messages,
-            "idempotency_key": idempotency_key(turn.state, call, f"generate:{spec.provider}"),
-            "say": spec.says,  # streamed to a frontend that asked for deltas
+            "messages": masked,
+            "idempotency_key": idempotency_key(turn.state, str(turn.webhook_calls), f"{kind}:{provider}"),
+            **fields,
         }
-        if spec.max_tokens:
-            request["max_tokens"] = spec.max_tokens
-        if spec.temperature is not None:
-            request["temperature"] = spec.temperature
+        if max_tokens:
+            request["max_tokens"] = max_tokens
+        if temperature is not None:
+            request["temperature"] = temperature
         return request
 
     def _prompt_environment(self, turn: _Turn) -> dict[str, Any]:
@@ -1504,6 +1510,12 @@ def redact_slots(owner: DeclarativeFlow | None, slots: JsonDict) -> JsonDict:
         else:
             shown[name] = value
     return shown
+
+
+def _digest(value: Any) -> str:
+    """A short fingerprint of ``value``'s JSON (keys sorted, what JSON cannot hold as its str):
+    equal for equal values, and stored (a conversation's memory keeps it across turns)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _fingerprint(tenant_id: str, conversation_id: str) -> str:
