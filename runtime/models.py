@@ -134,6 +134,12 @@ RETRY_AFTER_STATUSES = (429, 503)
 WATCH_TICK_S = 0.02
 
 
+def api_key(api_key_env: str) -> str:
+    """The key a provider's ``api_key_env`` names, from the environment ("" when that variable is
+    unset or empty; ``KEYLESS`` for a provider that names none)."""
+    return os.environ.get(api_key_env, "") if api_key_env else KEYLESS
+
+
 @dataclass(frozen=True, slots=True)
 class ModelProvider:
     """A chat-completions server flows may call, by name (config ``models.providers``)."""
@@ -285,7 +291,7 @@ class ModelClient:
             client = self._clients.get(provider.name)
             if client is not None:
                 return client
-            key = os.environ.get(provider.api_key_env, "") if provider.api_key_env else KEYLESS
+            key = api_key(provider.api_key_env)
             if not key:
                 return None
             import openai  # here: half a second to import, and only a server with providers needs it

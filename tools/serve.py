@@ -35,7 +35,7 @@ from confab.runtime.config import ConfabConfig, ConfigError, split_password
 from confab.runtime.engine import Engine
 from confab.runtime.flows import FlowRegistry, UnknownFlow
 from confab.runtime.flows.execution.catalog import load_flows
-from confab.runtime.models import ModelProvider, ModelSettings, TokenBudget
+from confab.runtime.models import ModelProvider, ModelSettings, TokenBudget, api_key
 from confab.runtime.protocol import transport
 from confab.runtime.protocol.security import data_plane_settings
 from confab.runtime.store import Retention, StoreError, open_store
@@ -75,7 +75,7 @@ def check_model_keys(config: ConfabConfig) -> None:
     """Warn, once per provider, of a key that is not there: every call to that provider would
     fail (``no_key``). The line names the variable, never a value."""
     for provider in config.models.providers:
-        if provider.api_key_env and not os.environ.get(provider.api_key_env):
+        if not api_key(provider.api_key_env):
             log.warning(
                 "model provider %r: the environment variable %s that holds its key is not set or"
                 " empty; every call to it will fail (no_key) until the server starts with it set",
